@@ -1,0 +1,1 @@
+"""pyro-vae: declarative variational autoencoders in Pyro."""

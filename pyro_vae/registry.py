@@ -1,0 +1,208 @@
+"""Named registries of components, and the validation of their parameters.
+
+An entry is any callable whose keyword parameters carry type annotations and defaults: a frozen
+dataclass of parameters (priors, likelihoods, networks, datasets) or a class such as an ELBO
+estimator. ``Registry.parse({"name": ..., **params}, path)`` checks the name, the keys and the
+types against that signature, then calls the entry once so that its own range checks
+(``ValueError``) run; every failure is a one-line :class:`SpecError` naming the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar, Union
+
+T = TypeVar("T")
+
+
+class SpecError(ValueError):
+    """A user error in a spec or its inputs: printed as one line, exit code 2."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        self.message = message
+        super().__init__(f"{key}: {message}" if key else message)
+
+
+def did_you_mean(value: str, choices: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(value), list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def choices_text(choices: typing.Iterable[str]) -> str:
+    return ", ".join(sorted(choices))
+
+
+@dataclass(frozen=True)
+class Component:
+    """A validated registry choice: ``name`` plus its parameters (defaults filled in)."""
+
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **{k: _plain(v) for k, v in self.params.items()}}
+
+    def __hash__(self) -> int:
+        return hash((self.name, tuple(sorted((k, repr(v)) for k, v in self.params.items()))))
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def signature_params(entry: Callable[..., Any]) -> dict[str, inspect.Parameter]:
+    """Keyword parameters of ``entry`` with their annotations resolved."""
+    target = entry.__init__ if inspect.isclass(entry) else entry  # type: ignore[misc]
+    hints = typing.get_type_hints(target)
+    params = inspect.signature(entry).parameters.values()
+    return {
+        p.name: p.replace(annotation=hints.get(p.name, Any))
+        for p in params
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
+def coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check ``value`` against a type annotation, converting where the conversion is exact."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, arg, key)
+            except SpecError as exc:
+                errors.append(exc.message)
+        raise SpecError(key, " or ".join(errors))
+    if origin is Literal:
+        if value in args:
+            return value
+        raise SpecError(key, f"{value!r} is not one of: {', '.join(map(str, args))}"
+                        + did_you_mean(value, map(str, args)))
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            value = [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+        if not isinstance(value, (list, tuple)):
+            raise SpecError(key, f"expected a list, got {value!r}")
+        item = args[0] if args else Any
+        return tuple(coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise SpecError(key, f"expected true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise SpecError(key, f"expected an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise SpecError(key, f"expected a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise SpecError(key, f"expected a string, got {value!r}")
+    return value
+
+
+def parse_kwargs(entry: Callable[..., Any], values: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """Validate ``values`` against ``entry``'s annotated keyword parameters; fill defaults."""
+    params = signature_params(entry)
+    unknown = [k for k in values if k not in params]
+    if unknown:
+        k = unknown[0]
+        raise SpecError(f"{key}.{k}" if key else k,
+                        f"unknown key; valid keys: {choices_text(params)}" + did_you_mean(k, params))
+    out: dict[str, Any] = {}
+    for name, p in params.items():
+        sub = f"{key}.{name}" if key else name
+        if name in values:
+            out[name] = coerce(values[name], p.annotation, sub)
+        elif p.default is inspect.Parameter.empty:
+            raise SpecError(sub, "missing required key")
+        else:
+            out[name] = _plain_default(p.default)
+    return out
+
+
+def _plain_default(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+class Registry(Generic[T]):
+    """Name → entry. ``register`` is a decorator; ``parse`` validates a ``{name, ...}`` mapping."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.entries: dict[str, Callable[..., T]] = {}
+
+    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        def add(entry: Callable[..., T]) -> Callable[..., T]:
+            if name in self.entries:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self.entries[name] = entry
+            return entry
+
+        return add
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.entries
+
+    def __getitem__(self, name: str) -> Callable[..., T]:
+        if name not in self.entries:
+            raise SpecError(f"{self.kind}.name", f"unknown {self.kind} {name!r}; choices: "
+                            f"{choices_text(self.entries)}" + did_you_mean(name, self.entries))
+        return self.entries[name]
+
+    def names(self) -> list[str]:
+        return sorted(self.entries)
+
+    def parse(self, value: Any, key: str | None = None) -> Component:
+        key = key or self.kind
+        if isinstance(value, str):
+            value = {"name": value}
+        if not isinstance(value, Mapping):
+            raise SpecError(key, f"expected a mapping with a 'name' key, got {value!r}")
+        if "name" not in value:
+            raise SpecError(f"{key}.name", f"missing; choices: {choices_text(self.entries)}")
+        name = value["name"]
+        if not isinstance(name, str) or name not in self.entries:
+            raise SpecError(f"{key}.name", f"unknown {self.kind} {name!r}; choices: "
+                            f"{choices_text(self.entries)}" + did_you_mean(str(name), self.entries))
+        entry = self.entries[name]
+        params = parse_kwargs(entry, {k: v for k, v in value.items() if k != "name"}, key)
+        component = Component(name, params)
+        self.instantiate(component, key)  # runs the entry's own range checks
+        return component
+
+    def instantiate(self, component: Component, key: str | None = None) -> T:
+        try:
+            return self.entries[component.name](**component.params)
+        except SpecError:
+            raise
+        except ValueError as exc:
+            raise SpecError(key or self.kind, str(exc)) from None
+
+
+def frozen_params(cls: type[T]) -> type[T]:
+    """Decorator: a frozen, keyword-only dataclass of component parameters."""
+    return dataclasses.dataclass(frozen=True, kw_only=True)(cls)
