@@ -1,0 +1,201 @@
+"""Registry of likelihoods p(x | z) over flat data x ∈ 𝒳ᴾ.
+
+The decoder outputs the likelihood's natural parameters, ``m`` per data dimension, laid out
+parameter-major: ``out[..., j*P + i]`` is parameter j of dimension i (``m = 1`` except for the
+categorical, where the L logits of a pixel are its parameters). A built likelihood maps ``out`` to
+a distribution with ``event_shape == (P,)`` (``.to_event(1)``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar, Literal
+
+import pyro.distributions as dist
+import torch
+from pyro.distributions import constraints
+from pyro.nn import PyroModule, PyroParam
+
+from pyro_vae.registry import Registry, SpecError, frozen_params
+
+LIKELIHOODS: Registry = Registry("likelihood")
+
+
+class Likelihood(PyroModule):
+    """forward(out) → p(x | z); ``mean(out)`` → E[x | z]; ``support_error(x)`` → message or None."""
+
+    params_per_dim: int = 1
+    discrete: bool = False  # log p(x) is a log-probability mass: bits/dim are meaningful
+
+    def forward(self, out: torch.Tensor) -> dist.TorchDistribution:  # pragma: no cover
+        raise NotImplementedError
+
+    def mean(self, out: torch.Tensor) -> torch.Tensor:
+        return self(out).base_dist.mean
+
+    def support_error(self, x: torch.Tensor) -> str | None:
+        return None
+
+
+def _first_bad(x: torch.Tensor, ok: torch.Tensor) -> str:
+    bad = x[~ok]
+    return f"{int(bad.numel())} values, e.g. {float(bad[0]):g}"
+
+
+class BernoulliLikelihood(Likelihood):
+    """x_i ~ Bernoulli(σ(l_i)): log p = Σ_i x_i l_i − softplus(l_i)."""
+
+    discrete = True
+
+    def forward(self, out: torch.Tensor) -> dist.TorchDistribution:
+        return dist.Bernoulli(logits=out, validate_args=False).to_event(1)
+
+    def mean(self, out: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(out)
+
+    def support_error(self, x: torch.Tensor) -> str | None:
+        ok = (x == 0) | (x == 1)
+        if bool(ok.all()):
+            return None
+        return (f"bernoulli needs data in {{0, 1}}, found {_first_bad(x, ok)}; set data.binarize "
+                "to dynamic or static, or use likelihood continuous_bernoulli")
+
+
+class ContinuousBernoulliLikelihood(Likelihood):
+    """x_i ∈ [0, 1] ~ CB(λ_i) (Loaiza-Ganem & Cunningham 2019): C(λ) λˣ (1 − λ)¹⁻ˣ, λ = σ(l)."""
+
+    def forward(self, out: torch.Tensor) -> dist.TorchDistribution:
+        return dist.ContinuousBernoulli(logits=out, validate_args=False).to_event(1)
+
+    def support_error(self, x: torch.Tensor) -> str | None:
+        ok = (x >= 0) & (x <= 1)
+        if bool(ok.all()):
+            return None
+        return f"continuous_bernoulli needs data in [0, 1], found {_first_bad(x, ok)}"
+
+
+class LocScaleLikelihood(Likelihood):
+    """x_i ~ D(μ_i, s) with μ from the decoder and s fixed, one learned scalar, or learned per i."""
+
+    family: ClassVar[type[dist.TorchDistribution]]
+
+    def __init__(self, data_dim: int, scale: float, learn: str) -> None:
+        super().__init__()
+        init = torch.full((data_dim,) if learn == "per_dim" else (), float(scale))
+        if learn == "fixed":
+            self.register_buffer("scale", init)
+        else:
+            self.scale = PyroParam(init, constraint=constraints.positive)
+
+    def forward(self, out: torch.Tensor) -> dist.TorchDistribution:
+        return self.family(out, self.scale, validate_args=False).to_event(1)
+
+    def mean(self, out: torch.Tensor) -> torch.Tensor:
+        return out
+
+
+class NormalLikelihood(LocScaleLikelihood):
+    """x_i ~ N(μ_i, s²)."""
+
+    family = dist.Normal
+
+
+class LaplaceLikelihood(LocScaleLikelihood):
+    """x_i ~ Laplace(μ_i, s): log p = −|x_i − μ_i|/s − log 2s."""
+
+    family = dist.Laplace
+
+
+class CategoricalLikelihood(Likelihood):
+    """x_i ∈ {0, …, L−1} ~ Categorical(softmax(l_i)), l_i ∈ ℝᴸ: for integer-valued pixels."""
+
+    discrete = True
+
+    def __init__(self, data_dim: int, levels: int) -> None:
+        super().__init__()
+        self.data_dim, self.levels = data_dim, levels
+        self.params_per_dim = levels
+
+    def _logits(self, out: torch.Tensor) -> torch.Tensor:
+        return out.unflatten(-1, (self.levels, self.data_dim)).transpose(-1, -2)
+
+    def forward(self, out: torch.Tensor) -> dist.TorchDistribution:
+        return dist.Categorical(logits=self._logits(out), validate_args=False).to_event(1)
+
+    def mean(self, out: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(self._logits(out), dim=-1)
+        return probs @ torch.arange(self.levels, dtype=probs.dtype, device=probs.device)
+
+    def support_error(self, x: torch.Tensor) -> str | None:
+        ok = (x >= 0) & (x <= self.levels - 1) & (x == x.round())
+        if bool(ok.all()):
+            return None
+        return (f"categorical with {self.levels} levels needs integers in 0..{self.levels - 1}, "
+                f"found {_first_bad(x, ok)}; set data.values: integer")
+
+
+@LIKELIHOODS.register("bernoulli")
+@frozen_params
+class Bernoulli:
+    """Binary data; the decoder outputs logits."""
+
+    def build(self, data_dim: int, levels: int | None) -> Likelihood:
+        return BernoulliLikelihood()
+
+
+@LIKELIHOODS.register("continuous_bernoulli")
+@frozen_params
+class ContinuousBernoulli:
+    """Data in [0, 1], properly normalised; the decoder outputs logits."""
+
+    def build(self, data_dim: int, levels: int | None) -> Likelihood:
+        return ContinuousBernoulliLikelihood()
+
+
+@frozen_params
+class _LocScale:
+    scale: float = 1.0
+    learn: Literal["fixed", "global", "per_dim"] = "per_dim"
+    module: ClassVar[type[LocScaleLikelihood]]
+
+    def __post_init__(self) -> None:
+        if not (self.scale > 0 and math.isfinite(self.scale)):
+            raise ValueError(f"scale must be a positive number, got {self.scale}")
+
+    def build(self, data_dim: int, levels: int | None) -> Likelihood:
+        return self.module(data_dim, self.scale, self.learn)
+
+
+@LIKELIHOODS.register("normal")
+@frozen_params
+class Normal(_LocScale):
+    """Real data; ``scale`` is the fixed value or the initial one of the learned scale."""
+
+    module = NormalLikelihood
+
+
+@LIKELIHOODS.register("laplace")
+@frozen_params
+class Laplace(_LocScale):
+    """Real data with heavier tails; ``scale`` as for normal."""
+
+    module = LaplaceLikelihood
+
+
+@LIKELIHOODS.register("categorical")
+@frozen_params
+class Categorical:
+    """Integer pixels in 0..levels−1; ``levels`` defaults to the data set's (17 for digits)."""
+
+    levels: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.levels is not None and self.levels < 2:
+            raise ValueError(f"levels must be >= 2, got {self.levels}")
+
+    def build(self, data_dim: int, levels: int | None) -> Likelihood:
+        n = self.levels or levels
+        if n is None:
+            raise SpecError("likelihood.levels", "this data set has no known number of levels; "
+                            "set likelihood.levels")
+        return CategoricalLikelihood(data_dim, n)

@@ -1,0 +1,153 @@
+"""Registry of encoder/decoder networks.
+
+An entry builds both halves of the VAE:
+- ``encoder(shape, latent_dim)``: x (..., P) → (μ, σ) of q(z | x) = N(μ, diag σ²), σ = softplus(·) + ε;
+- ``decoder(latent_dim, shape, m)``: z (..., D) → the likelihood's natural parameters (..., m·P).
+Leading dimensions (particles, batch) pass through, so vectorized particles need no reshaping
+outside the network.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pyro_vae.registry import Registry, SpecError, frozen_params
+
+NETWORKS: Registry = Registry("network")
+
+Activation = Literal["tanh", "relu", "elu", "softplus", "leaky_relu", "gelu"]
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "softplus": nn.Softplus,
+    "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU,
+}
+MIN_SCALE = 1e-4
+
+
+class GaussianHead(nn.Module):
+    """Splits features into (μ, σ) with σ = softplus(s) + ε, keeping σ away from 0."""
+
+    def __init__(self, body: nn.Module, latent_dim: int) -> None:
+        super().__init__()
+        self.body, self.latent_dim = body, latent_dim
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, raw = self.body(x).split(self.latent_dim, dim=-1)
+        return loc, F.softplus(raw) + MIN_SCALE
+
+
+def mlp(sizes: list[int], activation: str) -> nn.Sequential:
+    """Linear layers with ``activation`` between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+def _check_layers(hidden: tuple[int, ...], name: str) -> None:
+    if any(h < 1 for h in hidden):
+        raise ValueError(f"{name} sizes must be >= 1, got {list(hidden)}")
+
+
+@NETWORKS.register("mlp")
+@frozen_params
+class MLP:
+    """Fully connected: P → hidden… → out."""
+
+    hidden: tuple[int, ...] = (200, 200)
+    activation: Activation = "tanh"
+
+    def __post_init__(self) -> None:
+        _check_layers(self.hidden, "hidden")
+
+    def encoder(self, shape: tuple[int, ...], latent_dim: int) -> nn.Module:
+        return GaussianHead(mlp([math.prod(shape), *self.hidden, 2 * latent_dim],
+                                self.activation), latent_dim)
+
+    def decoder(self, latent_dim: int, shape: tuple[int, ...], m: int) -> nn.Module:
+        return mlp([latent_dim, *self.hidden, m * math.prod(shape)], self.activation)
+
+
+class ConvEncoderBody(nn.Module):
+    """(..., C·H·W) → conv stride 2 (×len(channels)) → linear hidden → out."""
+
+    def __init__(self, shape: tuple[int, int, int], channels: tuple[int, ...], hidden: int,
+                 out: int, act: type[nn.Module]) -> None:
+        super().__init__()
+        self.shape = shape
+        convs: list[nn.Module] = []
+        c_in, h, w = shape
+        for c in channels:
+            convs += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), act()]
+            c_in, h, w = c, (h + 1) // 2, (w + 1) // 2
+        self.convs = nn.Sequential(*convs, nn.Flatten())
+        self.head = nn.Sequential(nn.Linear(c_in * h * w, hidden), act(), nn.Linear(hidden, out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        y = self.convs(x.reshape(-1, *self.shape))
+        return self.head(y).reshape(*lead, -1)
+
+
+class ConvDecoder(nn.Module):
+    """z → linear → (c, h, w) → transposed conv stride 2 (×len(channels)) → crop to (m·C, H, W)."""
+
+    def __init__(self, latent_dim: int, shape: tuple[int, int, int], m: int,
+                 channels: tuple[int, ...], hidden: int, act: type[nn.Module]) -> None:
+        super().__init__()
+        C, self.H, self.W = shape
+        n = len(channels)
+        h, w = -(-self.H // 2**n), -(-self.W // 2**n)
+        rev = list(reversed(channels))
+        self.seed_shape = (rev[0], h, w)
+        self.head = nn.Sequential(nn.Linear(latent_dim, hidden), act(),
+                                  nn.Linear(hidden, rev[0] * h * w), act())
+        ups: list[nn.Module] = []
+        for i, c in enumerate(rev):
+            c_out = rev[i + 1] if i + 1 < n else m * C
+            ups.append(nn.ConvTranspose2d(c, c_out, 4, stride=2, padding=1))
+            if i + 1 < n:
+                ups.append(act())
+        self.ups = nn.Sequential(*ups)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        lead = z.shape[:-1]
+        y = self.head(z.reshape(-1, z.shape[-1])).reshape(-1, *self.seed_shape)
+        y = self.ups(y)[..., : self.H, : self.W]
+        return y.reshape(*lead, -1)
+
+
+@NETWORKS.register("conv")
+@frozen_params
+class Conv:
+    """Convolutional, for image-shaped data (C, H, W): stride-2 convolutions and their transposes."""
+
+    channels: tuple[int, ...] = (32, 64)
+    hidden: int = 256
+    activation: Activation = "relu"
+
+    def __post_init__(self) -> None:
+        _check_layers(self.channels, "channels")
+        _check_layers((self.hidden,), "hidden")
+
+    @staticmethod
+    def _image(shape: tuple[int, ...], key: str) -> tuple[int, int, int]:
+        if len(shape) != 3:
+            raise SpecError(f"{key}.name", f"conv needs image data of shape (C, H, W), this data "
+                            f"set has items of shape {tuple(shape)}; use mlp")
+        return shape  # type: ignore[return-value]
+
+    def encoder(self, shape: tuple[int, ...], latent_dim: int) -> nn.Module:
+        body = ConvEncoderBody(self._image(shape, "encoder"), self.channels, self.hidden,
+                               2 * latent_dim, ACTIVATIONS[self.activation])
+        return GaussianHead(body, latent_dim)
+
+    def decoder(self, latent_dim: int, shape: tuple[int, ...], m: int) -> nn.Module:
+        return ConvDecoder(latent_dim, self._image(shape, "decoder"), m, self.channels,
+                           self.hidden, ACTIVATIONS[self.activation])

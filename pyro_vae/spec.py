@@ -1,0 +1,248 @@
+"""The declarative spec: typed, validated, YAML in and out, dotted ``--set`` overrides.
+
+Every key has a default; an unknown key, name or bad value is a :class:`SpecError` naming the
+dotted key, the value and the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from inference.estimators import ESTIMATORS as ESTIMATOR_CLASSES
+from pyro_vae.data import DATASETS
+from pyro_vae.likelihoods import LIKELIHOODS
+from pyro_vae.networks import NETWORKS
+from pyro_vae.priors import PRIORS
+from pyro_vae.registry import (Component, Registry, SpecError, choices_text, did_you_mean,
+                               parse_kwargs)
+
+ESTIMATORS: Registry = Registry("estimator")
+for _name, _cls in ESTIMATOR_CLASSES.items():
+    ESTIMATORS.register(_name)(_cls)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Optimisation: Adam(lr) on minibatches; KL weight β·min(1, (t+1)/T_warmup) at step t."""
+
+    max_epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    warmup_epochs: float = 0.0
+    accelerator: str = "cpu"
+    devices: int = 1
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _at_least(self.max_epochs, 1, "max_epochs")
+        _at_least(self.batch_size, 1, "batch_size")
+        _at_least(self.devices, 1, "devices")
+        _positive(self.lr, "lr")
+        if not (self.warmup_epochs >= 0 and math.isfinite(self.warmup_epochs)):
+            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+
+
+@dataclass(frozen=True)
+class EvaluateSpec:
+    """Importance-sampled log p(x) with ``num_samples`` particles per data point."""
+
+    num_samples: int = 1000
+    split: Literal["train", "val", "test"] = "test"
+    memory_budget_mb: float = 512.0
+
+    def __post_init__(self) -> None:
+        _at_least(self.num_samples, 1, "num_samples")
+        _positive(self.memory_budget_mb, "memory_budget_mb")
+
+
+def _at_least(value: int, low: int, name: str) -> None:
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+
+
+def _positive(value: float, name: str) -> None:
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a positive number, got {value}")
+
+
+COMPONENTS: dict[str, Registry] = {
+    "data": DATASETS, "prior": PRIORS, "likelihood": LIKELIHOODS,
+    "encoder": NETWORKS, "decoder": NETWORKS, "estimator": ESTIMATORS,
+}
+SECTIONS: dict[str, type] = {"train": TrainSpec, "evaluate": EvaluateSpec}
+DEFAULTS: dict[str, Any] = {
+    "data": {"name": "digits"},
+    "prior": {"name": "standard_normal"},
+    "likelihood": {"name": "bernoulli"},
+    "encoder": {"name": "mlp"},
+    "decoder": {"name": "mlp"},
+    "estimator": {"name": "trace"},
+}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A whole VAE experiment. ``Spec.from_dict`` validates; ``to_dict`` inverts it."""
+
+    data: Component
+    prior: Component
+    likelihood: Component
+    encoder: Component
+    decoder: Component
+    estimator: Component
+    latent_dim: int = 16
+    beta: float = 1.0
+    train: TrainSpec = field(default_factory=TrainSpec)
+    evaluate: EvaluateSpec = field(default_factory=EvaluateSpec)
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> Spec:
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, Mapping):
+            raise SpecError("", f"a spec is a mapping of keys to values, got {type(raw).__name__}")
+        valid = [f.name for f in dataclasses.fields(cls)]
+        for key in raw:
+            if key not in valid:
+                raise SpecError(str(key), f"unknown key; valid keys: {choices_text(valid)}"
+                                + did_you_mean(str(key), valid))
+        values: dict[str, Any] = {}
+        for key, registry in COMPONENTS.items():
+            value = raw.get(key)
+            if value is None:
+                value = DEFAULTS[key]
+            elif isinstance(value, Mapping) and "name" not in value:
+                value = {**DEFAULTS[key], **value}  # parameters for the default component
+            values[key] = registry.parse(value, key)
+        for key, section in SECTIONS.items():
+            sub = raw.get(key) or {}
+            if not isinstance(sub, Mapping):
+                raise SpecError(key, f"expected a mapping, got {sub!r}")
+            try:
+                values[key] = section(**parse_kwargs(section, sub, key))
+            except ValueError as exc:
+                if isinstance(exc, SpecError):
+                    raise
+                raise SpecError(key, str(exc)) from None
+        scalars = parse_kwargs(_Scalars, {k: raw[k] for k in ("latent_dim", "beta") if k in raw}, "")
+        _Scalars(**scalars)
+        return cls(**values, **scalars)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Component):
+                out[f.name] = value.to_dict()
+            elif dataclasses.is_dataclass(value):
+                out[f.name] = dataclasses.asdict(value)
+            else:
+                out[f.name] = value
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+@dataclass(frozen=True)
+class _Scalars:
+    latent_dim: int = 16
+    beta: float = 1.0
+
+    def __post_init__(self) -> None:
+        try:
+            _at_least(self.latent_dim, 1, "value")
+        except ValueError as exc:
+            raise SpecError("latent_dim", str(exc)) from None
+        try:
+            _positive(self.beta, "value")
+        except ValueError as exc:
+            raise SpecError("beta", str(exc)) from None
+
+
+def parse_yaml(text: str, source: str = "<spec>") -> Any:
+    """YAML → Python, a syntax error becoming one line with the line and column."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        raise SpecError(source, f"YAML syntax error at {where}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(source, f"YAML error: {exc}") from None
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a nested dict.
+
+    Setting ``X.name`` to a different component drops X's other old parameters (they belong to
+    the old component); parameters set by other overrides are kept.
+    """
+    out: dict[str, Any] = _deep_copy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise SpecError("--set", f"expected key=value, got {item!r}")
+        path, text = item.split("=", 1)
+        keys = path.strip().split(".")
+        if not all(keys):
+            raise SpecError("--set", f"bad key {path!r}")
+        value = parse_yaml(text, f"--set {path}")
+        node = out
+        for i, k in enumerate(keys[:-1]):
+            child = node.get(k)
+            if child is None or isinstance(child, str):
+                child = {"name": child} if isinstance(child, str) else {}
+                node[k] = child
+            elif not isinstance(child, dict):
+                raise SpecError(".".join(keys[: i + 1]), f"is {child!r}, not a mapping")
+            node = child
+        leaf = keys[-1]
+        if leaf == "name" and keys[0] in COMPONENTS and len(keys) == 2 and node.get("name") != value:
+            node.clear()
+        node[leaf] = value
+    return out
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def load_spec(source: str | Path | Mapping[str, Any] | None = None,
+              overrides: Sequence[str] = ()) -> Spec:
+    """A spec from a YAML file, a YAML string, a dict, or None (all defaults), plus overrides."""
+    if source is None:
+        raw: Any = {}
+    elif isinstance(source, Mapping):
+        raw = source
+    else:
+        path = Path(source)
+        if isinstance(source, Path) or (str(source).endswith((".yaml", ".yml")) and "\n" not in str(source)):
+            if not path.is_file():
+                raise SpecError(str(path), "spec file not found")
+            raw = parse_yaml(path.read_text(), str(path))
+        else:
+            raw = parse_yaml(str(source))
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise SpecError("", f"a spec is a mapping of keys to values, got {type(raw).__name__}")
+    return Spec.from_dict(apply_overrides(raw, overrides))
+
+
+def dump_spec(spec: Spec, path: Path | None = None) -> str:
+    text = spec.to_yaml()
+    if path is not None:
+        path.write_text(text)
+    return text
