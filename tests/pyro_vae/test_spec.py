@@ -1,0 +1,93 @@
+"""The spec: defaults, round trip, overrides, and a one-line error for every bad input."""
+
+import pytest
+
+from pyro_vae.priors import PRIORS
+from pyro_vae.registry import SpecError
+from pyro_vae.spec import Spec, apply_overrides, dump_spec, load_spec
+
+
+def test_defaults_are_a_valid_spec():
+    spec = load_spec(None)
+    assert spec.data.name == "digits" and spec.prior.name == "standard_normal"
+    assert spec.encoder.params["hidden"] == (200, 200)
+
+
+@pytest.mark.parametrize("path", sorted(__import__("pathlib").Path("examples/configs").glob("*.yaml")))
+def test_example_configs_round_trip(path):
+    spec = load_spec(path)
+    again = load_spec(dump_spec(spec))
+    assert again == spec
+    assert load_spec(again.to_dict()) == spec
+
+
+def test_overrides_reach_any_key_and_coerce_types():
+    spec = load_spec(None, ["prior.name=mixture", "prior.components=3", "train.lr=3e-4",
+                            "encoder.hidden=[32, 16]", "latent_dim=4", "estimator.name=iwae",
+                            "estimator.particles=5"])
+    assert spec.prior.name == "mixture" and spec.prior.params["components"] == 3
+    assert spec.train.lr == pytest.approx(3e-4)
+    assert spec.encoder.params["hidden"] == (32, 16)
+    assert spec.latent_dim == 4 and spec.estimator.params["particles"] == 5
+
+
+def test_changing_a_component_name_drops_the_old_components_params():
+    raw = {"prior": {"name": "mixture", "components": 5}}
+    assert apply_overrides(raw, ["prior.name=vamp"]) == {"prior": {"name": "vamp"}}
+    assert raw == {"prior": {"name": "mixture", "components": 5}}  # input untouched
+    assert load_spec(raw, ["prior.name=vamp"]).prior.name == "vamp"
+
+
+def test_every_prior_is_reachable_by_name():
+    assert set(PRIORS.names()) >= {"standard_normal", "normal", "mixture", "vamp"}
+
+
+BAD = [
+    ({"priorr": {}}, "priorr", "valid keys"),
+    ({"prior": {"name": "gaussian"}}, "prior.name", "choices: mixture, normal, standard_normal, vamp"),
+    ({"prior": {"name": "mixture", "components": 0}}, "prior", "components must be >= 1"),
+    ({"prior": {"name": "mixture", "componets": 3}}, "prior.componets", "did you mean 'components'"),
+    ({"likelihood": {"name": "normal", "learn": "sometimes"}}, "likelihood.learn", "fixed, global, per_dim"),
+    ({"likelihood": {"name": "normal", "scale": -1.0}}, "likelihood", "scale must be a positive"),
+    ({"encoder": {"name": "mlp", "hidden": [10, "x"]}}, "encoder.hidden[1]", "expected an integer"),
+    ({"encoder": {"name": "mlp", "activation": "sigmoid"}}, "encoder.activation", "tanh"),
+    ({"latent_dim": 0}, "latent_dim", ">= 1"),
+    ({"latent_dim": 2.5}, "latent_dim", "expected an integer"),
+    ({"beta": -1}, "beta", "positive"),
+    ({"train": {"batch_size": 0}}, "train", "batch_size must be >= 1"),
+    ({"train": {"lr": "fast"}}, "train.lr", "expected a number"),
+    ({"train": {"epochs": 3}}, "train.epochs", "max_epochs"),
+    ({"evaluate": {"num_samples": 0}}, "evaluate", "num_samples must be >= 1"),
+    ({"estimator": {"name": "iwae", "particles": 0}}, "estimator", "particles"),
+    ({"estimator": {"name": "elbo"}}, "estimator.name", "trace"),
+    ({"data": {"name": "cifar"}}, "data.name", "digits"),
+    ({"data": {"name": "digits", "binarize": "yes"}}, "data.binarize", "dynamic"),
+    ([1, 2], "", "mapping"),
+]
+
+
+@pytest.mark.parametrize("raw,key,fragment", BAD, ids=[b[1] or "list" for b in BAD])
+def test_bad_specs_name_the_key_and_the_choices(raw, key, fragment):
+    with pytest.raises(SpecError) as info:
+        Spec.from_dict(raw)
+    assert info.value.key == key
+    assert fragment in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("latent_dim: 4\nprior: {name: vamp\ntrain: {}\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert "line 3" in str(info.value) and str(path) in str(info.value)
+
+
+def test_missing_spec_file_is_named(tmp_path):
+    with pytest.raises(SpecError, match="not found"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_bad_override_syntax():
+    with pytest.raises(SpecError, match="key=value"):
+        load_spec(None, ["latent_dim"])
