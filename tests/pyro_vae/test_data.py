@@ -1,0 +1,296 @@
+"""Datasets: splits, scaling, binarization, the IDX reader, npz arrays, and their errors."""
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from pyro_vae import data
+from pyro_vae.data import DATASETS, DataBundle, read_idx
+from pyro_vae.registry import SpecError
+
+
+def load(**spec) -> DataBundle:
+    return DATASETS.instantiate(DATASETS.parse(spec)).load()
+
+
+def sorted_rows(x: torch.Tensor) -> np.ndarray:
+    a = np.asarray(x)
+    return a[np.lexsort(a.T[::-1])]
+
+
+# ---- digits -------------------------------------------------------------------------------------
+
+def test_digits_shapes_values_and_labels():
+    b = load(name="digits")
+    assert (len(b.train), len(b.val), len(b.test)) == (1258, 180, 359)  # 1797 = 70/10/20 %
+    assert b.shape == (1, 8, 8) and b.is_image and b.dim == 64 and b.levels == 17
+    for split in ("train", "val", "test"):
+        x, y = b.split(split), b.labels[split]
+        assert x.dtype == torch.float32 and x.shape[1] == 64
+        assert 0.0 <= x.min() and x.max() == 1.0
+        assert torch.equal(x * 16, (x * 16).round())  # levels k/16
+        assert y.dtype == torch.long and len(y) == len(x) and set(y.tolist()) == set(range(10))
+
+
+def test_digits_splits_partition_the_data_and_follow_the_seed():
+    b = load(name="digits", values="integer")
+    whole = torch.cat([b.train, b.val, b.test])
+    assert torch.equal(whole, whole.round()) and whole.min() == 0 and whole.max() == 16
+    # the three splits together are the 1797 items, each exactly once (as a multiset of rows)
+    assert np.array_equal(sorted_rows(whole), sorted_rows(torch.tensor(load_digits().data)))
+    again = load(name="digits", values="integer")
+    other = load(name="digits", values="integer", seed=1)
+    assert all(torch.equal(getattr(b, s), getattr(again, s)) for s in ("train", "val", "test"))
+    assert not torch.equal(b.test, other.test)
+    assert torch.equal(load(name="digits").train * 16, b.train)  # unit = integer / (levels - 1)
+
+
+def test_limit_caps_training_items_only():
+    full, small = load(name="digits"), load(name="digits", limit=10)
+    assert len(small.train) == 10 and len(small.labels["train"]) == 10
+    assert torch.equal(small.train, full.train[:10])
+    assert torch.equal(small.val, full.val) and torch.equal(small.test, full.test)
+
+
+def test_static_binarization_draws_bernoulli_pixels_reproducibly():
+    grey, b = load(name="digits"), load(name="digits", binarize="static")
+    for split in ("train", "val", "test"):
+        x, p = b.split(split), grey.split(split)
+        assert set(x.unique().tolist()) <= {0.0, 1.0}
+        assert torch.all(x[p == 0] == 0) and torch.all(x[p == 1] == 1)
+    # pixels of grey level 4/16: a Bernoulli(1/4) draw, not a threshold. Thousands of such
+    # pixels: tolerance 4 standard errors of a binomial proportion.
+    p, x = torch.cat([grey.train, grey.val, grey.test]), torch.cat([b.train, b.val, b.test])
+    ones = x[p == 0.25]
+    assert len(ones) > 2000
+    assert abs(ones.mean().item() - 0.25) < 4 * (0.25 * 0.75 / len(ones)) ** 0.5
+    again = load(name="digits", binarize="static")
+    assert all(torch.equal(b.split(s), again.split(s)) for s in ("train", "val", "test"))
+    assert not torch.equal(b.train, load(name="digits", binarize="static", seed=1).train)
+    batches = [torch.cat(list(b.loader("train", 100, shuffle=False))) for _ in range(2)]
+    assert torch.equal(batches[0], b.train) and torch.equal(batches[1], b.train)
+
+
+def test_dynamic_binarization_resamples_training_batches_only():
+    grey, b = load(name="digits"), load(name="digits", binarize="dynamic")
+    static = load(name="digits", binarize="static")
+    assert torch.equal(b.train, grey.train)  # kept grey; the loader draws the bits
+    assert torch.equal(b.val, static.val) and torch.equal(b.test, static.test)  # fixed once
+    assert torch.equal(load(name="digits", binarize="dynamic").test, b.test)
+
+    def epoch(seed: int | None = None) -> torch.Tensor:
+        if seed is not None:
+            torch.manual_seed(seed)
+        batches = list(b.loader("train", 128, shuffle=False))
+        assert all(x.shape[1] == 64 for x in batches) and len(batches) == 10
+        return torch.cat(batches)
+
+    first, second = epoch(), epoch()
+    assert set(first.unique().tolist()) == {0.0, 1.0}
+    assert not torch.equal(first, second)
+    assert torch.all(first[b.train == 0] == 0) and torch.all(first[b.train == 1] == 1)
+    assert torch.equal(epoch(seed=3), epoch(seed=3))  # torch's global seed governs the draws
+    for _ in range(2):  # validation batches are the fixed bits, every time
+        assert torch.equal(torch.cat(list(b.loader("val", 64, shuffle=False))), b.val)
+
+
+def test_loader_shuffles_with_the_given_generator():
+    b = load(name="digits")
+    order = [torch.cat(list(b.loader("train", 50, shuffle=True, generator=torch.Generator()
+                                     .manual_seed(7)))) for _ in range(2)]
+    assert torch.equal(order[0], order[1]) and not torch.equal(order[0], b.train)
+    assert np.array_equal(sorted_rows(order[0]), sorted_rows(b.train))
+
+
+@pytest.mark.parametrize("spec, named", [
+    ({"val_fraction": -0.1}, "val_fraction"),
+    ({"val_fraction": 1.5}, "val_fraction"),
+    ({"test_fraction": 1.0}, "test_fraction"),
+    ({"val_fraction": 0.5, "test_fraction": 0.5}, "val_fraction + test_fraction"),
+    ({"limit": 0}, "limit"),
+    ({"binarize": "static", "values": "integer"}, "binarize"),
+    ({"binarize": "sometimes"}, "data.binarize"),
+])
+def test_bad_parameters_are_spec_errors_naming_them(spec, named):
+    with pytest.raises(SpecError, match=named.replace("+", r"\+")):
+        DATASETS.parse({"name": "digits", **spec})
+
+
+def test_empty_splits():
+    with pytest.raises(SpecError, match="val split of digits is empty"):
+        load(name="digits", val_fraction=1e-4)
+    b = load(name="digits", val_fraction=0.0)
+    assert b.val.shape == (0, 64) and len(b.train) + len(b.test) == 1797
+    with pytest.raises(SpecError, match="val split of digits is empty"):
+        b.loader("val", 10, shuffle=False)
+    with pytest.raises(SpecError, match="unknown split 'valid'"):
+        b.split("valid")
+
+
+# ---- IDX ----------------------------------------------------------------------------------------
+
+def write_idx(path: Path, a: np.ndarray, magic: int | None = None,
+              dims: tuple[int, ...] | None = None) -> Path:
+    header = (magic if magic is not None else 0x800 + a.ndim).to_bytes(4, "big")
+    header += np.asarray(dims or a.shape, ">u4").tobytes()
+    raw = header + a.astype(np.uint8).tobytes()
+    if path.suffix == ".gz":
+        raw = gzip.compress(raw)
+    path.write_bytes(raw)
+    return path
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_idx_round_trip(tmp_path, suffix):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 3, 4), dtype=np.uint8)
+    labels = rng.integers(0, 10, 5, dtype=np.uint8)
+    assert np.array_equal(read_idx(write_idx(tmp_path / f"i{suffix}", images), 3), images)
+    assert np.array_equal(read_idx(write_idx(tmp_path / f"l{suffix}", labels), 1), labels)
+
+
+def test_idx_errors_name_the_file(tmp_path):
+    images = np.zeros((4, 28, 28), np.uint8)
+    bad = write_idx(tmp_path / "bad-magic.gz", images, magic=0x801)
+    with pytest.raises(SpecError, match=r"bad-magic.gz: bad magic number 0x00000801, "
+                                        r"expected 0x00000803"):
+        read_idx(bad, 3)
+    dims = write_idx(tmp_path / "dims", images, dims=(5, 28, 28))
+    with pytest.raises(SpecError, match=r"dims: header gives dimensions \[5, 28, 28\] = 3920 "
+                                        r"bytes, the file holds 3136"):
+        read_idx(dims, 3)
+    cut = write_idx(tmp_path / "cut.gz", images)
+    cut.write_bytes(cut.read_bytes()[:-12])
+    with pytest.raises(SpecError, match="cut.gz: unreadable, truncated or corrupt"):
+        read_idx(cut, 3)
+
+
+def write_mnist(root: Path, n_train: int = 30, n_test: int = 12, side: int = 28) -> None:
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    for stem, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(root / f"{stem}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, side, 28)))
+        write_idx(root / f"{stem}-labels-idx1-ubyte", np.arange(n) % 10)
+
+
+@pytest.fixture
+def no_standard_places(tmp_path, monkeypatch):
+    """Empty home, cache, working directory and system directory."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(data, "SYSTEM_DIR", tmp_path / "system")
+    return tmp_path
+
+
+def test_mnist_from_synthetic_files_in_root_and_torchvision_layout(no_standard_places):
+    root = no_standard_places / "files"
+    write_mnist(root / "MNIST" / "raw")  # torchvision's layout under data.root
+    b = load(name="mnist", root=str(root), val_fraction=0.2)
+    assert (len(b.train), len(b.val), len(b.test)) == (24, 6, 12)
+    assert b.shape == (1, 28, 28) and b.levels == 256 and b.dim == 784
+    assert b.test.max() == 1.0 and torch.equal(b.labels["test"], torch.arange(12) % 10)
+    raw = load(name="mnist", root=str(root), val_fraction=0.2, values="integer")
+    assert torch.equal(raw.test, b.test * 255)
+    write_mnist(no_standard_places / "home" / ".cache" / "pyro-vae" / "mnist")  # default place
+    assert len(load(name="mnist").test) == 12
+
+
+def test_idx_images_of_the_wrong_size_or_count(no_standard_places):
+    write_mnist(no_standard_places / "odd", side=27)
+    with pytest.raises(SpecError, match="train-images-idx3-ubyte.gz: items of 27x28 pixels, "
+                                        "expected 28x28"):
+        load(name="mnist", root=str(no_standard_places / "odd"))
+    write_mnist(no_standard_places / "few")
+    write_idx(no_standard_places / "few" / "t10k-labels-idx1-ubyte", np.arange(3))
+    with pytest.raises(SpecError, match="t10k-labels-idx1-ubyte: 3 labels for the 12 images"):
+        load(name="mnist", root=str(no_standard_places / "few"))
+
+
+def test_mnist_missing_files_names_the_places(no_standard_places):
+    with pytest.raises(SpecError) as info:
+        load(name="mnist", root=str(no_standard_places / "mine"))
+    message = str(info.value)
+    assert message.startswith("data: mnist IDX files not found; looked in: ")
+    for place in (no_standard_places / "mine", no_standard_places / "mine" / "MNIST" / "raw",
+                  no_standard_places / "home" / ".cache" / "pyro-vae" / "mnist",
+                  no_standard_places / "data" / "mnist", no_standard_places / "system" / "mnist"):
+        assert str(place) in message
+    assert "train-images-idx3-ubyte.gz" in message and "data.download=true" in message
+
+
+def test_mnist_download_without_a_working_torchvision(no_standard_places, monkeypatch):
+    real_import = __import__
+
+    def broken(name, *args, **kwargs):
+        if name == "torchvision":
+            raise RuntimeError("operator torchvision::nms does not exist")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.__import__", broken)
+    with pytest.raises(SpecError, match=r"data.download: needs torchvision, whose import failed "
+                                        r"\(RuntimeError: operator torchvision::nms"):
+        load(name="mnist", download=True)
+
+
+def test_real_fashion_mnist():
+    place = data.SYSTEM_DIR / "fashion-mnist"
+    if not (place / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"no Fashion-MNIST IDX files in {place} (apt install dataset-fashion-mnist)")
+    train_x, train_y = data.read_idx_pair(place / "train-images-idx3-ubyte.gz",
+                                          place / "train-labels-idx1-ubyte.gz", (28, 28))
+    assert train_x.shape == (60000, 28, 28) and set(np.unique(train_y)) == set(range(10))
+    b = load(name="fashion-mnist", limit=100)  # reads all four files; converts few training items
+    assert (len(b.train), len(b.val), len(b.test)) == (100, 6000, 10000)
+    assert b.shape == (1, 28, 28) and b.dim == 784 and b.levels == 256
+    assert b.test.min() == 0.0 and b.test.max() == 1.0
+    assert torch.equal(torch.bincount(b.labels["test"]), torch.full((10,), 1000))
+
+
+# ---- npz ----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def npz(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "arrays.npz"
+    np.savez(path, images=rng.random((40, 6, 5), dtype=np.float32), y=np.arange(40) % 4)
+    return path
+
+
+def test_npz_good_file(npz):
+    b = load(name="npz", path=str(npz), key="images", labels_key="y")
+    assert (len(b.train), len(b.val), len(b.test)) == (28, 4, 8)
+    assert b.shape == (1, 6, 5) and b.is_image and b.dim == 30 and b.levels is None
+    whole = torch.cat([b.train, b.val, b.test])
+    images = torch.tensor(np.load(npz)["images"].reshape(40, 30))
+    assert np.array_equal(sorted_rows(whole), sorted_rows(images))
+    labels = torch.cat([b.labels[s] for s in ("train", "val", "test")])
+    assert torch.equal(torch.bincount(labels), torch.full((4,), 10))
+    flat = load(name="npz", path=str(npz), key="images", shape=[30], binarize="static")
+    assert flat.shape == (30,) and not flat.is_image
+    assert set(flat.train.unique().tolist()) == {0.0, 1.0}
+
+
+def test_npz_errors(npz, tmp_path):
+    with pytest.raises(SpecError, match=r"data.key: .*arrays.npz has no array 'x'; "
+                                        r"arrays present: images, y"):
+        load(name="npz", path=str(npz))
+    with pytest.raises(SpecError, match=r"data.shape: \[1, 28, 28\] holds 784 values; "
+                                        r".* have shape \[6, 5\], 30 values"):
+        load(name="npz", path=str(npz), key="images", shape=[1, 28, 28])
+    with pytest.raises(SpecError, match="data.labels_key: .*has no array 'labels'"):
+        load(name="npz", path=str(npz), key="images", labels_key="labels")
+    with pytest.raises(SpecError, match="data.path: .*missing.npz: cannot read"):
+        load(name="npz", path=str(tmp_path / "missing.npz"))
+    x = np.random.default_rng(0).random((20, 4))
+    x[3, 1], x[7, 2], x[9, 0] = np.nan, np.inf, -np.inf
+    np.savez(tmp_path / "nan.npz", x=x)
+    with pytest.raises(SpecError, match=r"data: .*nan.npz\['x'\]: 3 non-finite values"):
+        load(name="npz", path=str(tmp_path / "nan.npz"))
+    np.savez(tmp_path / "wide.npz", x=np.linspace(-1.0, 2.0, 40).reshape(10, 4))
+    with pytest.raises(SpecError, match=r"data.binarize: needs values in \[0, 1\]"):
+        load(name="npz", path=str(tmp_path / "wide.npz"), binarize="dynamic")
