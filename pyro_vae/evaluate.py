@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pyro
 import torch
-from torch import nn
 
-from inference.marginal import MarginalResult, chunk_size_for_budget, estimate_from_log_weights
+from inference.marginal import (MarginalResult, chunk_size_for_budget, estimate_from_log_weights,
+                                measure_bytes_per_particle)
 from pyro_vae.vae import VAE
 
 ACTIVE_THRESHOLD = 0.01
@@ -59,37 +59,19 @@ class Evaluation:
         return out
 
 
-def _bytes_per_particle(vae: VAE, x: torch.Tensor) -> int:
-    """Bytes one particle costs across the batch x: every decoder activation plus log p(x|z)."""
-    total = 0
-
-    def count(_: nn.Module, __: object, out: object) -> None:
-        nonlocal total
-        if isinstance(out, torch.Tensor):
-            total += out.numel() * out.element_size()
-
-    hooks = [m.register_forward_hook(count) for m in vae.decoder.modules()]
-    try:
-        vae.log_weights(x)(1)
-    finally:
-        for h in hooks:
-            h.remove()
-    return 3 * total  # the likelihood's temporaries take about twice the decoder output
-
-
 @torch.no_grad()
 def importance_log_px(vae: VAE, x: torch.Tensor, num_samples: int, memory_budget_mb: float,
                       points_per_call: int = 1, progress: bool = False) -> MarginalResult:
     """Per-point IS estimate through the VAE's fast path (plain torch, no tracing)."""
     results = []
-    per_particle = _bytes_per_particle(vae, x[:points_per_call])
+    per_particle = measure_bytes_per_particle(vae.log_weights(x[:points_per_call]))
     budget = min(memory_budget_mb, FAST_CHUNK_BYTES / 2**20)
     chunk = chunk_size_for_budget(per_particle, budget, num_samples)
     with pyro.validation_enabled(False):
         for i in range(0, len(x), points_per_call):
             fn = vae.log_weights(x[i:i + points_per_call])
             results.append(estimate_from_log_weights(fn, num_samples, chunk))
-    return MarginalResult.concatenate(results)
+    return MarginalResult.cat(results)
 
 
 @torch.no_grad()

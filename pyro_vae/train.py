@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,7 +145,9 @@ def fit(prepared: Prepared, out: Path, overwrite: bool = False) -> VAEModule:
         enable_model_summary=False,
         deterministic=True,
     )
-    trainer.fit(module, datamodule=VAEData(bundle, spec.train.batch_size))
+    with warnings.catch_warnings():  # the logger shares the run directory with config.yaml
+        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+        trainer.fit(module, datamodule=VAEData(bundle, spec.train.batch_size))
     return module
 
 
