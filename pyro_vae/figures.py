@@ -1,0 +1,468 @@
+"""Figures of a fitted VAE: prior samples, reconstructions, latent traversals, a latent map,
+interpolations, training curves, log p(x) histograms and estimator comparisons.
+
+Each function draws on its own ``matplotlib.figure.Figure`` with an Agg canvas (no pyplot, so no
+global figure state and nothing to close), writes one PNG and returns its path. Data are flat
+vectors: a batch is ``(N, P)`` with a per-item ``shape``; ``(C, H, W)`` with C = 1 (grey) or 3 (RGB)
+is an image, anything else a plain vector, for which no image grid is drawn. Image values in [0, 1]
+or integer levels ``0..L-1`` (``levels=L``) are shown on [0, 1]; other values on their own range.
+
+The ``vae`` is duck-typed (:class:`VAELike`): ``encode`` gives the parameters ``(mu, sigma)`` of
+q(z|x), ``decode`` the mean of p(x|z), ``sample(n)`` decodes z ~ p(z).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import matplotlib
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+DPI = 100
+Array = np.ndarray | torch.Tensor
+
+#: Captions by file stem, for the figures that :func:`write_run_figures` writes (and the report).
+CAPTIONS = {
+    "training_curves": "Training curves: ELBO, KL and reconstruction terms, KL weight β and "
+                       "learning rate against the optimizer step (validation points per epoch).",
+    "prior_samples": "Samples from the model: decoder means E[x|z] for z ~ p(z).",
+    "reconstructions": "Reconstructions: data rows above decoder means at the posterior mean "
+                       "E_q[z|x].",
+    "traversals": "Latent traversals: one row per most active dimension u (ranked by "
+                  "Cov_x(E_q[z_u|x])), swept over ±3 aggregate-posterior standard deviations "
+                  "around one data point's posterior mean.",
+    "latent_map": "Latent map: posterior means E_q[z|x] (on their first two principal axes when "
+                  "D > 2, against the posterior standard deviation when D = 1).",
+    "interpolation": "Interpolation: decoder means along the line between the posterior means "
+                     "of two data points (shown at both ends), one pair per row.",
+    "samples_vs_data": "Model samples and data on the data's first two principal axes.",
+}
+
+
+class VAELike(Protocol):
+    latent_dim: int
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor: ...
+
+    def sample(self, n: int) -> torch.Tensor: ...
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def _numpy(x: Array | Sequence[float]) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: Path | str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def is_image_shape(shape: Sequence[int]) -> bool:
+    """``(C, H, W)`` with C = 1 (grey) or C = 3 (RGB)."""
+    return len(shape) == 3 and shape[0] in (1, 3)
+
+
+def _display_range(arrays: Sequence[np.ndarray], levels: int | None) -> tuple[float, float]:
+    """The value range mapped to [0, 1]: ``[0, L-1]`` for levels, else [0, 1] or the data's own."""
+    if levels is not None:
+        return 0.0, float(levels - 1)
+    lo, hi = min(float(a.min()) for a in arrays), max(float(a.max()) for a in arrays)
+    if lo >= 0.0 and hi <= 1.0:
+        return 0.0, 1.0
+    return lo, hi if hi > lo else lo + 1.0
+
+
+def _images(x: np.ndarray, shape: Sequence[int], value_range: tuple[float, float]) -> np.ndarray:
+    """``(..., P)`` → ``(..., H, W)`` grey or ``(..., H, W, 3)`` RGB on [0, 1]."""
+    lo, hi = value_range
+    imgs = np.clip((x - lo) / (hi - lo), 0.0, 1.0).reshape(*x.shape[:-1], *shape)
+    return imgs[..., 0, :, :] if shape[0] == 1 else np.moveaxis(imgs, -3, -1)
+
+
+def _rows(images: np.ndarray, columns: int) -> np.ndarray:
+    """``(N, H, W[, 3])`` → ``(R, columns, H, W[, 3])``, padding the last row with white."""
+    rows = -(-len(images) // columns)
+    blank = np.ones((rows * columns - len(images), *images.shape[1:]))
+    return np.concatenate([images, blank]).reshape(rows, columns, *images.shape[1:])
+
+
+def _mosaic(images: np.ndarray, pad: int = 1) -> np.ndarray:
+    """``(R, K, H, W[, 3])`` → one image with ``pad`` white pixels between the cells."""
+    rows, cols, h, w = images.shape[:4]
+    out = np.ones((rows * (h + pad) - pad, cols * (w + pad) - pad, *images.shape[4:]))
+    for r in range(rows):
+        for k in range(cols):
+            out[r * (h + pad):r * (h + pad) + h, k * (w + pad):k * (w + pad) + w] = images[r, k]
+    return out
+
+
+def _image_grid(images: np.ndarray, path: Path | str, title: str,
+                row_labels: Sequence[str] = (), col_labels: Sequence[str] = (),
+                xlabel: str = "") -> Path:
+    """Draw ``(R, K, H, W[, 3])`` images as one grid, greyscale, without tick marks."""
+    rows, cols, h, w = images.shape[:4]
+    cell = 0.7
+    fig = _figure(cols * cell + (1.2 if row_labels else 0.3),
+                  rows * cell + 0.7 + (0.4 if xlabel else 0.0))
+    ax = fig.add_subplot()
+    ax.imshow(_mosaic(images), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.tick_params(length=0, labelsize="small")
+    ax.set_xticks([k * (w + 1) + (w - 1) / 2 for k in range(cols)] if col_labels else [],
+                  list(col_labels))
+    ax.set_yticks([r * (h + 1) + (h - 1) / 2 for r in range(rows)] if row_labels else [],
+                  list(row_labels))
+    ax.spines[:].set_visible(False)
+    return _save(fig, path)
+
+
+def _pca_2d(a: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Project ``a`` on the first two principal axes of ``reference``; also the explained
+    variance fractions ``s_i^2 / Σ s^2`` of those axes."""
+    mean = reference.mean(0)
+    _, s, vt = np.linalg.svd(reference - mean, full_matrices=False)
+    return (a - mean) @ vt[:2].T, s[:2] ** 2 / max(float((s ** 2).sum()), 1e-300)
+
+
+def _device(vae: Any) -> torch.device:
+    params = getattr(vae, "parameters", None)
+    first = next(iter(params()), None) if callable(params) else None
+    return first.device if first is not None else torch.device("cpu")
+
+
+# ---------------------------------------------------------------------------------- image figures
+
+
+@torch.no_grad()
+def plot_prior_samples(vae: VAELike, shape: Sequence[int], path: Path | str, n: int = 64,
+                       levels: int | None = None) -> Path:
+    """A square-ish grid of ``n`` decoder means E[x|z], z ~ p(z)."""
+    x = _numpy(vae.sample(n))
+    images = _images(x, shape, _display_range([x], levels))
+    return _image_grid(_rows(images, math.ceil(math.sqrt(n))), path, "Samples from the prior")
+
+
+@torch.no_grad()
+def plot_reconstructions(vae: VAELike, x: torch.Tensor, shape: Sequence[int], path: Path | str,
+                         levels: int | None = None, columns: int = 8) -> Path:
+    """Rows of data x above rows of their reconstructions decode(E_q[z|x])."""
+    data, recon = _numpy(x), _numpy(vae.reconstruct(x))
+    value_range = _display_range([data, recon], levels)
+    columns = min(columns, len(data))
+    pairs = np.stack([_rows(_images(a, shape, value_range), columns) for a in (data, recon)], 1)
+    return _image_grid(pairs.reshape(-1, *pairs.shape[2:]), path, "Reconstructions",
+                       row_labels=["data", "recon."] * len(pairs))
+
+
+@torch.no_grad()
+def latent_activity(vae: VAELike, x: torch.Tensor) -> torch.Tensor:
+    """``A_u = Cov_x(E_q[z_u|x])`` per latent dimension; u is active when A_u > 0.01
+    (Burda et al. 2015, "Importance Weighted Autoencoders")."""
+    loc, _ = vae.encode(x)
+    return loc.var(dim=0)
+
+
+@torch.no_grad()
+def plot_traversals(vae: VAELike, x: torch.Tensor, shape: Sequence[int], path: Path | str,
+                    levels: int | None = None, index: int = 0, dims: int = 8,
+                    steps: int = 7) -> Path:
+    """Decode ``z = mu(x_i) + t s_u e_u`` for t on a grid over [-3, 3], one row per dimension u
+    among the ``dims`` most active ones (:func:`latent_activity`, estimated on the batch ``x``).
+
+    ``s_u`` is the standard deviation of the aggregate posterior q(z_u) = E_x q(z_u|x); by the law
+    of total variance ``s_u^2 = Var_x(mu_u(x)) + E_x[sigma_u(x)^2]``. It measures how far the data
+    spread along u whatever the prior, where the per-point sigma_u(x) would barely move z.
+    """
+    loc, scale = vae.encode(x)
+    activity = loc.var(dim=0)
+    spread = (activity + scale.pow(2).mean(dim=0)).sqrt()
+    order = torch.argsort(activity, descending=True)[:dims]
+    t = torch.linspace(-3.0, 3.0, steps, dtype=loc.dtype, device=loc.device)
+    z = loc[index].repeat(len(order), steps, 1)
+    z[torch.arange(len(order))[:, None], torch.arange(steps)[None, :], order[:, None]] += (
+        spread[order][:, None] * t[None, :])
+    out = _numpy(vae.decode(z.reshape(-1, z.shape[-1]))).reshape(len(order), steps, -1)
+    images = _images(out, shape, _display_range([out], levels))
+    return _image_grid(images, path, "Latent traversals",
+                       row_labels=[f"z{u} (A={activity[u]:.2f})" for u in order.tolist()],
+                       col_labels=[f"{v:+.1f}" for v in t.tolist()],
+                       xlabel="offset from the posterior mean, in aggregate-posterior sd")
+
+
+@torch.no_grad()
+def plot_interpolation(vae: VAELike, x_start: torch.Tensor, x_end: torch.Tensor,
+                       shape: Sequence[int], path: Path | str, levels: int | None = None,
+                       steps: int = 8) -> Path:
+    """One row per pair: x_a, decode((1-t) mu(x_a) + t mu(x_b)) for t in [0, 1], then x_b.
+
+    The path is linear in z between the posterior means E_q[z|x_a] and E_q[z|x_b].
+    """
+    mu_a, mu_b = vae.encode(x_start)[0], vae.encode(x_end)[0]
+    t = torch.linspace(0.0, 1.0, steps, dtype=mu_a.dtype, device=mu_a.device)[None, :, None]
+    z = (1 - t) * mu_a[:, None] + t * mu_b[:, None]
+    path_x = _numpy(vae.decode(z.reshape(-1, z.shape[-1]))).reshape(len(mu_a), steps, -1)
+    rows = np.concatenate([_numpy(x_start)[:, None], path_x, _numpy(x_end)[:, None]], axis=1)
+    images = _images(rows, shape, _display_range([rows], levels))
+    labels = ["x_a", *(f"{v:.2f}" for v in t.flatten().tolist()), "x_b"]
+    return _image_grid(images, path, "Interpolation in latent space", col_labels=labels,
+                       xlabel="t: z = (1-t) E_q[z|x_a] + t E_q[z|x_b]")
+
+
+# ---------------------------------------------------------------------------------- scatter plots
+
+
+def _scatter(ax: Axes, fig: Figure, xy: np.ndarray, labels: np.ndarray | None) -> None:
+    """Scatter points; a legend for up to 20 integer classes, a colorbar for other labels."""
+    if labels is None:
+        ax.scatter(xy[:, 0], xy[:, 1], s=6, alpha=0.6)
+        return
+    classes, codes = np.unique(labels, return_inverse=True)
+    numeric = labels.dtype.kind in "biuf"
+    if len(classes) <= 20 and (not numeric or np.all(np.mod(classes, 1) == 0)):
+        colours = matplotlib.colormaps["tab10" if len(classes) <= 10 else "tab20"]
+        for i, c in enumerate(classes):
+            keep = codes == i
+            ax.scatter(xy[keep, 0], xy[keep, 1], s=6, alpha=0.7, color=colours(i),
+                       label=f"{c:g}" if numeric else str(c))
+        ax.legend(title="label", loc="center left", bbox_to_anchor=(1.0, 0.5),
+                  markerscale=2.0, fontsize="small", frameon=False)
+    else:
+        points = ax.scatter(xy[:, 0], xy[:, 1], s=6, alpha=0.7, c=labels if numeric else codes,
+                            cmap="viridis")
+        fig.colorbar(points, ax=ax, label="label")
+
+
+@torch.no_grad()
+def plot_latent_map(vae: VAELike, x: torch.Tensor, path: Path | str,
+                    labels: Array | None = None) -> Path:
+    """Posterior means E_q[z|x]: as they are for D = 2, on their first two principal axes for
+    D > 2, and against the posterior standard deviation for D = 1."""
+    loc, scale = (_numpy(a) for a in vae.encode(x))
+    if loc.shape[1] == 1:
+        xy, axes = np.concatenate([loc, scale], 1), ("E_q[z|x]", "sd_q[z|x]")
+    elif loc.shape[1] == 2:
+        xy, axes = loc, ("z1", "z2")
+    else:
+        xy, explained = _pca_2d(loc, loc)
+        axes = tuple(f"PC{i + 1} of E_q[z|x] ({100 * e:.0f}% of variance)"
+                     for i, e in enumerate(explained))
+    fig = _figure(6.0, 5.0)
+    ax = fig.add_subplot()
+    _scatter(ax, fig, xy, None if labels is None else _numpy(labels).reshape(-1))
+    ax.set(title=f"Latent map (posterior means, D={loc.shape[1]})", xlabel=axes[0], ylabel=axes[1])
+    return _save(fig, path)
+
+
+def plot_samples_vs_data(data: Array, samples: Array, path: Path | str) -> Path:
+    """Data and model samples on the data's first two principal axes (raw for P ≤ 2; overlaid
+    histograms for P = 1)."""
+    data, samples = _numpy(data), _numpy(samples)
+    fig = _figure(6.0, 5.0)
+    ax = fig.add_subplot()
+    if data.shape[1] == 1:
+        bins = np.histogram_bin_edges(np.concatenate([data, samples]).ravel(), bins=30)
+        ax.hist(data.ravel(), bins=bins, alpha=0.6, density=True, label="data")
+        ax.hist(samples.ravel(), bins=bins, alpha=0.6, density=True, label="samples")
+        ax.set(xlabel="x", ylabel="density")
+    else:
+        pca = data.shape[1] > 2
+        d, s = (_pca_2d(a, data)[0] for a in (data, samples)) if pca else (data, samples)
+        ax.scatter(d[:, 0], d[:, 1], s=6, alpha=0.5, label="data")
+        ax.scatter(s[:, 0], s[:, 1], s=6, alpha=0.5, label="samples")
+        ax.set(xlabel="PC1 of data" if pca else "x1", ylabel="PC2 of data" if pca else "x2")
+    ax.set_title("Model samples and data")
+    ax.legend()
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------- curves, scores
+
+
+def read_metrics(path: Path | str) -> dict[str, np.ndarray]:
+    """Columns of a Lightning ``CSVLogger`` metrics.csv as float arrays, NaN where blank."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        return {c: np.array([_float(r.get(c)) for r in rows]) for c in reader.fieldnames or []}
+
+
+#: Training-curve panels: (title, metric family); a family matches e.g. ``train_elbo``,
+#: ``val_elbo``, ``train_elbo_epoch``, ``beta``, ``lr-Adam``.
+CURVE_PANELS = (("ELBO", "elbo"), ("KL divergence", "kl"), ("reconstruction", "recon"),
+                ("KL weight β", "beta"), ("learning rate", "lr"))
+
+
+def _x_axis(metrics: Mapping[str, np.ndarray]) -> tuple[str, np.ndarray]:
+    """The step column when it has values, else the epoch column, else the row number."""
+    for name in ("step", "epoch"):
+        if name in metrics and np.isfinite(metrics[name]).any():
+            return name, metrics[name]
+    return "row", np.arange(len(next(iter(metrics.values()), ())), dtype=float)
+
+
+Series = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def curve_series(metrics: Mapping[str, np.ndarray]) -> dict[str, Series]:
+    """``{panel title: {column: (x, y)}}`` for every panel with data, x from :func:`_x_axis`."""
+    x = _x_axis(metrics)[1]
+    panels: dict[str, Series] = {}
+    for title, family in CURVE_PANELS:
+        pattern = re.compile(rf"(?:(?:train|val)_)?{family}(?:[_-].*)?")
+        for column, y in metrics.items():
+            keep = np.isfinite(x) & np.isfinite(y)
+            if pattern.fullmatch(column) and keep.any():
+                panels.setdefault(title, {})[column] = (x[keep], y[keep])
+    return panels
+
+
+def plot_training_curves(metrics_csv: Path | str, path: Path | str) -> Path:
+    """One panel per metric family found in metrics.csv: per-step lines, per-epoch markers."""
+    metrics = read_metrics(metrics_csv)
+    panels = curve_series(metrics)
+    if not panels:
+        raise ValueError(f"{metrics_csv}: no training metrics to plot (looked for "
+                         f"{', '.join(f for _, f in CURVE_PANELS)} columns)")
+    x_name = _x_axis(metrics)[0]
+    cols = min(2, len(panels))
+    rows = -(-len(panels) // cols)
+    fig = _figure(5.0 * cols, 3.2 * rows)
+    for i, (title, series) in enumerate(panels.items()):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        for column, (x, y) in series.items():
+            per_epoch = column.startswith("val") or column.endswith("epoch")
+            ax.plot(x, y, marker="o" if per_epoch else None, markersize=3,
+                    linewidth=1.0 if per_epoch else 0.8, label=column)
+        if title == "learning rate" and all((y > 0).all() for _, y in series.values()):
+            ax.set_yscale("log")
+        ax.set(title=title, xlabel=x_name, ylabel=title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle("Training curves")
+    return _save(fig, path)
+
+
+def plot_log_px(log_px: Array, ess: Array, path: Path | str, num_samples: int | None = None) -> Path:
+    """Histograms of per-point log p(x) (importance-sampled: a stochastic lower bound) and of
+    the effective sample size ESS = (Σ_k w_k)² / Σ_k w_k² of each point's K weights."""
+    log_px, ess = _numpy(log_px).ravel(), _numpy(ess).ravel()
+    mean = log_px.mean()
+    sem = log_px.std(ddof=1) / math.sqrt(len(log_px)) if len(log_px) > 1 else 0.0
+    fig = _figure(10.0, 3.6)
+    left, right = fig.subplots(1, 2)
+    left.hist(log_px, bins=30, color="tab:blue", alpha=0.8)
+    left.axvline(mean, color="black", linestyle="--", label=f"mean {mean:.2f} ± {sem:.2f}")
+    left.set(title=f"log p(x) per data point (N={len(log_px)})", xlabel="log p(x) (nats)",
+             ylabel="data points")
+    left.legend(fontsize="small")
+    right.hist(ess, bins=30, color="tab:orange", alpha=0.8)
+    k = f" of K={num_samples}" if num_samples else ""
+    right.set(title=f"Effective sample size{k} (median {np.median(ess):.1f})", xlabel="ESS",
+              ylabel="data points")
+    return _save(fig, path)
+
+
+#: Estimator-comparison panels: column → axis label. ``{column}_stderr`` gives error bars.
+COMPARISON_METRICS = {"bound": "training bound (nats)", "log_px": "log p(x) (nats)",
+                      "snr_guide": "gradient SNR, guide", "snr_model": "gradient SNR, model",
+                      "ms_per_step": "ms per step"}
+
+
+def plot_estimator_comparison(rows: Sequence[Mapping[str, Any]], path: Path | str) -> Path:
+    """One panel per metric present in ``rows`` (one row per estimator): points with ±1 standard
+    error for the bounds (they are negative; bars from 0 would mislead), bars for SNR and time."""
+    metrics = [m for m in COMPARISON_METRICS if any(np.isfinite(_float(r.get(m))) for r in rows)]
+    if not metrics:
+        raise ValueError("no comparison metrics in rows (looked for "
+                         f"{', '.join(COMPARISON_METRICS)})")
+    labels = [str(r.get("estimator", f"row {i}")) for i, r in enumerate(rows)]
+    y = np.arange(len(rows))
+    fig = _figure(3.2 * len(metrics) + 1.0, 0.4 * len(rows) + 1.6)
+    axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
+    for ax, m in zip(axes, metrics):
+        values = np.array([_float(r.get(m)) for r in rows])
+        errors = np.nan_to_num(np.array([_float(r.get(f"{m}_stderr")) for r in rows]))
+        errors = errors if errors.any() else None
+        if m in ("bound", "log_px"):
+            ax.errorbar(values, y, xerr=errors, fmt="o", capsize=3)
+        else:
+            ax.barh(y, values, xerr=errors, capsize=3, color="tab:blue", alpha=0.8)
+        ax.set(title=COMPARISON_METRICS[m], xlabel=m)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(y, labels)
+    axes[0].invert_yaxis()
+    fig.suptitle("Estimator comparison")
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------- a run's set
+
+
+def write_run_figures(vae: VAELike, data: torch.Tensor, shape: Sequence[int], out_dir: Path | str,
+                      labels: Array | None = None, levels: int | None = None,
+                      metrics_csv: Path | str | None = None, seed: int = 0,
+                      max_points: int = 2000) -> list[Path]:
+    """The figures of a training run, named by the stems of :data:`CAPTIONS`: training curves
+    (when metrics.csv has any), the latent map, and for images prior samples, reconstructions,
+    traversals and interpolations; for plain vectors samples against data instead.
+
+    Uses a random subset of at most ``max_points`` data points; the torch RNG is forked and seeded
+    with ``seed``, so the figures are deterministic and the caller's RNG state is untouched.
+    """
+    if len(data) < 2:
+        raise ValueError(f"write_run_figures needs at least 2 data points, got {len(data)}")
+    out_dir = Path(out_dir)
+    paths = []
+    if metrics_csv is not None and Path(metrics_csv).is_file():
+        if curve_series(read_metrics(metrics_csv)):  # a run too short to log draws no curves
+            paths.append(plot_training_curves(metrics_csv, out_dir / "training_curves.png"))
+    with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(seed)
+        idx = torch.randperm(len(data))[:max_points]
+        x = data[idx.to(data.device)].to(_device(vae))
+        subset_labels = None if labels is None else _numpy(labels)[idx.numpy()]
+        paths.append(plot_latent_map(vae, x, out_dir / "latent_map.png", subset_labels))
+        if not is_image_shape(shape):
+            paths.append(plot_samples_vs_data(x, vae.sample(min(len(x), 1000)),
+                                              out_dir / "samples_vs_data.png"))
+            return paths
+        pairs = min(4, len(x) // 2)
+        paths += [
+            plot_prior_samples(vae, shape, out_dir / "prior_samples.png", levels=levels),
+            plot_reconstructions(vae, x[:16], shape, out_dir / "reconstructions.png", levels),
+            plot_traversals(vae, x, shape, out_dir / "traversals.png", levels),
+            plot_interpolation(vae, x[:pairs], x[pairs:2 * pairs], shape,
+                               out_dir / "interpolation.png", levels),
+        ]
+    return paths

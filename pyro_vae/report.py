@@ -1,0 +1,173 @@
+"""One self-contained HTML page for a run directory.
+
+:func:`write_report` reads what a run leaves behind — ``config.yaml`` (the resolved spec),
+``metrics.csv`` (Lightning's CSVLogger), ``eval.json``, ``compare.csv`` and ``figures/*.png`` — and
+writes ``run_dir/report.html``: inline CSS, every image a base64 ``data:`` URI, no scripts and no
+external resources, so the page opens from disk without a server and travels as one file. Every
+piece of text from the run is escaped with :func:`html.escape`.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pyro_vae.figures import CAPTIONS, read_metrics
+from pyro_vae.registry import SpecError
+
+#: What the keys of eval.json mean; unknown keys are shown without a description.
+EVAL_KEYS = {
+    "log_px": "importance-sampled log p(x) per data point: a stochastic lower bound (nats)",
+    "log_px_sem": "standard error of log_px over data points",
+    "elbo": "evidence lower bound per data point (nats)",
+    "kl": "KL(q(z|x) || p(z)) per data point (nats)",
+    "recon": "E_q[log p(x|z)] per data point (nats)",
+    "active_units": "latent dimensions u with Cov_x(E_q[z_u|x]) > 0.01 (Burda et al. 2015)",
+    "bits_per_dim": "-log_px / (P ln 2)",
+    "num_samples": "importance samples K per data point",
+    "wall_time_s": "evaluation wall time (s)",
+}
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
+       max-width: 70rem; padding: 0 1rem; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6rem; margin-bottom: 0.2rem; }
+h2 { font-size: 1.2rem; border-bottom: 1px solid #ddd; padding-bottom: 0.2rem; margin-top: 2rem; }
+pre { background: #f6f8fa; padding: 0.8rem; overflow-x: auto; font-size: 0.85rem; }
+table { border-collapse: collapse; font-size: 0.9rem; margin: 0.5rem 0; }
+th, td { border: 1px solid #ddd; padding: 0.25rem 0.6rem; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #f0f0f0; }
+figure { margin: 1.5rem 0; }
+figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: 0.9rem; color: #444; }
+.note { color: #777; font-style: italic; }
+"""
+
+
+def write_report(run_dir: Path | str) -> Path:
+    """Write ``run_dir/report.html`` and return its path; :class:`SpecError` when ``run_dir`` is
+    not a run directory (it must hold config.yaml)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise SpecError("", f"{run_dir}: no such run directory")
+    if not (run_dir / "config.yaml").is_file():
+        raise SpecError("", f"{run_dir}: not a run directory (no config.yaml)")
+    title = f"pyro-vae run {run_dir.resolve().name}"
+    sections = [
+        ("Spec (config.yaml)", f"<pre>{_esc((run_dir / 'config.yaml').read_text())}</pre>"),
+        ("Training metrics (metrics.csv)", _metrics(run_dir / "metrics.csv")),
+        ("Evaluation (eval.json)", _evaluation(run_dir / "eval.json")),
+        ("Estimator comparison (compare.csv)", _comparison(run_dir / "compare.csv")),
+        ("Figures", _figures(run_dir / "figures")),
+    ]
+    body = "\n".join(f"<section>\n<h2>{_esc(h)}</h2>\n{content}\n</section>"
+                     for h, content in sections)
+    page = (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f"<title>{_esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
+            f"<h1>{_esc(title)}</h1>\n<p class=\"note\">{_esc(str(run_dir))}</p>\n{body}\n"
+            "</body>\n</html>\n")
+    out = run_dir / "report.html"
+    out.write_text(page, encoding="utf-8")
+    return out
+
+
+def _esc(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{_esc(text)}</p>'
+
+
+def _fmt(value: Any) -> str:
+    """Integers as they are, other numbers to 6 significant digits, structures as JSON."""
+    if isinstance(value, (bool, str)) or value is None:
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:.6g}"
+    return json.dumps(value)
+
+
+def _number(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    def cell(v: Any) -> str:
+        numeric = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+        return f'<td class="num">{_esc(_fmt(v))}</td>' if numeric else f"<td>{_esc(_fmt(v))}</td>"
+
+    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
+    body = "\n".join(f"<tr>{''.join(cell(v) for v in row)}</tr>" for row in rows)
+    return f"<table>\n<tr>{head}</tr>\n{body}\n</table>"
+
+
+def _metrics(path: Path) -> str:
+    """Final, minimum and maximum of every logged metric; the best ELBO (validation first)."""
+    if not path.is_file():
+        return _note("No metrics.csv in this run.")
+    metrics = read_metrics(path)
+    epoch = metrics.get("epoch", np.full(len(next(iter(metrics.values()), ())), np.nan))
+    rows = []
+    for name, values in metrics.items():
+        logged = np.flatnonzero(np.isfinite(values))
+        if name in ("epoch", "step") or not len(logged):
+            continue
+        last = logged[-1]
+        rows.append((name, values[last], np.nanmin(values), np.nanmax(values), epoch[last]))
+    if not rows:
+        return _note("metrics.csv holds no metric values.")
+    elbo = sorted((r[0] for r in rows if "elbo" in r[0]), key=lambda c: not c.startswith("val"))
+    best = ""
+    if elbo:
+        i = int(np.nanargmax(metrics[elbo[0]]))
+        best = (f"<p>Best {_esc(elbo[0])}: <b>{_esc(_fmt(metrics[elbo[0]][i]))}</b> at epoch "
+                f"{_esc(_fmt(epoch[i]))} (higher is better).</p>\n")
+    return best + _table(["metric", "final", "min", "max", "final at epoch"], rows)
+
+
+def _evaluation(path: Path) -> str:
+    if not path.is_file():
+        return _note("Not evaluated: no eval.json (run `pyro-vae evaluate RUN_DIR`).")
+    try:
+        summary = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        return _note(f"eval.json could not be read: {exc}")
+    if not isinstance(summary, Mapping):
+        return f"<pre>{_esc(json.dumps(summary, indent=2))}</pre>"
+    return _table(["key", "value", "meaning"],
+                  [(k, v, EVAL_KEYS.get(k, "")) for k, v in summary.items()])
+
+
+def _comparison(path: Path) -> str:
+    if not path.is_file():
+        return _note("No compare.csv in this run.")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = [[_number(r.get(c) or "") for c in reader.fieldnames or []] for r in reader]
+        return _table(reader.fieldnames or [], rows)
+
+
+def _figures(folder: Path) -> str:
+    rank = {stem: i for i, stem in enumerate(CAPTIONS)}  # a run's figures in story order, then others
+    pngs = sorted(folder.glob("*.png"), key=lambda p: (rank.get(p.stem, len(rank)), p.name))
+    if not pngs:
+        return _note("No figures in figures/.")
+    return "\n".join(
+        f'<figure>\n<img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" '
+        f'alt="{_esc(p.stem)}">\n<figcaption><b>{_esc(p.name)}</b>: '
+        f'{_esc(CAPTIONS.get(p.stem, p.stem.replace("_", " ")))}</figcaption>\n</figure>'
+        for p in pngs)
