@@ -1,4 +1,4 @@
-"""``pyro-vae train | evaluate | datasets``: the command line.
+"""``pyro-vae train | evaluate | report | datasets``: the command line.
 
 A user error (bad spec, missing file, data outside the likelihood's support, ...) prints one
 line on stderr and exits with status 2, before anything is written.
@@ -12,10 +12,16 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyro_vae.registry import SpecError
 
+if TYPE_CHECKING:
+    from pyro_vae.evaluate import Evaluation
+    from pyro_vae.train import Prepared
+
 EXIT_USER_ERROR = 2
+FIGURES = "figures"
 
 
 def _quiet() -> None:
@@ -39,8 +45,22 @@ def cmd_train(args: argparse.Namespace) -> None:
     result = evaluate(prepared.vae, prepared.bundle.split(spec.evaluate.split), spec.evaluate.split,
                       spec.evaluate.num_samples, spec.evaluate.memory_budget_mb)
     result.to_json(out / "eval.json")
+    write_figures(prepared, out, result)
     print("\n".join(result.lines()))
     print(f"run directory: {out}")
+
+
+def write_figures(prepared: Prepared, run: Path, result: Evaluation) -> None:
+    from pyro_vae.figures import plot_log_px, write_run_figures
+
+    bundle, split = prepared.bundle, result.split
+    folder = run / FIGURES
+    folder.mkdir(exist_ok=True)
+    write_run_figures(prepared.vae, bundle.split(split), bundle.shape, folder,
+                      labels=bundle.labels.get(split), levels=bundle.levels,
+                      metrics_csv=run / "metrics.csv", seed=prepared.spec.train.seed)
+    plot_log_px(result.points.log_px, result.points.ess, folder / "log_px.png",
+                num_samples=result.num_samples)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -57,7 +77,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     result = evaluate(prepared.vae, prepared.bundle.split(split), split, k,
                       spec.evaluate.memory_budget_mb)
     result.to_json(run / "eval.json")
+    write_figures(prepared, run, result)
     print("\n".join(result.lines()))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from pyro_vae.report import write_report
+
+    print(f"report: {write_report(Path(args.run_dir))}")
 
 
 def cmd_datasets(args: argparse.Namespace) -> None:
@@ -92,6 +119,10 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--num-samples", type=int, help="K importance samples per data point")
     e.add_argument("--split", choices=["train", "val", "test"])
     e.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("report", help="write RUN_DIR/report.html: one self-contained page")
+    r.add_argument("run_dir")
+    r.set_defaults(func=cmd_report)
 
     d = sub.add_parser("datasets", help="list the registries: data, priors, likelihoods, ...")
     d.set_defaults(func=cmd_datasets)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pyro
@@ -41,9 +41,11 @@ class Evaluation:
     latent_dim: int
     bits_per_dim: float | None
     wall_time_s: float
+    points: MarginalResult = field(repr=False, compare=False)  # per-point estimates
 
     def to_json(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        summary = {k: v for k, v in asdict(self).items() if k != "points"}
+        path.write_text(json.dumps(summary, indent=2) + "\n")
 
     def lines(self) -> list[str]:
         out = [
@@ -94,5 +96,5 @@ def evaluate(vae: VAE, x: torch.Tensor, split: str, num_samples: int,
         log_px_stderr=float(is_result.stderr.mean()), ess=float(is_result.ess.mean()),
         elbo=float(terms.elbo.mean()), kl=float(terms.kl.mean()), recon=float(terms.recon.mean()),
         active_units=active, latent_dim=vae.latent_dim, bits_per_dim=bpd,
-        wall_time_s=time.perf_counter() - start,
+        wall_time_s=time.perf_counter() - start, points=is_result,
     )

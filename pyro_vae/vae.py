@@ -26,7 +26,7 @@ from pyro_vae.likelihoods import LIKELIHOODS, Likelihood
 from pyro_vae.networks import NETWORKS
 from pyro_vae.priors import PRIORS, Prior
 from pyro_vae.registry import SpecError
-from pyro_vae.spec import Spec
+from pyro_vae.spec import Spec, load_spec
 
 pyro.settings.set(module_local_params=True)
 
@@ -70,6 +70,12 @@ class VAE(PyroModule):
             train_data = torch.rand(256, data_dim)
         prior = PRIORS.instantiate(spec.prior, "prior").build(spec.latent_dim, encoder, train_data)
         return cls(encoder, decoder, prior, lik, spec.latent_dim, shape)
+
+    @classmethod
+    def build(cls, shape: tuple[int, ...], levels: int | None = None,
+              train_data: torch.Tensor | None = None, **spec: object) -> VAE:
+        """Keyword arguments as in a spec: ``VAE.build((1, 8, 8), latent_dim=4, prior="vamp")``."""
+        return cls.from_spec(load_spec(spec), shape, levels, train_data)
 
     # --- the Pyro program -----------------------------------------------------------------------
 
