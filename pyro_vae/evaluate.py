@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pyro
 import torch
+from tqdm.auto import tqdm
 
 from inference.marginal import (MarginalResult, chunk_size_for_budget, estimate_from_log_weights,
                                 measure_bytes_per_particle)
@@ -69,8 +70,10 @@ def importance_log_px(vae: VAE, x: torch.Tensor, num_samples: int, memory_budget
     per_particle = measure_bytes_per_particle(vae.log_weights(x[:points_per_call]))
     budget = min(memory_budget_mb, FAST_CHUNK_BYTES / 2**20)
     chunk = chunk_size_for_budget(per_particle, budget, num_samples)
+    starts = range(0, len(x), points_per_call)
     with pyro.validation_enabled(False):
-        for i in range(0, len(x), points_per_call):
+        for i in tqdm(starts, desc=f"log p(x), K={num_samples}", unit="chunk", disable=not progress,
+                      total=len(starts)):
             fn = vae.log_weights(x[i:i + points_per_call])
             results.append(estimate_from_log_weights(fn, num_samples, chunk))
     return MarginalResult.cat(results)
@@ -78,10 +81,10 @@ def importance_log_px(vae: VAE, x: torch.Tensor, num_samples: int, memory_budget
 
 @torch.no_grad()
 def evaluate(vae: VAE, x: torch.Tensor, split: str, num_samples: int,
-             memory_budget_mb: float) -> Evaluation:
+             memory_budget_mb: float, progress: bool = False) -> Evaluation:
     vae.eval()
     start = time.perf_counter()
-    is_result = importance_log_px(vae, x, num_samples, memory_budget_mb)
+    is_result = importance_log_px(vae, x, num_samples, memory_budget_mb, progress=progress)
     with pyro.validation_enabled(False):
         terms = vae.elbo_terms(x)
         means = vae.encode(x)[0]
