@@ -7,3 +7,11 @@ from inference.marginal import (
     log_marginal_likelihood,
     measure_bytes_per_particle,
 )
+from inference.estimators import (
+    ESTIMATORS,
+    PointLogWeights,
+    make_estimator,
+    particle_traces,
+    point_log_weights,
+)
+from inference.gradients import GradientStatistics, GroupStatistics, gradient_statistics
