@@ -26,8 +26,8 @@ class SpecError(ValueError):
 
     def __init__(self, key: str, message: str) -> None:
         self.key = key
-        self.message = message
-        super().__init__(f"{key}: {message}" if key else message)
+        self.message = " ".join(str(message).split())  # always one line
+        super().__init__(f"{key}: {self.message}" if key else self.message)
 
 
 def did_you_mean(value: str, choices: typing.Iterable[str]) -> str:

@@ -79,7 +79,7 @@ COMPONENTS: dict[str, Registry] = {
 }
 SECTIONS: dict[str, type] = {"train": TrainSpec, "evaluate": EvaluateSpec}
 DEFAULTS: dict[str, Any] = {
-    "data": {"name": "digits"},
+    "data": {"name": "digits", "binarize": "dynamic"},  # runnable with the bernoulli default
     "prior": {"name": "standard_normal"},
     "likelihood": {"name": "bernoulli"},
     "encoder": {"name": "mlp"},
@@ -105,10 +105,7 @@ class Spec:
 
     @classmethod
     def from_dict(cls, raw: Any) -> Spec:
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, Mapping):
-            raise SpecError("", f"a spec is a mapping of keys to values, got {type(raw).__name__}")
+        raw = _mapping(raw)
         valid = [f.name for f in dataclasses.fields(cls)]
         for key in raw:
             if key not in valid:
@@ -221,24 +218,34 @@ def _deep_copy(value: Any) -> Any:
 
 def load_spec(source: str | Path | Mapping[str, Any] | None = None,
               overrides: Sequence[str] = ()) -> Spec:
-    """A spec from a YAML file, a YAML string, a dict, or None (all defaults), plus overrides."""
+    """A spec from a YAML file path, a dict, or None (all defaults), plus ``key=value`` overrides."""
     if source is None:
         raw: Any = {}
     elif isinstance(source, Mapping):
         raw = source
     else:
         path = Path(source)
-        if isinstance(source, Path) or (str(source).endswith((".yaml", ".yml")) and "\n" not in str(source)):
-            if not path.is_file():
-                raise SpecError(str(path), "spec file not found")
-            raw = parse_yaml(path.read_text(), str(path))
-        else:
-            raw = parse_yaml(str(source))
+        if not path.is_file():
+            raise SpecError(str(path), "spec file not found")
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SpecError(str(path), f"cannot read spec file: {exc}") from None
+        raw = parse_yaml(text, str(path))
+    return Spec.from_dict(apply_overrides(_mapping(raw), overrides))
+
+
+def parse_spec(text: str, overrides: Sequence[str] = ()) -> Spec:
+    """A spec from YAML text."""
+    return Spec.from_dict(apply_overrides(_mapping(parse_yaml(text)), overrides))
+
+
+def _mapping(raw: Any) -> Mapping[str, Any]:
     if raw is None:
-        raw = {}
+        return {}
     if not isinstance(raw, Mapping):
         raise SpecError("", f"a spec is a mapping of keys to values, got {type(raw).__name__}")
-    return Spec.from_dict(apply_overrides(raw, overrides))
+    return raw
 
 
 def dump_spec(spec: Spec, path: Path | None = None) -> str:

@@ -1,0 +1,63 @@
+"""Checkpoints are read as weights only: a planted pickle payload is refused and never runs."""
+
+import pickle
+
+import pytest
+import torch
+
+from pyro_vae.registry import SpecError
+from pyro_vae.spec import dump_spec, load_spec
+from pyro_vae.train import CHECKPOINTS, CONFIG, load_run
+
+QUICK = ["latent_dim=2", "encoder.hidden=[8]", "decoder.hidden=[8]"]
+
+
+class Payload:
+    """Unpickling this calls ``open(marker, "w")``: proof that code ran."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def fake_run(tmp_path, content_writer):
+    run = tmp_path / "run"
+    (run / CHECKPOINTS).mkdir(parents=True)
+    dump_spec(load_spec(None, QUICK), run / CONFIG)
+    content_writer(run / CHECKPOINTS / "last.ckpt")
+    return run
+
+
+def test_a_pickle_payload_in_a_checkpoint_is_refused_without_running(tmp_path):
+    marker = tmp_path / "pwned"
+    # sanity: plain unpickling of this payload really would run code
+    pickle.loads(pickle.dumps(Payload(str(tmp_path / "control"))))
+    assert (tmp_path / "control").exists()
+
+    run = fake_run(tmp_path, lambda p: torch.save({"state_dict": Payload(str(marker))}, p))
+    with pytest.raises(SpecError) as info:
+        load_run(run)
+    assert "cannot read checkpoint" in str(info.value)
+    assert not marker.exists()
+
+
+def test_a_corrupt_checkpoint_is_a_clean_error(tmp_path):
+    run = fake_run(tmp_path, lambda p: p.write_bytes(b"\x80\x04not a checkpoint at all"))
+    with pytest.raises(SpecError, match="cannot read checkpoint"):
+        load_run(run)
+
+
+def test_a_checkpoint_of_another_spec_explains_the_shape_mismatch(tmp_path):
+    def other_weights(path):
+        from pyro_vae.vae import VAE
+
+        other = VAE.from_spec(load_spec(None, ["latent_dim=3", "encoder.hidden=[8]",
+                                               "decoder.hidden=[8]"]), (1, 8, 8))
+        torch.save({"state_dict": {f"vae.{k}": v for k, v in other.state_dict().items()}}, path)
+
+    run = fake_run(tmp_path, other_weights)
+    with pytest.raises(SpecError) as info:
+        load_run(run)
+    assert "does not match" in str(info.value) and "size mismatch" in str(info.value)
