@@ -19,7 +19,8 @@ scale N/B, as Pyro's losses are. ``est(model, guide)`` gives Pyro's ``ELBOModule
 ``differentiable_loss``: its value is the loss, its gradient the estimator's.
 
 The importance-weighted family (iwae, renyi, stl, dreg) needs reparameterized guide sites, all
-inside one data plate. Its log weights are formed per data point: β factors
+inside one data plate (the plate the observed sites share, :func:`inference.traces.find_data_plate`).
+Its log weights are formed per data point: β factors
 (``poutine.scale``) stay in, the subsample scale N/B is divided out before the log-sum-exp over
 particles and multiplied back after it (Pyro's ``RenyiELBO`` keeps N/B inside the log-sum-exp, which
 is a different, wrong bound under subsampling).
@@ -30,19 +31,15 @@ from __future__ import annotations
 import inspect
 import math
 from abc import abstractmethod
-from dataclasses import dataclass
 from typing import Any
 
-import pyro
 import torch
-from pyro.distributions.util import detach, scale_and_mask
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
-from pyro.infer.enum import get_importance_trace
 from pyro.poutine import Trace
-from pyro.poutine.indep_messenger import CondIndepStackFrame
 from torch import Tensor
 
-PARTICLE_PLATE = "num_particles_vectorized"
+# PointLogWeights and particle_traces are part of this module's API (re-exported from traces).
+from inference.traces import PointLogWeights, particle_traces, point_log_weights
 
 
 def _check_int(name: str, value: int, minimum: int) -> None:
@@ -75,98 +72,6 @@ class MeanFieldELBO(TraceMeanField_ELBO):
         super().__init__(**_pyro_kwargs(particles, max_plate_nesting), vectorize_particles=True)
 
 
-@dataclass(frozen=True)
-class PointLogWeights:
-    """Per-point log densities of k particles over a minibatch of B points, each (k, B):
-
-        log_p[j, b] = log p(x_b, z_jb),   log_q[j, b] = log q(z_jb | x_b)
-
-    summed over the sites and over every plate but the particle and data plates, β factors
-    included and the data plate's subsample scale ``scale`` = N/B divided out.
-    """
-
-    log_p: Tensor
-    log_q: Tensor
-    scale: float
-    guide_trace: Trace
-    data_dim: int  # the data plate's dim, counted from the right of a site's batch shape
-    batch_dims: int  # max_plate_nesting + 1: the particle plate is the leftmost batch dim
-
-    @property
-    def log_w(self) -> Tensor:
-        return self.log_p - self.log_q
-
-    def broadcast_to(self, t: Tensor, site: dict[str, Any]) -> Tensor:
-        """Reshape a (k, B) tensor to broadcast against ``site``'s value (batch + event dims)."""
-        shape = [1] * self.batch_dims + [1] * len(site["fn"].event_shape)
-        shape[0], shape[self.batch_dims + self.data_dim] = t.shape
-        return t.reshape(shape)
-
-
-def particle_traces(model, guide, args: tuple, kwargs: dict, particles: int,
-                    max_plate_nesting: int) -> tuple[Trace, Trace]:
-    """Model and guide traces of ``particles`` samples drawn in one plate at dim
-    −(max_plate_nesting + 1), with log densities computed and shapes validated."""
-    plate = pyro.plate(PARTICLE_PLATE, particles, dim=-max_plate_nesting - 1)
-    return get_importance_trace("flat", max_plate_nesting + 1, plate(model), plate(guide),
-                                args, kwargs)
-
-
-def _data_plate(model_trace: Trace, guide_trace: Trace) -> CondIndepStackFrame:
-    """The outermost plate other than the particle plate that holds every sample site."""
-    sites = [s for t in (model_trace, guide_trace) for s in t.nodes.values() if s["type"] == "sample"]
-    common = set.intersection(*(set(s["cond_indep_stack"]) for s in sites))
-    for frame in sites[0]["cond_indep_stack"]:
-        if frame in common and frame.vectorized and frame.name != PARTICLE_PLATE:
-            return frame
-    outside = [s["name"] for s in sites if len(s["cond_indep_stack"]) < 2]
-    raise ValueError("importance-weighted estimators need every sample site inside one "
-                     f"vectorized data plate; no plate holds them all (outside any: {outside})")
-
-
-def _per_point(log_prob: Tensor | float, batch_dims: int, data_dim: int, shape: torch.Size) -> Tensor:
-    """Sum a site's log density over every batch dim but the particle and data dims → (k, B)."""
-    lp = torch.as_tensor(log_prob)
-    lp = lp.reshape((1,) * (batch_dims - lp.dim()) + lp.shape)
-    others = [d for d in range(1, batch_dims) if d != batch_dims + data_dim]
-    return (lp.sum(others) if others else lp).expand(shape)
-
-
-def point_log_weights(model_trace: Trace, guide_trace: Trace, max_plate_nesting: int,
-                      stop_guide_params: bool = False) -> PointLogWeights:
-    """Per-point log p and log q of the particle traces (see :class:`PointLogWeights`).
-
-    ``stop_guide_params`` evaluates log q_φ(z) with φ detached inside the density and the path
-    z(φ) kept: the same value, only the path gradient (needs a guide whose sites do not depend on
-    one another's values, as the stopped density also cuts such dependences).
-    """
-    data = _data_plate(model_trace, guide_trace)
-    scale = (data.full_size or data.size) / data.size
-    batch_dims = max_plate_nesting + 1
-    guide_sites = [s for s in guide_trace.nodes.values() if s["type"] == "sample"]
-    for site in guide_sites:
-        if not site["fn"].has_rsample:
-            raise ValueError(f"guide site {site['name']!r} ({type(site['fn']).__name__}) is not "
-                             "reparameterized; importance-weighted estimators need rsample")
-    # A model latent the guide does not sample is drawn from its prior, so its p/q cancels.
-    model_sites = [s for s in model_trace.nodes.values() if s["type"] == "sample"
-                   and (s["is_observed"] or s["name"] in guide_trace.nodes)]
-    particles = next(f for f in model_sites[0]["cond_indep_stack"] if f.name == PARTICLE_PLATE)
-    shape = torch.Size((particles.size, data.size))
-
-    def total(log_probs: list[Tensor]) -> Tensor:
-        return sum(_per_point(lp, batch_dims, data.dim, shape) for lp in log_probs) / scale
-
-    log_p = total([s["log_prob"] for s in model_sites])
-    if stop_guide_params:
-        log_qs = [scale_and_mask(detach(s["fn"]).log_prob(s["value"]), s["scale"], s["mask"])
-                  for s in guide_sites]
-    else:
-        log_qs = [s["log_prob"] for s in guide_sites]
-    log_q = total(log_qs)
-    return PointLogWeights(log_p, log_q, scale, guide_trace, data.dim, batch_dims)
-
-
 def log_mean_exp(t: Tensor, dim: int = 0) -> Tensor:
     return torch.logsumexp(t, dim) - math.log(t.shape[dim])
 
@@ -192,6 +97,10 @@ class _PointwiseELBO(ELBO):
         model_trace, guide_trace = self._get_trace(model, guide, args, kwargs)
         weights = point_log_weights(model_trace, guide_trace, self.max_plate_nesting,
                                     self.stop_guide_params)
+        for site in guide_trace.nodes.values():
+            if site["type"] == "sample" and not site["is_observed"] and not site["fn"].has_rsample:
+                raise ValueError(f"guide site {site['name']!r} ({type(site['fn']).__name__}) is not "
+                                 "reparameterized; importance-weighted estimators need rsample")
         bound, surrogate = self.objective(weights)
         return -weights.scale * (bound.detach() + (surrogate - surrogate.detach())).sum()
 

@@ -37,18 +37,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from pyro.distributions.util import scale_and_mask
-from pyro.infer.importance import vectorized_importance_weights
-from pyro.poutine.indep_messenger import CondIndepStackFrame
-from pyro.poutine.trace_struct import Trace
 from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from tqdm.auto import tqdm
 
-# The name of the outer particle plate that vectorized_importance_weights wraps around the
-# model and the guide; it is never the data plate.
-_PARTICLE_PLATE = "num_particles_vectorized"
+from inference.traces import particle_traces, point_log_weights
+
 # Probe sizes for measuring memory per particle: the slope (peak(4) − peak(2)) / 2 removes the
 # cost that does not grow with the particles (parameters, an encoder pass over the batch).
 _PROBE_PARTICLES = (2, 4)
@@ -219,87 +214,26 @@ def log_marginal_likelihood(
     ``model`` and ``guide`` are any Pyro callables (functions or ``nn.Module``s) whose sample
     sites all sit in one data plate, ``pyro.plate("data", N, subsample=...)`` or plain; the
     result has one entry per point of the batch passed in. The guide is the proposal; all K
-    particles run vectorized in an outer plate (``vectorized_importance_weights``), in chunks
-    whose size keeps the measured per-particle memory within ``memory_budget_mb`` MiB (the
+    particles run vectorized in an outer plate (:func:`inference.traces.particle_traces`), in
+    chunks whose size keeps the measured per-particle memory within ``memory_budget_mb`` MiB (the
     memory that grows with the particles; the model's fixed cost comes on top).
 
-    Per point, log w = Σ_model sites log p − Σ_guide sites log q, from each site's
-    ``unscaled_log_prob`` (masks applied) summed over every plate but the particle and data
-    plates: the subsample scale N/B and ``poutine.scale`` (a KL weight β) do not enter. A model
-    latent the guide does not sample is drawn from its prior, where its p/q cancels; it is left
-    out. The data plate is the plate all observed sites share (pass ``data_plate`` to choose
-    among several); a sample site outside it, e.g. a global latent, raises ValueError.
+    Per point, log w = log p(x, z) − log q(z | x) from :func:`inference.traces.point_log_weights`
+    with ``unscaled=True``: each site's log density, masks applied, summed over every plate but
+    the particle and data plates; the subsample scale N/B and ``poutine.scale`` (a KL weight β)
+    do not enter. A model latent the guide does not sample is drawn from its prior, where its p/q
+    cancels; it is left out. The data plate is the plate all observed sites share (pass
+    ``data_plate`` to choose among several); a sample site outside it, e.g. a global latent,
+    raises ValueError.
     """
     _check_positive(num_samples=num_samples)
 
     def log_weights(k: int) -> Tensor:
-        _, model_trace, guide_trace = vectorized_importance_weights(
-            model, guide, *args, num_samples=k, max_plate_nesting=max_plate_nesting, **kwargs
-        )
-        return _per_point_log_weights(model_trace, guide_trace, k, max_plate_nesting + 1, data_plate)
+        traces = particle_traces(model, guide, args, kwargs, k, max_plate_nesting)
+        return point_log_weights(*traces, max_plate_nesting, unscaled=True, data_plate=data_plate).log_w
 
     chunk = chunk_size_for_budget(measure_bytes_per_particle(log_weights), memory_budget_mb, num_samples)
     return estimate_from_log_weights(log_weights, num_samples, chunk, progress)
-
-
-def _per_point_log_weights(
-    model_trace: Trace, guide_trace: Trace, particles: int, batch_dims: int, data_plate: str | None
-) -> Tensor:
-    """(particles, B) log-weights from traces whose batch shapes have ``batch_dims`` dims."""
-    frame = _find_data_plate(model_trace, guide_trace, data_plate)
-    data_dim = batch_dims + frame.dim  # index of the data plate once padded to batch_dims dims
-    terms = []
-    for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
-        for name, site in _sample_sites(trace):
-            if site["is_observed"] and sign < 0:
-                continue
-            if not site["is_observed"] and name not in guide_trace.nodes:
-                continue  # a model latent drawn from its prior: p/q = 1
-            lp = scale_and_mask(site["unscaled_log_prob"], mask=site["mask"])
-            if lp.dim() > batch_dims:
-                raise ValueError(f"site '{name}' has more plate dims than max_plate_nesting allows")
-            lp = lp.reshape((1,) * (batch_dims - lp.dim()) + lp.shape)
-            lp = lp.movedim(data_dim, 1)
-            terms.append(sign * lp.reshape(lp.shape[0], lp.shape[1], -1).sum(-1))
-    return sum(terms).expand(particles, frame.size)
-
-
-def _find_data_plate(
-    model_trace: Trace, guide_trace: Trace, data_plate: str | None
-) -> CondIndepStackFrame:
-    """The plate shared by all observed sites (or the one named), checked to hold every site."""
-    sites = list(_sample_sites(model_trace)) + list(_sample_sites(guide_trace))
-    if data_plate is None:
-        observed = [_plates(site) for _, site in sites if site["is_observed"]]
-        if not observed:
-            raise ValueError("the model has no observed site: log p(x) needs observations")
-        shared = set.intersection(*(set(p) for p in observed))
-        if not shared:
-            raise ValueError(
-                "the observed sites share no plate: put them in one data plate, "
-                "e.g. pyro.plate('data', N)"
-            )
-        if len(shared) > 1:  # nested plates around the observations: the data plate holds every site
-            shared = {n for n in shared if all(n in _plates(site) for _, site in sites)} or shared
-        if len(shared) > 1:
-            names = sorted(shared)
-            raise ValueError(f"cannot tell the data plate among {names}: pass data_plate=<name>")
-        (data_plate,) = shared
-    for name, site in sites:
-        if data_plate not in _plates(site):
-            raise ValueError(
-                f"site '{name}' is outside the data plate '{data_plate}': "
-                "per-point log p(x) is undefined with global latents"
-            )
-    return _plates(sites[0][1])[data_plate]
-
-
-def _sample_sites(trace: Trace) -> list[tuple[str, dict[str, Any]]]:
-    return [(name, site) for name, site in trace.nodes.items() if site["type"] == "sample"]
-
-
-def _plates(site: dict[str, Any]) -> dict[str, CondIndepStackFrame]:
-    return {f.name: f for f in site["cond_indep_stack"] if f.vectorized and f.name != _PARTICLE_PLATE}
 
 
 class _PeakTensorMemory(TorchDispatchMode):

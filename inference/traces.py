@@ -1,0 +1,148 @@
+"""Per-point log densities of k particles from Pyro traces: what the importance-weighted
+estimators and the importance-sampled log p(x) share.
+
+k particles z_1..z_k ~ q(z | x) are drawn at once in one vectorized plate outside every model
+plate, and the model is replayed on them. For the B points of the data plate, per particle j and
+point b,
+
+    log p[j, b] = Σ_{model sites s} c_s log p_s,    log q[j, b] = Σ_{guide latents s} c_s log q_s,
+
+each site's log density summed over every plate but the particle and data plates, with the factor
+
+    c_s = mask_s · scale_s / (N/B)   (default: β of ``poutine.scale`` kept, the subsample scale
+                                      N/B of the data plate divided out)
+    c_s = mask_s                     (``unscaled``: the densities themselves, for log p(x)).
+
+A model latent the guide does not sample is drawn from its prior inside the model, where its
+p/q = 1 cancels: it is left out of both sums.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyro
+import torch
+from pyro.distributions.util import detach, scale_and_mask
+from pyro.infer.enum import get_importance_trace
+from pyro.poutine import Trace
+from pyro.poutine.indep_messenger import CondIndepStackFrame
+from torch import Tensor
+
+PARTICLE_PLATE = "num_particles_vectorized"
+
+
+def particle_traces(model: Callable[..., Any], guide: Callable[..., Any], args: tuple,
+                    kwargs: dict, particles: int, max_plate_nesting: int) -> tuple[Trace, Trace]:
+    """Model and guide traces of ``particles`` samples drawn in one plate at dim
+    −(max_plate_nesting + 1), with log densities computed and shapes validated."""
+    plate = pyro.plate(PARTICLE_PLATE, particles, dim=-max_plate_nesting - 1)
+    return get_importance_trace("flat", max_plate_nesting + 1, plate(model), plate(guide),
+                                args, kwargs)
+
+
+def find_data_plate(model_trace: Trace, guide_trace: Trace,
+                    name: str | None = None) -> CondIndepStackFrame:
+    """The data plate: the plate named ``name``, else the vectorized plate all observed model sites
+    share (among several, the one holding every sample site). Every sample site must sit in it:
+    per-point weights are undefined with global latents."""
+    sites = _sample_sites(model_trace) + _sample_sites(guide_trace)
+    observed = [_plates(site) for site in _sample_sites(model_trace) if site["is_observed"]]
+    if not observed:
+        raise ValueError("the model has no observed site: per-point log weights need "
+                         "observations in a data plate")
+    if name is None:
+        shared = set.intersection(*(set(plates) for plates in observed))
+        if not shared:
+            raise ValueError("the observed sites share no plate: per-point log weights need every "
+                             "sample site inside one vectorized data plate, e.g. "
+                             "pyro.plate('data', N)")
+        if len(shared) > 1:  # nested plates around the observations: the data plate holds every site
+            shared = {n for n in shared if all(n in _plates(site) for site in sites)} or shared
+        if len(shared) > 1:
+            raise ValueError(f"cannot tell the data plate among {sorted(shared)}: "
+                             "pass data_plate=<name>")
+        (name,) = shared
+    for site in sites:
+        if name not in _plates(site):
+            raise ValueError(f"site '{site['name']}' is outside the data plate '{name}': "
+                             "per-point log weights are undefined with global latents")
+    return _plates(sites[0])[name]
+
+
+@dataclass(frozen=True)
+class PointLogWeights:
+    """Per-point log densities of k particles over a minibatch of B points, each (k, B):
+
+        log_p[j, b] = log p(x_b, z_jb),   log_q[j, b] = log q(z_jb | x_b)
+
+    summed over the sites and over every plate but the particle and data plates, with the factors
+    c_s of the module docstring; ``scale`` is the data plate's subsample scale N/B.
+    """
+
+    log_p: Tensor
+    log_q: Tensor
+    scale: float
+    guide_trace: Trace
+    data_dim: int  # the data plate's dim, counted from the right of a site's batch shape
+    batch_dims: int  # max_plate_nesting + 1: the particle plate is the leftmost batch dim
+
+    @property
+    def log_w(self) -> Tensor:
+        return self.log_p - self.log_q
+
+    def broadcast_to(self, t: Tensor, site: dict[str, Any]) -> Tensor:
+        """Reshape a (k, B) tensor to broadcast against ``site``'s value (batch + event dims)."""
+        shape = [1] * self.batch_dims + [1] * len(site["fn"].event_shape)
+        shape[0], shape[self.batch_dims + self.data_dim] = t.shape
+        return t.reshape(shape)
+
+
+def point_log_weights(model_trace: Trace, guide_trace: Trace, max_plate_nesting: int,
+                      stop_guide_params: bool = False, *, unscaled: bool = False,
+                      data_plate: str | None = None) -> PointLogWeights:
+    """Per-point log p and log q of the particle traces (see :class:`PointLogWeights`).
+
+    ``unscaled`` leaves out every scale (β and N/B): log p̂(x) is then the log-mean-exp of log_w.
+    ``stop_guide_params`` evaluates log q_φ(z) with φ detached inside the density and the path
+    z(φ) kept: the same value, only the path gradient (needs a guide whose sites do not depend on
+    one another's values, as the stopped density also cuts such dependences). ``data_plate``
+    names the data plate (see :func:`find_data_plate`).
+    """
+    data = find_data_plate(model_trace, guide_trace, data_plate)
+    scale = (data.full_size or data.size) / data.size
+    batch_dims = max_plate_nesting + 1
+    guide_sites = [s for s in _sample_sites(guide_trace) if not s["is_observed"]]
+    model_sites = [s for s in _sample_sites(model_trace)
+                   if s["is_observed"] or s["name"] in guide_trace.nodes]
+    particles = next(f for f in model_sites[0]["cond_indep_stack"] if f.name == PARTICLE_PLATE)
+    shape = torch.Size((particles.size, data.size))
+
+    def per_point(site: dict[str, Any], stop_params: bool = False) -> Tensor:
+        """c_s log p_s(value) summed over the batch dims but the particle and data dims → (k, B)."""
+        if stop_params:
+            log_prob = detach(site["fn"]).log_prob(site["value"])
+        else:
+            log_prob = site["unscaled_log_prob"]
+        factor = 1.0 if unscaled else site["scale"] / scale
+        lp = torch.as_tensor(scale_and_mask(log_prob, factor, site["mask"]))
+        if lp.dim() > batch_dims:
+            raise ValueError(f"site '{site['name']}' has more plate dims than max_plate_nesting "
+                             "allows")
+        lp = lp.reshape((1,) * (batch_dims - lp.dim()) + lp.shape)
+        others = [d for d in range(1, batch_dims) if d != batch_dims + data.dim]
+        return (lp.sum(others) if others else lp).expand(shape)
+
+    log_p = sum(per_point(s) for s in model_sites)  # the observed sites make it a (k, B) tensor
+    log_q = sum((per_point(s, stop_guide_params) for s in guide_sites), torch.zeros(()))
+    return PointLogWeights(log_p, log_q, scale, guide_trace, data.dim, batch_dims)
+
+
+def _sample_sites(trace: Trace) -> list[dict[str, Any]]:
+    return [site for site in trace.nodes.values() if site["type"] == "sample"]
+
+
+def _plates(site: dict[str, Any]) -> dict[str, CondIndepStackFrame]:
+    return {f.name: f for f in site["cond_indep_stack"] if f.vectorized and f.name != PARTICLE_PLATE}
