@@ -1,0 +1,260 @@
+"""``pyro-vae compare``: the same VAE trained with several ELBO estimators, side by side.
+
+Each estimator (``iwae:k=5``, ``renyi:alpha=0.5,k=5``, ...; ``k`` is an alias of ``particles``)
+trains the VAE of one spec from the same initial weights and seed, for the same epochs, in its own
+run directory ``OUT/runs/<label>/``; or, with ``--checkpoint RUN_DIR``, every estimator is scored
+on that run's trained weights without training. Then, per estimator (see
+:mod:`inference.compare`): its objective on a fixed validation batch, the signal-to-noise ratio of
+its gradient for the guide (encoder) and the model (decoder, prior, likelihood) parameters over R
+draws, the time of one loss + gradient evaluation, and the trained model's ELBO and
+importance-sampled log p(x) on the evaluation split. Writes ``compare.csv``, ``compare.md`` and
+``figures/compare.png`` in OUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyro
+import torch
+
+from inference.compare import Row, compare_estimators, markdown_table, write_csv
+from pyro_vae.evaluate import evaluate
+from pyro_vae.registry import Component, SpecError
+from pyro_vae.spec import ESTIMATORS, Spec, dump_spec, load_spec, parse_yaml
+
+if TYPE_CHECKING:
+    from pyro_vae.train import Prepared
+
+ALIASES = {"k": "particles"}
+RUNS = "runs"
+COMPARE_CSV, COMPARE_MD, FIGURE = "compare.csv", "compare.md", Path("figures") / "compare.png"
+#: The columns of compare.csv and what they mean (the bound and SNR columns: inference.compare).
+COLUMNS = {
+    "estimator": "the --estimators entry",
+    "bound": "the estimator's objective per data point on the fixed validation batch, at the "
+             "spec's β (a lower bound on log p(x) when β = 1; for renyi also α ≥ 0), mean of R "
+             "draws (nats)",
+    "bound_std": "standard deviation of one draw of the objective (nats)",
+    "bound_stderr": "Monte Carlo standard error of bound: bound_std / √R",
+    "snr_guide": "gradient signal-to-noise ratio |E g| / √Var g, mean over the encoder's "
+                 "parameters (Rainforth et al. 2018)",
+    "snr_guide_median": "the same, median over the encoder's parameters",
+    "snr_model": "gradient SNR, mean over the other parameters (decoder, prior, likelihood)",
+    "snr_model_median": "the same, median over the other parameters",
+    "ms_per_step": "mean wall time of one loss + gradient evaluation on the batch (ms; the "
+                   "estimators run one after another, so a busy machine skews it)",
+    "repeats": "R, gradient draws",
+    "elbo": "one-sample ELBO per data point of the trained model on the evaluation split (nats)",
+    "log_px": "importance-sampled log p(x) per data point on the evaluation split, a stochastic "
+              "lower bound (nats)",
+    "log_px_stderr": "Monte Carlo standard error of log_px: √(Σ_n se_n²) / N",
+    "log_px_sem": "standard error of log_px over data points (the data's spread)",
+}
+
+
+def parse_estimator(text: str) -> Component:
+    """``NAME[:KEY=VALUE,...]`` → the validated estimator component; values are read as YAML."""
+    name, colon, rest = text.strip().partition(":")
+    raw: dict[str, Any] = {"name": name.strip()}
+    try:
+        for item in rest.split(",") if colon else []:
+            key, equals, value = (s.strip() for s in item.partition("="))
+            if not (key and equals and value):
+                raise SpecError("", f"expected NAME[:KEY=VALUE,...] (e.g. iwae:k=5), got {item!r}")
+            param = ALIASES.get(key, key)
+            if param in raw:
+                note = "".join(f" ({alias} is an alias of {param})"
+                               for alias, target in ALIASES.items() if target == param)
+                raise SpecError("", f"{param} given twice{note}")
+            raw[param] = parse_yaml(value, key)
+        return ESTIMATORS.parse(raw, "estimator")
+    except SpecError as exc:
+        where = exc.key.removeprefix("estimator").lstrip(".")
+        where = f"{where}: " if where and where != "name" else ""
+        raise SpecError("--estimators", f"{text!r}: {where}{exc.message}") from None
+
+
+def parse_estimators(texts: Sequence[str]) -> dict[str, Component]:
+    """Label (the entry as written) → component; two entries naming one estimator are an error."""
+    if not texts:
+        raise SpecError("--estimators", "name at least one estimator")
+    out: dict[str, Component] = {}
+    for text in texts:
+        component = parse_estimator(text)
+        same = [label for label, c in out.items() if c == component]
+        if same:
+            raise SpecError("--estimators", f"{same[0]!r} and {text!r} are the same estimator")
+        out[text.strip()] = component
+    return out
+
+
+def run_name(label: str) -> str:
+    """A file name for an estimator's run directory: ``iwae:k=5`` → ``iwae_k=5``."""
+    return re.sub(r"[^\w.=,+-]", "_", label)
+
+
+def _on_device(prepared: Prepared, split: str) -> torch.Tensor:
+    """Move the VAE to where the spec trains (a GPU when it asks for one and torch has one); the
+    split's data, there too."""
+    gpu = prepared.spec.train.accelerator != "cpu" and torch.cuda.is_available()
+    device = torch.device("cuda" if gpu else "cpu")
+    prepared.vae.to(device)
+    return prepared.bundle.split(split).to(device)
+
+
+def gradient_rows(prepared: Prepared, estimators: Mapping[str, Component],
+                  repeats: int) -> list[Row]:
+    """Rows of :func:`inference.compare.compare_estimators` for ``prepared.vae`` on the first
+    ``batch_size`` validation points, at the spec's β, seeded with the spec's seed."""
+    vae, spec = prepared.vae, prepared.spec
+    x = _on_device(prepared, "val")[:spec.train.batch_size]
+    vae.train()
+    vae.kl_scale = spec.beta
+    guide = list(vae.encoder.parameters())
+    in_guide = {id(p) for p in guide}
+    model = [p for p in vae.parameters() if id(p) not in in_guide]
+    elbos = {label: ESTIMATORS.instantiate(c, "estimator") for label, c in estimators.items()}
+    with pyro.validation_enabled(False):
+        return compare_estimators(vae.model, vae.guide, elbos, x, repeats=repeats,
+                                  params={"guide": guide, "model": model},
+                                  num_data=vae.num_data or len(x), seed=spec.train.seed)
+
+
+def evaluation_columns(prepared: Prepared) -> Row:
+    """ELBO and importance-sampled log p(x) on the spec's evaluation split and sample count."""
+    spec = prepared.spec
+    pyro.set_rng_seed(spec.train.seed)
+    x = _on_device(prepared, spec.evaluate.split)
+    result = evaluate(prepared.vae, x, spec.evaluate.split, spec.evaluate.num_samples,
+                      spec.evaluate.memory_budget_mb)
+    se = result.points.stderr.double()  # independent across points: the mean's s.e. adds in squares
+    return {"elbo": result.elbo, "log_px": result.log_px,
+            "log_px_stderr": float(se.square().sum().sqrt() / len(se)),
+            "log_px_sem": result.log_px_sem}
+
+
+def compare_trained(spec: Spec, estimators: Mapping[str, Component], out: Path, repeats: int,
+                    overwrite: bool = False) -> list[Row]:
+    """Train ``spec`` once per estimator from the same initial weights (checked) and seed, each in
+    ``out/runs/<label>``; score each trained model. Writes ``out/config.yaml`` (the spec, estimator
+    aside) once the first model is built, so a data error leaves nothing behind."""
+    from pyro_vae.train import fit, prepare
+
+    rows, initial = [], None
+    for label, component in estimators.items():
+        print(f"{label}: training {spec.train.max_epochs} epoch(s)", flush=True)
+        prepared = prepare(dataclasses.replace(spec, estimator=component))
+        state = {k: v.detach().clone() for k, v in prepared.vae.state_dict().items()}
+        if initial is None:
+            initial = state
+            out.mkdir(parents=True, exist_ok=True)
+            dump_spec(spec, out / "config.yaml")
+        elif state.keys() != initial.keys() or not all(torch.equal(state[k], v)
+                                                       for k, v in initial.items()):
+            raise RuntimeError(f"{label}: the VAE did not start from the first estimator's "
+                               "weights; the comparison would not be fair")
+        fit(prepared, out / RUNS / run_name(label), overwrite=overwrite)
+        [row] = gradient_rows(prepared, {label: component}, repeats)
+        rows.append(row | evaluation_columns(prepared))
+    return rows
+
+
+def compare_checkpoint(prepared: Prepared, estimators: Mapping[str, Component],
+                       repeats: int) -> list[Row]:
+    """Every estimator on the same trained weights; the evaluation columns are shared."""
+    evaluation = evaluation_columns(prepared)
+    return [row | evaluation for row in gradient_rows(prepared, estimators, repeats)]
+
+
+def write_outputs(rows: Sequence[Row], out: Path, description: str) -> str:
+    """compare.csv, compare.md (description, table, column legend) and figures/compare.png in
+    ``out``; returns the table."""
+    from pyro_vae.figures import plot_estimator_comparison
+
+    columns = [c for c in COLUMNS if any(c in r for r in rows)]
+    table = markdown_table(rows, columns)
+    legend = "\n".join(f"- `{c}`: {COLUMNS[c]}" for c in columns)
+    write_csv(rows, out / COMPARE_CSV, columns)
+    text = f"# Estimator comparison\n\n{description}\n\n{table}\n\n{legend}\n"
+    (out / COMPARE_MD).write_text(text)
+    plot_estimator_comparison(rows, out / FIGURE)
+    return table
+
+
+def _claim(out: Path, overwrite: bool, fresh: bool) -> None:
+    """Refuse to replace a comparison without --overwrite; with ``fresh`` (training writes
+    config.yaml and runs/), refuse any other non-empty directory."""
+    if (out / COMPARE_CSV).is_file():
+        if not overwrite:
+            raise SpecError("--out", f"{out} already holds {COMPARE_CSV}; pass --overwrite or "
+                            "choose another directory")
+    elif fresh and out.is_dir() and any(out.iterdir()):
+        raise SpecError("--out", f"{out} is not empty and holds no {COMPARE_CSV}; choose another "
+                        "directory")
+    elif out.exists() and not out.is_dir():
+        raise SpecError("--out", f"{out} is not a directory")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    estimators = parse_estimators(args.estimators or ESTIMATORS.names())
+    if args.repeats < 2:
+        raise SpecError("--repeats", f"must be >= 2 (a variance needs two draws), got "
+                        f"{args.repeats}")
+    if args.checkpoint:
+        if args.config or args.set or args.epochs is not None:
+            raise SpecError("--checkpoint", "scores a trained run as it is: give no CONFIG, "
+                            "--set or --epochs with it")
+        from pyro_vae.train import load_run
+
+        run = Path(args.checkpoint)
+        out = Path(args.out) if args.out else run
+        _claim(out, args.overwrite, fresh=False)
+        prepared = load_run(run)
+        rows = compare_checkpoint(prepared, estimators, args.repeats)
+        spec, what = prepared.spec, f"Every estimator on the trained weights of `{run}`"
+    else:
+        if not args.config:
+            raise SpecError("compare", "give a CONFIG to train from, or --checkpoint RUN_DIR")
+        epochs = [] if args.epochs is None else [f"train.max_epochs={args.epochs}"]
+        spec = load_spec(args.config, [*args.set, *epochs])
+        if spec.train.devices > 1:
+            raise SpecError("train.devices", "compare trains in one process: set it to 1")
+        out = Path(args.out) if args.out else Path("runs") / f"compare-{Path(args.config).stem}"
+        _claim(out, args.overwrite, fresh=True)
+        rows = compare_trained(spec, estimators, out, args.repeats, args.overwrite)
+        what = (f"Each estimator trained `{args.config}` for {spec.train.max_epochs} epoch(s) from "
+                f"the same initial weights (seed {spec.train.seed}); runs in `{out / RUNS}`")
+    description = (f"{what}. Gradient statistics over R = {args.repeats} draws on the first "
+                   f"{spec.train.batch_size} validation points; ELBO and log p(x) on the "
+                   f"{spec.evaluate.split} split with K = {spec.evaluate.num_samples} importance "
+                   "samples.")
+    out.mkdir(parents=True, exist_ok=True)
+    print(write_outputs(rows, out, description))
+    print(f"comparison: {out / COMPARE_MD}, {out / COMPARE_CSV}, {out / FIGURE}")
+
+
+def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """``pyro-vae compare`` on an ``add_subparsers()`` object."""
+    c = subparsers.add_parser("compare", help="train with several ELBO estimators from one "
+                              "initialization; compare bounds, gradient SNR, time and log p(x)")
+    c.add_argument("config", nargs="?", help="YAML spec to train from (or --checkpoint)")
+    c.add_argument("--estimators", nargs="+", metavar="NAME[:KEY=VALUE,...]",
+                   help="e.g. trace mean_field iwae:k=5 dreg:k=5 stl renyi:alpha=0.5,k=5 "
+                        "(k = particles; default: every registered estimator)")
+    c.add_argument("--epochs", type=int, help="training epochs (default: the spec's max_epochs)")
+    c.add_argument("--repeats", type=int, default=100, help="R gradient draws (default 100)")
+    c.add_argument("--checkpoint", metavar="RUN_DIR",
+                   help="score a trained run's weights instead of training")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec key (repeatable)")
+    c.add_argument("--out", help="output directory (default runs/compare-<config name>, or "
+                                 "RUN_DIR with --checkpoint)")
+    c.add_argument("--overwrite", action="store_true", help="replace an earlier comparison")
+    c.set_defaults(func=cmd_compare)
+    return c
