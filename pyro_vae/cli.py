@@ -1,7 +1,13 @@
 """``pyro-vae train | evaluate | report | datasets``: the command line.
 
-A user error (bad spec, missing file, data outside the likelihood's support, ...) prints one
-line on stderr and exits with status 2, before anything is written.
+Exit status: 0 done; 2 a user error (bad spec, missing file, data outside the likelihood's
+support, a directory that is not a run, ...), one line on stderr, before anything is written;
+3 training diverged (a non-finite loss or gradient), one line naming the step and the last good
+checkpoint, which is left intact.
+
+``pyro-vae train --resume RUN_DIR`` continues RUN_DIR in place from its last checkpoint, with the
+spec in RUN_DIR/config.yaml; ``--set`` may then change only train.max_epochs, train.lr,
+train.gradient_clip, train.progress, train.logger and evaluate.* (see ``pyro_vae.train.RESUMABLE``).
 """
 
 from __future__ import annotations
@@ -21,11 +27,13 @@ if TYPE_CHECKING:
     from pyro_vae.train import Prepared
 
 EXIT_USER_ERROR = 2
+EXIT_DIVERGED = 3
 FIGURES = "figures"
 
 
 def _quiet() -> None:
-    """Keep Lightning's banners and known-harmless warnings off the terminal."""
+    """Keep Lightning's banners and known-harmless warnings off the terminal (after Lightning's
+    import, which sets its own log level)."""
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
     for pattern in (".*exists and is not empty.*", ".*does not have many workers.*",
@@ -33,21 +41,43 @@ def _quiet() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
-def cmd_train(args: argparse.Namespace) -> None:
-    from pyro_vae.evaluate import evaluate
-    from pyro_vae.spec import load_spec
-    from pyro_vae.train import fit, prepare
+def device_overrides(args: argparse.Namespace) -> list[str]:
+    """--accelerator/--devices/--strategy as ``train.*`` overrides."""
+    flags = {"accelerator": args.accelerator, "devices": args.devices, "strategy": args.strategy}
+    return [f"train.{k}={v}" for k, v in flags.items() if v is not None]
 
-    spec = load_spec(args.config, args.set)
-    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pyro_vae.spec import load_spec
+    from pyro_vae.train import Diverged, evaluate_run, fit, prepare, resume_spec
+
+    _quiet()
+    overrides = [*args.set, *device_overrides(args)]
+    if args.resume:
+        if args.config or args.out or args.overwrite:
+            raise SpecError("--resume", "takes the run directory alone: the spec is its "
+                            "config.yaml and the run continues in place")
+        out = Path(args.resume)
+        spec = resume_spec(out, overrides)
+    elif args.config:
+        out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+        spec = load_spec(args.config, overrides)
+    else:
+        raise SpecError("train", "needs a YAML spec (CONFIG) or --resume RUN_DIR")
     prepared = prepare(spec)
-    fit(prepared, out, overwrite=args.overwrite)
-    result = evaluate(prepared.vae, prepared.bundle.split(spec.evaluate.split), spec.evaluate.split,
-                      spec.evaluate.num_samples, spec.evaluate.memory_budget_mb)
-    result.to_json(out / "eval.json")
-    write_figures(prepared, out, result)
-    print("\n".join(result.lines()))
-    print(f"run directory: {out}")
+    try:
+        trainer = fit(prepared, out, overwrite=args.overwrite, resume=bool(args.resume))
+    except Diverged as exc:
+        if exc.rank == 0:  # all DDP ranks stop together: one line is enough
+            print(f"pyro-vae: error: {exc}", file=sys.stderr)
+        return EXIT_DIVERGED
+    result = evaluate_run(prepared, trainer.strategy.root_device, progress=spec.train.progress)
+    if trainer.global_rank == 0:
+        result.to_json(out / "eval.json")
+        write_figures(prepared, out, result)
+        print("\n".join(result.lines()))
+        print(f"run directory: {out}")
+    return 0
 
 
 def write_figures(prepared: Prepared, run: Path, result: Evaluation) -> None:
@@ -64,18 +94,15 @@ def write_figures(prepared: Prepared, run: Path, result: Evaluation) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from pyro_vae.evaluate import evaluate
-    from pyro_vae.train import load_run
+    from pyro_vae.train import device_for, evaluate_run, load_run
 
+    _quiet()
     run = Path(args.run_dir)
     prepared = load_run(run)
-    spec = prepared.spec
-    split = args.split or spec.evaluate.split
-    k = args.num_samples or spec.evaluate.num_samples
-    if k < 1:
-        raise SpecError("--num-samples", f"must be >= 1, got {k}")
-    result = evaluate(prepared.vae, prepared.bundle.split(split), split, k,
-                      spec.evaluate.memory_budget_mb)
+    if args.num_samples is not None and args.num_samples < 1:
+        raise SpecError("--num-samples", f"must be >= 1, got {args.num_samples}")
+    device = device_for(args.accelerator or prepared.spec.train.accelerator)
+    result = evaluate_run(prepared, device, args.split, args.num_samples)
     result.to_json(run / "eval.json")
     write_figures(prepared, run, result)
     print("\n".join(result.lines()))
@@ -106,18 +133,26 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pyro-vae", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="fit a VAE from a YAML spec")
-    t.add_argument("config", help="YAML spec (see examples/configs)")
+    t = sub.add_parser("train", help="fit a VAE from a YAML spec, or resume a run")
+    t.add_argument("config", nargs="?", help="YAML spec (see examples/configs)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec key, e.g. --set prior.name=vamp (repeatable)")
     t.add_argument("--out", help="run directory (default runs/<config name>)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    t.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue RUN_DIR from its last checkpoint (no CONFIG, --out, --overwrite)")
+    t.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], help="sets train.accelerator")
+    t.add_argument("--devices", type=int, metavar="N", help="sets train.devices")
+    t.add_argument("--strategy", choices=["auto", "ddp"],
+                   help="sets train.strategy (ddp: one process per device)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="importance-sampled log p(x) of a trained run")
     e.add_argument("run_dir")
     e.add_argument("--num-samples", type=int, help="K importance samples per data point")
     e.add_argument("--split", choices=["train", "val", "test"])
+    e.add_argument("--accelerator", choices=["auto", "cpu", "gpu"],
+                   help="where to evaluate (default: the run's train.accelerator)")
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("report", help="write RUN_DIR/report.html: one self-contained page")
@@ -131,13 +166,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    _quiet()
     try:
-        args.func(args)
+        return args.func(args) or 0
     except SpecError as exc:
         print(f"pyro-vae: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    return 0
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -81,10 +82,13 @@ def importance_log_px(vae: VAE, x: torch.Tensor, num_samples: int, memory_budget
 
 @torch.no_grad()
 def evaluate(vae: VAE, x: torch.Tensor, split: str, num_samples: int,
-             memory_budget_mb: float, progress: bool = False) -> Evaluation:
+             memory_budget_mb: float, progress: bool = False,
+             log_px: Callable[..., MarginalResult] = importance_log_px) -> Evaluation:
+    """``log_px(vae, x, num_samples, memory_budget_mb, progress=...)`` gives the per-point IS
+    estimates (the training engine passes one that shards the points over DDP ranks)."""
     vae.eval()
     start = time.perf_counter()
-    is_result = importance_log_px(vae, x, num_samples, memory_budget_mb, progress=progress)
+    is_result = log_px(vae, x, num_samples, memory_budget_mb, progress=progress)
     with pyro.validation_enabled(False):
         terms = vae.elbo_terms(x)
         means = vae.encode(x)[0]

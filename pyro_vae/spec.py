@@ -30,24 +30,47 @@ for _name, _cls in ESTIMATOR_CLASSES.items():
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """Optimisation: Adam(lr) on minibatches; KL weight β·min(1, (t+1)/T_warmup) at step t."""
+    """Optimisation: Adam(lr) on minibatches; KL weight β·min(1, (t+1)/T_warmup) at step t.
+
+    ``lr_schedule: cosine`` anneals lr_t = lr·(1 + cos(π t/T))/2 over all T steps.
+    ``gradient_clip`` caps the global L2 norm of the gradient (0: off);
+    ``early_stopping_patience`` stops after that many validations without a higher val ELBO
+    (0: off). Checkpoints go to ``checkpoints/last.ckpt`` every ``checkpoint_every_steps``
+    optimizer steps (0: off) and every ``checkpoint_every_epochs`` epochs (0: off), and at the
+    end. ``logger``: metrics.csv always, plus TensorBoard event files with ``tensorboard``.
+    ``accelerator``/``devices``/``strategy`` as in Lightning's Trainer; ``ddp`` runs one process
+    per device.
+    """
 
     max_epochs: int = 20
     batch_size: int = 128
     lr: float = 1e-3
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     seed: int = 0
     warmup_epochs: float = 0.0
-    accelerator: str = "cpu"
+    gradient_clip: float = 0.0
+    early_stopping_patience: int = 0
+    checkpoint_every_steps: int = 0
+    checkpoint_every_epochs: int = 1
+    log_every_n_steps: int = 50
+    logger: Literal["csv", "tensorboard"] = "csv"
+    accelerator: Literal["auto", "cpu", "gpu"] = "cpu"
     devices: int = 1
+    strategy: Literal["auto", "ddp"] = "auto"
     progress: bool = True
 
     def __post_init__(self) -> None:
         _at_least(self.max_epochs, 1, "max_epochs")
         _at_least(self.batch_size, 1, "batch_size")
         _at_least(self.devices, 1, "devices")
+        _at_least(self.log_every_n_steps, 1, "log_every_n_steps")
+        for name in ("early_stopping_patience", "checkpoint_every_steps", "checkpoint_every_epochs"):
+            _at_least(getattr(self, name), 0, name)
         _positive(self.lr, "lr")
-        if not (self.warmup_epochs >= 0 and math.isfinite(self.warmup_epochs)):
-            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        for name in ("warmup_epochs", "gradient_clip"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be >= 0, got {value}")
 
 
 @dataclass(frozen=True)

@@ -1,42 +1,106 @@
 """Training through Lightning: the LightningModule wraps the estimator's ELBO module.
 
 Per step the loss is the estimator's differentiable loss L(x_batch), a sum over the minibatch
-scaled by N/B, so L/N estimates the negative objective per data point. The KL weight at step t is
-β_t = β · min(1, (t + 1)/T) for a warm-up of T steps (β_t > 0 as poutine.scale requires).
+scaled by N/B (N the full training set, on every rank), so L/N estimates the negative objective
+per data point. The KL weight at step t is β_t = β · min(1, (t + 1)/T) for a warm-up of T steps
+(β_t > 0 as poutine.scale requires); it derives from the global step, so it resumes by itself.
+
+A run directory holds ``config.yaml`` (the resolved spec), ``checkpoints/last.ckpt`` (rewritten
+atomically every ``train.checkpoint_every_steps`` steps and every ``checkpoint_every_epochs``
+epochs, and at the end), ``metrics.csv``, and after a multi-process run ``ddp.json`` (each rank's
+parameter digest). :func:`fit` with ``resume=True`` continues from ``last.ckpt`` with the
+weights, optimizer, scheduler, loop position (mid-epoch included), early-stopping and RNG states.
+
+Under ``strategy: ddp`` Lightning re-launches the command once per extra device; rank 0 alone
+writes the run directory. The data plate keeps the global N and each rank sees its own share of
+every epoch's permutation (Pyro's recipe: module-local parameters, the ELBO as an nn.Module).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import pyro
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_only
 
+from inference.marginal import MarginalResult
 from pyro_vae.data import DATASETS, DataBundle
+from pyro_vae.engine import (AtomicCheckpointIO, PeriodicCheckpoint, RngState, RunCSVLogger,
+                             Throughput, gather_rows, ranks_in_sync, remove_partial_files,
+                             resumable, world)
+from pyro_vae.evaluate import Evaluation, evaluate, importance_log_px
 from pyro_vae.registry import SpecError
-from pyro_vae.spec import ESTIMATORS, Spec, dump_spec, load_spec
+from pyro_vae.spec import ESTIMATORS, Spec, TrainSpec, dump_spec, load_spec
 from pyro_vae.vae import VAE
 
 CONFIG = "config.yaml"
 CHECKPOINTS = "checkpoints"
+DDP_REPORT = "ddp.json"
+#: Spec keys ``--resume`` may change besides ``evaluate.*``: none alters what a checkpoint means.
+RESUMABLE = ("train.max_epochs", "train.lr", "train.gradient_clip", "train.progress",
+             "train.logger")
+
+
+class Diverged(RuntimeError):
+    """A non-finite loss or gradient: training stopped before that step changed the parameters,
+    so every checkpoint written holds finite, earlier weights."""
+
+    def __init__(self, step: int, loss: float, run: Path | None = None,
+                 checkpoint_step: int | None = None) -> None:
+        self.step, self.loss, self.run, self.checkpoint_step = step, loss, run, checkpoint_step
+        self.rank = rank_zero_only.rank
+        if run is None or checkpoint_step is None:
+            where = "no checkpoint had been written"
+        else:
+            where = (f"last good checkpoint: {last_path(run)} (step "
+                     f"{checkpoint_step}); continue from it with pyro-vae train --resume {run} "
+                     "--set train.lr=<lower>")
+        super().__init__(f"training diverged: non-finite loss or gradient at step {step} "
+                         f"(loss {loss:g}); {where}")
+
+
+def steps_per_epoch(num_data: int, batch_size: int, world_size: int) -> int:
+    """Optimizer steps per epoch and rank: ⌈⌈N/W⌉/B⌉ (the sampler pads N to a multiple of W)."""
+    return math.ceil(math.ceil(num_data / world_size) / batch_size)
 
 
 class VAEModule(L.LightningModule):
-    """training_step: the estimator's loss; validation_step: the one-sample ELBO with β = 1."""
+    """training_step: the estimator's loss; validation_step: the one-sample ELBO with β = 1.
 
-    def __init__(self, vae: VAE, spec: Spec, steps_per_epoch: int) -> None:
+    Logged per step and per epoch: ``train_loss`` (L/N), ``beta``, ``lr``; on every
+    ``log_every_n_steps``-th step also the batch's ELBO, KL and reconstruction term (one extra
+    forward pass without gradients); per epoch ``val_elbo``, ``val_kl``, ``val_recon``. Under
+    DDP the train_* values are rank 0's batches; the val_* values are averaged over ranks.
+    """
+
+    def __init__(self, vae: VAE, spec: Spec) -> None:
         super().__init__()
         self.vae = vae
         self.spec = spec
         self.loss_module = ESTIMATORS.instantiate(spec.estimator, "estimator")(vae.model, vae.guide)
-        self.warmup_steps = spec.train.warmup_epochs * steps_per_epoch
+        self.warmup_steps = 0.0
+        self.last_loss = torch.zeros(())
+
+    def steps_per_epoch(self) -> int:
+        return steps_per_epoch(self.vae.num_data or 0, self.spec.train.batch_size,
+                               self.trainer.world_size)
+
+    def on_train_start(self) -> None:
+        self.warmup_steps = self.spec.train.warmup_epochs * self.steps_per_epoch()
+        if self.spec.train.lr_schedule == "constant":  # the spec's lr wins over a checkpoint's
+            for group in self.trainer.optimizers[0].param_groups:
+                group["lr"] = self.spec.train.lr
 
     def kl_scale(self, step: int) -> float:
         if self.warmup_steps <= 0:
@@ -47,43 +111,69 @@ class VAEModule(L.LightningModule):
         self.vae.kl_scale = self.kl_scale(self.global_step)
         with pyro.validation_enabled(False):
             loss = self.loss_module(x)
-        n = self.vae.num_data or len(x)
-        self.log("train_elbo", -loss.detach() / n, prog_bar=True, batch_size=len(x))
-        self.log("beta", self.vae.kl_scale, batch_size=len(x))
+        self.last_loss = loss.detach()
+        n, b = self.vae.num_data or len(x), len(x)
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.log("train_loss", self.last_loss / n, prog_bar=True, on_step=True, on_epoch=True,
+                 batch_size=b)
+        for name, value in (("beta", self.vae.kl_scale), ("lr", lr)):
+            self.log(name, value, on_step=True, on_epoch=True, batch_size=b)
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            with torch.no_grad():
+                self._log_elbo_terms(x, "train", on_step=True)
         return loss
 
-    def _log_elbo_terms(self, x: torch.Tensor, prefix: str) -> None:
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Stop before a non-finite loss or gradient reaches the parameters (ranks agree)."""
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        finite = bool(torch.isfinite(self.last_loss)) and bool(torch.isfinite(norm))
+        if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+            raise Diverged(self.global_step + 1, float(self.last_loss))
+
+    def _log_elbo_terms(self, x: torch.Tensor, prefix: str, on_step: bool) -> None:
         with pyro.validation_enabled(False):
             terms = self.vae.elbo_terms(x)
         for name, value in (("elbo", terms.elbo), ("kl", terms.kl), ("recon", terms.recon)):
-            self.log(f"{prefix}_{name}", value.mean(), prog_bar=name == "elbo", batch_size=len(x),
-                     on_step=False, on_epoch=True, sync_dist=True)
+            self.log(f"{prefix}_{name}", value.mean(), prog_bar=prefix == "val" and name == "elbo",
+                     batch_size=len(x), on_step=on_step, on_epoch=True, sync_dist=not on_step)
 
     def validation_step(self, x: torch.Tensor, batch_idx: int) -> None:
-        self._log_elbo_terms(x, "val")
+        self._log_elbo_terms(x, "val", on_step=False)
 
     def test_step(self, x: torch.Tensor, batch_idx: int) -> None:
-        self._log_elbo_terms(x, "test")
+        self._log_elbo_terms(x, "test", on_step=False)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.vae.parameters(), lr=self.spec.train.lr)
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.Adam(self.vae.parameters(), lr=self.spec.train.lr)
+        if self.spec.train.lr_schedule == "constant":
+            return optimizer
+        steps = self.spec.train.max_epochs * self.steps_per_epoch()
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
 class VAEData(L.LightningDataModule):
-    """The bundle's splits as DataLoaders (Lightning adds a DistributedSampler under DDP)."""
+    """The bundle's splits as DataLoaders; training order from an epoch-seeded, resumable sampler
+    that also shards the data over DDP ranks."""
 
-    def __init__(self, bundle: DataBundle, batch_size: int) -> None:
+    def __init__(self, bundle: DataBundle, batch_size: int, seed: int) -> None:
         super().__init__()
-        self.bundle, self.batch_size = bundle, batch_size
+        self.bundle, self.batch_size, self.seed = bundle, batch_size, seed
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
-        return self.bundle.loader("train", self.batch_size, shuffle=True)
+        loader = self.bundle.loader("train", self.batch_size, shuffle=False)
+        return resumable(loader, self.seed, self.trainer.global_rank, self.trainer.world_size)
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
-        return self.bundle.loader("val", self.batch_size, shuffle=False)
+        return self._fixed("val")
 
     def test_dataloader(self) -> torch.utils.data.DataLoader:
-        return self.bundle.loader("test", self.batch_size, shuffle=False)
+        return self._fixed("test")
+
+    def _fixed(self, split: str) -> torch.utils.data.DataLoader:
+        return self.bundle.loader(split, self.batch_size, shuffle=False,
+                                  generator=torch.Generator().manual_seed(self.seed))
 
 
 @dataclass
@@ -112,6 +202,23 @@ def prepare(spec: Spec) -> Prepared:
     return Prepared(spec, bundle, vae)
 
 
+def check_devices(train: TrainSpec) -> None:
+    """SpecError for an accelerator or device count this machine does not have."""
+    gpus = torch.cuda.device_count()
+    if train.accelerator == "gpu" and gpus == 0:
+        raise SpecError("train.accelerator", "gpu requested, but torch finds no CUDA device "
+                        "(torch.cuda.is_available() is False); use cpu or auto")
+    if train.accelerator != "cpu" and 0 < gpus < train.devices:
+        raise SpecError("train.devices", f"{train.devices} GPUs requested, {gpus} available")
+    if train.logger == "tensorboard":
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise SpecError("train.logger", "tensorboard is not installed (pip install "
+                            "tensorboard, or pyro-vae[tensorboard]); metrics.csv is written "
+                            "either way, set train.logger=csv") from None
+
+
 def start_run_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and any(out.iterdir()):
         if not overwrite:
@@ -127,56 +234,184 @@ def start_run_dir(out: Path, overwrite: bool) -> None:
         raise SpecError("--out", f"cannot create {out}: {exc.strerror}") from None
 
 
-def fit(prepared: Prepared, out: Path, overwrite: bool = False) -> VAEModule:
-    """Train in a fresh run directory: config.yaml, checkpoints/, metrics.csv."""
-    spec, bundle = prepared.spec, prepared.bundle
-    start_run_dir(out, overwrite)
-    dump_spec(spec, out / CONFIG)
-    steps = math.ceil(len(bundle.train) / spec.train.batch_size)
-    module = VAEModule(prepared.vae, spec, steps)
-    trainer = L.Trainer(
-        max_epochs=spec.train.max_epochs,
-        accelerator=spec.train.accelerator,
-        devices=spec.train.devices,
-        logger=CSVLogger(save_dir=str(out), name="", version=""),
-        callbacks=[ModelCheckpoint(dirpath=out / CHECKPOINTS, save_last=True, save_top_k=0)],
-        log_every_n_steps=max(1, min(50, steps)),
-        enable_progress_bar=spec.train.progress,
-        enable_model_summary=False,
-        deterministic=True,
+def make_trainer(spec: Spec, out: Path, num_data: int, first_step: int | None = None) -> L.Trainer:
+    """The Trainer of a run in ``out`` on ``num_data`` training items; ``first_step``: the
+    checkpoint step a resumed run starts at. Metrics are logged every ``log_every_n_steps``
+    steps, or every epoch's last step when epochs are shorter."""
+    t = spec.train
+    log_every = min(t.log_every_n_steps, steps_per_epoch(num_data, t.batch_size, t.devices))
+    callbacks: list[L.Callback] = [
+        RngState(), Throughput(),
+        PeriodicCheckpoint(last_path(out), t.checkpoint_every_steps, t.checkpoint_every_epochs),
+    ]
+    if t.early_stopping_patience:
+        callbacks.append(EarlyStopping(monitor="val_elbo", mode="max",
+                                       patience=t.early_stopping_patience))
+    loggers: list[Logger] = [RunCSVLogger(out, first_step)]
+    if t.logger == "tensorboard":
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(save_dir=str(out), name="tensorboard", version="",
+                                         purge_step=first_step))
+    cpu = t.accelerator == "cpu" or not torch.cuda.is_available()
+    return L.Trainer(
+        max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
+        strategy=t.strategy, logger=loggers, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+        gradient_clip_val=t.gradient_clip or None, log_every_n_steps=log_every,
+        enable_checkpointing=False,  # PeriodicCheckpoint instead of Lightning's default
+        num_sanity_val_steps=0, enable_progress_bar=t.progress, enable_model_summary=False,
+        deterministic=True if cpu else "warn",  # some CUDA kernels have no deterministic twin
     )
-    with warnings.catch_warnings():  # the logger shares the run directory with config.yaml
-        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
-        trainer.fit(module, datamodule=VAEData(bundle, spec.train.batch_size))
-    return module
+
+
+def fit(prepared: Prepared, out: Path, overwrite: bool = False, resume: bool = False) -> L.Trainer:
+    """Train in a fresh run directory, or with ``resume`` continue the run in ``out`` from its
+    last checkpoint. Raises :class:`Diverged` on a non-finite loss or gradient."""
+    spec, bundle = prepared.spec, prepared.bundle
+    check_devices(spec.train)
+    ckpt = last_checkpoint(out) if resume else None
+    first_step = checkpoint_step(ckpt) if ckpt else None
+    if rank_zero_only.rank == 0:  # Lightning's DDP re-runs this command in each extra process
+        if resume:
+            remove_partial_files(out / CHECKPOINTS)
+        else:
+            start_run_dir(out, overwrite)
+        dump_spec(spec, out / CONFIG)
+    module = VAEModule(prepared.vae, spec)
+    trainer = make_trainer(spec, out, len(bundle.train), first_step)
+    data = VAEData(bundle, spec.train.batch_size, spec.train.seed)
+    try:
+        with warnings.catch_warnings():  # the logger shares the run directory with config.yaml
+            warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+            # train_* metrics are rank 0's share (a random part of each epoch); val_* are synced
+            warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
+            warnings.filterwarnings("ignore", message="Encountered NaN")  # Diverged says it
+            trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=True)
+    except Diverged as exc:
+        path = last_path(out)
+        raise Diverged(exc.step, exc.loss, out, checkpoint_step(path) if path.is_file() else None)
+    digests = ranks_in_sync(module.vae)
+    if len(digests) > 1:
+        if trainer.global_rank == 0:
+            report = {"world_size": len(digests), "parameter_sha256": digests}
+            (out / DDP_REPORT).write_text(json.dumps(report, indent=2) + "\n")
+        if len(set(digests)) > 1:
+            raise RuntimeError(f"DDP replicas ended with different parameters: {digests}")
+    return trainer
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def resume_spec(run_dir: Path, overrides: Sequence[str] = ()) -> Spec:
+    """A run's config.yaml plus ``overrides`` that only touch :data:`RESUMABLE` keys or
+    ``evaluate.*`` (repeating a key's current value is allowed)."""
+    if not (run_dir / CONFIG).is_file():
+        raise SpecError(str(run_dir), f"not a run directory (no {CONFIG})")
+    last_checkpoint(run_dir)
+    saved = load_spec(run_dir / CONFIG)
+    spec = load_spec(run_dir / CONFIG, overrides)
+    old, new = _flat(saved.to_dict()), _flat(spec.to_dict())
+    for key in sorted(old.keys() | new.keys()):
+        allowed = key in RESUMABLE or key.startswith("evaluate.")
+        if old.get(key) != new.get(key) and not allowed:
+            raise SpecError(key, f"cannot change when resuming (the run has {old.get(key)!r}); "
+                            f"--resume accepts --set for {', '.join(RESUMABLE)} and evaluate.*")
+    if spec.train.lr_schedule == "cosine":
+        for key in ("train.max_epochs", "train.lr"):
+            if old[key] != new[key]:
+                raise SpecError(key, "cannot change when resuming a cosine lr_schedule: the "
+                                "schedule was laid out over the original run")
+    return spec
+
+
+def last_path(run_dir: Path) -> Path:
+    return run_dir / CHECKPOINTS / "last.ckpt"
 
 
 def last_checkpoint(run_dir: Path) -> Path:
-    path = run_dir / CHECKPOINTS / "last.ckpt"
+    """The run's last.ckpt; SpecError when there is none."""
+    path = last_path(run_dir)
     if not path.is_file():
         raise SpecError(str(run_dir), f"no checkpoint at {path}: is this a finished or "
                         "interrupted pyro-vae run?")
     return path
 
 
-def load_run(run_dir: Path) -> Prepared:
-    """Rebuild a run's VAE from its config.yaml and load the last checkpoint's weights.
+def checkpoint_step(path: Path) -> int:
+    """The global step (optimizer steps taken) a checkpoint holds."""
+    return int(_read_checkpoint(path)["global_step"])
 
-    Weights only (``torch.load(weights_only=True)``): a checkpoint never runs code on loading.
-    """
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    """``torch.load(weights_only=True)``: a checkpoint never runs code on loading."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unpickling failure means a corrupt or foreign file
+        raise SpecError(str(path), f"cannot read checkpoint: {type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+
+
+def load_run(run_dir: Path) -> Prepared:
+    """Rebuild a run's VAE from its config.yaml and load the last checkpoint's weights."""
     if not (run_dir / CONFIG).is_file():
         raise SpecError(str(run_dir), f"not a run directory (no {CONFIG})")
     prepared = prepare(load_spec(run_dir / CONFIG))
     path = last_checkpoint(run_dir)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-    except Exception as exc:  # any unpickling failure means a corrupt or foreign file
-        raise SpecError(str(path), f"cannot read checkpoint: {type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    state = _read_checkpoint(path).get("state_dict")
+    if not isinstance(state, dict):
+        raise SpecError(str(path), "cannot read checkpoint: no state_dict in it")
     weights = {k.removeprefix("vae."): v for k, v in state.items() if k.startswith("vae.")}
     try:
         prepared.vae.load_state_dict(weights)
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())[:300]
-        raise SpecError(str(path), f"checkpoint does not match {run_dir / CONFIG}: {detail}") from None
+        raise SpecError(str(path),
+                        f"checkpoint does not match {run_dir / CONFIG}: {detail}") from None
     return prepared
+
+
+def device_for(accelerator: str) -> torch.device:
+    """The device a single-process evaluation runs on."""
+    if accelerator == "gpu" and not torch.cuda.is_available():
+        raise SpecError("--accelerator", "gpu (given, or the run's train.accelerator) but torch "
+                        "finds no CUDA device; pass --accelerator cpu")
+    return torch.device("cuda" if accelerator != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def evaluate_run(prepared: Prepared, device: torch.device, split: str | None = None,
+                 num_samples: int | None = None, progress: bool = False) -> Evaluation:
+    """Importance-sampled evaluation on ``device`` (the spec's ``evaluate`` section by default).
+
+    Under DDP rank r estimates log p(x) for points r, r + W, ... with its own RNG stream and the
+    per-point estimates are all-gathered, so every rank returns the whole evaluation.
+    """
+    spec = prepared.spec.evaluate
+    split, k = split or spec.split, num_samples or spec.num_samples
+    rank, size = world()
+    fields = ("log_px", "stderr", "ess", "elbo")
+
+    def log_px(vae: VAE, x: torch.Tensor, num: int, budget: float,
+               progress: bool = False) -> MarginalResult:
+        def rows(part: torch.Tensor) -> torch.Tensor:
+            result = importance_log_px(vae, part, num, budget, progress=progress and rank == 0)
+            return torch.stack([getattr(result, f).double() for f in fields], dim=1)
+
+        table = gather_rows(rows, x).cpu()
+        return MarginalResult(**dict(zip(fields, table.T.contiguous())), num_samples=num)
+
+    vae = prepared.vae.to(device)
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            if size > 1:  # ranks share one RNG stream after training: give each its own
+                torch.manual_seed(prepared.spec.train.seed + 1 + rank)
+            return evaluate(vae, prepared.bundle.split(split).to(device), split, k,
+                            spec.memory_budget_mb, progress=progress, log_px=log_px)
+    finally:
+        vae.cpu()

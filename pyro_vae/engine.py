@@ -1,0 +1,322 @@
+"""What a long run needs around Lightning's Trainer and Lightning leaves to the user.
+
+* :class:`PeriodicCheckpoint`: ``last.ckpt`` every N steps and every M epochs;
+* :class:`AtomicCheckpointIO`: a checkpoint is written to a temporary file beside its target,
+  fsynced and renamed over it, and always read back with ``torch.load(weights_only=True)``;
+* :class:`RngState`: the global RNG states (torch, CUDA, numpy, Python) ride in every checkpoint;
+* :class:`EpochSampler` + :class:`ResumableLoader`: epoch e visits a permutation seeded by
+  seed + e, and the position inside the epoch is checkpointed, so a resumed run sees the batches
+  an uninterrupted one would;
+* :class:`RunCSVLogger`: metrics.csv, written as it goes, trimmed and continued on resume;
+* :class:`Throughput`: images/s per logged step and per epoch;
+* :func:`gather_rows` and :func:`ranks_in_sync`: the collectives of a DDP run.
+
+Every checkpoint entry is a tensor, number, string or container of them: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.distributed as dist
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` into a temporary file in the target's directory, fsync, ``os.replace``.
+
+    A rename within one file system is atomic, so a reader or a crash finds the previous
+    checkpoint or the new one, never a truncated file. (Lightning's own writer goes through an
+    fsspec transaction that stages the file in the system temp directory and then *moves* it: a
+    copy, not a rename, when that directory sits on another file system.) Loading is always
+    weights-only: a checkpoint cannot run code.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path,
+                        storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o644)
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        directory = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the rename itself survives a power cut
+        finally:
+            os.close(directory)
+
+    def load_checkpoint(self, path: str | Path, map_location: Any = "cpu",
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+
+
+class PeriodicCheckpoint(L.Callback):
+    """Rewrites one file, ``path``, every ``every_steps`` optimizer steps, every ``every_epochs``
+    epochs (at the epoch's end, after its validation; 0 turns either off) and when training ends.
+
+    A step save that falls on an epoch's last batch waits for that epoch's end: Lightning resumes
+    from a checkpoint taken between an epoch's last batch and its validation without running
+    that validation. (Lightning's ModelCheckpoint has that gap, and with ``save_top_k=0`` it
+    writes ``last.ckpt`` only when training ends.)
+    """
+
+    def __init__(self, path: Path, every_steps: int, every_epochs: int) -> None:
+        self.path, self.every_steps, self.every_epochs = path, every_steps, every_epochs
+        self.pending = False
+        self.saved_step = -1
+
+    def save(self, trainer: L.Trainer) -> None:
+        """The full training state (weights_only=False: optimizer, loops, callbacks too)."""
+        trainer.save_checkpoint(self.path, weights_only=False)
+        self.saved_step, self.pending = trainer.global_step, False
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        if self.every_steps and trainer.global_step % self.every_steps == 0:
+            if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+                self.pending = True
+            else:
+                self.save(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        due = self.every_epochs and (trainer.current_epoch + 1) % self.every_epochs == 0
+        if due or self.pending:
+            self.save(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.saved_step != trainer.global_step:
+            self.save(trainer)
+
+
+def remove_partial_files(directory: Path) -> None:
+    """Temporary files a crash left in the middle of :meth:`AtomicCheckpointIO.save_checkpoint`."""
+    for path in directory.glob(".*.tmp"):
+        path.unlink(missing_ok=True)
+
+
+class RngState(L.Callback):
+    """Saves the global RNG states in each checkpoint and restores them on resume.
+
+    Lightning restores callbacks before the first step, so the resumed run draws the same
+    latent samples and binarization bits as an uninterrupted one from the checkpoint on.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        _, keys, pos, has_gauss, gauss = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "python": random.getstate(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        n = state["numpy"]
+        np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"],
+                             n["has_gauss"], n["gauss"]))
+        random.setstate(state["python"])
+
+
+class EpochSampler(DistributedSampler):
+    """Epoch e's order is a permutation seeded by seed + e; rank r of W takes its positions
+    r, r + W, ... (torch's ``DistributedSampler``, which pads the permutation to a multiple of W).
+
+    ``position`` counts the indices handed out this epoch; :meth:`start_at` makes the next pass
+    over the same epoch begin there. No global RNG is drawn.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+        self.position = 0
+        self._resume: tuple[int, int] | None = None
+
+    def start_at(self, epoch: int, position: int) -> None:
+        self._resume = (epoch, position)
+
+    def __iter__(self) -> Iterator[int]:
+        order = list(super().__iter__())
+        start = self._resume[1] if self._resume and self._resume[0] == self.epoch else 0
+        self._resume = None
+        self.position = start
+        for index in order[start:]:
+            self.position += 1  # counted before the yield: a batch's indices are all counted
+            yield index
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader over an :class:`EpochSampler` whose position goes into checkpoints: having
+    ``state_dict``/``load_state_dict`` makes it stateful to Lightning's fit loop, which saves the
+    state and hands it back before resuming mid-epoch."""
+
+    sampler: EpochSampler
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "position": self.sampler.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.start_at(state["epoch"], state["position"])
+
+
+def resumable(loader: DataLoader, seed: int, rank: int, world_size: int) -> ResumableLoader:
+    """``loader`` (dataset, batch size, collate) with an :class:`EpochSampler` for this rank."""
+    return ResumableLoader(loader.dataset, batch_size=loader.batch_size,
+                           sampler=EpochSampler(loader.dataset, seed, rank, world_size),
+                           collate_fn=loader.collate_fn,
+                           generator=torch.Generator().manual_seed(seed))
+
+
+class _ContinuedWriter(ExperimentWriter):
+    """Lightning's metrics.csv writer, except that an existing file is kept up to (excluding)
+    ``first_step`` instead of deleted: the rows an interrupted run logged after its checkpoint
+    are dropped, since the resumed run logs those steps again."""
+
+    def __init__(self, log_dir: str, first_step: int) -> None:
+        self.first_step = first_step
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:  # called by the base __init__
+        path = Path(self.metrics_file_path)
+        if not path.is_file():
+            return
+        lines = path.read_text().splitlines(keepends=True)
+        if lines and not lines[-1].endswith("\n"):
+            lines.pop()  # a row cut short by the crash
+        reader = csv.DictReader(lines)
+        keys = list(reader.fieldnames or [])
+        rows = [r for r in reader if r.get("step") and int(float(r["step"])) < self.first_step]
+        self.metrics_keys = keys
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+
+
+class RunCSVLogger(CSVLogger):
+    """``RUN/metrics.csv``, each logged row flushed at once (an interrupted run keeps its rows).
+
+    With ``first_step`` (a resumed run), rows from that step on are dropped and the run appends.
+    """
+
+    def __init__(self, run_dir: Path, first_step: int | None = None) -> None:
+        super().__init__(save_dir=str(run_dir), name="", version="", flush_logs_every_n_steps=1)
+        self.first_step = first_step
+
+    @property
+    @rank_zero_experiment  # other DDP ranks get a no-op stand-in and never touch the file
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            if self.first_step is None:
+                self._experiment = ExperimentWriter(log_dir=self.log_dir)
+            else:
+                self._experiment = _ContinuedWriter(self.log_dir, self.first_step)
+        return self._experiment
+
+
+class Throughput(L.Callback):
+    """Training images per second (all ranks), logged as ``images_per_s_step`` over the steps
+    since the previous logged step and ``images_per_s_epoch`` over the epoch. The clock runs from
+    one batch's end to the next (data loading included) and stops over validation."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epoch = [0, 0.0]
+        self.window = [0, 0.0]
+        self.clock = time.perf_counter()
+
+    on_train_start = on_train_epoch_start  # a run resumed mid-epoch starts without the epoch hook
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                           batch: torch.Tensor, batch_idx: int) -> None:
+        now = time.perf_counter()
+        images, seconds = len(batch) * trainer.world_size, now - self.clock
+        self.clock = now
+        for tally in (self.epoch, self.window):
+            tally[0] += images
+            tally[1] += seconds
+        if trainer.global_step % trainer.log_every_n_steps == 0:
+            pl_module.log("images_per_s_step", self.window[0] / self.window[1], on_step=True,
+                          on_epoch=False, batch_size=len(batch))
+            self.window = [0, 0.0]
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.log("images_per_s_epoch", self.epoch[0] / max(self.epoch[1], 1e-9),
+                      on_step=False, on_epoch=True)
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of the initialised process group, (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_rows(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``fn(x)`` for ``fn`` mapping (n, ...) rows to (n, k) results, sharded over the ranks.
+
+    Rank r computes rows r, r + W, ...; the shards are all-gathered (padded to one length) and
+    put back in the original order, so every rank returns the whole (n, k) result.
+    """
+    rank, size = world()
+    if size == 1:
+        return fn(x)
+    part = fn(x[rank::size])
+    length = -(-len(x) // size)
+    padded = torch.zeros((length, *part.shape[1:]), dtype=part.dtype, device=part.device)
+    padded[:len(part)] = part
+    shards = [torch.empty_like(padded) for _ in range(size)]
+    dist.all_gather(shards, padded)
+    out = torch.empty((len(x), *part.shape[1:]), dtype=part.dtype, device=part.device)
+    for r, shard in enumerate(shards):
+        out[r::size] = shard[:len(range(r, len(x), size))]
+    return out
+
+
+def parameter_digest(module: torch.nn.Module) -> str:
+    """SHA-256 of every parameter's bytes, in state_dict order."""
+    digest = hashlib.sha256()
+    for name, value in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def ranks_in_sync(module: torch.nn.Module) -> list[str]:
+    """Every rank's :func:`parameter_digest` (one entry without a process group). DDP keeps
+    replicas identical bit for bit, so the entries must all be equal."""
+    digest = parameter_digest(module)
+    rank, size = world()
+    if size == 1:
+        return [digest]
+    digests: list[Any] = [None] * size
+    dist.all_gather_object(digests, digest)
+    return digests
