@@ -1,4 +1,4 @@
-"""``pyro-vae train | evaluate | report | datasets``: the command line.
+"""``pyro-vae train | evaluate | compare | report | datasets``: the command line.
 
 Exit status: 0 done; 2 a user error (bad spec, missing file, data outside the likelihood's
 support, a directory that is not a run, ...), one line on stderr, before anything is written;
@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pyro_vae.compare import add_compare_parser
 from pyro_vae.registry import SpecError
 
 if TYPE_CHECKING:
@@ -87,7 +88,8 @@ def write_figures(prepared: Prepared, run: Path, result: Evaluation) -> None:
     folder = run / FIGURES
     folder.mkdir(exist_ok=True)
     write_run_figures(prepared.vae, bundle.split(split), bundle.shape, folder,
-                      labels=bundle.labels.get(split), levels=bundle.levels,
+                      labels=bundle.labels.get(split),
+                      levels=bundle.levels if bundle.integer else None,
                       metrics_csv=run / "metrics.csv", seed=prepared.spec.train.seed)
     plot_log_px(result.points.log_px, result.points.ess, folder / "log_px.png",
                 num_samples=result.num_samples)
@@ -115,17 +117,20 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_datasets(args: argparse.Namespace) -> None:
-    from pyro_vae.spec import COMPONENTS
+    """Every registry entry with its parameters: ``name(key=default, key (required))``."""
+    import inspect
+
     from pyro_vae.registry import signature_params
+    from pyro_vae.spec import COMPONENTS
 
     for kind, registry in COMPONENTS.items():
         if kind == "decoder":
             continue
-        title = "networks" if kind == "encoder" else kind
-        print(f"{title}:")
+        print(f"{'encoder / decoder' if kind == 'encoder' else kind}:")
         for name in registry.names():
-            params = signature_params(registry[name])
-            text = ", ".join(f"{k}={p.default!r}" for k, p in params.items())
+            params = signature_params(registry[name]).items()
+            text = ", ".join(f"{k} (required)" if p.default is inspect.Parameter.empty
+                             else f"{k}={p.default!r}" for k, p in params)
             print(f"  {name}({text})")
 
 
@@ -158,6 +163,8 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="write RUN_DIR/report.html: one self-contained page")
     r.add_argument("run_dir")
     r.set_defaults(func=cmd_report)
+
+    add_compare_parser(sub)
 
     d = sub.add_parser("datasets", help="list the registries: data, priors, likelihoods, ...")
     d.set_defaults(func=cmd_datasets)

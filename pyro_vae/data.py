@@ -76,6 +76,7 @@ class DataBundle:
     shape: tuple[int, ...]
     labels: dict[str, Tensor | None]
     levels: int | None = None
+    integer: bool = False  # values are the raw levels 0..levels-1 (else in [0, 1] or arbitrary)
     binarize: Binarize = "none"
 
     @property
@@ -173,7 +174,7 @@ class _Common:
         if self.binarize != "none":
             x = self._binarized(x, source)
         return DataBundle(name=name, shape=shape, labels=labels, levels=levels,
-                          binarize=self.binarize, **x)
+                          binarize=self.binarize, integer=levels is not None and divisor == 1, **x)
 
     def _binarized(self, x: dict[str, Tensor], source: str) -> dict[str, Tensor]:
         for split, v in x.items():
