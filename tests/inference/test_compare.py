@@ -21,11 +21,6 @@ from inference.gradients import gradient_statistics
 N = 40  # the data size the plate scales to; each batch is a subsample of B = 5 points
 
 
-@pytest.fixture(autouse=True)
-def _module_local_params():
-    with pyro.settings.context(module_local_params=True):
-        yield
-
 
 class Model(PyroModule):
     """PPCA of x − shift in a data plate of size N subsampled to the batch."""

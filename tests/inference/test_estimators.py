@@ -26,11 +26,6 @@ from inference.estimators import ESTIMATORS, DReG, log_mean_exp, make_estimator
 from inference.gradients import GradientStatistics, gradient_statistics
 
 
-@pytest.fixture(autouse=True)
-def _module_local_params():
-    with pyro.settings.context(module_local_params=True):
-        yield
-
 
 class Model(PyroModule):
     """PPCA with learnable W, b (σ fixed); data plate of full size ``full_size`` (None: the batch),

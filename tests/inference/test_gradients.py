@@ -15,11 +15,6 @@ from inference.estimators import make_estimator
 from inference.gradients import gradient_statistics
 
 
-@pytest.fixture(autouse=True)
-def _module_local_params():
-    with pyro.settings.context(module_local_params=True):
-        yield
-
 
 class ShiftedModel(PyroModule):
     """PPCA of x − shift, with a learnable shift."""
