@@ -1,9 +1,12 @@
 """``pyro-vae train | evaluate | compare | report | datasets``: the command line.
 
-Exit status: 0 done; 2 a user error (bad spec, missing file, data outside the likelihood's
-support, a directory that is not a run, ...), one line on stderr, before anything is written;
-3 training diverged (a non-finite loss or gradient), one line naming the step and the last good
-checkpoint, which is left intact.
+Exit status: 0 done; 2 a user error (bad arguments or spec, missing or corrupt file, data outside
+the likelihood's support, a directory that is not a run, ...), one line on stderr, before anything
+is written; also a file that cannot be written (full disk, no permission): one line naming it, the
+run kept at its last checkpoint; 3 training diverged (a non-finite loss or gradient), one line
+naming the step and the last good checkpoint, which is left intact; 130 Ctrl-C: training saves a
+checkpoint where it stopped and says how to resume (a second Ctrl-C stops at once, the run kept
+at its previous checkpoint).
 
 ``pyro-vae train --resume RUN_DIR`` continues RUN_DIR in place from its last checkpoint, with the
 spec in RUN_DIR/config.yaml; ``--set`` may then change only train.max_epochs, train.lr,
@@ -14,11 +17,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from pyro_vae.compare import add_compare_parser
 from pyro_vae.registry import SpecError
@@ -29,6 +33,8 @@ if TYPE_CHECKING:
 
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 FIGURES = "figures"
 
 
@@ -49,6 +55,9 @@ def device_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from pyro_vae.engine import Interrupted
     from pyro_vae.spec import load_spec
     from pyro_vae.train import Diverged, evaluate_run, fit, prepare, resume_spec
 
@@ -68,10 +77,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     prepared = prepare(spec)
     try:
         trainer = fit(prepared, out, overwrite=args.overwrite, resume=bool(args.resume))
-    except Diverged as exc:
-        if exc.rank == 0:  # all DDP ranks stop together: one line is enough
-            print(f"pyro-vae: error: {exc}", file=sys.stderr)
-        return EXIT_DIVERGED
+    except (Diverged, Interrupted) as exc:
+        if rank_zero_only.rank == 0:  # all DDP ranks stop together: one line is enough
+            print(f"pyro-vae: {'error: ' if isinstance(exc, Diverged) else ''}{exc}", file=sys.stderr)
+        return EXIT_DIVERGED if isinstance(exc, Diverged) else EXIT_INTERRUPTED
     result = evaluate_run(prepared, trainer.strategy.root_device, progress=spec.train.progress)
     if trainer.global_rank == 0:
         result.to_json(out / "eval.json")
@@ -134,8 +143,15 @@ def cmd_datasets(args: argparse.Namespace) -> None:
             print(f"  {name}({text})")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as a SpecError (one line, exit 2) instead of usage + exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise SpecError(self.prog, f"{message}; see {self.prog} --help")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pyro-vae", description=__doc__.splitlines()[0])
+    p = _Parser(prog="pyro-vae", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="fit a VAE from a YAML spec, or resume a run")
@@ -172,12 +188,21 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
     try:
+        args = parser().parse_args(argv)
         return args.func(args) or 0
     except SpecError as exc:
         print(f"pyro-vae: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+    except BrokenPipeError:  # stdout closed early (pyro-vae datasets | head): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return EXIT_BROKEN_PIPE
+    except OSError as exc:  # a file that cannot be written or read: full disk, permissions, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"pyro-vae: error: {where}{exc.strerror or exc}", file=sys.stderr)
+    except KeyboardInterrupt:  # outside training, where nothing needs saving
+        print("pyro-vae: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

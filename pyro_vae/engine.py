@@ -1,6 +1,7 @@
 """What a long run needs around Lightning's Trainer and Lightning leaves to the user.
 
-* :class:`PeriodicCheckpoint`: ``last.ckpt`` every N steps and every M epochs;
+* :class:`PeriodicCheckpoint`: ``last.ckpt`` every N steps and every M epochs, and where Ctrl-C
+  stops the run (:func:`stop_on_sigint`, :class:`Interrupted`);
 * :class:`AtomicCheckpointIO`: a checkpoint is written to a temporary file beside its target,
   fsynced and renamed over it, and always read back with ``torch.load(weights_only=True)``;
 * :class:`RngState`: the global RNG states (torch, CUDA, numpy, Python) ride in every checkpoint;
@@ -20,10 +21,13 @@ import csv
 import hashlib
 import os
 import random
-import tempfile
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import lightning as L
@@ -36,9 +40,12 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from pyro_vae.atomic import write_atomic
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` into a temporary file in the target's directory, fsync, ``os.replace``.
+    """``torch.save`` into a temporary file in the target's directory, fsync, ``os.replace``
+    (:func:`pyro_vae.atomic.write_atomic`).
 
     A rename within one file system is atomic, so a reader or a crash finds the previous
     checkpoint or the new one, never a truncated file. (Lightning's own writer goes through an
@@ -53,26 +60,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} takes no storage_options")
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            os.fchmod(fd, 0o644)
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        directory = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # the rename itself survives a power cut
-        finally:
-            os.close(directory)
+        write_atomic(target, lambda f: torch.save(checkpoint, f))
 
     def load_checkpoint(self, path: str | Path, map_location: Any = "cpu",
                         weights_only: bool | None = None) -> dict[str, Any]:
         return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+
+
+class Interrupted(Exception):
+    """Training stopped on Ctrl-C (SIGINT) after writing a checkpoint at optimizer step ``step``;
+    ``where``: what the run directory holds now (for the message)."""
+
+    def __init__(self, step: int, where: str = "") -> None:
+        self.step = step
+        super().__init__(f"interrupted (Ctrl-C) after step {step}" + (f"; {where}" if where else ""))
 
 
 class PeriodicCheckpoint(L.Callback):
@@ -83,40 +84,78 @@ class PeriodicCheckpoint(L.Callback):
     from a checkpoint taken between an epoch's last batch and its validation without running
     that validation. (Lightning's ModelCheckpoint has that gap, and with ``save_top_k=0`` it
     writes ``last.ckpt`` only when training ends.)
+
+    Ctrl-C, while :meth:`on_sigint` handles SIGINT (:func:`stop_on_sigint`), only raises a flag:
+    the run saves at the next point where a step save may happen (the end of the current step,
+    or of the epoch when the step was its last), so the checkpoint resumes exactly, and raises
+    :class:`Interrupted` at the next hook (once Lightning has logged the step's metrics).
+    Lightning's own handling catches the KeyboardInterrupt wherever it lands, e.g. between an
+    optimizer step and the loop's counters, where a checkpoint could not resume exactly. A
+    second Ctrl-C stops at once (KeyboardInterrupt), leaving the previous checkpoint. Under DDP
+    the ranks stop at the same step when any rank saw the signal.
     """
 
     def __init__(self, path: Path, every_steps: int, every_epochs: int) -> None:
         self.path, self.every_steps, self.every_epochs = path, every_steps, every_epochs
         self.pending = False
         self.saved_step = -1
+        self.interrupt = False  # Ctrl-C seen
+        self.stopping = False  # saved for it: stop at the next hook
+
+    def on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        if self.interrupt:
+            raise KeyboardInterrupt
+        self.interrupt = True
 
     def save(self, trainer: L.Trainer) -> None:
         """The full training state (weights_only=False: optimizer, loops, callbacks too)."""
         trainer.save_checkpoint(self.path, weights_only=False)
         self.saved_step, self.pending = trainer.global_step, False
 
+    def _interrupted(self, trainer: L.Trainer) -> bool:
+        return trainer.strategy.reduce_boolean_decision(self.interrupt, all=False)
+
+    def _stop(self, trainer: L.Trainer, *args: Any) -> None:
+        if self.stopping:
+            raise Interrupted(trainer.global_step)
+
+    on_train_batch_start = on_train_epoch_start = _stop
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
-        if self.every_steps and trainer.global_step % self.every_steps == 0:
+        stop = self._interrupted(trainer)
+        if stop or (self.every_steps and trainer.global_step % self.every_steps == 0):
             if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
                 self.pending = True
             else:
                 self.save(trainer)
+                self.stopping = stop
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        stop = self._interrupted(trainer)
         due = self.every_epochs and (trainer.current_epoch + 1) % self.every_epochs == 0
-        if due or self.pending:
+        if due or self.pending or stop:
             self.save(trainer)
+        self.stopping = stop
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop(trainer)  # Ctrl-C during the last epoch: the run still says it stopped
         if self.saved_step != trainer.global_step:
             self.save(trainer)
 
 
-def remove_partial_files(directory: Path) -> None:
-    """Temporary files a crash left in the middle of :meth:`AtomicCheckpointIO.save_checkpoint`."""
-    for path in directory.glob(".*.tmp"):
-        path.unlink(missing_ok=True)
+@contextmanager
+def stop_on_sigint(checkpoint: PeriodicCheckpoint) -> Iterator[None]:
+    """SIGINT goes to ``checkpoint.on_sigint`` inside the block (signal handlers can only be set
+    from the main thread; elsewhere the block runs with the handler it has)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, checkpoint.on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
 
 
 class RngState(L.Callback):

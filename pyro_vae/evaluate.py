@@ -21,6 +21,8 @@ from tqdm.auto import tqdm
 
 from inference.marginal import (MarginalResult, chunk_size_for_budget, estimate_from_log_weights,
                                 measure_bytes_per_particle)
+from pyro_vae.atomic import write_text_atomic
+from pyro_vae.registry import SpecError
 from pyro_vae.vae import VAE
 
 ACTIVE_THRESHOLD = 0.01
@@ -47,7 +49,7 @@ class Evaluation:
 
     def to_json(self, path: Path) -> None:
         summary = {k: v for k, v in asdict(self).items() if k != "points"}
-        path.write_text(json.dumps(summary, indent=2) + "\n")
+        write_text_atomic(path, json.dumps(summary, indent=2) + "\n")
 
     def lines(self) -> list[str]:
         out = [
@@ -64,13 +66,30 @@ class Evaluation:
 
 
 @torch.no_grad()
+def particles_per_chunk(vae: VAE, x: torch.Tensor, num_samples: int,
+                        memory_budget_mb: float) -> int:
+    """Particles drawn at once for the points ``x``: min(K, ⌊budget / bytes per particle⌋), the
+    bytes measured on ``x`` (:func:`inference.marginal.measure_bytes_per_particle`) and the
+    budget capped at 32 MiB. SpecError naming ``evaluate.memory_budget_mb`` when one particle
+    does not fit."""
+    with pyro.validation_enabled(False):
+        per_particle = measure_bytes_per_particle(vae.log_weights(x))
+    try:
+        return chunk_size_for_budget(per_particle, min(memory_budget_mb, FAST_CHUNK_BYTES / 2**20),
+                                     num_samples)
+    except ValueError:
+        raise SpecError("evaluate.memory_budget_mb", f"{memory_budget_mb:g} MiB is too small for "
+                        f"one importance sample of {len(x)} data point(s), which needs "
+                        f"{per_particle / 2**20:.3g} MiB; raise it") from None
+
+
+@torch.no_grad()
 def importance_log_px(vae: VAE, x: torch.Tensor, num_samples: int, memory_budget_mb: float,
                       points_per_call: int = 1, progress: bool = False) -> MarginalResult:
-    """Per-point IS estimate through the VAE's fast path (plain torch, no tracing)."""
+    """Per-point IS estimate through the VAE's fast path (plain torch, no tracing), in chunks
+    of :func:`particles_per_chunk` particles."""
     results = []
-    per_particle = measure_bytes_per_particle(vae.log_weights(x[:points_per_call]))
-    budget = min(memory_budget_mb, FAST_CHUNK_BYTES / 2**20)
-    chunk = chunk_size_for_budget(per_particle, budget, num_samples)
+    chunk = particles_per_chunk(vae, x[:points_per_call], num_samples, memory_budget_mb)
     starts = range(0, len(x), points_per_call)
     with pyro.validation_enabled(False):
         for i in tqdm(starts, desc=f"log p(x), K={num_samples}", unit="chunk", disable=not progress,

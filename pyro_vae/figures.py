@@ -27,6 +27,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from pyro_vae.atomic import write_atomic
+
 DPI = 100
 Array = np.ndarray | torch.Tensor
 
@@ -76,7 +78,7 @@ def _figure(width: float, height: float) -> Figure:
 def _save(fig: Figure, path: Path | str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
+    write_atomic(path, lambda f: fig.savefig(f, dpi=DPI, format=path.suffix.lstrip(".") or "png"))
     return path
 
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from inference.estimators import ESTIMATORS as ESTIMATOR_CLASSES
+from pyro_vae.atomic import write_text_atomic
 from pyro_vae.data import DATASETS
 from pyro_vae.likelihoods import LIKELIHOODS
 from pyro_vae.networks import NETWORKS
@@ -272,7 +273,8 @@ def _mapping(raw: Any) -> Mapping[str, Any]:
 
 
 def dump_spec(spec: Spec, path: Path | None = None) -> str:
+    """The spec as YAML, also written (atomically) to ``path`` when given."""
     text = spec.to_yaml()
     if path is not None:
-        path.write_text(text)
+        write_text_atomic(path, text)
     return text

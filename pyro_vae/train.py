@@ -7,9 +7,10 @@ per data point. The KL weight at step t is β_t = β · min(1, (t + 1)/T) for a 
 
 A run directory holds ``config.yaml`` (the resolved spec), ``checkpoints/last.ckpt`` (rewritten
 atomically every ``train.checkpoint_every_steps`` steps and every ``checkpoint_every_epochs``
-epochs, and at the end), ``metrics.csv``, and after a multi-process run ``ddp.json`` (each rank's
-parameter digest). :func:`fit` with ``resume=True`` continues from ``last.ckpt`` with the
-weights, optimizer, scheduler, loop position (mid-epoch included), early-stopping and RNG states.
+epochs, at the end, and where Ctrl-C stopped the run), ``metrics.csv``, and after a
+multi-process run ``ddp.json`` (each rank's parameter digest); :mod:`pyro_vae.rundir` reads
+them back. :func:`fit` with ``resume=True`` continues from ``last.ckpt`` with the weights,
+optimizer, scheduler, loop position (mid-epoch included), early-stopping and RNG states.
 
 Under ``strategy: ddp`` Lightning re-launches the command once per extra device; rank 0 alone
 writes the run directory. The data plate keeps the global N and each rank sees its own share of
@@ -35,17 +36,19 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
 from inference.marginal import MarginalResult
-from pyro_vae.data import DATASETS, DataBundle
-from pyro_vae.engine import (AtomicCheckpointIO, PeriodicCheckpoint, RngState, RunCSVLogger,
-                             Throughput, gather_rows, ranks_in_sync, remove_partial_files,
-                             resumable, world)
-from pyro_vae.evaluate import Evaluation, evaluate, importance_log_px
+from pyro_vae.atomic import remove_partial_files, write_text_atomic
+from pyro_vae.data import DATASETS, SPLITS, DataBundle
+from pyro_vae.engine import (AtomicCheckpointIO, Interrupted, PeriodicCheckpoint, RngState,
+                             RunCSVLogger, Throughput, gather_rows, ranks_in_sync, resumable,
+                             stop_on_sigint, world)
+from pyro_vae.evaluate import Evaluation, evaluate, importance_log_px, particles_per_chunk
 from pyro_vae.registry import SpecError
+from pyro_vae.rundir import (CHECKPOINTS, CONFIG, NO_CHECKPOINT, checkpoint_step,  # noqa: F401
+                             last_checkpoint, last_path, load_weights, resume_point, run_config,
+                             run_state)  # checkpoint_step: re-exported for callers of train
 from pyro_vae.spec import ESTIMATORS, Spec, TrainSpec, dump_spec, load_spec
 from pyro_vae.vae import VAE
 
-CONFIG = "config.yaml"
-CHECKPOINTS = "checkpoints"
 DDP_REPORT = "ddp.json"
 #: Spec keys ``--resume`` may change besides ``evaluate.*``: none alters what a checkpoint means.
 RESUMABLE = ("train.max_epochs", "train.lr", "train.gradient_clip", "train.progress",
@@ -56,16 +59,9 @@ class Diverged(RuntimeError):
     """A non-finite loss or gradient: training stopped before that step changed the parameters,
     so every checkpoint written holds finite, earlier weights."""
 
-    def __init__(self, step: int, loss: float, run: Path | None = None,
-                 checkpoint_step: int | None = None) -> None:
-        self.step, self.loss, self.run, self.checkpoint_step = step, loss, run, checkpoint_step
-        self.rank = rank_zero_only.rank
-        if run is None or checkpoint_step is None:
-            where = "no checkpoint had been written"
-        else:
-            where = (f"last good checkpoint: {last_path(run)} (step "
-                     f"{checkpoint_step}); continue from it with pyro-vae train --resume {run} "
-                     "--set train.lr=<lower>")
+    def __init__(self, step: int, loss: float, run: Path | None = None) -> None:
+        self.step, self.loss, self.run = step, loss, run
+        where = run_state(run, " --set train.lr=<lower>") if run else NO_CHECKPOINT
         super().__init__(f"training diverged: non-finite loss or gradient at step {step} "
                          f"(loss {loss:g}); {where}")
 
@@ -193,12 +189,21 @@ def prepare(spec: Spec) -> Prepared:
         raise SpecError("train.batch_size", f"{spec.train.batch_size} is larger than the "
                         f"{len(bundle.train)} training items")
     vae = VAE.from_spec(spec, bundle.shape, bundle.levels, bundle.train)
-    for split in ("train", "val", "test"):
-        x = bundle.split(split)
+    for split in SPLITS:
+        x = getattr(bundle, split)
+        if len(x) == 0:  # training validates every epoch; evaluation needs its split
+            if split == "val" or split == spec.evaluate.split:
+                use = "training validates on it" if split == "val" else f"evaluate.split is {split}"
+                raise SpecError(f"data.{split}_fraction", f"leaves the {split} split of "
+                                f"{bundle.name} empty, but {use}")
+            continue
         if split == "train" and bundle.binarize == "dynamic":
             x = torch.bernoulli(x[:1000])
         vae.check_data(x, f"data ({spec.data.name}, {split} split)")
     vae.num_data = len(bundle.train)
+    with torch.random.fork_rng(devices=[]):  # one particle must fit evaluate.memory_budget_mb
+        particles_per_chunk(vae, bundle.split(spec.evaluate.split)[:1],
+                            spec.evaluate.num_samples, spec.evaluate.memory_budget_mb)
     return Prepared(spec, bundle, vae)
 
 
@@ -220,6 +225,8 @@ def check_devices(train: TrainSpec) -> None:
 
 
 def start_run_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise SpecError("--out", f"{out} exists and is not a directory")
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise SpecError("--out", f"{out} exists and is not empty; pass --overwrite or choose "
@@ -266,35 +273,48 @@ def make_trainer(spec: Spec, out: Path, num_data: int, first_step: int | None = 
 
 def fit(prepared: Prepared, out: Path, overwrite: bool = False, resume: bool = False) -> L.Trainer:
     """Train in a fresh run directory, or with ``resume`` continue the run in ``out`` from its
-    last checkpoint. Raises :class:`Diverged` on a non-finite loss or gradient."""
+    last checkpoint. Raises :class:`Diverged` on a non-finite loss or gradient,
+    :class:`~pyro_vae.engine.Interrupted` after saving where Ctrl-C stopped the run, and
+    :class:`SpecError` when a file cannot be written (a fresh run that had saved no checkpoint
+    is removed; otherwise the run stays at its last checkpoint)."""
     spec, bundle = prepared.spec, prepared.bundle
     check_devices(spec.train)
-    ckpt = last_checkpoint(out) if resume else None
-    first_step = checkpoint_step(ckpt) if ckpt else None
-    if rank_zero_only.rank == 0:  # Lightning's DDP re-runs this command in each extra process
-        if resume:
-            remove_partial_files(out / CHECKPOINTS)
-        else:
-            start_run_dir(out, overwrite)
-        dump_spec(spec, out / CONFIG)
-    module = VAEModule(prepared.vae, spec)
-    trainer = make_trainer(spec, out, len(bundle.train), first_step)
-    data = VAEData(bundle, spec.train.batch_size, spec.train.seed)
+    first_step = resume_point(out, prepared.vae) if resume else None
+    rank0 = rank_zero_only.rank == 0  # Lightning's DDP re-runs this command in each extra process
+    if rank0 and not resume:
+        start_run_dir(out, overwrite)
     try:
-        with warnings.catch_warnings():  # the logger shares the run directory with config.yaml
+        if rank0:
+            if resume:
+                remove_partial_files(out / CHECKPOINTS)
+            dump_spec(spec, out / CONFIG)
+        module = VAEModule(prepared.vae, spec)
+        trainer = make_trainer(spec, out, len(bundle.train), first_step)
+        data = VAEData(bundle, spec.train.batch_size, spec.train.seed)
+        checkpoint = next(c for c in trainer.callbacks if isinstance(c, PeriodicCheckpoint))
+        with warnings.catch_warnings(), stop_on_sigint(checkpoint):
+            # the logger shares the run directory with config.yaml
             warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
             # train_* metrics are rank 0's share (a random part of each epoch); val_* are synced
             warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
             warnings.filterwarnings("ignore", message="Encountered NaN")  # Diverged says it
-            trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=True)
+            trainer.fit(module, datamodule=data, ckpt_path=last_path(out) if resume else None,
+                        weights_only=True)
     except Diverged as exc:
-        path = last_path(out)
-        raise Diverged(exc.step, exc.loss, out, checkpoint_step(path) if path.is_file() else None)
+        raise Diverged(exc.step, exc.loss, out) from None
+    except Interrupted as exc:
+        raise Interrupted(exc.step, run_state(out)) from None
+    except OSError as exc:
+        fresh = rank0 and not resume and not last_path(out).is_file()
+        if fresh:  # nothing worth keeping; a rerun of the same command must not find it
+            shutil.rmtree(out, ignore_errors=True)
+        where = f"nothing was saved; {out} removed" if fresh else run_state(out)
+        raise SpecError(exc.filename or str(out), f"{exc.strerror or exc}; {where}") from None
     digests = ranks_in_sync(module.vae)
     if len(digests) > 1:
         if trainer.global_rank == 0:
             report = {"world_size": len(digests), "parameter_sha256": digests}
-            (out / DDP_REPORT).write_text(json.dumps(report, indent=2) + "\n")
+            write_text_atomic(out / DDP_REPORT, json.dumps(report, indent=2) + "\n")
         if len(set(digests)) > 1:
             raise RuntimeError(f"DDP replicas ended with different parameters: {digests}")
     return trainer
@@ -312,11 +332,10 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
 def resume_spec(run_dir: Path, overrides: Sequence[str] = ()) -> Spec:
     """A run's config.yaml plus ``overrides`` that only touch :data:`RESUMABLE` keys or
     ``evaluate.*`` (repeating a key's current value is allowed)."""
-    if not (run_dir / CONFIG).is_file():
-        raise SpecError(str(run_dir), f"not a run directory (no {CONFIG})")
+    config = run_config(run_dir)
     last_checkpoint(run_dir)
-    saved = load_spec(run_dir / CONFIG)
-    spec = load_spec(run_dir / CONFIG, overrides)
+    saved = load_spec(config)
+    spec = load_spec(config, overrides)
     old, new = _flat(saved.to_dict()), _flat(spec.to_dict())
     for key in sorted(old.keys() | new.keys()):
         allowed = key in RESUMABLE or key.startswith("evaluate.")
@@ -331,49 +350,10 @@ def resume_spec(run_dir: Path, overrides: Sequence[str] = ()) -> Spec:
     return spec
 
 
-def last_path(run_dir: Path) -> Path:
-    return run_dir / CHECKPOINTS / "last.ckpt"
-
-
-def last_checkpoint(run_dir: Path) -> Path:
-    """The run's last.ckpt; SpecError when there is none."""
-    path = last_path(run_dir)
-    if not path.is_file():
-        raise SpecError(str(run_dir), f"no checkpoint at {path}: is this a finished or "
-                        "interrupted pyro-vae run?")
-    return path
-
-
-def checkpoint_step(path: Path) -> int:
-    """The global step (optimizer steps taken) a checkpoint holds."""
-    return int(_read_checkpoint(path)["global_step"])
-
-
-def _read_checkpoint(path: Path) -> dict[str, Any]:
-    """``torch.load(weights_only=True)``: a checkpoint never runs code on loading."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unpickling failure means a corrupt or foreign file
-        raise SpecError(str(path), f"cannot read checkpoint: {type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
-
-
 def load_run(run_dir: Path) -> Prepared:
     """Rebuild a run's VAE from its config.yaml and load the last checkpoint's weights."""
-    if not (run_dir / CONFIG).is_file():
-        raise SpecError(str(run_dir), f"not a run directory (no {CONFIG})")
-    prepared = prepare(load_spec(run_dir / CONFIG))
-    path = last_checkpoint(run_dir)
-    state = _read_checkpoint(path).get("state_dict")
-    if not isinstance(state, dict):
-        raise SpecError(str(path), "cannot read checkpoint: no state_dict in it")
-    weights = {k.removeprefix("vae."): v for k, v in state.items() if k.startswith("vae.")}
-    try:
-        prepared.vae.load_state_dict(weights)
-    except RuntimeError as exc:
-        detail = " ".join(str(exc).split())[:300]
-        raise SpecError(str(path),
-                        f"checkpoint does not match {run_dir / CONFIG}: {detail}") from None
+    prepared = prepare(load_spec(run_config(run_dir)))
+    load_weights(prepared.vae, last_checkpoint(run_dir), run_dir)
     return prepared
 
 

@@ -1,0 +1,484 @@
+"""Reliability: every mistake and fault below is one readable line and nothing lost.
+
+One table of bad inputs and faults through the CLI (most in-process through ``main(argv)``, a few
+through the real ``pyro-vae`` console script). Each row asserts exit code 2, exactly one line on
+stderr, ``pyro-vae: error: ...`` naming the culprit, no traceback, and no partial output: a fresh
+``--out`` directory absent, an existing run byte-for-byte as it was (names, sizes, mtimes), no
+temporary file anywhere. Then Ctrl-C (a signal sent mid-training, in-process and to the console
+script), a disk that fills up mid-run, and importance sampling with large K in a small budget.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import gzip
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from inference.marginal import measure_bytes_per_particle
+from pyro_vae import data
+from pyro_vae.cli import EXIT_INTERRUPTED, EXIT_USER_ERROR, main
+from pyro_vae.evaluate import importance_log_px, particles_per_chunk
+from pyro_vae.spec import load_spec
+from pyro_vae.train import VAEModule, checkpoint_step, fit, last_path, prepare, resume_spec
+from pyro_vae.vae import VAE
+
+EXE = str(Path(sys.executable).with_name("pyro-vae"))
+DIGITS = str(Path("examples/configs/digits.yaml").resolve())
+NETS = ["latent_dim=2", "encoder.hidden=[8]", "decoder.hidden=[8]", "train.batch_size=32",
+        "train.progress=false"]
+# 64 training items: 2 optimizer steps per epoch; a few IS samples.
+TINY = [*NETS, "data.limit=64", "train.max_epochs=1", "evaluate.num_samples=4"]
+SETS = [f"--set={s}" for s in TINY]
+
+
+# ---- the table --------------------------------------------------------------------------------
+
+class Payload:
+    """Unpickling this calls ``open(marker, "w")``: if the marker exists, code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def write_idx(path: Path, a: np.ndarray, magic: int | None = None,
+              dims: tuple[int, ...] | None = None) -> None:
+    raw = (magic if magic is not None else 0x800 + a.ndim).to_bytes(4, "big")
+    raw += np.asarray(dims or a.shape, ">u4").tobytes() + a.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw) if path.suffix == ".gz" else raw)
+
+
+def mnist(tmp: Path, side: int = 28) -> Path:
+    """Four small IDX files in tmp/mnist (images gzipped); returns the training images' path."""
+    root, rng = tmp / "mnist", np.random.default_rng(0)
+    root.mkdir()
+    for stem, n in (("train", 40), ("t10k", 10)):
+        write_idx(root / f"{stem}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, side, 28)))
+        write_idx(root / f"{stem}-labels-idx1-ubyte", np.arange(n) % 10)
+    return root / "train-images-idx3-ubyte.gz"
+
+
+def truncated_gzip(tmp: Path) -> None:
+    images = mnist(tmp)
+    images.write_bytes(images.read_bytes()[:-20])
+
+
+def idx_bad_magic(tmp: Path) -> None:
+    write_idx(mnist(tmp), np.zeros((40, 28, 28)), magic=0x801)
+
+
+def idx_bad_dims(tmp: Path) -> None:
+    write_idx(mnist(tmp), np.zeros((40, 28, 28)), dims=(41, 28, 28))
+
+
+def npz(values: np.ndarray, key: str = "x") -> Callable[[Path], None]:
+    return lambda tmp: np.savez(tmp / "a.npz", **{key: values})
+
+
+def text(name: str, content: str) -> Callable[[Path], None]:
+    return lambda tmp: (tmp / name).write_text(content)
+
+
+def edit_config(old: str, new: str) -> Callable[[Path], None]:
+    def edit(tmp: Path) -> None:
+        config = tmp / "run" / "config.yaml"
+        assert old in config.read_text()
+        config.write_text(config.read_text().replace(old, new))
+    return edit
+
+
+def checkpoint(write: Callable[[Path, Path], None]) -> Callable[[Path], None]:
+    """Replace the run's last.ckpt: ``write(path, tmp)``."""
+    return lambda tmp: write(tmp / "run" / "checkpoints" / "last.ckpt", tmp)
+
+
+def payload(path: Path, tmp: Path) -> None:
+    torch.save({"state_dict": Payload(tmp / "pwned"), "global_step": 2}, path)
+
+
+def weights_only(path: Path, tmp: Path) -> None:
+    state = torch.load(path, weights_only=True)
+    torch.save({"state_dict": state["state_dict"], "global_step": state["global_step"]}, path)
+
+
+def disk_full(after: int = 0) -> Callable[[pytest.MonkeyPatch], None]:
+    """``os.fsync`` of a regular file fails with ENOSPC after ``after`` successful ones: data
+    written to the page cache that the disk cannot take (where a full disk shows up with delayed
+    allocation). Every file the package writes atomically goes through an fsync."""
+    def patch(monkeypatch: pytest.MonkeyPatch) -> None:
+        real, left = os.fsync, [after]
+
+        def fsync(fd: int) -> None:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                if left[0] == 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                left[0] -= 1
+            real(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+    return patch
+
+
+def locked_dir(tmp: Path) -> None:
+    (tmp / "locked").mkdir(mode=0o500)
+
+
+@dataclass(frozen=True)
+class Case:
+    """``argv`` with ``{tmp}`` (the test's directory), ``{run}`` (a copy of a finished run) and
+    ``{out}`` (a run directory that must not appear); ``culprit`` and ``fragments`` must appear
+    in the one line. ``setup(tmp)`` writes files; ``fault(monkeypatch)`` breaks the machine.
+    ``console``: run through the console script. ``never``: a file under tmp that must not appear."""
+
+    argv: tuple[str, ...]
+    culprit: str
+    fragments: tuple[str, ...] = ()
+    setup: Callable[[Path], None] | None = None
+    fault: Callable[[pytest.MonkeyPatch], None] | None = None
+    console: bool = False
+    never: str = ""
+
+
+def train(*sets: str) -> tuple[str, ...]:
+    return ("train", DIGITS, *SETS, *(f"--set={s}" for s in sets), "--out", "{out}")
+
+
+def train_file(name: str, *sets: str) -> tuple[str, ...]:
+    return ("train", f"{{tmp}}/{name}", *(f"--set={s}" for s in sets), "--out", "{out}")
+
+
+NPZ = ("data.name=npz", "data.path={tmp}/a.npz", "train.batch_size=4")
+MNIST = ("data.name=mnist", "data.root={tmp}/mnist", "train.batch_size=4")
+GRID = np.tile([[0.0, 1.0], [1.0, 0.0]], (20, 1))
+ROOT = os.geteuid() == 0
+
+CASES: dict[str, Case] = {
+    # unknown keys and names at every level of the spec
+    "unknown top-level key": Case(train("lattent_dim=4"), "lattent_dim", ("did you mean 'latent_dim'",)),
+    "unknown section key": Case(train("evaluate.samples=3"), "evaluate.samples", ("num_samples",)),
+    "unknown component key": Case(train("encoder.hiden=[8]"), "encoder.hiden", ("'hidden'",)),
+    "unknown prior": Case(train_file("s.yaml"), "prior.name", ("'gauss'", "standard_normal"),
+                          setup=text("s.yaml", "prior: {name: gauss}\n")),
+    "unknown likelihood": Case(train("likelihood.name=poisson"), "likelihood.name", ("bernoulli",)),
+    "unknown dataset": Case(train("data.name=cifar10"), "data.name", ("digits", "mnist")),
+    "unknown estimator": Case(train("estimator.name=elbo"), "estimator.name", ("iwae",)),
+    "unknown network": Case(train("encoder.name=resnet"), "encoder.name", ("mlp",)),
+    "unknown activation": Case(train("decoder.activation=swish"), "decoder.activation", ("tanh",)),
+    # wrong types
+    "integer expected": Case(train("train.max_epochs=many"), "train.max_epochs", ("integer",)),
+    "list item type": Case(train("encoder.hidden=[8, x]"), "encoder.hidden[1]", ("integer",)),
+    "boolean expected": Case(train("train.progress=maybe"), "train.progress", ("true or false",)),
+    "section not a mapping": Case(train_file("s.yaml"), "train", ("expected a mapping",),
+                                  setup=text("s.yaml", "train: 5\n")),
+    # out-of-range values
+    "latent_dim 0": Case(train_file("s.yaml"), "latent_dim", (">= 1, got 0",),
+                         setup=text("s.yaml", "latent_dim: 0\n")),
+    "negative beta": Case(train("beta=-0.5"), "beta", ("positive", "-0.5")),
+    "K 0 particles": Case(train("estimator.name=iwae", "estimator.particles=0"), "estimator",
+                          ("particles must be >= 1",)),
+    "K 0 importance samples": Case(("evaluate", "{run}", "--num-samples", "0"), "--num-samples",
+                                   (">= 1",)),
+    "batch larger than data": Case(train("train.batch_size=65"), "train.batch_size",
+                                   ("65 is larger than the 64 training items",)),
+    # YAML
+    "YAML syntax error": Case(train_file("s.yaml"), "s.yaml", ("line 3", "YAML syntax error"),
+                              setup=text("s.yaml", "latent_dim: 4\nprior: {name: vamp\n")),
+    "YAML error in --set": Case(train("encoder.hidden=[8"), "--set encoder.hidden", ("YAML",)),
+    # data files
+    "missing spec file": Case(train_file("nope.yaml"), "nope.yaml", ("not found",)),
+    "missing npz file": Case(train(*NPZ), "data.path", ("a.npz", "No such file")),
+    "missing IDX files": Case(train(*MNIST), "data", ("mnist IDX files not found", "/mnist")),
+    "truncated gzip": Case(train(*MNIST), "train-images-idx3-ubyte.gz", ("truncated",),
+                           setup=truncated_gzip),
+    "IDX bad magic": Case(train(*MNIST), "train-images-idx3-ubyte.gz",
+                          ("bad magic number 0x00000801",), setup=idx_bad_magic),
+    "IDX header dimensions": Case(train(*MNIST), "train-images-idx3-ubyte.gz",
+                                  ("[41, 28, 28]",), setup=idx_bad_dims),
+    "IDX image size": Case(train(*MNIST), "train-images-idx3-ubyte.gz", ("27x28", "28x28"),
+                           setup=lambda tmp: mnist(tmp, side=27)),
+    "npz wrong key": Case(train(*NPZ), "data.key", ("no array 'x'", "images"),
+                          setup=npz(GRID, key="images")),
+    "npz wrong shape": Case(train(*NPZ), "data.key", ("shape [40]",), setup=npz(np.zeros(40))),
+    "npz shape param": Case(train(*NPZ, "data.shape=[3]"), "data.shape", ("[2]",),
+                            setup=npz(GRID)),
+    # data values
+    "NaN in data": Case(train(*NPZ), "a.npz", ("1 non-finite",),
+                        setup=npz(np.where(np.arange(80).reshape(40, 2) == 7, np.nan, GRID))),
+    "inf in data": Case(train(*NPZ, "likelihood.name=normal"), "a.npz", ("non-finite",),
+                        setup=npz(np.full((40, 2), np.inf))),
+    "outside bernoulli support": Case(train(*NPZ), "data (npz, ", ("bernoulli", "{0, 1}"),
+                                      setup=npz(GRID * 2)),
+    "outside continuous_bernoulli support": Case(
+        train(*NPZ, "likelihood.name=continuous_bernoulli"), "data (npz, ",
+        ("continuous_bernoulli", "[0, 1]"), setup=npz(GRID - 0.5)),
+    # splits
+    "empty split": Case(train("data.val_fraction=0.0001"), "data", ("val split of digits is empty",)),
+    "no validation split": Case(train("data.val_fraction=0"), "data.val_fraction",
+                                ("val split", "empty")),
+    "no split to evaluate": Case(train("data.test_fraction=0"), "data.test_fraction",
+                                 ("evaluate.split",)),
+    # checkpoints and runs
+    "corrupt checkpoint": Case(("evaluate", "{run}"), "last.ckpt", ("cannot read checkpoint",),
+                               setup=checkpoint(lambda p, _: p.write_bytes(b"\x80\x04junk"))),
+    "truncated checkpoint": Case(("train", "--resume", "{run}"), "last.ckpt",
+                                 ("cannot read checkpoint", "zip"),
+                                 setup=checkpoint(lambda p, _: p.write_bytes(p.read_bytes()[:999]))),
+    "pickle payload, evaluate": Case(("evaluate", "{run}"), "last.ckpt",
+                                     ("refused by weights-only loading", "open"),
+                                     setup=checkpoint(payload), console=True, never="pwned"),
+    "pickle payload, resume": Case(("train", "--resume", "{run}"), "last.ckpt",
+                                   ("refused by weights-only loading",), setup=checkpoint(payload),
+                                   never="pwned"),
+    "checkpoint of another spec, evaluate": Case(
+        ("evaluate", "{run}"), "last.ckpt", ("does not match", "size mismatch for encoder"),
+        setup=edit_config("latent_dim: 2", "latent_dim: 3")),
+    "checkpoint of another spec, resume": Case(
+        ("train", "--resume", "{run}"), "last.ckpt",
+        ("does not match", "[8, 64] in the checkpoint, [9, 64] from the spec"),
+        setup=edit_config("encoder:\n  name: mlp\n  hidden:\n  - 8",
+                          "encoder:\n  name: mlp\n  hidden:\n  - 9")),
+    "checkpoint without training state": Case(("train", "--resume", "{run}"), "last.ckpt",
+                                              ("cannot be resumed",), setup=checkpoint(weights_only)),
+    "no checkpoint": Case(("evaluate", "{run}"), "run", ("no checkpoint at",),
+                          setup=lambda tmp: (tmp / "run/checkpoints/last.ckpt").unlink()),
+    "resume a run that does not exist": Case(("train", "--resume", "{tmp}/gone"), "gone",
+                                             ("no such run directory",)),
+    # output directories: unwritable, not a directory, full
+    "out under a regular file": Case(("train", DIGITS, *SETS, "--out", "{tmp}/f/run"), "--out",
+                                     ("f/run", "Not a directory"), setup=text("f", "x")),
+    "out is a regular file": Case(("train", DIGITS, *SETS, "--out", "{tmp}/f"), "--out",
+                                  ("exists and is not a directory",), setup=text("f", "x")),
+    "out in /proc": Case(("train", DIGITS, *SETS, "--out", "/proc/pyro-vae-run"), "--out",
+                         ("cannot create /proc/pyro-vae-run",)),
+    "out in a read-only directory": pytest.param(
+        Case(("train", DIGITS, *SETS, "--out", "{tmp}/locked/run"), "--out",
+             ("Permission denied",), setup=locked_dir),
+        marks=pytest.mark.skipif(ROOT, reason="root writes through chmod 0o500; the /proc and "
+                                              "regular-file cases cover it")),
+    "disk full at a run's start": Case(train(), "config.yaml",
+                                       ("No space left on device", "nothing was saved"),
+                                       fault=disk_full()),
+    "disk full writing eval.json": Case(("evaluate", "{run}"), "eval.json",
+                                        ("No space left on device",), fault=disk_full()),
+    # the importance-sampling budget
+    "budget too small, evaluate": Case(("evaluate", "{run}"), "evaluate.memory_budget_mb",
+                                       ("too small for one importance sample",), console=True,
+                                       setup=edit_config("memory_budget_mb: 512.0",
+                                                         "memory_budget_mb: 1.0e-06")),
+    "budget too small, train": Case(train("evaluate.memory_budget_mb=1e-6"),
+                                    "evaluate.memory_budget_mb", ("MiB",)),
+    # arguments and other commands
+    "unknown command": Case(("frobnicate",), "'frobnicate'", ("invalid choice",), console=True),
+    "missing argument": Case(("evaluate",), "pyro-vae evaluate", ("run_dir",)),
+    "argument type": Case(("evaluate", "{run}", "--num-samples", "many"), "--num-samples",
+                          ("invalid int value",)),
+    "report of nothing": Case(("report", "{tmp}/gone"), "gone", ("no such run directory",)),
+    "compare with an unknown estimator": Case(
+        ("compare", DIGITS, "--estimators", "bogus", "--out", "{out}"), "--estimators",
+        ("unknown estimator 'bogus'",)),
+}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One finished tiny run; each case that needs a run corrupts its own copy."""
+    run = tmp_path_factory.mktemp("finished") / "run"
+    assert main(["train", DIGITS, *SETS, "--out", str(run)]) == 0
+    return run
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``root``: relative path -> (size, mtime in ns)."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def hermetic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No dataset files from this machine's cache or system directories."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(data, "SYSTEM_DIR", tmp_path / "system")
+    return tmp_path
+
+
+@pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
+def test_bad_input_or_fault_is_one_line_and_loses_nothing(case: Case, hermetic: Path,
+                                                          finished_run: Path, capsys,
+                                                          monkeypatch: pytest.MonkeyPatch):
+    tmp, out = hermetic, hermetic / "out"
+    run = tmp / "run"
+    shutil.copytree(finished_run, run)
+    if case.setup:
+        case.setup(tmp)
+    before = snapshot(run)
+    argv = [a.format(tmp=tmp, run=run, out=out) for a in case.argv]
+    if case.console:
+        env = {**os.environ, "XDG_CACHE_HOME": str(tmp / "cache")}
+        proc = subprocess.run([EXE, *argv], capture_output=True, text=True, timeout=120, env=env)
+        code, err = proc.returncode, proc.stderr
+    else:
+        if case.fault:
+            case.fault(monkeypatch)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            code = main(argv)
+        monkeypatch.undo()
+        err = capsys.readouterr().err
+        assert not caught, [str(w.message) for w in caught]  # more lines on a user's terminal
+    assert code == EXIT_USER_ERROR, err
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pyro-vae: error: "), err
+    for fragment in (case.culprit, *case.fragments):
+        assert fragment in lines[0], (fragment, lines[0])
+    assert not out.exists(), sorted(out.rglob("*"))
+    assert snapshot(run) == before
+    assert not list(tmp.rglob("*.tmp"))
+    assert not case.never or not (tmp / case.never).exists()
+
+
+def test_the_table_is_long_enough():
+    assert len(CASES) >= 30
+
+
+# ---- Ctrl-C -------------------------------------------------------------------------------------
+
+# 200 digits, batch 32: 7 steps per epoch; no periodic checkpoints, so the only checkpoint a run
+# has is the one Ctrl-C made.
+LONG = [*NETS, "data.limit=200", "train.max_epochs=100", "train.log_every_n_steps=1",
+        "train.checkpoint_every_epochs=0", "evaluate.num_samples=20"]
+STEPS_PER_EPOCH = 7
+
+
+def logged_steps(run: Path) -> list[int]:
+    """The steps of metrics.csv's per-step training rows (a row being written is left out)."""
+    path = run / "metrics.csv"
+    lines = path.read_text().splitlines(keepends=True) if path.is_file() else []
+    complete = [line for line in lines if line.endswith("\n")]
+    return [int(r["step"]) for r in csv.DictReader(complete) if r.get("train_loss_step")]
+
+
+def test_ctrl_c_saves_at_the_step_and_resumes_to_the_uninterrupted_result(tmp_path, capsys,
+                                                                          monkeypatch):
+    original = VAEModule.training_step
+
+    def training_step(self, x, batch_idx):  # Ctrl-C arrives during step 10 (global_step 9)
+        if self.global_step == 9:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, x, batch_idx)
+
+    monkeypatch.setattr(VAEModule, "training_step", training_step)
+    run = tmp_path / "run"
+    handler = signal.getsignal(signal.SIGINT)
+    code = main(["train", DIGITS, *(f"--set={s}" for s in LONG), "--out", str(run)])
+    err = capsys.readouterr().err.strip()
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGINT) is handler  # restored
+    assert code == EXIT_INTERRUPTED
+    assert "\n" not in err and "Traceback" not in err
+    assert f"{last_path(run)} (step 10)" in err and f"pyro-vae train --resume {run}" in err
+    assert checkpoint_step(last_path(run)) == 10  # the step under way finished, then the save
+    assert not (run / "eval.json").exists() and not list(run.rglob("*.tmp"))
+
+    finish = ["train.max_epochs=3"]
+    fit(prepare(resume_spec(run, finish)), run, resume=True)
+    resumed = torch.load(last_path(run), weights_only=True)["state_dict"]
+    whole = prepare(load_spec(DIGITS, [*LONG, *finish]))
+    fit(whole, tmp_path / "whole")
+    for key, value in whole.vae.state_dict().items():  # same batches, draws and Adam states
+        assert torch.equal(value, resumed[f"vae.{key}"]), key
+    assert logged_steps(run) == list(range(3 * STEPS_PER_EPOCH))
+
+
+def test_ctrl_c_to_the_console_script_then_resume_to_completion(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen([EXE, "train", DIGITS, *(f"--set={s}" for s in LONG), "--out",
+                             str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and len(logged_steps(run)) < 10:
+        time.sleep(0.02)
+    seen = len(logged_steps(run))
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_INTERRUPTED, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    saved = torch.load(last_path(run), weights_only=True)
+    step = saved["global_step"]
+    assert step >= seen >= 10  # no periodic checkpoint: this one was written on Ctrl-C
+    assert f"(step {step})" in err and f"pyro-vae train --resume {run}" in err
+    assert not (run / "eval.json").exists() and not list(run.rglob("*.tmp"))
+
+    finish = saved["epoch"] + 1
+    done = subprocess.run([EXE, "train", "--resume", str(run), f"--set=train.max_epochs={finish}"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert checkpoint_step(last_path(run)) == finish * STEPS_PER_EPOCH
+    assert logged_steps(run) == list(range(finish * STEPS_PER_EPOCH))  # every step once
+    assert (run / "eval.json").is_file()
+
+
+# ---- a disk that fills up mid-run ----------------------------------------------------------------
+
+def test_a_full_disk_mid_run_keeps_the_last_checkpoint_and_the_run_resumes(tmp_path, capsys,
+                                                                           monkeypatch):
+    run = tmp_path / "run"
+    sets = [*LONG, "train.max_epochs=2", "train.checkpoint_every_steps=3"]
+    disk_full(after=2)(monkeypatch)  # config.yaml and the step-3 checkpoint; step 6 fails
+    code = main(["train", DIGITS, *(f"--set={s}" for s in sets), "--out", str(run)])
+    monkeypatch.undo()
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USER_ERROR and "\n" not in err and "Traceback" not in err
+    assert err.startswith(f"pyro-vae: error: {last_path(run)}: No space left on device")
+    assert f"{last_path(run)} (step 3)" in err and f"pyro-vae train --resume {run}" in err
+    assert checkpoint_step(last_path(run)) == 3 and not list(run.rglob("*.tmp"))
+
+    assert main(["train", "--resume", str(run)]) == 0
+    assert checkpoint_step(last_path(run)) == 2 * STEPS_PER_EPOCH
+    assert logged_steps(run) == list(range(2 * STEPS_PER_EPOCH))
+
+
+# ---- importance sampling in a memory budget -----------------------------------------------------
+
+def test_large_k_in_a_small_budget_runs_in_bounded_chunks(monkeypatch):
+    vae = prepare(load_spec(None, TINY)).vae
+    x = torch.bernoulli(torch.full((3, 64), 0.3), generator=torch.Generator().manual_seed(0))
+    k, budget = 20_000, 0.05  # MiB: about a hundred particles of this VAE
+    chunk = particles_per_chunk(vae, x[:1], k, budget)
+    per_particle = measure_bytes_per_particle(vae.log_weights(x[:1]))
+    assert chunk == budget * 2**20 // per_particle and 1 < chunk < k
+
+    sizes: list[int] = []
+    real = VAE.log_weights
+
+    def counted(self, points):
+        draw = real(self, points)
+        return lambda n: sizes.append(n) or draw(n)
+
+    monkeypatch.setattr(VAE, "log_weights", counted)
+    small = importance_log_px(vae, x, k, budget)
+    monkeypatch.undo()
+    drawn = sizes[3:]  # after the three probes that measure the bytes per particle
+    assert max(drawn) == chunk and sum(drawn) == 3 * k
+    assert torch.isfinite(small.log_px).all() and (small.ess >= 1).all() and (small.ess <= k).all()
+    # the chunking changes the draws, not the estimator: the same K in one chunk agrees within
+    # 4 standard errors of the difference of two independent estimates
+    whole = importance_log_px(vae, x, k, 512.0)
+    se = (small.stderr**2 + whole.stderr**2).sqrt()
+    assert ((small.log_px - whole.log_px).abs() <= 4 * se + 1e-9).all()
