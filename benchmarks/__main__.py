@@ -1,0 +1,34 @@
+"""``python -m benchmarks``: the speed benchmarks and the quick quality run; writes BENCHMARKS.md.
+
+    python -m benchmarks [--only step,is,scaling,quality] [--device cuda] [--threads 2] [--toy]
+"""
+
+from __future__ import annotations
+
+from benchmarks import importance, quality, scaling, step
+from benchmarks.cli import Runner, finish, options_from, parser
+
+SECTIONS: dict[str, Runner] = {
+    "step": step.run,
+    "is": importance.run,
+    "scaling": scaling.run,
+    "quality": lambda options, command: quality.run(
+        options, command, quality.TOY if options.toy else quality.QUICK, quick=True),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser("Speed benchmarks against plain-PyTorch floors, plus the quick quality run.")
+    p.add_argument("--only", default=",".join(SECTIONS),
+                   help=f"comma-separated sections among {', '.join(SECTIONS)} (default: all; "
+                        "quality runs its --quick form here)")
+    args = p.parse_args(argv)
+    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in SECTIONS]
+    if unknown:
+        p.error(f"unknown section(s) {', '.join(unknown)}; choices: {', '.join(SECTIONS)}")
+    finish(args, options_from(args), {key: SECTIONS[key] for key in chosen})
+
+
+if __name__ == "__main__":
+    main()

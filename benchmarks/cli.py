@@ -1,0 +1,74 @@
+"""Command-line plumbing shared by ``python -m benchmarks`` and ``python -m benchmarks.quality``:
+options, running sections (a missing data set skips one, not the run), saving their JSON records
+and regenerating BENCHMARKS.md from every record in the results folder."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import REPO, Options, Section, Skip, command_line, machine
+from benchmarks.report import render
+
+Runner = Callable[[Options, str], Section]
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--toy", action="store_true",
+                   help="tiny sizes on the embedded digits, for smoke tests (seconds)")
+    p.add_argument("--results", type=Path,
+                   help="folder of JSON records (default benchmarks/results; a temporary one "
+                        "with --toy)")
+    p.add_argument("--out", type=Path,
+                   help="report to write (default BENCHMARKS.md at the repository root; "
+                        "with --toy only when given)")
+    return p
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch finds no CUDA device")
+    torch.set_num_threads(args.threads)
+    for name in ("lightning.pytorch", "lightning.fabric"):  # Trainer banners and tips
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module="lightning")
+    return Options(device=device, threads=args.threads, toy=args.toy)
+
+
+def finish(args: argparse.Namespace, options: Options, runners: dict[str, Runner]) -> None:
+    """Run each section, save its record, then regenerate the report from all records."""
+    with tempfile.TemporaryDirectory() as tmp:
+        results = args.results or (Path(tmp) if options.toy else REPO / "benchmarks" / "results")
+        out = args.out or (None if options.toy else REPO / "BENCHMARKS.md")
+        command = command_line()
+        for key, runner in runners.items():
+            info = machine(options)
+            start = time.perf_counter()
+            try:
+                section = runner(options, command)
+            except Skip as exc:
+                section = Section(key, f"{key} (skipped)", command, body=f"Skipped: {exc}")
+            section.wall_s = time.perf_counter() - start
+            after = machine(options)["load_average_1_5_15"]
+            section.machine = {**info, "load_average_after": after}
+            if options.device.type != "cpu":
+                section.key += f"@{options.device.type}"
+            section.save(results)
+            print(f"[{section.key}] {section.wall_s:.0f} s")
+            for t in section.targets:
+                print(f"  {t['name']}: {t['measured']} (target {t['target']}) "
+                      f"{'met' if t['met'] else 'MISSED'}")
+        if out is not None:
+            out.write_text(render(results))
+            print(f"wrote {out}")

@@ -1,0 +1,97 @@
+"""BENCHMARKS.md from the JSON records in the results folder: a summary of the targets, then
+each section with the machine, date, load and the command that produced it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import table
+
+ORDER = ("step", "is", "quality", "quality-quick", "scaling")
+NUMBER = {"step": "1", "is": "2", "quality": "3", "quality-quick": "3", "scaling": "4"}
+SECTION_COMMANDS = {"step": "python -m benchmarks --only step",
+                    "is": "python -m benchmarks --only is",
+                    "scaling": "python -m benchmarks --only scaling",
+                    "quality-quick": "python -m benchmarks.quality --quick",
+                    "quality": "python -m benchmarks.quality"}
+HEADER = """# Benchmarks
+
+Our performance claims are only what this suite measures. Speed is measured as ratios against
+plain-PyTorch floors (same networks, hand-written losses and estimators) inside one process, in
+interleaved blocks, because this machine is shared and its speed drifts by ±30 % between runs;
+quality against published figures. `make bench` (= `python -m benchmarks`) runs sections 1, 2, 4
+and the quick form of 3; `make bench-quality` (= `python -m benchmarks.quality`) the full
+quality protocol. This file is generated from `benchmarks/results/*.json`; do not edit it.
+"""
+GPU = """## GPU
+
+{body}
+
+Run on a CUDA machine with `python -m benchmarks --device cuda` (and `python -m
+benchmarks.quality --device cuda`); the records are saved beside the CPU ones with an `@cuda`
+suffix and reported here.
+"""
+
+
+def load(folder: Path) -> dict[str, dict[str, Any]]:
+    records = {}
+    for path in sorted(folder.glob("*.json")):
+        record = json.loads(path.read_text())
+        records[record["key"]] = record
+    return records
+
+
+def _sort_key(key: str) -> tuple[int, str]:
+    base = key.split("@")[0]
+    return (ORDER.index(base) if base in ORDER else len(ORDER), key)
+
+
+def machine_line(record: dict[str, Any]) -> str:
+    m = record["machine"]
+    gpu = f", GPU {m['gpu']}" if "gpu" in m else ""
+    load = " ".join(f"{v:g}" for v in m["load_average_1_5_15"])
+    after = " ".join(f"{v:g}" for v in m.get("load_average_after", []))
+    busy = (" **The machine had other load during this run** (a load average above 0.5 before "
+            "we started: other processes shared the cores; the paired ratios are designed to "
+            "survive this, absolute times are not)."
+            if m["load_average_1_5_15"][0] > 0.5 else "")
+    return (f"Measured {m['date']} on {m['cpu']} ({m['logical_cpus']} logical CPUs, "
+            f"{m['torch_threads']} torch threads{gpu}, device `{m['device']}`); Python "
+            f"{m['python']}, torch {m['torch']}, pyro-ppl {m['pyro']}, lightning "
+            f"{m['lightning']}. Load average (1/5/15 min) before: {load}; after: {after}."
+            f"{busy} Wall time {record['wall_s']:.0f} s.")
+
+
+def section_text(record: dict[str, Any]) -> str:
+    base = record["key"].split("@")[0]
+    rerun = SECTION_COMMANDS.get(base, "")
+    device = record["machine"]["device"]
+    if device != "cpu" and rerun:
+        rerun += f" --device {device}"
+    if record["command"] == rerun or record["command"].startswith(SECTION_COMMANDS["quality"]):
+        rerun = ""  # the command shown already reruns exactly this section
+    return "\n\n".join([
+        f"## {NUMBER.get(base, '')}. {record['title']}"
+        + (f" ({device})" if device != "cpu" else ""),
+        f"Produced by `{record['command']}`"
+        + (f"; this section alone: `{rerun}`." if rerun else "."),
+        machine_line(record),
+        record["body"],
+    ])
+
+
+def render(folder: Path) -> str:
+    records = load(folder)
+    keys = sorted(records, key=_sort_key)
+    rows = [[f"{NUMBER.get(k.split('@')[0], '')} {records[k]['title']}", t["name"], t["measured"],
+             t["target"], "yes" if t["met"] else "**no**"]
+            for k in keys for t in records[k]["targets"]]
+    cpu = [section_text(records[k]) for k in keys if "@" not in k]
+    gpu = [section_text(records[k]) for k in keys if "@" in k]
+    gpu_body = "\n\n".join(gpu) if gpu else "Not measured yet: no GPU was available."
+    summary = table(["section", "figure", "measured", "target", "met"], rows)
+    parts = [HEADER, "## Targets\n\n" + summary,
+             *cpu, GPU.format(body=gpu_body)]
+    return "\n\n".join(p.strip() for p in parts) + "\n"
