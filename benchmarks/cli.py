@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import tempfile
 import time
 import warnings
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import REPO, Options, Section, Skip, command_line, machine
+from benchmarks.common import (REPO, Options, Section, Skip, command_line, cpu_seconds, machine,
+                               others_share)
 from benchmarks.report import render
 
 Runner = Callable[[Options, str], Section]
@@ -52,16 +54,21 @@ def finish(args: argparse.Namespace, options: Options, runners: dict[str, Runner
         results = args.results or (Path(tmp) if options.toy else REPO / "benchmarks" / "results")
         out = args.out or (None if options.toy else REPO / "BENCHMARKS.md")
         command = command_line()
+        load_at_start = [round(v, 2) for v in os.getloadavg()]  # before this run added any
         for key, runner in runners.items():
             info = machine(options)
+            cpu = cpu_seconds()
             start = time.perf_counter()
             try:
                 section = runner(options, command)
             except Skip as exc:
                 section = Section(key, f"{key} (skipped)", command, body=f"Skipped: {exc}")
             section.wall_s = time.perf_counter() - start
+            info["other_processes_cpu_share"] = round(
+                others_share(cpu, cpu_seconds(), section.wall_s), 3)
             after = machine(options)["load_average_1_5_15"]
-            section.machine = {**info, "load_average_after": after}
+            section.machine = {**info, "load_average_after": after,
+                               "load_average_at_start": load_at_start}
             if options.device.type != "cpu":
                 section.key += f"@{options.device.type}"
             section.save(results)

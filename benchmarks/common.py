@@ -101,6 +101,21 @@ def machine(options: Options) -> dict[str, Any]:
     return info
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """(CPU seconds all processes have been busy, CPU seconds this process and its children
+    have used): their changes over a section give how much of the machine others took."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    ours = sum(os.times()[:4])
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK"), ours
+
+
+def others_share(start: tuple[float, float], end: tuple[float, float], wall_s: float) -> float:
+    """Fraction of the machine's CPU capacity used by other processes over ``wall_s``."""
+    other = (end[0] - start[0]) - (end[1] - start[1])
+    return min(max(other / (wall_s * (os.cpu_count() or 1)), 0.0), 1.0)
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

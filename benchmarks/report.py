@@ -51,16 +51,22 @@ def _sort_key(key: str) -> tuple[int, str]:
 def machine_line(record: dict[str, Any]) -> str:
     m = record["machine"]
     gpu = f", GPU {m['gpu']}" if "gpu" in m else ""
-    load = " ".join(f"{v:g}" for v in m["load_average_1_5_15"])
-    after = " ".join(f"{v:g}" for v in m.get("load_average_after", []))
-    busy = (" **The machine had other load during this run** (a load average above 0.5 before "
-            "we started: other processes shared the cores; the paired ratios are designed to "
-            "survive this, absolute times are not)."
-            if m["load_average_1_5_15"][0] > 0.5 else "")
+    def text(key: str) -> str:
+        return " ".join(f"{v:g}" for v in m.get(key, []))
+
+    share = m.get("other_processes_cpu_share")
+    others = "" if share is None else \
+        f" Other processes used {100 * share:.0f} % of the CPUs during this section."
+    busy = (" **The machine had other load** (other processes shared the cores; the paired "
+            "ratios are designed to survive this, absolute times less so)."
+            if share is not None and share > 0.05 else "")
     return (f"Measured {m['date']} on {m['cpu']} ({m['logical_cpus']} logical CPUs, "
             f"{m['torch_threads']} torch threads{gpu}, device `{m['device']}`); Python "
             f"{m['python']}, torch {m['torch']}, pyro-ppl {m['pyro']}, lightning "
-            f"{m['lightning']}. Load average (1/5/15 min) before: {load}; after: {after}."
+            f"{m['lightning']}. Load average (1/5/15 min) when the run started: "
+            f"{text('load_average_at_start') or text('load_average_1_5_15')}; before this "
+            f"section: {text('load_average_1_5_15')} (includes the run's own earlier sections); "
+            f"after it: {text('load_average_after')}.{others}"
             f"{busy} Wall time {record['wall_s']:.0f} s.")
 
 
