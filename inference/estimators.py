@@ -18,6 +18,10 @@ Every loss is the negative objective summed over the minibatch and multiplied by
 scale N/B, as Pyro's losses are. ``est(model, guide)`` gives Pyro's ``ELBOModule``, whose forward is
 ``differentiable_loss``: its value is the loss, its gradient the estimator's.
 
+``trace`` and ``mean_field`` are Pyro's ``Trace_ELBO`` and ``TraceMeanField_ELBO`` with a fast
+``differentiable_loss`` for the common case, a fully reparameterized guide with validation off
+(:class:`_FastPathELBO`); their values and gradients are Pyro's on the same draws.
+
 The importance-weighted family (iwae, renyi, stl, dreg) needs reparameterized guide sites, all
 inside one data plate (the plate the observed sites share, :func:`inference.traces.find_data_plate`).
 Its log weights are formed per data point: β factors
@@ -34,12 +38,18 @@ from abc import abstractmethod
 from typing import Any
 
 import torch
+from pyro import poutine
+from pyro.distributions.util import is_identically_zero, scale_and_mask
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer.util import is_validation_enabled
 from pyro.poutine import Trace
+from pyro.poutine.messenger import Messenger
 from torch import Tensor
+from torch.distributions import kl_divergence
 
 # PointLogWeights and particle_traces are part of this module's API (re-exported from traces).
-from inference.traces import PointLogWeights, particle_traces, point_log_weights
+from inference.traces import (PointLogWeights, particle_traces, point_log_weights, replayed_traces,
+                              sample_sites, site_log_prob)
 
 
 def _check_int(name: str, value: int, minimum: int) -> None:
@@ -55,21 +65,106 @@ def _pyro_kwargs(particles: int, max_plate_nesting: int) -> dict[str, Any]:
     return {"num_particles": particles, "max_plate_nesting": max_plate_nesting}
 
 
-class TraceELBO(Trace_ELBO):
+def _entropy_term(site: dict[str, Any]) -> tuple[Tensor, bool]:
+    """(c_s · the entropy term of the site's score parts, whether its score-function term is 0).
+
+    For a reparameterized density the entropy term is log q_s(z) and the score-function term 0
+    (Pyro's ``score_parts``; partially reparameterized ones, e.g. rejection samplers, have both).
+    """
+    parts = site["fn"].score_parts(site["value"], *site["args"], **site["kwargs"])
+    entropy = scale_and_mask(parts.entropy_term, site["scale"], site["mask"])
+    return entropy, is_identically_zero(parts.score_function)
+
+
+class _FastPathELBO(ELBO):
+    """Pyro's ``differentiable_loss`` without its bookkeeping, for a guide whose every sample
+    site is reparameterized (``has_rsample``, not enumerated) and with validation off:
+
+        loss = −(1/k) Σ_{particles, sites} ELBO terms,
+
+    the terms summed in one autograd graph, which is then its own surrogate. Pyro's path (via
+    ``get_importance_trace``) also computes score parts for every site, reads each site's sum
+    to the host and forms a surrogate; with no score-function term the value and gradient are
+    the same, so here the guide is traced, the model replayed on its draws (the ``k`` particles
+    vectorized in Pyro's own plate) and :meth:`_elbo` sums the scaled, masked densities. Nothing
+    is read to the host, so Pyro's warnings on a NaN loss or loss gradient do not come (a
+    training loop checks for those itself, e.g. with one ``isfinite`` per step).
+
+    Otherwise Pyro's own ``differentiable_loss`` runs: with validation on (for its checks),
+    for a ``GuideMessenger`` guide, and for a guide with a non-reparameterized or enumerated
+    site, where it receives the guide replaying the draws already made (the guide's networks
+    run a second time; its sites draw nothing new).
+    """
+
+    @abstractmethod
+    def _elbo(self, model_trace: Trace, guide_trace: Trace) -> Tensor | None:
+        """Σ over particles and sites of the ELBO's terms; None where Pyro's path is needed."""
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> Tensor:
+        if is_validation_enabled() or isinstance(poutine.unwrap(guide), Messenger):
+            return super().differentiable_loss(model, guide, *args, **kwargs)
+        model_trace, guide_trace = replayed_traces(self._vectorized_num_particles(model),
+                                                   self._vectorized_num_particles(guide),
+                                                   args, kwargs)
+        reparameterized = all(site["fn"].has_rsample and not site["infer"].get("enumerate")
+                              for site in sample_sites(guide_trace))
+        elbo = self._elbo(model_trace, guide_trace) if reparameterized else None
+        if elbo is None:
+            replayed = poutine.replay(guide, trace=guide_trace)
+            return super().differentiable_loss(model, replayed, *args, **kwargs)
+        return -elbo / self.num_particles
+
+
+class TraceELBO(_FastPathELBO, Trace_ELBO):
     """ELBO = E_q[log p(x, z) − log q(z | x)], Pyro's ``Trace_ELBO`` (Wingate & Weber 2013;
-    Kingma & Welling 2014; Ranganath et al. 2014), ``particles`` samples vectorized."""
+    Kingma & Welling 2014; Ranganath et al. 2014), ``particles`` samples vectorized.
+
+    Fast path: Σ_{model sites} c_s log p_s − Σ_{guide sites} c_s log q_s (c_s: scale · mask)."""
 
     def __init__(self, particles: int = 1, max_plate_nesting: int = 1) -> None:
         super().__init__(**_pyro_kwargs(particles, max_plate_nesting), vectorize_particles=True)
 
+    def _elbo(self, model_trace: Trace, guide_trace: Trace) -> Tensor | None:
+        elbo = sum(site_log_prob(site).sum() for site in sample_sites(model_trace))
+        for site in sample_sites(guide_trace):
+            entropy, reparameterized = _entropy_term(site)
+            if not reparameterized:
+                return None
+            elbo = elbo - entropy.sum()
+        return elbo
 
-class MeanFieldELBO(TraceMeanField_ELBO):
+
+class MeanFieldELBO(_FastPathELBO, TraceMeanField_ELBO):
     """ELBO = E_q[log p(x | z)] − KL(q(z | x) ‖ p(z)), Pyro's ``TraceMeanField_ELBO``: the KL in
     closed form where torch registers it, Monte Carlo E_q[log q − log p] otherwise. Needs a
-    mean-field, reparameterized guide (Kingma & Welling 2014, eq. 10)."""
+    mean-field, reparameterized guide (Kingma & Welling 2014, eq. 10).
+
+    Fast path, as Pyro sums it: Σ_{observed} c_s log p_s − Σ_{latent} c_s KL_s (or c_s (log q_s −
+    log p_s)) − Σ_{guide-only auxiliary sites} c_s log q_s, with the guide site's c_s on KL_s."""
 
     def __init__(self, particles: int = 1, max_plate_nesting: int = 1) -> None:
         super().__init__(**_pyro_kwargs(particles, max_plate_nesting), vectorize_particles=True)
+
+    def _elbo(self, model_trace: Trace, guide_trace: Trace) -> Tensor | None:
+        elbo: Tensor | float = 0.0
+        for site in sample_sites(model_trace):
+            if site["is_observed"]:
+                elbo = elbo + site_log_prob(site).sum()
+                continue
+            q = guide_trace.nodes[site["name"]]  # a KeyError for a model-only latent, as in Pyro
+            try:
+                kl = kl_divergence(q["fn"], site["fn"])
+            except NotImplementedError:
+                elbo = elbo + site_log_prob(site).sum() - _entropy_term(q)[0].sum()
+                continue
+            kl = scale_and_mask(kl, q["scale"], q["mask"])
+            elbo = elbo - (kl.sum() if torch.is_tensor(kl) else kl * q["fn"].batch_shape.numel())
+        for q in sample_sites(guide_trace):
+            if q["name"] not in model_trace.nodes:
+                if not q["infer"].get("is_auxiliary"):
+                    return None  # Pyro's path says what is wrong
+                elbo = elbo - _entropy_term(q)[0].sum()
+        return torch.as_tensor(elbo)
 
 
 def log_mean_exp(t: Tensor, dim: int = 0) -> Tensor:

@@ -1,5 +1,6 @@
 """Per-point log densities of k particles from Pyro traces: what the importance-weighted
-estimators and the importance-sampled log p(x) share.
+estimators and the importance-sampled log p(x) share; and the bare model/guide traces with the
+scaled site densities that the fast path of ``trace`` and ``mean_field`` sums.
 
 k particles z_1..z_k ~ q(z | x) are drawn at once in one vectorized plate outside every model
 plate, and the model is replayed on them. For the B points of the data plate, per particle j and
@@ -25,10 +26,12 @@ from typing import Any
 
 import pyro
 import torch
+from pyro import poutine
 from pyro.distributions.util import detach, scale_and_mask
 from pyro.infer.enum import get_importance_trace
 from pyro.poutine import Trace
 from pyro.poutine.indep_messenger import CondIndepStackFrame
+from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
 PARTICLE_PLATE = "num_particles_vectorized"
@@ -43,13 +46,28 @@ def particle_traces(model: Callable[..., Any], guide: Callable[..., Any], args: 
                                 args, kwargs)
 
 
+def replayed_traces(model: Callable[..., Any], guide: Callable[..., Any], args: tuple,
+                    kwargs: dict) -> tuple[Trace, Trace]:
+    """(model trace, guide trace): the guide run once and the model replayed on its draws, as in
+    Pyro's ``get_importance_trace``, without its checks and with no log density computed yet."""
+    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    return model_trace, guide_trace
+
+
+def site_log_prob(site: dict[str, Any]) -> Tensor:
+    """c_s log p_s(value) per batch element, c_s = scale_s · mask_s: Pyro's ``site["log_prob"]``."""
+    log_prob = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
+    return scale_and_mask(log_prob, site["scale"], site["mask"])
+
+
 def find_data_plate(model_trace: Trace, guide_trace: Trace,
                     name: str | None = None) -> CondIndepStackFrame:
     """The data plate: the plate named ``name``, else the vectorized plate all observed model sites
     share (among several, the one holding every sample site). Every sample site must sit in it:
     per-point weights are undefined with global latents."""
-    sites = _sample_sites(model_trace) + _sample_sites(guide_trace)
-    observed = [_plates(site) for site in _sample_sites(model_trace) if site["is_observed"]]
+    sites = sample_sites(model_trace) + sample_sites(guide_trace)
+    observed = [_plates(site) for site in sample_sites(model_trace) if site["is_observed"]]
     if not observed:
         raise ValueError("the model has no observed site: per-point log weights need "
                          "observations in a data plate")
@@ -114,8 +132,8 @@ def point_log_weights(model_trace: Trace, guide_trace: Trace, max_plate_nesting:
     data = find_data_plate(model_trace, guide_trace, data_plate)
     scale = (data.full_size or data.size) / data.size
     batch_dims = max_plate_nesting + 1
-    guide_sites = [s for s in _sample_sites(guide_trace) if not s["is_observed"]]
-    model_sites = [s for s in _sample_sites(model_trace)
+    guide_sites = [s for s in sample_sites(guide_trace) if not s["is_observed"]]
+    model_sites = [s for s in sample_sites(model_trace)
                    if s["is_observed"] or s["name"] in guide_trace.nodes]
     particles = next(f for f in model_sites[0]["cond_indep_stack"] if f.name == PARTICLE_PLATE)
     shape = torch.Size((particles.size, data.size))
@@ -140,8 +158,10 @@ def point_log_weights(model_trace: Trace, guide_trace: Trace, max_plate_nesting:
     return PointLogWeights(log_p, log_q, scale, guide_trace, data.dim, batch_dims)
 
 
-def _sample_sites(trace: Trace) -> list[dict[str, Any]]:
-    return [site for site in trace.nodes.values() if site["type"] == "sample"]
+def sample_sites(trace: Trace) -> list[dict[str, Any]]:
+    """The trace's sample sites, without the index draws of subsampling plates."""
+    return [site for site in trace.nodes.values()
+            if site["type"] == "sample" and not site_is_subsample(site)]
 
 
 def _plates(site: dict[str, Any]) -> dict[str, CondIndepStackFrame]:
