@@ -10,6 +10,8 @@
   an uninterrupted one would;
 * :class:`RunCSVLogger`: metrics.csv, written as it goes, trimmed and continued on resume;
 * :class:`Throughput`: images/s per logged step and per epoch;
+* :class:`EpochMeans`: a training epoch's means of per-step scalars, kept outside Lightning's
+  per-call logging machinery;
 * :func:`gather_rows` and :func:`ranks_in_sync`: the collectives of a DDP run.
 
 Every checkpoint entry is a tensor, number, string or container of them: nothing is unpickled.
@@ -310,6 +312,28 @@ class Throughput(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pl_module.log("images_per_s_epoch", self.epoch[0] / max(self.epoch[1], 1e-9),
                       on_step=False, on_epoch=True)
+
+
+class EpochMeans:
+    """Batch-size-weighted means over an epoch's steps, m = Σ_t b_t v_t / Σ_t b_t: what
+    ``LightningModule.log(..., on_epoch=True, batch_size=b)`` computes, without its ~0.3 ms of
+    Python per call and step. Tensor values stay on their device: adding them reads nothing to
+    the host."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Any] = {}
+        self.weight = 0
+
+    def add(self, values: dict[str, float | torch.Tensor], weight: int) -> None:
+        for name, value in values.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value * weight
+        self.weight += weight
+
+    def pop(self) -> dict[str, float | torch.Tensor]:
+        """The means since the last pop (none after no step), and a fresh start."""
+        means = {name: total / self.weight for name, total in self.sums.items()}
+        self.sums, self.weight = {}, 0
+        return means
 
 
 def world() -> tuple[int, int]:

@@ -125,6 +125,22 @@ def test_the_same_spec_and_seed_give_identical_metrics(tmp_path):
     assert {"val_elbo", "val_kl", "val_recon"} <= columns
 
 
+def test_epoch_means_weigh_each_step_by_its_batch_size(tmp_path):
+    # Every step logged: each *_epoch value is Σ_t b_t v_t / Σ_t b_t over the epoch's 7 steps
+    # (six batches of 32, one of 8). β_t = (t + 1)/14 ramps up over the warm-up: its weighted
+    # mean is 0.26, the unweighted one 0.286.
+    train(tmp_path / "run", "train.max_epochs=1", "train.log_every_n_steps=1",
+          "train.warmup_epochs=2")
+    table = rows(tmp_path / "run")
+    steps = [r for r in table if "train_loss_step" in r]
+    (epoch,) = [r for r in table if "train_loss_epoch" in r]
+    sizes = [32] * 6 + [8]
+    assert len(steps) == len(sizes)
+    for name in ("train_loss", "beta", "lr"):
+        mean = sum(b * float(r[f"{name}_step"]) for b, r in zip(sizes, steps)) / sum(sizes)
+        assert float(epoch[f"{name}_epoch"]) == pytest.approx(mean, rel=1e-6), name
+
+
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch,
                                                                              capsys):
     original = VAEModule.training_step
