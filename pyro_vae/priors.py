@@ -72,16 +72,30 @@ class MixturePrior(Prior):
 
 
 class VampPrior(Prior):
-    """VampPrior (Tomczak & Welling 2018): p(z) = (1/P) Σ_p q(z | u_p).
+    """VampPrior (Tomczak & Welling 2018, eq. 9): a uniform mixture of the guide's posteriors at K
+    learned pseudo-inputs u_1..u_K,
 
-    The P pseudo-inputs u_p live in data space, are learned, and pass through the same encoder
-    as the data, so the prior is the aggregate posterior of a learned "pseudo data set".
+        p(z) = (1/K) Σ_k q_φ(z | u_k) = (1/K) Σ_k N(z; μ_φ(u_k), diag σ_φ(u_k)²).
+
+    The encoder φ is the guide's own (shared, not a copy), so both the data and the prior train it.
+    As in the published code, the pseudo-inputs are clipped to the box [lo, hi]ᴾ of the training
+    data, u = clamp(v, lo, hi) with v learned (hardtanh; a coordinate clipped at a bound has no
+    gradient), so the prior's components stay posteriors of possible inputs. lo and hi are
+    buffers: a checkpoint restores the same u.
     """
 
-    def __init__(self, encoder: nn.Module, pseudo_inputs: torch.Tensor) -> None:
+    def __init__(self, encoder: nn.Module, pseudo_inputs: torch.Tensor, low: float,
+                 high: float) -> None:
         super().__init__()
         self.encoder = encoder  # shared with the guide: not a copy
-        self.pseudo_inputs = PyroParam(pseudo_inputs)
+        self.register_buffer("low", torch.tensor(float(low)))
+        self.register_buffer("high", torch.tensor(float(high)))
+        self.unclipped = nn.Parameter(pseudo_inputs.clone())
+
+    @property
+    def pseudo_inputs(self) -> torch.Tensor:
+        """u_1..u_K as rows, (K, P)."""
+        return torch.clamp(self.unclipped, self.low, self.high)
 
     def forward(self) -> dist.TorchDistribution:
         loc, scale = self.encoder(self.pseudo_inputs)
@@ -128,16 +142,43 @@ class Mixture:
 @PRIORS.register("vamp")
 @frozen_params
 class Vamp:
-    """VampPrior with ``pseudo_inputs`` learned pseudo-inputs, initialised from training points."""
+    """VampPrior with ``pseudo_inputs`` pseudo-inputs, all started near one near-empty image:
+
+        u_k = lo + (hi − lo)·(init_level + init_std·ε_k),   ε_k ~ N(0, I),
+
+    [lo, hi] the range of the training data (Tomczak & Welling's code: pixels N(±0.05, 0.01²) clipped
+    to [0, 1]).
+
+    Why not training images: with u_k drawn from the data, p(z) starts as the aggregate posterior of
+    the untrained encoder and moves with it (a shift of the encoder's output shifts the codes
+    μ_φ(x) and the components μ_φ(u_k) alike), so KL(q(z|x) ‖ p(z)) does not see where the codes
+    sit. While z carries no information the reconstruction term then pushes the codes away (on
+    digits the mean code goes from norm 0 to 8 within 60 steps, under N(0, I) it stays below 1.5)
+    until 40% of the decoder's first tanh units saturate; the decoder stops reading z
+    (‖∂logits/∂z‖ ≈ 1, against 10-25 under N(0, I)) and the KL removes what is left: 0/8 active
+    units from the first epoch on, also with the encoder's scale frozen at 1, a 10-epoch warm-up
+    or lr 5·10⁻⁴. Pseudo-inputs started together at an atypical input make p(z) a single Gaussian
+    N(μ_φ(u₀), σ_φ(u₀)²) that does not follow the codes, so the KL holds them as N(0, I) does;
+    the pseudo-inputs spread out once the decoder reads z.
+    """
 
     pseudo_inputs: int = 500
+    init_level: float = 0.05
+    init_std: float = 0.01
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.pseudo_inputs < 1:
             raise ValueError(f"pseudo_inputs must be >= 1, got {self.pseudo_inputs}")
+        if not 0 <= self.init_level <= 1:
+            raise ValueError(f"init_level must be in [0, 1] (a fraction of the data range), "
+                             f"got {self.init_level}")
+        if not 0 <= self.init_std < math.inf:
+            raise ValueError(f"init_std must be a finite number >= 0, got {self.init_std}")
 
     def build(self, latent_dim: int, encoder: nn.Module, train_data: torch.Tensor) -> Prior:
+        low, high = float(train_data.min()), float(train_data.max())
         g = torch.Generator().manual_seed(self.seed)
-        idx = torch.randint(len(train_data), (self.pseudo_inputs,), generator=g)
-        return VampPrior(encoder, train_data[idx].clone().float())
+        eps = torch.randn(self.pseudo_inputs, train_data.shape[1], generator=g)
+        level = self.init_level + self.init_std * eps
+        return VampPrior(encoder, low + (high - low) * level, low, high)

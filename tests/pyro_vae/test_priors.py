@@ -1,0 +1,111 @@
+"""Priors: the VampPrior's density against its closed form, and VampPrior training on digits."""
+
+import math
+
+import pyro
+import pytest
+import torch
+from inference import make_estimator
+from pyro import poutine
+
+from pyro_vae.data import DATASETS
+from pyro_vae.priors import PRIORS, VampPrior
+from pyro_vae.spec import load_spec
+from pyro_vae.vae import VAE
+
+
+def explicit_vamp_log_density(prior: VampPrior, z: torch.Tensor) -> torch.Tensor:
+    """log (1/K) Σ_k Π_d N(z_d; μ_kd, σ_kd²) by hand in float64, (μ, σ) = encoder(u_k)."""
+    loc, scale = (t.double() for t in prior.encoder(prior.pseudo_inputs))
+    z = z.double().unsqueeze(-2)  # (..., 1, D) against the K components (K, D)
+    log_normal = (-0.5 * math.log(2 * math.pi) - scale.log()
+                  - (z - loc) ** 2 / (2 * scale ** 2)).sum(-1)
+    return log_normal.logsumexp(-1) - math.log(loc.shape[0])
+
+
+def small_vamp() -> VAE:
+    data = torch.rand(40, 6, generator=torch.Generator().manual_seed(1))
+    return VAE.build((6,), train_data=data, latent_dim=3,
+                     prior={"name": "vamp", "pseudo_inputs": 5}, likelihood="continuous_bernoulli",
+                     encoder={"name": "mlp", "hidden": [8]}, decoder={"name": "mlp", "hidden": [8]})
+
+
+def test_vamp_density_is_the_mixture_of_the_encoders_posteriors_at_the_pseudo_inputs():
+    vae = small_vamp()
+    with torch.no_grad():  # spread the pseudo-inputs so that the components differ
+        vae.prior.unclipped.uniform_(0, 1)
+    z = 2 * torch.randn(4, 7, 3)
+    # float32 against float64 at log densities of order 10: 1e-5 relative is ~80 float32 ulps.
+    assert torch.allclose(vae.prior().log_prob(z).double(), explicit_vamp_log_density(vae.prior, z),
+                          rtol=1e-5, atol=1e-5)
+
+
+def test_the_model_site_scores_each_particle_and_point_with_the_explicit_mixture():
+    vae = small_vamp()
+    x = torch.rand(5, 6)
+    with pyro.plate("particles", 3, dim=-2):  # vectorized particles outside the data plate
+        guide_trace = poutine.trace(vae.guide).get_trace(x)
+        model_trace = poutine.trace(poutine.replay(vae.model, trace=guide_trace)).get_trace(x)
+    model_trace.compute_log_prob()
+    site = model_trace.nodes["z"]
+    assert site["value"].shape == (3, 5, 3)
+    assert torch.allclose(site["unscaled_log_prob"].double(),
+                          explicit_vamp_log_density(vae.prior, site["value"]), rtol=1e-5, atol=1e-5)
+
+
+def test_pseudo_inputs_start_together_near_the_bottom_of_the_data_range_and_stay_in_it():
+    data = 3 + 4 * torch.rand(50, 10, generator=torch.Generator().manual_seed(0))  # in [3, 7]
+    lo, hi = data.min().item(), data.max().item()
+    prior = PRIORS.instantiate(PRIORS.parse({"name": "vamp", "pseudo_inputs": 200}, "prior"),
+                               "prior").build(2, torch.nn.Identity(), data)
+    u = prior.pseudo_inputs
+    level = (u - lo) / (hi - lo)
+    # 2000 draws of 0.05 + 0.01 ε: 0.001 is 4.5 standard errors of their mean (0.01/√2000) and 6
+    # of their standard deviation (0.01/√4000)
+    assert abs(level.mean().item() - 0.05) < 0.001
+    assert abs(level.std().item() - 0.01) < 0.001
+    with torch.no_grad():
+        prior.unclipped.add_(torch.linspace(-10, 10, 10))
+    u = prior.pseudo_inputs
+    assert u.min().item() == lo and u.max().item() == hi
+
+
+@pytest.mark.parametrize(("params", "name"), [({"pseudo_inputs": 0}, "pseudo_inputs"),
+                                              ({"init_level": 1.5}, "init_level"),
+                                              ({"init_std": -0.1}, "init_std"),
+                                              ({"init_std": math.inf}, "init_std")])
+def test_vamp_rejects_out_of_range_parameters(params, name):
+    with pytest.raises(ValueError, match=name):
+        PRIORS.instantiate(PRIORS.parse({"name": "vamp", **params}, "prior"), "prior")
+
+
+def train_on_digits(prior: str, epochs: int) -> tuple[float, int]:
+    """(validation ELBO averaged over 16 draws per point, active units) after ``epochs`` of the
+    example config's network with the one-sample ELBO, Adam lr 3e-3, batch 64."""
+    spec = load_spec("examples/configs/prior-vamp.yaml", [f"prior.name={prior}"])
+    bundle = DATASETS.instantiate(spec.data, "data").load()
+    torch.manual_seed(0)
+    vae = VAE.from_spec(spec, bundle.shape, bundle.levels, bundle.train)
+    vae.num_data = len(bundle.train)
+    loss = make_estimator("trace")(vae.model, vae.guide)
+    opt = torch.optim.Adam(vae.parameters(), lr=3e-3)
+    for _ in range(epochs):
+        for x in bundle.loader("train", 64, True):
+            opt.zero_grad()
+            loss(x).backward()
+            opt.step()
+    with torch.no_grad():
+        elbo = torch.stack([vae.elbo_terms(bundle.val).elbo for _ in range(16)]).mean().item()
+        loc, _ = vae.encode(bundle.val)
+    return elbo, int((loc.var(0) > 0.01).sum())
+
+
+def test_vamp_prior_does_not_collapse_on_digits_and_matches_the_standard_normal():
+    vamp_elbo, vamp_active = train_on_digits("vamp", epochs=25)
+    normal_elbo, _ = train_on_digits("standard_normal", epochs=25)
+    # A collapsed VAE (q(z|x) = p(z), the decoder ignoring z) scores ≈ -27.2 nats here against
+    # ≈ -24.7 for N(0, I) after 25 epochs. Each ELBO averages 16 draws for each of 180 points, a
+    # Monte Carlo standard error < 0.1 nats; over four seeds vamp − N(0, I) was +0.05 to -0.53
+    # (the VampPrior starts to use z a few epochs later, and is ahead by 60 epochs): 1 nat of slack.
+    assert vamp_active > 0
+    assert vamp_elbo > normal_elbo - 1.0, (vamp_elbo, normal_elbo)
