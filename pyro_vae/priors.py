@@ -146,8 +146,8 @@ class Vamp:
 
         u_k = lo + (hi − lo)·(init_level + init_std·ε_k),   ε_k ~ N(0, I),
 
-    [lo, hi] the range of the training data (Tomczak & Welling's code: pixels N(±0.05, 0.01²) clipped
-    to [0, 1]).
+    [lo, hi] the range of the training data (Tomczak & Welling's code: pixels N(±0.05, 0.01²),
+    clipped to [0, 1]).
 
     Why not training images: with u_k drawn from the data, p(z) starts as the aggregate posterior of
     the untrained encoder and moves with it (a shift of the encoder's output shifts the codes
