@@ -15,6 +15,7 @@ from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 from torch import nn
 
+from pyro_vae import distributions as gaussians
 from pyro_vae.registry import Registry, frozen_params
 
 PRIORS: Registry = Registry("prior")
@@ -99,7 +100,7 @@ class StandardNormalPrior(Prior):
         self.register_buffer("loc", torch.zeros(latent_dim))
 
     def forward(self) -> dist.TorchDistribution:
-        return dist.Normal(self.loc, 1.0).to_event(1)
+        return gaussians.StandardNormal(self.loc)
 
 
 class LearnedNormalPrior(Prior):
@@ -111,7 +112,7 @@ class LearnedNormalPrior(Prior):
         self.scale = PyroParam(torch.ones(latent_dim), constraint=constraints.positive)
 
     def forward(self) -> dist.TorchDistribution:
-        return dist.Normal(self.loc, self.scale).to_event(1)
+        return gaussians.DiagonalNormal(self.loc, self.scale)
 
 
 class MixturePrior(Prior):

@@ -22,6 +22,7 @@ from pyro.distributions.kl import kl_divergence
 from pyro.nn import PyroModule
 from torch import nn
 
+from pyro_vae.distributions import DiagonalNormal
 from pyro_vae.likelihoods import LIKELIHOODS, Likelihood
 from pyro_vae.networks import NETWORKS
 from pyro_vae.priors import PRIORS, Prior
@@ -96,7 +97,7 @@ class VAE(PyroModule):
         with self._plate(x):
             loc, scale = self.encoder(x)
             with self._scaled():
-                pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+                pyro.sample("z", DiagonalNormal(loc, scale))
 
     # --- direct use of the networks -------------------------------------------------------------
 
@@ -127,7 +128,7 @@ class VAE(PyroModule):
     def elbo_terms(self, x: torch.Tensor) -> ElboTerms:
         """One-sample recon and KL per point, KL analytic where the pair has one."""
         loc, scale = self.encoder(x)
-        q = dist.Normal(loc, scale).to_event(1)
+        q = DiagonalNormal(loc, scale)
         z = q.rsample()
         p = self.prior()
         recon = self.likelihood(self.decoder(z)).log_prob(x)
@@ -144,7 +145,7 @@ class VAE(PyroModule):
         neither N/B nor β enter, as log p(x) needs.
         """
         loc, scale = self.encoder(x)
-        q = dist.Normal(loc, scale).to_event(1)
+        q = DiagonalNormal(loc, scale)
         p = self.prior()
 
         def draw(k: int) -> torch.Tensor:
