@@ -57,7 +57,7 @@ def train_step(module: VAEModule, optimizer: torch.optim.Optimizer, x: torch.Ten
     validation off), then Lightning's automatic optimisation: zero_grad, backward, step."""
     module.vae.kl_scale = module.kl_scale(step)
     with pyro.validation_enabled(False):
-        loss = module.loss_module(x)
+        loss = module.loss(x)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -73,7 +73,7 @@ def step_runs(prep: Prepared, steps: int, device: torch.device) -> dict[str, Cal
     untraced = VAEModule(copy.deepcopy(vae), spec)
     untraced_opt = untraced.configure_optimizers()
     plain = PlainVAE(vae).to(device)
-    plain_opt = torch.optim.Adam(plain.parameters(), lr=spec.train.lr)
+    plain_opt = train.adam(plain.parameters(), spec.train.lr)
     loader = prep.bundle.loader("train", spec.train.batch_size, shuffle=True)
     batches = [x.to(device) for x in itertools.islice(itertools.cycle(loader), steps)]
     analytic_kl = spec.estimator.name == "mean_field"
@@ -169,7 +169,7 @@ class _BareModule(L.LightningModule):
         self.trainer.save_checkpoint(self.checkpoint)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.plain.parameters(), lr=self.lr)
+        return train.adam(self.plain.parameters(), self.lr)
 
 
 def epoch_pairs(prep: Prepared, epochs: int,
@@ -178,7 +178,7 @@ def epoch_pairs(prep: Prepared, epochs: int,
     pair, for fit ("pyro-vae") and for :class:`_BareModule` ("bare Lightning")."""
     spec = prep.spec
     plain = PlainVAE(prep.vae).to(device)
-    plain_opt = torch.optim.Adam(plain.parameters(), lr=spec.train.lr)
+    plain_opt = train.adam(plain.parameters(), spec.train.lr)
     batches = prep.bundle.loader("train", spec.train.batch_size, shuffle=True)
     val = prep.bundle.loader("val", spec.train.batch_size, shuffle=False)
     with tempfile.TemporaryDirectory() as tmp:

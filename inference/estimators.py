@@ -283,6 +283,7 @@ class DReG(_PointwiseELBO):
     """
 
     stop_guide_params = True
+    traceable = False  # the hook is Python: a torch.jit trace (inference.compiled) drops it
 
     def __init__(self, particles: int = 5, max_plate_nesting: int = 1) -> None:
         super().__init__(particles, max_plate_nesting)

@@ -40,7 +40,9 @@ class TrainSpec:
     optimizer steps (0: off) and every ``checkpoint_every_epochs`` epochs (0: off), and at the
     end. ``logger``: metrics.csv always, plus TensorBoard event files with ``tensorboard``.
     ``accelerator``/``devices``/``strategy`` as in Lightning's Trainer; ``ddp`` runs one process
-    per device.
+    per device. ``jit`` replays the estimator's loss from a ``torch.jit`` trace after its first
+    step at each batch shape and β (:class:`inference.compiled.TracedLoss`, checked against the
+    eager loss once); ``false`` runs Pyro's handlers every step.
     """
 
     max_epochs: int = 20
@@ -59,6 +61,7 @@ class TrainSpec:
     devices: int = 1
     strategy: Literal["auto", "ddp"] = "auto"
     progress: bool = True
+    jit: bool = True
 
     def __post_init__(self) -> None:
         _at_least(self.max_epochs, 1, "max_epochs")

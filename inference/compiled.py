@@ -1,0 +1,143 @@
+"""A loss of a Pyro model and guide replayed as a traced tensor program.
+
+A training step of a small model spends much of its time in Python: Pyro's effect handlers run
+every ``pyro.sample`` through the messenger stack, and each ``torch.distributions`` object is
+built, broadcast and expanded anew, all to issue a few dozen tensor ops. :class:`TracedLoss`
+records those ops once with ``torch.jit.trace`` and afterwards runs only them (forward and
+backward), the way Pyro's ``JitTrace_ELBO`` does for the param-store: the value, the gradient and
+the random draws are the same program's, now without its Python.
+
+What a trace fixes, and how each stays right:
+
+* shapes, dtypes and devices of the arguments, and Python-level values (the data plate's
+  subsample scale N/B, a ``poutine.scale`` factor, the number of particles): one trace per
+  (argument signature, ``key``), where ``key`` carries the Python values the caller varies, e.g.
+  the KL weight β; a ``key`` seen once only (a warm-up changing β each step) is run eagerly
+  until it repeats;
+* the arithmetic: a trace runs without the graph executor's optimizations
+  (``torch.jit.optimized_execution(False)``), its ops as recorded and differentiated by eager
+  autograd, so losses and gradients are bitwise the eager ones (the executor's own autodiff
+  rounds differently, which would break exact resumption, and on CPU it is no faster);
+* fresh randomness: ``torch.randn`` and friends are recorded as ops, so each call draws anew from
+  the global generator, consuming it exactly as the eager program does (tracing itself runs under
+  ``torch.random.fork_rng`` and leaves the generator where it was);
+* a program whose ops depend on the data (a loop over a tensor's values, an ``.item()`` in a
+  branch) would be traced wrongly, and so would a gradient the trace's autodiff gets wrong (it
+  does for DReG's doubly reparameterized surrogate): every new trace is checked once against the
+  eager program on the next call's data (not the data it was traced on) with the same draws; a
+  loss or a parameter's gradient differing by more than ``rtol`` (relative) keeps that signature
+  eager for good and warns once.
+
+``torch.jit.trace`` is deprecated in favour of ``torch.compile``, which on CPU compiles C++ kernels
+at start-up and breaks its graph at Pyro's handlers; the trace is what runs here. Its deprecation
+warning is silenced around the one call that makes each trace.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+#: Relative difference between traced and eager loss or gradient (same draws) above which a trace
+#: is refused: float32 sums of ~10⁵ terms differ by ~10⁻⁶ relative from reassociation alone.
+RTOL = 1e-4
+
+
+class _Program(nn.Module):
+    """``loss(*args)`` as a module that owns the parameters (traces capture module parameters
+    as inputs, free tensors as constants)."""
+
+    def __init__(self, owner: nn.Module, loss: Callable[..., Tensor]) -> None:
+        super().__init__()
+        self.owner = owner
+        object.__setattr__(self, "loss", loss)  # not a submodule: owner holds the parameters
+
+    def forward(self, *args: Tensor) -> Tensor:
+        return self.loss(*args)
+
+
+class TracedLoss:
+    """``traced(*args, key=...)`` = ``loss(*args)``, replayed from a trace (module docstring).
+
+    ``owner`` must hold every parameter the loss reads (as ``nn.Module`` parameters: Pyro's
+    module-local mode); ``loss`` takes tensors only and returns a scalar tensor.
+
+    Per signature (argument shapes, dtypes, devices, grad mode, ``key``): the first call runs
+    eagerly; the second runs eagerly and traces; the third checks the trace against the eager
+    program on its own arguments, new data, with the same draws; from then on the trace runs, or
+    the eager program where the check failed.
+    """
+
+    def __init__(self, loss: Callable[..., Tensor], owner: nn.Module, rtol: float = RTOL) -> None:
+        self.program = _Program(owner, loss)
+        self.rtol = rtol
+        self.calls: dict[Hashable, int] = {}
+        self.candidates: dict[Hashable, Callable[..., Tensor]] = {}
+        self.traces: dict[Hashable, Callable[..., Tensor]] = {}  # the checked ones
+        self.refused: set[Hashable] = set()
+
+    def __call__(self, *args: Tensor, key: Hashable = None) -> Tensor:
+        signature = (key, torch.is_grad_enabled(),
+                     tuple((a.shape, a.dtype, a.device) for a in args))
+        program = self.traces.get(signature)
+        if program is not None:
+            with torch.jit.optimized_execution(False):
+                return program(*args)
+        calls = self.calls[signature] = self.calls.get(signature, 0) + 1
+        if calls == 2:
+            self.candidates[signature] = self._trace(args)
+        elif calls == 3:
+            candidate = self.candidates.pop(signature)
+            if self._agrees(candidate, args):
+                self.traces[signature] = candidate
+                with torch.jit.optimized_execution(False):
+                    return candidate(*args)
+            self.refused.add(signature)
+            warnings.warn(f"the traced loss or its gradient differs from the eager one on new data "
+                          f"with the same draws (key {key!r}); the program runs eagerly for these "
+                          "inputs",
+                          stacklevel=2)
+        return self.program(*args)
+
+    def _trace(self, args: tuple[Tensor, ...]) -> Callable[..., Tensor]:
+        with torch.random.fork_rng(devices=_devices(args)):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # DeprecationWarning, TracerWarnings on shapes
+                return torch.jit.trace(self.program, args, check_trace=False)
+
+    def _agrees(self, traced: Callable[..., Tensor], args: tuple[Tensor, ...]) -> bool:
+        """Whether traced and eager programs agree at ``args`` on the same draws: the loss to
+        ``rtol``, and (in grad mode) each parameter's gradient g to ``rtol``·max|g_eager|."""
+        params = [p for p in self.program.parameters() if p.requires_grad]
+        with torch.random.fork_rng(devices=_devices(args)):
+            seed = int(torch.randint(2**62, ()))
+            results = []
+            for program in (self.program, traced):
+                torch.manual_seed(seed)
+                with torch.jit.optimized_execution(False):
+                    loss = program(*args)
+                grads = (torch.autograd.grad(loss, params, allow_unused=True)
+                         if loss.requires_grad else ())
+                results.append((loss.detach(), grads))
+        (eager, eager_grads), (replayed, replayed_grads) = results
+        if not torch.allclose(replayed, eager, rtol=self.rtol, atol=0.0, equal_nan=True):
+            return False
+        for got, want in zip(replayed_grads, eager_grads):
+            if (got is None) != (want is None):
+                return False
+            if want is not None and not torch.allclose(
+                    got, want, rtol=0.0, atol=self.rtol * float(want.abs().max()), equal_nan=True):
+                return False
+        return True
+
+
+def _devices(args: tuple[Tensor, ...]) -> list[int]:
+    return sorted({a.device.index or 0 for a in args if a.device.type == "cuda"})
+
+
+__all__ = ["TracedLoss", "RTOL"]
