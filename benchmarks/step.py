@@ -1,12 +1,13 @@
 """Benchmark 1: the training step against a plain-PyTorch VAE, and one whole Lightning epoch.
 
-Step: what ``VAEModule.training_step`` runs: the estimator's ELBO module (built by
-``VAEModule``) on ``vae.model``/``vae.guide`` with validation off, then Adam from
-``VAEModule.configure_optimizers`` (zero_grad, backward, step, as Lightning's automatic
-optimisation does); against :class:`~benchmarks.floors.PlainVAE` with the same networks and its
-own Adam, on the same pre-drawn minibatches (data loading excluded on both sides). A third row
-runs the VAE's own densities without Pyro's tracing (``vae.log_weights`` for ``trace``,
-``vae.elbo_terms`` for ``mean_field``) to split the overhead into "densities" and "tracing".
+Step: what ``VAEModule.training_step`` runs: the estimator's loss (``VAEModule.loss``, replayed
+from its ``torch.jit`` trace) on ``vae.model``/``vae.guide`` with validation off, then the fused
+Adam of ``VAEModule.configure_optimizers`` (zero_grad, backward, step, as Lightning's automatic
+optimisation does); against :class:`~benchmarks.floors.PlainVAE` with the same networks and the
+same optimizer, on the same pre-drawn minibatches (data loading excluded on both sides). Three
+more rows: the ELBO module run eagerly through Pyro's handlers (``train.jit=false``), the VAE's
+own densities without Pyro (``vae.log_weights`` for ``trace``, ``vae.elbo_terms`` for
+``mean_field``), and the plain loop with torch's default (unfused) Adam.
 
 Epoch: ``pyro_vae.train.fit``, the user's path (Lightning, validation, logging and the
 per-epoch checkpoint included), against a plain loop over the same DataLoader that also runs a
@@ -52,28 +53,33 @@ def config(options: Options) -> tuple[str, list[str], dict[str, int]]:
 
 
 def train_step(module: VAEModule, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-               step: int) -> None:
+               step: int, loss_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
     """What ``VAEModule.training_step`` computes (β for the step, the estimator's loss with
-    validation off), then Lightning's automatic optimisation: zero_grad, backward, step."""
+    validation off; ``loss_fn`` is ``module.loss``, the traced loss, by default, or
+    ``module.loss_module``, Pyro eager), then Lightning's automatic optimisation: zero_grad, backward, step."""
     module.vae.kl_scale = module.kl_scale(step)
     with pyro.validation_enabled(False):
-        loss = module.loss(x)
+        loss = (loss_fn or module.loss)(x)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
 
 
 def step_runs(prep: Prepared, steps: int, device: torch.device) -> dict[str, Callable[[int], None]]:
-    """Three callables, each running ``steps`` optimisation steps on the same minibatches (the
+    """Five callables, each running ``steps`` optimisation steps on the same minibatches (the
     block index they take is unused: every block reuses the batches)."""
     spec = prep.spec
     vae = prep.vae.to(device)
     module = VAEModule(vae, spec)
     optimizer = module.configure_optimizers()
+    eager = VAEModule(copy.deepcopy(vae), spec)
+    eager_opt = eager.configure_optimizers()
     untraced = VAEModule(copy.deepcopy(vae), spec)
     untraced_opt = untraced.configure_optimizers()
     plain = PlainVAE(vae).to(device)
     plain_opt = train.adam(plain.parameters(), spec.train.lr)
+    textbook = PlainVAE(vae).to(device)
+    textbook_opt = torch.optim.Adam(textbook.parameters(), lr=spec.train.lr)
     loader = prep.bundle.loader("train", spec.train.batch_size, shuffle=True)
     batches = [x.to(device) for x in itertools.islice(itertools.cycle(loader), steps)]
     analytic_kl = spec.estimator.name == "mean_field"
@@ -81,6 +87,10 @@ def step_runs(prep: Prepared, steps: int, device: torch.device) -> dict[str, Cal
     def ours(_block: int) -> None:
         for i, x in enumerate(batches):
             train_step(module, optimizer, x, i)
+
+    def pyro_eager(_block: int) -> None:
+        for i, x in enumerate(batches):
+            train_step(eager, eager_opt, x, i, eager.loss_module)
 
     def densities(_block: int) -> None:
         v = untraced.vae
@@ -92,14 +102,18 @@ def step_runs(prep: Prepared, steps: int, device: torch.device) -> dict[str, Cal
             loss.backward()
             untraced_opt.step()
 
-    def floor(_block: int) -> None:
-        for x in batches:
-            loss = plain.loss(x)
-            plain_opt.zero_grad()
-            loss.backward()
-            plain_opt.step()
+    def floor(net: PlainVAE, opt: torch.optim.Optimizer) -> Callable[[int], None]:
+        def run(_block: int) -> None:
+            for x in batches:
+                loss = net.loss(x)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        return run
 
-    return {"pyro-vae": ours, "densities, no tracing": densities, "plain PyTorch": floor}
+    return {"pyro-vae": ours, "Pyro eager": pyro_eager, "densities, no tracing": densities,
+            "plain PyTorch": floor(plain, plain_opt),
+            "plain, default Adam": floor(textbook, textbook_opt)}
 
 
 class _HostSyncs(TorchDispatchMode):
@@ -229,28 +243,32 @@ def run(options: Options, command: str) -> Section:
         times = interleaved(runs, size["blocks"], options.device)
         ms = {k: Spread.of([t / size["steps"] * 1e3 for t in v]) for k, v in times.items()}
         ratio = ratios(times, "pyro-vae", "plain PyTorch")
+        eager = ratios(times, "Pyro eager", "plain PyTorch")
         untraced = ratios(times, "densities, no tracing", "plain PyTorch")
+        textbook = ratios(times, "pyro-vae", "plain, default Adam")
         syncs = host_syncs(runs["pyro-vae"], size["steps"])
         floor_syncs = host_syncs(runs["plain PyTorch"], size["steps"])
-        rows.append([f"`{estimator}`", f"{ms['pyro-vae'].median:.2f}",
-                     f"{ms['densities, no tracing'].median:.2f}",
-                     f"{ms['plain PyTorch'].median:.2f}", f"**{ratio.median:.3f}×**",
-                     f"{ratio.q1:.3f}–{ratio.q3:.3f}", f"{untraced.median:.3f}×",
-                     f"{syncs:g} / {floor_syncs:g}"])
+        rows.append([f"`{estimator}`", *(f"{ms[k].median:.2f}" for k in runs),
+                     f"**{ratio.median:.3f}×**", f"{ratio.q1:.3f}–{ratio.q3:.3f}",
+                     f"{eager.median:.3f}×", f"{untraced.median:.3f}×",
+                     f"{textbook.median:.3f}×", f"{syncs:g} / {floor_syncs:g}"])
         section.target(f"step ({estimator}) / plain PyTorch", ratio.median, STEP_TARGET)
         section.data[estimator] = {"ms_per_step": {k: v.__dict__ for k, v in ms.items()},
-                                   "ratio": ratio.__dict__, "untraced_ratio": untraced.__dict__,
+                                   "ratio": ratio.__dict__, "eager_ratio": eager.__dict__,
+                                   "untraced_ratio": untraced.__dict__,
+                                   "default_adam_ratio": textbook.__dict__,
                                    "host_syncs_per_step": syncs,
                                    "floor_host_syncs_per_step": floor_syncs}
     prep = preps["trace"]
     pairs = epoch_pairs(prep, size["epochs"], options.device)
     steps_per_epoch = -(-len(prep.bundle.train) // prep.spec.train.batch_size)
     section.data["epoch"] = {"steps_per_epoch": steps_per_epoch}
-    epoch_rows, extra_ms = [], {}
+    epoch_rows, extra_ms, pairs_ratio = [], {}, {}
     for route, (lightning_s, plain_s) in pairs.items():
         epoch = Spread.of([a / b for a, b in zip(lightning_s, plain_s)])
         gap = Spread.of(lightning_s).median - Spread.of(plain_s).median
         extra_ms[route] = gap / steps_per_epoch * 1e3
+        pairs_ratio[route] = epoch.median
         section.data["epoch"][route] = {"lightning_s": lightning_s, "plain_s": plain_s,
                                         "ratio": epoch.__dict__}
         label = "Lightning (pyro-vae, `trace`)" if route == "pyro-vae" else \
@@ -271,26 +289,35 @@ def run(options: Options, command: str) -> Section:
              f"{bare:.2f} ms (the bare LightningModule's excess), the other "
              f"{ours - step_extra - bare:.2f} ms what `VAEModule`/`fit` add (callbacks, the "
              "resumable sampler, the logging steps' extra forward pass, the finite loss-and-"
-             "gradient check) and noise.")
+             "gradient check) and noise. The bare LightningModule (no callbacks, no logger) "
+             f"is {pairs_ratio['bare Lightning']:.3f}× the plain loop by itself: of the "
+             f"{EPOCH_TARGET:.2f}× target that leaves "
+             f"{max(0.0, EPOCH_TARGET - pairs_ratio['bare Lightning']) * 100:.0f} % of a plain "
+             "epoch for everything pyro-vae adds.")
     section.body = "\n\n".join([
         f"Setup: {describe(prep, name, overrides)}; Adam lr {prep.spec.train.lr}, "
         f"{options.threads} threads. {size['blocks']} interleaved blocks of {size['steps']} "
         "steps per route; ratio = median of the per-block paired ratios (IQR beside it).",
-        table(["estimator", "pyro-vae ms/step", "densities w/o tracing ms/step",
-               "plain ms/step", "ratio", "ratio IQR", "w/o tracing ratio",
-               "host syncs/step (ours / plain)"],
-              rows),
-        "*pyro-vae*: the estimator's ELBO module + Adam, exactly what `VAEModule.training_step` "
-        "runs (for `trace` and `mean_field` with a reparameterized guide, their fast path: the "
-        "traced sites' scaled log densities summed in one graph, no per-site host reads). "
-        "*densities w/o tracing*: the same VAE's distributions summed in plain torch "
-        "(`vae.log_weights` / `vae.elbo_terms`), no Pyro messengers: the gap between it and "
-        "pyro-vae is the cost of Pyro's machinery (running model and guide under Pyro's "
-        "plate, trace and replay handlers); the gap between it and the floor is the cost of "
-        "going through `torch.distributions` objects and, for `trace`, of the Monte Carlo "
-        "log q − log p in place of the closed-form KL. *host syncs*: `.item()`-style "
-        "device→host reads per step (Adam reads its step counter once per parameter tensor "
-        "on both sides; any beyond that are the estimator's).",
+        table(["estimator", "pyro-vae ms/step", "Pyro eager ms/step",
+               "densities w/o Pyro ms/step", "plain ms/step", "plain, default Adam ms/step",
+               "ratio", "ratio IQR", "Pyro eager ratio", "w/o Pyro ratio",
+               "pyro-vae / plain with default Adam", "host syncs/step (ours / plain)"], rows),
+        "*pyro-vae*: exactly what `VAEModule.training_step` runs: the estimator's loss replayed "
+        "from its `torch.jit` trace (`train.jit`, on by default; "
+        "`inference.compiled.TracedLoss`), then torch's fused Adam. *Pyro eager* "
+        "(`train.jit=false`): the same ELBO module run through Pyro's handlers every step (for "
+        "`trace` and `mean_field` with a reparameterized guide their fast path: the traced "
+        "sites' scaled log densities summed in one graph). *densities w/o Pyro*: the same "
+        "VAE's distributions summed in plain torch (`vae.log_weights` / `vae.elbo_terms`), no "
+        "Pyro messengers. *plain*: the hand-written loss with the same fused Adam, the floor "
+        "of the target. *plain, default Adam*: the same loop with `torch.optim.Adam`'s default "
+        "per-tensor implementation, what a textbook loop runs; its column shows what a user "
+        "gains against it. The gap between Pyro eager and the densities is Pyro's handler "
+        "machinery (plates, trace, replay: Python per sample site), the gap between the "
+        "densities and the floor the `torch.distributions` objects and, for `trace`, the Monte "
+        "Carlo log q − log p in place of the closed-form KL; the trace removes both kinds of "
+        "Python and leaves the tensor ops. *host syncs*: `.item()`-style device→host reads per "
+        "step.",
         f"Whole epoch ({steps_per_epoch} steps, validation and checkpoint included on all "
         f"sides, {size['epochs']} pairs after a warm-up pair, each Lightning epoch paired with "
         "the plain loop's next one):",
