@@ -13,6 +13,7 @@ smoke-sized one (one epoch on a subset: its numbers are not comparable with the 
 
 from __future__ import annotations
 
+import json
 import statistics
 import tempfile
 import time
@@ -21,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import Options, Section, Skip, prepared, spec_from, table
+from benchmarks.common import REPO, Options, Section, Skip, prepared, spec_from, table
+from pyro_vae.atomic import write_text_atomic
 from pyro_vae.evaluate import evaluate
 from pyro_vae.train import fit
 
@@ -35,6 +37,8 @@ MODELS = (
     ("digits, categorical-17", "digits-categorical.yaml", ()),
 )
 TOY_NETS = ("latent_dim=4", "encoder.hidden=[16]", "decoder.hidden=[16]")
+#: Finished (model, seed) runs of the long protocols; delete the file to train them again.
+RUNS = REPO / "benchmarks" / "results" / "runs" / "quality.json"
 
 
 @dataclass(frozen=True)
@@ -103,21 +107,46 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
+def _load_runs() -> dict[str, dict[str, float]]:
+    try:
+        return json.loads(RUNS.read_text())
+    except FileNotFoundError:
+        return {}
+
+
 def run(options: Options, command: str, protocol: Protocol, quick: bool) -> Section:
+    """Seeds outermost, so a run cut short holds whole seeds. Outside ``quick`` each finished
+    (model, seed) is kept in :data:`RUNS` under its config, overrides and test-image count, and
+    found there again: an interrupted run continues where it stopped."""
     key = "quality-quick" if quick else "quality"
     kind = "quick smoke run" if quick else "full protocol" if protocol == FULL else \
         "reduced protocol"
     section = Section(key, f"Quality: test log p(x) ({kind})", command)
     rows, notes = [], []
+    cache = {} if quick else _load_runs()
+    finished: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in MODELS}
+    skipped: dict[str, str] = {}
+    for seed in protocol.seeds:
+        for label, config, extra in MODELS:
+            if label in skipped:
+                continue
+            overrides = overrides_for(config, extra, protocol, seed, options)
+            run_key = json.dumps([config, overrides, protocol.test_points])
+            if run_key not in cache:
+                try:
+                    cache[run_key] = train_and_score(config, overrides, protocol, options)
+                except Skip as exc:
+                    skipped[label] = str(exc)
+                    continue
+                if not quick:
+                    RUNS.parent.mkdir(parents=True, exist_ok=True)
+                    write_text_atomic(RUNS, json.dumps(cache, indent=1) + "\n")
+            finished[label].append(cache[run_key])
     for label, config, extra in MODELS:
-        runs = []
-        try:
-            for seed in protocol.seeds:
-                overrides = overrides_for(config, extra, protocol, seed, options)
-                runs.append(train_and_score(config, overrides, protocol, options))
-        except Skip as exc:
-            notes.append(f"{label}: skipped ({exc})")
+        if label in skipped:
+            notes.append(f"{label}: skipped ({skipped[label]})")
             continue
+        runs = finished[label]
         section.data[label] = runs
         if any(r["active_units"] == 0 for r in runs):
             notes.append(f"**{label}: posterior collapse** (no active unit: q(z|x) ≈ p(z), "
@@ -156,7 +185,10 @@ def run(options: Options, command: str, protocol: Protocol, quick: bool) -> Sect
                "test ELBO", "mean MC s.e.", "active units", "train s (all seeds)",
                "eval s (all seeds)"], rows),
         "log p(x) is the importance-sampled stochastic lower bound (mean over test images); "
-        "MC s.e. is the mean per-image Monte Carlo standard error of that bound.",
+        "MC s.e. is the mean per-image Monte Carlo standard error of that bound."
+        + ("" if quick else " Each (model, seed) run is kept in "
+           "`benchmarks/results/runs/quality.json` when it finishes: an interrupted run "
+           "continues where it stopped (delete the file to train again)."),
         *notes,
     ])
     return section

@@ -316,8 +316,10 @@ def run(options: Options, command: str) -> Section:
         "machinery (plates, trace, replay: Python per sample site), the gap between the "
         "densities and the floor the `torch.distributions` objects and, for `trace`, the Monte "
         "Carlo log q − log p in place of the closed-form KL; the trace removes both kinds of "
-        "Python and leaves the tensor ops. *host syncs*: `.item()`-style device→host reads per "
-        "step.",
+        "Python and leaves the tensor ops. *host syncs*: `.item()`-style reads of a tensor "
+        "into a Python number per step; the trace's are its recorded shape arithmetic "
+        "(`aten::Int` on the 0-d int64 CPU tensors of `prim::NumToTensor`), which wait for no "
+        "device; fused Adam reads none.",
         f"Whole epoch ({steps_per_epoch} steps, validation and checkpoint included on all "
         f"sides, {size['epochs']} pairs after a warm-up pair, each Lightning epoch paired with "
         "the plain loop's next one):",
