@@ -22,8 +22,8 @@ What a trace fixes, and how each stays right:
   the global generator, consuming it exactly as the eager program does (tracing itself runs under
   ``torch.random.fork_rng`` and leaves the generator where it was);
 * a program whose ops depend on the data (a loop over a tensor's values, an ``.item()`` in a
-  branch) would be traced wrongly, and so would a gradient the trace's autodiff gets wrong (it
-  does for DReG's doubly reparameterized surrogate): every new trace is checked once against the
+  branch) would be traced wrongly, and so would a gradient that Python reshapes outside the ops
+  (a tensor hook, as DReG's doubly reparameterized gradient uses): every new trace is checked once against the
   eager program on the next call's data (not the data it was traced on) with the same draws; a
   loss or a parameter's gradient differing by more than ``rtol`` (relative) keeps that signature
   eager for good and warns once.
@@ -35,10 +35,8 @@ warning is silenced around the one call that makes each trace.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Hashable
-from typing import Any
 
 import torch
 from torch import Tensor, nn

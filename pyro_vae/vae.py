@@ -15,7 +15,6 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import pyro
-import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.distributions.kl import kl_divergence
