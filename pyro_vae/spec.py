@@ -42,7 +42,8 @@ class TrainSpec:
     ``accelerator``/``devices``/``strategy`` as in Lightning's Trainer; ``ddp`` runs one process
     per device. ``jit`` replays the estimator's loss from a ``torch.jit`` trace after its first
     step at each batch shape and β (:class:`inference.compiled.TracedLoss`, checked against the
-    eager loss once); ``false`` runs Pyro's handlers every step.
+    eager loss once); ``false`` runs Pyro's handlers every step, as ``dreg`` always does (its
+    gradient hook is Python, which a trace does not hold).
     """
 
     max_epochs: int = 20
