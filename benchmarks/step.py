@@ -56,7 +56,8 @@ def train_step(module: VAEModule, optimizer: torch.optim.Optimizer, x: torch.Ten
                step: int, loss_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
     """What ``VAEModule.training_step`` computes (β for the step, the estimator's loss with
     validation off; ``loss_fn`` is ``module.loss``, the traced loss, by default, or
-    ``module.loss_module``, Pyro eager), then Lightning's automatic optimisation: zero_grad, backward, step."""
+    ``module.loss_module``, Pyro eager), then Lightning's automatic optimisation: zero_grad,
+    backward, step."""
     module.vae.kl_scale = module.kl_scale(step)
     with pyro.validation_enabled(False):
         loss = (loss_fn or module.loss)(x)
@@ -111,7 +112,7 @@ def step_runs(prep: Prepared, steps: int, device: torch.device) -> dict[str, Cal
                 opt.step()
         return run
 
-    return {"pyro-vae": ours, "Pyro eager": pyro_eager, "densities, no tracing": densities,
+    return {"pyro-vae": ours, "Pyro eager": pyro_eager, "densities, no Pyro": densities,
             "plain PyTorch": floor(plain, plain_opt),
             "plain, default Adam": floor(textbook, textbook_opt)}
 
@@ -244,7 +245,7 @@ def run(options: Options, command: str) -> Section:
         ms = {k: Spread.of([t / size["steps"] * 1e3 for t in v]) for k, v in times.items()}
         ratio = ratios(times, "pyro-vae", "plain PyTorch")
         eager = ratios(times, "Pyro eager", "plain PyTorch")
-        untraced = ratios(times, "densities, no tracing", "plain PyTorch")
+        untraced = ratios(times, "densities, no Pyro", "plain PyTorch")
         textbook = ratios(times, "pyro-vae", "plain, default Adam")
         syncs = host_syncs(runs["pyro-vae"], size["steps"])
         floor_syncs = host_syncs(runs["plain PyTorch"], size["steps"])

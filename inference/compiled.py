@@ -23,8 +23,8 @@ What a trace fixes, and how each stays right:
   ``torch.random.fork_rng`` and leaves the generator where it was);
 * a program whose ops depend on the data (a loop over a tensor's values, an ``.item()`` in a
   branch) would be traced wrongly, and so would a gradient that Python reshapes outside the ops
-  (a tensor hook, as DReG's doubly reparameterized gradient uses): every new trace is checked once against the
-  eager program on the next call's data (not the data it was traced on) with the same draws; a
+  (a tensor hook, as DReG's doubly reparameterized gradient uses): every new trace is checked
+  once against the eager program on the next call's data (not the data it was traced on) with the same draws; a
   loss or a parameter's gradient differing by more than ``rtol`` (relative) keeps that signature
   eager for good and warns once.
 

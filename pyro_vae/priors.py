@@ -67,7 +67,7 @@ class DiagonalNormalMixture(dist.MixtureSameFamily):
         shifted, precision = locs - self._centre, scales.pow(-2)
         self._weights = torch.cat([-0.5 * precision, shifted * precision], -1)  # (K, 2D)
         self._bias = (self._log_pi - 0.5 * (shifted.square() * precision).sum(-1)
-                      - scales.log().sum(-1) - 0.5 * locs.shape[-1] * math.log(2 * math.pi))
+                      - scales.log().sum(-1) - locs.shape[-1] * gaussians.HALF_LOG_2PI)
 
     def expand(self, batch_shape: torch.Size,
                _instance: DiagonalNormalMixture | None = None) -> DiagonalNormalMixture:
@@ -85,8 +85,8 @@ class DiagonalNormalMixture(dist.MixtureSameFamily):
         scores = torch.addmm(self._bias, features.reshape(-1, features.shape[-1]),
                              self._weights.mT).reshape(*features.shape[:-1], -1)
         top, k = scores.max(-1)
-        exact = (self._log_pi[k]
-                 + dist.Normal(self._locs[k], self._scales[k]).log_prob(value).sum(-1))
+        exact = self._log_pi[k] + gaussians.DiagonalNormal(self._locs[k],
+                                                           self._scales[k]).log_prob(value)
         # logsumexp_k a_k − a_k* + exact, with a_k* as the shift
         log_p = exact + (scores - top.unsqueeze(-1)).exp().sum(-1).log()
         return log_p.expand(torch.broadcast_shapes(log_p.shape, self.batch_shape))

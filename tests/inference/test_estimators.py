@@ -42,7 +42,8 @@ class Model(PyroModule):
     def forward(self, x: Tensor) -> None:
         with pyro.plate("data", self.full_size or len(x), subsample=torch.arange(len(x))):
             with poutine.scale(scale=self.beta):
-                z = pyro.sample("z", self.prior_family(torch.zeros(self.W.shape[1]), 1.0).to_event(1))
+                prior = self.prior_family(torch.zeros(self.W.shape[1]), 1.0).to_event(1)
+                z = pyro.sample("z", prior)
             pyro.sample("x", dist.Normal(z @ self.W.T + self.b, self.sigma).to_event(1), obs=x)
 
 
