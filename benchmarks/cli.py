@@ -11,6 +11,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -53,6 +54,7 @@ def finish(args: argparse.Namespace, options: Options, runners: dict[str, Runner
     with tempfile.TemporaryDirectory() as tmp:
         results = args.results or (Path(tmp) if options.toy else REPO / "benchmarks" / "results")
         out = args.out or (None if options.toy else REPO / "BENCHMARKS.md")
+        options = replace(options, results=results)
         command = command_line()
         load_at_start = [round(v, 2) for v in os.getloadavg()]  # before this run added any
         for key, runner in runners.items():

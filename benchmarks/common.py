@@ -40,11 +40,13 @@ class Skip(Exception):
 
 @dataclass(frozen=True)
 class Options:
-    """Run-wide settings: the device, the CPU threads, and toy sizes for smoke runs."""
+    """Run-wide settings: the device, the CPU threads, toy sizes for smoke runs, and the folder
+    the section records go to (set by ``finish``; a long benchmark keeps its finished runs there)."""
 
     device: torch.device = torch.device("cpu")
     threads: int = 2
     toy: bool = False
+    results: Path | None = None
 
 
 @dataclass

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import REPO, Options, Section, Skip, prepared, spec_from, table
+from benchmarks.common import Options, Section, Skip, prepared, spec_from, table
 from pyro_vae.atomic import write_text_atomic
 from pyro_vae.evaluate import evaluate
 from pyro_vae.train import fit
@@ -37,8 +37,9 @@ MODELS = (
     ("digits, categorical-17", "digits-categorical.yaml", ()),
 )
 TOY_NETS = ("latent_dim=4", "encoder.hidden=[16]", "decoder.hidden=[16]")
-#: Finished (model, seed) runs of the long protocols; delete the file to train them again.
-RUNS = REPO / "benchmarks" / "results" / "runs" / "quality.json"
+#: Finished (model, seed) runs of a non-quick protocol, under the results folder; delete the
+#: file to train them again.
+RUNS = Path("runs") / "quality.json"
 
 
 @dataclass(frozen=True)
@@ -107,23 +108,24 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
-def _load_runs() -> dict[str, dict[str, float]]:
+def _load_runs(path: Path | None) -> dict[str, dict[str, float]]:
     try:
-        return json.loads(RUNS.read_text())
+        return json.loads(path.read_text()) if path else {}
     except FileNotFoundError:
         return {}
 
 
 def run(options: Options, command: str, protocol: Protocol, quick: bool) -> Section:
     """Seeds outermost, so a run cut short holds whole seeds. Outside ``quick`` each finished
-    (model, seed) is kept in :data:`RUNS` under its config, overrides and test-image count, and
-    found there again: an interrupted run continues where it stopped."""
+    (model, seed) is kept in :data:`RUNS` (under ``options.results``) by its config, overrides
+    and test-image count, and found there again: an interrupted run continues where it stopped."""
     key = "quality-quick" if quick else "quality"
     kind = "quick smoke run" if quick else "full protocol" if protocol == FULL else \
         "reduced protocol"
     section = Section(key, f"Quality: test log p(x) ({kind})", command)
     rows, notes = [], []
-    cache = {} if quick else _load_runs()
+    runs_path = None if quick or options.results is None else options.results / RUNS
+    cache = _load_runs(runs_path)
     finished: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in MODELS}
     skipped: dict[str, str] = {}
     for seed in protocol.seeds:
@@ -138,9 +140,9 @@ def run(options: Options, command: str, protocol: Protocol, quick: bool) -> Sect
                 except Skip as exc:
                     skipped[label] = str(exc)
                     continue
-                if not quick:
-                    RUNS.parent.mkdir(parents=True, exist_ok=True)
-                    write_text_atomic(RUNS, json.dumps(cache, indent=1) + "\n")
+                if runs_path:
+                    runs_path.parent.mkdir(parents=True, exist_ok=True)
+                    write_text_atomic(runs_path, json.dumps(cache, indent=1) + "\n")
             finished[label].append(cache[run_key])
     for label, config, extra in MODELS:
         if label in skipped:
@@ -186,9 +188,9 @@ def run(options: Options, command: str, protocol: Protocol, quick: bool) -> Sect
                "eval s (all seeds)"], rows),
         "log p(x) is the importance-sampled stochastic lower bound (mean over test images); "
         "MC s.e. is the mean per-image Monte Carlo standard error of that bound."
-        + ("" if quick else " Each (model, seed) run is kept in "
-           "`benchmarks/results/runs/quality.json` when it finishes: an interrupted run "
-           "continues where it stopped (delete the file to train again)."),
+        + ("" if runs_path is None else " Each (model, seed) run is kept in "
+           f"`{RUNS}` beside the results (`benchmarks/results/` by default) when it finishes: an "
+           "interrupted run continues where it stopped (delete the file to train again)."),
         *notes,
     ])
     return section
@@ -208,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     changes = {"epochs": args.epochs, "seeds": tuple(args.seeds) if args.seeds else None,
                "test_points": args.test_points}
     protocol = replace(protocol, **{k: v for k, v in changes.items() if v is not None})
-    quick = args.quick or options.toy
+    quick = args.quick
     finish(args, options, {"quality": lambda o, c: run(o, c, protocol, quick)})
 
 

@@ -36,8 +36,15 @@ def test_every_benchmark_runs_at_toy_size_and_the_report_holds_every_section(tmp
     assert len(records["quality-quick"]["data"]) == 4  # VAE, IWAE-DReG, VampPrior, digits
 
 
-def test_the_quality_entry_point_averages_over_seeds(tmp_path):
+def test_the_quality_entry_point_continues_from_finished_runs_and_averages_over_seeds(tmp_path):
+    run(tmp_path, "benchmarks.quality", "--seeds", "0")
+    first = json.loads((tmp_path / "results" / "quality.json").read_text())["data"]
+    cached = tmp_path / "results" / "runs" / "quality.json"
+    assert len(json.loads(cached.read_text())) == 4  # one per model
     report = run(tmp_path, "benchmarks.quality", "--seeds", "0", "1")
-    record = json.loads((tmp_path / "results" / "quality-quick.json").read_text())
-    assert all(len(runs) == 2 for runs in record["data"].values())
+    record = json.loads((tmp_path / "results" / "quality.json").read_text())["data"]
+    assert all(len(runs) == 2 for runs in record.values())
+    # seed 0 was not trained again: its runs, wall times included, are the first call's
+    assert all(record[model][0] == first[model][0] for model in first)
+    assert len(json.loads(cached.read_text())) == 8
     assert " ± " in report  # mean ± std over the two seeds
