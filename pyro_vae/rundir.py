@@ -19,11 +19,25 @@ from pyro_vae.vae import VAE
 
 CONFIG = "config.yaml"
 CHECKPOINTS = "checkpoints"
+FIGURES = "figures"
 NO_CHECKPOINT = "no checkpoint had been written"
 
 
 def last_path(run_dir: Path) -> Path:
     return run_dir / CHECKPOINTS / "last.ckpt"
+
+
+def eval_path(run_dir: Path, split: str, method: str = "is") -> Path:
+    """Where an evaluation of ``split`` by ``method`` is written: ``eval-<split>.json`` for
+    importance sampling, ``eval-<split>-<method>.json`` for another method (e.g. ``ais``), so no
+    evaluation overwrites another split's or method's."""
+    suffix = "" if method == "is" else f"-{method}"
+    return run_dir / f"eval-{split}{suffix}.json"
+
+
+def figures_path(run_dir: Path, split: str) -> Path:
+    """The folder of the figures drawn from ``split``: ``figures/<split>/``."""
+    return run_dir / FIGURES / split
 
 
 def run_config(run_dir: Path) -> Path:
