@@ -1,4 +1,5 @@
-"""Registry of datasets: digits (embedded), mnist and fashion-mnist (IDX files), npz arrays.
+"""Registry of datasets: digits (embedded), mnist and fashion-mnist (IDX files), a user's arrays
+(``npz``: an ``.npz`` archive or an ``.npy`` file) and a folder of PNG/JPEG ``images``.
 
 Every entry is a frozen dataclass of parameters whose ``load()`` returns a :class:`DataBundle`
 of flat float32 splits ``(N, P)``. Shared behaviour:
@@ -7,13 +8,28 @@ of flat float32 splits ``(N, P)``. Shared behaviour:
   ``val_fraction`` (and ``test_fraction`` where a set has no official test split) count items of
   the pool they are carved from; ``limit`` then caps the training split alone;
 * ``values="unit"`` maps pixel levels ``0..L-1`` to ``x / (L-1)`` in [0, 1]; ``"integer"`` keeps
-  the raw levels (for a categorical likelihood); the bundle records ``levels = L``;
+  the raw levels (for a categorical likelihood); the bundle records ``levels = L``. Integer arrays
+  of a user know their levels too: ``levels``, else 256 for uint8, 2 for bool, max + 1 otherwise;
+  float arrays are used as they are;
+* ``layout`` orders an item of three axes: ``channels_first`` (C, H, W) or ``channels_last``
+  (H, W, C, transposed on loading); ``auto`` reads channels first when the first axis is 1 or 3,
+  else channels last when the last one is, else channels first;
 * binarization draws ``x_bin ~ Bernoulli(x)`` per pixel. ``"static"`` binarizes every split once
   with ``torch.Generator().manual_seed(seed)``; ``"dynamic"`` binarizes validation and test once
   the same way and keeps the training split grey, resampling it in every training batch from
   torch's global RNG, so Lightning's seed governs it (the protocol of Burda et al., 2015,
   "Importance Weighted Autoencoders", appendix). Validation and test bits do not depend on the mode.
+* ``transform="standardize"`` fits per dimension the training split's mean μ and standard
+  deviation s (s = 1 where it is 0) and feeds the model x' = (x − μ)/s; ``"dequantize"`` feeds
+  integer levels k as x' = (k + u)/L (``values: unit``) or k + u (``integer``), u ~ U[0, 1)ᴾ,
+  drawn afresh for every training batch and once (seeded) for validation and test. Either way
+  the bundle's ``log_jacobian`` is log |∂x'/∂x| per item, so that on the original scale
 
+      log p(x) = log p'(x') + log_jacobian,   log_jacobian = −Σ_i log s_i   (standardize)
+      log P(k) ≥ E_u log p'(x') + log_jacobian,   log_jacobian = −P log L   (dequantize, unit)
+
+  (the second is the dequantization bound of Theis et al. 2016, "A note on the evaluation of
+  generative models"; log_jacobian = 0 for ``integer``).
 Every failure the user can cause is a one-line :class:`~pyro_vae.registry.SpecError` that names
 the key or the file.
 """
@@ -27,6 +43,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import ClassVar, Literal, Protocol
 
 import numpy as np
@@ -34,12 +51,15 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from pyro_vae.registry import Registry, SpecError, choices_text, frozen_params
+from pyro_vae.registry import Component, Registry, SpecError, choices_text, frozen_params
 
 Binarize = Literal["none", "dynamic", "static"]
 Values = Literal["unit", "integer"]
+Layout = Literal["auto", "channels_first", "channels_last"]
+Transform = Literal["none", "standardize", "dequantize"]
 SPLITS = ("train", "val", "test")
 SYSTEM_DIR = Path("/usr/share/datasets")  # Debian's dataset-* packages install here
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
@@ -62,6 +82,17 @@ def _resample(rows: list[Tensor]) -> Tensor:
     return torch.bernoulli(torch.stack(rows))
 
 
+@dataclass(frozen=True)
+class _Dequantize:
+    """Collate rows k/d into (k + u)/d, u ~ U[0, 1)ᴾ afresh (global torch RNG)."""
+
+    divisor: float
+
+    def __call__(self, rows: list[Tensor]) -> Tensor:
+        x = torch.stack(rows)
+        return x + torch.rand_like(x) / self.divisor
+
+
 @dataclass
 class DataBundle:
     """Flat float32 splits ``(N, P)`` with ``P = prod(shape)``, their labels and how they were made.
@@ -78,6 +109,12 @@ class DataBundle:
     levels: int | None = None
     integer: bool = False  # values are the raw levels 0..levels-1 (else in [0, 1] or arbitrary)
     binarize: Binarize = "none"
+    transform: Transform = "none"
+    loc: Tensor | None = None  # standardize: x' = (x − loc) / scale, per dimension
+    scale: Tensor | None = None
+    log_jacobian: float = 0.0  # log |∂x'/∂x| per item: log p(x) = log p'(x') + log_jacobian
+    collate: Callable[[list[Tensor]], Tensor] | None = None  # draws a training batch afresh
+    notes: tuple[str, ...] = ()  # what loading decided on its own (e.g. a detected layout)
 
     @property
     def is_image(self) -> bool:
@@ -86,6 +123,27 @@ class DataBundle:
     @property
     def dim(self) -> int:
         return self.train.shape[1]
+
+    @property
+    def scale_name(self) -> str:
+        """The scale the model sees: ``standardized``, ``dequantized`` or ``data``."""
+        return {"standardize": "standardized", "dequantize": "dequantized"}.get(self.transform,
+                                                                                "data")
+
+    def to_data(self, x: Tensor) -> Tensor:
+        """Model scale → the data's own: x = μ + s x' for standardize, else x itself."""
+        if self.loc is None or self.scale is None:
+            return x
+        return x * self.scale.to(x.device) + self.loc.to(x.device)
+
+    def describe(self) -> str:
+        """One line: the set, its splits, item shape, values and transform."""
+        sizes = "/".join(str(len(getattr(self, s))) for s in SPLITS)
+        values = (f"{self.levels} levels" + (" (integers)" if self.integer else "")
+                  if self.levels else "real values")
+        extra = "" if self.transform == "none" else f", {self.transform}d"
+        return (f"{self.name}: train/val/test {sizes}, items {'×'.join(map(str, self.shape))}, "
+                f"{values}{extra}" + "".join(f"; {n}" for n in self.notes))
 
     def split(self, name: str) -> Tensor:
         if name not in SPLITS:
@@ -98,9 +156,8 @@ class DataBundle:
     def loader(self, split: str, batch_size: int, shuffle: bool,
                generator: torch.Generator | None = None) -> DataLoader:
         """A standard DataLoader yielding plain ``x`` batches of shape (B, P), not tuples."""
-        dynamic = split == "train" and self.binarize == "dynamic"
         return DataLoader(_Rows(self.split(split)), batch_size=batch_size, shuffle=shuffle,
-                          generator=generator, collate_fn=_resample if dynamic else None)
+                          generator=generator, collate_fn=self.collate if split == "train" else None)
 
 
 class DataSource(Protocol):
@@ -110,6 +167,15 @@ class DataSource(Protocol):
 
 
 DATASETS: Registry[DataSource] = Registry("data")
+
+
+def absolute_paths(data: Component) -> Component:
+    """``data`` with its ``path`` and ``root`` made absolute (``~`` expanded, relative to the
+    working directory), so that a run's config.yaml finds its data from any directory."""
+    params = {k: str(Path(v).expanduser().absolute())
+              if k in ("path", "root") and isinstance(v, str) else v
+              for k, v in data.params.items()}
+    return Component(data.name, params)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -135,18 +201,27 @@ class _Common:
     val_fraction: float = 0.1
     seed: int = 0
     limit: int | None = None
+    values: Values = "unit"
+    transform: Transform = "none"
 
     def __post_init__(self) -> None:
         _check_fraction("val_fraction", self.val_fraction)
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
+        if self.binarize != "none" and self.values != "unit":
+            raise ValueError(f"binarize={self.binarize!r} needs values='unit' (pixels in [0, 1]), "
+                             f"got values={self.values!r}")
+        if self.binarize != "none" and self.transform != "none":
+            raise ValueError(f"transform={self.transform!r} needs binarize='none' (binary data "
+                             f"have nothing to {self.transform}), got binarize={self.binarize!r}")
 
     def _bundle(self, name: str, pool: np.ndarray, pool_labels: np.ndarray | None,
                 test: tuple[np.ndarray, np.ndarray | None] | None, *, shape: tuple[int, ...],
-                levels: int | None, source: str, divisor: float = 1.0,
-                test_fraction: float = 0.0) -> DataBundle:
-        """Split ``pool`` (N, ...) into train/val (and test, when ``test`` is None), then
-        ``x / divisor``, check and binarize. ``levels``: pixel levels ``0..levels-1``, or None."""
+                levels: int | None, source: str, test_fraction: float = 0.0,
+                notes: tuple[str, ...] = ()) -> DataBundle:
+        """Split ``pool`` (N, ...) into train/val (and test, when ``test`` is None), then scale
+        to ``values``, check, binarize and transform. ``levels``: pixel levels ``0..levels-1``
+        (integer items), or None (real values, used as they are)."""
         for a in (pool, None if test is None else test[0]):
             bad = 0 if a is None or a.dtype.kind != "f" else a.size - int(np.isfinite(a).sum())
             if bad:
@@ -167,14 +242,46 @@ class _Common:
                   for s, i in index.items()}
         if test is not None:
             arrays["test"] = test
+        divisor = self._divisor(levels, source)
         x = {s: torch.from_numpy(np.array(a, np.float32).reshape(len(a), math.prod(shape)))
              .div_(divisor) for s, (a, _) in arrays.items()}
         labels = {s: None if y is None else torch.from_numpy(np.asarray(y, np.int64))
                   for s, (_, y) in arrays.items()}
         if self.binarize != "none":
             x = self._binarized(x, source)
-        return DataBundle(name=name, shape=shape, labels=labels, levels=levels,
-                          binarize=self.binarize, integer=levels is not None and divisor == 1, **x)
+        bundle = DataBundle(name=name, shape=shape, labels=labels, levels=levels,
+                            binarize=self.binarize, transform=self.transform, notes=notes,
+                            integer=levels is not None and self.values == "integer", **x)
+        if self.binarize == "dynamic":
+            bundle.collate = _resample
+        if self.transform == "dequantize":
+            self._dequantize(bundle, divisor)
+        elif self.transform == "standardize":
+            _standardize(bundle)
+        return bundle
+
+    def _divisor(self, levels: int | None, source: str) -> float:
+        """What integer levels are divided by: L − 1 for ``unit`` (L when dequantized), else 1."""
+        if levels is None:
+            if self.values == "integer" or self.transform == "dequantize":
+                key = "values" if self.values == "integer" else "transform"
+                raise SpecError(f"data.{key}", f"{getattr(self, key)} needs integer data; "
+                                f"{source} holds real values (save them as integers, or use "
+                                "values: unit, transform: none or standardize)")
+            return 1.0
+        if self.values == "integer":
+            return 1.0
+        return float(levels if self.transform == "dequantize" else levels - 1)
+
+    def _dequantize(self, bundle: DataBundle, divisor: float) -> None:
+        """x' = (k + u)/d: noise drawn once (seeded) for val and test, per batch for train."""
+        g = torch.Generator().manual_seed(self.seed)
+        for split in ("val", "test"):
+            x = getattr(bundle, split)
+            x.add_(torch.rand(x.shape, generator=g).div_(divisor))
+        bundle.integer = False
+        bundle.collate = _Dequantize(divisor)
+        bundle.log_jacobian = -bundle.dim * math.log(divisor)
 
     def _binarized(self, x: dict[str, Tensor], source: str) -> dict[str, Tensor]:
         for split, v in x.items():
@@ -187,23 +294,24 @@ class _Common:
         return {**out, "train": torch.bernoulli(x["train"], generator=g) if static else x["train"]}
 
 
-@frozen_params
-class _Images(_Common):
-    values: Values = "unit"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.binarize != "none" and self.values != "unit":
-            raise ValueError(f"binarize={self.binarize!r} needs values='unit' (pixels in [0, 1]), "
-                             f"got values={self.values!r}")
-
-    def _divisor(self, levels: int) -> int:
-        return levels - 1 if self.values == "unit" else 1
+def _standardize(bundle: DataBundle) -> None:
+    """x' = (x − μ)/s with the training split's per-dimension mean and standard deviation (s = 1
+    where a dimension is constant); log_jacobian = −Σ_i log s_i."""
+    train = bundle.train.double()
+    loc = train.mean(0)
+    scale = train.std(0, correction=0) if len(train) > 1 else torch.ones_like(loc)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    for split in SPLITS:
+        x = getattr(bundle, split)
+        setattr(bundle, split, ((x.double() - loc) / scale).float())
+    bundle.loc, bundle.scale = loc.float(), scale.float()
+    bundle.log_jacobian = -float(scale.log().sum())
+    bundle.integer = False
 
 
 @DATASETS.register("digits")
 @frozen_params
-class Digits(_Images):
+class Digits(_Common):
     """scikit-learn's bundled 8x8 digits (1797 items, grey levels 0..16, labels 0..9; the test
     set of UCI optdigits). No official split: ``test_fraction`` of the items form the test set."""
 
@@ -218,7 +326,7 @@ class Digits(_Images):
 
         digits = load_digits()
         return self._bundle("digits", digits.images, digits.target, None, shape=(1, 8, 8),
-                            levels=17, source="scikit-learn digits", divisor=self._divisor(17),
+                            levels=17, source="scikit-learn digits",
                             test_fraction=self.test_fraction)
 
 
@@ -263,7 +371,7 @@ def _cache_dir() -> Path:
 
 
 @frozen_params
-class _Idx(_Images):
+class _Idx(_Common):
     """28x28 grey images, 256 levels, from the four IDX files (raw or ``.gz``) of an official
     60000/10000 train/test split; validation is carved from the training files."""
 
@@ -319,7 +427,7 @@ class _Idx(_Images):
         train = read_idx_pair(files[0], files[1], (28, 28))
         test = read_idx_pair(files[2], files[3], (28, 28))
         return self._bundle(self.dataset, *train, test, shape=(1, 28, 28), levels=256,
-                            source=str(files[0].parent), divisor=self._divisor(256))
+                            source=str(files[0].parent))
 
 
 @DATASETS.register("mnist")
@@ -341,17 +449,16 @@ class FashionMnist(_Idx):
     hint: ClassVar[str] = "; on Debian/Ubuntu: apt install dataset-fashion-mnist"
 
 
-@DATASETS.register("npz")
 @frozen_params
-class Npz(_Common):
-    """A user's ``.npz`` archive: items along axis 0 of array ``key``, used as they are (float32,
-    no levels). ``shape`` is the per-item shape, a C-order reshape (default: the array's trailing
-    shape, with a channel axis put in front of a 2-D (H, W)); ``labels_key`` an integer array."""
+class _Arrays(_Common):
+    """Items along axis 0 of a user's array. ``shape``: the per-item shape, a C-order reshape
+    (default: the array's trailing shape, a channel axis put in front of a 2-D (H, W));
+    ``layout`` orders three axes (module docstring); ``levels`` of integer items."""
 
     path: str
-    key: str = "x"
     shape: tuple[int, ...] | None = None
-    labels_key: str | None = None
+    layout: Layout = "auto"
+    levels: int | None = None
     test_fraction: float = 0.2
 
     def __post_init__(self) -> None:
@@ -359,35 +466,122 @@ class Npz(_Common):
         _check_test_fraction(self.val_fraction, self.test_fraction)
         if self.shape is not None and (not self.shape or min(self.shape) < 1):
             raise ValueError(f"shape must be a list of sizes >= 1, got {list(self.shape)}")
+        if self.levels is not None and self.levels < 2:
+            raise ValueError(f"levels must be >= 2, got {self.levels}")
+
+    def _items(self, name: str, x: np.ndarray, y: np.ndarray | None, source: str,
+               layout: Layout | None = None) -> DataBundle:
+        """Check ``x`` (N, ...) and its labels, order its axes (``layout``, by default the
+        spec's) and find its levels."""
+        if x.ndim < 2:
+            raise SpecError("data", f"{source} has shape {list(x.shape)}; expected items "
+                            "along axis 0, (N, ...)")
+        item = x.shape[1:]
+        shape = tuple(self.shape or ((1, *item) if len(item) == 2 else item))
+        if math.prod(shape) != math.prod(item):
+            raise SpecError("data.shape", f"{list(shape)} holds {math.prod(shape)} values; the "
+                            f"items of {source} have shape {list(item)}, {math.prod(item)} values")
+        if y is not None and y.shape != (len(x),):
+            raise SpecError("data.labels_key", f"labels of {source} have shape "
+                            f"{list(y.shape)}; expected one label per item, [{len(x)}]")
+        layout, notes = layout or self.layout, ()
+        if len(shape) == 3 and layout == "auto":
+            last = shape[0] not in (1, 3) and shape[2] in (1, 3)
+            layout = "channels_last" if last else "channels_first"
+            notes = (f"layout {layout} (detected; set data.layout to change)",)
+        if len(shape) == 3 and layout == "channels_last":
+            x = x.reshape(len(x), *shape).transpose(0, 3, 1, 2)
+            shape = (shape[2], shape[0], shape[1])
+        return self._bundle(name, x, y, None, shape=shape, levels=self._levels(x, source),
+                            source=source, test_fraction=self.test_fraction, notes=notes)
+
+    def _levels(self, x: np.ndarray, source: str) -> int | None:
+        """L for integer items (``levels``, else 256 for uint8, 2 for bool, max + 1), checked
+        against the values; None for real values."""
+        if x.dtype.kind not in "biu":
+            if self.levels is not None:
+                raise SpecError("data.levels", f"{source} holds real values ({x.dtype}); levels "
+                                "describe integer data")
+            return None
+        default = {"b": 2}.get(x.dtype.kind, 256 if x.dtype == np.uint8 else int(x.max()) + 1)
+        levels = self.levels or max(default, 2)
+        low, high = int(x.min()), int(x.max())
+        if low < 0 or high >= levels:
+            raise SpecError("data.levels", f"{source} holds integers in [{low}, {high}], "
+                            f"outside the levels 0..{levels - 1}")
+        return levels
+
+
+@DATASETS.register("npz")
+@frozen_params
+class Npz(_Arrays):
+    """A user's ``.npz`` archive (array ``key``, labels in ``labels_key``) or ``.npy`` file."""
+
+    key: str = "x"
+    labels_key: str | None = None
 
     def load(self) -> DataBundle:
         path = Path(self.path).expanduser()
         try:
             archive = np.load(path, allow_pickle=False)
         except (OSError, ValueError, zipfile.BadZipFile) as exc:
-            raise SpecError("data.path",
-                            f"{path}: cannot read an .npz archive ({_one_line(exc)})") from None
+            raise SpecError("data.path", f"{path}: cannot read an .npz archive or .npy file "
+                            f"({_one_line(exc)})") from None
         if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise SpecError("data.path", f"{path}: a single array; expected an .npz archive "
-                            "(numpy.savez)")
+            if self.labels_key is not None:
+                raise SpecError("data.labels_key", f"{path} is a single array (.npy) and holds "
+                                "no labels; save an .npz archive (numpy.savez) for labels")
+            _check_kind(archive, "data.path", str(path), "biuf")
+            return self._items(f"npy:{path.name}", archive, None, str(path))
         with archive:
             x = _member(archive, path, "key", self.key, "biuf")
             y = None if self.labels_key is None else _member(archive, path, "labels_key",
                                                               self.labels_key, "biu")
-        source = f"{path}[{self.key!r}]"
-        if x.ndim < 2:
-            raise SpecError("data.key", f"{source} has shape {list(x.shape)}; expected items "
-                            "along axis 0, (N, ...)")
-        item = x.shape[1:]
-        shape = self.shape or ((1, *item) if len(item) == 2 else item)
-        if math.prod(shape) != math.prod(item):
-            raise SpecError("data.shape", f"{list(shape)} holds {math.prod(shape)} values; the "
-                            f"items of {source} have shape {list(item)}, {math.prod(item)} values")
-        if y is not None and y.shape != (len(x),):
-            raise SpecError("data.labels_key", f"{path}[{self.labels_key!r}] has shape "
-                            f"{list(y.shape)}; expected one label per item, [{len(x)}]")
-        return self._bundle(f"npz:{path.name}", x, y, None, shape=tuple(shape), levels=None,
-                            source=source, test_fraction=self.test_fraction)
+        return self._items(f"npz:{path.name}", x, y, f"{path}[{self.key!r}]")
+
+
+@DATASETS.register("images")
+@frozen_params
+class ImageFolder(_Arrays):
+    """PNG/JPEG files of one size in folder ``path`` (read with Pillow, in name order): grey when
+    every file is, else RGB; labels from class subfolders (sorted names → 0, 1, ...) when every
+    file sits in one."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.layout != "auto":
+            raise ValueError("layout does not apply to image files (Pillow gives height, width, "
+                             "channels), leave it out")
+
+    def load(self) -> DataBundle:
+        from PIL import Image, UnidentifiedImageError
+
+        root = Path(self.path).expanduser()
+        if not root.is_dir():
+            raise SpecError("data.path", f"{root}: no such folder of images")
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise SpecError("data.path", f"{root}: no {'/'.join(IMAGE_SUFFIXES)} files in it")
+        images = []
+        for f in files:
+            try:
+                with Image.open(f) as image:
+                    images.append(image.copy())
+            except (OSError, UnidentifiedImageError) as exc:
+                raise SpecError("data.path", f"{f}: unreadable image ({_one_line(exc)})") from None
+        grey = all(i.mode in ("L", "1") for i in images)
+        for f, image in zip(files, images):
+            if image.size != images[0].size:
+                (w, h), (w0, h0) = image.size, images[0].size
+                raise SpecError("data.path", f"{f}: {w}x{h} pixels, but {files[0].name} has "
+                                f"{w0}x{h0}; all images must have one size")
+        x = np.stack([np.asarray(i.convert("L" if grey else "RGB")) for i in images])
+        folders = [f.relative_to(root).parent for f in files]
+        labels = None
+        if all(len(d.parts) == 1 for d in folders):
+            classes = sorted({d.parts[0] for d in folders})
+            labels = np.array([classes.index(d.parts[0]) for d in folders])
+        return self._items(f"images:{root.name}", x, labels, str(root), "channels_last")
 
 
 def _member(archive: np.lib.npyio.NpzFile, path: Path, param: str, key: str,
@@ -401,7 +595,12 @@ def _member(archive: np.lib.npyio.NpzFile, path: Path, param: str, key: str,
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise SpecError(f"data.{param}",
                         f"{path}[{key!r}]: unreadable ({_one_line(exc)})") from None
-    if a.dtype.kind not in kinds:
-        raise SpecError(f"data.{param}", f"{path}[{key!r}] has dtype {a.dtype}; expected "
-                        + ("integers" if kinds == "biu" else "numbers"))
+    _check_kind(a, f"data.{param}", f"{path}[{key!r}]", kinds)
     return a
+
+
+def _check_kind(a: np.ndarray, key: str, source: str, kinds: str) -> None:
+    """SpecError unless ``a`` has a numpy dtype kind in ``kinds``."""
+    if a.dtype.kind not in kinds:
+        raise SpecError(key, f"{source} has dtype {a.dtype}; expected "
+                        + ("integers" if kinds == "biu" else "numbers"))

@@ -3,7 +3,15 @@
     log p̂(x) = log (1/K) Σ_k p(x, z_k)/q(z_k|x),  z_k ~ q(z|x)     (a stochastic lower bound)
     ELBO(x)  = E_q[log p(x|z)] − KL(q(z|x) ‖ p(z))
     active units: #{u : Cov_x(E_q[z_u | x]) > 0.01}                 (Burda et al. 2015)
-    bits/dim = −log p̂(x) / (P ln 2)                                  (discrete likelihoods only)
+    bits/dim = −log p̂(x) / (P ln 2)                   (discrete likelihoods or dequantized data)
+
+A model fitted to transformed data x' = t(x) (``data.transform``) is scored on the data's own
+scale: log p(x) = log p'(x') + log |∂x'/∂x| (the data bundle's ``log_jacobian``), and so are the
+ELBO and its reconstruction term; the output names both scales.
+
+The fast path scores several points per call when K is small: a call holds at most
+``cells = ⌊budget / bytes per (particle, point)⌋`` (particle, point) pairs, so it takes
+``⌊cells / K⌋`` points with all K particles, or one point in chunks of ``cells`` particles.
 """
 
 from __future__ import annotations
@@ -45,7 +53,10 @@ class Evaluation:
     latent_dim: int
     bits_per_dim: float | None
     wall_time_s: float
-    points: MarginalResult = field(repr=False, compare=False)  # per-point estimates
+    points: MarginalResult = field(repr=False, compare=False)  # per point, on the data scale
+    scale: str = "data"  # the scale log_px, elbo and recon are on: always the data's own
+    model_scale: str = "data"  # the scale the model sees: data, standardized or dequantized
+    log_jacobian: float = 0.0  # log |∂x'/∂x|, added to the model's log p'(x') per point
 
     def to_json(self, path: Path) -> None:
         summary = {k: v for k, v in asdict(self).items() if k != "points"}
@@ -53,74 +64,109 @@ class Evaluation:
 
     def lines(self) -> list[str]:
         out = [
-            f"{self.split}: log p(x) ≥ {self.log_px:.3f} ± {self.log_px_sem:.3f} nats "
-            f"(importance sampling, K={self.num_samples}, {self.num_points} points, "
+            f"{self.split}: log p(x) ≥ {self.log_px:.3f} ± {self.log_px_sem:.3f} nats on the "
+            f"data scale (importance sampling, K={self.num_samples}, {self.num_points} points, "
             f"mean ESS {self.ess:.1f})",
             f"{self.split}: ELBO {self.elbo:.3f} = recon {self.recon:.3f} − KL {self.kl:.3f}; "
             f"active units {self.active_units}/{self.latent_dim}",
         ]
+        if self.model_scale != "data":
+            out.insert(1, f"{self.split}: = {self.log_px - self.log_jacobian:.3f} on the "
+                       f"{self.model_scale} scale the model sees + log-Jacobian "
+                       f"{self.log_jacobian:.3f}")
         if self.bits_per_dim is not None:
             out.append(f"{self.split}: {self.bits_per_dim:.4f} bits/dim")
         out.append(f"evaluated in {self.wall_time_s:.1f} s")
         return out
 
 
+@dataclass(frozen=True)
+class Plan:
+    """How the fast path splits the work: ``points`` data points per call, their particles in
+    chunks of ``particles``."""
+
+    points: int
+    particles: int
+
+
 @torch.no_grad()
-def particles_per_chunk(vae: VAE, x: torch.Tensor, num_samples: int,
-                        memory_budget_mb: float) -> int:
-    """Particles drawn at once for the points ``x``: min(K, ⌊budget / bytes per particle⌋), the
-    bytes measured on ``x`` (:func:`inference.marginal.measure_bytes_per_particle`) and the
-    budget capped at 32 MiB. SpecError naming ``evaluate.memory_budget_mb`` when one particle
-    does not fit."""
+def plan_chunks(vae: VAE, x: torch.Tensor, num_samples: int, memory_budget_mb: float,
+                cap_bytes: int = FAST_CHUNK_BYTES) -> Plan:
+    """The (particle, point) pairs one call may hold, ``cells = ⌊budget / b⌋`` with the budget
+    capped at ``cap_bytes`` and b the bytes one particle of one point costs, measured on ``x[:1]``
+    (:func:`inference.marginal.measure_bytes_per_particle`): ⌊cells / K⌋ points per call with
+    all K particles when that is ≥ 1, else one point in chunks of ``cells`` particles.
+    SpecError naming ``evaluate.memory_budget_mb`` when one particle does not fit."""
     with pyro.validation_enabled(False):
-        per_particle = measure_bytes_per_particle(vae.log_weights(x))
+        per_particle = measure_bytes_per_particle(vae.log_weights(x[:1]))
     try:
-        return chunk_size_for_budget(per_particle, min(memory_budget_mb, FAST_CHUNK_BYTES / 2**20),
-                                     num_samples)
+        cells = chunk_size_for_budget(per_particle, min(memory_budget_mb, cap_bytes / 2**20),
+                                      max(num_samples, len(x) * num_samples))
     except ValueError:
         raise SpecError("evaluate.memory_budget_mb", f"{memory_budget_mb:g} MiB is too small for "
-                        f"one importance sample of {len(x)} data point(s), which needs "
+                        f"one importance sample of one data point, which needs "
                         f"{per_particle / 2**20:.3g} MiB; raise it") from None
+    if cells >= num_samples:
+        return Plan(points=max(1, min(len(x), cells // num_samples)), particles=num_samples)
+    return Plan(points=1, particles=cells)
+
+
+def particles_per_chunk(vae: VAE, x: torch.Tensor, num_samples: int,
+                        memory_budget_mb: float) -> int:
+    """Particles drawn at once for one point of ``x`` (:func:`plan_chunks`)."""
+    return plan_chunks(vae, x[:1], num_samples, memory_budget_mb).particles
 
 
 @torch.no_grad()
 def importance_log_px(vae: VAE, x: torch.Tensor, num_samples: int, memory_budget_mb: float,
-                      points_per_call: int = 1, progress: bool = False) -> MarginalResult:
-    """Per-point IS estimate through the VAE's fast path (plain torch, no tracing), in chunks
-    of :func:`particles_per_chunk` particles."""
+                      progress: bool = False, plan: Plan | None = None) -> MarginalResult:
+    """Per-point IS estimate through the VAE's fast path (plain torch, no tracing), split as
+    :func:`plan_chunks` says (or as ``plan`` says)."""
+    plan = plan or plan_chunks(vae, x, num_samples, memory_budget_mb)
     results = []
-    chunk = particles_per_chunk(vae, x[:points_per_call], num_samples, memory_budget_mb)
-    starts = range(0, len(x), points_per_call)
+    starts = range(0, len(x), plan.points)
     with pyro.validation_enabled(False):
-        for i in tqdm(starts, desc=f"log p(x), K={num_samples}", unit="chunk", disable=not progress,
+        for i in tqdm(starts, desc=f"log p(x), K={num_samples}", unit="call", disable=not progress,
                       total=len(starts)):
-            fn = vae.log_weights(x[i:i + points_per_call])
-            results.append(estimate_from_log_weights(fn, num_samples, chunk))
+            fn = vae.log_weights(x[i:i + plan.points])
+            results.append(estimate_from_log_weights(fn, num_samples, plan.particles))
     return MarginalResult.cat(results)
 
 
 @torch.no_grad()
 def evaluate(vae: VAE, x: torch.Tensor, split: str, num_samples: int,
              memory_budget_mb: float, progress: bool = False,
-             log_px: Callable[..., MarginalResult] = importance_log_px) -> Evaluation:
+             log_px: Callable[..., MarginalResult] = importance_log_px,
+             log_jacobian: float = 0.0, model_scale: str = "data",
+             counts: bool = False) -> Evaluation:
     """``log_px(vae, x, num_samples, memory_budget_mb, progress=...)`` gives the per-point IS
-    estimates (the training engine passes one that shards the points over DDP ranks)."""
+    estimates (the training engine passes one that shards the points over DDP ranks).
+
+    ``x`` is on the scale the model sees (``model_scale``); ``log_jacobian`` = log |∂x'/∂x| moves
+    log p̂, the ELBO and its reconstruction term to the data's own scale. ``counts``: the data
+    are integer counts (dequantized), so bits/dim apply though the likelihood is continuous."""
     vae.eval()
     start = time.perf_counter()
-    is_result = log_px(vae, x, num_samples, memory_budget_mb, progress=progress)
+    model = log_px(vae, x, num_samples, memory_budget_mb, progress=progress)
+    is_result = MarginalResult(log_px=model.log_px + log_jacobian, stderr=model.stderr,
+                               ess=model.ess, elbo=model.elbo + log_jacobian,
+                               num_samples=num_samples)
     with pyro.validation_enabled(False):
         terms = vae.elbo_terms(x)
         means = vae.encode(x)[0]
     active = int((means.var(dim=0) > ACTIVE_THRESHOLD).sum()) if len(x) > 1 else 0
-    log_px = is_result.log_px.double()
-    mean_log_px = float(log_px.mean())
-    sem = float(log_px.std() / math.sqrt(len(log_px))) if len(log_px) > 1 else float("nan")
-    bpd = -mean_log_px / (x.shape[1] * math.log(2)) if vae.likelihood.discrete else None
+    log_p = is_result.log_px.double()
+    mean_log_px = float(log_p.mean())
+    sem = float(log_p.std() / math.sqrt(len(log_p))) if len(log_p) > 1 else float("nan")
+    discrete = vae.likelihood.discrete or counts
+    bpd = -mean_log_px / (x.shape[1] * math.log(2)) if discrete else None
     return Evaluation(
         split=split, num_points=len(x), num_samples=num_samples,
         log_px=mean_log_px, log_px_sem=sem,
         log_px_stderr=float(is_result.stderr.mean()), ess=float(is_result.ess.mean()),
-        elbo=float(terms.elbo.mean()), kl=float(terms.kl.mean()), recon=float(terms.recon.mean()),
+        elbo=float(terms.elbo.mean()) + log_jacobian, kl=float(terms.kl.mean()),
+        recon=float(terms.recon.mean()) + log_jacobian,
         active_units=active, latent_dim=vae.latent_dim, bits_per_dim=bpd,
         wall_time_s=time.perf_counter() - start, points=is_result,
+        model_scale=model_scale, log_jacobian=log_jacobian,
     )

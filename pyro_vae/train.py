@@ -247,8 +247,8 @@ def prepare(spec: Spec) -> Prepared:
                 raise SpecError(f"data.{split}_fraction", f"leaves the {split} split of "
                                 f"{bundle.name} empty, but {use}")
             continue
-        if split == "train" and bundle.binarize == "dynamic":
-            x = torch.bernoulli(x[:1000])
+        if split == "train" and bundle.collate is not None:  # as training batches will be
+            x = bundle.collate(list(x[:1000]))
         vae.check_data(x, f"data ({spec.data.name}, {split} split)")
     vae.num_data = len(bundle.train)
     with torch.random.fork_rng(devices=[]):  # one particle must fit evaluate.memory_budget_mb
@@ -416,8 +416,10 @@ def device_for(accelerator: str) -> torch.device:
 
 
 def evaluate_run(prepared: Prepared, device: torch.device, split: str | None = None,
-                 num_samples: int | None = None, progress: bool = False) -> Evaluation:
-    """Importance-sampled evaluation on ``device`` (the spec's ``evaluate`` section by default).
+                 num_samples: int | None = None, progress: bool = False,
+                 limit: int | None = None) -> Evaluation:
+    """Importance-sampled evaluation on ``device`` (the spec's ``evaluate`` section by default)
+    of the first ``limit`` points of the split (all by default), on the data's own scale.
 
     Under DDP rank r estimates log p(x) for points r, r + W, ... with its own RNG stream and the
     per-point estimates are all-gathered, so every rank returns the whole evaluation.
@@ -441,7 +443,10 @@ def evaluate_run(prepared: Prepared, device: torch.device, split: str | None = N
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             if size > 1:  # ranks share one RNG stream after training: give each its own
                 torch.manual_seed(prepared.spec.train.seed + 1 + rank)
-            return evaluate(vae, prepared.bundle.split(split).to(device), split, k,
-                            spec.memory_budget_mb, progress=progress, log_px=log_px)
+            bundle = prepared.bundle
+            return evaluate(vae, bundle.split(split)[:limit].to(device), split, k,
+                            spec.memory_budget_mb, progress=progress, log_px=log_px,
+                            log_jacobian=bundle.log_jacobian, model_scale=bundle.scale_name,
+                            counts=bundle.transform == "dequantize")
     finally:
         vae.cpu()

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from inference import log_marginal_likelihood
-from pyro_vae.evaluate import evaluate, importance_log_px
+from inference.marginal import measure_bytes_per_particle
+from pyro_vae.distributions import DiagonalNormal
+from pyro_vae.evaluate import Plan, evaluate, importance_log_px, plan_chunks
 from pyro_vae.spec import load_spec
 from pyro_vae.vae import VAE
 
@@ -28,7 +30,8 @@ def test_fast_path_equals_the_generic_traced_path_on_the_same_draws(prior):
     torch.manual_seed(7)
     generic = log_marginal_likelihood(vae.model, vae.guide, x, num_samples=K)
     torch.manual_seed(7)
-    fast = importance_log_px(vae, x, K, memory_budget_mb=64, points_per_call=len(x))
+    measure_bytes_per_particle(vae.log_weights(x))  # the generic path's probes draw these
+    fast = importance_log_px(vae, x, K, memory_budget_mb=64, plan=Plan(len(x), K))
     # the same standard-normal draws in the same (K, B, D) layout: equal to float32 rounding
     for name in ("log_px", "stderr", "ess", "elbo"):
         assert torch.allclose(getattr(fast, name), getattr(generic, name), rtol=1e-5, atol=1e-4), name
@@ -38,7 +41,7 @@ def test_fast_path_agrees_with_the_generic_path_within_monte_carlo_error():
     vae, x = small_vae("mixture")
     K = 2000
     generic = log_marginal_likelihood(vae.model, vae.guide, x, num_samples=K)
-    fast = importance_log_px(vae, x, K, memory_budget_mb=64)  # one point per call, other draws
+    fast = importance_log_px(vae, x, K, memory_budget_mb=64, plan=Plan(1, K))  # other draws
     z = (fast.log_px - generic.log_px) / (fast.stderr.square() + generic.stderr.square()).sqrt()
     assert (z.abs() < 4).all()  # independent estimates: 4 combined standard errors
 
@@ -51,3 +54,41 @@ def test_evaluate_summary_is_consistent():
     assert result.bits_per_dim == pytest.approx(-result.log_px / (16 * math.log(2)))
     assert 0 <= result.active_units <= 3
     assert result.elbo == pytest.approx(result.recon - result.kl, abs=1e-4)
+
+
+def _keyed_rsample(self, sample_shape=torch.Size()):
+    """Deterministic stand-in noise: ε[k, b, d] depends on the particle k, the dimension d and
+    the point's own posterior mean, not on which other points share the call."""
+    k = sample_shape[0]
+    key = 1000.0 * self.loc.sum(-1, keepdim=True)  # (B, 1): one per point
+    phase = key + 1.7 * torch.arange(k, dtype=self.loc.dtype)[:, None, None] \
+        + 0.3 * torch.arange(self.loc.shape[-1], dtype=self.loc.dtype)
+    eps = 1.5 * torch.sin(phase)
+    z = self.loc + self.scale * eps
+    self._draw = (z, eps)
+    return z
+
+
+def test_batched_evaluation_at_small_k_equals_one_point_per_call_on_the_same_draws(monkeypatch):
+    vae, x = small_vae("vamp")
+    K = 10
+    plan = plan_chunks(vae, x, K, memory_budget_mb=64)
+    assert plan.particles == K and plan.points == len(x)  # small K: all 12 points in one call
+    monkeypatch.setattr(DiagonalNormal, "rsample", _keyed_rsample)
+    batched = importance_log_px(vae, x, K, memory_budget_mb=64, plan=plan)
+    single = importance_log_px(vae, x, K, memory_budget_mb=64, plan=Plan(1, K))
+    for name in ("log_px", "stderr", "ess", "elbo"):  # float32 matmuls on (K, B) vs (K, 1) rows
+        assert torch.allclose(getattr(batched, name), getattr(single, name), rtol=1e-5,
+                              atol=1e-4), name
+    assert batched.log_px.unique().numel() == len(x)  # the points got their own estimates
+
+
+def test_plan_puts_k_particles_of_as_many_points_as_fit_in_the_budget():
+    vae, x = small_vae("standard_normal")
+    x = x.repeat(50, 1)  # 600 points
+    per_cell = measure_bytes_per_particle(vae.log_weights(x[:1]))  # one particle of one point
+    budget = 1000.5 * per_cell / 2**20  # room for 1000 (particle, point) pairs
+    big = plan_chunks(vae, x, 5000, budget)
+    assert big == Plan(points=1, particles=1000)  # large K: one point, chunks of particles
+    assert plan_chunks(vae, x, 10, budget) == Plan(points=100, particles=10)
+    assert plan_chunks(vae, x[:30], 10, budget) == Plan(points=30, particles=10)
