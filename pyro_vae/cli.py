@@ -1,4 +1,7 @@
-"""``pyro-vae train | evaluate | compare | report | datasets``: the command line.
+"""``pyro-vae train | evaluate | encode | sample | compare | report | datasets``: the command line.
+
+Results go to stdout; progress bars, notices and warnings to stderr, and only when stderr is a
+terminal or with ``--verbose`` (:mod:`pyro_vae.console`).
 
 Exit status: 0 done; 2 a user error (bad arguments or spec, missing or corrupt file, data outside
 the likelihood's support, a directory that is not a run, ...), one line on stderr, before anything
@@ -16,16 +19,18 @@ train.gradient_clip, train.progress, train.logger and evaluate.* (see ``pyro_vae
 from __future__ import annotations
 
 import argparse
-import logging
+import dataclasses
 import os
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pyro_vae.compare import add_compare_parser
+from pyro_vae.console import chatty, configure, quiet
 from pyro_vae.registry import SpecError
+from pyro_vae.rundir import eval_path, figures_path
 
 if TYPE_CHECKING:
     from pyro_vae.evaluate import Evaluation
@@ -35,17 +40,9 @@ EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
-FIGURES = "figures"
-
-
-def _quiet() -> None:
-    """Keep Lightning's banners and known-harmless warnings off the terminal (after Lightning's
-    import, which sets its own log level)."""
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    for pattern in (".*exists and is not empty.*", ".*does not have many workers.*",
-                    ".*LeafSpec.*", ".*litlogger.*", ".*Checkpoint directory.*"):
-        warnings.filterwarnings("ignore", message=pattern)
+DESCRIPTION = ("pyro-vae: train variational autoencoders from YAML specs, score them by "
+               "importance sampling, export latents and samples. Results go to stdout; progress "
+               "and warnings to stderr, only on a terminal unless --verbose.")
 
 
 def device_overrides(args: argparse.Namespace) -> list[str]:
@@ -57,11 +54,12 @@ def device_overrides(args: argparse.Namespace) -> list[str]:
 def cmd_train(args: argparse.Namespace) -> int:
     from lightning.pytorch.utilities import rank_zero_only
 
+    from pyro_vae.data import absolute_paths
     from pyro_vae.engine import Interrupted
     from pyro_vae.spec import load_spec
-    from pyro_vae.train import Diverged, evaluate_run, fit, prepare, resume_spec
+    from pyro_vae.train import Diverged, evaluate_run, finished, fit, prepare, resume_spec
 
-    _quiet()
+    quiet()
     overrides = [*args.set, *device_overrides(args)]
     if args.resume:
         if args.config or args.out or args.overwrite:
@@ -69,9 +67,15 @@ def cmd_train(args: argparse.Namespace) -> int:
                             "config.yaml and the run continues in place")
         out = Path(args.resume)
         spec = resume_spec(out, overrides)
+        done = finished(out, spec.train.max_epochs)
+        if done:
+            print(f"{out}: finished ({done}); nothing to train. Raise train.max_epochs to "
+                  f"continue (--set train.max_epochs=N), or score it: pyro-vae evaluate {out}")
+            return 0
     elif args.config:
         out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
         spec = load_spec(args.config, overrides)
+        spec = dataclasses.replace(spec, data=absolute_paths(spec.data))
     else:
         raise SpecError("train", "needs a YAML spec (CONFIG) or --resume RUN_DIR")
     prepared = prepare(spec)
@@ -81,42 +85,112 @@ def cmd_train(args: argparse.Namespace) -> int:
         if rank_zero_only.rank == 0:  # all DDP ranks stop together: one line is enough
             print(f"pyro-vae: {'error: ' if isinstance(exc, Diverged) else ''}{exc}", file=sys.stderr)
         return EXIT_DIVERGED if isinstance(exc, Diverged) else EXIT_INTERRUPTED
-    result = evaluate_run(prepared, trainer.strategy.root_device, progress=spec.train.progress)
+    progress = spec.train.progress and chatty()
+    result = evaluate_run(prepared, trainer.strategy.root_device, progress=progress)
     if trainer.global_rank == 0:
-        result.to_json(out / "eval.json")
-        write_figures(prepared, out, result)
-        print("\n".join(result.lines()))
+        write_evaluation(prepared, out, result, curves=True)
+        print("\n".join([f"data: {prepared.bundle.describe()}", *result.lines()]))
         print(f"run directory: {out}")
     return 0
 
 
-def write_figures(prepared: Prepared, run: Path, result: Evaluation) -> None:
-    from pyro_vae.figures import plot_log_px, write_run_figures
+def write_evaluation(prepared: Prepared, run: Path, result: Evaluation, curves: bool) -> None:
+    """``eval-<split>.json`` and ``figures/<split>/`` of the evaluated split, nothing of another
+    split's; with ``curves`` the training curves too (``figures/training_curves.png``)."""
+    from pyro_vae.figures import (OnDataScale, curve_series, plot_log_px, plot_training_curves,
+                                  read_metrics, write_run_figures)
 
     bundle, split = prepared.bundle, result.split
-    folder = run / FIGURES
-    folder.mkdir(exist_ok=True)
-    write_run_figures(prepared.vae, bundle.split(split), bundle.shape, folder,
-                      labels=bundle.labels.get(split),
+    result.to_json(eval_path(run, split))
+    folder = figures_path(run, split)
+    folder.mkdir(parents=True, exist_ok=True)
+    vae = OnDataScale(prepared.vae, bundle.to_model, bundle.to_data)
+    data = bundle.to_data(bundle.split(split)[:result.num_points])
+    write_run_figures(vae, data, bundle.shape, folder, labels=bundle.labels.get(split),
                       levels=bundle.levels if bundle.integer else None,
-                      metrics_csv=run / "metrics.csv", seed=prepared.spec.train.seed)
+                      seed=prepared.spec.train.seed)
     plot_log_px(result.points.log_px, result.points.ess, folder / "log_px.png",
                 num_samples=result.num_samples)
+    metrics = run / "metrics.csv"
+    if curves and metrics.is_file() and curve_series(read_metrics(metrics)):
+        plot_training_curves(metrics, folder.parent / "training_curves.png")
+
+
+def _limit(value: int | None) -> int | None:
+    if value is not None and value < 1:
+        raise SpecError("--limit", f"must be >= 1, got {value}")
+    return value
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from pyro_vae.train import device_for, evaluate_run, load_run
 
-    _quiet()
+    quiet()
     run = Path(args.run_dir)
     prepared = load_run(run)
     if args.num_samples is not None and args.num_samples < 1:
         raise SpecError("--num-samples", f"must be >= 1, got {args.num_samples}")
     device = device_for(args.accelerator or prepared.spec.train.accelerator)
-    result = evaluate_run(prepared, device, args.split, args.num_samples)
-    result.to_json(run / "eval.json")
-    write_figures(prepared, run, result)
+    result = evaluate_run(prepared, device, args.split, args.num_samples,
+                          progress=chatty(), limit=_limit(args.limit))
+    write_evaluation(prepared, run, result, curves=False)
     print("\n".join(result.lines()))
+
+
+def _npz_name(path: str) -> str:
+    if not path.endswith(".npz"):
+        raise SpecError("--out", f"{path}: give a file name ending in .npz")
+    return path
+
+
+def cmd_encode(args: argparse.Namespace) -> None:
+    from pyro_vae.export import encode_split
+    from pyro_vae.train import load_run
+
+    quiet()
+    _npz_name(args.out)
+    prepared = load_run(Path(args.run_dir))
+    arrays = encode_split(prepared.vae, prepared.bundle, args.split, _limit(args.limit))
+    _save_npz(args.out, arrays)
+    n, d = arrays["mean"].shape
+    extra = ", labels" if "labels" in arrays else ""
+    print(f"encode: {args.out}: mean, scale ({n}, {d}){extra} of q(z|x), {args.split} split")
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from pyro_vae.export import sample
+    from pyro_vae.figures import is_image_shape, plot_samples, plot_samples_vs_data
+    from pyro_vae.train import load_run
+
+    quiet()
+    if args.n < 1:
+        raise SpecError("-n", f"must be >= 1, got {args.n}")
+    _npz_name(args.out)
+    prepared = load_run(Path(args.run_dir))
+    bundle = prepared.bundle
+    seed = prepared.spec.train.seed if args.seed is None else args.seed
+    arrays = sample(prepared.vae, bundle, args.n, means=args.means, seed=seed)
+    _save_npz(args.out, arrays)
+    what = "means E[x|z]" if args.means else "draws x ~ p(x|z)"
+    print(f"sample: {args.out}: x {list(arrays['x'].shape)} ({what}), z "
+          f"{list(arrays['z'].shape)} ~ p(z)")
+    if args.png:
+        x = arrays["x"].reshape(args.n, -1)
+        if is_image_shape(bundle.shape):
+            plot_samples(x, bundle.shape, args.png, bundle.levels if bundle.integer else None,
+                         title=f"Samples ({what})")
+        else:
+            plot_samples_vs_data(bundle.to_data(bundle.split("test")), x, args.png)
+        print(f"sample: {args.png}")
+
+
+def _save_npz(path: str, arrays: dict[str, Any]) -> None:
+    """``numpy.savez`` to ``path`` exactly (no ``.npz`` appended), atomically."""
+    import numpy as np
+
+    from pyro_vae.atomic import write_atomic
+
+    write_atomic(Path(path), lambda f: np.savez(f, **arrays))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -151,7 +225,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="pyro-vae", description=__doc__.splitlines()[0])
+    p = _Parser(prog="pyro-vae", description=DESCRIPTION)
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="fit a VAE from a YAML spec, or resume a run")
@@ -171,10 +245,36 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="importance-sampled log p(x) of a trained run")
     e.add_argument("run_dir")
     e.add_argument("--num-samples", type=int, help="K importance samples per data point")
-    e.add_argument("--split", choices=["train", "val", "test"])
+    e.add_argument("--split", choices=["train", "val", "test"],
+                   help="the split to score (default: the run's evaluate.split); writes "
+                        "eval-SPLIT.json and figures/SPLIT/ only")
+    e.add_argument("--limit", type=int, metavar="N", help="score the first N points only")
     e.add_argument("--accelerator", choices=["auto", "cpu", "gpu"],
                    help="where to evaluate (default: the run's train.accelerator)")
     e.set_defaults(func=cmd_evaluate)
+
+    n = sub.add_parser("encode", help="posterior means and scales of a split, as an .npz")
+    n.add_argument("run_dir")
+    n.add_argument("--split", choices=["train", "val", "test"], default="test",
+                   help="default: test")
+    n.add_argument("--out", required=True, metavar="FILE.npz",
+                   help="writes arrays mean and scale (N, latent_dim), and labels (N,) where "
+                        "the data have them")
+    n.add_argument("--limit", type=int, metavar="N", help="the first N items only")
+    n.set_defaults(func=cmd_encode)
+
+    m = sub.add_parser("sample", help="samples from the model, as an .npz (and a PNG)")
+    m.add_argument("run_dir")
+    m.add_argument("-n", type=int, default=1000, help="number of samples (default 1000)")
+    m.add_argument("--out", required=True, metavar="FILE.npz",
+                   help="writes arrays x (n, *item shape), on the data's own scale, and "
+                        "z (n, latent_dim)")
+    m.add_argument("--means", action="store_true",
+                   help="x = E[x|z] (decoder means) instead of draws from p(x|z)")
+    m.add_argument("--png", metavar="FILE.png", help="also draw them: a grid for images, "
+                   "a scatter against the test data on its first two principal axes otherwise")
+    m.add_argument("--seed", type=int, help="default: the run's train.seed")
+    m.set_defaults(func=cmd_sample)
 
     r = sub.add_parser("report", help="write RUN_DIR/report.html: one self-contained page")
     r.add_argument("run_dir")
@@ -184,13 +284,18 @@ def parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("datasets", help="list the registries: data, priors, likelihoods, ...")
     d.set_defaults(func=cmd_datasets)
+    for command in sub.choices.values():
+        command.add_argument("--verbose", action="store_true", help="show progress bars, "
+                             "notices and warnings on stderr even when it is not a terminal")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = parser().parse_args(argv)
-        return args.func(args) or 0
+        with warnings.catch_warnings():  # the filters last as long as the command
+            args = parser().parse_args(argv)
+            configure(args.verbose)
+            return args.func(args) or 0
     except SpecError as exc:
         print(f"pyro-vae: error: {exc}", file=sys.stderr)
     except BrokenPipeError:  # stdout closed early (pyro-vae datasets | head): stop quietly

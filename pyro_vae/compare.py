@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,8 @@ import pyro
 import torch
 
 from inference.compare import Row, compare_estimators, markdown_table, write_csv
+from pyro_vae.console import chatty, quiet
+from pyro_vae.data import absolute_paths
 from pyro_vae.evaluate import evaluate
 from pyro_vae.registry import Component, SpecError
 from pyro_vae.spec import ESTIMATORS, Spec, dump_spec, load_spec, parse_yaml
@@ -131,8 +134,10 @@ def evaluation_columns(prepared: Prepared) -> Row:
     spec = prepared.spec
     pyro.set_rng_seed(spec.train.seed)
     x = _on_device(prepared, spec.evaluate.split)
+    bundle = prepared.bundle
     result = evaluate(prepared.vae, x, spec.evaluate.split, spec.evaluate.num_samples,
-                      spec.evaluate.memory_budget_mb)
+                      spec.evaluate.memory_budget_mb, log_jacobian=bundle.log_jacobian,
+                      model_scale=bundle.scale_name, counts=bundle.transform == "dequantize")
     se = result.points.stderr.double()  # independent across points: the mean's s.e. adds in squares
     return {"elbo": result.elbo, "log_px": result.log_px,
             "log_px_stderr": float(se.square().sum().sqrt() / len(se)),
@@ -148,7 +153,8 @@ def compare_trained(spec: Spec, estimators: Mapping[str, Component], out: Path, 
 
     rows, initial = [], None
     for label, component in estimators.items():
-        print(f"{label}: training {spec.train.max_epochs} epoch(s)", flush=True)
+        if chatty():
+            print(f"{label}: training {spec.train.max_epochs} epoch(s)", file=sys.stderr)
         prepared = prepare(dataclasses.replace(spec, estimator=component))
         state = {k: v.detach().clone() for k, v in prepared.vae.state_dict().items()}
         if initial is None:
@@ -202,6 +208,9 @@ def _claim(out: Path, overwrite: bool, fresh: bool) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
+    import pyro_vae.train  # noqa: F401  (Lightning's import sets its log level: quiet it after)
+
+    quiet()
     estimators = parse_estimators(args.estimators or ESTIMATORS.names())
     if args.repeats < 2:
         raise SpecError("--repeats", f"must be >= 2 (a variance needs two draws), got "
@@ -223,6 +232,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
             raise SpecError("compare", "give a CONFIG to train from, or --checkpoint RUN_DIR")
         epochs = [] if args.epochs is None else [f"train.max_epochs={args.epochs}"]
         spec = load_spec(args.config, [*args.set, *epochs])
+        spec = dataclasses.replace(spec, data=absolute_paths(spec.data))
         if spec.train.devices > 1:
             raise SpecError("train.devices", "compare trains in one process: set it to 1")
         out = Path(args.out) if args.out else Path("runs") / f"compare-{Path(args.config).stem}"

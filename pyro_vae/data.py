@@ -136,6 +136,18 @@ class DataBundle:
             return x
         return x * self.scale.to(x.device) + self.loc.to(x.device)
 
+    def to_model(self, x: Tensor) -> Tensor:
+        """The data's own scale → the model's: x' = (x − μ)/s for standardize, else x."""
+        if self.loc is None or self.scale is None:
+            return x
+        return (x - self.loc.to(x.device)) / self.scale.to(x.device)
+
+    def transform_state(self) -> dict[str, object]:
+        """The fitted transform as JSON-ready values (a run saves it beside its config)."""
+        return {"transform": self.transform, "log_jacobian": self.log_jacobian,
+                **{k: None if v is None else v.tolist() for k, v in
+                   (("loc", self.loc), ("scale", self.scale))}}
+
     def describe(self) -> str:
         """One line: the set, its splits, item shape, values and transform."""
         sizes = "/".join(str(len(getattr(self, s))) for s in SPLITS)

@@ -62,6 +62,31 @@ class VAELike(Protocol):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
+class OnDataScale:
+    """A VAE of transformed data x' = t(x) seen on the data's own scale: ``encode(x)`` encodes
+    t(x), decoded means come back through t⁻¹ (so a standardized run's figures show data units).
+    """
+
+    def __init__(self, vae: Any, to_model: Any, to_data: Any) -> None:
+        self.vae, self.to_model, self.to_data = vae, to_model, to_data
+        self.latent_dim: int = vae.latent_dim
+
+    def parameters(self) -> Any:
+        return self.vae.parameters()
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.vae.encode(self.to_model(x))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.to_data(self.vae.decode(z))
+
+    def sample(self, n: int) -> torch.Tensor:
+        return self.to_data(self.vae.sample(n))
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.to_data(self.vae.reconstruct(self.to_model(x)))
+
+
 # ---------------------------------------------------------------------------------- helpers
 
 
@@ -170,9 +195,15 @@ def _device(vae: Any) -> torch.device:
 def plot_prior_samples(vae: VAELike, shape: Sequence[int], path: Path | str, n: int = 64,
                        levels: int | None = None) -> Path:
     """A square-ish grid of ``n`` decoder means E[x|z], z ~ p(z)."""
-    x = _numpy(vae.sample(n))
+    return plot_samples(vae.sample(n), shape, path, levels)
+
+
+def plot_samples(x: Array, shape: Sequence[int], path: Path | str, levels: int | None = None,
+                 title: str = "Samples from the prior") -> Path:
+    """A square-ish grid of the images ``x`` (N, P)."""
+    x = _numpy(x)
     images = _images(x, shape, _display_range([x], levels))
-    return _image_grid(_rows(images, math.ceil(math.sqrt(n))), path, "Samples from the prior")
+    return _image_grid(_rows(images, math.ceil(math.sqrt(len(x)))), path, title)
 
 
 @torch.no_grad()

@@ -1,7 +1,9 @@
 """One self-contained HTML page for a run directory.
 
 :func:`write_report` reads what a run leaves behind — ``config.yaml`` (the resolved spec),
-``metrics.csv`` (Lightning's CSVLogger), ``eval.json``, ``compare.csv`` and ``figures/*.png`` — and
+``metrics.csv`` (Lightning's CSVLogger), one ``eval-<split>[-<method>].json`` per evaluated split
+and method (or an older run's single ``eval.json``), ``compare.csv``, ``figures/*.png`` and
+``figures/<split>/*.png`` — and
 writes ``run_dir/report.html``: inline CSS, every image a base64 ``data:`` URI, no scripts and no
 external resources, so the page opens from disk without a server and travels as one file. Every
 piece of text from the run is escaped with :func:`html.escape`.
@@ -31,6 +33,9 @@ EVAL_KEYS = {
     "recon": "E_q[log p(x|z)] per data point (nats)",
     "active_units": "latent dimensions u with Cov_x(E_q[z_u|x]) > 0.01 (Burda et al. 2015)",
     "bits_per_dim": "-log_px / (P ln 2)",
+    "scale": "the scale log_px, elbo and recon are on (the data's own)",
+    "model_scale": "the scale the model sees (data, standardized or dequantized)",
+    "log_jacobian": "log |dx'/dx| per data point, included in log_px, elbo and recon",
     "num_samples": "importance samples K per data point",
     "wall_time_s": "evaluation wall time (s)",
 }
@@ -61,12 +66,18 @@ def write_report(run_dir: Path | str) -> Path:
     if not (run_dir / "config.yaml").is_file():
         raise SpecError("", f"{run_dir}: not a run directory (no config.yaml)")
     title = f"pyro-vae run {run_dir.resolve().name}"
+    evaluations = [(f"Evaluation: {label}", _evaluation(path))
+                   for label, path in _evaluation_files(run_dir)]
+    split_figures = [(f"Figures: {folder.name} split", _figures(folder))
+                     for folder in sorted(p for p in (run_dir / "figures").glob("*") if p.is_dir())]
     sections = [
         ("Spec (config.yaml)", f"<pre>{_esc((run_dir / 'config.yaml').read_text())}</pre>"),
         ("Training metrics (metrics.csv)", _metrics(run_dir / "metrics.csv")),
-        ("Evaluation (eval.json)", _evaluation(run_dir / "eval.json")),
+        *(evaluations or [("Evaluation", _note("Not evaluated: no eval-<split>.json (run "
+                                               "`pyro-vae evaluate RUN_DIR`)."))]),
         ("Estimator comparison (compare.csv)", _comparison(run_dir / "compare.csv")),
-        ("Figures", _figures(run_dir / "figures")),
+        ("Figures" if not split_figures else "Figures: training", _figures(run_dir / "figures")),
+        *split_figures,
     ]
     body = "\n".join(f"<section>\n<h2>{_esc(h)}</h2>\n{content}\n</section>"
                      for h, content in sections)
@@ -139,9 +150,25 @@ def _metrics(path: Path) -> str:
     return best + _table(["metric", "final", "min", "max", "final at epoch"], rows)
 
 
+def _evaluation_files(run_dir: Path) -> list[tuple[str, Path]]:
+    """(label naming the split, file) of every evaluation: ``eval-<split>[-<method>].json`` by
+    name, then an older run's ``eval.json``, labelled with the split recorded in it."""
+    files = []
+    for path in sorted(run_dir.glob("eval-*.json")):
+        split, _, method = path.stem.removeprefix("eval-").partition("-")
+        files.append((f"{split} split" + (f", {method}" if method else "") + f" ({path.name})",
+                      path))
+    legacy = run_dir / "eval.json"
+    if legacy.is_file():
+        try:
+            split = json.loads(legacy.read_text()).get("split", "unknown")
+        except (json.JSONDecodeError, AttributeError):
+            split = "unknown"
+        files.append((f"{split} split ({legacy.name}, written by an older pyro-vae)", legacy))
+    return files
+
+
 def _evaluation(path: Path) -> str:
-    if not path.is_file():
-        return _note("Not evaluated: no eval.json (run `pyro-vae evaluate RUN_DIR`).")
     try:
         summary = json.loads(path.read_text())
     except json.JSONDecodeError as exc:

@@ -19,9 +19,11 @@ every epoch's permutation (Pyro's recipe: module-local parameters, the ELBO as a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
+import sys
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from inference.compiled import TracedLoss
 from inference.marginal import MarginalResult
 from pyro_vae.atomic import remove_partial_files, write_text_atomic
+from pyro_vae.console import chatty
 from pyro_vae.data import DATASETS, SPLITS, DataBundle
 from pyro_vae.engine import (AtomicCheckpointIO, EpochMeans, Interrupted, PeriodicCheckpoint,
                              RngState, RunCSVLogger, Throughput, gather_rows, ranks_in_sync,
@@ -45,12 +48,13 @@ from pyro_vae.engine import (AtomicCheckpointIO, EpochMeans, Interrupted, Period
 from pyro_vae.evaluate import Evaluation, evaluate, importance_log_px, particles_per_chunk
 from pyro_vae.registry import SpecError
 from pyro_vae.rundir import (CHECKPOINTS, CONFIG, NO_CHECKPOINT, checkpoint_step,  # noqa: F401
-                             last_checkpoint, last_path, load_weights, resume_point, run_config,
-                             run_state)  # checkpoint_step: re-exported for callers of train
+                             last_checkpoint, last_path, load_weights, read_checkpoint,
+                             resume_point, run_config, run_state)  # checkpoint_step: re-exported for callers of train
 from pyro_vae.spec import ESTIMATORS, Spec, TrainSpec, dump_spec, load_spec
 from pyro_vae.vae import VAE
 
 DDP_REPORT = "ddp.json"
+TRANSFORM = "transform.json"  # the data transform fitted on the training split
 #: Spec keys ``--resume`` may change besides ``evaluate.*``: none alters what a checkpoint means.
 RESUMABLE = ("train.max_epochs", "train.lr", "train.gradient_clip", "train.progress",
              "train.logger", "train.jit")
@@ -316,7 +320,8 @@ def make_trainer(spec: Spec, out: Path, num_data: int, first_step: int | None = 
         strategy=t.strategy, logger=loggers, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
         gradient_clip_val=t.gradient_clip or None, log_every_n_steps=log_every,
         enable_checkpointing=False,  # PeriodicCheckpoint instead of Lightning's default
-        num_sanity_val_steps=0, enable_progress_bar=t.progress, enable_model_summary=False,
+        num_sanity_val_steps=0, enable_progress_bar=t.progress and chatty(),
+        enable_model_summary=False,
         deterministic=True if cpu else "warn",  # some CUDA kernels have no deterministic twin
     )
 
@@ -338,11 +343,16 @@ def fit(prepared: Prepared, out: Path, overwrite: bool = False, resume: bool = F
             if resume:
                 remove_partial_files(out / CHECKPOINTS)
             dump_spec(spec, out / CONFIG)
+            if bundle.transform != "none":
+                state = json.dumps(bundle.transform_state(), indent=1) + "\n"
+                write_text_atomic(out / TRANSFORM, state)
         module = VAEModule(prepared.vae, spec)
         trainer = make_trainer(spec, out, len(bundle.train), first_step)
         data = VAEData(bundle, spec.train.batch_size, spec.train.seed)
         checkpoint = next(c for c in trainer.callbacks if isinstance(c, PeriodicCheckpoint))
-        with warnings.catch_warnings(), stop_on_sigint(checkpoint):
+        # Lightning's progress bar writes to stdout, which holds results alone
+        with warnings.catch_warnings(), stop_on_sigint(checkpoint), \
+                contextlib.redirect_stdout(sys.stderr):
             # the logger shares the run directory with config.yaml
             warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
             # train_* metrics are rank 0's share (a random part of each epoch); val_* are synced
@@ -401,10 +411,31 @@ def resume_spec(run_dir: Path, overrides: Sequence[str] = ()) -> Spec:
 
 
 def load_run(run_dir: Path) -> Prepared:
-    """Rebuild a run's VAE from its config.yaml and load the last checkpoint's weights."""
+    """Rebuild a run's VAE from its config.yaml and load the last checkpoint's weights; the
+    data transform refitted on loading must equal the one the run saved (transform.json)."""
     prepared = prepare(load_spec(run_config(run_dir)))
     load_weights(prepared.vae, last_checkpoint(run_dir), run_dir)
+    saved = run_dir / TRANSFORM
+    if saved.is_file() and json.loads(saved.read_text()) != prepared.bundle.transform_state():
+        raise SpecError(str(saved), "the data now give another transform than the run was "
+                        "trained with (its training split changed): restore the data file")
     return prepared
+
+
+def finished(run_dir: Path, max_epochs: int) -> str | None:
+    """Why the run in ``run_dir`` has nothing left to train up to ``max_epochs`` epochs (all
+    epochs done, or early stopping ended it and ``max_epochs`` was not raised), else None."""
+    checkpoint = read_checkpoint(last_checkpoint(run_dir))
+    loops = checkpoint.get("loops", {}).get("fit_loop", {})
+    done = loops.get("epoch_progress", {}).get("current", {}).get("processed", 0)
+    if done >= max_epochs:
+        return f"{done} of {max_epochs} epochs trained"
+    saved = load_spec(run_config(run_dir)).train.max_epochs
+    stopped = [v.get("stopped_epoch", 0) for k, v in checkpoint.get("callbacks", {}).items()
+               if k.startswith("EarlyStopping") and isinstance(v, dict)]
+    if any(stopped) and max_epochs <= saved:
+        return f"early stopping ended it after {done} epochs"
+    return None
 
 
 def device_for(accelerator: str) -> torch.device:

@@ -26,15 +26,16 @@ def test_train_then_evaluate(tmp_path, capsys):
     code, out, err = run_cli(["train", DIGITS, *QUICK, "--out", str(out_dir)], capsys)
     assert code == 0, err
     assert "log p(x)" in out and "ELBO" in out
-    for name in ("config.yaml", "metrics.csv", "eval.json", "checkpoints/last.ckpt"):
+    for name in ("config.yaml", "metrics.csv", "eval-test.json", "checkpoints/last.ckpt",
+                 "figures/test/log_px.png"):
         assert (out_dir / name).is_file(), name
-    first = json.loads((out_dir / "eval.json").read_text())
+    first = json.loads((out_dir / "eval-test.json").read_text())
     assert first["num_samples"] == 20 and first["log_px"] < 0
     # ELBO ≤ IS estimate (in expectation; with K = 20 the gap is far above the noise here)
     assert first["elbo"] <= first["log_px"] + 0.5
     code, out, err = run_cli(["evaluate", str(out_dir), "--num-samples", "40"], capsys)
     assert code == 0, err
-    assert json.loads((out_dir / "eval.json").read_text())["num_samples"] == 40
+    assert json.loads((out_dir / "eval-test.json").read_text())["num_samples"] == 40
     # a second train into the same directory without --overwrite is refused, the run intact
     code, _, err = run_cli(["train", DIGITS, *QUICK, "--out", str(out_dir)], capsys)
     assert code == 2 and "--overwrite" in err

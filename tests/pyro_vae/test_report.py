@@ -69,7 +69,7 @@ def test_report_without_eval_or_figures(tmp_path: Path) -> None:
         png.unlink()
     (run / "compare.csv").unlink()
     page = write_report(run).read_text()
-    assert "Not evaluated: no eval.json" in page and "No compare.csv" in page
+    assert "Not evaluated: no eval-&lt;split&gt;.json" in page and "No compare.csv" in page
     assert "No figures" in page and "data:image/png" not in page
 
 
@@ -98,3 +98,21 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
          harness.as_uri()],
         capture_output=True, text=True, timeout=60)
     assert 'data-loaded="3/3"' in out.stdout, out.stderr[-2000:]
+
+
+def test_each_evaluation_is_a_section_named_for_its_split(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run")  # its eval.json: an older run's single file
+    for split, value in (("test", -80.5), ("val", -81.25)):
+        (run / f"eval-{split}.json").write_text(json.dumps({"split": split, "log_px": value}))
+        folder = run / "figures" / split
+        folder.mkdir()
+        matplotlib.image.imsave(folder / "log_px.png", np.zeros((4, 4)), cmap="gray")
+    page = write_report(run).read_text()
+    headings = re.findall(r"<h2>(Evaluation[^<]*)</h2>", page)
+    assert headings == ["Evaluation: test split (eval-test.json)",
+                        "Evaluation: val split (eval-val.json)",
+                        "Evaluation: unknown split (eval.json, written by an older pyro-vae)"]
+    test, val = page.index("Evaluation: test split"), page.index("Evaluation: val split")
+    assert test < page.index('<td class="num">-80.5</td>') < val < page.index(
+        '<td class="num">-81.25</td>')
+    assert "<h2>Figures: test split</h2>" in page and "<h2>Figures: val split</h2>" in page
