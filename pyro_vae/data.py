@@ -489,7 +489,7 @@ class _Arrays(_Common):
             raise SpecError("data", f"{source} has shape {list(x.shape)}; expected items "
                             "along axis 0, (N, ...)")
         item = x.shape[1:]
-        shape = tuple(self.shape or ((1, *item) if len(item) == 2 else item))
+        shape = tuple(self.shape or item)
         if math.prod(shape) != math.prod(item):
             raise SpecError("data.shape", f"{list(shape)} holds {math.prod(shape)} values; the "
                             f"items of {source} have shape {list(item)}, {math.prod(item)} values")
@@ -501,7 +501,9 @@ class _Arrays(_Common):
             last = shape[0] not in (1, 3) and shape[2] in (1, 3)
             layout = "channels_last" if last else "channels_first"
             notes = (f"layout {layout} (detected; set data.layout to change)",)
-        if len(shape) == 3 and layout == "channels_last":
+        if len(shape) == 2:  # (H, W): one grey channel
+            shape = (1, *shape)
+        elif len(shape) == 3 and layout == "channels_last":
             x = x.reshape(len(x), *shape).transpose(0, 3, 1, 2)
             shape = (shape[2], shape[0], shape[1])
         return self._bundle(name, x, y, None, shape=shape, levels=self._levels(x, source),
