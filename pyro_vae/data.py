@@ -168,8 +168,9 @@ class DataBundle:
     def loader(self, split: str, batch_size: int, shuffle: bool,
                generator: torch.Generator | None = None) -> DataLoader:
         """A standard DataLoader yielding plain ``x`` batches of shape (B, P), not tuples."""
+        collate = self.collate if split == "train" else None
         return DataLoader(_Rows(self.split(split)), batch_size=batch_size, shuffle=shuffle,
-                          generator=generator, collate_fn=self.collate if split == "train" else None)
+                          generator=generator, collate_fn=collate)
 
 
 class DataSource(Protocol):

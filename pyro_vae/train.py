@@ -47,9 +47,10 @@ from pyro_vae.engine import (AtomicCheckpointIO, EpochMeans, Interrupted, Period
                              resumable, stop_on_sigint, world)
 from pyro_vae.evaluate import Evaluation, evaluate, importance_log_px, particles_per_chunk
 from pyro_vae.registry import SpecError
+# checkpoint_step: re-exported for callers of train
 from pyro_vae.rundir import (CHECKPOINTS, CONFIG, NO_CHECKPOINT, checkpoint_step,  # noqa: F401
                              last_checkpoint, last_path, load_weights, read_checkpoint,
-                             resume_point, run_config, run_state)  # checkpoint_step: re-exported for callers of train
+                             resume_point, run_config, run_state)
 from pyro_vae.spec import ESTIMATORS, Spec, TrainSpec, dump_spec, load_spec
 from pyro_vae.vae import VAE
 
