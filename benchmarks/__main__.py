@@ -1,16 +1,18 @@
 """``python -m benchmarks``: the speed benchmarks and the quick quality run; writes BENCHMARKS.md.
 
-    python -m benchmarks [--only step,is,scaling,quality] [--device cuda] [--threads 2] [--toy]
+    python -m benchmarks [--only step,is,is-small,scaling,quality] [--device cuda] [--threads 2]
+                         [--toy]
 """
 
 from __future__ import annotations
 
-from benchmarks import importance, quality, scaling, step
+from benchmarks import importance, quality, scaling, small_k, step
 from benchmarks.cli import Runner, finish, options_from, parser
 
 SECTIONS: dict[str, Runner] = {
     "step": step.run,
     "is": importance.run,
+    "is-small": small_k.run,
     "scaling": scaling.run,
     "quality": lambda options, command: quality.run(
         options, command, quality.TOY if options.toy else quality.QUICK, quick=True),

@@ -6,8 +6,8 @@
       KL = ½ Σ_d (μ_d² + σ_d² − 1 − 2 log σ_d)       (Kingma & Welling 2014, appendix B)
 
   with l = decoder(μ + σ ε), ε ~ N(0, I), as ``binary_cross_entropy_with_logits(sum)``.
-* :func:`floor_log_px`: importance-sampled log p(x), plain PyTorch, one point per call and the
-  particles in chunks of ``chunk`` (the chunking of :func:`pyro_vae.evaluate.importance_log_px`):
+* :func:`floor_log_px`: importance-sampled log p(x), plain PyTorch, ``points`` points per call and
+  their particles in chunks of ``chunk`` (the plan of :func:`pyro_vae.evaluate.plan_chunks`):
 
       log w_k = log p(x | z_k) + log N(z_k; 0, I) − log N(z_k; μ, σ²),   z_k = μ + σ ε_k
               = Σ_i x_i l_ki − softplus(l_ki) − ½‖z_k‖² + ½‖ε_k‖² + Σ_d log σ_d,
@@ -56,21 +56,23 @@ class PlainVAE(nn.Module):
 
 @torch.no_grad()
 def floor_log_px(encoder: nn.Module, decoder: nn.Module, x: Tensor, num_samples: int,
-                 chunk: int) -> Tensor:
-    """log p̂(x_b) for each row of x, plain PyTorch (module docstring)."""
+                 chunk: int, points: int = 1) -> Tensor:
+    """log p̂(x_b) for each row of x, plain PyTorch (module docstring), ``points`` rows per
+    encoder call and their particles in chunks of ``chunk``."""
     out = []
-    for point in x:
-        loc, scale = encoder(point)
+    for i in range(0, len(x), points):
+        block = x[i:i + points]
+        loc, scale = encoder(block)
         parts = []
         for start in range(0, num_samples, chunk):
-            eps = torch.randn(min(chunk, num_samples - start), loc.shape[-1], device=x.device)
+            eps = torch.randn(min(chunk, num_samples - start), *loc.shape, device=x.device)
             z = loc + scale * eps
             logits = decoder(z)
-            recon = (logits * point).sum(-1) - F.softplus(logits).sum(-1)
+            recon = (logits * block).sum(-1) - F.softplus(logits).sum(-1)
             parts.append(recon - 0.5 * z.square().sum(-1) + 0.5 * eps.square().sum(-1)
-                         + scale.log().sum())
+                         + scale.log().sum(-1))
         out.append(torch.logsumexp(torch.cat(parts), 0) - math.log(num_samples))
-    return torch.stack(out)
+    return torch.cat(out)
 
 
 @torch.no_grad()

@@ -9,10 +9,12 @@ from typing import Any
 
 from benchmarks.common import table
 
-ORDER = ("step", "is", "quality", "quality-quick", "scaling")
-NUMBER = {"step": "1", "is": "2", "quality": "3", "quality-quick": "3", "scaling": "4"}
+ORDER = ("step", "is", "is-small", "quality", "quality-quick", "scaling")
+NUMBER = {"step": "1", "is": "2", "is-small": "2b", "quality": "3", "quality-quick": "3",
+          "scaling": "4"}
 SECTION_COMMANDS = {"step": "python -m benchmarks --only step",
                     "is": "python -m benchmarks --only is",
+                    "is-small": "python -m benchmarks --only is-small",
                     "scaling": "python -m benchmarks --only scaling",
                     "quality-quick": "python -m benchmarks.quality --quick",
                     "quality": "python -m benchmarks.quality"}

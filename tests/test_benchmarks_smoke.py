@@ -22,17 +22,19 @@ def run(tmp_path: Path, *module_and_args: str) -> str:
 def test_every_benchmark_runs_at_toy_size_and_the_report_holds_every_section(tmp_path):
     report = run(tmp_path, "benchmarks")
     for heading in ("## Targets", "## 1. Training step", "## 2. Importance-sampled",
+                    "## 2b. Importance-sampled log p(x) at small K",
                     "## 3. Quality", "## 4. Scaling", "## GPU"):
         assert heading in report, heading
     assert "skipped" not in report.lower()  # toy sizes need only the embedded digits
     records = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")}
-    assert sorted(records) == ["is", "quality-quick", "scaling", "step"]
+    assert sorted(records) == ["is", "is-small", "quality-quick", "scaling", "step"]
     for record in records.values():
         assert record["command"].startswith("python -m benchmarks --toy")
         assert record["machine"]["torch_threads"] == 2
     # the figures the targets are checked on exist and are positive numbers
     assert records["step"]["data"]["trace"]["ratio"]["median"] > 0
     assert records["is"]["data"]["speedup_c_over_a"] > 0
+    assert records["is-small"]["data"]["k10"]["plan"]["points"] > 1  # small K: batched points
     assert len(records["quality-quick"]["data"]) == 4  # VAE, IWAE-DReG, VampPrior, digits
 
 
