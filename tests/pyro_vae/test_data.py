@@ -114,6 +114,8 @@ def test_loader_shuffles_with_the_given_generator():
     ({"limit": 0}, "limit"),
     ({"binarize": "static", "values": "integer"}, "binarize"),
     ({"binarize": "sometimes"}, "data.binarize"),
+    ({"binarize": "dynamic", "transform": "standardize"}, "transform"),
+    ({"transform": "whiten"}, "data.transform"),
 ])
 def test_bad_parameters_are_spec_errors_naming_them(spec, named):
     with pytest.raises(SpecError, match=named.replace("+", r"\+")):
@@ -294,3 +296,93 @@ def test_npz_errors(npz, tmp_path):
     np.savez(tmp_path / "wide.npz", x=np.linspace(-1.0, 2.0, 40).reshape(10, 4))
     with pytest.raises(SpecError, match=r"data.binarize: needs values in \[0, 1\]"):
         load(name="npz", path=str(tmp_path / "wide.npz"), binarize="dynamic")
+
+
+# ---- a user's integer arrays, transforms, .npy files and image folders -------------------------
+
+def test_integer_arrays_know_their_levels(tmp_path):
+    u8 = np.random.default_rng(0).integers(0, 256, (30, 4, 4), dtype=np.uint8)
+    np.savez(tmp_path / "u8.npz", x=u8)
+    unit = load(name="npz", path=str(tmp_path / "u8.npz"))
+    assert unit.levels == 256 and not unit.integer and unit.train.max() <= 1.0
+    levels = load(name="npz", path=str(tmp_path / "u8.npz"), values="integer")
+    assert levels.integer and torch.equal(levels.train, levels.train.round())
+    assert torch.equal(unit.train * 255, levels.train)
+    np.savez(tmp_path / "counts.npz", x=np.arange(60).reshape(20, 3) % 7)
+    assert load(name="npz", path=str(tmp_path / "counts.npz")).levels == 7  # max + 1
+    with pytest.raises(SpecError, match=r"data.levels: .* integers in \[0, 6\], outside .*0..4"):
+        load(name="npz", path=str(tmp_path / "counts.npz"), levels=5)
+    np.savez(tmp_path / "real.npz", x=np.ones((20, 3)))
+    with pytest.raises(SpecError, match="data.values: integer needs integer data"):
+        load(name="npz", path=str(tmp_path / "real.npz"), values="integer")
+    with pytest.raises(SpecError, match="data.transform: dequantize needs integer data"):
+        load(name="npz", path=str(tmp_path / "real.npz"), transform="dequantize")
+
+
+def test_dequantize_adds_uniform_noise_within_each_level(tmp_path):
+    k = np.random.default_rng(1).integers(0, 256, (200, 3), dtype=np.uint8)
+    np.savez(tmp_path / "k.npz", x=k)
+    b = load(name="npz", path=str(tmp_path / "k.npz"), transform="dequantize", seed=3)
+    assert b.log_jacobian == pytest.approx(-3 * np.log(256))  # x' = (k + u)/256: −P log L
+    rows = {tuple(r) for r in k}
+    for x in (b.val, b.test):  # noise once: (k + u)/256 with u in [0, 1)
+        levels = torch.floor(x * 256)
+        assert all(tuple(r) in rows for r in levels.int().tolist())
+        assert (x * 256 - levels).min() > 0 and not torch.equal(x * 256, levels)
+    again = load(name="npz", path=str(tmp_path / "k.npz"), transform="dequantize", seed=3)
+    assert torch.equal(again.test, b.test)  # seeded
+    first, second = (next(iter(b.loader("train", 50, shuffle=False))) for _ in range(2))
+    assert not torch.equal(first, second)  # fresh noise in every training batch
+    assert torch.equal(torch.floor(first * 256), torch.floor(second * 256))
+
+
+def test_standardize_fits_the_training_split_and_is_undone_exactly(tmp_path):
+    x = np.random.default_rng(2).normal(50, [1, 5, 76], (100, 3)).astype(np.float32)
+    x[:, 0] = 7.0  # a constant dimension keeps s = 1
+    np.save(tmp_path / "x.npy", x)
+    b = load(name="npz", path=str(tmp_path / "x.npy"), transform="standardize")
+    assert torch.allclose(b.train.mean(0), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(b.train[:, 1:].std(0, correction=0), torch.ones(2), atol=1e-5)
+    assert b.scale[0] == 1 and b.log_jacobian == pytest.approx(-float(b.scale.log().sum()))
+    whole = torch.cat([b.to_data(getattr(b, s)) for s in ("train", "val", "test")])
+    assert np.allclose(sorted_rows(whole), sorted_rows(torch.from_numpy(x)), atol=1e-4)
+    assert torch.allclose(b.to_model(b.to_data(b.test)), b.test, atol=1e-6)
+
+
+def test_npy_files_and_absolute_paths(tmp_path, monkeypatch):
+    np.save(tmp_path / "a.npy", np.zeros((10, 2, 3), np.float32))
+    monkeypatch.chdir(tmp_path)
+    component = data.absolute_paths(DATASETS.parse({"name": "npz", "path": "a.npy"}))
+    assert component.params["path"] == str(tmp_path / "a.npy")
+    b = DATASETS.instantiate(component).load()
+    assert b.shape == (1, 2, 3) and b.name == "npy:a.npy"
+    with pytest.raises(SpecError, match="data.labels_key: .*a single array"):
+        load(name="npz", path="a.npy", labels_key="y")
+
+
+def test_image_folders_grey_rgb_labels_and_errors(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    for i in range(6):
+        folder = tmp_path / "grey" / ("cat" if i % 3 else "ant")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (5, 4), dtype=np.uint8)).save(folder / f"{i}.png")
+        rgb = rng.integers(0, 256, (5, 4, 3), dtype=np.uint8)
+        (tmp_path / "rgb").mkdir(exist_ok=True)
+        Image.fromarray(rgb).save(tmp_path / "rgb" / f"{i}.png")
+    grey = load(name="images", path=str(tmp_path / "grey"), val_fraction=0, test_fraction=0)
+    assert grey.shape == (1, 5, 4) and grey.levels == 256 and grey.is_image
+    assert sorted(grey.labels["train"].tolist()) == [0, 0, 1, 1, 1, 1]  # ant = 0, cat = 1
+    rgb = load(name="images", path=str(tmp_path / "rgb"), val_fraction=0, test_fraction=0)
+    assert rgb.shape == (3, 5, 4) and rgb.labels["train"] is None
+    first = np.asarray(Image.open(tmp_path / "rgb" / "0.png")).transpose(2, 0, 1).ravel() / 255
+    assert any(np.allclose(first, row) for row in rgb.train.numpy())
+    Image.fromarray(np.zeros((3, 3), np.uint8)).save(tmp_path / "rgb" / "odd.png")
+    with pytest.raises(SpecError, match=r"data.path: .*odd.png: 3x3 pixels, but 0.png has 4x5"):
+        load(name="images", path=str(tmp_path / "rgb"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SpecError, match=r"data.path: .*empty: no .png/.jpg/.jpeg files"):
+        load(name="images", path=str(tmp_path / "empty"))
+    with pytest.raises(SpecError, match="data.path: .*missing: no such folder of images"):
+        load(name="images", path=str(tmp_path / "missing"))
