@@ -82,6 +82,11 @@ def test_users_data_through_train_evaluate_and_report(name, tmp_path, capsys):
     out = run(capsys, "report", str(out_dir))
     page = (out_dir / "report.html").read_text()
     assert "Evaluation: test split" in page and "Evaluation: val split" in page
+    if name == ".npy":  # the fitted transform is saved: data that refit another one are refused
+        assert (out_dir / "transform.json").is_file()
+        np.save(tmp_path / "v.npy", np.load(tmp_path / "v.npy") * 2)
+        assert main(["evaluate", str(out_dir)]) == 2
+        assert "transform.json" in capsys.readouterr().err
 
 
 def test_uint8_images_know_their_levels_for_a_categorical_likelihood(tmp_path, capsys):
