@@ -106,9 +106,10 @@ def write_evaluation(prepared: Prepared, run: Path, result: Evaluation, curves: 
     folder.mkdir(parents=True, exist_ok=True)
     vae = OnDataScale(prepared.vae, bundle.to_model, bundle.to_data)
     data = bundle.to_data(bundle.split(split)[:result.num_points])
-    write_run_figures(vae, data, bundle.shape, folder, labels=bundle.labels.get(split),
-                      levels=bundle.levels if bundle.integer else None,
-                      seed=prepared.spec.train.seed)
+    if len(data) > 1:  # a latent map needs two points
+        write_run_figures(vae, data, bundle.shape, folder, labels=bundle.labels.get(split),
+                          levels=bundle.levels if bundle.integer else None,
+                          seed=prepared.spec.train.seed)
     plot_log_px(result.points.log_px, result.points.ess, folder / "log_px.png",
                 num_samples=result.num_samples)
     metrics = run / "metrics.csv"
