@@ -2,8 +2,8 @@
 the 784-200-200-50 tanh MLP VAE (``examples/configs/fashion-mnist.yaml``), five routes:
 
   (a) ``pyro_vae.evaluate.importance_log_px``: the VAE's fast path (``vae.log_weights``) through
-      ``inference.marginal.estimate_from_log_weights``, one image per call, chunked by budget;
-  (b) the plain-PyTorch floor, same forward passes, same chunk size (``floors.floor_log_px``);
+      ``inference.marginal.estimate_from_log_weights``, split by ``evaluate.plan_chunks``;
+  (b) the plain-PyTorch floor, same forward passes, same plan (``floors.floor_log_px``);
   (c) ``pyro.infer.Importance``, one image at a time (timed on a few images, scaled);
   (d) a per-image loop with the K copies of the image in one batch (``floors.copies_log_px``);
   (e) the generic traced evaluator any Pyro model gets, ``inference.log_marginal_likelihood``.
@@ -32,7 +32,7 @@ from benchmarks.common import (Options, Section, Spread, clock, describe, interl
                                ratios, spec_from, table)
 from benchmarks.floors import copies_log_px, floor_log_px, pyro_importance_log_px
 from inference import log_marginal_likelihood
-from pyro_vae.evaluate import FAST_CHUNK_BYTES, importance_log_px, particles_per_chunk
+from pyro_vae.evaluate import FAST_CHUNK_BYTES, Plan, importance_log_px, plan_chunks
 from pyro_vae.vae import VAE
 
 FLOOR_TARGET, PYRO_TARGET = 1.10, 50.0
@@ -52,7 +52,7 @@ def config(options: Options) -> tuple[str, list[str], Sizes]:
     if options.toy:
         return "digits.yaml", ["latent_dim=4", "encoder.hidden=[16]", "decoder.hidden=[16]"], \
             Sizes(64, 2, 2, 1, 2, 2)
-    # blocks of 8 images: importance_log_px measures its chunk size once per call (~2 ms)
+    # blocks of 8 images: importance_log_px measures its plan once per call (~2 ms)
     return "fashion-mnist.yaml", [], Sizes(5000, 12, 8, 2, 6, 6)
 
 
@@ -66,12 +66,12 @@ LABELS = {
 
 
 def routes(vae: VAE, num_samples: int, budget_mb: float,
-           chunk: int) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+           plan: Plan) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     """Each route (keys of :data:`LABELS`) maps images (B, P) to their B estimates of log p(x)."""
     k = num_samples
     return {
         "a": lambda x: importance_log_px(vae, x, k, budget_mb).log_px,
-        "b": lambda x: floor_log_px(vae.encoder, vae.decoder, x, k, chunk),
+        "b": lambda x: floor_log_px(vae.encoder, vae.decoder, x, k, plan.particles, plan.points),
         "c": lambda x: pyro_importance_log_px(vae, x, k),
         "d": lambda x: copies_log_px(vae.encoder, vae.decoder, x, k),
         "e": lambda x: log_marginal_likelihood(vae.model, vae.guide, x, num_samples=k,
@@ -87,8 +87,8 @@ def run(options: Options, command: str) -> Section:
     vae = prep.vae.to(device).eval()
     test = prep.bundle.split("test").to(device)
     budget = prep.spec.evaluate.memory_budget_mb
-    chunk = particles_per_chunk(vae, test[:1], k, budget)
-    route = routes(vae, k, budget, chunk)
+    plan = plan_chunks(vae, test[:size.per_block], k, budget)
+    route = routes(vae, k, budget, plan)
     a, b, c, d, e = route
     n_ab = size.blocks * size.per_block
     estimates: dict[str, dict[int, torch.Tensor]] = {key: {} for key in route}  # route → block
@@ -125,13 +125,14 @@ def run(options: Options, command: str) -> Section:
                      f"{subset[key]:.2f}", peak])
     full = len(test) * per_image[a]
     section.data = {"per_image_s": per_image, "images_timed": count, "ratio_a_b": ratio.__dict__,
-                    "speedup_c_over_a": speedup, "chunk": chunk, "mean_log_px_ab": mean,
+                    "speedup_c_over_a": speedup, "plan": plan.__dict__, "mean_log_px_ab": mean,
                     "mean_log_px_first_images": subset, "peak_mib": peaks,
                     "test_images": len(test)}
     section.body = "\n\n".join([
         f"Setup: {describe(prep, name, overrides)}; untrained weights (speed does not depend on "
         f"them), K = {k}, default `evaluate.memory_budget_mb` = {budget:g} MiB (the fast path "
-        f"caps chunks at {FAST_CHUNK_BYTES // 2**20} MiB: {chunk} particles per chunk), "
+        f"caps a call at {FAST_CHUNK_BYTES // 2**20} MiB: {plan.points} image(s) per call, "
+        f"{plan.particles} particles per chunk), "
         f"{options.threads} threads. (a)/(b): {size.blocks} interleaved blocks of "
         f"{size.per_block} test images; (c), (d), (e) timed once on the first images and scaled.",
         table(["route", "images/s", "ms per image", "time vs (a)", "images timed",
@@ -204,11 +205,12 @@ def _measure(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     vae = VAE.from_spec(spec, shape).to(device).eval()
     x = torch.bernoulli(torch.full((args.images, math.prod(shape)), 0.5, device=device))
-    chunk = particles_per_chunk(vae, x[:1], args.num_samples, args.budget)
-    fn = routes(vae, args.num_samples, args.budget, chunk)[args.route]
+    plan = plan_chunks(vae, x, args.num_samples, args.budget)
+    fn = routes(vae, args.num_samples, args.budget, plan)[args.route]
     # warm-up on a few particles: lazy initialisation and thread pools are not the
     # evaluation's cost, and a full-size warm-up would leave its peak in ru_maxrss
-    routes(vae, min(8, args.num_samples), args.budget, min(8, chunk))[args.route](x[:1])
+    warm = Plan(1, min(8, plan.particles))
+    routes(vae, min(8, args.num_samples), args.budget, warm)[args.route](x[:1])
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         before = torch.cuda.memory_allocated(device)
