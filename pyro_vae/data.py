@@ -30,6 +30,7 @@ of flat float32 splits ``(N, P)``. Shared behaviour:
 
   (the second is the dequantization bound of Theis et al. 2016, "A note on the evaluation of
   generative models"; log_jacobian = 0 for ``integer``).
+
 Every failure the user can cause is a one-line :class:`~pyro_vae.registry.SpecError` that names
 the key or the file.
 """
