@@ -57,6 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pyro_vae.data import absolute_paths
     from pyro_vae.engine import Interrupted
     from pyro_vae.spec import load_spec
+    from pyro_vae.rundir import resume_point
     from pyro_vae.train import Diverged, evaluate_run, finished, fit, prepare, resume_spec
 
     quiet()
@@ -67,11 +68,6 @@ def cmd_train(args: argparse.Namespace) -> int:
                             "config.yaml and the run continues in place")
         out = Path(args.resume)
         spec = resume_spec(out, overrides)
-        done = finished(out, spec.train.max_epochs)
-        if done:
-            print(f"{out}: finished ({done}); nothing to train. Raise train.max_epochs to "
-                  f"continue (--set train.max_epochs=N), or score it: pyro-vae evaluate {out}")
-            return 0
     elif args.config:
         out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
         spec = load_spec(args.config, overrides)
@@ -79,6 +75,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         raise SpecError("train", "needs a YAML spec (CONFIG) or --resume RUN_DIR")
     prepared = prepare(spec)
+    if args.resume:
+        resume_point(out, prepared.vae)  # the checkpoint fits the spec, finished or not
+        done = finished(out, spec.train.max_epochs)
+        if done:
+            print(f"{out}: finished ({done}); nothing to train. Raise train.max_epochs to "
+                  f"continue (--set train.max_epochs=N), or score it: pyro-vae evaluate {out}")
+            return 0
     try:
         trainer = fit(prepared, out, overwrite=args.overwrite, resume=bool(args.resume))
     except (Diverged, Interrupted) as exc:

@@ -215,7 +215,7 @@ CASES: dict[str, Case] = {
                            setup=lambda tmp: mnist(tmp, side=27)),
     "npz wrong key": Case(train(*NPZ), "data.key", ("no array 'x'", "images"),
                           setup=npz(GRID, key="images")),
-    "npz wrong shape": Case(train(*NPZ), "data.key", ("shape [40]",), setup=npz(np.zeros(40))),
+    "npz wrong shape": Case(train(*NPZ), "data", ("a.npz", "shape [40]",), setup=npz(np.zeros(40))),
     "npz shape param": Case(train(*NPZ, "data.shape=[3]"), "data.shape", ("[2]",),
                             setup=npz(GRID)),
     # data values
@@ -275,7 +275,7 @@ CASES: dict[str, Case] = {
     "disk full at a run's start": Case(train(), "config.yaml",
                                        ("No space left on device", "nothing was saved"),
                                        fault=disk_full()),
-    "disk full writing eval.json": Case(("evaluate", "{run}"), "eval.json",
+    "disk full writing eval-test.json": Case(("evaluate", "{run}"), "eval-test.json",
                                         ("No space left on device",), fault=disk_full()),
     # the importance-sampling budget
     "budget too small, evaluate": Case(("evaluate", "{run}"), "evaluate.memory_budget_mb",
@@ -395,7 +395,7 @@ def test_ctrl_c_saves_at_the_step_and_resumes_to_the_uninterrupted_result(tmp_pa
     assert "\n" not in err and "Traceback" not in err
     assert f"{last_path(run)} (step 10)" in err and f"pyro-vae train --resume {run}" in err
     assert checkpoint_step(last_path(run)) == 10  # the step under way finished, then the save
-    assert not (run / "eval.json").exists() and not list(run.rglob("*.tmp"))
+    assert not (run / "eval-test.json").exists() and not list(run.rglob("*.tmp"))
 
     finish = ["train.max_epochs=3"]
     fit(prepare(resume_spec(run, finish)), run, resume=True)
@@ -423,7 +423,7 @@ def test_ctrl_c_to_the_console_script_then_resume_to_completion(tmp_path):
     step = saved["global_step"]
     assert step >= seen >= 10  # no periodic checkpoint: this one was written on Ctrl-C
     assert f"(step {step})" in err and f"pyro-vae train --resume {run}" in err
-    assert not (run / "eval.json").exists() and not list(run.rglob("*.tmp"))
+    assert not (run / "eval-test.json").exists() and not list(run.rglob("*.tmp"))
 
     finish = saved["epoch"] + 1
     done = subprocess.run([EXE, "train", "--resume", str(run), f"--set=train.max_epochs={finish}"],
@@ -431,7 +431,7 @@ def test_ctrl_c_to_the_console_script_then_resume_to_completion(tmp_path):
     assert done.returncode == 0, done.stderr
     assert checkpoint_step(last_path(run)) == finish * STEPS_PER_EPOCH
     assert logged_steps(run) == list(range(finish * STEPS_PER_EPOCH))  # every step once
-    assert (run / "eval.json").is_file()
+    assert (run / "eval-test.json").is_file()
 
 
 # ---- a disk that fills up mid-run ----------------------------------------------------------------
