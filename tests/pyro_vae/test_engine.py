@@ -159,7 +159,8 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
     state = torch.load(last_path(run), weights_only=True)
     assert state["global_step"] == 9
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
-    assert not list((run / "checkpoints").glob(".*.tmp")) and not (run / "eval-test.json").exists()
+    assert not list((run / "checkpoints").glob(".*.tmp"))
+    assert not (run / "eval-test.json").exists()
 
 
 def test_an_interrupted_write_leaves_the_previous_checkpoint(tmp_path):
@@ -253,7 +254,8 @@ def test_sigkill_mid_epoch_then_resume_loses_only_the_steps_since_the_checkpoint
     steps = [int(r["step"]) for r in rows(run) if "train_loss_step" in r]
     assert steps == sorted(set(steps)) == list(range(1, finish * STEPS_PER_EPOCH, 2))
     assert [s for s in steps if s < saved] == [s for s in logged if s < saved]
-    assert (run / "eval-test.json").is_file() and not list((run / "checkpoints").glob(".*.tmp"))
+    assert (run / "eval-test.json").is_file()
+    assert not list((run / "checkpoints").glob(".*.tmp"))
 
 
 def test_two_ddp_processes_hold_identical_parameters_and_shard_the_evaluation(tmp_path, capsys):
