@@ -484,11 +484,11 @@ class _Arrays(_Common):
             raise ValueError(f"levels must be >= 2, got {self.levels}")
 
     def _items(self, name: str, x: np.ndarray, y: np.ndarray | None, source: str,
-               layout: Layout | None = None) -> DataBundle:
+               layout: Layout | None = None, key: str = "data.path") -> DataBundle:
         """Check ``x`` (N, ...) and its labels, order its axes (``layout``, by default the
-        spec's) and find its levels."""
+        spec's) and find its levels. ``key``: the spec key that chose ``x``."""
         if x.ndim < 2:
-            raise SpecError("data", f"{source} has shape {list(x.shape)}; expected items "
+            raise SpecError(key, f"{source} has shape {list(x.shape)}; expected items "
                             "along axis 0, (N, ...)")
         item = x.shape[1:]
         shape = tuple(self.shape or item)
@@ -553,7 +553,7 @@ class Npz(_Arrays):
             x = _member(archive, path, "key", self.key, "biuf")
             y = None if self.labels_key is None else _member(archive, path, "labels_key",
                                                               self.labels_key, "biu")
-        return self._items(f"npz:{path.name}", x, y, f"{path}[{self.key!r}]")
+        return self._items(f"npz:{path.name}", x, y, f"{path}[{self.key!r}]", key="data.key")
 
 
 @DATASETS.register("images")
