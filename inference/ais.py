@@ -402,7 +402,7 @@ class _Chains:
         old, spread = self.state, self.layout.spread
         rho = {n: torch.randn_like(u) for n, u in old.u.items()}
         h0 = old.potential(beta) + self.kinetic(rho)
-        step = {n: spread(eps, u).to(u.dtype) for n, u in old.u.items()}
+        step = {n: spread(eps, u).to(u) for n, u in old.u.items()}
         grad, u, new = old.grad(beta), old.u, old
         with pyro.validation_enabled(False):
             for i in range(self.leapfrog_steps):
@@ -451,11 +451,12 @@ class _StepSizes:
     def frozen(self) -> bool:
         return self.table is not None and self.log_eps is None
 
-    def begin(self, transitions: int, points: int) -> None:
+    def begin(self, transitions: int, points: int, device: torch.device) -> None:
         """Start recording a schedule of ``transitions`` × ``points`` step sizes."""
         if self.table is None:
-            self.table = torch.empty(transitions, points, dtype=torch.float64)
-            self.log_eps = torch.full((points,), math.log(self.initial), dtype=torch.float64)
+            self.table = torch.empty(transitions, points, dtype=torch.float64, device=device)
+            self.log_eps = self.table.new_full((points,), math.log(self.initial))
+        self.table = self.table.to(device)
 
     def at(self, t: int) -> Tensor:
         if self.log_eps is not None:
@@ -510,25 +511,23 @@ def _run(sampler: _Sampler, draw: Callable[[int], dict[str, Tensor]], betas: Ten
               disable=not progress) as bar:
         for i, n in enumerate(counts):
             chains = sampler.start(draw(n + (pilot if i == 0 else 0)), leapfrog_steps)
-            sizes.begin(transitions, chains.layout.shape[1])
+            sizes.begin(transitions, chains.layout.shape[1], chains.state.a.device)
             lw, acc = _anneal(chains, betas, sizes, n, bar)
             log_w.append(lw)
             accepted = accepted + acc
             sizes.freeze()
-    num_points = log_w[0].shape[1]
-    acceptance = torch.as_tensor(accepted, dtype=torch.float64) / max(num_chains * transitions, 1)
-    if not transitions:
-        acceptance = torch.full((num_points,), math.nan, dtype=torch.float64)
-    schedule = sizes.table if sizes.table is not None else torch.empty(0, num_points)
-    return _Run(torch.cat(log_w), acceptance.expand(num_points), schedule)
+    log_w = torch.cat(log_w)
+    acceptance = accepted / (num_chains * transitions) if transitions else \
+        torch.full_like(log_w[0], math.nan)
+    return _Run(log_w, acceptance, sizes.table)
 
 
 def _anneal(chains: _Chains, betas: Tensor, sizes: _StepSizes, estimating: int,
             bar: tqdm) -> tuple[Tensor, Tensor]:
     """log w of the first ``estimating`` chains (float64, (n, B)) and the sum of their acceptance
     probabilities per point; the chains after them are pilots."""
-    log_w = torch.zeros(chains.layout.shape, dtype=torch.float64)
-    accepted = torch.zeros(chains.layout.shape[1], dtype=torch.float64)
+    log_w = chains.state.a.new_zeros(chains.layout.shape, dtype=torch.float64)
+    accepted = log_w.new_zeros(chains.layout.shape[1])
     num_steps = len(betas) - 1
     for t in range(1, num_steps + 1):
         log_w += (betas[t] - betas[t - 1]) * chains.state.h.double()
