@@ -52,8 +52,8 @@ class Annealing:
 
     def __post_init__(self) -> None:
         for flag, value in (("--chains", self.num_chains), ("--steps", self.num_steps),
-                            ("--leapfrog", self.leapfrog_steps), ("--limit", self.limit or 1)):
-            if value < 1:
+                            ("--leapfrog", self.leapfrog_steps), ("--limit", self.limit)):
+            if value is not None and value < 1:
                 raise SpecError(flag, f"must be >= 1, got {value}")
 
     def describe(self) -> dict[str, Any]:
