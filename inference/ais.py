@@ -197,8 +197,7 @@ def ais_log_marginal_likelihood(
     """
     sampler = _Sampler(model, guide, args, kwargs, init, max_plate_nesting, data_plate)
     betas = beta_schedule(schedule, num_steps)
-    sizes = _StepSizes.adaptive(step_size, target_accept) if adapt_chains else \
-        _StepSizes.fixed(step_size)
+    sizes = _StepSizes.start(step_size, target_accept, adapt_chains)
     run = _run(sampler, sampler.draw, betas, num_chains, sizes, adapt_chains, leapfrog_steps,
                memory_budget_mb, progress)
     return run.result(betas)
@@ -246,8 +245,7 @@ def bdmc(
                  for s in sample_sites(simulated) if s["name"] != observed[0]}
     sampler = _Sampler(model, guide, (x, *args), kwargs, init, max_plate_nesting, data_plate)
     betas = beta_schedule(schedule, num_steps)
-    sizes = _StepSizes.adaptive(step_size, target_accept) if adapt_chains else \
-        _StepSizes.fixed(step_size)
+    sizes = _StepSizes.start(step_size, target_accept, adapt_chains)
     forward = _run(sampler, sampler.draw, betas, num_chains, sizes, adapt_chains, leapfrog_steps,
                    memory_budget_mb, progress)
 
@@ -434,14 +432,11 @@ class _StepSizes:
         self.log_eps: Tensor | None = None
 
     @classmethod
-    def adaptive(cls, initial: float, target: float) -> _StepSizes:
+    def start(cls, initial: float, target: float, adapt_chains: int) -> _StepSizes:
+        """Adapted toward ``target`` when there are pilot chains, else fixed at ``initial``."""
         if not 0 < target < 1:
             raise ValueError(f"target_accept must be in (0, 1), got {target}")
-        return cls(initial, target, None)
-
-    @classmethod
-    def fixed(cls, initial: float) -> _StepSizes:
-        return cls(initial, None, None)
+        return cls(initial, target if adapt_chains else None, None)
 
     @classmethod
     def replay(cls, table: Tensor) -> _StepSizes:

@@ -61,6 +61,29 @@ def test_one_step_from_the_guide_is_importance_sampling_on_the_same_draws(ppca: 
     assert (ais.stderr > 0.1).all()  # the weights do vary: the equality is not trivial
 
 
+def test_exact_posterior_guide_gives_exact_log_px_in_every_chunk(ppca: PPCA, monkeypatch) -> None:
+    # q₀ = p(z | x) makes every f_t the posterior and every increment h = log p(x): each chain's
+    # log w is log p(x) whatever the transitions do. With chunks of 3 the 4 pilot chains run
+    # alone first, then the 7 estimating chains as 3 + 3 + 1 on the recorded step sizes.
+    import inference.ais
+
+    chunks = []
+
+    def three(bytes_per_chain: int, budget: float, total: int) -> int:
+        chunks.append(total)
+        return 3
+
+    monkeypatch.setattr(inference.ais, "chunk_size_for_budget", three)
+    x = ppca.sample(10)
+    r = ais_log_marginal_likelihood(ppca.model, ppca.guide, x, num_chains=7, num_steps=5,
+                                    leapfrog_steps=2)
+    assert chunks == [7 + 4]
+    # float32 rounding only, as in the IS test of the exact guide (1e-5 relative).
+    torch.testing.assert_close(r.log_px, ppca.log_px(x), rtol=1e-5, atol=1e-5)
+    assert r.stderr.max() < 1e-4 and (r.acceptance > 0).all()
+    assert r.step_size.shape == (10,) and (r.step_size != 0.05).all()  # adapted by the pilots
+
+
 def test_poor_guide_ais_matches_exact_and_beats_is_at_equal_cost(ppca: PPCA) -> None:
     torch.manual_seed(0)
     x = ppca.sample(20)
