@@ -63,8 +63,11 @@ class Annealing:
 
 @torch.no_grad()
 def evaluate_ais(vae: VAE, x: Tensor, split: str, options: Annealing, num_samples: int,
-                 memory_budget_mb: float, progress: bool = False) -> dict[str, Any]:
-    """IS and AIS log p̂(x) of each row of ``x``: the summary, with per-point values."""
+                 memory_budget_mb: float, progress: bool = False,
+                 log_jacobian: float = 0.0) -> dict[str, Any]:
+    """IS and AIS log p̂(x) of each row of ``x`` (on the model's scale), reported on the data's
+    own scale, log p(x) = log p'(x') + ``log_jacobian`` (:mod:`pyro_vae.evaluate`): the summary,
+    with per-point values."""
     vae.eval()
     start = time.perf_counter()
     is_result = importance_log_px(vae, x, num_samples, memory_budget_mb)
@@ -72,15 +75,17 @@ def evaluate_ais(vae: VAE, x: Tensor, split: str, options: Annealing, num_sample
     ais = AISResult.cat([_anneal(vae, part, options, memory_budget_mb, progress)
                          for part in x.split(POINTS_PER_CALL)])
     ais_time = time.perf_counter() - start - is_time
-    is_, gap = is_result.log_px.double().cpu(), (ais.log_px - is_result.log_px).double().cpu()
+    gap = (ais.log_px - is_result.log_px).double().cpu()
+    is_ = is_result.log_px.double().cpu() + log_jacobian
+    log_px = ais.log_px.double().cpu() + log_jacobian
     return {
         "split": split, "method": "ais", "num_points": len(x), **options.describe(),
-        "log_px": _mean(ais.log_px), "log_px_sem": _sem(ais.log_px),
+        "log_jacobian": log_jacobian, "log_px": _mean(log_px), "log_px_sem": _sem(log_px),
         "log_px_stderr": _mean(ais.stderr), "is_log_px": _mean(is_),
         "is_num_samples": num_samples, "gap": _mean(gap), "gap_sem": _sem(gap),
         "acceptance": _mean(ais.acceptance), "step_size": float(ais.step_size.median()),
         "ais_seconds_per_point": ais_time / len(x), "is_seconds_per_point": is_time / len(x),
-        "points": {"log_px": _list(ais.log_px), "stderr": _list(ais.stderr),
+        "points": {"log_px": _list(log_px), "stderr": _list(ais.stderr),
                    "is_log_px": _list(is_), "acceptance": _list(ais.acceptance),
                    "step_size": _list(ais.step_size)},
     }
@@ -88,8 +93,9 @@ def evaluate_ais(vae: VAE, x: Tensor, split: str, options: Annealing, num_sample
 
 @torch.no_grad()
 def evaluate_bdmc(vae: VAE, template: Tensor, options: Annealing, memory_budget_mb: float,
-                  progress: bool = False) -> dict[str, Any]:
-    """BDMC on as many points simulated from the model as ``template`` has rows."""
+                  progress: bool = False, scale: str = "data") -> dict[str, Any]:
+    """BDMC on as many points simulated from the model as ``template`` has rows; the bounds are
+    on the model's own scale (named by ``scale``), where the simulated points live."""
     vae.eval()
     start = time.perf_counter()
     parts = []
@@ -103,7 +109,7 @@ def evaluate_bdmc(vae: VAE, template: Tensor, options: Annealing, memory_budget_
     gap = (upper.log_px - lower.log_px).double().cpu()
     return {
         "split": SIMULATED, "method": "bdmc", "num_points": len(template), **options.describe(),
-        "lower": _mean(lower.log_px), "upper": _mean(upper.log_px), "gap": _mean(gap),
+        "scale": scale, "lower": _mean(lower.log_px), "upper": _mean(upper.log_px), "gap": _mean(gap),
         "gap_sem": _sem(gap), "acceptance": _mean(lower.acceptance),
         "seconds_per_point": (time.perf_counter() - start) / len(template),
         "points": {"lower": _list(lower.log_px), "upper": _list(upper.log_px),

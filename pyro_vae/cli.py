@@ -159,10 +159,11 @@ def evaluate_annealed(prepared: Prepared, run: Path, args: argparse.Namespace,
     if args.method == "ais":
         summary = annealing.evaluate_ais(vae, x.to(device), split, options,
                                          args.num_samples or spec.num_samples,
-                                         spec.memory_budget_mb, progress=chatty())
+                                         spec.memory_budget_mb, progress=chatty(),
+                                         log_jacobian=bundle.log_jacobian)
     else:  # the split's rows set the simulated points' number and shape, not their values
         summary = annealing.evaluate_bdmc(vae, x.to(device), options, spec.memory_budget_mb,
-                                          progress=chatty())
+                                          progress=chatty(), scale=bundle.scale_name)
     annealing.write(run, summary)
     print("\n".join(annealing.lines(summary)))
 

@@ -55,6 +55,8 @@ ANNEALING_KEYS = {
     "num_chains": "AIS chains per data point",
     "num_steps": "annealing steps T (T − 1 HMC transitions)",
     "leapfrog_steps": "leapfrog steps per HMC transition",
+    "log_jacobian": "log |dx'/dx| per data point, included in log_px and is_log_px",
+    "scale": "the scale the BDMC bounds are on (the model's: simulated points live there)",
 }
 
 CSS = """
