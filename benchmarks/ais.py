@@ -188,8 +188,10 @@ def quality(options: Options, command: str, run_dir: Path, test_points: int,
                             for s, r in ais.items()},
                     "bdmc": {k: v for k, v in b.items() if k != "points"}}
     section.body = "\n\n".join([
-        f"Run `{run_dir}` ({prep.spec.data.name}), first {len(x)} test images; IS at K = {k} on "
-        "the same images.",
+        f"Run `{run_dir}`: {prep.spec.data.name}, {prep.spec.encoder.name} "
+        f"{list(prep.spec.encoder.params.get('hidden', []))}, latent {prep.spec.latent_dim}, "
+        f"trained for {prep.spec.train.max_epochs} epochs; the first {len(x)} test images, IS at "
+        f"K = {k} on the same images; {options.threads} threads.",
         table(["method", "log p(x)", f"IS, K = {k}", "AIS − IS (nats)", "acceptance",
                "s per image"], rows),
         f"BDMC ({CHAINS} chains × {steps[0]} steps) on {b['num_points']} images simulated from "

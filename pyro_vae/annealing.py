@@ -109,8 +109,8 @@ def evaluate_bdmc(vae: VAE, template: Tensor, options: Annealing, memory_budget_
     gap = (upper.log_px - lower.log_px).double().cpu()
     return {
         "split": SIMULATED, "method": "bdmc", "num_points": len(template), **options.describe(),
-        "scale": scale, "lower": _mean(lower.log_px), "upper": _mean(upper.log_px), "gap": _mean(gap),
-        "gap_sem": _sem(gap), "acceptance": _mean(lower.acceptance),
+        "scale": scale, "lower": _mean(lower.log_px), "upper": _mean(upper.log_px),
+        "gap": _mean(gap), "gap_sem": _sem(gap), "acceptance": _mean(lower.acceptance),
         "seconds_per_point": (time.perf_counter() - start) / len(template),
         "points": {"lower": _list(lower.log_px), "upper": _list(upper.log_px),
                    "lower_stderr": _list(lower.stderr), "upper_stderr": _list(upper.stderr)},
