@@ -7,6 +7,7 @@ from inference.marginal import (
     log_marginal_likelihood,
     measure_bytes_per_particle,
 )
+from inference.ais import AISResult, BDMCResult, ais_log_marginal_likelihood, bdmc, beta_schedule
 from inference.estimators import (
     ESTIMATORS,
     PointLogWeights,

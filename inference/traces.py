@@ -149,13 +149,20 @@ def point_log_weights(model_trace: Trace, guide_trace: Trace, max_plate_nesting:
         if lp.dim() > batch_dims:
             raise ValueError(f"site '{site['name']}' has more plate dims than max_plate_nesting "
                              "allows")
-        lp = lp.reshape((1,) * (batch_dims - lp.dim()) + lp.shape)
-        others = [d for d in range(1, batch_dims) if d != batch_dims + data.dim]
-        return (lp.sum(others) if others else lp).expand(shape)
+        return sum_to_points(lp, batch_dims, data.dim, shape)
 
     log_p = sum(per_point(s) for s in model_sites)  # the observed sites make it a (k, B) tensor
     log_q = sum((per_point(s, stop_guide_params) for s in guide_sites), torch.zeros(()))
     return PointLogWeights(log_p, log_q, scale, guide_trace, data.dim, batch_dims)
+
+
+def sum_to_points(t: Tensor, batch_dims: int, data_dim: int, shape: torch.Size) -> Tensor:
+    """Sum a tensor of (at most) ``batch_dims`` batch dims over every dim but the particle dim
+    (leftmost) and the data plate's dim ``data_dim`` (counted from the right), expanded to the
+    (k, B) ``shape``."""
+    t = t.reshape((1,) * (batch_dims - t.dim()) + t.shape)
+    others = [d for d in range(1, batch_dims) if d != batch_dims + data_dim]
+    return (t.sum(others) if others else t).expand(shape)
 
 
 def sample_sites(trace: Trace) -> list[dict[str, Any]]:

@@ -33,6 +33,8 @@ from pyro_vae.registry import SpecError
 from pyro_vae.rundir import eval_path, figures_path
 
 if TYPE_CHECKING:
+    import torch
+
     from pyro_vae.evaluate import Evaluation
     from pyro_vae.train import Prepared
 
@@ -135,10 +137,35 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.num_samples is not None and args.num_samples < 1:
         raise SpecError("--num-samples", f"must be >= 1, got {args.num_samples}")
     device = device_for(args.accelerator or prepared.spec.train.accelerator)
+    if args.method != "is":
+        return evaluate_annealed(prepared, run, args, device)
     result = evaluate_run(prepared, device, args.split, args.num_samples,
                           progress=chatty(), limit=_limit(args.limit))
     write_evaluation(prepared, run, result, curves=False)
     print("\n".join(result.lines()))
+
+
+def evaluate_annealed(prepared: Prepared, run: Path, args: argparse.Namespace,
+                      device: torch.device) -> None:
+    """``--method ais|bdmc`` (:mod:`pyro_vae.annealing`): AIS beside IS on a split, or BDMC on
+    points simulated from the model; progress over the annealing steps on stderr."""
+    from pyro_vae import annealing
+
+    spec, bundle = prepared.spec.evaluate, prepared.bundle
+    options = annealing.Annealing(args.chains, args.steps, args.leapfrog, args.limit)
+    split, vae = args.split or spec.split, prepared.vae.to(device)
+    default = annealing.BDMC_POINTS if args.method == "bdmc" else None
+    x = bundle.split(split)[:options.limit or default]
+    if args.method == "ais":
+        summary = annealing.evaluate_ais(vae, x.to(device), split, options,
+                                         args.num_samples or spec.num_samples,
+                                         spec.memory_budget_mb, progress=chatty(),
+                                         log_jacobian=bundle.log_jacobian)
+    else:  # the split's rows set the simulated points' number and shape, not their values
+        summary = annealing.evaluate_bdmc(vae, x.to(device), options, spec.memory_budget_mb,
+                                          progress=chatty(), scale=bundle.scale_name)
+    annealing.write(run, summary)
+    print("\n".join(annealing.lines(summary)))
 
 
 def _npz_name(path: str) -> str:
@@ -252,9 +279,18 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--split", choices=["train", "val", "test"],
                    help="the split to score (default: the run's evaluate.split); writes "
                         "eval-SPLIT.json and figures/SPLIT/ only")
-    e.add_argument("--limit", type=int, metavar="N", help="score the first N points only")
+    e.add_argument("--limit", type=int, metavar="N", help="score the first N points only "
+                   "(bdmc: simulate N points, default 50)")
     e.add_argument("--accelerator", choices=["auto", "cpu", "gpu"],
                    help="where to evaluate (default: the run's train.accelerator)")
+    e.add_argument("--method", choices=["is", "ais", "bdmc"], default="is",
+                   help="is: importance sampling (default); ais: annealed importance sampling "
+                        "beside IS, writes eval-SPLIT-ais.json; bdmc: bounds on simulated data, "
+                        "writes eval-simulated-bdmc.json")
+    e.add_argument("--chains", type=int, default=16, help="AIS chains per point (default 16)")
+    e.add_argument("--steps", type=int, default=1000, help="AIS annealing steps (default 1000)")
+    e.add_argument("--leapfrog", type=int, default=10,
+                   help="leapfrog steps per HMC transition (default 10)")
     e.set_defaults(func=cmd_evaluate)
 
     n = sub.add_parser("encode", help="posterior means and scales of a split, as an .npz")

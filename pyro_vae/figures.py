@@ -47,6 +47,10 @@ CAPTIONS = {
     "interpolation": "Interpolation: decoder means along the line between the posterior means "
                      "of two data points (shown at both ends), one pair per row.",
     "samples_vs_data": "Model samples and data on the data's first two principal axes.",
+    "ais": "Importance sampling against annealed importance sampling, per data point (identity "
+           "line dashed), and the histogram of the gap AIS − IS: how loose the IS bound is.",
+    "bdmc": "BDMC on data simulated from the model: the stochastic lower (forward AIS) and "
+            "upper (reverse AIS) bounds per point, and the histogram of their gap.",
 }
 
 
@@ -499,3 +503,47 @@ def write_run_figures(vae: VAELike, data: torch.Tensor, shape: Sequence[int], ou
                                out_dir / "interpolation.png", levels),
         ]
     return paths
+
+
+def plot_ais(is_log_px: Array, ais_log_px: Array, path: Path | str, num_samples: int,
+             num_chains: int, num_steps: int) -> Path:
+    """Per point: IS log p̂(x) (K = ``num_samples``) against AIS log p̂(x) (C chains × T steps),
+    with the identity line, and the histogram of the gap AIS − IS (both are stochastic lower
+    bounds, so a positive gap is how much IS missed)."""
+    is_, ais = _numpy(is_log_px).ravel(), _numpy(ais_log_px).ravel()
+    gap = ais - is_
+    fig = _figure(10.0, 4.0)
+    left, right = fig.subplots(1, 2)
+    left.scatter(is_, ais, s=8, alpha=0.6, color="tab:blue")
+    lo, hi = min(is_.min(), ais.min()), max(is_.max(), ais.max())
+    left.plot([lo, hi], [lo, hi], "k--", linewidth=1, label="AIS = IS")
+    left.set(title=f"log p(x) per data point (N={len(gap)})", xlabel=f"IS, K={num_samples}",
+             ylabel=f"AIS, {num_chains} chains × {num_steps} steps")
+    left.legend(fontsize="small")
+    _gap_histogram(right, gap, "AIS − IS (nats)")
+    return _save(fig, path)
+
+
+def plot_bdmc(lower: Array, upper: Array, path: Path | str) -> Path:
+    """Per simulated point: the BDMC bounds (sorted by the lower bound) and their gap."""
+    lower, upper = _numpy(lower).ravel(), _numpy(upper).ravel()
+    order = np.argsort(lower)
+    fig = _figure(10.0, 4.0)
+    left, right = fig.subplots(1, 2)
+    x = np.arange(len(lower))
+    left.plot(x, lower[order], "^", color="tab:blue", markersize=4, label="lower (forward AIS)")
+    left.plot(x, upper[order], "v", color="tab:red", markersize=4, label="upper (reverse AIS)")
+    left.set(title=f"BDMC bounds on log p(x) (N={len(lower)})",
+             xlabel="simulated point (by lower bound)", ylabel="log p(x) (nats)")
+    left.legend(fontsize="small")
+    _gap_histogram(right, upper - lower, "upper − lower (nats)")
+    return _save(fig, path)
+
+
+def _gap_histogram(ax: Axes, gap: np.ndarray, label: str) -> None:
+    sem = gap.std(ddof=1) / math.sqrt(len(gap)) if len(gap) > 1 else 0.0
+    ax.hist(gap, bins=30, color="tab:orange", alpha=0.8)
+    ax.axvline(gap.mean(), color="black", linestyle="--",
+               label=f"mean {gap.mean():.3f} ± {sem:.3f}")
+    ax.set(title="Gap per data point", xlabel=label, ylabel="data points")
+    ax.legend(fontsize="small")

@@ -40,6 +40,25 @@ EVAL_KEYS = {
     "wall_time_s": "evaluation wall time (s)",
 }
 
+#: What the keys of eval-<split>-ais.json and eval-simulated-bdmc.json mean.
+ANNEALING_KEYS = {
+    "log_px": "AIS log p(x) per data point, mean: a stochastic lower bound (nats)",
+    "log_px_sem": "standard error of log_px over data points",
+    "log_px_stderr": "mean per-point Monte Carlo standard error of AIS (over chains)",
+    "is_log_px": "importance-sampled log p(x) on the same points (nats)",
+    "gap": "AIS − IS (ais), or upper − lower bound (bdmc), mean over points (nats)",
+    "gap_sem": "standard error of gap over data points",
+    "lower": "forward AIS from the guide: stochastic lower bound of log p(x) (nats)",
+    "upper": "reverse AIS from the exact posterior draw: stochastic upper bound (nats)",
+    "acceptance": "mean HMC acceptance probability (step sizes adapted toward 0.65)",
+    "step_size": "median step size of the last transition",
+    "num_chains": "AIS chains per data point",
+    "num_steps": "annealing steps T (T − 1 HMC transitions)",
+    "leapfrog_steps": "leapfrog steps per HMC transition",
+    "log_jacobian": "log |dx'/dx| per data point, included in log_px and is_log_px",
+    "scale": "the scale the BDMC bounds are on (the model's: simulated points live there)",
+}
+
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
        max-width: 70rem; padding: 0 1rem; color: #222; line-height: 1.45; }
@@ -76,6 +95,7 @@ def write_report(run_dir: Path | str) -> Path:
         *(evaluations or [("Evaluation", _note("Not evaluated: no eval-<split>.json (run "
                                                "`pyro-vae evaluate RUN_DIR`)."))]),
         ("Estimator comparison (compare.csv)", _comparison(run_dir / "compare.csv")),
+        ("How loose is the bound? AIS and BDMC", _annealing(run_dir)),
         ("Figures" if not split_figures else "Figures: training", _figures(run_dir / "figures")),
         *split_figures,
     ]
@@ -156,6 +176,8 @@ def _evaluation_files(run_dir: Path) -> list[tuple[str, Path]]:
     files = []
     for path in sorted(run_dir.glob("eval-*.json")):
         split, _, method = path.stem.removeprefix("eval-").partition("-")
+        if method in ("ais", "bdmc"):  # their own section: _annealing
+            continue
         files.append((f"{split} split" + (f", {method}" if method else "") + f" ({path.name})",
                       path))
     legacy = run_dir / "eval.json"
@@ -186,6 +208,28 @@ def _comparison(path: Path) -> str:
         reader = csv.DictReader(f)
         rows = [[_number(r.get(c) or "") for c in reader.fieldnames or []] for r in reader]
         return _table(reader.fieldnames or [], rows)
+
+
+def _annealing(run_dir: Path) -> str:
+    """Every ``eval-<split>-ais.json`` and ``eval-<split>-bdmc.json``: the summary (per-point
+    values left out); their figures are among the split's figures."""
+    paths = sorted(run_dir.glob("eval-*-ais.json")) + sorted(run_dir.glob("eval-*-bdmc.json"))
+    if not paths:
+        return _note("No AIS or BDMC evaluation (run `pyro-vae evaluate RUN_DIR --method ais`, "
+                     "or `--method bdmc`).")
+    parts = []
+    for path in paths:
+        try:
+            summary = json.loads(path.read_text())
+            split, method = summary["split"], summary["method"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            parts.append(_note(f"{path.name} could not be read: {exc}"))
+            continue
+        rows = [(k, v, ANNEALING_KEYS.get(k, "")) for k, v in summary.items() if k != "points"]
+        parts.append(f"<h3>{_esc(path.name)}</h3>\n" + _table(["key", "value", "meaning"], rows)
+                     + _note(f"Per-point values: under \"points\" in the file; figure: "
+                             f"figures/{split}/{method}.png, in the figures of the {split} split."))
+    return "\n".join(parts)
 
 
 def _figures(folder: Path) -> str:

@@ -1,0 +1,549 @@
+"""Annealed importance sampling (AIS) of log p(x) per data point, and BDMC sandwiches.
+
+AIS (Neal 2001) moves C chains per data point x through the targets
+
+    f_t(z) = q₀(z)^(1 − β_t) · p(x, z)^(β_t),    0 = β_0 < β_1 < … < β_T = 1,
+
+where q₀ is the guide q(z | x) (``init="guide"``, Wu et al. 2017's "AIS + encoder") or the prior
+p(z) (``init="prior"``). A chain starts at z_0 ~ q₀; for t = 1 … T it adds
+
+    log w += (β_t − β_{t−1}) · h(z_{t−1}),    h(z) = log p(x, z) − log q₀(z),
+
+and then (t < T) moves z_t ~ K_t(· | z_{t−1}) by one HMC transition that leaves f_t invariant.
+E[w] = p(x) (the ratio of the normalisers of f_T and f_0), so
+
+    log p̂(x) = log (1/C) Σ_c w_c
+
+is a stochastic lower bound, with the delta-method standard error over chains and the ESS of
+:mod:`inference.marginal` (same accumulator). With T = 1 no transition runs and log p̂ is the
+importance-sampled estimate with K = C particles from q₀, on the same draws.
+
+HMC runs in the unconstrained space u of every latent site, z = T(u) with T = ``biject_to`` of the
+model site's support: the potential is U_β(u) = −[(1 − β) a(u) + β b(u)] with
+
+    a(u) = log q₀(T(u)) + log|det ∂T/∂u|,    b(u) = log p(x, T(u)) + log|det ∂T/∂u|,
+
+both evaluated by replaying the model (and guide) on the values in Pyro traces, with gradients
+by autograd: the densities are the model's own. Keeping a, b and both gradients per state lets a
+new β reuse the last evaluation, so a transition of L leapfrog steps costs L model evaluations.
+Leapfrog: identity mass, momentum ρ ~ N(0, I), accept with probability min(1, exp(H₀ − H₁)),
+H = U + ½‖ρ‖²; a non-finite H₁ (a divergent trajectory) is rejected.
+
+Step sizes: one ε per data point and transition. In the first chunk of chains, ``adapt_chains``
+extra *pilot* chains run beside the estimating chains; after each transition
+log ε ← log ε + 0.2 · (ā − target), ā the pilot chains' mean acceptance probability at that
+point, and every ε used is recorded. Later chunks replay the recorded schedule. The ε that
+estimating chains use at step t depends on pilot chains only, which share no randomness with
+them: conditional on the schedule, the estimating chains are a plain AIS run with fixed
+f_t-invariant kernels, so E[w] = p(x) holds exactly (adapting on the estimating chains' own
+acceptances would make K_t depend on the chains it moves and break it). Pilot weights are thrown
+away. BDMC's reverse chains reuse the forward schedule reversed.
+
+Memory: the chains are split into chunks whose measured memory per chain
+(:func:`inference.marginal.measure_bytes_per_particle`, one evaluation with its gradient) fits
+``memory_budget_mb``; all data points of the batch run together, every chain vectorized in an
+outer particle plate as in :func:`inference.traces.particle_traces`.
+
+BDMC (Grosse, Ghahramani and Adams 2015, "Sandwiching the marginal likelihood using bidirectional
+Monte Carlo"): on data simulated from the model, (z*, x) ~ p(z) p(x | z), z* is an exact posterior
+draw. Forward AIS gives a stochastic lower bound; AIS run backward (β from 1 to 0) from z* has
+E[w_rev] = 1/p(x), so −log (1/C) Σ_c w_rev,c is a stochastic upper bound. The gap between the
+two bounds the error of both, and shrinks to 0 as T grows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.distributions.transforms import Transform
+from pyro.poutine import Trace
+from torch import Tensor
+from torch.distributions import biject_to
+from tqdm.auto import tqdm
+
+from inference.marginal import (MarginalResult, chunk_size_for_budget, estimate_from_log_weights,
+                                measure_bytes_per_particle)
+from inference.traces import PARTICLE_PLATE, point_log_weights, sample_sites, sum_to_points
+
+SCHEDULES = ("linear", "geometric", "sigmoid")
+INITS = ("guide", "prior")
+SIGMOID_RADIUS = 4.0  # δ of the sigmoidal schedule (Grosse et al. 2015)
+GEOMETRIC_START = 1e-4  # β_1 of the geometric schedule
+ADAPT_RATE = 0.2  # log ε moves by ADAPT_RATE · (acceptance − target) per transition
+
+
+@dataclass
+class AISResult(MarginalResult):
+    """Per data point AIS estimates, each (B,): the fields of :class:`MarginalResult` with the C
+    chains as its particles (``num_samples`` = C; ``elbo`` = (1/C) Σ_c log w_c, the conservative
+    bound), plus the estimating chains' mean HMC acceptance probability and the step size of
+    the last transition (nan when T = 1: no transition runs)."""
+
+    acceptance: Tensor
+    step_size: Tensor
+    num_steps: int
+
+    @classmethod
+    def cat(cls, results: list[AISResult]) -> AISResult:  # type: ignore[override]
+        """Join the results of several batches of data points (same C and T) into one."""
+        steps = {r.num_steps for r in results}
+        if len(steps) != 1:
+            raise ValueError(f"results must share num_steps, got {sorted(steps)}")
+        base = MarginalResult.cat(results)
+        return cls(**vars(base), acceptance=torch.cat([r.acceptance for r in results]),
+                   step_size=torch.cat([r.step_size for r in results]), num_steps=steps.pop())
+
+    def summary(self) -> dict[str, float]:
+        """:meth:`MarginalResult.summary` plus mean acceptance, median step size and T."""
+        return {**super().summary(), "acceptance": self.acceptance.mean().item(),
+                "step_size": self.step_size.median().item(), "num_steps": self.num_steps}
+
+    def __str__(self) -> str:
+        s = self.summary()
+        return (f"log p(x) = {s['log_px']:.2f} ± {s['log_px_sem']:.2f} (AIS, {s['num_samples']} "
+                f"chains × {s['num_steps']} steps, {s['num_points']} points, ± is the s.e. over "
+                f"points; mean Monte Carlo s.e. {s['stderr']:.3f}, acceptance "
+                f"{s['acceptance']:.2f}, median step size {s['step_size']:.3g})")
+
+
+@dataclass
+class BDMCResult:
+    """A BDMC sandwich per simulated data point: ``lower.log_px`` ≤ log p(x) ≤ ``upper.log_px``
+    (stochastic bounds). ``upper`` holds −log (1/C) Σ_c w_rev,c in ``log_px`` and −(1/C) Σ_c
+    log w_rev,c in ``elbo``; its stderr and ESS are those of the reverse weights."""
+
+    x: Tensor  # the simulated data, as passed to the model
+    lower: AISResult  # forward AIS from q₀
+    upper: AISResult  # reverse AIS from the exact posterior draw
+
+    @property
+    def gap(self) -> Tensor:
+        """upper − lower per point, in nats: how far either bound can be from log p(x)."""
+        return self.upper.log_px - self.lower.log_px
+
+    def summary(self) -> dict[str, float]:
+        n = self.gap.numel()
+        return {"lower": self.lower.log_px.mean().item(), "upper": self.upper.log_px.mean().item(),
+                "gap": self.gap.mean().item(),
+                "gap_sem": self.gap.std().item() / math.sqrt(n) if n > 1 else math.nan,
+                "num_chains": self.lower.num_samples, "num_steps": self.lower.num_steps,
+                "num_points": n}
+
+    def __str__(self) -> str:
+        s = self.summary()
+        return (f"BDMC on {s['num_points']} simulated points ({s['num_chains']} chains × "
+                f"{s['num_steps']} steps): {s['lower']:.2f} ≤ log p(x) ≤ {s['upper']:.2f}, "
+                f"gap {s['gap']:.3f} ± {s['gap_sem']:.3f} nats")
+
+
+def beta_schedule(name: str, num_steps: int) -> Tensor:
+    """β_0 = 0 < β_1 < … < β_T = 1 (float64, T + 1 values, T = ``num_steps``):
+
+        linear     β_t = t / T
+        geometric  β_t = 10^(−4 (T − t)/(T − 1)),  t ≥ 1   (β_1 = 10⁻⁴)
+        sigmoid    β_t = (σ(δ(2t/T − 1)) − σ(−δ)) / (σ(δ) − σ(−δ)),  δ = 4   (Grosse et al. 2015)
+    """
+    if name not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {name!r}")
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    t = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
+    if num_steps == 1 or name == "linear":
+        return t
+    if name == "geometric":
+        exponent = math.log10(GEOMETRIC_START) * (1 - t[1:]) * num_steps / (num_steps - 1)
+        return torch.cat([t.new_zeros(1), 10**exponent])
+    s = torch.sigmoid(SIGMOID_RADIUS * (2 * t - 1))
+    return (s - s[0]) / (s[-1] - s[0])
+
+
+@torch.no_grad()
+def ais_log_marginal_likelihood(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    *args: Any,
+    num_chains: int = 16,
+    num_steps: int = 1000,
+    schedule: str = "sigmoid",
+    init: str = "guide",
+    max_plate_nesting: int = 1,
+    leapfrog_steps: int = 10,
+    step_size: float = 0.05,
+    target_accept: float = 0.65,
+    adapt_chains: int = 4,
+    memory_budget_mb: float = 512.0,
+    data_plate: str | None = None,
+    progress: bool = False,
+    **kwargs: Any,
+) -> AISResult:
+    """AIS estimate of log p(x) for each data point of the batch ``model(*args, **kwargs)`` sees.
+
+    ``model`` and ``guide`` are any Pyro callables whose sample sites all sit in one data plate
+    (as for :func:`inference.log_marginal_likelihood`); the guide must sample every latent site
+    of the model. ``num_steps`` is T (T − 1 HMC transitions of ``leapfrog_steps`` leapfrog steps,
+    about C·(T − 1)·L model evaluations with their gradients); ``schedule`` is one of
+    :data:`SCHEDULES` (:func:`beta_schedule`); ``init`` picks q₀ among :data:`INITS`.
+    ``step_size`` is the initial ε of every point, adapted toward ``target_accept`` on
+    ``adapt_chains`` pilot chains (0: ε stays fixed); see the module docstring for why this keeps
+    the estimator unbiased. Each chain's densities are unscaled: neither the subsample scale N/B
+    nor a KL weight β (``poutine.scale``) enter. Validation of distribution arguments is off
+    inside the leapfrog steps, where a divergent trajectory may pass through non-finite values.
+    """
+    sampler = _Sampler(model, guide, args, kwargs, init, max_plate_nesting, data_plate)
+    betas = beta_schedule(schedule, num_steps)
+    sizes = _StepSizes.start(step_size, target_accept, adapt_chains)
+    run = _run(sampler, sampler.draw, betas, num_chains, sizes, adapt_chains, leapfrog_steps,
+               memory_budget_mb, progress)
+    return run.result(betas)
+
+
+@torch.no_grad()
+def bdmc(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    template: Any,
+    *args: Any,
+    num_chains: int = 16,
+    num_steps: int = 1000,
+    schedule: str = "sigmoid",
+    init: str = "guide",
+    max_plate_nesting: int = 1,
+    leapfrog_steps: int = 10,
+    step_size: float = 0.05,
+    target_accept: float = 0.65,
+    adapt_chains: int = 4,
+    memory_budget_mb: float = 512.0,
+    data_plate: str | None = None,
+    progress: bool = False,
+    **kwargs: Any,
+) -> BDMCResult:
+    """Bidirectional Monte Carlo on data simulated from the model (module docstring).
+
+    ``template`` is a batch of data as the model takes it as its first argument,
+    ``model(template, *args, **kwargs)``, with one observed site: it sets the number and shape
+    of the simulated points, its values are not used. (z*, x) is drawn by running the model
+    under ``poutine.uncondition``; then forward AIS on ``model(x, *args, **kwargs)`` gives
+    ``lower`` and reverse AIS from z*, with the forward run's step-size schedule reversed, gives
+    ``upper``. The other arguments are those of :func:`ais_log_marginal_likelihood`.
+    """
+    observed = [s["name"] for s in sample_sites(poutine.trace(model).get_trace(
+        template, *args, **kwargs)) if s["is_observed"]]
+    if len(observed) != 1:
+        raise ValueError(f"bdmc needs a model with one observed site, found {observed}")
+    simulated = poutine.trace(poutine.uncondition(model)).get_trace(template, *args, **kwargs)
+    x = simulated.nodes[observed[0]]["value"].detach()
+    if x.shape != torch.as_tensor(template).shape:
+        raise ValueError(f"the observed site '{observed[0]}' has shape {tuple(x.shape)}, not the "
+                         "template's: bdmc passes the simulated site as the model's first argument")
+    posterior = {s["name"]: (s["value"].detach(), s["fn"].event_dim)
+                 for s in sample_sites(simulated) if s["name"] != observed[0]}
+    sampler = _Sampler(model, guide, (x, *args), kwargs, init, max_plate_nesting, data_plate)
+    betas = beta_schedule(schedule, num_steps)
+    sizes = _StepSizes.start(step_size, target_accept, adapt_chains)
+    forward = _run(sampler, sampler.draw, betas, num_chains, sizes, adapt_chains, leapfrog_steps,
+                   memory_budget_mb, progress)
+
+    def from_posterior(k: int) -> dict[str, Tensor]:
+        return {name: _with_chains(value, k, max_plate_nesting, event_dim)
+                for name, (value, event_dim) in posterior.items()}
+
+    reverse = _run(sampler, from_posterior, betas.flip(0), num_chains,
+                   _StepSizes.replay(forward.schedule.flip(0)), 0, leapfrog_steps,
+                   memory_budget_mb, progress)
+    return BDMCResult(x=x, lower=forward.result(betas), upper=reverse.result(betas, negate=True))
+
+
+# --- the machinery -------------------------------------------------------------------------------
+
+
+class _Sampler:
+    """The model's densities at given latent values, per (chain, point): the guide (or, for
+    ``init="prior"``, the model itself) replayed on the values, the model replayed on that trace,
+    and :func:`inference.traces.point_log_weights` of the two (unscaled)."""
+
+    def __init__(self, model: Callable[..., Any], guide: Callable[..., Any], args: tuple,
+                 kwargs: dict, init: str, max_plate_nesting: int, data_plate: str | None) -> None:
+        if init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+        self.model, self.guide = model, guide if init == "guide" else None
+        self.args, self.kwargs = args, kwargs
+        self.max_plate_nesting, self.data_plate = max_plate_nesting, data_plate
+
+    def _plate(self, k: int) -> pyro.plate:
+        return pyro.plate(PARTICLE_PLATE, k, dim=-self.max_plate_nesting - 1)
+
+    def draw(self, k: int) -> dict[str, Tensor]:
+        """Latent values of k chains drawn from q₀, each (k, …)."""
+        proposal = self.model if self.guide is None else self.guide
+        trace = poutine.trace(self._plate(k)(proposal)).get_trace(*self.args, **self.kwargs)
+        return {s["name"]: s["value"].detach() for s in sample_sites(trace) if not s["is_observed"]}
+
+    def traces(self, values: dict[str, Tensor], k: int) -> tuple[Trace, Trace]:
+        """(model trace, q₀'s trace) at ``values``, log densities computed."""
+        given = Trace()
+        for name, value in values.items():
+            given.add_node(name, type="sample", is_observed=False, value=value, infer={})
+        if self.guide is None:
+            q_trace = model_trace = poutine.trace(poutine.replay(
+                self._plate(k)(self.model), trace=given)).get_trace(*self.args, **self.kwargs)
+        else:
+            q_trace = poutine.trace(poutine.replay(self._plate(k)(self.guide), trace=given)) \
+                .get_trace(*self.args, **self.kwargs)
+            model_trace = poutine.trace(poutine.replay(self._plate(k)(self.model), trace=q_trace)) \
+                .get_trace(*self.args, **self.kwargs)
+        model_trace.compute_log_prob()
+        q_trace.compute_log_prob()
+        return model_trace, q_trace
+
+    def start(self, values: dict[str, Tensor], leapfrog_steps: int) -> _Chains:
+        """The chains at ``values`` (constrained), after checking that every latent site of the
+        model is among them."""
+        k = next(iter(values.values())).shape[0]
+        model_trace, q_trace = self.traces(values, k)
+        latent = {s["name"]: s for s in sample_sites(model_trace) if not s["is_observed"]}
+        missing, extra = sorted(set(latent) - set(values)), sorted(set(values) - set(latent))
+        if missing or extra:
+            raise ValueError(f"AIS needs q₀ to sample exactly the model's latent sites: the guide "
+                             f"misses {missing}, and the model lacks {extra}")
+        weights = point_log_weights(model_trace, q_trace, self.max_plate_nesting, unscaled=True,
+                                    data_plate=self.data_plate)
+        transforms = {name: biject_to(latent[name]["fn"].support) for name in values}
+        layout = _Layout(weights.batch_dims, weights.data_dim, weights.log_p.shape)
+        return _Chains(self, transforms, layout, leapfrog_steps, values)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    batch_dims: int  # max_plate_nesting + 1
+    data_dim: int  # the data plate's dim, from the right of the batch dims
+    shape: torch.Size  # (k, B)
+
+    def points(self, t: Tensor) -> Tensor:
+        """Sum a tensor of batch dims + trailing dims to (k, B)."""
+        if t.dim() > self.batch_dims:
+            t = t.flatten(self.batch_dims).sum(-1)
+        return sum_to_points(t, self.batch_dims, self.data_dim, self.shape)
+
+    def spread(self, t: Tensor, like: Tensor) -> Tensor:
+        """A (k, B) or (B,) tensor reshaped to broadcast against ``like`` (batch + trailing)."""
+        shape = [1] * like.dim()
+        if t.dim() == 2:
+            shape[0] = t.shape[0]
+        shape[self.batch_dims + self.data_dim] = t.shape[-1]
+        return t.reshape(shape)
+
+
+@dataclass
+class _State:
+    """k chains at u: a = log q₀ + log|J|, b = log p(x, z) + log|J| (each (k, B)) and their
+    gradients with respect to u."""
+
+    u: dict[str, Tensor]
+    a: Tensor
+    b: Tensor
+    grad_a: dict[str, Tensor]
+    grad_b: dict[str, Tensor]
+
+    @property
+    def h(self) -> Tensor:
+        """log p(x, z) − log q₀(z): the AIS weight increment per unit of β."""
+        return self.b - self.a
+
+    def potential(self, beta: float) -> Tensor:
+        return -((1 - beta) * self.a + beta * self.b)
+
+    def grad(self, beta: float) -> dict[str, Tensor]:
+        return {n: -((1 - beta) * self.grad_a[n] + beta * self.grad_b[n]) for n in self.u}
+
+
+class _Chains:
+    """HMC on f_β(z) in the unconstrained space, for k chains over B points at once."""
+
+    def __init__(self, sampler: _Sampler, transforms: dict[str, Transform], layout: _Layout,
+                 leapfrog_steps: int, values: dict[str, Tensor]) -> None:
+        self.sampler, self.transforms, self.layout = sampler, transforms, layout
+        self.leapfrog_steps = leapfrog_steps
+        self.state = self.evaluate({n: t.inv(values[n]) for n, t in transforms.items()})
+
+    def evaluate(self, u: dict[str, Tensor]) -> _State:
+        """a, b and their gradients at u: one model evaluation and two backward passes (the one
+        of a through q₀ alone)."""
+        k = self.layout.shape[0]
+        with torch.enable_grad():
+            u = {n: v.detach().requires_grad_() for n, v in u.items()}
+            z = {n: self.transforms[n](v) for n, v in u.items()}
+            model_trace, q_trace = self.sampler.traces(z, k)
+            w = point_log_weights(model_trace, q_trace, self.sampler.max_plate_nesting,
+                                  unscaled=True, data_plate=self.sampler.data_plate)
+            jacobian = sum(self.layout.points(t.log_abs_det_jacobian(u[n], z[n]))
+                           for n, t in self.transforms.items())
+            a, b = w.log_q + jacobian, w.log_p + jacobian
+            leaves = list(u.values())
+            grad_b = _grad(b, leaves, retain_graph=True)
+            grad_a = _grad(a, leaves, retain_graph=False)
+        names = list(u)
+        return _State({n: v.detach() for n, v in u.items()}, a.detach(), b.detach(),
+                      dict(zip(names, grad_a)), dict(zip(names, grad_b)))
+
+    def kinetic(self, rho: dict[str, Tensor]) -> Tensor:
+        return 0.5 * sum(self.layout.points(r.square()) for r in rho.values())
+
+    def transition(self, beta: float, eps: Tensor) -> Tensor:
+        """One HMC transition leaving f_β invariant, with step size ``eps`` (B,) per point;
+        returns the acceptance probability of each chain and point, (k, B)."""
+        old, spread = self.state, self.layout.spread
+        rho = {n: torch.randn_like(u) for n, u in old.u.items()}
+        h0 = old.potential(beta) + self.kinetic(rho)
+        step = {n: spread(eps, u).to(u) for n, u in old.u.items()}
+        grad, u, new = old.grad(beta), old.u, old
+        with pyro.validation_enabled(False):
+            for i in range(self.leapfrog_steps):
+                rho = {n: rho[n] - (0.5 if i == 0 else 1.0) * step[n] * grad[n] for n in rho}
+                u = {n: u[n] + step[n] * rho[n] for n in u}
+                new = self.evaluate(u)
+                grad = new.grad(beta)
+        rho = {n: rho[n] - 0.5 * step[n] * grad[n] for n in rho}
+        log_accept = (h0 - new.potential(beta) - self.kinetic(rho)).nan_to_num(nan=-math.inf)
+        accept_prob = log_accept.clamp(max=0.0).exp()
+        accept = torch.rand_like(accept_prob).log() < log_accept
+
+        def pick(new_t: dict[str, Tensor], old_t: dict[str, Tensor]) -> dict[str, Tensor]:
+            return {n: torch.where(spread(accept, v), v, old_t[n]) for n, v in new_t.items()}
+
+        self.state = _State(pick(new.u, old.u), torch.where(accept, new.a, old.a),
+                            torch.where(accept, new.b, old.b), pick(new.grad_a, old.grad_a),
+                            pick(new.grad_b, old.grad_b))
+        return accept_prob
+
+
+class _StepSizes:
+    """ε per transition and point: adapted on pilot chains and recorded, or replayed."""
+
+    def __init__(self, initial: float, target: float | None, table: Tensor | None) -> None:
+        if initial <= 0:
+            raise ValueError(f"step_size must be > 0, got {initial}")
+        self.initial, self.target, self.table = initial, target, table
+        self.log_eps: Tensor | None = None
+
+    @classmethod
+    def start(cls, initial: float, target: float, adapt_chains: int) -> _StepSizes:
+        """Adapted toward ``target`` when there are pilot chains, else fixed at ``initial``."""
+        if not 0 < target < 1:
+            raise ValueError(f"target_accept must be in (0, 1), got {target}")
+        return cls(initial, target if adapt_chains else None, None)
+
+    @classmethod
+    def replay(cls, table: Tensor) -> _StepSizes:
+        return cls(1.0, None, table)
+
+    @property
+    def frozen(self) -> bool:
+        return self.table is not None and self.log_eps is None
+
+    def begin(self, transitions: int, points: int, device: torch.device) -> None:
+        """Start recording a schedule of ``transitions`` × ``points`` step sizes."""
+        if self.table is None:
+            self.table = torch.empty(transitions, points, dtype=torch.float64, device=device)
+            self.log_eps = self.table.new_full((points,), math.log(self.initial))
+        self.table = self.table.to(device)
+
+    def at(self, t: int) -> Tensor:
+        if self.log_eps is not None:
+            self.table[t] = self.log_eps.exp()
+        return self.table[t]
+
+    def update(self, pilot_accept: Tensor) -> None:
+        """log ε += ADAPT_RATE · (ā − target), ā the pilot chains' mean acceptance (B,)."""
+        if self.log_eps is not None and self.target is not None and len(pilot_accept):
+            self.log_eps += ADAPT_RATE * (pilot_accept.double().mean(0) - self.target)
+
+    def freeze(self) -> None:
+        self.log_eps = None
+
+
+@dataclass
+class _Run:
+    log_w: Tensor  # (C, B) float64
+    acceptance: Tensor  # (B,) mean acceptance probability of the estimating chains
+    schedule: Tensor  # (T − 1, B) the step sizes used
+
+    def result(self, betas: Tensor, negate: bool = False) -> AISResult:
+        """The per-point estimate of log p(x) from the weights (of 1/p(x) when ``negate``)."""
+        num_chains = self.log_w.shape[0]
+        r = estimate_from_log_weights(lambda k: self.log_w, num_chains, num_chains)
+        sign = -1.0 if negate else 1.0
+        last = self.schedule[-1] if len(self.schedule) else torch.full_like(r.log_px, math.nan)
+        return AISResult(log_px=sign * r.log_px, stderr=r.stderr, ess=r.ess, elbo=sign * r.elbo,
+                         num_samples=num_chains, acceptance=self.acceptance, step_size=last,
+                         num_steps=len(betas) - 1)
+
+
+def _run(sampler: _Sampler, draw: Callable[[int], dict[str, Tensor]], betas: Tensor,
+         num_chains: int, sizes: _StepSizes, adapt_chains: int, leapfrog_steps: int,
+         memory_budget_mb: float, progress: bool) -> _Run:
+    """Anneal ``num_chains`` chains drawn by ``draw`` along ``betas``, in chunks of chains that
+    fit the memory budget; the first chunk carries the pilot chains while ``sizes`` records."""
+    for name, value in (("num_chains", num_chains), ("leapfrog_steps", leapfrog_steps)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if adapt_chains < 0:
+        raise ValueError(f"adapt_chains must be >= 0, got {adapt_chains}")
+    transitions = len(betas) - 1 - 1
+    pilot = adapt_chains if transitions and not sizes.frozen and sizes.target is not None else 0
+    per_chain = measure_bytes_per_particle(lambda k: sampler.start(draw(k), leapfrog_steps).state.b)
+    chunk = chunk_size_for_budget(per_chain, memory_budget_mb, num_chains + pilot)
+    first = min(num_chains, max(chunk - pilot, 0))
+    counts = [first] + [min(chunk, num_chains - done)
+                        for done in range(first, num_chains, chunk)]
+    log_w, accepted = [], 0.0
+    with tqdm(total=len(counts) * (len(betas) - 1), desc="AIS", unit="step",
+              disable=not progress) as bar:
+        for i, n in enumerate(counts):
+            chains = sampler.start(draw(n + (pilot if i == 0 else 0)), leapfrog_steps)
+            sizes.begin(transitions, chains.layout.shape[1], chains.state.a.device)
+            lw, acc = _anneal(chains, betas, sizes, n, bar)
+            log_w.append(lw)
+            accepted = accepted + acc
+            sizes.freeze()
+    log_w = torch.cat(log_w)
+    acceptance = accepted / (num_chains * transitions) if transitions else \
+        torch.full_like(log_w[0], math.nan)
+    return _Run(log_w, acceptance, sizes.table)
+
+
+def _anneal(chains: _Chains, betas: Tensor, sizes: _StepSizes, estimating: int,
+            bar: tqdm) -> tuple[Tensor, Tensor]:
+    """log w of the first ``estimating`` chains (float64, (n, B)) and the sum of their acceptance
+    probabilities per point; the chains after them are pilots."""
+    log_w = chains.state.a.new_zeros(chains.layout.shape, dtype=torch.float64)
+    accepted = log_w.new_zeros(chains.layout.shape[1])
+    num_steps = len(betas) - 1
+    for t in range(1, num_steps + 1):
+        log_w += (betas[t] - betas[t - 1]) * chains.state.h.double()
+        if t < num_steps:
+            accept = chains.transition(float(betas[t]), sizes.at(t - 1))
+            sizes.update(accept[estimating:])
+            accepted += accept[:estimating].double().sum(0)
+        bar.update()
+    return log_w[:estimating], accepted
+
+
+def _grad(output: Tensor, leaves: list[Tensor], retain_graph: bool) -> list[Tensor]:
+    """d output.sum() / d leaf for each leaf; zeros where the output does not depend on it."""
+    if not output.requires_grad:
+        return [torch.zeros_like(leaf) for leaf in leaves]
+    grads = torch.autograd.grad(output.sum(), leaves, retain_graph=retain_graph, allow_unused=True)
+    return [torch.zeros_like(leaf) if g is None else g for leaf, g in zip(leaves, grads)]
+
+
+def _with_chains(value: Tensor, k: int, max_plate_nesting: int, event_dim: int) -> Tensor:
+    """A value of batch + event shape expanded to k chains in the particle plate's dim."""
+    batch = value.dim() - event_dim
+    value = value.reshape((1,) * (max_plate_nesting + 1 - batch) + value.shape)
+    return value.expand((k,) + value.shape[1:])

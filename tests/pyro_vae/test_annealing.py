@@ -1,0 +1,63 @@
+"""``pyro-vae evaluate --method ais|bdmc``: files, figures, the report section, bad flags."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pyro_vae.cli import main
+from pyro_vae.rundir import eval_path, figures_path
+
+QUICK = ["--set", "train.max_epochs=1", "--set", "train.progress=false", "--set",
+         "evaluate.num_samples=20", "--set", "encoder.hidden=[16]", "--set", "decoder.hidden=[16]",
+         "--set", "latent_dim=2"]
+TINY = ["--chains", "3", "--steps", "4", "--leapfrog", "2"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("annealing") / "run"
+    assert main(["train", "examples/configs/digits.yaml", *QUICK, "--out", str(out)]) == 0
+    return out
+
+
+def test_ais_writes_its_summary_with_is_on_the_same_points(run: Path, capsys) -> None:
+    is_file = eval_path(run, "test").read_text()  # written by train
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--method", "ais", *TINY, "--limit", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "AIS, 3 chains × 4 steps, 5 points" in out and "AIS − IS" in out
+    summary = json.loads(eval_path(run, "test", "ais").read_text())
+    points = summary["points"]
+    assert summary["num_points"] == 5 and summary["is_num_samples"] == 20
+    assert all(len(v) == 5 for v in points.values())
+    gaps = [a - i for a, i in zip(points["log_px"], points["is_log_px"])]
+    assert summary["gap"] == pytest.approx(sum(gaps) / 5)
+    assert summary["log_px"] == pytest.approx(sum(points["log_px"]) / 5)
+    assert (figures_path(run, "test") / "ais.png").is_file()
+    assert eval_path(run, "test").read_text() == is_file  # the IS file is the IS command's
+
+
+def test_bdmc_writes_the_sandwich_and_the_report_shows_both(run: Path, capsys) -> None:
+    assert main(["evaluate", str(run), "--method", "bdmc", *TINY, "--limit", "3"]) == 0
+    summary = json.loads(eval_path(run, "simulated", "bdmc").read_text())
+    lower, upper = summary["points"]["lower"], summary["points"]["upper"]
+    assert summary["num_points"] == len(lower) == len(upper) == 3
+    assert summary["gap"] == pytest.approx(sum(u - lo for u, lo in zip(upper, lower)) / 3)
+    assert (figures_path(run, "simulated") / "bdmc.png").is_file()
+    assert main(["report", str(run)]) == 0
+    page = (run / "report.html").read_text()
+    assert "How loose is the bound?" in page and "eval-simulated-bdmc.json" in page
+    assert 'alt="bdmc"' in page
+
+
+@pytest.mark.parametrize("flag", ["--chains", "--steps", "--leapfrog", "--limit"])
+def test_bad_counts_exit_2_with_one_line_and_write_nothing(run: Path, flag: str, capsys) -> None:
+    before = sorted(p.name for p in run.rglob("*"))
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--method", "ais", flag, "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pyro-vae: error:") and flag in err and "\n" not in err
+    assert sorted(p.name for p in run.rglob("*")) == before

@@ -1,0 +1,35 @@
+"""Smoke test of ``python -m benchmarks.ais``: the speed section and the quality section on a
+tiny trained run, at toy sizes, in a subprocess (tests never import ``benchmarks``)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(*args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_ais_benchmark_runs_at_toy_size_with_and_without_a_trained_run(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _run("pyro_vae.cli", "train", "examples/configs/digits.yaml", "--out", str(run),
+         "--set", "train.max_epochs=1", "--set", "train.progress=false", "--set",
+         "evaluate.num_samples=8", "--set", "encoder.hidden=[16]", "--set", "decoder.hidden=[16]",
+         "--set", "latent_dim=2")
+    results, out = tmp_path / "results", tmp_path / "BENCHMARKS.md"
+    common = ["--toy", "--results", str(results), "--out", str(out)]
+    _run("benchmarks.ais", *common)
+    _run("benchmarks.ais", *common, "--quality", str(run), "--test-points", "3",
+         "--bdmc-points", "2")
+    speed = json.loads((results / "ais.json").read_text())
+    assert speed["data"]["ratio"]["median"] > 0 and speed["targets"][0]["name"].startswith("AIS")
+    scored = json.loads((results / "ais-quality.json").read_text())["data"]
+    assert len(scored["ais"]) == 2 and scored["bdmc"]["num_points"] == 2
+    report = out.read_text()
+    assert "## 5. Annealed importance sampling: speed" in report
+    assert "## 5. Annealed importance sampling: how loose is IS?" in report
