@@ -119,7 +119,7 @@ def gradient_rows(prepared: Prepared, estimators: Mapping[str, Component],
     x = _on_device(prepared, "val")[:spec.train.batch_size]
     vae.train()
     vae.kl_scale = spec.beta
-    guide = list(vae.encoder.parameters())
+    guide = list(vae.posteriors.parameters())
     in_guide = {id(p) for p in guide}
     model = [p for p in vae.parameters() if id(p) not in in_guide]
     elbos = {label: ESTIMATORS.instantiate(c, "estimator") for label, c in estimators.items()}

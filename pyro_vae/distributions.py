@@ -18,7 +18,8 @@ visible share of the time (``python -m benchmarks --only step``).
 The closed-form KL divergences between them are registered for ``TraceMeanField_ELBO``:
 
     KL(N(μ, σ²) ‖ N(0, I))     = ½ Σ_d (μ_d² + σ_d² − 1) − Σ_d log σ_d,
-    KL(N(μ, σ²) ‖ N(m, s²))    = Σ_d log(s_d/σ_d) + (σ_d² + (μ_d − m_d)²) / (2 s_d²) − ½.
+    KL(N(μ, σ²) ‖ N(m, s²))    = Σ_d log(s_d/σ_d) + (σ_d² + (μ_d − m_d)²) / (2 s_d²) − ½,
+    KL(N(μ, Σ) ‖ N(0, I))      = ½ (tr Σ + ‖μ‖²) + (D/2) log 2π − H[N(μ, Σ)]   (full and low rank).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import math
 import torch
 from pyro.distributions import TorchDistribution, constraints
 from torch import Tensor
-from torch.distributions import kl
+from torch.distributions import LowRankMultivariateNormal, MultivariateNormal, kl
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -151,3 +152,13 @@ def _kl_diagonal_diagonal(q: DiagonalNormal, p: DiagonalNormal) -> Tensor:
     ratio = (q.scale / p.scale).square()
     gap = ((q.loc - p.loc) / p.scale).square()
     return 0.5 * (ratio + gap - 1 - ratio.log()).sum(-1)
+
+
+@kl.register_kl(MultivariateNormal, StandardNormal)
+@kl.register_kl(LowRankMultivariateNormal, StandardNormal)
+def _kl_gaussian_standard(q: MultivariateNormal | LowRankMultivariateNormal,
+                          p: StandardNormal) -> Tensor:
+    """−H[q] − E_q[log N(z; 0, I)], the cross-entropy in closed form."""
+    d = q.event_shape[0]
+    cross = 0.5 * (q.variance.sum(-1) + q.loc.square().sum(-1)) + d * HALF_LOG_2PI
+    return _batched(cross - q.entropy(), p.batch_shape)

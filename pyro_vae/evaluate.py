@@ -49,6 +49,7 @@ class Evaluation:
     elbo: float
     kl: float
     recon: float
+    analytic_kl: bool  # False: the KL is the one-sample Monte Carlo term log q − log p
     active_units: int
     latent_dim: int
     bits_per_dim: float | None
@@ -67,7 +68,8 @@ class Evaluation:
             f"{self.split}: log p(x) ≥ {self.log_px:.3f} ± {self.log_px_sem:.3f} nats on the "
             f"data scale (importance sampling, K={self.num_samples}, {self.num_points} points, "
             f"mean ESS {self.ess:.1f})",
-            f"{self.split}: ELBO {self.elbo:.3f} = recon {self.recon:.3f} − KL {self.kl:.3f}; "
+            f"{self.split}: ELBO {self.elbo:.3f} = recon {self.recon:.3f} − KL {self.kl:.3f}"
+            f"{'' if self.analytic_kl else ' (Monte Carlo KL, one sample)'}; "
             f"active units {self.active_units}/{self.latent_dim}",
         ]
         if self.model_scale != "data":
@@ -165,7 +167,7 @@ def evaluate(vae: VAE, x: torch.Tensor, split: str, num_samples: int,
         log_px=mean_log_px, log_px_sem=sem,
         log_px_stderr=float(is_result.stderr.mean()), ess=float(is_result.ess.mean()),
         elbo=float(terms.elbo.mean()) + log_jacobian, kl=float(terms.kl.mean()),
-        recon=float(terms.recon.mean()) + log_jacobian,
+        recon=float(terms.recon.mean()) + log_jacobian, analytic_kl=terms.analytic_kl,
         active_units=active, latent_dim=vae.latent_dim, bits_per_dim=bpd,
         wall_time_s=time.perf_counter() - start, points=is_result,
         model_scale=model_scale, log_jacobian=log_jacobian,

@@ -1,7 +1,9 @@
 """Registry of encoder/decoder networks.
 
 An entry builds both halves of the VAE:
-- ``encoder(shape, latent_dim)``: x (..., P) → (μ, σ) of q(z | x) = N(μ, diag σ²), σ = softplus(·) + ε;
+- ``encoder(shape, latent_dim, extra=0)``: x (..., P) → (μ, σ) of q(z | x) = N(μ, diag σ²),
+  σ = softplus(·) + ε; ``extra`` more outputs, read with ``features(x)``, are a richer guide's
+  (:mod:`pyro_vae.guides`: covariance factors, a flow's context);
 - ``decoder(latent_dim, shape, m)``: z (..., D) → the likelihood's natural parameters (..., m·P).
 Leading dimensions (particles, batch) pass through, so vectorized particles need no reshaping
 outside the network.
@@ -29,15 +31,21 @@ MIN_SCALE = 1e-4
 
 
 class GaussianHead(nn.Module):
-    """Splits features into (μ, σ) with σ = softplus(s) + ε, keeping σ away from 0."""
+    """Splits features into (μ, σ) with σ = softplus(s) + ε, keeping σ away from 0, and
+    ``extra`` more features h for a richer guide (``features``)."""
 
-    def __init__(self, body: nn.Module, latent_dim: int) -> None:
+    def __init__(self, body: nn.Module, latent_dim: int, extra: int = 0) -> None:
         super().__init__()
-        self.body, self.latent_dim = body, latent_dim
+        self.body, self.latent_dim, self.extra = body, latent_dim, extra
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(μ, σ, h), h of width ``extra``."""
+        loc, raw, h = self.body(x).split([self.latent_dim, self.latent_dim, self.extra], dim=-1)
+        return loc, F.softplus(raw) + MIN_SCALE, h
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loc, raw = self.body(x).split(self.latent_dim, dim=-1)
-        return loc, F.softplus(raw) + MIN_SCALE
+        loc, scale, _ = self.features(x)
+        return loc, scale
 
 
 def mlp(sizes: list[int], activation: str) -> nn.Sequential:
@@ -66,9 +74,9 @@ class MLP:
     def __post_init__(self) -> None:
         _check_layers(self.hidden, "hidden")
 
-    def encoder(self, shape: tuple[int, ...], latent_dim: int) -> nn.Module:
-        return GaussianHead(mlp([math.prod(shape), *self.hidden, 2 * latent_dim],
-                                self.activation), latent_dim)
+    def encoder(self, shape: tuple[int, ...], latent_dim: int, extra: int = 0) -> GaussianHead:
+        return GaussianHead(mlp([math.prod(shape), *self.hidden, 2 * latent_dim + extra],
+                                self.activation), latent_dim, extra)
 
     def decoder(self, latent_dim: int, shape: tuple[int, ...], m: int) -> nn.Module:
         return mlp([latent_dim, *self.hidden, m * math.prod(shape)], self.activation)
@@ -143,10 +151,10 @@ class Conv:
                             f"set has items of shape {tuple(shape)}; use mlp")
         return shape  # type: ignore[return-value]
 
-    def encoder(self, shape: tuple[int, ...], latent_dim: int) -> nn.Module:
+    def encoder(self, shape: tuple[int, ...], latent_dim: int, extra: int = 0) -> GaussianHead:
         body = ConvEncoderBody(self._image(shape, "encoder"), self.channels, self.hidden,
-                               2 * latent_dim, ACTIVATIONS[self.activation])
-        return GaussianHead(body, latent_dim)
+                               2 * latent_dim + extra, ACTIVATIONS[self.activation])
+        return GaussianHead(body, latent_dim, extra)
 
     def decoder(self, latent_dim: int, shape: tuple[int, ...], m: int) -> nn.Module:
         return ConvDecoder(latent_dim, self._image(shape, "decoder"), m, self.channels,

@@ -18,6 +18,7 @@ import yaml
 from inference.estimators import ESTIMATORS as ESTIMATOR_CLASSES
 from pyro_vae.atomic import write_text_atomic
 from pyro_vae.data import DATASETS
+from pyro_vae.guides import GUIDES, NO_STOPPED_DENSITY
 from pyro_vae.likelihoods import LIKELIHOODS
 from pyro_vae.networks import NETWORKS
 from pyro_vae.priors import PRIORS
@@ -103,7 +104,7 @@ def _positive(value: float, name: str) -> None:
 
 COMPONENTS: dict[str, Registry] = {
     "data": DATASETS, "prior": PRIORS, "likelihood": LIKELIHOODS,
-    "encoder": NETWORKS, "decoder": NETWORKS, "estimator": ESTIMATORS,
+    "encoder": NETWORKS, "decoder": NETWORKS, "guide": GUIDES, "estimator": ESTIMATORS,
 }
 SECTIONS: dict[str, type] = {"train": TrainSpec, "evaluate": EvaluateSpec}
 DEFAULTS: dict[str, Any] = {
@@ -112,6 +113,7 @@ DEFAULTS: dict[str, Any] = {
     "likelihood": {"name": "bernoulli"},
     "encoder": {"name": "mlp"},
     "decoder": {"name": "mlp"},
+    "guide": {"name": "diagonal"},
     "estimator": {"name": "trace"},
 }
 
@@ -125,6 +127,7 @@ class Spec:
     likelihood: Component
     encoder: Component
     decoder: Component
+    guide: Component
     estimator: Component
     latent_dim: int = 16
     beta: float = 1.0
@@ -147,6 +150,7 @@ class Spec:
             elif isinstance(value, Mapping) and "name" not in value:
                 value = {**DEFAULTS[key], **value}  # parameters for the default component
             values[key] = registry.parse(value, key)
+        _check_pairing(values["guide"], values["estimator"])
         for key, section in SECTIONS.items():
             sub = raw.get(key) or {}
             if not isinstance(sub, Mapping):
@@ -191,6 +195,16 @@ class _Scalars:
             _positive(self.beta, "value")
         except ValueError as exc:
             raise SpecError("beta", str(exc)) from None
+
+
+def _check_pairing(guide: Component, estimator: Component) -> None:
+    """Estimators that score a draw with the guide's parameters stopped need log q at a value
+    the guide did not draw; some flows have no inverse to compute it."""
+    stops = getattr(ESTIMATOR_CLASSES[estimator.name], "stop_guide_params", False)
+    if stops and guide.name in NO_STOPPED_DENSITY:
+        raise SpecError("estimator.name", f"{estimator.name} scores each draw with the guide's "
+                        f"parameters stopped, which needs the inverse of the guide's flow, and "
+                        f"{guide.name} flows have none; use guide iaf or another estimator")
 
 
 def parse_yaml(text: str, source: str = "<spec>") -> Any:

@@ -1,7 +1,7 @@
 """The VAE: one PyroModule holding the generative model and the amortized guide.
 
     model:  z_n ~ p(z),  x_n | z_n ~ p(x | f_θ(z_n)),          n ∈ minibatch of a data set of size N
-    guide:  q_φ(z_n | x_n) = N(μ_φ(x_n), diag σ_φ(x_n)²)
+    guide:  q_φ(z_n | x_n), a family of :mod:`pyro_vae.guides` (default N(μ_φ(x_n), diag σ_φ(x_n)²))
 
 The data plate carries the subsample scale N/B; the latent site is scaled by ``kl_scale``
 (β times the warm-up factor) with ``poutine.scale`` in both model and guide, so any ELBO
@@ -21,7 +21,7 @@ from pyro.distributions.kl import kl_divergence
 from pyro.nn import PyroModule
 from torch import nn
 
-from pyro_vae.distributions import DiagonalNormal
+from pyro_vae.guides import GUIDES, Posterior
 from pyro_vae.likelihoods import LIKELIHOODS, Likelihood
 from pyro_vae.networks import NETWORKS
 from pyro_vae.priors import PRIORS, Prior
@@ -37,6 +37,7 @@ class ElboTerms:
 
     recon: torch.Tensor  # log p(x | z),                 z ~ q(z | x)
     kl: torch.Tensor  # KL(q‖p): analytic where it exists, else log q(z|x) − log p(z)
+    analytic_kl: bool = True  # False: kl is the one-sample Monte Carlo term
 
     @property
     def elbo(self) -> torch.Tensor:
@@ -46,11 +47,12 @@ class ElboTerms:
 class VAE(PyroModule):
     """``model(x)`` is p(z) p(x|z); ``guide(x)`` is q(z|x). ``x`` is a (B, P) minibatch."""
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, prior: Prior,
+    def __init__(self, posterior: Posterior, decoder: nn.Module, prior: Prior,
                  likelihood: Likelihood, latent_dim: int, shape: tuple[int, ...],
                  num_data: int | None = None) -> None:
         super().__init__()
-        self.encoder, self.decoder = encoder, decoder
+        self.posteriors, self.decoder = nn.ModuleList([posterior]), decoder
+        self._register_load_state_dict_pre_hook(_legacy_keys)
         self.prior, self.likelihood = prior, likelihood
         self.latent_dim, self.shape = latent_dim, tuple(shape)
         self.num_data = num_data  # N, the full data size the plate scales to (None: the batch)
@@ -64,12 +66,18 @@ class VAE(PyroModule):
         lik = LIKELIHOODS.instantiate(spec.likelihood, "likelihood").build(data_dim, levels)
         enc_entry = NETWORKS.instantiate(spec.encoder, "encoder")
         dec_entry = NETWORKS.instantiate(spec.decoder, "decoder")
-        encoder = enc_entry.encoder(shape, spec.latent_dim)
+        posterior = GUIDES.instantiate(spec.guide, "guide").build(enc_entry, shape, spec.latent_dim)
         decoder = dec_entry.decoder(spec.latent_dim, shape, lik.params_per_dim)
         if train_data is None:  # pseudo-inputs of a VampPrior then start uniform on [0, 1]
             train_data = torch.rand(256, data_dim)
-        prior = PRIORS.instantiate(spec.prior, "prior").build(spec.latent_dim, encoder, train_data)
-        return cls(encoder, decoder, prior, lik, spec.latent_dim, shape)
+        prior = PRIORS.instantiate(spec.prior, "prior").build(spec.latent_dim, posterior.encoder,
+                                                              train_data)
+        return cls(posterior, decoder, prior, lik, spec.latent_dim, shape)
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The network of q(z | x): x ↦ (μ, σ[, h])."""
+        return self.posteriors[0].encoder
 
     @classmethod
     def build(cls, shape: tuple[int, ...], levels: int | None = None,
@@ -94,15 +102,16 @@ class VAE(PyroModule):
 
     def guide(self, x: torch.Tensor) -> None:
         with self._plate(x):
-            loc, scale = self.encoder(x)
+            q = self.posteriors[0](x)
             with self._scaled():
-                pyro.sample("z", DiagonalNormal(loc, scale))
+                pyro.sample("z", q)
 
     # --- direct use of the networks -------------------------------------------------------------
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(μ, σ) of q(z | x)."""
-        return self.encoder(x)
+        """(E_q[z | x], marginal σ) of q(z | x); for a flow guide (the flow's image of the base
+        mean, the base σ) (:meth:`pyro_vae.guides.Posterior.summary`)."""
+        return self.posteriors[0].summary(x)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """E[x | z] in data units."""
@@ -126,16 +135,14 @@ class VAE(PyroModule):
 
     def elbo_terms(self, x: torch.Tensor) -> ElboTerms:
         """One-sample recon and KL per point, KL analytic where the pair has one."""
-        loc, scale = self.encoder(x)
-        q = DiagonalNormal(loc, scale)
+        q = self.posteriors[0](x)
         z = q.rsample()
         p = self.prior()
         recon = self.likelihood(self.decoder(z)).log_prob(x)
         try:
-            kl = kl_divergence(q, p.expand(q.batch_shape))
+            return ElboTerms(recon=recon, kl=kl_divergence(q, p.expand(q.batch_shape)))
         except NotImplementedError:
-            kl = q.log_prob(z) - p.log_prob(z)
-        return ElboTerms(recon=recon, kl=kl)
+            return ElboTerms(recon=recon, kl=q.log_prob(z) - p.log_prob(z), analytic_kl=False)
 
     def log_weights(self, x: torch.Tensor) -> Callable[[int], torch.Tensor]:
         """k ↦ log w (k, B), log w = log p(x|z) + log p(z) − log q(z|x), z ~ q: the fast IS path.
@@ -143,8 +150,7 @@ class VAE(PyroModule):
         The encoder and the prior run once per call; each k draws fresh particles. Unscaled:
         neither N/B nor β enter, as log p(x) needs.
         """
-        loc, scale = self.encoder(x)
-        q = DiagonalNormal(loc, scale)
+        q = self.posteriors[0](x)
         p = self.prior()
 
         def draw(k: int) -> torch.Tensor:
@@ -153,3 +159,10 @@ class VAE(PyroModule):
 
         return draw
 
+
+
+def _legacy_keys(state: dict, prefix: str, *args: object) -> None:
+    """Checkpoints from before the guide registry named the diagonal guide's network
+    ``encoder``; it is ``posteriors.0.encoder`` now."""
+    for key in [k for k in state if k.startswith(prefix + "encoder.")]:
+        state[prefix + "posteriors.0." + key[len(prefix):]] = state.pop(key)

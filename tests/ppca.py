@@ -5,7 +5,8 @@
     p(z | x) = N(z; M⁻¹ Wᵀ (x − b), σ² M⁻¹),   M = Wᵀ W + σ² I_d
 
 With orthogonal columns of W (Wᵀ W diagonal) the posterior covariance is diagonal, so the
-amortized diagonal-Normal guide family (and a linear encoder) contains the exact posterior.
+amortized diagonal-Normal guide family (and a linear encoder) contains the exact posterior;
+``orthogonal=False`` mixes the columns, so that only a full-covariance guide does.
 Model and guide are written as plain Pyro functions, not as pyro_vae modules: the inference
 package must work on any model and guide.
 """
@@ -21,16 +22,20 @@ import torch
 
 @dataclass
 class PPCA:
-    W: torch.Tensor  # (P, d), orthogonal columns
+    W: torch.Tensor  # (P, d), orthogonal columns unless made with orthogonal=False
     b: torch.Tensor  # (P,)
     sigma: float
 
     @classmethod
-    def make(cls, P: int = 6, d: int = 2, sigma: float = 0.5, seed: int = 0) -> PPCA:
+    def make(cls, P: int = 6, d: int = 2, sigma: float = 0.5, seed: int = 0,
+             orthogonal: bool = True) -> PPCA:
         g = torch.Generator().manual_seed(seed)
         Q, _ = torch.linalg.qr(torch.randn(P, d, generator=g, dtype=torch.float64))
         col_norms = torch.linspace(2.0, 1.0, d, dtype=torch.float64)
-        W = (Q * col_norms).float()
+        W = Q * col_norms
+        if not orthogonal:  # column j + 0.8 × columns < j: correlated posteriors
+            W = W @ (torch.eye(d, dtype=torch.float64) + 0.8 * torch.ones(d, d).triu(1).double())
+        W = W.float()
         b = torch.randn(P, generator=g).float()
         return cls(W=W, b=b, sigma=sigma)
 
@@ -52,6 +57,13 @@ class PPCA:
         W, b = self.W.double(), self.b.double()
         cov = W @ W.T + self.sigma**2 * torch.eye(self.P, dtype=torch.float64)
         return dist.MultivariateNormal(b, covariance_matrix=cov).log_prob(x.double())
+
+    def posterior_full(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact posterior mean (n, d) and covariance σ² M⁻¹ (d, d), in float64, any W."""
+        W, b = self.W.double(), self.b.double()
+        M = W.T @ W + self.sigma**2 * torch.eye(self.d, dtype=torch.float64)
+        Minv = torch.linalg.inv(M)
+        return (x.double() - b) @ W @ Minv.T, self.sigma**2 * Minv
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact posterior mean (n, d) and standard deviation (d,) of p(z | x)."""

@@ -44,7 +44,13 @@ def test_every_prior_is_reachable_by_name():
 
 BAD = [
     ({"priorr": {}}, "priorr", "valid keys"),
-    ({"prior": {"name": "gaussian"}}, "prior.name", "choices: mixture, normal, standard_normal, vamp"),
+    ({"prior": {"name": "gaussian"}}, "prior.name", "choices: flow, mixture, normal, standard_normal, vamp"),
+    ({"prior": {"name": "flow", "flows": 0}}, "prior", "flows must be >= 1"),
+    ({"guide": {"name": "iaff"}}, "guide.name", "did you mean 'iaf'"),
+    ({"guide": {"name": "low_rank", "rank": 0}}, "guide", "rank must be >= 1"),
+    ({"guide": "planar", "estimator": "dreg"}, "estimator.name", "planar flows have none"),
+    ({"likelihood": {"name": "discretized_logistic", "values": "float"}}, "likelihood.values",
+     "unit, integer"),
     ({"prior": {"name": "mixture", "components": 0}}, "prior", "components must be >= 1"),
     ({"prior": {"name": "mixture", "componets": 3}}, "prior.componets", "did you mean 'components'"),
     ({"likelihood": {"name": "normal", "learn": "sometimes"}}, "likelihood.learn", "fixed, global, per_dim"),

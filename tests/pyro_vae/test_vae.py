@@ -26,6 +26,7 @@ def data_for(likelihood: str, n: int = 32) -> torch.Tensor:
         "normal": torch.randn(n, 16, generator=g),
         "laplace": torch.randn(n, 16, generator=g),
         "categorical": torch.randint(0, 5, (n, 16), generator=g).float(),
+        "discretized_logistic": torch.randint(0, 5, (n, 16), generator=g).float() / 4,
     }[likelihood]
 
 
