@@ -9,16 +9,18 @@ from typing import Any
 
 from benchmarks.common import table
 
-ORDER = ("step", "is", "is-small", "quality", "quality-quick", "scaling", "ais", "ais-quality")
+ORDER = ("step", "is", "is-small", "quality", "quality-quick", "scaling", "ais", "ais-quality",
+         "richer")
 NUMBER = {"step": "1", "is": "2", "is-small": "2b", "quality": "3", "quality-quick": "3",
-          "scaling": "4", "ais": "5", "ais-quality": "5"}
+          "scaling": "4", "ais": "5", "ais-quality": "5", "richer": "6"}
 SECTION_COMMANDS = {"step": "python -m benchmarks --only step",
                     "is": "python -m benchmarks --only is",
                     "is-small": "python -m benchmarks --only is-small",
                     "scaling": "python -m benchmarks --only scaling",
                     "quality-quick": "python -m benchmarks.quality --quick",
                     "quality": "python -m benchmarks.quality",
-                    "ais": "python -m benchmarks.ais"}
+                    "ais": "python -m benchmarks.ais",
+                    "richer": "python -m benchmarks.richer"}
 HEADER = """# Benchmarks
 
 Our performance claims are only what this suite measures. Speed is measured as ratios against

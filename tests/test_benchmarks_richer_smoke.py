@@ -1,0 +1,22 @@
+"""Smoke test of the richer-models benchmark at toy size (digits, tiny networks, one epoch), in a
+subprocess as ``python -m benchmarks.richer`` runs it."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_richer_benchmark_runs_at_toy_size(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.richer", "--toy", "--results",
+         str(tmp_path / "results"), "--out", str(tmp_path / "BENCHMARKS.md")],
+        cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "## 6. Richer models on Fashion-MNIST" in report
+    record = json.loads((tmp_path / "results" / "richer.json").read_text())["data"]
+    assert {"diagonal, one layer", "IAF guide", "two stochastic layers"} <= set(record)
+    assert all(runs[0]["log_px"] < 0 for runs in record.values())
