@@ -2,7 +2,7 @@
 
     log p̂(x) = log (1/K) Σ_k p(x, z_k)/q(z_k|x),  z_k ~ q(z|x)     (a stochastic lower bound)
     ELBO(x)  = E_q[log p(x|z)] − KL(q(z|x) ‖ p(z))
-    active units: #{u : Cov_x(E_q[z_u | x]) > 0.01}                 (Burda et al. 2015)
+    active units: #{u : Cov_x(E_q[z_u | x]) > 0.01}, per stochastic layer  (Burda et al. 2015)
     bits/dim = −log p̂(x) / (P ln 2)                   (discrete likelihoods or dequantized data)
 
 A model fitted to transformed data x' = t(x) (``data.transform``) is scored on the data's own
@@ -50,8 +50,10 @@ class Evaluation:
     kl: float
     recon: float
     analytic_kl: bool  # False: the KL is the one-sample Monte Carlo term log q − log p
-    active_units: int
-    latent_dim: int
+    active_units: int  # over all layers
+    latent_dim: int  # over all layers
+    active_per_layer: list[int]  # z_1 first
+    latent_dims: list[int]
     bits_per_dim: float | None
     wall_time_s: float
     points: MarginalResult = field(repr=False, compare=False)  # per point, on the data scale
@@ -70,7 +72,7 @@ class Evaluation:
             f"mean ESS {self.ess:.1f})",
             f"{self.split}: ELBO {self.elbo:.3f} = recon {self.recon:.3f} − KL {self.kl:.3f}"
             f"{'' if self.analytic_kl else ' (Monte Carlo KL, one sample)'}; "
-            f"active units {self.active_units}/{self.latent_dim}",
+            f"active units {self._active_text()}",
         ]
         if self.model_scale != "data":
             out.insert(1, f"{self.split}: = {self.log_px - self.log_jacobian:.3f} on the "
@@ -80,6 +82,13 @@ class Evaluation:
             out.append(f"{self.split}: {self.bits_per_dim:.4f} bits/dim")
         out.append(f"evaluated in {self.wall_time_s:.1f} s")
         return out
+
+    def _active_text(self) -> str:
+        """``a/D``, or per layer ``a1/D1 (z1), a2/D2 (z2)``."""
+        if len(self.latent_dims) == 1:
+            return f"{self.active_units}/{self.latent_dim}"
+        return ", ".join(f"{a}/{d} (z{i + 1})" for i, (a, d) in
+                         enumerate(zip(self.active_per_layer, self.latent_dims)))
 
 
 @dataclass(frozen=True)
@@ -155,8 +164,8 @@ def evaluate(vae: VAE, x: torch.Tensor, split: str, num_samples: int,
                                num_samples=num_samples)
     with pyro.validation_enabled(False):
         terms = vae.elbo_terms(x)
-        means = vae.encode(x)[0]
-    active = int((means.var(dim=0) > ACTIVE_THRESHOLD).sum()) if len(x) > 1 else 0
+        layers = vae.encode_layers(x)
+    active = [int((m.var(dim=0) > ACTIVE_THRESHOLD).sum()) if len(x) > 1 else 0 for m in layers]
     log_p = is_result.log_px.double()
     mean_log_px = float(log_p.mean())
     sem = float(log_p.std() / math.sqrt(len(log_p))) if len(log_p) > 1 else float("nan")
@@ -168,7 +177,8 @@ def evaluate(vae: VAE, x: torch.Tensor, split: str, num_samples: int,
         log_px_stderr=float(is_result.stderr.mean()), ess=float(is_result.ess.mean()),
         elbo=float(terms.elbo.mean()) + log_jacobian, kl=float(terms.kl.mean()),
         recon=float(terms.recon.mean()) + log_jacobian, analytic_kl=terms.analytic_kl,
-        active_units=active, latent_dim=vae.latent_dim, bits_per_dim=bpd,
+        active_units=sum(active), latent_dim=sum(vae.latent_dims), active_per_layer=active,
+        latent_dims=list(vae.latent_dims), bits_per_dim=bpd,
         wall_time_s=time.perf_counter() - start, points=is_result,
         model_scale=model_scale, log_jacobian=log_jacobian,
     )

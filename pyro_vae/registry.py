@@ -83,7 +83,7 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
                 return coerce(value, arg, key)
             except SpecError as exc:
                 errors.append(exc.message)
-        raise SpecError(key, " or ".join(errors))
+        raise SpecError(key, " or ".join(dict.fromkeys(errors)))  # each reason once
     if origin is Literal:
         if value in args:
             return value

@@ -129,10 +129,16 @@ class Spec:
     decoder: Component
     guide: Component
     estimator: Component
-    latent_dim: int = 16
+    latent_dim: int | tuple[int, ...] = 16  # a list: stochastic layers, bottom (z_1) first
     beta: float = 1.0
     train: TrainSpec = field(default_factory=TrainSpec)
     evaluate: EvaluateSpec = field(default_factory=EvaluateSpec)
+
+    @property
+    def latent_dims(self) -> tuple[int, ...]:
+        """The sizes of z_1 … z_L."""
+        dims = self.latent_dim
+        return dims if isinstance(dims, tuple) else (dims,)
 
     @classmethod
     def from_dict(cls, raw: Any) -> Spec:
@@ -150,7 +156,6 @@ class Spec:
             elif isinstance(value, Mapping) and "name" not in value:
                 value = {**DEFAULTS[key], **value}  # parameters for the default component
             values[key] = registry.parse(value, key)
-        _check_pairing(values["guide"], values["estimator"])
         for key, section in SECTIONS.items():
             sub = raw.get(key) or {}
             if not isinstance(sub, Mapping):
@@ -163,7 +168,9 @@ class Spec:
                 raise SpecError(key, str(exc)) from None
         scalars = parse_kwargs(_Scalars, {k: raw[k] for k in ("latent_dim", "beta") if k in raw}, "")
         _Scalars(**scalars)
-        return cls(**values, **scalars)
+        spec = cls(**values, **scalars)
+        _check_combinations(spec)
+        return spec
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -174,7 +181,7 @@ class Spec:
             elif dataclasses.is_dataclass(value):
                 out[f.name] = dataclasses.asdict(value)
             else:
-                out[f.name] = value
+                out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
 
     def to_yaml(self) -> str:
@@ -183,12 +190,16 @@ class Spec:
 
 @dataclass(frozen=True)
 class _Scalars:
-    latent_dim: int = 16
+    latent_dim: int | tuple[int, ...] = 16
     beta: float = 1.0
 
     def __post_init__(self) -> None:
+        dims = self.latent_dim if isinstance(self.latent_dim, tuple) else (self.latent_dim,)
         try:
-            _at_least(self.latent_dim, 1, "value")
+            if not dims:
+                raise ValueError("needs at least one layer size")
+            for d in dims:
+                _at_least(d, 1, "value" if len(dims) == 1 else "each layer size")
         except ValueError as exc:
             raise SpecError("latent_dim", str(exc)) from None
         try:
@@ -197,14 +208,31 @@ class _Scalars:
             raise SpecError("beta", str(exc)) from None
 
 
-def _check_pairing(guide: Component, estimator: Component) -> None:
-    """Estimators that score a draw with the guide's parameters stopped need log q at a value
-    the guide did not draw; some flows have no inverse to compute it."""
-    stops = getattr(ESTIMATOR_CLASSES[estimator.name], "stop_guide_params", False)
-    if stops and guide.name in NO_STOPPED_DENSITY:
-        raise SpecError("estimator.name", f"{estimator.name} scores each draw with the guide's "
+def _check_combinations(spec: Spec) -> None:
+    """Pairings that would train something other than what the spec says.
+
+    Estimators that score a draw with the guide's parameters stopped (stl, dreg) need log q at a
+    value the guide did not draw, which some flows cannot give; and they stop each site's
+    density as a whole, which in a hierarchy also cuts q(z_2 | z_1)'s dependence on z_1.
+    mean_field takes KL(q(z_1|x) ‖ p(z_1|z_2)) in closed form at a z_2 drawn given z_1: biased.
+    The VampPrior mixes q(z | u_k) of the one-layer guide."""
+    estimator, guide = spec.estimator.name, spec.guide.name
+    stops = getattr(ESTIMATOR_CLASSES[estimator], "stop_guide_params", False)
+    if stops and guide in NO_STOPPED_DENSITY:
+        raise SpecError("estimator.name", f"{estimator} scores each draw with the guide's "
                         f"parameters stopped, which needs the inverse of the guide's flow, and "
-                        f"{guide.name} flows have none; use guide iaf or another estimator")
+                        f"{guide} flows have none; use guide iaf or another estimator")
+    if len(spec.latent_dims) == 1:
+        return
+    if stops or estimator == "mean_field":
+        why = ("stops the guide's parameters inside each layer's density, which also cuts "
+               "q(z2|z1)'s dependence on z1" if stops else
+               "takes KL(q(z1|x) ‖ p(z1|z2)) in closed form at a z2 drawn given z1: biased")
+        raise SpecError("estimator.name", f"{estimator} {why}; with stochastic layers use trace, "
+                        "iwae or renyi")
+    if spec.prior.name == "vamp":
+        raise SpecError("prior.name", "vamp mixes the one-layer guide's q(z|u_k); with "
+                        "stochastic layers use standard_normal, normal, mixture or flow")
 
 
 def parse_yaml(text: str, source: str = "<spec>") -> Any:

@@ -1,26 +1,34 @@
-"""The VAE: one PyroModule holding the generative model and the amortized guide.
+"""The VAE: one PyroModule holding the generative model and the amortized guide, over a stack of
+L ≥ 1 stochastic layers z_1 … z_L (``latent_dim: 50`` is one layer, ``[100, 50]`` two):
 
-    model:  z_n ~ p(z),  x_n | z_n ~ p(x | f_θ(z_n)),          n ∈ minibatch of a data set of size N
-    guide:  q_φ(z_n | x_n), a family of :mod:`pyro_vae.guides` (default N(μ_φ(x_n), diag σ_φ(x_n)²))
+    model:  z_L ~ p(z_L),  z_l | z_{l+1} ~ N(μ_θ(z_{l+1}), diag σ_θ(z_{l+1})²),  x | z_1 ~ p(x | f_θ(z_1))
+    guide:  q_φ(z_1 | x) q_φ(z_2 | z_1) … q_φ(z_L | z_{L−1}), each a family of :mod:`pyro_vae.guides`
+            (default N(μ_φ(·), diag σ_φ(·)²)) with its own networks
 
-The data plate carries the subsample scale N/B; the latent site is scaled by ``kl_scale``
+for each n in a minibatch of a data set of size N (the IWAE paper's hierarchy, Burda et al. 2015,
+§5). p(z_L) is the prior registry's. The one ``model``/``guide`` pair walks the layers top-down and
+bottom-up, so every depth shares every line. Sites are ``z`` for one layer, ``z1`` … ``zL`` else.
+
+The data plate carries the subsample scale N/B; the latent sites are scaled by ``kl_scale``
 (β times the warm-up factor) with ``poutine.scale`` in both model and guide, so any ELBO
-estimator optimises E_q[log p(x|z)] − β KL(q‖p).
+estimator optimises E_q[log p(x|z_1)] − β KL(q(z_1..L|x) ‖ p(z_1..L)).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import pyro
+import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.distributions.kl import kl_divergence
 from pyro.nn import PyroModule
 from torch import nn
 
+from pyro_vae.distributions import DiagonalNormal
 from pyro_vae.guides import GUIDES, Posterior
 from pyro_vae.likelihoods import LIKELIHOODS, Likelihood
 from pyro_vae.networks import NETWORKS
@@ -45,16 +53,25 @@ class ElboTerms:
 
 
 class VAE(PyroModule):
-    """``model(x)`` is p(z) p(x|z); ``guide(x)`` is q(z|x). ``x`` is a (B, P) minibatch."""
+    """``model(x)`` is p(z) p(x|z); ``guide(x)`` is q(z|x). ``x`` is a (B, P) minibatch.
 
-    def __init__(self, posterior: Posterior, decoder: nn.Module, prior: Prior,
-                 likelihood: Likelihood, latent_dim: int, shape: tuple[int, ...],
-                 num_data: int | None = None) -> None:
+    ``posteriors[l]`` is q(z_{l+1} | z_l) (z_0 = x), ``conditionals[l]`` the network of
+    p(z_{l+1} | z_{l+2}) (L − 1 of them), ``decoder`` that of p(x | z_1), ``prior`` p(z_L).
+    """
+
+    def __init__(self, posteriors: Sequence[Posterior], decoder: nn.Module, prior: Prior,
+                 likelihood: Likelihood, latent_dims: Sequence[int], shape: tuple[int, ...],
+                 conditionals: Sequence[nn.Module] = (), num_data: int | None = None) -> None:
         super().__init__()
-        self.posteriors, self.decoder = nn.ModuleList([posterior]), decoder
+        if not len(posteriors) == len(latent_dims) == len(conditionals) + 1:
+            raise ValueError("one posterior per layer and one conditional between layers")
+        self.posteriors, self.decoder = nn.ModuleList(posteriors), decoder
+        self.conditionals = nn.ModuleList(conditionals)
         self._register_load_state_dict_pre_hook(_legacy_keys)
         self.prior, self.likelihood = prior, likelihood
-        self.latent_dim, self.shape = latent_dim, tuple(shape)
+        self.latent_dims, self.shape = tuple(latent_dims), tuple(shape)
+        self.latent_dim = self.latent_dims[0]  # the code the decoder reads
+        self.sites = ["z"] if len(latent_dims) == 1 else [f"z{l + 1}" for l in range(len(latent_dims))]
         self.num_data = num_data  # N, the full data size the plate scales to (None: the batch)
         self.kl_scale = 1.0  # β × warm-up factor, set by the trainer
 
@@ -66,13 +83,16 @@ class VAE(PyroModule):
         lik = LIKELIHOODS.instantiate(spec.likelihood, "likelihood").build(data_dim, levels)
         enc_entry = NETWORKS.instantiate(spec.encoder, "encoder")
         dec_entry = NETWORKS.instantiate(spec.decoder, "decoder")
-        posterior = GUIDES.instantiate(spec.guide, "guide").build(enc_entry, shape, spec.latent_dim)
-        decoder = dec_entry.decoder(spec.latent_dim, shape, lik.params_per_dim)
+        family, dims = GUIDES.instantiate(spec.guide, "guide"), spec.latent_dims
+        inputs = [tuple(shape)] + [(d,) for d in dims[:-1]]  # what each layer's q conditions on
+        posteriors = [family.build(enc_entry, below, d) for below, d in zip(inputs, dims)]
+        conditionals = [dec_entry.encoder((above,), d) for d, above in zip(dims, dims[1:])]
+        decoder = dec_entry.decoder(dims[0], shape, lik.params_per_dim)
         if train_data is None:  # pseudo-inputs of a VampPrior then start uniform on [0, 1]
             train_data = torch.rand(256, data_dim)
-        prior = PRIORS.instantiate(spec.prior, "prior").build(spec.latent_dim, posterior.encoder,
+        prior = PRIORS.instantiate(spec.prior, "prior").build(dims[-1], posteriors[0].encoder,
                                                               train_data)
-        return cls(posterior, decoder, prior, lik, spec.latent_dim, shape)
+        return cls(posteriors, decoder, prior, lik, dims, shape, conditionals)
 
     @property
     def encoder(self) -> nn.Module:
@@ -96,30 +116,53 @@ class VAE(PyroModule):
 
     def model(self, x: torch.Tensor) -> None:
         with self._plate(x):
-            with self._scaled():
-                z = pyro.sample("z", self.prior())
+            z = None
+            for layer in reversed(range(len(self.sites))):  # top-down
+                with self._scaled():
+                    z = pyro.sample(self.sites[layer], self._prior_of(layer, z))
             pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
 
     def guide(self, x: torch.Tensor) -> None:
         with self._plate(x):
-            q = self.posteriors[0](x)
-            with self._scaled():
-                pyro.sample("z", q)
+            z = x
+            for site, posterior in zip(self.sites, self.posteriors):  # bottom-up
+                q = posterior(z)
+                with self._scaled():
+                    z = pyro.sample(site, q)
+
+    def _prior_of(self, layer: int, above: torch.Tensor | None) -> dist.TorchDistribution:
+        """p(z_L) at the top, else p(z_l | z_{l+1} = above)."""
+        if layer == len(self.sites) - 1:
+            return self.prior()
+        return DiagonalNormal(*self.conditionals[layer](above))
 
     # --- direct use of the networks -------------------------------------------------------------
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(E_q[z | x], marginal σ) of q(z | x); for a flow guide (the flow's image of the base
-        mean, the base σ) (:meth:`pyro_vae.guides.Posterior.summary`)."""
+        """(E_q[z_1 | x], marginal σ) of q(z_1 | x); for a flow guide (the flow's image of the
+        base mean, the base σ) (:meth:`pyro_vae.guides.Posterior.summary`)."""
         return self.posteriors[0].summary(x)
+
+    def encode_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Per layer, the location of q(z_l | ·) at the location of the layer below: E_q[z_1 | x],
+        then the guide's means passed up (E_q[z_l | x] for l ≥ 2 has no closed form)."""
+        locations, below = [], x
+        for posterior in self.posteriors:
+            below = posterior.summary(below)[0]
+            locations.append(below)
+        return locations
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """E[x | z] in data units."""
         return self.likelihood.mean(self.decoder(z))
 
     def sample(self, n: int) -> torch.Tensor:
-        """E[x | z] for n draws z ~ p(z)."""
-        return self.decode(self.prior().sample((n,)))
+        """E[x | z_1] for n draws z_L ~ p(z_L), …, z_1 ~ p(z_1 | z_2)."""
+        z = None
+        for layer in reversed(range(len(self.sites))):
+            p = self._prior_of(layer, z)
+            z = p.sample((n,)) if z is None else p.sample()
+        return self.decode(z)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x)[0])
@@ -134,30 +177,54 @@ class VAE(PyroModule):
             raise SpecError(key, message)
 
     def elbo_terms(self, x: torch.Tensor) -> ElboTerms:
-        """One-sample recon and KL per point, KL analytic where the pair has one."""
+        """One-sample recon and KL per point: KL analytic where one layer's pair has one, else
+        log q(z_1..L | x) − log p(z_1..L) at the draw."""
         q = self.posteriors[0](x)
-        z = q.rsample()
-        p = self.prior()
-        recon = self.likelihood(self.decoder(z)).log_prob(x)
-        try:
-            return ElboTerms(recon=recon, kl=kl_divergence(q, p.expand(q.batch_shape)))
-        except NotImplementedError:
-            return ElboTerms(recon=recon, kl=q.log_prob(z) - p.log_prob(z), analytic_kl=False)
+        zs, log_q = self._draw(q, torch.Size())
+        recon = self.likelihood(self.decoder(zs[0])).log_prob(x)
+        if len(zs) == 1:
+            try:
+                p = self.prior()
+                return ElboTerms(recon=recon, kl=kl_divergence(q, p.expand(q.batch_shape)))
+            except NotImplementedError:
+                pass
+        return ElboTerms(recon=recon, kl=log_q - self._log_prior(zs), analytic_kl=False)
 
     def log_weights(self, x: torch.Tensor) -> Callable[[int], torch.Tensor]:
-        """k ↦ log w (k, B), log w = log p(x|z) + log p(z) − log q(z|x), z ~ q: the fast IS path.
+        """k ↦ log w (k, B), log w = log p(x|z_1) + log p(z_1..L) − log q(z_1..L|x), z ~ q: the
+        fast IS path.
 
-        The encoder and the prior run once per call; each k draws fresh particles. Unscaled:
-        neither N/B nor β enter, as log p(x) needs.
+        q(z_1 | x) and p(z_L) are built once per call (the layers above depend on the draws);
+        each k draws fresh particles. Unscaled: neither N/B nor β enter, as log p(x) needs.
         """
         q = self.posteriors[0](x)
         p = self.prior()
 
         def draw(k: int) -> torch.Tensor:
-            z = q.rsample((k,))
-            return self.likelihood(self.decoder(z)).log_prob(x) + p.log_prob(z) - q.log_prob(z)
+            zs, log_q = self._draw(q, torch.Size((k,)))
+            return self.likelihood(self.decoder(zs[0])).log_prob(x) + self._log_prior(zs, p) - log_q
 
         return draw
+
+    def _draw(self, q: dist.TorchDistribution, shape: torch.Size
+              ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """z_1 ~ q (``shape`` draws), then z_{l+1} ~ q(z_{l+1} | z_l) up the stack, and
+        log q(z_1..L | x)."""
+        zs = [q.rsample(shape)]
+        log_q = q.log_prob(zs[0])
+        for posterior in self.posteriors[1:]:
+            q = posterior(zs[-1])
+            zs.append(q.rsample())
+            log_q = log_q + q.log_prob(zs[-1])
+        return zs, log_q
+
+    def _log_prior(self, zs: list[torch.Tensor], top: dist.TorchDistribution | None = None
+                   ) -> torch.Tensor:
+        """log p(z_L) + Σ_l log p(z_l | z_{l+1})."""
+        log_p = (top or self.prior()).log_prob(zs[-1])
+        for layer in range(len(zs) - 1):
+            log_p = log_p + self._prior_of(layer, zs[layer + 1]).log_prob(zs[layer])
+        return log_p
 
 
 
