@@ -78,8 +78,9 @@ def run(options: Options, command: str, protocol: quality.Protocol) -> Section:
         f"each, seeds "
         f"{list(protocol.seeds)}, training images {protocol.train_limit or 'all'}, test images "
         f"scored {protocol.test_points or 'all'}, K = {protocol.num_samples}."
-        + (" **Toy run on digits with tiny networks: a smoke test, not a measurement.**"
-           if options.toy else ""),
+        + (" **Toy run on digits with tiny networks (two layers: [4, 2]): a smoke test, not a "
+           "measurement. The Fashion-MNIST protocol is `python -m benchmarks.richer` (hours on "
+           "these CPUs).**" if options.toy else ""),
         table(["model", "overrides", "test log p(x)", f"gain over {BASELINE}", "test ELBO",
                "mean MC s.e.", "active units", "s / epoch"], rows),
         *notes,
