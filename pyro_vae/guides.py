@@ -22,7 +22,8 @@ The flows are Pyro's (``conditional_affine_autoregressive``, ``conditional_plana
 comes from Pyro; no Jacobian is written here. A flow's log q at its own draw reads the inverse
 from the transform's cache; at any other value, IAF inverts sequentially (D network passes) and a
 planar flow cannot (it has no closed-form inverse), so estimators that score a draw with the
-guide's parameters stopped (``stl``, ``dreg``) are refused for ``planar`` (:data:`NO_STOPPED_DENSITY`).
+guide's parameters stopped (``stl``, ``dreg``) are refused for ``planar``
+(:data:`NO_STOPPED_DENSITY`).
 """
 
 from __future__ import annotations

@@ -223,8 +223,9 @@ class DiscretizedLogisticLikelihood(Likelihood):
             return None
         grid = (f"{{0, 1/{self.levels - 1}, …, 1}}" if self.unit
                 else f"the integers 0..{self.levels - 1}")
-        return (f"discretized_logistic with values: {'unit' if self.unit else 'integer'} needs data "
-                f"on {grid}, found {_first_bad(x, ok)}; set likelihood.values as data.values")
+        form = "unit" if self.unit else "integer"
+        return (f"discretized_logistic with values: {form} needs data on {grid}, found "
+                f"{_first_bad(x, ok)}; set likelihood.values as data.values")
 
 
 @LIKELIHOODS.register("bernoulli")
@@ -275,44 +276,46 @@ class Laplace(_LocScale):
     module = LaplaceLikelihood
 
 
-@LIKELIHOODS.register("categorical")
 @frozen_params
-class Categorical:
-    """Integer pixels in 0..levels−1; ``levels`` defaults to the data set's (17 for digits)."""
-
+class _Levelled:
     levels: int | None = None
 
     def __post_init__(self) -> None:
         if self.levels is not None and self.levels < 2:
             raise ValueError(f"levels must be >= 2, got {self.levels}")
 
-    def build(self, data_dim: int, levels: int | None) -> Likelihood:
-        n = self.levels or levels
+    def _levels(self, data_levels: int | None) -> int:
+        """``levels``, else the data set's; a SpecError when neither is known."""
+        n = self.levels or data_levels
         if n is None:
             raise SpecError("likelihood.levels", "this data set has no known number of levels; "
                             "set likelihood.levels")
-        return CategoricalLikelihood(data_dim, n)
+        return n
+
+
+@LIKELIHOODS.register("categorical")
+@frozen_params
+class Categorical(_Levelled):
+    """Integer pixels in 0..levels−1; ``levels`` defaults to the data set's (17 for digits)."""
+
+    def build(self, data_dim: int, levels: int | None) -> Likelihood:
+        return CategoricalLikelihood(data_dim, self._levels(levels))
 
 
 @LIKELIHOODS.register("discretized_logistic")
 @frozen_params
-class DiscretizedLogistic:
+class DiscretizedLogistic(_Levelled):
     """Pixels on ``levels`` grey levels (default: the data set's) as a mixture of ``components``
     discretized logistics; ``values`` says how the data hold them, as ``data.values`` does."""
 
     components: int = 5
     values: Literal["unit", "integer"] = "unit"
-    levels: int | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.components < 1:
             raise ValueError(f"components must be >= 1, got {self.components}")
-        if self.levels is not None and self.levels < 2:
-            raise ValueError(f"levels must be >= 2, got {self.levels}")
 
     def build(self, data_dim: int, levels: int | None) -> Likelihood:
-        n = self.levels or levels
-        if n is None:
-            raise SpecError("likelihood.levels", "this data set has no known number of levels; "
-                            "set likelihood.levels")
-        return DiscretizedLogisticLikelihood(data_dim, n, self.components, self.values == "unit")
+        return DiscretizedLogisticLikelihood(data_dim, self._levels(levels), self.components,
+                                             self.values == "unit")

@@ -1,9 +1,10 @@
 """The VAE: one PyroModule holding the generative model and the amortized guide, over a stack of
 L ≥ 1 stochastic layers z_1 … z_L (``latent_dim: 50`` is one layer, ``[100, 50]`` two):
 
-    model:  z_L ~ p(z_L),  z_l | z_{l+1} ~ N(μ_θ(z_{l+1}), diag σ_θ(z_{l+1})²),  x | z_1 ~ p(x | f_θ(z_1))
-    guide:  q_φ(z_1 | x) q_φ(z_2 | z_1) … q_φ(z_L | z_{L−1}), each a family of :mod:`pyro_vae.guides`
-            (default N(μ_φ(·), diag σ_φ(·)²)) with its own networks
+    model:  z_L ~ p(z_L),  z_l | z_{l+1} ~ N(μ_θ(z_{l+1}), diag σ_θ(z_{l+1})²),
+            x | z_1 ~ p(x | f_θ(z_1))
+    guide:  q_φ(z_1 | x) q_φ(z_2 | z_1) … q_φ(z_L | z_{L−1}), each a family of
+            :mod:`pyro_vae.guides` (default N(μ_φ(·), diag σ_φ(·)²)) with its own networks
 
 for each n in a minibatch of a data set of size N (the IWAE paper's hierarchy, Burda et al. 2015,
 §5). p(z_L) is the prior registry's. The one ``model``/``guide`` pair walks the layers top-down and
@@ -71,7 +72,8 @@ class VAE(PyroModule):
         self.prior, self.likelihood = prior, likelihood
         self.latent_dims, self.shape = tuple(latent_dims), tuple(shape)
         self.latent_dim = self.latent_dims[0]  # the code the decoder reads
-        self.sites = ["z"] if len(latent_dims) == 1 else [f"z{l + 1}" for l in range(len(latent_dims))]
+        depth = len(latent_dims)
+        self.sites = ["z"] if depth == 1 else [f"z{layer + 1}" for layer in range(depth)]
         self.num_data = num_data  # N, the full data size the plate scales to (None: the batch)
         self.kl_scale = 1.0  # β × warm-up factor, set by the trainer
 

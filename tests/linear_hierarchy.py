@@ -46,7 +46,8 @@ class LinearHierarchy:
         P, d1, d2 = self.dims
         z2 = torch.randn(n, d2, generator=g, dtype=torch.float64)
         z1 = z2 @ self.A.T + self.s1 * torch.randn(n, d1, generator=g, dtype=torch.float64)
-        return (z1 @ self.B.T + self.s0 * torch.randn(n, P, generator=g, dtype=torch.float64)).float()
+        noise = self.s0 * torch.randn(n, P, generator=g, dtype=torch.float64)
+        return (z1 @ self.B.T + noise).float()
 
     def c1(self) -> torch.Tensor:
         return self.A @ self.A.T + self.s1**2 * torch.eye(self.dims[1], dtype=torch.float64)
@@ -61,7 +62,8 @@ class LinearHierarchy:
         """(K₁, Σ₁, K₂, Σ₂): E[z₁ | x] = K₁ x, E[z₂ | z₁] = K₂ z₁."""
         d1, d2 = self.dims[1], self.dims[2]
         sigma1 = torch.linalg.inv(torch.linalg.inv(self.c1()) + self.B.T @ self.B / self.s0**2)
-        sigma2 = torch.linalg.inv(torch.eye(d2, dtype=torch.float64) + self.A.T @ self.A / self.s1**2)
+        eye = torch.eye(d2, dtype=torch.float64)
+        sigma2 = torch.linalg.inv(eye + self.A.T @ self.A / self.s1**2)
         return sigma1 @ self.B.T / self.s0**2, sigma1, sigma2 @ self.A.T / self.s1**2, sigma2
 
     def joint_posterior(self, x: torch.Tensor) -> dist.MultivariateNormal:

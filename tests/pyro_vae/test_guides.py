@@ -153,7 +153,8 @@ def test_every_guide_trains_with_every_estimator(guide, estimator):
     assert sum(float(g.abs().sum()) > 0 for g in guide_grads) == len(guide_grads)
 
 
-@pytest.mark.parametrize("guide", GUIDE_SPECS[1:], ids=lambda g: g if isinstance(g, str) else g["name"])
+@pytest.mark.parametrize("guide", GUIDE_SPECS[1:], ids=lambda g: g["name"] if isinstance(g, dict)
+                         else g)
 def test_fast_importance_path_agrees_with_the_traced_one(guide):
     """vae.log_weights (plain torch) and inference.log_marginal_likelihood (Pyro traces) draw the
     same log w = log p(x, z) − log q(z|x). Compared on its mean (the ELBO), which is well

@@ -44,7 +44,8 @@ def test_every_prior_is_reachable_by_name():
 
 BAD = [
     ({"priorr": {}}, "priorr", "valid keys"),
-    ({"prior": {"name": "gaussian"}}, "prior.name", "choices: flow, mixture, normal, standard_normal, vamp"),
+    ({"prior": {"name": "gaussian"}}, "prior.name",
+     "choices: flow, mixture, normal, standard_normal, vamp"),
     ({"prior": {"name": "flow", "flows": 0}}, "prior", "flows must be >= 1"),
     ({"guide": {"name": "iaff"}}, "guide.name", "did you mean 'iaf'"),
     ({"guide": {"name": "low_rank", "rank": 0}}, "guide", "rank must be >= 1"),
