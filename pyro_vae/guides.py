@@ -28,6 +28,8 @@ guide's parameters stopped (``stl``, ``dreg``) are refused for ``planar``
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import pyro.distributions as dist
 import torch
 from pyro.distributions import transforms
@@ -38,6 +40,15 @@ from pyro_vae.networks import GaussianHead
 from pyro_vae.registry import Registry, frozen_params
 
 GUIDES: Registry = Registry("guide")
+
+
+class Network(Protocol):
+    """A network registry entry (:mod:`pyro_vae.networks`), as far as a guide uses it."""
+
+    def encoder(self, shape: tuple[int, ...], latent_dim: int, extra: int = 0
+                ) -> GaussianHead: ...
+
+
 NO_STOPPED_DENSITY = {"planar"}  # families without log q at a value they did not draw
 
 
@@ -122,7 +133,7 @@ def _check(value: int, name: str, low: int = 1) -> None:
 class Diagonal:
     """q(z|x) = N(μ(x), diag σ(x)²): mean field."""
 
-    def build(self, network: object, shape: tuple[int, ...], latent_dim: int) -> Posterior:
+    def build(self, network: Network, shape: tuple[int, ...], latent_dim: int) -> Posterior:
         return DiagonalPosterior(network.encoder(shape, latent_dim))
 
 
@@ -136,7 +147,7 @@ class LowRank:
     def __post_init__(self) -> None:
         _check(self.rank, "rank")
 
-    def build(self, network: object, shape: tuple[int, ...], latent_dim: int) -> Posterior:
+    def build(self, network: Network, shape: tuple[int, ...], latent_dim: int) -> Posterior:
         encoder = network.encoder(shape, latent_dim, extra=latent_dim * self.rank)
         return LowRankPosterior(encoder, self.rank)
 
@@ -146,7 +157,7 @@ class LowRank:
 class FullRank:
     """q(z|x) = N(μ(x), L(x) L(x)ᵀ), L lower triangular with diagonal σ(x)."""
 
-    def build(self, network: object, shape: tuple[int, ...], latent_dim: int) -> Posterior:
+    def build(self, network: Network, shape: tuple[int, ...], latent_dim: int) -> Posterior:
         encoder = network.encoder(shape, latent_dim, extra=latent_dim * (latent_dim - 1) // 2)
         return FullRankPosterior(encoder, latent_dim)
 
@@ -166,7 +177,7 @@ class _Flow:
     def flow(self, latent_dim: int) -> nn.Module:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def build(self, network: object, shape: tuple[int, ...], latent_dim: int) -> Posterior:
+    def build(self, network: Network, shape: tuple[int, ...], latent_dim: int) -> Posterior:
         encoder = network.encoder(shape, latent_dim, extra=self.context)
         return FlowPosterior(encoder, [self.flow(latent_dim) for _ in range(self.flows)])
 
