@@ -38,14 +38,15 @@ def encode_split(vae: VAE, bundle: DataBundle, split: str,
 @torch.no_grad()
 def sample(vae: VAE, bundle: DataBundle, n: int, means: bool = False,
            seed: int = 0) -> dict[str, np.ndarray]:
-    """``z`` (n, D) drawn from the prior and ``x`` (n, *shape) drawn from p(x | z), or its mean
-    with ``means``, on the data's own scale; seeded, the caller's RNG state untouched."""
+    """``z`` (n, D) drawn from the prior (z_1, drawn top-down, with stochastic layers) and ``x``
+    (n, *shape) drawn from p(x | z), or its mean with ``means``, on the data's own scale;
+    seeded, the caller's RNG state untouched."""
     vae.eval()
     zs, xs = [], []
     with torch.random.fork_rng(), pyro.validation_enabled(False):
         torch.manual_seed(seed)
         for start in range(0, n, BATCH):
-            z = vae.prior().sample((min(BATCH, n - start),))
+            z = vae.sample_codes(min(BATCH, n - start))
             out = vae.decoder(z)
             x = vae.likelihood.mean(out) if means else vae.likelihood(out).sample()
             zs.append(z)

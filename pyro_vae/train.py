@@ -257,7 +257,8 @@ def prepare(spec: Spec) -> Prepared:
         vae.check_data(x, f"data ({spec.data.name}, {split} split)")
     vae.num_data = len(bundle.train)
     with torch.random.fork_rng(devices=[]), torch.no_grad():
-        if spec.estimator.name == "mean_field" and not vae.elbo_terms(bundle.train[:1]).analytic_kl:
+        if (spec.estimator.name == "mean_field" and chatty()
+                and not vae.elbo_terms(bundle.train[:1]).analytic_kl):
             print(f"pyro-vae: note: mean_field takes the KL term by Monte Carlo, log q(z|x) − "
                   f"log p(z) at one draw: guide {spec.guide.name} and prior {spec.prior.name} "
                   "have no closed-form KL", file=sys.stderr)

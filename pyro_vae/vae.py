@@ -159,12 +159,16 @@ class VAE(PyroModule):
         return self.likelihood.mean(self.decoder(z))
 
     def sample(self, n: int) -> torch.Tensor:
-        """E[x | z_1] for n draws z_L ~ p(z_L), …, z_1 ~ p(z_1 | z_2)."""
+        """E[x | z_1] for n draws of :meth:`sample_codes`."""
+        return self.decode(self.sample_codes(n))
+
+    def sample_codes(self, n: int) -> torch.Tensor:
+        """z_1, the decoder's input, for n ancestral draws z_L ~ p(z_L), …, z_1 ~ p(z_1 | z_2)."""
         z = None
         for layer in reversed(range(len(self.sites))):
             p = self._prior_of(layer, z)
             z = p.sample((n,)) if z is None else p.sample()
-        return self.decode(z)
+        return z
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x)[0])
