@@ -247,7 +247,8 @@ CASES: dict[str, Case] = {
                                    ("refused by weights-only loading",), setup=checkpoint(payload),
                                    never="pwned"),
     "checkpoint of another spec, evaluate": Case(
-        ("evaluate", "{run}"), "last.ckpt", ("does not match", "size mismatch for encoder"),
+        ("evaluate", "{run}"), "last.ckpt", ("does not match",
+                                             "size mismatch for posteriors.0.encoder"),
         setup=edit_config("latent_dim: 2", "latent_dim: 3")),
     "checkpoint of another spec, resume": Case(
         ("train", "--resume", "{run}"), "last.ckpt",
