@@ -196,3 +196,15 @@ def test_stl_and_dreg_stop_the_flow_parameters_in_log_q(name):
     reference = [p.grad for p in vae.posteriors.parameters()]
     assert all(torch.allclose(a, b, atol=1e-4, rtol=1e-3) for a, b in zip(estimator, reference))
     assert sum(float(g.abs().sum()) > 0 for g in reference) == len(reference)
+
+
+def test_a_checkpoint_from_before_the_guide_registry_still_loads():
+    """Its diagonal guide's network was ``encoder.*``; it is ``posteriors.0.encoder.*`` now."""
+    old = tiny_vae("diagonal")
+    legacy = {k.replace("posteriors.0.encoder.", "encoder."): v
+              for k, v in old.state_dict().items()}
+    assert any(k.startswith("encoder.") for k in legacy)
+    new = tiny_vae("diagonal")
+    new.load_state_dict(legacy)
+    assert all(torch.equal(a, b) for a, b in zip(old.state_dict().values(),
+                                                  new.state_dict().values()))
