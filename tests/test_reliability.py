@@ -440,7 +440,7 @@ def test_a_full_disk_mid_run_keeps_the_last_checkpoint_and_the_run_resumes(tmp_p
                                                                            monkeypatch):
     run = tmp_path / "run"
     sets = [*LONG, "train.max_epochs=2", "train.checkpoint_every_steps=3"]
-    disk_full(after=2)(monkeypatch)  # config.yaml and the step-3 checkpoint; step 6 fails
+    disk_full(after=3)(monkeypatch)  # config.yaml, the marker, the step-3 checkpoint; step 6 fails
     code = main(["train", DIGITS, *(f"--set={s}" for s in sets), "--out", str(run)])
     monkeypatch.undo()
     err = capsys.readouterr().err.strip()
