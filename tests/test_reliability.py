@@ -277,6 +277,9 @@ CASES: dict[str, Case] = {
                                        fault=disk_full()),
     "disk full writing eval-test.json": Case(("evaluate", "{run}"), "eval-test.json",
                                         ("No space left on device",), fault=disk_full()),
+    "disk full writing report.html": Case(("report", "{run}"), "report.html",
+                                          ("No space left on device",), fault=disk_full(),
+                                          setup=text("run/report.html", "<p>the old report</p>")),
     # the importance-sampling budget
     "budget too small, evaluate": Case(("evaluate", "{run}"), "evaluate.memory_budget_mb",
                                        ("too small for one importance sample",), console=True,

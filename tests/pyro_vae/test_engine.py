@@ -217,6 +217,21 @@ def test_a_blow_up_stops_the_run_and_the_advice_resumes_from_a_checkpoint_that_p
     assert checkpoint_step(last_path(run)) == 3 * STEPS_PER_EPOCH
 
 
+def test_a_real_blow_up_through_the_console_script_keeps_no_checkpoint_it_made(tmp_path):
+    # lr 10⁴: Adam's first step moves every weight by about 10⁴ (its step is lr·m/√v ≈ lr),
+    # past 1000× the largest initial weight; step 1's checkpoint holds those weights
+    run = tmp_path / "run"
+    sets = [*TINY, "train.lr=1e4", "train.checkpoint_every_steps=1"]
+    done = subprocess.run([EXE, "train", DIGITS, *[f"--set={s}" for s in sets], "--out",
+                           str(run)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == EXIT_DIVERGED, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "at step 2: a parameter grew" in lines[0] and "no checkpoint passed" in lines[0]
+    assert not last_path(run).exists() and not list((run / "checkpoints").glob("step-*"))
+    assert (run / "checkpoints" / "diverged-step-1.ckpt").is_file()  # kept for a post-mortem
+
+
 def test_an_interrupted_write_leaves_the_previous_checkpoint(tmp_path):
     class Unsaveable:
         def __reduce__(self):
