@@ -18,7 +18,8 @@ that was stopped before it finished, with the same spec, continues it (a requeue
 
 ``pyro-vae train --resume RUN_DIR`` continues RUN_DIR in place from its last checkpoint, with the
 spec in RUN_DIR/config.yaml; ``--set`` may then change only train.max_epochs, train.lr,
-train.gradient_clip, train.progress, train.logger and evaluate.* (see ``pyro_vae.train.RESUMABLE``).
+train.gradient_clip, train.progress, train.logger, train.jit, train.keep_checkpoints,
+train.blowup_factor and evaluate.* (``pyro_vae.rundir.RESUMABLE``).
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,12 +22,8 @@ import pytest
 import torch
 
 from pyro_vae.rundir import LOCK, MARKER, Run, last_path
+from test_reliability import DIGITS, EXE, SETS  # SETS: a one-epoch run of 2 steps, tiny nets
 
-EXE = str(Path(sys.executable).with_name("pyro-vae"))
-DIGITS = str(Path("examples/configs/digits.yaml").resolve())
-TINY = ["latent_dim=2", "encoder.hidden=[8]", "decoder.hidden=[8]", "train.batch_size=32",
-        "train.progress=false", "data.limit=64", "train.max_epochs=1", "evaluate.num_samples=4"]
-SETS = [f"--set={s}" for s in TINY]
 
 
 def pyro_vae(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

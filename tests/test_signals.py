@@ -6,7 +6,6 @@ step, and a SIGTERM mid-run followed by the same command ends where an uninterru
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -22,23 +21,11 @@ import torch
 
 from pyro_vae.cli import EXIT_INTERRUPTED, EXIT_TERMINATED
 from pyro_vae.rundir import LOCK, Run, checkpoint_step, last_path
+# LONG: 200 digits, batch 32, 7 steps per epoch, no periodic checkpoints, so a run's only
+# checkpoint before its first epoch ends is the one a signal made
+from test_reliability import DIGITS, EXE, LONG, STEPS_PER_EPOCH, logged_steps
 
-EXE = str(Path(sys.executable).with_name("pyro-vae"))
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent))
-DIGITS = str(Path("examples/configs/digits.yaml").resolve())
-# 200 digits, batch 32: 7 steps per epoch; no periodic checkpoints, so a run's only checkpoint
-# before its first epoch ends is the one a signal made.
-LONG = ["latent_dim=2", "encoder.hidden=[8]", "decoder.hidden=[8]", "train.batch_size=32",
-        "train.progress=false", "data.limit=200", "train.max_epochs=100",
-        "train.log_every_n_steps=1", "train.checkpoint_every_epochs=0", "evaluate.num_samples=4"]
-STEPS_PER_EPOCH = 7
-
-
-def logged_steps(run: Path) -> list[int]:
-    path = run / "metrics.csv"
-    lines = path.read_text().splitlines(keepends=True) if path.is_file() else []
-    complete = [line for line in lines if line.endswith("\n")]
-    return [int(r["step"]) for r in csv.DictReader(complete) if r.get("train_loss_step")]
 
 
 def command(run: Path, *sets: str) -> list[str]:
@@ -125,7 +112,7 @@ def two_nodes(run: Path, *sets: str) -> list[subprocess.Popen]:
     """``torchrun --nnodes 2 --node-rank r`` for r = 0, 1 on 127.0.0.1, one gloo process each."""
     port = free_port()
     argv = [EXE, "train", DIGITS,
-            *(f"--set={s}" for s in [*LONG, "train.log_every_n_steps=1", *sets]),
+            *(f"--set={s}" for s in [*LONG, *sets]),
             "--accelerator", "cpu", "--devices", "1", "--num-nodes", "2", "--strategy", "ddp",
             "--out", str(run)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
