@@ -1,5 +1,5 @@
 """Signals through the ``pyro-vae`` console script: SIGTERM saves at the step and exits 143, a
-second Ctrl-C exits 130 at once, both with one line; rerunning the same command continues a
+second Ctrl-C exits 130 at once, both with one line (SIGUSR1, SLURM's warning, in-process: 138); rerunning the same command continues a
 run that a signal stopped (a requeued cluster job); two torchrun "nodes" on 127.0.0.1 train in
 step, and a SIGTERM mid-run followed by the same command ends where an uninterrupted run does.
 """
@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pyro_vae.cli import EXIT_INTERRUPTED, EXIT_TERMINATED
+from pyro_vae.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, main
 from pyro_vae.rundir import LOCK, Run, checkpoint_step, last_path
+from pyro_vae.train import VAEModule
 # LONG: 200 digits, batch 32, 7 steps per epoch, no periodic checkpoints, so a run's only
 # checkpoint before its first epoch ends is the one a signal made
 from test_reliability import DIGITS, EXE, LONG, STEPS_PER_EPOCH, logged_steps
@@ -69,6 +70,26 @@ def test_sigterm_saves_at_the_step_exits_143_and_the_same_command_continues(tmp_
     assert checkpoint_step(last_path(run)) == finish * STEPS_PER_EPOCH
     assert logged_steps(run) == list(range(finish * STEPS_PER_EPOCH))  # every step once
     assert Run(run).state() == "finished" and (run / "eval.json").is_file()
+
+
+def test_sigusr1_the_slurm_warning_saves_at_the_step_and_exits_138(tmp_path, capsys,
+                                                                    monkeypatch):
+    original = VAEModule.training_step
+
+    def training_step(self, x, batch_idx):  # SLURM's warning arrives during step 10
+        if self.global_step == 9:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return original(self, x, batch_idx)
+
+    monkeypatch.setattr(VAEModule, "training_step", training_step)
+    run = tmp_path / "run"
+    handler = signal.getsignal(signal.SIGUSR1)
+    code = main(command(run)[1:])
+    err = capsys.readouterr().err.strip()
+    assert signal.getsignal(signal.SIGUSR1) is handler  # restored
+    assert code == 128 + signal.SIGUSR1 == 138
+    assert "\n" not in err and "interrupted (SIGUSR1) after step 10" in err
+    assert f"{last_path(run)} (step 10)" in err and checkpoint_step(last_path(run)) == 10
 
 
 # Two Ctrl-C sent from outside may reach Python as one (a signal pending twice runs its handler
