@@ -135,7 +135,9 @@ class PeriodicCheckpoint(L.Callback):
             raise Interrupted(signum, None)
         if not self.signum:
             self.signum = signum
-            if self.launcher is not None:  # Lightning's DDP child processes get it too
+            if self.launcher is not None and signum != signal.SIGINT:
+                # Lightning's DDP child processes get it too (a terminal's Ctrl-C reaches them
+                # already: a forwarded one would be their second)
                 self.launcher.kill(signum)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
