@@ -430,10 +430,10 @@ def spec_record(spec: Spec, data_sha256: str) -> dict[str, Any]:
 
 
 def check_record(checkpoint: Mapping[str, Any], path: Path, spec: Spec,
-                 data: Callable[[], str], config: Path) -> None:
-    """SpecError naming the changed keys when ``spec`` (from ``config``) or the data differ from
-    what the checkpoint at ``path`` was trained on; a one-line notice for a checkpoint written
-    before checkpoints held that record."""
+                 data: Callable[[], str] | None, config: Path) -> None:
+    """SpecError naming the changed keys when ``spec`` (from ``config``) or the data (``data``,
+    a thunk for their digest; None: not checked) differ from what the checkpoint at ``path`` was
+    trained on; a one-line notice for a checkpoint written before checkpoints held that record."""
     record = checkpoint.get(RECORD)
     if record is None:
         notice(f"{path} predates spec and data digests: {config} is used as it is, unchecked")
@@ -448,7 +448,7 @@ def check_record(checkpoint: Mapping[str, Any], path: Path, spec: Spec,
         raise SpecError(str(config), f"differs from the spec its checkpoint {path} was trained "
                         f"with: {text}{more}; config.yaml was edited or the checkpoint comes "
                         "from another run (--resume --set changes the keys that may change)")
-    if record.get("data_sha256") != data():
+    if data is not None and record.get("data_sha256") != data():
         raise SpecError(str(path), "was trained on other data: the data splits' SHA-256 "
                         "differs (the data files or data.* changed since)")
 

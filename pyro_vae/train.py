@@ -53,11 +53,11 @@ from pyro_vae.engine import (AtomicCheckpointIO, EpochMeans, Interrupted, Period
                              ranks_in_sync, resumable, stop_on_signals, world)
 from pyro_vae.evaluate import Evaluation, evaluate, importance_log_px, particles_per_chunk
 from pyro_vae.registry import SpecError
+# CONFIG, RESUMABLE, checkpoint_step: re-exported for callers of train
 from pyro_vae.rundir import (CHECKPOINTS, CONFIG, RECORD, RESUMABLE, TRANSFORM,  # noqa: F401
                              Run, changeable, checkpoint_step, data_digest, flat,
                              last_checkpoint, last_path, load_weights, read_checkpoint,
-                             resume_point, run_config, run_state,
-                             spec_record)  # CONFIG, RESUMABLE, checkpoint_step: for callers
+                             resume_point, run_config, run_state, spec_record)
 from pyro_vae.spec import ESTIMATORS, Spec, TrainSpec, dump_spec, load_spec
 from pyro_vae.vae import VAE
 

@@ -225,7 +225,7 @@ def test_a_checkpoint_from_before_the_record_resumes_with_a_notice(tmp_path, fin
     del state["pyro_vae"]
     torch.save(state, last_path(run))
     (run / MARKER).unlink()  # runs before this change had no marker either
-    done = pyro_vae("train", "--resume", run, "--set=train.max_epochs=2")
+    done = pyro_vae("train", "--resume", run, "--set=train.max_epochs=2", "--verbose")
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("pyro-vae: note: ") and "predates" in lines[0]

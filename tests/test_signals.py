@@ -1,7 +1,8 @@
 """Signals through the ``pyro-vae`` console script: SIGTERM saves at the step and exits 143, a
-second Ctrl-C exits 130 at once, both with one line (SIGUSR1, SLURM's warning, in-process: 138); rerunning the same command continues a
-run that a signal stopped (a requeued cluster job); two torchrun "nodes" on 127.0.0.1 train in
-step, and a SIGTERM mid-run followed by the same command ends where an uninterrupted run does.
+second Ctrl-C exits 130 at once, both with one line (SIGUSR1, SLURM's warning, in-process: 138);
+rerunning the same command continues a run that a signal stopped (a requeued cluster job); two
+torchrun "nodes" on 127.0.0.1 train in step, and a SIGTERM mid-run followed by the same command
+ends where an uninterrupted run does.
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ def test_sigterm_saves_at_the_step_exits_143_and_the_same_command_continues(tmp_
     assert Run(run).state() == "stopped"
 
     finish = step // STEPS_PER_EPOCH + 1  # the same command, with fewer epochs to finish
-    done = subprocess.run(command(run, f"train.max_epochs={finish}"), capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run([*command(run, f"train.max_epochs={finish}"), "--verbose"],
+                          capture_output=True, text=True, timeout=300)  # --verbose: notes too
     assert done.returncode == 0, done.stderr
     notes = done.stderr.splitlines()
     assert len(notes) == 1 and notes[0].startswith("pyro-vae: note: ") and "continuing" in notes[0]
