@@ -464,9 +464,15 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+_noted: set[str] = set()  # each note once per process (a resume reads its checkpoint twice)
+
+
 def notice(text: str) -> None:
     """One ``pyro-vae: note:`` line on stderr where notices are shown (:func:`chatty`), by rank 0
-    of a multi-process run only."""
+    of a multi-process run only, once per process."""
+    if text in _noted:
+        return
+    _noted.add(text)
     if chatty() and os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0":
         print(f"pyro-vae: note: {text}", file=sys.stderr)
 
