@@ -17,6 +17,7 @@ rendering them with :func:`markdown_table` or :func:`write_csv`.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -99,9 +100,15 @@ def write_csv(rows: Sequence[Mapping[str, Any]], path: Path | str,
     """The rows as CSV with a header, floats at full precision; ``columns`` (default: every key)
     selects and orders the columns, and a key a row lacks is an empty cell."""
     path = Path(path)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns or columns_of(rows)), restval="",
-                                extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    path.write_text(csv_text(rows, columns))
     return path
+
+
+def csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """What :func:`write_csv` writes, as a string."""
+    out = io.StringIO(newline="")
+    writer = csv.DictWriter(out, fieldnames=list(columns or columns_of(rows)), restval="",
+                            extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()

@@ -7,13 +7,19 @@ Exit status: 0 done; 2 a user error (bad arguments or spec, missing or corrupt f
 the likelihood's support, a directory that is not a run, ...), one line on stderr, before anything
 is written; also a file that cannot be written (full disk, no permission): one line naming it, the
 run kept at its last checkpoint; 3 training diverged (a non-finite loss or gradient), one line
-naming the step and the last good checkpoint, which is left intact; 130 Ctrl-C: training saves a
-checkpoint where it stopped and says how to resume (a second Ctrl-C stops at once, the run kept
-at its previous checkpoint).
+naming the step and the last good checkpoint, which is left intact; 130 Ctrl-C, 143 SIGTERM,
+138 SIGUSR1 (128 + the signal): training saves a checkpoint where it stopped and says how to
+resume (a second Ctrl-C stops at once, the run kept at its previous checkpoint).
+
+A run directory is locked while a command writes into it (a second writer exits 2 naming the
+holder's pid). ``--overwrite`` replaces only a pyro-vae run (:meth:`pyro_vae.rundir.Run.is_run`),
+never the working directory or a parent of it. Rerunning ``train CONFIG --out DIR`` on a run
+that was stopped before it finished, with the same spec, continues it (a requeued cluster job).
 
 ``pyro-vae train --resume RUN_DIR`` continues RUN_DIR in place from its last checkpoint, with the
 spec in RUN_DIR/config.yaml; ``--set`` may then change only train.max_epochs, train.lr,
-train.gradient_clip, train.progress, train.logger and evaluate.* (see ``pyro_vae.train.RESUMABLE``).
+train.gradient_clip, train.progress, train.logger, train.jit, train.keep_checkpoints,
+train.blowup_factor and evaluate.* (``pyro_vae.rundir.RESUMABLE``).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from pyro_vae.compare import add_compare_parser
 from pyro_vae.console import chatty, configure, quiet
 from pyro_vae.registry import SpecError
-from pyro_vae.rundir import eval_path, figures_path
+from pyro_vae.rundir import Run, eval_path, figures_path
 
 if TYPE_CHECKING:
     import torch
@@ -41,6 +47,7 @@ if TYPE_CHECKING:
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 DESCRIPTION = ("pyro-vae: train variational autoencoders from YAML specs, score them by "
                "importance sampling, export latents and samples. Results go to stdout; progress "
@@ -48,8 +55,9 @@ DESCRIPTION = ("pyro-vae: train variational autoencoders from YAML specs, score 
 
 
 def device_overrides(args: argparse.Namespace) -> list[str]:
-    """--accelerator/--devices/--strategy as ``train.*`` overrides."""
-    flags = {"accelerator": args.accelerator, "devices": args.devices, "strategy": args.strategy}
+    """--accelerator/--devices/--num-nodes/--strategy as ``train.*`` overrides."""
+    flags = {"accelerator": args.accelerator, "devices": args.devices,
+             "num_nodes": args.num_nodes, "strategy": args.strategy}
     return [f"train.{k}={v}" for k, v in flags.items() if v is not None]
 
 
@@ -58,9 +66,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from pyro_vae.data import absolute_paths
     from pyro_vae.engine import Interrupted
+    from pyro_vae.rundir import notice, resume_point
     from pyro_vae.spec import load_spec
-    from pyro_vae.rundir import resume_point
-    from pyro_vae.train import Diverged, evaluate_run, finished, fit, prepare, resume_spec
+    from pyro_vae.train import Diverged, finished, prepare, resume_spec
 
     quiet()
     overrides = [*args.set, *device_overrides(args)]
@@ -68,47 +76,61 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.config or args.out or args.overwrite:
             raise SpecError("--resume", "takes the run directory alone: the spec is its "
                             "config.yaml and the run continues in place")
-        out = Path(args.resume)
-        spec = resume_spec(out, overrides)
+        run = Run(args.resume)
+        spec = resume_spec(run.root, overrides)
     elif args.config:
-        out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+        run = Run(args.out if args.out else Path("runs") / Path(args.config).stem)
         spec = load_spec(args.config, overrides)
         spec = dataclasses.replace(spec, data=absolute_paths(spec.data))
     else:
         raise SpecError("train", "needs a YAML spec (CONFIG) or --resume RUN_DIR")
+    resume = bool(args.resume) or (not args.overwrite and run.continues(spec))
+    if resume and not args.resume:
+        notice(f"{run.root} holds this spec's run, stopped ({run.state()}) before it finished: "
+               "continuing it")
     prepared = prepare(spec)
-    if args.resume:
-        resume_point(out, prepared.vae)  # the checkpoint fits the spec, finished or not
-        done = finished(out, spec.train.max_epochs)
+    if args.resume:  # the checkpoint fits the spec and data, finished or not
+        resume_point(run.root, prepared.vae, spec, lambda: prepared.data_sha256)
+        done = finished(run.root, spec.train.max_epochs)
         if done:
-            print(f"{out}: finished ({done}); nothing to train. Raise train.max_epochs to "
-                  f"continue (--set train.max_epochs=N), or score it: pyro-vae evaluate {out}")
+            print(f"{run.root}: finished ({done}); nothing to train. Raise train.max_epochs to "
+                  f"continue (--set train.max_epochs=N), or score it: pyro-vae evaluate "
+                  f"{run.root}")
             return 0
     try:
-        trainer = fit(prepared, out, overwrite=args.overwrite, resume=bool(args.resume))
+        return _train(prepared, run, args.overwrite, resume)
     except (Diverged, Interrupted) as exc:
         if rank_zero_only.rank == 0:  # all DDP ranks stop together: one line is enough
             print(f"pyro-vae: {'error: ' if isinstance(exc, Diverged) else ''}{exc}", file=sys.stderr)
-        return EXIT_DIVERGED if isinstance(exc, Diverged) else EXIT_INTERRUPTED
-    progress = spec.train.progress and chatty()
+        return EXIT_DIVERGED if isinstance(exc, Diverged) else exc.exit_code
+    finally:
+        run.unlock()
+
+
+def _train(prepared: Prepared, run: Run, overwrite: bool, resume: bool) -> int:
+    """Fit, evaluate and draw the figures, with the run locked throughout (by rank 0)."""
+    from pyro_vae.train import evaluate_run, fit
+
+    trainer = fit(prepared, run, overwrite=overwrite, resume=resume)
+    progress = prepared.spec.train.progress and chatty()
     result = evaluate_run(prepared, trainer.strategy.root_device, progress=progress)
     if trainer.global_rank == 0:
-        write_evaluation(prepared, out, result, curves=True)
+        write_evaluation(prepared, run, result, curves=True)
         print("\n".join([f"data: {prepared.bundle.describe()}", *result.lines()]))
-        print(f"run directory: {out}")
+        print(f"run directory: {run.root}")
     return 0
 
 
-def write_evaluation(prepared: Prepared, run: Path, result: Evaluation, curves: bool) -> None:
+def write_evaluation(prepared: Prepared, run: Run, result: Evaluation, curves: bool) -> None:
     """``eval-<split>.json`` and ``figures/<split>/`` of the evaluated split, nothing of another
-    split's; with ``curves`` the training curves too (``figures/training_curves.png``)."""
+    split's; with ``curves`` the training curves too (``figures/training_curves.png``). A linked
+    figures folder is refused before anything is written."""
     from pyro_vae.figures import (OnDataScale, curve_series, plot_log_px, plot_training_curves,
                                   read_metrics, write_run_figures)
 
     bundle, split = prepared.bundle, result.split
-    result.to_json(eval_path(run, split))
-    folder = figures_path(run, split)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = run.directory(figures_path(run.root, split))
+    result.to_json(eval_path(run.root, split))
     vae = OnDataScale(prepared.vae, bundle.to_model, bundle.to_data)
     data = bundle.to_data(bundle.split(split)[:result.num_points])
     if len(data) > 1:  # a latent map needs two points
@@ -117,7 +139,7 @@ def write_evaluation(prepared: Prepared, run: Path, result: Evaluation, curves: 
                           seed=prepared.spec.train.seed)
     plot_log_px(result.points.log_px, result.points.ess, folder / "log_px.png",
                 num_samples=result.num_samples)
-    metrics = run / "metrics.csv"
+    metrics = run.root / "metrics.csv"
     if curves and metrics.is_file() and curve_series(read_metrics(metrics)):
         plot_training_curves(metrics, folder.parent / "training_curves.png")
 
@@ -137,11 +159,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.num_samples is not None and args.num_samples < 1:
         raise SpecError("--num-samples", f"must be >= 1, got {args.num_samples}")
     device = device_for(args.accelerator or prepared.spec.train.accelerator)
-    if args.method != "is":
-        return evaluate_annealed(prepared, run, args, device)
-    result = evaluate_run(prepared, device, args.split, args.num_samples,
-                          progress=chatty(), limit=_limit(args.limit))
-    write_evaluation(prepared, run, result, curves=False)
+    with Run(run).locked("evaluate") as locked:
+        if args.method != "is":
+            return evaluate_annealed(prepared, run, args, device)
+        result = evaluate_run(prepared, device, args.split, args.num_samples,
+                              progress=chatty(), limit=_limit(args.limit))
+        write_evaluation(prepared, locked, result, curves=False)
     print("\n".join(result.lines()))
 
 
@@ -264,11 +287,14 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec key, e.g. --set prior.name=vamp (repeatable)")
     t.add_argument("--out", help="run directory (default runs/<config name>)")
-    t.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace the pyro-vae run in --out (never a directory that is not a run)")
     t.add_argument("--resume", metavar="RUN_DIR",
                    help="continue RUN_DIR from its last checkpoint (no CONFIG, --out, --overwrite)")
     t.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], help="sets train.accelerator")
-    t.add_argument("--devices", type=int, metavar="N", help="sets train.devices")
+    t.add_argument("--devices", type=int, metavar="N", help="sets train.devices (per node)")
+    t.add_argument("--num-nodes", type=int, metavar="N",
+                   help="sets train.num_nodes (machines started by torchrun or SLURM)")
     t.add_argument("--strategy", choices=["auto", "ddp"],
                    help="sets train.strategy (ddp: one process per device)")
     t.set_defaults(func=cmd_train)

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 import pyro
 import torch
 
-from inference.compare import Row, compare_estimators, markdown_table, write_csv
+from inference.compare import Row, compare_estimators, csv_text, markdown_table
+from pyro_vae.atomic import write_text_atomic
 from pyro_vae.console import chatty, quiet
 from pyro_vae.data import absolute_paths
 from pyro_vae.evaluate import evaluate
@@ -186,9 +187,9 @@ def write_outputs(rows: Sequence[Row], out: Path, description: str) -> str:
     columns = [c for c in COLUMNS if any(c in r for r in rows)]
     table = markdown_table(rows, columns)
     legend = "\n".join(f"- `{c}`: {COLUMNS[c]}" for c in columns)
-    write_csv(rows, out / COMPARE_CSV, columns)
+    write_text_atomic(out / COMPARE_CSV, csv_text(rows, columns))
     text = f"# Estimator comparison\n\n{description}\n\n{table}\n\n{legend}\n"
-    (out / COMPARE_MD).write_text(text)
+    write_text_atomic(out / COMPARE_MD, text)
     plot_estimator_comparison(rows, out / FIGURE)
     return table
 

@@ -1,7 +1,8 @@
 """What a long run needs around Lightning's Trainer and Lightning leaves to the user.
 
-* :class:`PeriodicCheckpoint`: ``last.ckpt`` every N steps and every M epochs, and where Ctrl-C
-  stops the run (:func:`stop_on_sigint`, :class:`Interrupted`);
+* :class:`PeriodicCheckpoint`: ``last.ckpt`` every N steps and every M epochs, the last few kept,
+  and where a signal (Ctrl-C, SIGTERM, SIGUSR1) stops the run (:func:`stop_on_signals`,
+  :class:`Interrupted`);
 * :class:`AtomicCheckpointIO`: a checkpoint is written to a temporary file beside its target,
   fsynced and renamed over it, and always read back with ``torch.load(weights_only=True)``;
 * :class:`RngState`: the global RNG states (torch, CUDA, numpy, Python) ride in every checkpoint;
@@ -43,6 +44,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pyro_vae.atomic import write_atomic
+from pyro_vae.rundir import keep_copy, kept_checkpoints
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -69,63 +71,104 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return super().load_checkpoint(path, map_location=map_location, weights_only=True)
 
 
-class Interrupted(Exception):
-    """Training stopped on Ctrl-C (SIGINT) after writing a checkpoint at optimizer step ``step``;
-    ``where``: what the run directory holds now (for the message)."""
+#: The signals that stop a run with a checkpoint at the current step: Ctrl-C, ``kill``/``docker
+#: stop``/SLURM/systemd, and SLURM's requeue warning (``sbatch --signal=USR1@<seconds>``).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
-    def __init__(self, step: int, where: str = "") -> None:
-        self.step = step
-        super().__init__(f"interrupted (Ctrl-C) after step {step}" + (f"; {where}" if where else ""))
+
+def signal_name(signum: int) -> str:
+    return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+
+
+class Interrupted(BaseException):
+    """Training stopped on signal ``signum`` after writing a checkpoint at optimizer step
+    ``step`` (``None``: a second Ctrl-C stopped it at once, at its previous checkpoint);
+    ``where``: what the run directory holds now. Exit status 128 + signum, as shells report a
+    process the signal ended. A BaseException, like KeyboardInterrupt: no ``except Exception``
+    swallows it."""
+
+    def __init__(self, signum: int, step: int | None, where: str = "") -> None:
+        self.signum, self.step = signum, step
+        name = signal_name(signum)
+        what = (f"stopped at once by a second {name}" if step is None
+                else f"interrupted ({name}) after step {step}")
+        super().__init__(what + (f"; {where}" if where else ""))
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
 
 
 class PeriodicCheckpoint(L.Callback):
     """Rewrites one file, ``path``, every ``every_steps`` optimizer steps, every ``every_epochs``
-    epochs (at the epoch's end, after its validation; 0 turns either off) and when training ends.
+    epochs (at the epoch's end, after its validation; 0 turns either off) and when training ends;
+    the newest ``keep`` saves also stay as ``step-<N>.ckpt`` beside it (hard links where the file
+    system has them), so a divergence can fall back to one that passed the guard.
 
     A step save that falls on an epoch's last batch waits for that epoch's end: Lightning resumes
     from a checkpoint taken between an epoch's last batch and its validation without running
     that validation. (Lightning's ModelCheckpoint has that gap, and with ``save_top_k=0`` it
     writes ``last.ckpt`` only when training ends.)
 
-    Ctrl-C, while :meth:`on_sigint` handles SIGINT (:func:`stop_on_sigint`), only raises a flag:
-    the run saves at the next point where a step save may happen (the end of the current step,
-    or of the epoch when the step was its last), so the checkpoint resumes exactly, and raises
-    :class:`Interrupted` at the next hook (once Lightning has logged the step's metrics).
-    Lightning's own handling catches the KeyboardInterrupt wherever it lands, e.g. between an
-    optimizer step and the loop's counters, where a checkpoint could not resume exactly. A
-    second Ctrl-C stops at once (KeyboardInterrupt), leaving the previous checkpoint. Under DDP
-    the ranks stop at the same step when any rank saw the signal.
+    A stop signal (:data:`STOP_SIGNALS`), while :meth:`on_signal` handles them
+    (:func:`stop_on_signals`), only raises a flag: the run saves at the next point where a step
+    save may happen (the end of the current step, or of the epoch when the step was its last), so
+    the checkpoint resumes exactly, and raises :class:`Interrupted` at the next hook (once
+    Lightning has logged the step's metrics). Lightning's own handling would catch a
+    KeyboardInterrupt wherever it lands and exit 1, and ends a run on SIGTERM with status 0
+    without a checkpoint. A second Ctrl-C stops at once (the previous checkpoint stays); a
+    repeated SIGTERM or SIGUSR1 waits for the save. Under DDP the ranks agree on the signal
+    (an all-reduce of its number) and stop at the same step, each rank taking part in the save.
     """
 
-    def __init__(self, path: Path, every_steps: int, every_epochs: int) -> None:
+    def __init__(self, path: Path, every_steps: int, every_epochs: int, keep: int = 1) -> None:
         self.path, self.every_steps, self.every_epochs = path, every_steps, every_epochs
+        self.keep = keep
         self.pending = False
         self.saved_step = -1
-        self.interrupt = False  # Ctrl-C seen
-        self.stopping = False  # saved for it: stop at the next hook
+        self.signum = 0  # the stop signal seen (0: none)
+        self.stopping = 0  # saved for that signal: stop at the next hook
+        self.launcher: Any = None
 
-    def on_sigint(self, signum: int, frame: FrameType | None) -> None:
-        if self.interrupt:
-            raise KeyboardInterrupt
-        self.interrupt = True
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum and signum == signal.SIGINT:
+            raise Interrupted(signum, None)
+        if not self.signum:
+            self.signum = signum
+            if self.launcher is not None and signum != signal.SIGINT:
+                # Lightning's DDP child processes get it too (a terminal's Ctrl-C reaches them
+                # already: a forwarded one would be their second)
+                self.launcher.kill(signum)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Take the stop signals back from Lightning, which set its own just before."""
+        self.launcher = getattr(trainer.strategy, "launcher", None)
+        install_handlers(self.on_signal)
 
     def save(self, trainer: L.Trainer) -> None:
         """The full training state (weights_only=False: optimizer, loops, callbacks too)."""
         trainer.save_checkpoint(self.path, weights_only=False)
         self.saved_step, self.pending = trainer.global_step, False
+        if trainer.is_global_zero and self.keep > 0:
+            keep_copy(self.path, self.path.with_name(f"step-{trainer.global_step}.ckpt"))
+            steps = sorted(kept_checkpoints(self.path.parent))
+            for step in steps[:-self.keep]:
+                kept_checkpoints(self.path.parent)[step].unlink(missing_ok=True)
 
-    def _interrupted(self, trainer: L.Trainer) -> bool:
-        return trainer.strategy.reduce_boolean_decision(self.interrupt, all=False)
+    def _signal(self, trainer: L.Trainer) -> int:
+        """The stop signal any rank saw (the largest number), 0 for none."""
+        seen = torch.tensor(self.signum, device=trainer.strategy.root_device)
+        return int(trainer.strategy.reduce(seen, reduce_op="max"))
 
     def _stop(self, trainer: L.Trainer, *args: Any) -> None:
         if self.stopping:
-            raise Interrupted(trainer.global_step)
+            raise Interrupted(self.stopping, trainer.global_step)
 
     on_train_batch_start = on_train_epoch_start = _stop
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
-        stop = self._interrupted(trainer)
+        stop = self._signal(trainer)
         if stop or (self.every_steps and trainer.global_step % self.every_steps == 0):
             if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
                 self.pending = True
@@ -134,30 +177,37 @@ class PeriodicCheckpoint(L.Callback):
                 self.stopping = stop
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        stop = self._interrupted(trainer)
+        stop = self._signal(trainer)
         due = self.every_epochs and (trainer.current_epoch + 1) % self.every_epochs == 0
         if due or self.pending or stop:
             self.save(trainer)
         self.stopping = stop
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._stop(trainer)  # Ctrl-C during the last epoch: the run still says it stopped
+        self._stop(trainer)  # a signal during the last epoch: the run still says it stopped
         if self.saved_step != trainer.global_step:
             self.save(trainer)
 
 
-@contextmanager
-def stop_on_sigint(checkpoint: PeriodicCheckpoint) -> Iterator[None]:
-    """SIGINT goes to ``checkpoint.on_sigint`` inside the block (signal handlers can only be set
-    from the main thread; elsewhere the block runs with the handler it has)."""
+def install_handlers(handler: Callable[[int, FrameType | None], Any]) -> dict[int, Any]:
+    """``handler`` for every stop signal; returns the handlers it replaced (nothing off the main
+    thread, where signal handlers cannot be set)."""
     if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, checkpoint.on_sigint)
+        return {}
+    return {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+
+
+@contextmanager
+def stop_on_signals(checkpoint: PeriodicCheckpoint) -> Iterator[None]:
+    """The stop signals go to ``checkpoint.on_signal`` inside the block (signal handlers can only
+    be set from the main thread; elsewhere the block runs with the handlers it has)."""
+    previous = install_handlers(checkpoint.on_signal)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
+        for signum, handler in previous.items():
+            default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+            signal.signal(signum, default if handler is None else handler)
 
 
 class RngState(L.Callback):

@@ -6,7 +6,9 @@ and method (or an older run's single ``eval.json``), ``compare.csv``, ``figures/
 ``figures/<split>/*.png`` — and
 writes ``run_dir/report.html``: inline CSS, every image a base64 ``data:`` URI, no scripts and no
 external resources, so the page opens from disk without a server and travels as one file. Every
-piece of text from the run is escaped with :func:`html.escape`.
+piece of text from the run is escaped with :func:`html.escape`. The page is written atomically
+under the run's lock (:class:`pyro_vae.rundir.Run`): a symbolic link named report.html is replaced,
+its target left alone.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 
 from pyro_vae.figures import CAPTIONS, read_metrics
 from pyro_vae.registry import SpecError
+from pyro_vae.rundir import Run
 
 #: What the keys of eval.json mean; unknown keys are shown without a description.
 EVAL_KEYS = {
@@ -105,9 +108,9 @@ def write_report(run_dir: Path | str) -> Path:
             f"<title>{_esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
             f"<h1>{_esc(title)}</h1>\n<p class=\"note\">{_esc(str(run_dir))}</p>\n{body}\n"
             "</body>\n</html>\n")
-    out = run_dir / "report.html"
-    out.write_text(page, encoding="utf-8")
-    return out
+    run = Run(run_dir)
+    with run.locked("report"):  # atomic: a full disk leaves the previous report whole
+        return run.write_text(run.report, page)
 
 
 def _esc(text: str) -> str:

@@ -39,9 +39,12 @@ class TrainSpec:
     ``early_stopping_patience`` stops after that many validations without a higher val ELBO
     (0: off). Checkpoints go to ``checkpoints/last.ckpt`` every ``checkpoint_every_steps``
     optimizer steps (0: off) and every ``checkpoint_every_epochs`` epochs (0: off), and at the
-    end. ``logger``: metrics.csv always, plus TensorBoard event files with ``tensorboard``.
-    ``accelerator``/``devices``/``strategy`` as in Lightning's Trainer; ``ddp`` runs one process
-    per device. ``jit`` replays the estimator's loss from a ``torch.jit`` trace after its first
+    end; the newest ``keep_checkpoints`` of them also stay as ``checkpoints/step-<N>.ckpt``.
+    ``blowup_factor`` F stops training (exit 3) when the loss per point jumps above F times its
+    recent median or a parameter above F times the largest at the start (0: only NaN/inf).
+    ``logger``: metrics.csv always, plus TensorBoard event files with ``tensorboard``.
+    ``accelerator``/``devices``/``num_nodes``/``strategy`` as in Lightning's Trainer; ``ddp``
+    runs one process per device and node (``torchrun`` or SLURM start the nodes). ``jit`` replays the estimator's loss from a ``torch.jit`` trace after its first
     step at each batch shape and β (:class:`inference.compiled.TracedLoss`, checked against the
     eager loss once); ``false`` runs Pyro's handlers every step, as ``dreg`` always does (its
     gradient hook is Python, which a trace does not hold).
@@ -57,10 +60,13 @@ class TrainSpec:
     early_stopping_patience: int = 0
     checkpoint_every_steps: int = 0
     checkpoint_every_epochs: int = 1
+    keep_checkpoints: int = 3
+    blowup_factor: float = 1000.0
     log_every_n_steps: int = 50
     logger: Literal["csv", "tensorboard"] = "csv"
     accelerator: Literal["auto", "cpu", "gpu"] = "cpu"
     devices: int = 1
+    num_nodes: int = 1
     strategy: Literal["auto", "ddp"] = "auto"
     progress: bool = True
     jit: bool = True
@@ -69,11 +75,13 @@ class TrainSpec:
         _at_least(self.max_epochs, 1, "max_epochs")
         _at_least(self.batch_size, 1, "batch_size")
         _at_least(self.devices, 1, "devices")
+        _at_least(self.num_nodes, 1, "num_nodes")
+        _at_least(self.keep_checkpoints, 1, "keep_checkpoints")
         _at_least(self.log_every_n_steps, 1, "log_every_n_steps")
         for name in ("early_stopping_patience", "checkpoint_every_steps", "checkpoint_every_epochs"):
             _at_least(getattr(self, name), 0, name)
         _positive(self.lr, "lr")
-        for name in ("warmup_epochs", "gradient_clip"):
+        for name in ("warmup_epochs", "gradient_clip", "blowup_factor"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be >= 0, got {value}")

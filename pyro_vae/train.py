@@ -22,11 +22,16 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import shutil
+import signal
+import statistics
 import sys
 import warnings
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -36,40 +41,38 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from inference.compiled import TracedLoss
 from inference.marginal import MarginalResult
-from pyro_vae.atomic import remove_partial_files, write_text_atomic
+from pyro_vae.atomic import remove_partial_files
 from pyro_vae.console import chatty
 from pyro_vae.data import DATASETS, SPLITS, DataBundle
 from pyro_vae.engine import (AtomicCheckpointIO, EpochMeans, Interrupted, PeriodicCheckpoint,
-                             RngState, RunCSVLogger, Throughput, gather_rows, ranks_in_sync,
-                             resumable, stop_on_sigint, world)
+                             RngState, RunCSVLogger, Throughput, gather_rows, keep_copy,
+                             ranks_in_sync, resumable, stop_on_signals, world)
 from pyro_vae.evaluate import Evaluation, evaluate, importance_log_px, particles_per_chunk
 from pyro_vae.registry import SpecError
-# checkpoint_step: re-exported for callers of train
-from pyro_vae.rundir import (CHECKPOINTS, CONFIG, NO_CHECKPOINT, checkpoint_step,  # noqa: F401
+# CONFIG, RESUMABLE, checkpoint_step: re-exported for callers of train
+from pyro_vae.rundir import (CHECKPOINTS, CONFIG, RECORD, RESUMABLE, TRANSFORM,  # noqa: F401
+                             Run, changeable, checkpoint_step, data_digest, flat,
                              last_checkpoint, last_path, load_weights, read_checkpoint,
-                             resume_point, run_config, run_state)
+                             resume_point, run_config, run_state, spec_record)
 from pyro_vae.spec import ESTIMATORS, Spec, TrainSpec, dump_spec, load_spec
 from pyro_vae.vae import VAE
 
 DDP_REPORT = "ddp.json"
-TRANSFORM = "transform.json"  # the data transform fitted on the training split
-#: Spec keys ``--resume`` may change besides ``evaluate.*``: none alters what a checkpoint means.
-RESUMABLE = ("train.max_epochs", "train.lr", "train.gradient_clip", "train.progress",
-             "train.logger", "train.jit")
+RECENT_STEPS = 32  # the blow-up guard's window of per-point losses
 
 
 class Diverged(RuntimeError):
-    """A non-finite loss or gradient: training stopped before that step changed the parameters,
-    so every checkpoint written holds finite, earlier weights."""
+    """Optimizer step ``step`` was refused (``reason``: a non-finite loss or gradient, or a
+    blow-up); ``where``: the checkpoint to continue from and how."""
 
-    def __init__(self, step: int, loss: float, run: Path | None = None) -> None:
-        self.step, self.loss, self.run = step, loss, run
-        where = run_state(run, " --set train.lr=<lower>") if run else NO_CHECKPOINT
-        super().__init__(f"training diverged: non-finite loss or gradient at step {step} "
-                         f"(loss {loss:g}); {where}")
+    def __init__(self, step: int, reason: str, where: str = "") -> None:
+        self.step, self.reason = step, reason
+        super().__init__(f"training diverged at step {step}: {reason}"
+                         + (f"; {where}" if where else ""))
 
 
 def steps_per_epoch(num_data: int, batch_size: int, world_size: int) -> int:
@@ -97,10 +100,13 @@ class VAEModule(L.LightningModule):
     DDP the train_* values are rank 0's batches; the val_* values are averaged over ranks.
     """
 
-    def __init__(self, vae: VAE, spec: Spec) -> None:
+    def __init__(self, vae: VAE, spec: Spec, record: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.vae = vae
         self.spec = spec
+        self.record = record  # what each checkpoint was trained from (rundir.spec_record)
+        self.recent: deque[float] = deque(maxlen=RECENT_STEPS)  # |loss per point|, newest last
+        self.theta_start = 0.0  # the largest |parameter| when this process began training
         estimator = ESTIMATORS.instantiate(spec.estimator, "estimator")
         self.loss_module = estimator(vae.model, vae.guide)
         jit = spec.train.jit and getattr(estimator, "traceable", True)
@@ -154,18 +160,50 @@ class VAEModule(L.LightningModule):
             self.log(f"{name}_epoch", value, prog_bar=name == "train_loss", on_step=False,
                      on_epoch=True)
 
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Stop before a non-finite loss or gradient reaches the parameters (ranks agree).
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.record is not None:
+            checkpoint[RECORD] = self.record
 
-        One host read per step: s = L + Σ_p Σ_i ∂L/∂θ_pi over the optimizer's parameters is
-        non-finite iff a term is (NaN or ±inf propagates through the sum; a sum of finite terms
-        overflows only past 3.4e38, where the gradient's L2 norm, the check this replaces, had
-        overflowed already)."""
-        grads = [p.grad for group in optimizer.param_groups for p in group["params"]
-                 if p.grad is not None]
-        finite = bool(torch.isfinite(self.last_loss + sum(g.sum() for g in grads)))
-        if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
-            raise Diverged(self.global_step + 1, float(self.last_loss))
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Stop before a non-finite or blown-up step reaches the parameters (ranks agree).
+
+        One host read per step of (s, ℓ, m): s = L + Σ_p Σ_i ∂L/∂θ_pi over the optimizer's
+        parameters is non-finite iff a term is (NaN or ±inf propagates through the sum; a sum of
+        finite terms overflows only past 3.4e38); ℓ = L/N, the loss per point; m = max_i |θ_i|,
+        the parameters the previous steps made. With F = ``train.blowup_factor`` (0: off), the
+        step is also refused when
+
+            m   > F · max(1, m at this process's first step)          (the weights blew up)
+            |ℓ| > F · max(1, median of |ℓ| over the last 32 steps)    (the loss jumped)
+
+        (1 nat and 1 as floors: a loss or weights near 0 have no scale to jump from). Both flag
+        the weights already in place, so checkpoints from this step on are not trusted."""
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        grads = [p.grad for p in params if p.grad is not None]
+        n = self.vae.num_data or 1
+        largest = torch.stack([p.detach().abs().max() for p in params]).max()
+        s, loss, theta = torch.stack([self.last_loss + sum(g.sum() for g in grads),
+                                      self.last_loss / n, largest.to(self.last_loss)]).tolist()
+        reason = self._blowup(s, loss, theta)
+        if not self.trainer.strategy.reduce_boolean_decision(reason is None, all=True):
+            raise Diverged(self.global_step + 1, reason or "another rank diverged")
+
+    def _blowup(self, s: float, loss: float, theta: float) -> str | None:
+        """Why this step must not be taken (see :meth:`on_before_optimizer_step`), or None."""
+        if not math.isfinite(s):
+            return f"non-finite loss or gradient (loss per point {loss:g})"
+        factor = self.spec.train.blowup_factor
+        if not self.recent:
+            self.theta_start = theta
+        typical = statistics.median(self.recent) if self.recent else abs(loss)
+        self.recent.append(abs(loss))
+        if factor and theta > factor * max(1.0, self.theta_start):
+            return (f"a parameter grew to |θ| = {theta:.3g}, over {factor:g}× the largest at the "
+                    f"start, {self.theta_start:.3g} (train.blowup_factor)")
+        if factor and abs(loss) > factor * max(1.0, typical):
+            return (f"the loss per point jumped to {loss:.3g}, over {factor:g}× its recent "
+                    f"median {typical:.3g} (train.blowup_factor)")
+        return None
 
     def _elbo_terms(self, x: torch.Tensor, prefix: str) -> dict[str, torch.Tensor]:
         """The batch means of the one-sample ELBO, KL and reconstruction term, named."""
@@ -235,6 +273,10 @@ class Prepared:
     bundle: DataBundle
     vae: VAE
 
+    @cached_property
+    def data_sha256(self) -> str:
+        return data_digest(self.bundle)
+
 
 def prepare(spec: Spec) -> Prepared:
     """Load the data, build the VAE and check the data against the likelihood's support."""
@@ -285,32 +327,17 @@ def check_devices(train: TrainSpec) -> None:
                             "either way, set train.logger=csv") from None
 
 
-def start_run_dir(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise SpecError("--out", f"{out} exists and is not a directory")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise SpecError("--out", f"{out} exists and is not empty; pass --overwrite or choose "
-                            "another directory")
-        if not (out / CONFIG).is_file():
-            raise SpecError("--out", f"{out} is not a run directory (no {CONFIG}); refusing to "
-                            "overwrite it")
-        shutil.rmtree(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SpecError("--out", f"cannot create {out}: {exc.strerror}") from None
-
-
 def make_trainer(spec: Spec, out: Path, num_data: int, first_step: int | None = None) -> L.Trainer:
     """The Trainer of a run in ``out`` on ``num_data`` training items; ``first_step``: the
     checkpoint step a resumed run starts at. Metrics are logged every ``log_every_n_steps``
     steps, or every epoch's last step when epochs are shorter."""
     t = spec.train
-    log_every = min(t.log_every_n_steps, steps_per_epoch(num_data, t.batch_size, t.devices))
+    world_size = t.devices * t.num_nodes
+    log_every = min(t.log_every_n_steps, steps_per_epoch(num_data, t.batch_size, world_size))
     callbacks: list[L.Callback] = [
         RngState(), Throughput(),
-        PeriodicCheckpoint(last_path(out), t.checkpoint_every_steps, t.checkpoint_every_epochs),
+        PeriodicCheckpoint(last_path(out), t.checkpoint_every_steps, t.checkpoint_every_epochs,
+                           t.keep_checkpoints),
     ]
     if t.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor="val_elbo", mode="max",
@@ -324,7 +351,8 @@ def make_trainer(spec: Spec, out: Path, num_data: int, first_step: int | None = 
     cpu = t.accelerator == "cpu" or not torch.cuda.is_available()
     return L.Trainer(
         max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
-        strategy=t.strategy, logger=loggers, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+        num_nodes=t.num_nodes, strategy=t.strategy, logger=loggers, callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         gradient_clip_val=t.gradient_clip or None, log_every_n_steps=log_every,
         enable_checkpointing=False,  # PeriodicCheckpoint instead of Lightning's default
         num_sanity_val_steps=0, enable_progress_bar=t.progress and chatty(),
@@ -333,32 +361,52 @@ def make_trainer(spec: Spec, out: Path, num_data: int, first_step: int | None = 
     )
 
 
-def fit(prepared: Prepared, out: Path, overwrite: bool = False, resume: bool = False) -> L.Trainer:
+def fit(prepared: Prepared, out: Path | Run, overwrite: bool = False,
+        resume: bool = False) -> L.Trainer:
     """Train in a fresh run directory, or with ``resume`` continue the run in ``out`` from its
-    last checkpoint. Raises :class:`Diverged` on a non-finite loss or gradient,
-    :class:`~pyro_vae.engine.Interrupted` after saving where Ctrl-C stopped the run, and
-    :class:`SpecError` when a file cannot be written (a fresh run that had saved no checkpoint
-    is removed; otherwise the run stays at its last checkpoint)."""
-    spec, bundle = prepared.spec, prepared.bundle
+    last checkpoint. Rank 0 claims the run (:meth:`Run.claim`) once the spec's devices are
+    checked; given a path, it lets go at the end, given a :class:`Run` the caller does. Raises
+    :class:`Diverged` on a non-finite or blown-up step (last.ckpt then is one from before it),
+    :class:`Interrupted` after saving where a stop signal ended the run, and :class:`SpecError`
+    when a file cannot be written (a fresh run that had saved no checkpoint is removed;
+    otherwise the run stays at its last checkpoint). Rank 0 alone writes; it marks the run
+    ``training``, then ``stopped``, ``diverged`` or ``finished``."""
+    spec, owned = prepared.spec, not isinstance(out, Run)
+    run = Run(out) if owned else out
+    out = run.root
     check_devices(spec.train)
-    first_step = resume_point(out, prepared.vae) if resume else None
+    record = spec_record(spec, prepared.data_sha256)
+    first_step = (resume_point(out, prepared.vae, spec, lambda: prepared.data_sha256)
+                  if resume else None)
     rank0 = rank_zero_only.rank == 0  # Lightning's DDP re-runs this command in each extra process
-    if rank0 and not resume:
-        start_run_dir(out, overwrite)
+    if not rank0:
+        return _fit(prepared, run, record, first_step, rank0)
+    try:
+        run.claim(overwrite, resume)
+        return _fit(prepared, run, record, first_step, rank0)
+    finally:
+        if owned:
+            run.unlock()
+
+
+def _fit(prepared: Prepared, run: Run, record: dict[str, Any], first_step: int | None,
+         rank0: bool) -> L.Trainer:
+    spec, bundle, out, resume = prepared.spec, prepared.bundle, run.root, first_step is not None
     try:
         if rank0:
             if resume:
                 remove_partial_files(out / CHECKPOINTS)
-            dump_spec(spec, out / CONFIG)
+            run.write_text(run.config, dump_spec(spec))
             if bundle.transform != "none":
                 state = json.dumps(bundle.transform_state(), indent=1) + "\n"
-                write_text_atomic(out / TRANSFORM, state)
-        module = VAEModule(prepared.vae, spec)
+                run.write_text(out / TRANSFORM, state)
+            run.mark("training")
+        module = VAEModule(prepared.vae, spec, record)
         trainer = make_trainer(spec, out, len(bundle.train), first_step)
         data = VAEData(bundle, spec.train.batch_size, spec.train.seed)
         checkpoint = next(c for c in trainer.callbacks if isinstance(c, PeriodicCheckpoint))
         # Lightning's progress bar writes to stdout, which holds results alone
-        with warnings.catch_warnings(), stop_on_sigint(checkpoint), \
+        with warnings.catch_warnings(), stop_on_signals(checkpoint), \
                 contextlib.redirect_stdout(sys.stderr):
             # the logger shares the run directory with config.yaml
             warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
@@ -368,9 +416,19 @@ def fit(prepared: Prepared, out: Path, overwrite: bool = False, resume: bool = F
             trainer.fit(module, datamodule=data, ckpt_path=last_path(out) if resume else None,
                         weights_only=True)
     except Diverged as exc:
-        raise Diverged(exc.step, exc.loss, out) from None
-    except Interrupted as exc:
-        raise Interrupted(exc.step, run_state(out)) from None
+        if rank0:
+            fall_back(run, exc.step - 1)
+            run.mark("diverged")
+        hint = f" --set train.lr={spec.train.lr / 10:g}"
+        where = (run_state(out, hint) if run.last.is_file() else "no checkpoint passed the "
+                 f"guard; start again with --overwrite and a lower train.lr (e.g.{hint})")
+        raise Diverged(exc.step, exc.reason, where) from None
+    except (Interrupted, SIGTERMException) as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGTERM
+        step = exc.step if isinstance(exc, Interrupted) else checkpoint.saved_step
+        if rank0:
+            run.mark("stopped")
+        raise Interrupted(signum, step, run_state(out)) from None
     except OSError as exc:
         fresh = rank0 and not resume and not last_path(out).is_file()
         if fresh:  # nothing worth keeping; a rerun of the same command must not find it
@@ -381,19 +439,30 @@ def fit(prepared: Prepared, out: Path, overwrite: bool = False, resume: bool = F
     if len(digests) > 1:
         if trainer.global_rank == 0:
             report = {"world_size": len(digests), "parameter_sha256": digests}
-            write_text_atomic(out / DDP_REPORT, json.dumps(report, indent=2) + "\n")
+            run.write_text(out / DDP_REPORT, json.dumps(report, indent=2) + "\n")
         if len(set(digests)) > 1:
             raise RuntimeError(f"DDP replicas ended with different parameters: {digests}")
+    if rank0:
+        run.mark("finished")
     return trainer
 
 
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
+def fall_back(run: Run, bad_from: int) -> None:
+    """After a divergence detected with ``bad_from`` steps taken: the kept checkpoints from that
+    step on are deleted, and last.ckpt, if it is one of them, becomes the newest kept one before
+    it (or, when none is kept, is renamed ``diverged-step-<N>.ckpt``, so nothing resumes it)."""
+    kept = run.kept()
+    for step in [s for s in kept if s >= bad_from]:
+        kept.pop(step).unlink()
+    if not run.last.is_file():
+        return
+    step = checkpoint_step(run.last)
+    if step < bad_from:
+        return
+    if kept:
+        keep_copy(kept[max(kept)], run.last)
+    else:
+        os.replace(run.last, run.last.with_name(f"diverged-step-{step}.ckpt"))
 
 
 def resume_spec(run_dir: Path, overrides: Sequence[str] = ()) -> Spec:
@@ -403,10 +472,9 @@ def resume_spec(run_dir: Path, overrides: Sequence[str] = ()) -> Spec:
     last_checkpoint(run_dir)
     saved = load_spec(config)
     spec = load_spec(config, overrides)
-    old, new = _flat(saved.to_dict()), _flat(spec.to_dict())
+    old, new = flat(saved.to_dict()), flat(spec.to_dict())
     for key in sorted(old.keys() | new.keys()):
-        allowed = key in RESUMABLE or key.startswith("evaluate.")
-        if old.get(key) != new.get(key) and not allowed:
+        if old.get(key) != new.get(key) and not changeable(key):
             raise SpecError(key, f"cannot change when resuming (the run has {old.get(key)!r}); "
                             f"--resume accepts --set for {', '.join(RESUMABLE)} and evaluate.*")
     if spec.train.lr_schedule == "cosine":
@@ -418,10 +486,12 @@ def resume_spec(run_dir: Path, overrides: Sequence[str] = ()) -> Spec:
 
 
 def load_run(run_dir: Path) -> Prepared:
-    """Rebuild a run's VAE from its config.yaml and load the last checkpoint's weights; the
-    data transform refitted on loading must equal the one the run saved (transform.json)."""
+    """Rebuild a run's VAE from its config.yaml and load the last checkpoint's weights, checked
+    against the spec and data the checkpoint was trained on; the data transform refitted on
+    loading must equal the one the run saved (transform.json)."""
     prepared = prepare(load_spec(run_config(run_dir)))
-    load_weights(prepared.vae, last_checkpoint(run_dir), run_dir)
+    load_weights(prepared.vae, last_checkpoint(run_dir), run_dir, prepared.spec,
+                 lambda: prepared.data_sha256)
     saved = run_dir / TRANSFORM
     if saved.is_file() and json.loads(saved.read_text()) != prepared.bundle.transform_state():
         raise SpecError(str(saved), "the data now give another transform than the run was "

@@ -278,6 +278,9 @@ CASES: dict[str, Case] = {
                                        fault=disk_full()),
     "disk full writing eval-test.json": Case(("evaluate", "{run}"), "eval-test.json",
                                         ("No space left on device",), fault=disk_full()),
+    "disk full writing report.html": Case(("report", "{run}"), "report.html",
+                                          ("No space left on device",), fault=disk_full(),
+                                          setup=text("run/report.html", "<p>the old report</p>")),
     # the importance-sampling budget
     "budget too small, evaluate": Case(("evaluate", "{run}"), "evaluate.memory_budget_mb",
                                        ("too small for one importance sample",), console=True,
@@ -441,7 +444,7 @@ def test_a_full_disk_mid_run_keeps_the_last_checkpoint_and_the_run_resumes(tmp_p
                                                                            monkeypatch):
     run = tmp_path / "run"
     sets = [*LONG, "train.max_epochs=2", "train.checkpoint_every_steps=3"]
-    disk_full(after=2)(monkeypatch)  # config.yaml and the step-3 checkpoint; step 6 fails
+    disk_full(after=3)(monkeypatch)  # config.yaml, the marker, the step-3 checkpoint; step 6 fails
     code = main(["train", DIGITS, *(f"--set={s}" for s in sets), "--out", str(run)])
     monkeypatch.undo()
     err = capsys.readouterr().err.strip()

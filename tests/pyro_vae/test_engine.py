@@ -163,6 +163,75 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
     assert not (run / "eval-test.json").exists()
 
 
+def blow_up_weights(monkeypatch) -> None:
+    """Step 10's update leaves weights 10⁶ times too large (as a bad step can)."""
+    original = VAEModule.optimizer_step
+
+    def optimizer_step(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        if self.global_step == 9:  # counted once the hook returns
+            with torch.no_grad():
+                for p in self.vae.parameters():
+                    p.mul_(1e6)
+
+    monkeypatch.setattr(VAEModule, "optimizer_step", optimizer_step)
+
+
+def blow_up_loss(monkeypatch) -> None:
+    """Step 11's loss is 10⁵ times too large, its gradient finite."""
+    original = VAEModule.training_step
+
+    def training_step(self, x, batch_idx):
+        loss = original(self, x, batch_idx)
+        if self.global_step == 10:
+            self.last_loss = self.last_loss * 1e5
+        return loss
+
+    monkeypatch.setattr(VAEModule, "training_step", training_step)
+
+
+@pytest.mark.parametrize("blow_up,why", [(blow_up_weights, "a parameter grew"),
+                                         (blow_up_loss, "the loss per point jumped")])
+def test_a_blow_up_stops_the_run_and_the_advice_resumes_from_a_checkpoint_that_passed(
+        tmp_path, monkeypatch, capsys, blow_up, why):
+    blow_up(monkeypatch)
+    run = tmp_path / "run"
+    args = [f"--set={s}" for s in [*TINY, "train.max_epochs=3", "train.checkpoint_every_steps=5"]]
+    code = main(["train", DIGITS, *args, "--out", str(run)])
+    err = capsys.readouterr().err.strip()
+    monkeypatch.undo()
+    assert code == EXIT_DIVERGED and "\n" not in err, err
+    assert "at step 11" in err and why in err and "train.blowup_factor" in err
+    # saved at steps 5, 7 (epoch end) and 10; step 10's weights are suspect, so last.ckpt
+    # falls back to step 7 and the kept step-10 file is gone
+    assert f"{last_path(run)} (step 7)" in err
+    assert checkpoint_step(last_path(run)) == 7
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "last.ckpt", "step-5.ckpt", "step-7.ckpt"]
+    state = torch.load(last_path(run), weights_only=True)["state_dict"]
+    assert max(float(v.abs().max()) for v in state.values()) < 100
+    advice = err.split("continue with ")[1].split()
+    assert advice[:4] == ["pyro-vae", "train", "--resume", str(run)]
+    assert advice[4:] == ["--set", "train.lr=0.0003"]
+    assert main([*advice[1:], "--set", "train.max_epochs=3"]) == 0  # the advice works
+    assert checkpoint_step(last_path(run)) == 3 * STEPS_PER_EPOCH
+
+
+def test_a_real_blow_up_through_the_console_script_keeps_no_checkpoint_it_made(tmp_path):
+    # lr 10⁴: Adam's first step moves every weight by about 10⁴ (its step is lr·m/√v ≈ lr),
+    # past 1000× the largest initial weight; step 1's checkpoint holds those weights
+    run = tmp_path / "run"
+    sets = [*TINY, "train.lr=1e4", "train.checkpoint_every_steps=1"]
+    done = subprocess.run([EXE, "train", DIGITS, *[f"--set={s}" for s in sets], "--out",
+                           str(run)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == EXIT_DIVERGED, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "at step 2: a parameter grew" in lines[0] and "no checkpoint passed" in lines[0]
+    assert not last_path(run).exists() and not list((run / "checkpoints").glob("step-*"))
+    assert (run / "checkpoints" / "diverged-step-1.ckpt").is_file()  # kept for a post-mortem
+
+
 def test_an_interrupted_write_leaves_the_previous_checkpoint(tmp_path):
     class Unsaveable:
         def __reduce__(self):

@@ -1,0 +1,181 @@
+"""Signals through the ``pyro-vae`` console script: SIGTERM saves at the step and exits 143, a
+second Ctrl-C exits 130 at once, both with one line (SIGUSR1, SLURM's warning, in-process: 138);
+rerunning the same command continues a run that a signal stopped (a requeued cluster job); two
+torchrun "nodes" on 127.0.0.1 train in step, and a SIGTERM mid-run followed by the same command
+ends where an uninterrupted run does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pyro_vae.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, main
+from pyro_vae.rundir import LOCK, Run, checkpoint_step, last_path
+from pyro_vae.train import VAEModule
+# LONG: 200 digits, batch 32, 7 steps per epoch, no periodic checkpoints, so a run's only
+# checkpoint before its first epoch ends is the one a signal made
+from test_reliability import DIGITS, EXE, LONG, STEPS_PER_EPOCH, logged_steps
+
+TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+
+
+def command(run: Path, *sets: str) -> list[str]:
+    return [EXE, "train", DIGITS, *(f"--set={s}" for s in [*LONG, *sets]), "--out", str(run)]
+
+
+def start(argv: list[str], **kw) -> subprocess.Popen:
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def wait_for_steps(proc: subprocess.Popen, run: Path, steps: int) -> None:
+    deadline = time.monotonic() + 180
+    while proc.poll() is None and time.monotonic() < deadline and len(logged_steps(run)) < steps:
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.communicate()
+
+
+def test_sigterm_saves_at_the_step_exits_143_and_the_same_command_continues(tmp_path):
+    run = tmp_path / "run"
+    argv = command(run)
+    proc = start(argv)
+    wait_for_steps(proc, run, 10)
+    seen = len(logged_steps(run))
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_TERMINATED, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    step = checkpoint_step(last_path(run))
+    assert step >= seen >= 10  # written on SIGTERM: no periodic checkpoint comes this early
+    assert "interrupted (SIGTERM)" in lines[0] and f"(step {step})" in lines[0]
+    assert not (run / "eval.json").exists() and not (run / LOCK).exists()
+    assert Run(run).state() == "stopped"
+
+    finish = step // STEPS_PER_EPOCH + 1  # the same command, with fewer epochs to finish
+    done = subprocess.run([*command(run, f"train.max_epochs={finish}"), "--verbose"],
+                          capture_output=True, text=True, timeout=300)  # --verbose: notes too
+    assert done.returncode == 0, done.stderr
+    notes = done.stderr.splitlines()
+    assert len(notes) == 1 and notes[0].startswith("pyro-vae: note: ") and "continuing" in notes[0]
+    assert checkpoint_step(last_path(run)) == finish * STEPS_PER_EPOCH
+    assert logged_steps(run) == list(range(finish * STEPS_PER_EPOCH))  # every step once
+    assert Run(run).state() == "finished" and (run / "eval.json").is_file()
+
+
+def test_sigusr1_the_slurm_warning_saves_at_the_step_and_exits_138(tmp_path, capsys,
+                                                                    monkeypatch):
+    original = VAEModule.training_step
+
+    def training_step(self, x, batch_idx):  # SLURM's warning arrives during step 10
+        if self.global_step == 9:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return original(self, x, batch_idx)
+
+    monkeypatch.setattr(VAEModule, "training_step", training_step)
+    run = tmp_path / "run"
+    handler = signal.getsignal(signal.SIGUSR1)
+    code = main(command(run)[1:])
+    err = capsys.readouterr().err.strip()
+    assert signal.getsignal(signal.SIGUSR1) is handler  # restored
+    assert code == 128 + signal.SIGUSR1 == 138
+    assert "\n" not in err and "interrupted (SIGUSR1) after step 10" in err
+    assert f"{last_path(run)} (step 10)" in err and checkpoint_step(last_path(run)) == 10
+
+
+# Two Ctrl-C sent from outside may reach Python as one (a signal pending twice runs its handler
+# once), so the process sends them to itself during step 6, the handler running after each kill.
+TWICE = """
+import os, signal, sys
+from pyro_vae.cli import main
+from pyro_vae.train import VAEModule
+original = VAEModule.training_step
+def training_step(self, x, batch_idx):
+    if self.global_step == 5:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+    return original(self, x, batch_idx)
+VAEModule.training_step = training_step
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_second_ctrl_c_stops_at_once_with_exit_130_and_one_line(tmp_path):
+    run = tmp_path / "run"
+    argv = command(run, "train.checkpoint_every_steps=2")
+    done = subprocess.run([sys.executable, "-c", TWICE, *argv[1:]], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == EXIT_INTERRUPTED, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "stopped at once by a second Ctrl-C" in lines[0]
+    # the step under way was not finished or saved: the last checkpoint is step 4's
+    assert checkpoint_step(last_path(run)) == 4 and "(step 4)" in lines[0]
+    assert Run(run).state() == "stopped" and not (run / LOCK).exists()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def two_nodes(run: Path, *sets: str) -> list[subprocess.Popen]:
+    """``torchrun --nnodes 2 --node-rank r`` for r = 0, 1 on 127.0.0.1, one gloo process each."""
+    port = free_port()
+    argv = [EXE, "train", DIGITS,
+            *(f"--set={s}" for s in [*LONG, *sets]),
+            "--accelerator", "cpu", "--devices", "1", "--num-nodes", "2", "--strategy", "ddp",
+            "--out", str(run)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return [start([TORCHRUN, "--nnodes", "2", "--node-rank", str(rank), "--nproc-per-node", "1",
+                   "--master-addr", "127.0.0.1", "--master-port", str(port), *argv], env=env)
+            for rank in (0, 1)]
+
+
+def finish_nodes(procs: list[subprocess.Popen]) -> list[tuple[int, str]]:
+    return [(p.wait(timeout=300), p.communicate()[1]) for p in procs]
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(last_path(run), weights_only=True)["state_dict"]
+
+
+@pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed")
+def test_two_torchrun_nodes_train_in_step_and_a_sigterm_then_rerun_ends_as_one_run(tmp_path):
+    epochs = "train.max_epochs=3"  # 200 items over 2 ranks: 4 steps of 32 per epoch
+    whole = tmp_path / "whole"
+    for code, err in finish_nodes(two_nodes(whole, epochs)):
+        assert code == 0, err
+    report = json.loads((whole / "ddp.json").read_text())
+    assert report["world_size"] == 2 and len(set(report["parameter_sha256"])) == 1
+    assert checkpoint_step(last_path(whole)) == 12
+
+    run = tmp_path / "run"
+    procs = two_nodes(run, epochs)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and len(logged_steps(run)) < 3:
+        time.sleep(0.02)
+    assert all(p.poll() is None for p in procs)
+    for p in procs:  # the scheduler signals every node
+        p.send_signal(signal.SIGTERM)
+    finish_nodes(procs)
+    stopped = checkpoint_step(last_path(run))
+    assert 3 <= stopped < 12 and Run(run).state() == "stopped"
+
+    for code, err in finish_nodes(two_nodes(run, epochs)):  # the same command resumes
+        assert code == 0, err
+    assert checkpoint_step(last_path(run)) == 12
+    resumed, uninterrupted = weights(run), weights(whole)
+    for key, value in uninterrupted.items():
+        assert torch.equal(resumed[key], value), key
