@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from pyro_vae.figures import CAPTIONS, read_metrics
+from pyro_vae.figures import CAPTIONS, read_metrics, read_text
 from pyro_vae.registry import SpecError
 
 #: What the keys of eval.json mean; unknown keys are shown without a description.
@@ -90,7 +91,7 @@ def write_report(run_dir: Path | str) -> Path:
     split_figures = [(f"Figures: {folder.name} split", _figures(folder))
                      for folder in sorted(p for p in (run_dir / "figures").glob("*") if p.is_dir())]
     sections = [
-        ("Spec (config.yaml)", f"<pre>{_esc((run_dir / 'config.yaml').read_text())}</pre>"),
+        ("Spec (config.yaml)", f"<pre>{_esc(read_text(run_dir / 'config.yaml'))}</pre>"),
         ("Training metrics (metrics.csv)", _metrics(run_dir / "metrics.csv")),
         *(evaluations or [("Evaluation", _note("Not evaluated: no eval-<split>.json (run "
                                                "`pyro-vae evaluate RUN_DIR`)."))]),
@@ -192,7 +193,7 @@ def _evaluation_files(run_dir: Path) -> list[tuple[str, Path]]:
 
 def _evaluation(path: Path) -> str:
     try:
-        summary = json.loads(path.read_text())
+        summary = json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         return _note(f"eval.json could not be read: {exc}")
     if not isinstance(summary, Mapping):
@@ -204,10 +205,9 @@ def _evaluation(path: Path) -> str:
 def _comparison(path: Path) -> str:
     if not path.is_file():
         return _note("No compare.csv in this run.")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        rows = [[_number(r.get(c) or "") for c in reader.fieldnames or []] for r in reader]
-        return _table(reader.fieldnames or [], rows)
+    reader = csv.DictReader(io.StringIO(read_text(path)))
+    rows = [[_number(r.get(c) or "") for c in reader.fieldnames or []] for r in reader]
+    return _table(reader.fieldnames or [], rows)
 
 
 def _annealing(run_dir: Path) -> str:

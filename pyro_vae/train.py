@@ -46,6 +46,7 @@ from pyro_vae.engine import (AtomicCheckpointIO, EpochMeans, Interrupted, Period
                              RngState, RunCSVLogger, Throughput, gather_rows, ranks_in_sync,
                              resumable, stop_on_sigint, world)
 from pyro_vae.evaluate import Evaluation, evaluate, importance_log_px, particles_per_chunk
+from pyro_vae.networks import check_fits
 from pyro_vae.registry import SpecError
 # checkpoint_step: re-exported for callers of train
 from pyro_vae.rundir import (CHECKPOINTS, CONFIG, NO_CHECKPOINT, checkpoint_step,  # noqa: F401
@@ -243,6 +244,9 @@ def prepare(spec: Spec) -> Prepared:
     if spec.train.batch_size > len(bundle.train):
         raise SpecError("train.batch_size", f"{spec.train.batch_size} is larger than the "
                         f"{len(bundle.train)} training items")
+    check_kl_weight(spec, len(bundle.train))
+    check_fits(lambda: VAE.from_spec(spec, bundle.shape, bundle.levels, bundle.train),
+               "latent_dim or the sizes in encoder, decoder and prior")
     vae = VAE.from_spec(spec, bundle.shape, bundle.levels, bundle.train)
     for split in SPLITS:
         x = getattr(bundle, split)
@@ -266,6 +270,20 @@ def prepare(spec: Spec) -> Prepared:
         particles_per_chunk(vae, bundle.split(spec.evaluate.split)[:1],
                             spec.evaluate.num_samples, spec.evaluate.memory_budget_mb)
     return Prepared(spec, bundle, vae)
+
+
+def check_kl_weight(spec: Spec, num_data: int) -> None:
+    """SpecError when the smallest KL weight, β_0 = β·min(1, 1/T) at the first step of a T-step
+    warm-up, is below float32's smallest normal number: the KL term would vanish from the loss
+    (or β_0 round to 0, which poutine.scale refuses)."""
+    t = spec.train
+    steps = t.warmup_epochs * steps_per_epoch(num_data, t.batch_size, t.devices)
+    first, tiny = spec.beta * min(1.0, 1.0 / steps) if steps else spec.beta, 1.2e-38
+    if not first >= tiny:
+        key = "train.warmup_epochs" if steps > 1 else "beta"
+        raise SpecError(key, f"makes the first step's KL weight β·min(1, 1/T) = {first:.3g} "
+                        f"(β = {spec.beta:g}, T = {steps:g} warm-up steps), below float32's "
+                        f"smallest normal number {tiny:g}: the KL term would vanish")
 
 
 def check_devices(train: TrainSpec) -> None:
