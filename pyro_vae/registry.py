@@ -9,6 +9,7 @@ types against that signature, then calls the entry once so that its own range ch
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import inspect
@@ -49,6 +50,15 @@ class SpecError(ValueError):
         self.key = clip(key, MESSAGE_CHARS // 10)
         self.message = clip(" ".join(str(message).split()), MESSAGE_CHARS)  # always one line
         super().__init__(f"{self.key}: {self.message}" if key else self.message)
+
+
+def directory_argument(text: str) -> str:
+    """An argparse ``type`` for a directory option: an empty string is an error, not the
+    default (``--out ''`` would otherwise mean ``runs/<config name>``)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty; give a directory, or leave the option out for "
+                                         "the default")
+    return text
 
 
 def did_you_mean(value: str, choices: typing.Iterable[str]) -> str:

@@ -45,7 +45,8 @@ from pyro_vae.data import DATASETS, SPLITS, DataBundle
 from pyro_vae.engine import (AtomicCheckpointIO, EpochMeans, Interrupted, PeriodicCheckpoint,
                              RngState, RunCSVLogger, Throughput, gather_rows, ranks_in_sync,
                              resumable, stop_on_sigint, world)
-from pyro_vae.evaluate import Evaluation, evaluate, importance_log_px, particles_per_chunk
+from pyro_vae.evaluate import (Evaluation, estimated_seconds, evaluate, importance_log_px,
+                               particles_per_chunk)
 from pyro_vae.networks import check_fits
 from pyro_vae.registry import SpecError
 # checkpoint_step: re-exported for callers of train
@@ -57,6 +58,7 @@ from pyro_vae.vae import VAE
 
 DDP_REPORT = "ddp.json"
 TRANSFORM = "transform.json"  # the data transform fitted on the training split
+LONG_EVALUATION_S = 60.0  # an evaluation expected to take longer says so before it starts
 #: Spec keys ``--resume`` may change besides ``evaluate.*``: none alters what a checkpoint means.
 RESUMABLE = ("train.max_epochs", "train.lr", "train.gradient_clip", "train.progress",
              "train.logger", "train.jit")
@@ -471,6 +473,28 @@ def device_for(accelerator: str) -> torch.device:
     return torch.device("cuda" if accelerator != "cpu" and torch.cuda.is_available() else "cpu")
 
 
+def announce_duration(vae: VAE, x: torch.Tensor, split: str, k: int, budget: float,
+                      world_size: int = 1) -> None:
+    """On stderr (rank 0), before an evaluation expected to take over ``LONG_EVALUATION_S``:
+    its estimated time from a measured cost per particle
+    (:func:`~pyro_vae.evaluate.estimated_seconds`), so an absurd K does not run for hours
+    silently."""
+    seconds = estimated_seconds(vae, x, k, budget) / world_size
+    if rank_zero_only.rank == 0 and seconds > LONG_EVALUATION_S:
+        per = seconds * world_size / (k * len(x))
+        points = f"{len(x)} {split} point{'s' if len(x) > 1 else ''}"
+        print(f"pyro-vae: log p(x) of {points} with K={k} importance samples "
+              f"will take about {_duration(seconds)} ({per * 1e6:.3g} µs per particle "
+              "measured); Ctrl-C stops it", file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
 def evaluate_run(prepared: Prepared, device: torch.device, split: str | None = None,
                  num_samples: int | None = None, progress: bool = False,
                  limit: int | None = None) -> Evaluation:
@@ -496,6 +520,8 @@ def evaluate_run(prepared: Prepared, device: torch.device, split: str | None = N
 
     vae = prepared.vae.to(device)
     try:
+        announce_duration(vae, prepared.bundle.split(split)[:limit].to(device), split, k,
+                          spec.memory_budget_mb, size)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             if size > 1:  # ranks share one RNG stream after training: give each its own
                 torch.manual_seed(prepared.spec.train.seed + 1 + rank)
