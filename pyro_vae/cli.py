@@ -340,11 +340,15 @@ def crash_log(command: str, argv: Sequence[str]) -> Path | None:
     import tempfile
     import time
     import traceback
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        release = version("pyro-vae")
+    except PackageNotFoundError:  # run from a source tree
+        release = "(not installed)"
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-    text = (f"pyro-vae {version('pyro-vae')}, Python {platform.python_version()}, "
+    text = (f"pyro-vae {release}, Python {platform.python_version()}, "
             f"{platform.platform()}\ncommand: {command}; argv: {list(argv)!r}\n\n"
             f"{traceback.format_exc()}")
     for folder in (cache / "pyro-vae" / "logs", Path(tempfile.gettempdir())):
@@ -377,7 +381,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("pyro-vae: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # a bug, or a fault nothing above names: one line, no traceback
-        log = crash_log(command, sys.argv[1:] if argv is None else argv)
+        try:
+            log = crash_log(command, sys.argv[1:] if argv is None else argv)
+        except Exception:  # no home directory, ...: the line still goes out
+            log = None
         where = f"traceback in {log}" if log else "no log could be written"
         what = clip(" ".join(f"{type(exc).__name__}: {exc}".split()), 300)
         print(f"pyro-vae: internal error in '{command}': {what}; {where}", file=sys.stderr)

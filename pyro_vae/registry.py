@@ -25,7 +25,7 @@ T = TypeVar("T")
 INT_LIMIT = 2**63
 #: Every parameter named ``seed`` seeds numpy's and Lightning's generators: 0 <= seed < 2³².
 SEED_LIMIT = 2**32
-MESSAGE_CHARS = 1000  # a SpecError line is cut to this many characters (its key to a tenth)
+MESSAGE_CHARS = 2000  # a SpecError line is cut to this many characters (its key to a tenth)
 
 
 def clip(text: str, limit: int = 80) -> str:
