@@ -184,7 +184,7 @@ def _evaluation_files(run_dir: Path) -> list[tuple[str, Path]]:
     legacy = run_dir / "eval.json"
     if legacy.is_file():
         try:
-            split = json.loads(legacy.read_text()).get("split", "unknown")
+            split = json.loads(read_text(legacy)).get("split", "unknown")
         except (json.JSONDecodeError, AttributeError):
             split = "unknown"
         files.append((f"{split} split ({legacy.name}, written by an older pyro-vae)", legacy))
