@@ -7,10 +7,10 @@ Exit status: 0 done; 1 an internal error (a bug), one line naming the command an
 that holds the traceback; 2 a user error (bad arguments or spec, missing or corrupt file, data
 outside the likelihood's support, a directory that is not a run, ...), one line on stderr, before
 anything is written; also a file that cannot be written (full disk, no permission): one line
-naming it, the run kept at its last checkpoint; 3 training diverged (a non-finite loss or gradient), one line
-naming the step and the last good checkpoint, which is left intact; 130 Ctrl-C: training saves a
-checkpoint where it stopped and says how to resume (a second Ctrl-C stops at once, the run kept
-at its previous checkpoint).
+naming it, the run kept at its last checkpoint; 3 training diverged (a non-finite loss or
+gradient), one line naming the step and the last good checkpoint, which is left intact; 130
+Ctrl-C: training saves a checkpoint where it stopped and says how to resume (a second Ctrl-C
+stops at once, the run kept at its previous checkpoint).
 
 ``pyro-vae train --resume RUN_DIR`` continues RUN_DIR in place from its last checkpoint, with the
 spec in RUN_DIR/config.yaml; ``--set`` may then change only train.max_epochs, train.lr,

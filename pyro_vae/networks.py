@@ -100,15 +100,19 @@ def available_memory() -> int | None:
 
 def check_fits(build: Callable[[], nn.Module], hint: str) -> None:
     """SpecError when the module that ``build()`` makes cannot be trained in memory: it is built
-    on the ``meta`` device (no storage), its parameters counted per top-level part (a part
-    shared with an earlier one counted there), and the training state, ``BYTES_PER_PARAMETER``
-    bytes per parameter, compared with :func:`available_memory`. ``hint``: the keys that set
-    the sizes. A build that cannot run on ``meta`` (data-dependent initialisation) is not
+    on the ``meta`` device (no storage), its parameters counted (the message names the largest
+    top-level part; a part shared with an earlier one counts there) and the training state,
+    ``BYTES_PER_PARAMETER`` bytes per parameter, compared with :func:`available_memory`.
+    ``hint``: the keys that set the sizes. Sizes whose product overflows int64 are refused too;
+    a build that fails on ``meta`` for another reason (data-dependent initialisation) is not
     checked."""
     try:
         with torch.device("meta"):
             module = build()
-    except (NotImplementedError, RuntimeError):
+    except (NotImplementedError, RuntimeError, TypeError) as exc:
+        if "overflow" in str(exc).lower():
+            raise SpecError("model", f"too large to build ({str(exc).splitlines()[0]}); reduce "
+                            f"{hint}") from None
         return
     seen: set[int] = set()
     parts: dict[str, int] = {}
@@ -116,12 +120,13 @@ def check_fits(build: Callable[[], nn.Module], hint: str) -> None:
         new = [p for p in child.parameters() if id(p) not in seen]
         seen.update(id(p) for p in new)
         parts[name] = sum(p.numel() for p in new)
-    total, memory = sum(parts.values()), available_memory()
+    total, memory = sum(p.numel() for p in module.parameters()), available_memory()
     need = total * BYTES_PER_PARAMETER
     if memory is not None and need > memory:
-        largest = max(parts, key=parts.__getitem__)
-        raise SpecError(largest, f"{parts[largest]:.3g} parameters ({total:.3g} in all) need "
-                        f"{need / 2**30:.3g} GiB to train ({BYTES_PER_PARAMETER} bytes each: "
+        largest = max(parts, key=parts.__getitem__, default="model")
+        raise SpecError(largest, f"{parts.get(largest, total):.3g} parameters ({total:.3g} in "
+                        f"all) need {need / 2**30:.3g} GiB to train ({BYTES_PER_PARAMETER} "
+                        "bytes each: "
                         f"weight, gradient, Adam's two moments), more than the "
                         f"{memory / 2**30:.3g} GiB of memory available; reduce {hint}")
 
