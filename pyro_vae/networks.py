@@ -126,8 +126,7 @@ def check_fits(build: Callable[[], nn.Module], hint: str) -> None:
         largest = max(parts, key=parts.__getitem__, default="model")
         raise SpecError(largest, f"{parts.get(largest, total):.3g} parameters ({total:.3g} in "
                         f"all) need {need / 2**30:.3g} GiB to train ({BYTES_PER_PARAMETER} "
-                        "bytes each: "
-                        f"weight, gradient, Adam's two moments), more than the "
+                        "bytes each: weight, gradient, Adam's two moments), more than the "
                         f"{memory / 2**30:.3g} GiB of memory available; reduce {hint}")
 
 
