@@ -100,7 +100,7 @@ def available_memory() -> int | None:
 
 def check_fits(build: Callable[[], nn.Module], hint: str) -> None:
     """SpecError when the module that ``build()`` makes cannot be trained in memory: it is built
-    on the ``meta`` device (no storage), its parameters counted (the message names the largest
+    on the ``meta`` device (no storage), its parameters counted (the message splits them by
     top-level part; a part shared with an earlier one counts there) and the training state,
     ``BYTES_PER_PARAMETER`` bytes per parameter, compared with :func:`available_memory`.
     ``hint``: the keys that set the sizes. Sizes whose product overflows int64 are refused too;
@@ -123,10 +123,10 @@ def check_fits(build: Callable[[], nn.Module], hint: str) -> None:
     total, memory = sum(p.numel() for p in module.parameters()), available_memory()
     need = total * BYTES_PER_PARAMETER
     if memory is not None and need > memory:
-        largest = max(parts, key=parts.__getitem__, default="model")
-        raise SpecError(largest, f"{parts.get(largest, total):.3g} parameters ({total:.3g} in "
-                        f"all) need {need / 2**30:.3g} GiB to train ({BYTES_PER_PARAMETER} "
-                        "bytes each: weight, gradient, Adam's two moments), more than the "
+        split = ", ".join(f"{name} {n:.3g}" for name, n in parts.items() if n)
+        raise SpecError("model", f"{total:.3g} parameters ({split or 'one part'}) need "
+                        f"{need / 2**30:.3g} GiB to train ({BYTES_PER_PARAMETER} bytes each: "
+                        "weight, gradient, Adam's two moments), more than the "
                         f"{memory / 2**30:.3g} GiB of memory available; reduce {hint}")
 
 

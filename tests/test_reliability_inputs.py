@@ -133,7 +133,7 @@ CASES: dict[str, Case] = {
     "9 seed of 2**32": Case(train(f"data.seed={2**32}"), ("data.seed", "4294967296", "[0, 2**32)")),
     "9 prior seed": Case(train("prior.name=mixture", f"prior.seed={2**40}"), ("prior.seed",)),
     "10 layer too wide": Case(train("encoder.hidden=[100000000000]"),
-                              ("encoder:", "parameters", "GiB of memory available")),
+                              ("model:", "parameters", "GiB of memory available")),
     "10 latent_dim too large": Case(train(f"latent_dim={10**12}"),
                                     ("parameters", "reduce latent_dim")),
     "11 warm-up underflows beta": Case(train("train.warmup_epochs=1e308"),

@@ -25,7 +25,7 @@ def test_the_training_state_is_16_bytes_a_parameter(monkeypatch):
     monkeypatch.setattr(networks, "available_memory", lambda: need)
     networks.check_fits(Pair, "sizes")  # exactly fits
     monkeypatch.setattr(networks, "available_memory", lambda: need - 1)
-    with pytest.raises(SpecError, match=r"^a: 55 parameters \(63 in all\) need .* reduce sizes"):
+    with pytest.raises(SpecError, match=r"^model: 63 parameters \(a 55, b 8\) need .* sizes$"):
         networks.check_fits(Pair, "sizes")
 
 
