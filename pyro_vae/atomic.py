@@ -18,9 +18,14 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """``write(f)`` into a temporary sibling of ``path``, then rename it over ``path``.
 
     On any failure the temporary file is removed and ``path`` is as it was; an ``OSError``
-    without a file name (``ENOSPC`` from a write or fsync) gets ``path`` as its file name.
+    without a file name (``ENOSPC`` from a write or fsync), or naming the temporary file (which
+    could not be created), gets ``path`` as its file name.
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:  # a read-only directory: name the file, not the temporary one
+        exc.filename = str(path)
+        raise
     try:
         os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as f:

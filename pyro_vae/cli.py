@@ -3,9 +3,10 @@
 Results go to stdout; progress bars, notices and warnings to stderr, and only when stderr is a
 terminal or with ``--verbose`` (:mod:`pyro_vae.console`).
 
-Exit status: 0 done; 2 a user error (bad arguments or spec, missing or corrupt file, data outside
-the likelihood's support, a directory that is not a run, ...), one line on stderr, before anything
-is written; also a file that cannot be written (full disk, no permission): one line naming it, the
+Exit status: 0 done; 1 an internal error (a bug), one line naming the command and the log file
+that holds the traceback; 2 a user error (bad arguments or spec, missing or corrupt file, data
+outside the likelihood's support, a directory that is not a run, ...), one line on stderr, before
+anything is written; also a file that cannot be written (full disk, no permission): one line naming it, the
 run kept at its last checkpoint; 3 training diverged (a non-finite loss or gradient), one line
 naming the step and the last good checkpoint, which is left intact; 130 Ctrl-C, 143 SIGTERM,
 138 SIGUSR1 (128 + the signal): training saves a checkpoint where it stopped and says how to
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from pyro_vae.compare import add_compare_parser
 from pyro_vae.console import chatty, configure, quiet
-from pyro_vae.registry import SpecError
+from pyro_vae.registry import SpecError, clip, directory_argument
 from pyro_vae.rundir import Run, eval_path, figures_path
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from pyro_vae.evaluate import Evaluation
     from pyro_vae.train import Prepared
 
+EXIT_INTERNAL = 1  # a bug: one line naming the command and a log file with the traceback
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
@@ -133,10 +135,9 @@ def write_evaluation(prepared: Prepared, run: Run, result: Evaluation, curves: b
     result.to_json(eval_path(run.root, split))
     vae = OnDataScale(prepared.vae, bundle.to_model, bundle.to_data)
     data = bundle.to_data(bundle.split(split)[:result.num_points])
-    if len(data) > 1:  # a latent map needs two points
-        write_run_figures(vae, data, bundle.shape, folder, labels=bundle.labels.get(split),
-                          levels=bundle.levels if bundle.integer else None,
-                          seed=prepared.spec.train.seed)
+    write_run_figures(vae, data, bundle.shape, folder, labels=bundle.labels.get(split),
+                      levels=bundle.levels if bundle.integer else None,
+                      seed=prepared.spec.train.seed)
     plot_log_px(result.points.log_px, result.points.ess, folder / "log_px.png",
                 num_samples=result.num_samples)
     metrics = run.root / "metrics.csv"
@@ -286,7 +287,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("config", nargs="?", help="YAML spec (see examples/configs)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec key, e.g. --set prior.name=vamp (repeatable)")
-    t.add_argument("--out", help="run directory (default runs/<config name>)")
+    t.add_argument("--out", type=directory_argument,
+                   help="run directory (default runs/<config name>)")
     t.add_argument("--overwrite", action="store_true",
                    help="replace the pyro-vae run in --out (never a directory that is not a run)")
     t.add_argument("--resume", metavar="RUN_DIR",
@@ -356,10 +358,41 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def crash_log(command: str, argv: Sequence[str]) -> Path | None:
+    """Write the traceback being handled, with the command line and versions, to a new file in
+    ``$XDG_CACHE_HOME/pyro-vae/logs`` (default ``~/.cache``), else in the temp directory; its
+    path, or None when neither can be written."""
+    import platform
+    import tempfile
+    import time
+    import traceback
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = version("pyro-vae")
+    except PackageNotFoundError:  # run from a source tree
+        release = "(not installed)"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    text = (f"pyro-vae {release}, Python {platform.python_version()}, "
+            f"{platform.platform()}\ncommand: {command}; argv: {list(argv)!r}\n\n"
+            f"{traceback.format_exc()}")
+    for folder in (cache / "pyro-vae" / "logs", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text)
+            return folder / name
+        except OSError:
+            continue
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    command = "pyro-vae"
     try:
         with warnings.catch_warnings():  # the filters last as long as the command
             args = parser().parse_args(argv)
+            command = f"pyro-vae {args.command}"
             configure(args.verbose)
             return args.func(args) or 0
     except SpecError as exc:
@@ -373,6 +406,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # outside training, where nothing needs saving
         print("pyro-vae: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug, or a fault nothing above names: one line, no traceback
+        try:
+            log = crash_log(command, sys.argv[1:] if argv is None else argv)
+        except Exception:  # no home directory, ...: the line still goes out
+            log = None
+        where = f"traceback in {log}" if log else "no log could be written"
+        what = clip(" ".join(f"{type(exc).__name__}: {exc}".split()), 300)
+        print(f"pyro-vae: internal error in '{command}': {what}; {where}", file=sys.stderr)
+        return EXIT_INTERNAL
     return EXIT_USER_ERROR
 
 

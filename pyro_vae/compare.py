@@ -29,7 +29,7 @@ from pyro_vae.atomic import write_text_atomic
 from pyro_vae.console import chatty, quiet
 from pyro_vae.data import absolute_paths
 from pyro_vae.evaluate import evaluate
-from pyro_vae.registry import Component, SpecError
+from pyro_vae.registry import Component, SpecError, directory_argument
 from pyro_vae.spec import ESTIMATORS, Spec, dump_spec, load_spec, parse_yaml
 
 if TYPE_CHECKING:
@@ -231,6 +231,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
     else:
         if not args.config:
             raise SpecError("compare", "give a CONFIG to train from, or --checkpoint RUN_DIR")
+        if args.epochs is not None and args.epochs < 1:
+            raise SpecError("--epochs", f"must be >= 1, got {args.epochs}")
         epochs = [] if args.epochs is None else [f"train.max_epochs={args.epochs}"]
         spec = load_spec(args.config, [*args.set, *epochs])
         spec = dataclasses.replace(spec, data=absolute_paths(spec.data))
@@ -264,8 +266,9 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="score a trained run's weights instead of training")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec key (repeatable)")
-    c.add_argument("--out", help="output directory (default runs/compare-<config name>, or "
-                                 "RUN_DIR with --checkpoint)")
+    c.add_argument("--out", type=directory_argument,
+                   help="output directory (default runs/compare-<config name>, or RUN_DIR with "
+                        "--checkpoint)")
     c.add_argument("--overwrite", action="store_true", help="replace an earlier comparison")
     c.set_defaults(func=cmd_compare)
     return c

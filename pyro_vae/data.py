@@ -257,8 +257,13 @@ class _Common:
         if test is not None:
             arrays["test"] = test
         divisor = self._divisor(levels, source)
-        x = {s: torch.from_numpy(np.array(a, np.float32).reshape(len(a), math.prod(shape)))
-             .div_(divisor) for s, (a, _) in arrays.items()}
+        with np.errstate(over="ignore"):  # values beyond float32's range: counted just below
+            x = {s: torch.from_numpy(np.array(a, np.float32).reshape(len(a), math.prod(shape)))
+                 .div_(divisor) for s, (a, _) in arrays.items()}
+        bad = sum(v.numel() - int(torch.isfinite(v).sum()) for v in x.values())
+        if bad:
+            raise SpecError("data", f"{source}: {bad} values beyond float32's range "
+                            f"(|x| > {np.finfo(np.float32).max:.4g}) would become inf")
         labels = {s: None if y is None else torch.from_numpy(np.asarray(y, np.int64))
                   for s, (_, y) in arrays.items()}
         if self.binarize != "none":

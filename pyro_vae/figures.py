@@ -14,6 +14,7 @@ q(z|x), ``decode`` the mean of p(x|z), ``sample(n)`` decodes z ~ p(z).
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from pyro_vae.atomic import write_atomic
+from pyro_vae.registry import SpecError
 
 DPI = 100
 Array = np.ndarray | torch.Tensor
@@ -180,10 +182,15 @@ def _image_grid(images: np.ndarray, path: Path | str, title: str,
 
 def _pca_2d(a: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Project ``a`` on the first two principal axes of ``reference``; also the explained
-    variance fractions ``s_i^2 / Σ s^2`` of those axes."""
+    variance fractions ``s_i^2 / Σ s^2`` of those axes. A reference of one point has one axis:
+    the second coordinate is then 0."""
     mean = reference.mean(0)
     _, s, vt = np.linalg.svd(reference - mean, full_matrices=False)
-    return (a - mean) @ vt[:2].T, s[:2] ** 2 / max(float((s ** 2).sum()), 1e-300)
+    xy = np.zeros((len(a), 2))
+    xy[:, :len(vt[:2])] = (a - mean) @ vt[:2].T
+    explained, power = np.zeros(2), s.astype(np.float64) ** 2  # float32 would flush 1e-300 to 0
+    explained[:len(s[:2])] = power[:2] / max(float(power.sum()), 1e-300)
+    return xy, explained
 
 
 def _device(vae: Any) -> torch.device:
@@ -226,8 +233,12 @@ def plot_reconstructions(vae: VAELike, x: torch.Tensor, shape: Sequence[int], pa
 def latent_activity(vae: VAELike, x: torch.Tensor) -> torch.Tensor:
     """``A_u = Cov_x(E_q[z_u|x])`` per latent dimension; u is active when A_u > 0.01
     (Burda et al. 2015, "Importance Weighted Autoencoders")."""
-    loc, _ = vae.encode(x)
-    return loc.var(dim=0)
+    return _activity(vae.encode(x)[0])
+
+
+def _activity(loc: torch.Tensor) -> torch.Tensor:
+    """The variance over points of each column of ``loc`` (N, D); 0 for a single point."""
+    return loc.var(dim=0) if len(loc) > 1 else torch.zeros_like(loc[0])
 
 
 @torch.no_grad()
@@ -242,7 +253,7 @@ def plot_traversals(vae: VAELike, x: torch.Tensor, shape: Sequence[int], path: P
     spread along u whatever the prior, where the per-point sigma_u(x) would barely move z.
     """
     loc, scale = vae.encode(x)
-    activity = loc.var(dim=0)
+    activity = _activity(loc)
     spread = (activity + scale.pow(2).mean(dim=0)).sqrt()
     order = torch.argsort(activity, descending=True)[:dims]
     t = torch.linspace(-3.0, 3.0, steps, dtype=loc.dtype, device=loc.device)
@@ -346,12 +357,22 @@ def plot_samples_vs_data(data: Array, samples: Array, path: Path | str) -> Path:
 # ---------------------------------------------------------------------------------- curves, scores
 
 
+def read_text(path: Path | str) -> str:
+    """A UTF-8 text file as it is (no newline translation: ready for ``csv``); a SpecError
+    naming the file and the first byte that is not UTF-8."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(str(path), f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset "
+                        f"{exc.start}") from None
+
+
 def read_metrics(path: Path | str) -> dict[str, np.ndarray]:
     """Columns of a Lightning ``CSVLogger`` metrics.csv as float arrays, NaN where blank."""
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        rows = list(reader)
-        return {c: np.array([_float(r.get(c)) for r in rows]) for c in reader.fieldnames or []}
+    reader = csv.DictReader(io.StringIO(read_text(path)))
+    rows = list(reader)
+    return {c: np.array([_float(r.get(c)) for r in rows]) for c in reader.fieldnames or []}
 
 
 #: Training-curve panels: (title, metric family); a family matches e.g. ``train_elbo``,
@@ -477,8 +498,8 @@ def write_run_figures(vae: VAELike, data: torch.Tensor, shape: Sequence[int], ou
     Uses a random subset of at most ``max_points`` data points; the torch RNG is forked and seeded
     with ``seed``, so the figures are deterministic and the caller's RNG state is untouched.
     """
-    if len(data) < 2:
-        raise ValueError(f"write_run_figures needs at least 2 data points, got {len(data)}")
+    if len(data) < 1:
+        raise ValueError("write_run_figures needs at least 1 data point, got none")
     out_dir = Path(out_dir)
     paths = []
     if metrics_csv is not None and Path(metrics_csv).is_file():
@@ -499,9 +520,10 @@ def write_run_figures(vae: VAELike, data: torch.Tensor, shape: Sequence[int], ou
             plot_prior_samples(vae, shape, out_dir / "prior_samples.png", levels=levels),
             plot_reconstructions(vae, x[:16], shape, out_dir / "reconstructions.png", levels),
             plot_traversals(vae, x, shape, out_dir / "traversals.png", levels),
-            plot_interpolation(vae, x[:pairs], x[pairs:2 * pairs], shape,
-                               out_dir / "interpolation.png", levels),
         ]
+        if pairs:  # one data point makes no pair
+            paths.append(plot_interpolation(vae, x[:pairs], x[pairs:2 * pairs], shape,
+                                            out_dir / "interpolation.png", levels))
     return paths
 
 

@@ -7,11 +7,19 @@ An entry builds both halves of the VAE:
 - ``decoder(latent_dim, shape, m)``: z (..., D) → the likelihood's natural parameters (..., m·P).
 Leading dimensions (particles, batch) pass through, so vectorized particles need no reshaping
 outside the network.
+
+Sizes are bounded before anything is allocated: at most :data:`MAX_LAYERS` layers per network
+(a deeper stack crashes the trace of the training step), and :func:`check_fits` builds a model
+on torch's ``meta`` device (shapes, no memory) to compare its training state with the memory
+available.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -28,6 +36,9 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU,
 }
 MIN_SCALE = 1e-4
+MAX_LAYERS = 1000
+#: Training holds per parameter a float32 weight, its gradient and Adam's two moments.
+BYTES_PER_PARAMETER = 16
 
 
 class GaussianHead(nn.Module):
@@ -59,8 +70,64 @@ def mlp(sizes: list[int], activation: str) -> nn.Sequential:
 
 
 def _check_layers(hidden: tuple[int, ...], name: str) -> None:
+    if len(hidden) > MAX_LAYERS:
+        raise ValueError(f"{name} lists {len(hidden)} layers; at most {MAX_LAYERS}")
     if any(h < 1 for h in hidden):
         raise ValueError(f"{name} sizes must be >= 1, got {list(hidden)}")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still take: the kernel's MemAvailable, capped by a
+    cgroup v2 limit (a container's) when there is one; None where neither can be read."""
+    found = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+        limit = Path("/sys/fs/cgroup/memory.max")
+        if limit.is_file() and limit.read_text().strip() != "max":
+            used = Path("/sys/fs/cgroup/memory.current")
+            found.append(int(limit.read_text()) - int(used.read_text()))
+    except (OSError, ValueError):
+        pass
+    if not found and hasattr(os, "sysconf"):
+        try:
+            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (OSError, ValueError):
+            pass
+    return min(found) if found else None
+
+
+def check_fits(build: Callable[[], nn.Module], hint: str) -> None:
+    """SpecError when the module that ``build()`` makes cannot be trained in memory: it is built
+    on the ``meta`` device (no storage), its parameters counted (the message splits them by
+    top-level part; a part shared with an earlier one counts there) and the training state,
+    ``BYTES_PER_PARAMETER`` bytes per parameter, compared with :func:`available_memory`.
+    ``hint``: the keys that set the sizes. Sizes whose product overflows int64 are refused too;
+    a build that fails on ``meta`` for another reason (data-dependent initialisation) is not
+    checked."""
+    try:
+        with torch.device("meta"):
+            module = build()
+    except (NotImplementedError, RuntimeError, TypeError) as exc:
+        if "overflow" in str(exc).lower():
+            raise SpecError("model", f"too large to build ({str(exc).splitlines()[0]}); reduce "
+                            f"{hint}") from None
+        return
+    seen: set[int] = set()
+    parts: dict[str, int] = {}
+    for name, child in module.named_children():
+        new = [p for p in child.parameters() if id(p) not in seen]
+        seen.update(id(p) for p in new)
+        parts[name] = sum(p.numel() for p in new)
+    total, memory = sum(p.numel() for p in module.parameters()), available_memory()
+    need = total * BYTES_PER_PARAMETER
+    if memory is not None and need > memory:
+        split = ", ".join(f"{name} {n:.3g}" for name, n in parts.items() if n)
+        raise SpecError("model", f"{total:.3g} parameters ({split or 'one part'}) need "
+                        f"{need / 2**30:.3g} GiB to train ({BYTES_PER_PARAMETER} bytes each: "
+                        "weight, gradient, Adam's two moments), more than the "
+                        f"{memory / 2**30:.3g} GiB of memory available; reduce {hint}")
 
 
 @NETWORKS.register("mlp")

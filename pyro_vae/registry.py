@@ -9,9 +9,11 @@ types against that signature, then calls the entry once so that its own range ch
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import inspect
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -19,15 +21,44 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar, Union
 
 T = TypeVar("T")
+#: Integer parameters fit a signed 64-bit integer (torch's and numpy's default integers).
+INT_LIMIT = 2**63
+#: Every parameter named ``seed`` seeds numpy's and Lightning's generators: 0 <= seed < 2³².
+SEED_LIMIT = 2**32
+MESSAGE_CHARS = 2000  # a SpecError line is cut to this many characters (its key to a tenth)
+
+
+def clip(text: str, limit: int = 80) -> str:
+    """``text`` itself, or its first ``limit`` characters and how many there were."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` for an error message, clipped (:func:`clip`): a 100 KB ``--set`` value is
+    named, not echoed. A long integer gives its number of digits (``repr`` of one over 4300
+    digits raises)."""
+    if isinstance(value, int) and abs(value) >= 10**20:
+        digits = round(value.bit_length() * math.log10(2))
+        return f"{'-' if value < 0 else ''}an integer of about {digits} digits"
+    return clip(repr(value))
 
 
 class SpecError(ValueError):
     """A user error in a spec or its inputs: printed as one line, exit code 2."""
 
     def __init__(self, key: str, message: str) -> None:
-        self.key = key
-        self.message = " ".join(str(message).split())  # always one line
-        super().__init__(f"{key}: {self.message}" if key else self.message)
+        self.key = clip(key, MESSAGE_CHARS // 10)
+        self.message = clip(" ".join(str(message).split()), MESSAGE_CHARS)  # always one line
+        super().__init__(f"{self.key}: {self.message}" if key else self.message)
+
+
+def directory_argument(text: str) -> str:
+    """An argparse ``type`` for a directory option: an empty string is an error, not the
+    default (``--out ''`` would otherwise mean ``runs/<config name>``)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty; give a directory, or leave the option out for "
+                                         "the default")
+    return text
 
 
 def did_you_mean(value: str, choices: typing.Iterable[str]) -> str:
@@ -87,40 +118,45 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
     if origin is Literal:
         if value in args:
             return value
-        raise SpecError(key, f"{value!r} is not one of: {', '.join(map(str, args))}"
+        raise SpecError(key, f"{shown(value)} is not one of: {', '.join(map(str, args))}"
                         + did_you_mean(value, map(str, args)))
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             value = [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else value
         if not isinstance(value, (list, tuple)):
-            raise SpecError(key, f"expected a list, got {value!r}")
+            raise SpecError(key, f"expected a list, got {shown(value)}")
         item = args[0] if args else Any
         return tuple(coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
     if annotation is bool:
         if isinstance(value, bool):
             return value
-        raise SpecError(key, f"expected true or false, got {value!r}")
+        raise SpecError(key, f"expected true or false, got {shown(value)}")
     if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise SpecError(key, f"expected an integer, got {value!r}")
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise SpecError(key, f"expected an integer, got {shown(value)}")
+        if not -INT_LIMIT <= value < INT_LIMIT:
+            raise SpecError(key, f"{shown(value)} is out of range: integers lie in "
+                            "[-2**63, 2**63)")
+        return value
     if annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, int) and abs(value) >= INT_LIMIT:  # float() of 10**400 raises
+                raise SpecError(key, f"{shown(value)} is out of range")
             return float(value)
         if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
             try:
                 return float(value)
             except ValueError:
                 pass
-        raise SpecError(key, f"expected a number, got {value!r}")
+        raise SpecError(key, f"expected a number, got {shown(value)}")
     if annotation is str:
         if isinstance(value, str):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-        raise SpecError(key, f"expected a string, got {value!r}")
+        raise SpecError(key, f"expected a string, got {shown(value)}")
     return value
 
 
@@ -137,6 +173,9 @@ def parse_kwargs(entry: Callable[..., Any], values: Mapping[str, Any], key: str)
         sub = f"{key}.{name}" if key else name
         if name in values:
             out[name] = coerce(values[name], p.annotation, sub)
+            if name == "seed" and isinstance(out[name], int) and not 0 <= out[name] < SEED_LIMIT:
+                raise SpecError(sub, f"{shown(out[name])} is out of range: seeds lie in "
+                                "[0, 2**32)")
         elif p.default is inspect.Parameter.empty:
             raise SpecError(sub, "missing required key")
         else:
@@ -169,7 +208,7 @@ class Registry(Generic[T]):
 
     def __getitem__(self, name: str) -> Callable[..., T]:
         if name not in self.entries:
-            raise SpecError(f"{self.kind}.name", f"unknown {self.kind} {name!r}; choices: "
+            raise SpecError(f"{self.kind}.name", f"unknown {self.kind} {shown(name)}; choices: "
                             f"{choices_text(self.entries)}" + did_you_mean(name, self.entries))
         return self.entries[name]
 
@@ -181,12 +220,12 @@ class Registry(Generic[T]):
         if isinstance(value, str):
             value = {"name": value}
         if not isinstance(value, Mapping):
-            raise SpecError(key, f"expected a mapping with a 'name' key, got {value!r}")
+            raise SpecError(key, f"expected a mapping with a 'name' key, got {shown(value)}")
         if "name" not in value:
             raise SpecError(f"{key}.name", f"missing; choices: {choices_text(self.entries)}")
         name = value["name"]
         if not isinstance(name, str) or name not in self.entries:
-            raise SpecError(f"{key}.name", f"unknown {self.kind} {name!r}; choices: "
+            raise SpecError(f"{key}.name", f"unknown {self.kind} {shown(name)}; choices: "
                             f"{choices_text(self.entries)}" + did_you_mean(str(name), self.entries))
         entry = self.entries[name]
         params = parse_kwargs(entry, {k: v for k, v in value.items() if k != "name"}, key)

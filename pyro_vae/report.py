@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from pyro_vae.figures import CAPTIONS, read_metrics
+from pyro_vae.figures import CAPTIONS, read_metrics, read_text
 from pyro_vae.registry import SpecError
 from pyro_vae.rundir import Run
 
@@ -93,7 +94,7 @@ def write_report(run_dir: Path | str) -> Path:
     split_figures = [(f"Figures: {folder.name} split", _figures(folder))
                      for folder in sorted(p for p in (run_dir / "figures").glob("*") if p.is_dir())]
     sections = [
-        ("Spec (config.yaml)", f"<pre>{_esc((run_dir / 'config.yaml').read_text())}</pre>"),
+        ("Spec (config.yaml)", f"<pre>{_esc(read_text(run_dir / 'config.yaml'))}</pre>"),
         ("Training metrics (metrics.csv)", _metrics(run_dir / "metrics.csv")),
         *(evaluations or [("Evaluation", _note("Not evaluated: no eval-<split>.json (run "
                                                "`pyro-vae evaluate RUN_DIR`)."))]),
@@ -186,7 +187,7 @@ def _evaluation_files(run_dir: Path) -> list[tuple[str, Path]]:
     legacy = run_dir / "eval.json"
     if legacy.is_file():
         try:
-            split = json.loads(legacy.read_text()).get("split", "unknown")
+            split = json.loads(read_text(legacy)).get("split", "unknown")
         except (json.JSONDecodeError, AttributeError):
             split = "unknown"
         files.append((f"{split} split ({legacy.name}, written by an older pyro-vae)", legacy))
@@ -195,7 +196,7 @@ def _evaluation_files(run_dir: Path) -> list[tuple[str, Path]]:
 
 def _evaluation(path: Path) -> str:
     try:
-        summary = json.loads(path.read_text())
+        summary = json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         return _note(f"eval.json could not be read: {exc}")
     if not isinstance(summary, Mapping):
@@ -207,10 +208,9 @@ def _evaluation(path: Path) -> str:
 def _comparison(path: Path) -> str:
     if not path.is_file():
         return _note("No compare.csv in this run.")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        rows = [[_number(r.get(c) or "") for c in reader.fieldnames or []] for r in reader]
-        return _table(reader.fieldnames or [], rows)
+    reader = csv.DictReader(io.StringIO(read_text(path)))
+    rows = [[_number(r.get(c) or "") for c in reader.fieldnames or []] for r in reader]
+    return _table(reader.fieldnames or [], rows)
 
 
 def _annealing(run_dir: Path) -> str:

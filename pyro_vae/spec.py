@@ -23,7 +23,7 @@ from pyro_vae.likelihoods import LIKELIHOODS
 from pyro_vae.networks import NETWORKS
 from pyro_vae.priors import PRIORS
 from pyro_vae.registry import (Component, Registry, SpecError, choices_text, did_you_mean,
-                               parse_kwargs)
+                               parse_kwargs, shown)
 
 ESTIMATORS: Registry = Registry("estimator")
 for _name, _cls in ESTIMATOR_CLASSES.items():
@@ -167,7 +167,7 @@ class Spec:
         for key, section in SECTIONS.items():
             sub = raw.get(key) or {}
             if not isinstance(sub, Mapping):
-                raise SpecError(key, f"expected a mapping, got {sub!r}")
+                raise SpecError(key, f"expected a mapping, got {shown(sub)}")
             try:
                 values[key] = section(**parse_kwargs(section, sub, key))
             except ValueError as exc:
@@ -243,14 +243,95 @@ def _check_combinations(spec: Spec) -> None:
                         "stochastic layers use standard_normal, normal, mixture or flow")
 
 
+MAX_YAML_BYTES = 2**20  # a spec is a few hundred bytes; a document may hold at most 1 MiB
+MAX_YAML_NODES = 100_000  # nodes with every alias expanded (an alias bomb expands to 10⁹)
+MAX_YAML_DEPTH = 100  # nesting of lists and mappings (the composer and the spec recurse)
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """A well-formed document that :class:`SpecLoader` refuses; ``problem`` says why."""
+
+
+class SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, bounded, for documents from users: a recursive alias
+    (``a: &a [*a]``), more than :data:`MAX_YAML_NODES` nodes once aliases are expanded, nesting
+    deeper than :data:`MAX_YAML_DEPTH`, a duplicate key in a mapping, and an integer too long for
+    Python's ``int`` (over 4300 digits) are refused with the line of the culprit.
+
+    The expanded size is counted while composing: every node adds 1, every alias the expanded
+    size of its anchored node, which is known once that node is complete; an alias to a node
+    still being composed is a cycle.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.expanded = 0
+        self.depth = 0
+        self.sizes: dict[int, int] = {}  # id(anchored node) -> its expanded size, once complete
+
+    def _count(self, size: int, mark: yaml.Mark) -> None:
+        self.expanded += size
+        if self.expanded > MAX_YAML_NODES:
+            raise _Refused(None, None, f"more than {MAX_YAML_NODES} values once its aliases are "
+                           "expanded (an alias bomb?)", mark)
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            target = self.anchors.get(event.anchor)
+            if target is not None:  # else PyYAML's own error: an undefined alias
+                if id(target) not in self.sizes:
+                    raise _Refused(None, None, f"alias *{event.anchor} refers to a node that "
+                                   "contains it (a recursive structure)", event.start_mark)
+                self._count(self.sizes[id(target)], event.start_mark)
+            return super().compose_node(parent, index)
+        self.depth += 1
+        if self.depth > MAX_YAML_DEPTH:
+            raise _Refused(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels",
+                           event.start_mark)
+        before = self.expanded
+        self._count(1, event.start_mark)
+        node = super().compose_node(parent, index)
+        self.depth -= 1
+        if event.anchor is not None:
+            self.sizes[id(node)] = self.expanded - before
+        return node
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key, line = self.construct_object(key_node), key_node.start_mark.line + 1
+                if key in seen:
+                    raise _Refused(None, None, f"duplicate key {shown(key)} (first on line "
+                                   f"{seen[key]})", key_node.start_mark)
+                seen[key] = line
+        return super().construct_mapping(node, deep)
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:  # int() of more than 4300 digits
+            raise _Refused(None, None, f"integer of {len(node.value)} characters is too long",
+                           node.start_mark) from None
+
+
+SpecLoader.add_constructor("tag:yaml.org,2002:int", SpecLoader.construct_yaml_int)
+
+
 def parse_yaml(text: str, source: str = "<spec>") -> Any:
-    """YAML → Python, a syntax error becoming one line with the line and column."""
+    """YAML → Python through :class:`SpecLoader`, at most :data:`MAX_YAML_BYTES` of text; a
+    syntax error or a refused document becomes one line with the line and column."""
+    if len(text) > MAX_YAML_BYTES:
+        raise SpecError(source, f"{len(text)} characters of YAML; a spec holds at most "
+                        f"{MAX_YAML_BYTES}")
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=SpecLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
-        raise SpecError(source, f"YAML syntax error at {where}: {exc.problem}") from None
+        kind = "YAML refused" if isinstance(exc, _Refused) else "YAML syntax error"
+        raise SpecError(source, f"{kind} at {where}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise SpecError(source, f"YAML error: {exc}") from None
 
@@ -264,11 +345,11 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
     out: dict[str, Any] = _deep_copy(raw)
     for item in overrides:
         if "=" not in item:
-            raise SpecError("--set", f"expected key=value, got {item!r}")
+            raise SpecError("--set", f"expected key=value, got {shown(item)}")
         path, text = item.split("=", 1)
         keys = path.strip().split(".")
         if not all(keys):
-            raise SpecError("--set", f"bad key {path!r}")
+            raise SpecError("--set", f"bad key {shown(path)}")
         value = parse_yaml(text, f"--set {path}")
         node = out
         for i, k in enumerate(keys[:-1]):
@@ -277,7 +358,7 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
                 child = {"name": child} if isinstance(child, str) else {}
                 node[k] = child
             elif not isinstance(child, dict):
-                raise SpecError(".".join(keys[: i + 1]), f"is {child!r}, not a mapping")
+                raise SpecError(".".join(keys[: i + 1]), f"is {shown(child)}, not a mapping")
             node = child
         leaf = keys[-1]
         if leaf == "name" and keys[0] in COMPONENTS and len(keys) == 2 and node.get("name") != value:
@@ -303,10 +384,16 @@ def load_spec(source: str | Path | Mapping[str, Any] | None = None,
         raw = source
     else:
         path = Path(source)
+        if path.is_dir():
+            raise SpecError(str(path), "is a directory; CONFIG is a YAML spec file (see "
+                            "examples/configs)")
         if not path.is_file():
             raise SpecError(str(path), "spec file not found")
         try:
-            text = path.read_text()
+            if path.stat().st_size > MAX_YAML_BYTES:
+                raise SpecError(str(path), f"{path.stat().st_size} bytes; a spec holds at most "
+                                f"{MAX_YAML_BYTES}")
+            text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise SpecError(str(path), f"cannot read spec file: {exc}") from None
         raw = parse_yaml(text, str(path))

@@ -51,7 +51,9 @@ from pyro_vae.data import DATASETS, SPLITS, DataBundle
 from pyro_vae.engine import (AtomicCheckpointIO, EpochMeans, Interrupted, PeriodicCheckpoint,
                              RngState, RunCSVLogger, Throughput, gather_rows, keep_copy,
                              ranks_in_sync, resumable, stop_on_signals, world)
-from pyro_vae.evaluate import Evaluation, evaluate, importance_log_px, particles_per_chunk
+from pyro_vae.evaluate import (Evaluation, estimated_seconds, evaluate, importance_log_px,
+                               particles_per_chunk)
+from pyro_vae.networks import check_fits
 from pyro_vae.registry import SpecError
 # CONFIG, RESUMABLE, checkpoint_step: re-exported for callers of train
 from pyro_vae.rundir import (CHECKPOINTS, CONFIG, RECORD, RESUMABLE, TRANSFORM,  # noqa: F401
@@ -63,6 +65,7 @@ from pyro_vae.vae import VAE
 
 DDP_REPORT = "ddp.json"
 RECENT_STEPS = 32  # the blow-up guard's window of per-point losses
+LONG_EVALUATION_S = 60.0  # an evaluation expected to take longer says so before it starts
 
 
 class Diverged(RuntimeError):
@@ -285,6 +288,9 @@ def prepare(spec: Spec) -> Prepared:
     if spec.train.batch_size > len(bundle.train):
         raise SpecError("train.batch_size", f"{spec.train.batch_size} is larger than the "
                         f"{len(bundle.train)} training items")
+    check_kl_weight(spec, len(bundle.train))
+    check_fits(lambda: VAE.from_spec(spec, bundle.shape, bundle.levels, bundle.train),
+               "latent_dim or the sizes in encoder, decoder and prior")
     vae = VAE.from_spec(spec, bundle.shape, bundle.levels, bundle.train)
     for split in SPLITS:
         x = getattr(bundle, split)
@@ -308,6 +314,20 @@ def prepare(spec: Spec) -> Prepared:
         particles_per_chunk(vae, bundle.split(spec.evaluate.split)[:1],
                             spec.evaluate.num_samples, spec.evaluate.memory_budget_mb)
     return Prepared(spec, bundle, vae)
+
+
+def check_kl_weight(spec: Spec, num_data: int) -> None:
+    """SpecError when the smallest KL weight, β_0 = β·min(1, 1/T) at the first step of a T-step
+    warm-up, is below float32's smallest normal number: the KL term would vanish from the loss
+    (or β_0 round to 0, which poutine.scale refuses)."""
+    t = spec.train
+    steps = t.warmup_epochs * steps_per_epoch(num_data, t.batch_size, t.devices)
+    first, tiny = spec.beta * min(1.0, 1.0 / steps) if steps else spec.beta, 1.2e-38
+    if not first >= tiny:
+        key = "train.warmup_epochs" if steps > 1 else "beta"
+        raise SpecError(key, f"makes the first step's KL weight β·min(1, 1/T) = {first:.3g} "
+                        f"(β = {spec.beta:g}, T = {steps:g} warm-up steps), below float32's "
+                        f"smallest normal number {tiny:g}: the KL term would vanish")
 
 
 def check_devices(train: TrainSpec) -> None:
@@ -523,6 +543,28 @@ def device_for(accelerator: str) -> torch.device:
     return torch.device("cuda" if accelerator != "cpu" and torch.cuda.is_available() else "cpu")
 
 
+def announce_duration(vae: VAE, x: torch.Tensor, split: str, k: int, budget: float,
+                      world_size: int = 1) -> None:
+    """On stderr (rank 0), before an evaluation expected to take over ``LONG_EVALUATION_S``:
+    its estimated time from a measured cost per particle
+    (:func:`~pyro_vae.evaluate.estimated_seconds`), so an absurd K does not run for hours
+    silently."""
+    seconds = estimated_seconds(vae, x, k, budget) / world_size
+    if rank_zero_only.rank == 0 and seconds > LONG_EVALUATION_S:
+        per = seconds * world_size / (k * len(x))
+        points = f"{len(x)} {split} point{'s' if len(x) > 1 else ''}"
+        print(f"pyro-vae: log p(x) of {points} with K={k} importance samples "
+              f"will take about {_duration(seconds)} ({per * 1e6:.3g} µs per particle "
+              "measured); Ctrl-C stops it", file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
 def evaluate_run(prepared: Prepared, device: torch.device, split: str | None = None,
                  num_samples: int | None = None, progress: bool = False,
                  limit: int | None = None) -> Evaluation:
@@ -548,6 +590,8 @@ def evaluate_run(prepared: Prepared, device: torch.device, split: str | None = N
 
     vae = prepared.vae.to(device)
     try:
+        announce_duration(vae, prepared.bundle.split(split)[:limit].to(device), split, k,
+                          spec.memory_budget_mb, size)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             if size > 1:  # ranks share one RNG stream after training: give each its own
                 torch.manual_seed(prepared.spec.train.seed + 1 + rank)

@@ -163,7 +163,7 @@ def test_a_bad_estimator_entry_is_one_line(entry) -> None:
     ([], "give a CONFIG to train from, or --checkpoint RUN_DIR"),
     ([DIGITS, "--checkpoint", "runs/x"], "--checkpoint: scores a trained run as it is"),
     (["--checkpoint", "runs/x", "--epochs", "2"], "--checkpoint: scores a trained run as it is"),
-    ([DIGITS, "--epochs", "0"], "max_epochs must be >= 1, got 0"),
+    ([DIGITS, "--epochs", "0"], "--epochs: must be >= 1, got 0"),
     ([DIGITS, "--set", "train.devices=2"], "train.devices: compare trains in one process"),
 ])
 def test_bad_compare_arguments_are_spec_errors(argv, match, tmp_path) -> None:

@@ -216,6 +216,18 @@ def test_vector_data_get_no_image_grids(tmp_path: Path, blank_variance: float) -
             assert_drawn(path, blank_variance)
 
 
-def test_too_few_points_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="at least 2 data points"):
-        figures.write_run_figures(FakeVAE(64), make_data(1, 64), SHAPE, tmp_path)
+def test_one_point_draws_every_figure_but_the_interpolation(tmp_path: Path,
+                                                            blank_variance: float) -> None:
+    """A split of one evaluation point: no pair to interpolate, no spread for the traversals'
+    ranking (every activity 0) nor for a second principal axis (drawn at 0)."""
+    paths = figures.write_run_figures(FakeVAE(64), make_data(1, 64), SHAPE, tmp_path / "img")
+    assert {p.stem for p in paths} == {"latent_map", "prior_samples", "reconstructions",
+                                       "traversals"}
+    vectors = figures.write_run_figures(FakeVAE(5, latent_dim=3), make_data(1, 5), (5,),
+                                        tmp_path / "vec")
+    assert {p.stem for p in vectors} == {"latent_map", "samples_vs_data"}
+    for path in paths + vectors:
+        assert path.stat().st_size > 0
+    assert_drawn(tmp_path / "img" / "prior_samples.png", blank_variance)
+    with pytest.raises(ValueError, match="at least 1 data point"):
+        figures.write_run_figures(FakeVAE(64), make_data(0, 64), SHAPE, tmp_path / "none")

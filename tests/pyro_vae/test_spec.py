@@ -4,7 +4,7 @@ import pytest
 
 from pyro_vae.priors import PRIORS
 from pyro_vae.registry import SpecError
-from pyro_vae.spec import Spec, apply_overrides, dump_spec, load_spec, parse_spec
+from pyro_vae.spec import Spec, apply_overrides, dump_spec, load_spec, parse_spec, parse_yaml
 
 
 def test_defaults_are_a_valid_spec():
@@ -98,3 +98,64 @@ def test_missing_spec_file_is_named(tmp_path):
 def test_bad_override_syntax():
     with pytest.raises(SpecError, match="key=value"):
         load_spec(None, ["latent_dim"])
+
+
+
+def test_the_loader_keeps_aliases_and_merges_a_spec_may_use():
+    text = ("encoder: &net {name: mlp, hidden: [8, 8], activation: relu}\n"
+            "decoder: {<<: *net, hidden: [4]}\n"
+            "train: &t {max_epochs: 3}\nevaluate: {num_samples: 7}\n")
+    spec = parse_spec(text)
+    assert spec.encoder.params["hidden"] == (8, 8)
+    assert spec.decoder.params == {"hidden": (4,), "activation": "relu"}
+    assert spec.train.max_epochs == 3
+
+
+def bomb(levels: int, width: int = 10) -> str:
+    """``levels`` levels of ``width`` aliases each: width**levels strings once expanded."""
+    lines = ['a0: &a0 ["x"]', *(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * width)}]"
+                               for i in range(1, levels + 1))]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("text, fragments", [
+    ("a: &a [*a]\n", ("line 1, column 8", "alias *a", "recursive")),
+    ("a: &a {b: *a}\n", ("alias *a", "recursive")),
+    (bomb(9), ("more than 100000 values", "alias bomb")),
+    ("a: " + "[" * 101 + "]" * 101 + "\n", ("nested deeper than 100",)),
+    ("latent_dim: 2\nbeta: 1\nlatent_dim: 3\n", ("line 3", "duplicate key 'latent_dim'",
+                                                    "first on line 1")),
+    ("train: {seed: 1, seed: 2}\n", ("duplicate key 'seed'",)),
+    ("latent_dim: " + "9" * 4301 + "\n", ("integer of 4301 characters",)),
+    ("latent_dim: " + "9" * 20 + "\n", ("latent_dim", "out of range")),
+    ("train: {seed: 4294967296}\n", ("train.seed", "[0, 2**32)")),
+    ("data: {seed: -1}\n", ("data.seed", "-1")),
+    ("beta: " + "9" * 400 + "\n", ("beta", "about 400 digits", "out of range")),
+    ("latent_dim: 2\n" + "#" * 2**20, ("1048590 characters", "at most 1048576")),
+])
+def test_refused_documents_are_one_line(text, fragments):
+    with pytest.raises(SpecError) as error:
+        parse_spec(text)
+    message = str(error.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+def test_the_expansion_bound_is_on_expanded_values_not_on_aliases():
+    """10**4 strings from 4 levels of aliases load (a spec of that size is odd, not hostile);
+    10**5 more do not."""
+    assert len(parse_yaml(bomb(4))["a4"]) == 10
+    with pytest.raises(SpecError, match="more than 100000 values"):
+        parse_yaml(bomb(5))
+
+
+def test_a_long_value_is_clipped_in_the_message():
+    with pytest.raises(SpecError) as error:
+        load_spec(None, ["train.max_epochs=" + "x" * 100_000])
+    assert len(str(error.value)) < 200 and "(100002 characters)" in str(error.value)
+
+
+def test_a_directory_is_not_a_spec_file(tmp_path):
+    with pytest.raises(SpecError, match="is a directory"):
+        load_spec(tmp_path)

@@ -2,9 +2,11 @@
 
 import csv
 
+import pytest
 import torch
 
 from inference.compiled import TracedLoss
+from pyro_vae.registry import SpecError
 from pyro_vae.spec import load_spec
 from pyro_vae.train import CONFIG, fit, load_run, prepare
 
@@ -59,3 +61,17 @@ def test_the_traced_loss_trains_as_the_eager_one(tmp_path, monkeypatch):
     for key, value in weights[True].items():
         assert torch.equal(value, weights[False][key]), key
     assert accepted == [True]  # the full-size batches ran from the trace
+
+
+def test_a_first_kl_weight_below_float32s_smallest_normal_is_refused():
+    """β·min(1, 1/T): 1e30 warm-up epochs of 2 steps (data.limit=100, batch 50) leave 5e-31,
+    far above 1.2e-38; 1e37 leave 5e-38 (it holds), 1e38 leave 5e-39 (it does not); a β alone
+    below 1.2e-38 is refused under its own name."""
+    base = [*QUICK, "data.limit=100", "train.batch_size=50"]
+    for epochs in ("1e30", "1e37"):
+        prepare(load_spec(None, [*base, f"train.warmup_epochs={epochs}"]))
+    for sets, key in ((["train.warmup_epochs=1e38"], "train.warmup_epochs"),
+                      (["train.warmup_epochs=1e308"], "train.warmup_epochs"),
+                      (["beta=1e-39"], "beta")):
+        with pytest.raises(SpecError, match=f"^{key}: makes the first step's KL weight"):
+            prepare(load_spec(None, [*base, *sets]))

@@ -1,0 +1,269 @@
+"""Hostile and careless inputs through the real ``pyro-vae`` console script (issue 13, cases
+6-15 and the small messages of item 18), each in its own process.
+
+Every refused input asserts: its exit code, exactly one line on stderr naming the culprit, no
+traceback, and the user's directory (the working directory, which holds the inputs and a finished
+run) byte for byte as before, by a hash of the whole tree: no run directory made, nothing written.
+Then what must succeed (a split of one evaluation point), what must announce itself (an absurd K)
+and what must never show a traceback (a bug: one line and a log file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pyro_vae.cli import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USER_ERROR, main
+from pyro_vae.registry import MESSAGE_CHARS
+
+EXE = str(Path(sys.executable).with_name("pyro-vae"))
+DIGITS = str(Path("examples/configs/digits.yaml").resolve())
+TINY = ["latent_dim=2", "encoder.hidden=[8]", "decoder.hidden=[8]", "train.batch_size=32",
+        "train.progress=false", "data.limit=64", "train.max_epochs=1", "evaluate.num_samples=4"]
+SETS = [f"--set={s}" for s in TINY]
+
+
+def tree_hash(root: Path) -> str:
+    """SHA-256 over every path under ``root`` (directories too) and every file's bytes."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def console(argv: list[str], cwd: Path, timeout: float = 300,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``pyro-vae ARGV`` in ``cwd``; its cache (crash logs) beside ``cwd``, not in it."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(cwd.parent / "cache"), **(env or {})}
+    return subprocess.run([EXE, *argv], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+def one_line(proc: subprocess.CompletedProcess[str], code: int = EXIT_USER_ERROR) -> str:
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr and not proc.stdout, (proc.stdout, proc.stderr)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One finished tiny run (trained in-process); each test copies it."""
+    run = tmp_path_factory.mktemp("finished") / "run"
+    assert main(["train", DIGITS, *SETS, "--out", str(run)]) == 0
+    return run
+
+
+@pytest.fixture
+def work(tmp_path: Path, finished_run: Path) -> Path:
+    """The user's working directory: a copy of the finished run in ``run/``."""
+    shutil.copytree(finished_run, tmp_path / "work" / "run")
+    return tmp_path / "work"
+
+
+# ---- the table: each input refused in one line, nothing written -------------------------------
+
+def alias_bomb(work: Path) -> None:
+    """The billion-laughs document: 9 levels of 10 aliases each, 10⁹ strings from ~450 bytes."""
+    lines = ['a0: &a0 ["lol"]', *(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]"
+                                  for i in range(1, 10))]
+    (work / "bomb.yaml").write_text("\n".join(lines) + "\n")
+    assert len((work / "bomb.yaml").read_bytes()) < 600
+
+
+def text(name: str, content: str) -> Callable[[Path], None]:
+    return lambda work: (work / name).write_text(content)
+
+
+def append_byte(name: str) -> Callable[[Path], None]:
+    def setup(work: Path) -> None:
+        with open(work / "run" / name, "ab") as f:
+            f.write(b"\xff")
+    return setup
+
+
+def huge_floats(work: Path) -> None:
+    """Finite float64 values beyond float32's range (3.4e38): inf after the cast."""
+    np.savez(work / "a.npz", x=np.tile([[0.0, 1e300], [1.0, -1e39]], (20, 1)))
+
+
+def train(*sets: str, config: str = DIGITS) -> list[str]:
+    return ["train", config, *SETS, *(f"--set={s}" for s in sets), "--out", "out"]
+
+
+@dataclass(frozen=True)
+class Case:
+    """``argv`` run in the working directory after ``setup(work)``; the one line must hold every
+    fragment."""
+
+    argv: list[str]
+    fragments: tuple[str, ...]
+    setup: Callable[[Path], None] | None = None
+
+
+LONG_INTEGER = "7" * 5000
+CASES: dict[str, Case] = {
+    "6 recursive alias": Case(train(config="loop.yaml"), ("loop.yaml", "line 2", "recursive"),
+                              text("loop.yaml", "latent_dim: 2\nencoder: &a [*a]\n")),
+    "7 alias bomb": Case(train(config="bomb.yaml"), ("bomb.yaml", "100000 values", "alias bomb"),
+                         alias_bomb),
+    "8 long integer in YAML": Case(train(config="long.yaml"),
+                                   ("long.yaml", "line 2", "5000 characters"),
+                                   text("long.yaml", f"train:\n  seed: {LONG_INTEGER}\n")),
+    "8 long integer in --set": Case(train(f"latent_dim={LONG_INTEGER}"),
+                                    ("--set latent_dim", "5000 characters")),
+    "8 integer beyond int64": Case(train(f"train.max_epochs={10**30}"),
+                                   ("train.max_epochs", "out of range", "2**63")),
+    "9 negative seed": Case(train("train.seed=-1"), ("train.seed", "-1", "[0, 2**32)")),
+    "9 seed of 2**32": Case(train(f"data.seed={2**32}"), ("data.seed", "4294967296", "[0, 2**32)")),
+    "9 prior seed": Case(train("prior.name=mixture", f"prior.seed={2**40}"), ("prior.seed",)),
+    "10 layer too wide": Case(train("encoder.hidden=[100000000000]"),
+                              ("model:", "parameters", "GiB of memory available")),
+    "10 latent_dim too large": Case(train(f"latent_dim={10**12}"),
+                                    ("parameters", "reduce latent_dim")),
+    "11 warm-up underflows beta": Case(train("train.warmup_epochs=1e308"),
+                                       ("train.warmup_epochs", "smallest normal")),
+    "13 0xFF in config.yaml": Case(["report", "run"], ("run/config.yaml", "byte 0xff"),
+                                   append_byte("config.yaml")),
+    "13 0xFF in metrics.csv": Case(["report", "run"], ("run/metrics.csv", "byte 0xff"),
+                                   append_byte("metrics.csv")),
+    "14 twenty thousand layers": Case(train(f"encoder.hidden=[{', '.join(['2'] * 20000)}]"),
+                                      ("encoder", "20000 layers", "at most 1000")),
+    "15 float64 beyond float32": Case(
+        train("data.name=npz", "data.path=a.npz", "likelihood.name=normal",
+              "train.batch_size=4"),
+        ("a.npz", "40 values beyond float32's range"), huge_floats),
+    # item 18: small messages, each in its own words
+    "18 a directory as CONFIG": Case(train(config="run"), ("run", "is a directory")),
+    "18 empty --out": Case(["train", DIGITS, "--out", ""], ("--out", "empty")),
+    "18 empty compare --out": Case(["compare", DIGITS, "--out", ""], ("--out", "empty")),
+    "18 compare --epochs 0": Case(["compare", DIGITS, "--epochs", "0"], ("--epochs", ">= 1")),
+    "18 duplicate key": Case(train(config="dup.yaml"),
+                             ("dup.yaml", "line 3", "duplicate key 'latent_dim'", "line 1"),
+                             text("dup.yaml", "latent_dim: 2\nbeta: 1.0\nlatent_dim: 3\n")),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
+def test_refused_in_one_line_and_nothing_written(case: Case, work: Path):
+    if case.setup:
+        case.setup(work)
+    before = tree_hash(work)
+    line = one_line(console(case.argv, work))
+    assert line.startswith("pyro-vae: error: ")
+    for fragment in case.fragments:
+        assert fragment in line, (fragment, line)
+    assert tree_hash(work) == before
+
+
+def test_a_100_kb_value_is_named_not_echoed(work: Path):
+    before = tree_hash(work)
+    line = one_line(console(train("train.max_epochs=" + "x" * 100_000), work))
+    assert "train.max_epochs" in line and "(100002 characters)" in line
+    assert len(line) < MESSAGE_CHARS + 100
+    assert tree_hash(work) == before
+
+
+@contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """No new file in ``folder``: chmod for a user, the immutable attribute for root (whom
+    permissions do not stop); skips where neither holds."""
+    if os.geteuid() != 0:
+        folder.chmod(0o500)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+        return
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("root, and no chattr +i on this file system")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_a_read_only_run_names_the_file_not_its_temporary(work: Path):
+    with read_only(work / "run"):
+        before = tree_hash(work)
+        line = one_line(console(["evaluate", "run"], work))
+        assert tree_hash(work) == before
+    assert line.startswith("pyro-vae: error: run/eval") and ".tmp" not in line, line
+    assert "ermission denied" in line or "not permitted" in line, line
+
+
+# ---- what must work: a split of one evaluation point (case 12) --------------------------------
+
+def test_a_split_of_one_point_trains_and_evaluates(work: Path):
+    """digits: round(0.0006 · 1797) = 1 test point. Training evaluates it and draws the run's
+    figures (none needs a second point); a later evaluate does the same."""
+    trained = console(train("data.test_fraction=0.0006"), work)
+    assert trained.returncode == 0 and "Traceback" not in trained.stderr, trained.stderr
+    assert ", 1 point" in trained.stdout, trained.stdout
+    figures = {p.name for p in (work / "out").rglob("*.png")}
+    assert {"latent_map.png", "reconstructions.png", "traversals.png"} <= figures, figures
+    again = console(["evaluate", "out"], work)
+    assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
+
+
+# ---- what must announce itself: an absurd K -----------------------------------------------------
+
+def test_an_absurd_k_says_how_long_before_it_starts(work: Path):
+    """K = 10¹² on the run's 360 test points: the estimate (10¹⁴·⁵ particles at any speed this
+    machine has is days) comes first, on stderr; Ctrl-C then stops it with nothing written."""
+    before = tree_hash(work)
+    env = {**os.environ, "XDG_CACHE_HOME": str(work.parent / "cache")}
+    proc = subprocess.Popen([EXE, "evaluate", "run", "--num-samples", str(10**12)], cwd=work,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        ready, _, _ = select.select([proc.stderr], [], [], 240)  # no line: no hang either
+        line = proc.stderr.readline() if ready else ""
+        proc.send_signal(signal.SIGINT)
+        out, rest = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert "with K=1000000000000 importance samples will take about" in line, line + rest
+    assert "days" in line and "µs per particle measured" in line, line
+    assert proc.returncode == EXIT_INTERRUPTED and rest.strip() == "pyro-vae: interrupted"
+    assert not out and "Traceback" not in rest
+    assert tree_hash(work) == before
+
+
+# ---- the last resort: a bug is one line and a log file ------------------------------------------
+
+def test_a_bug_is_one_line_naming_the_command_and_a_log_with_the_traceback(work: Path,
+                                                                          tmp_path: Path):
+    """A RuntimeError planted in ``write_report`` (through sitecustomize, before the console
+    script runs): exit 1, one line naming the command, the error and the log file, which holds
+    the traceback."""
+    plant = tmp_path / "plant"
+    plant.mkdir()
+    (plant / "sitecustomize.py").write_text(
+        "import pyro_vae.report\n\n\n"
+        "def write_report(run_dir):\n"
+        "    raise RuntimeError('planted bug')\n\n\n"
+        "pyro_vae.report.write_report = write_report\n")
+    before = tree_hash(work)
+    proc = console(["report", "run"], work, env={"PYTHONPATH": str(plant)})
+    line = one_line(proc, EXIT_INTERNAL)
+    assert line.startswith("pyro-vae: internal error in 'pyro-vae report': RuntimeError: "
+                           "planted bug; traceback in "), line
+    log = Path(line.rsplit("traceback in ", 1)[1])
+    assert log.parent == tmp_path / "cache" / "pyro-vae" / "logs"
+    assert "Traceback" in log.read_text() and "planted bug" in log.read_text()
+    assert tree_hash(work) == before
