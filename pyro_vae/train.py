@@ -7,7 +7,8 @@ per data point. The KL weight at step t is β_t = β · min(1, (t + 1)/T) for a 
 
 A run directory holds ``config.yaml`` (the resolved spec), ``checkpoints/last.ckpt`` (rewritten
 atomically every ``train.checkpoint_every_steps`` steps and every ``checkpoint_every_epochs``
-epochs, at the end, and where Ctrl-C stopped the run), ``metrics.csv``, and after a
+epochs, at the end, and where Ctrl-C stopped the run), with early stopping on also
+``checkpoints/best.ckpt`` (the weights at the highest val ELBO so far, the ones evaluated), ``metrics.csv``, and after a
 multi-process run ``ddp.json`` (each rank's parameter digest); :mod:`pyro_vae.rundir` reads
 them back. :func:`fit` with ``resume=True`` continues from ``last.ckpt`` with the weights,
 optimizer, scheduler, loop position (mid-epoch included), early-stopping and RNG states.
@@ -33,7 +34,7 @@ from typing import Any
 import lightning as L
 import pyro
 import torch
-from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -48,9 +49,9 @@ from pyro_vae.engine import (AtomicCheckpointIO, EpochMeans, Interrupted, Period
 from pyro_vae.evaluate import Evaluation, evaluate, importance_log_px, particles_per_chunk
 from pyro_vae.registry import SpecError
 # checkpoint_step: re-exported for callers of train
-from pyro_vae.rundir import (CHECKPOINTS, CONFIG, NO_CHECKPOINT, checkpoint_step,  # noqa: F401
-                             last_checkpoint, last_path, load_weights, read_checkpoint,
-                             resume_point, run_config, run_state)
+from pyro_vae.rundir import (CHECKPOINTS, CONFIG, NO_CHECKPOINT, best_path,  # noqa: F401
+                             checkpoint_step, last_checkpoint, last_path, load_weights,
+                             read_checkpoint, resume_point, run_config, run_state)
 from pyro_vae.spec import ESTIMATORS, Spec, TrainSpec, dump_spec, load_spec
 from pyro_vae.vae import VAE
 
@@ -302,10 +303,11 @@ def start_run_dir(out: Path, overwrite: bool) -> None:
         raise SpecError("--out", f"cannot create {out}: {exc.strerror}") from None
 
 
-def make_trainer(spec: Spec, out: Path, num_data: int, first_step: int | None = None) -> L.Trainer:
+def make_trainer(spec: Spec, out: Path, num_data: int, first_step: int | None = None,
+                 extra: Sequence[L.Callback] = ()) -> L.Trainer:
     """The Trainer of a run in ``out`` on ``num_data`` training items; ``first_step``: the
-    checkpoint step a resumed run starts at. Metrics are logged every ``log_every_n_steps``
-    steps, or every epoch's last step when epochs are shorter."""
+    checkpoint step a resumed run starts at; ``extra``: the caller's own callbacks. Metrics are
+    logged every ``log_every_n_steps`` steps, or every epoch's last step when epochs are shorter."""
     t = spec.train
     log_every = min(t.log_every_n_steps, steps_per_epoch(num_data, t.batch_size, t.devices))
     callbacks: list[L.Callback] = [
@@ -315,6 +317,10 @@ def make_trainer(spec: Spec, out: Path, num_data: int, first_step: int | None = 
     if t.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor="val_elbo", mode="max",
                                        patience=t.early_stopping_patience))
+        callbacks.append(ModelCheckpoint(  # best.ckpt: the weights at the highest val ELBO
+            dirpath=best_path(out).parent, filename=best_path(out).stem, monitor="val_elbo",
+            mode="max", save_top_k=1, save_weights_only=True, enable_version_counter=False))
+    callbacks += extra  # after EarlyStopping: they see this epoch's check
     loggers: list[Logger] = [RunCSVLogger(out, first_step)]
     if t.logger == "tensorboard":
         from lightning.pytorch.loggers import TensorBoardLogger
@@ -326,16 +332,18 @@ def make_trainer(spec: Spec, out: Path, num_data: int, first_step: int | None = 
         max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
         strategy=t.strategy, logger=loggers, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
         gradient_clip_val=t.gradient_clip or None, log_every_n_steps=log_every,
-        enable_checkpointing=False,  # PeriodicCheckpoint instead of Lightning's default
+        # PeriodicCheckpoint instead of Lightning's default; ModelCheckpoint for best.ckpt
+        enable_checkpointing=bool(t.early_stopping_patience),
         num_sanity_val_steps=0, enable_progress_bar=t.progress and chatty(),
         enable_model_summary=False,
         deterministic=True if cpu else "warn",  # some CUDA kernels have no deterministic twin
     )
 
 
-def fit(prepared: Prepared, out: Path, overwrite: bool = False, resume: bool = False) -> L.Trainer:
+def fit(prepared: Prepared, out: Path, overwrite: bool = False, resume: bool = False,
+        callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     """Train in a fresh run directory, or with ``resume`` continue the run in ``out`` from its
-    last checkpoint. Raises :class:`Diverged` on a non-finite loss or gradient,
+    last checkpoint; ``callbacks`` join the Trainer's own. Raises :class:`Diverged` on a non-finite loss or gradient,
     :class:`~pyro_vae.engine.Interrupted` after saving where Ctrl-C stopped the run, and
     :class:`SpecError` when a file cannot be written (a fresh run that had saved no checkpoint
     is removed; otherwise the run stays at its last checkpoint)."""
@@ -354,7 +362,7 @@ def fit(prepared: Prepared, out: Path, overwrite: bool = False, resume: bool = F
                 state = json.dumps(bundle.transform_state(), indent=1) + "\n"
                 write_text_atomic(out / TRANSFORM, state)
         module = VAEModule(prepared.vae, spec)
-        trainer = make_trainer(spec, out, len(bundle.train), first_step)
+        trainer = make_trainer(spec, out, len(bundle.train), first_step, callbacks)
         data = VAEData(bundle, spec.train.batch_size, spec.train.seed)
         checkpoint = next(c for c in trainer.callbacks if isinstance(c, PeriodicCheckpoint))
         # Lightning's progress bar writes to stdout, which holds results alone
@@ -417,11 +425,21 @@ def resume_spec(run_dir: Path, overrides: Sequence[str] = ()) -> Spec:
     return spec
 
 
+def evaluated_checkpoint(run_dir: Path, spec: Spec) -> Path:
+    """The checkpoint a run is scored with: ``best.ckpt`` (the highest validation ELBO) when
+    the run stops early on it, as the published protocols select; else ``last.ckpt``."""
+    best = best_path(run_dir)
+    if spec.train.early_stopping_patience and best.is_file():
+        return best
+    return last_checkpoint(run_dir)
+
+
 def load_run(run_dir: Path) -> Prepared:
-    """Rebuild a run's VAE from its config.yaml and load the last checkpoint's weights; the
-    data transform refitted on loading must equal the one the run saved (transform.json)."""
+    """Rebuild a run's VAE from its config.yaml and load the weights of
+    :func:`evaluated_checkpoint` (the best validation ELBO's with early stopping, else the last);
+    the data transform refitted on loading must equal the one the run saved (transform.json)."""
     prepared = prepare(load_spec(run_config(run_dir)))
-    load_weights(prepared.vae, last_checkpoint(run_dir), run_dir)
+    load_weights(prepared.vae, evaluated_checkpoint(run_dir, prepared.spec), run_dir)
     saved = run_dir / TRANSFORM
     if saved.is_file() and json.loads(saved.read_text()) != prepared.bundle.transform_state():
         raise SpecError(str(saved), "the data now give another transform than the run was "
