@@ -5,6 +5,7 @@ lines run in a subprocess, as ``make bench`` runs them: tests never import ``ben
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,15 +39,41 @@ def test_every_benchmark_runs_at_toy_size_and_the_report_holds_every_section(tmp
     assert len(records["quality-quick"]["data"]) == 4  # VAE, IWAE-DReG, VampPrior, digits
 
 
-def test_the_quality_entry_point_continues_from_finished_runs_and_averages_over_seeds(tmp_path):
-    run(tmp_path, "benchmarks.quality", "--seeds", "0")
-    first = json.loads((tmp_path / "results" / "quality.json").read_text())["data"]
-    cached = tmp_path / "results" / "runs" / "quality.json"
-    assert len(json.loads(cached.read_text())) == 4  # one per model
-    report = run(tmp_path, "benchmarks.quality", "--seeds", "0", "1")
-    record = json.loads((tmp_path / "results" / "quality.json").read_text())["data"]
-    assert all(len(runs) == 2 for runs in record.values())
-    # seed 0 was not trained again: its runs, wall times included, are the first call's
-    assert all(record[model][0] == first[model][0] for model in first)
-    assert len(json.loads(cached.read_text())) == 8
-    assert " ± " in report  # mean ± std over the two seeds
+def test_a_published_protocol_run_killed_mid_model_continues_from_its_checkpoint(tmp_path):
+    """``make bench-quality`` killed (SIGKILL, as a session's end does) in the middle of the VAE's
+    training, then started again: the run resumes from ``last.ckpt`` and ends exactly as an
+    uninterrupted run of the same length (Lightning restores weights, optimizer, loop and RNG)."""
+    def command(state: Path, epochs: int) -> list[str]:
+        return [sys.executable, "-m", "benchmarks.quality", "--toy", "--models", "vae",
+                "--max-epochs", str(epochs), "--state", str(state),
+                "--results", str(state.parent / f"{state.name}-results")]
+
+    progress = tmp_path / "state" / "vae-seed0" / "progress.json"
+    job = subprocess.Popen(command(tmp_path / "state", 1000), cwd=ROOT, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 240
+    while not (progress.is_file() and json.loads(progress.read_text())["epoch"] >= 2):
+        assert job.poll() is None and time.monotonic() < deadline, job.communicate()[0][-3000:]
+        time.sleep(0.05)
+    job.kill()
+    job.wait()
+    killed_at = json.loads(progress.read_text())["epoch"]
+    assert killed_at < 1000
+    end = killed_at + 2  # last.ckpt holds epoch killed_at or killed_at + 1: one more at least
+    out = {}
+    for name, state in (("resumed", tmp_path / "state"), ("straight", tmp_path / "straight")):
+        done = subprocess.run(command(state, end), cwd=ROOT, capture_output=True, text=True,
+                              timeout=240)
+        assert done.returncode == 0, done.stderr[-3000:]
+        out[name] = done.stdout
+    assert "VAE (seed 0): resuming" in out["resumed"] and "resuming" not in out["straight"]
+    metrics = (tmp_path / "state" / "vae-seed0" / "metrics.csv").read_text().splitlines()
+    header = metrics[0].split(",")
+    epochs = [int(row.split(",")[header.index("epoch")]) for row in metrics[1:]
+              if row.split(",")[header.index("val_elbo")]]
+    assert epochs == list(range(end))  # every epoch validated once: none lost, none repeated
+    results = [json.loads((tmp_path / f"{s}-results" / "published" / "vae-seed0.json")
+                          .read_text()) for s in ("state", "straight")]
+    assert results[0]["epochs"] == results[1]["epochs"] == end
+    for key in ("best_val_elbo", "log_px", "elbo"):
+        assert results[0][key] == results[1][key], key
