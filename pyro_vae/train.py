@@ -106,6 +106,8 @@ class VAEModule(L.LightningModule):
         self.loss_module = estimator(vae.model, vae.guide)
         jit = spec.train.jit and getattr(estimator, "traceable", True)
         self.traced_loss = TracedLoss(self.loss_module, vae) if jit else None
+        # β ≠ 1 (a warm-up's changes every step) enters one trace as an input tensor
+        self.traced_scaled = TracedLoss(self._scaled_loss, vae) if jit else None
         self.warmup_steps = 0.0
         self.last_loss = torch.zeros(())
         self.epoch_means = EpochMeans()  # training: a run resumed mid-epoch continues it
@@ -145,10 +147,24 @@ class VAEModule(L.LightningModule):
         return loss
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
-        """The estimator's loss at the current β, from its trace where ``train.jit`` is on."""
-        if self.traced_loss is None:
+        """The estimator's loss at the current β, from a trace where ``train.jit`` is on: one for
+        β = 1, one taking β as an input for every other β (a trace keyed by each β of a
+        warm-up would never be replayed)."""
+        beta = self.vae.kl_scale
+        if beta == 1.0:
+            return self.loss_module(x) if self.traced_loss is None else \
+                self.traced_loss(x, key=beta)
+        b = torch.tensor(beta, device=x.device)  # eager too: the same program, jit or not
+        return self._scaled_loss(x, b) if self.traced_scaled is None else \
+            self.traced_scaled(x, b, key="β")
+
+    def _scaled_loss(self, x: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        """The estimator's loss with ``poutine.scale(β)`` on the latents, β a tensor."""
+        scale, self.vae.kl_scale = self.vae.kl_scale, beta
+        try:
             return self.loss_module(x)
-        return self.traced_loss(x, key=self.vae.kl_scale)
+        finally:
+            self.vae.kl_scale = scale
 
     def on_train_epoch_end(self) -> None:
         for name, value in self.epoch_means.pop().items():
