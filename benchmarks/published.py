@@ -37,6 +37,7 @@ import torch
 
 from benchmarks.common import REPO, Options, Section, Skip, prepared, spec_from, table
 from pyro_vae.atomic import write_text_atomic
+from pyro_vae.engine import Interrupted
 from pyro_vae.figures import read_metrics
 from pyro_vae.registry import SpecError
 
@@ -224,6 +225,8 @@ def run(options: Options, command: str, state: Path, seeds: tuple[int, ...],
                 except (Skip, SpecError) as exc:  # no data; a preset this code cannot run
                     print(f"{model.label}: skipped ({exc})", flush=True)
                     break
+                except Interrupted as exc:  # Ctrl-C: saved where it stopped
+                    raise SystemExit(f"{model.label} (seed {seed}): {exc}") from None
                 record = score(model, seed, run_dir, options)
                 results.mkdir(parents=True, exist_ok=True)
                 write_text_atomic(out, json.dumps(record, indent=1) + "\n")
