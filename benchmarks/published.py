@@ -118,6 +118,8 @@ class Progress(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.start = time.perf_counter()
 
+    on_train_start = on_train_epoch_start  # a run resumed mid-epoch starts without the epoch hook
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         seconds = time.perf_counter() - self.start
         epoch = trainer.current_epoch + 1
