@@ -3,6 +3,7 @@ digits, tiny networks, a handful of steps and particles), so the suite cannot ro
 lines run in a subprocess, as ``make bench`` runs them: tests never import ``benchmarks``."""
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -40,8 +41,9 @@ def test_every_benchmark_runs_at_toy_size_and_the_report_holds_every_section(tmp
 
 
 def test_a_published_protocol_run_killed_mid_model_continues_from_its_checkpoint(tmp_path):
-    """``make bench-quality`` killed (SIGKILL, as a session's end does) in the middle of the VAE's
-    training, then started again: the run resumes from ``last.ckpt`` and ends exactly as an
+    """``make bench-quality`` stopped in the middle of the VAE's training twice, by Ctrl-C (the run
+    saves mid-epoch) and by SIGKILL (as a session's end: back to the last epoch's checkpoint),
+    each time started again: the run resumes from ``last.ckpt`` and ends exactly as an
     uninterrupted run of the same length (Lightning restores weights, optimizer, loop and RNG)."""
     def command(state: Path, epochs: int) -> list[str]:
         return [sys.executable, "-m", "benchmarks.quality", "--toy", "--models", "vae",
@@ -49,17 +51,23 @@ def test_a_published_protocol_run_killed_mid_model_continues_from_its_checkpoint
                 "--results", str(state.parent / f"{state.name}-results")]
 
     progress = tmp_path / "state" / "vae-seed0" / "progress.json"
-    job = subprocess.Popen(command(tmp_path / "state", 1000), cwd=ROOT, text=True,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 240
-    while not (progress.is_file() and json.loads(progress.read_text())["epoch"] >= 2):
-        assert job.poll() is None and time.monotonic() < deadline, job.communicate()[0][-3000:]
-        time.sleep(0.05)
-    job.kill()
-    job.wait()
-    killed_at = json.loads(progress.read_text())["epoch"]
-    assert killed_at < 1000
-    end = killed_at + 2  # last.ckpt holds epoch killed_at or killed_at + 1: one more at least
+
+    def epoch() -> int:
+        return json.loads(progress.read_text())["epoch"] if progress.is_file() else 0
+
+    logs = []
+    for stop in (signal.SIGINT, signal.SIGKILL):
+        job = subprocess.Popen(command(tmp_path / "state", 1000), cwd=ROOT, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        start, deadline = epoch(), time.monotonic() + 240
+        while epoch() < start + 2:
+            assert job.poll() is None and time.monotonic() < deadline, job.communicate()[0][-3000:]
+            time.sleep(0.05)
+        job.send_signal(stop)
+        logs.append(job.communicate(timeout=120)[0])
+    assert "interrupted (Ctrl-C)" in logs[0] and "resuming" in logs[1]
+    end = epoch() + 2  # last.ckpt holds this epoch or the next one: one more at least
+    assert end < 1000
     out = {}
     for name, state in (("resumed", tmp_path / "state"), ("straight", tmp_path / "straight")):
         done = subprocess.run(command(state, end), cwd=ROOT, capture_output=True, text=True,
