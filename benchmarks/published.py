@@ -40,13 +40,14 @@ from pyro_vae.atomic import write_text_atomic
 from pyro_vae.engine import Interrupted
 from pyro_vae.figures import read_metrics
 from pyro_vae.registry import SpecError
+from pyro_vae.rundir import last_path
 
 PAPER = ("Exemplar VAE (Norouzi et al. 2020), Table 1, Fashion-MNIST, dynamic binarization, "
          "with the VampPrior code's protocol (Tomczak & Welling 2018)")
 EARLIER = ("Under our earlier protocol (784-200-200-50 tanh MLP, 100 epochs, lr 10⁻³, batch 128, "
            "no warm-up, last checkpoint) the VAE scored −237.01 ± 0.51 and the VampPrior "
            "−237.33 ± 0.71 (3 seeds): no better than N(0, I).")
-DONE, PROGRESS = "done.json", "progress.json"
+DONE, PROGRESS, PEEK = "done.json", "progress.json", "peek.json"
 CURVES = "quality-curves.svg"
 
 
@@ -156,7 +157,6 @@ def train_model(model: Model, seed: int, options: Options, state: Path,
                 max_epochs: int | None) -> Path:
     """Train (or continue) one model's run until its training ends; returns the run directory."""
     from pyro_vae.train import fit, resume_spec
-    from pyro_vae.rundir import last_path
 
     run_dir = state / f"{model.name}-seed{seed}"
     label = f"{model.label} (seed {seed})"
@@ -200,6 +200,31 @@ def score(model: Model, seed: int, run_dir: Path, options: Options) -> dict[str,
             "active_units": result.active_units, "latent_dim": result.latent_dim,
             "test_points": result.num_points, "num_samples": result.num_samples,
             "train_s": sum(progress["epoch_seconds"]), "eval_s": result.wall_time_s}
+
+
+def peek(model: Model, seed: int, state: Path, points: int, k: int) -> dict[str, Any] | None:
+    """A cheap look at a running model: IS log p(x) of its current best checkpoint on the first
+    ``points`` test images with K = ``k``, kept in the run's ``peek.json`` (None: no checkpoint).
+    A mid-run figure on a subset, not the protocol's."""
+    from pyro_vae.evaluate import evaluate
+    from pyro_vae.rundir import read_checkpoint
+    from pyro_vae.train import evaluated_checkpoint, load_run
+
+    run_dir = state / f"{model.name}-seed{seed}"
+    if (run_dir / DONE).is_file() or not last_path(run_dir).is_file():
+        return None  # finished (scored in full) or not started
+    prep = load_run(run_dir)
+    epoch = int(read_checkpoint(evaluated_checkpoint(run_dir, prep.spec))["epoch"]) + 1
+    torch.manual_seed(seed)
+    result = evaluate(prep.vae, prep.bundle.split("test")[:points], "test", k,
+                      prep.spec.evaluate.memory_budget_mb)
+    record = {"epoch": epoch, "log_px": result.log_px, "log_px_sem": result.log_px_sem,
+              "points": result.num_points, "num_samples": k, "eval_s": result.wall_time_s}
+    write_text_atomic(run_dir / PEEK, json.dumps(record, indent=1) + "\n")
+    print(f"{model.label} (seed {seed}): best checkpoint (epoch {epoch}) log p(x) "
+          f"{result.log_px:.2f} ± {result.log_px_sem:.2f} on the first {points} test images, "
+          f"K = {k}", flush=True)
+    return record
 
 
 def run(options: Options, command: str, state: Path, seeds: tuple[int, ...],
@@ -276,11 +301,16 @@ def section(options: Options, command: str, state: Path, seeds: tuple[int, ...],
                              f"{record['active_units']}/{record['latent_dim']}",
                              f"{record['train_s'] / 3600:.2f} h", f"{record['eval_s']:.0f} s"])
                 continue
-            progress = _read(run_dir / PROGRESS)
+            progress, seen = _read(run_dir / PROGRESS), _read(run_dir / PEEK)
             where = runnable(model, seed, options) if not progress else \
-                f"{progress['epoch']} (running; best {progress['epochs_since_best']} ago)"
+                (f"{progress['epoch']} (running; val ELBO {progress['val_elbo']:.2f} now, best "
+                 f"{progress['epochs_since_best']} epochs ago)")
             best = f"{progress['best_val_elbo']:.2f}" if progress else "–"
-            rows.append([model.label, seed, where, best, "pending", published, "–", "–",
+            now = "pending" if not seen else \
+                (f"pending; {seen['log_px']:.2f} ± {seen['log_px_sem']:.2f} at epoch "
+                 f"{seen['epoch']} on the first {seen['points']} test images, K = "
+                 f"{seen['num_samples']}")
+            rows.append([model.label, seed, where, best, now, published, "–", "–",
                          _seconds(progress), "–"])
             pending.append(f"{model.label} (seed {seed})")
     for name, what, limit in TARGETS:
@@ -296,8 +326,9 @@ def section(options: Options, command: str, state: Path, seeds: tuple[int, ...],
         else:
             section.target(f"{name} test log p(x)", mean, limit, " nats", at_most=False)
     figure = plot_curves(section.data, chosen, seeds, options.results / CURVES)
-    link = f"![validation ELBO per epoch]({figure.relative_to(REPO)})" \
-        if figure.is_relative_to(REPO) else f"Learning curves: `{figure}`."
+    in_repo = figure.parent.parts[-2:] == ("benchmarks", "results")  # BENCHMARKS.md's folder
+    link = f"![validation ELBO per epoch](benchmarks/results/{figure.name})" if in_repo else \
+        f"Learning curves: `{figure}`."
     section.body = "\n\n".join([
         f"Protocol (the presets `examples/configs/published/`): gated 2 × 300 networks, latent "
         "40, encoder log-variance clipped to [−6, 2], Bernoulli decoder, Adam lr 5·10⁻⁴, batch "

@@ -180,6 +180,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-epochs", type=int, help="cap every run (default: the presets' 2000)")
     p.add_argument("--report", action="store_true",
                    help="train nothing: write the section from the state and results so far")
+    p.add_argument("--peek", type=int, nargs=2, metavar=("POINTS", "K"),
+                   help="with --report: first score each running model's best checkpoint on "
+                        "the first POINTS test images with K samples (cheap, not the protocol)")
     args = p.parse_args(argv)
     options = options_from(args)
     if args.quick:
@@ -191,9 +194,15 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         p.error(f"--models: unknown {', '.join(unknown)}; choices: "
                 f"{', '.join(m.name for m in published.MODELS)}")
-    finish(args, options, {"quality": lambda o, c: published.run(
-        o, c, args.state or (o.results / "state" if o.toy else published.default_state()),
-        tuple(args.seeds), names, args.max_epochs, not args.report)})
+    def section(o: Options, c: str) -> Section:
+        state = args.state or (o.results / "state" if o.toy else published.default_state())
+        for model in (m for m in published.MODELS if m.name in names and args.peek):
+            for seed in args.seeds:
+                published.peek(model, seed, state, *args.peek)
+        return published.run(o, c, state, tuple(args.seeds), names, args.max_epochs,
+                             not args.report)
+
+    finish(args, options, {"quality": section})
 
 
 if __name__ == "__main__":
