@@ -49,6 +49,21 @@ EARLIER = ("Under our earlier protocol (784-200-200-50 tanh MLP, 100 epochs, lr 
            "−237.33 ± 0.71 (3 seeds): no better than N(0, I).")
 DONE, PROGRESS, PEEK = "done.json", "progress.json", "peek.json"
 CURVES = "quality-curves.svg"
+DIFFERENCES = (
+    "Where our runs knowingly differ from the VampPrior code (checked against its "
+    "`utils/training.py`, `utils/perform_experiment.py`, `utils/distributions.py`, "
+    "`models/VAE.py` and the Exemplar VAE loader): (1) plain Adam; theirs is AdamNormGrad, each "
+    "parameter's gradient divided by its L2 norm before Adam (the issue's plain-PyTorch run with "
+    "plain Adam reached −229.06 at epoch 500); our loss is the batch sum scaled by N/B, theirs the "
+    "batch mean, which Adam's update does not see (up to its ε); (2) the KL weight rises per "
+    "step, β_t = (t + 1)/T over 100 epochs' steps, theirs per epoch, β = epoch/100; (3) early "
+    "stopping counts from the first epoch, theirs restarts its count until the warm-up ends; "
+    "(4) the validation ELBO takes the closed-form KL of N(0, I), theirs a one-sample Monte "
+    "Carlo KL (the same expectation); (5) the decoder's logits enter the Bernoulli directly, "
+    "theirs clamp its probabilities to [10⁻⁵, 1 − 10⁻⁵] (log p(x|z) differs only where a pixel's "
+    "probability is below 10⁻⁵); (6) the 50 000 / 10 000 split is a permutation seeded 0 and "
+    "validation and test are binarized once by torch's generator seeded 0, theirs by NumPy's "
+    "(seed 777): other bits, the same distribution. Selection uses the validation set only.")
 
 
 @dataclass(frozen=True)
@@ -341,7 +356,7 @@ def section(options: Options, command: str, state: Path, seeds: tuple[int, ...],
         "**Still running (targets pending): " + ", ".join(pending) + ".** The job continues "
         "from its checkpoints: `make bench-quality` (state directory: "
         f"`{_home(state)}`)." if pending else "All runs finished.",
-        link, EARLIER,
+        link, EARLIER, DIFFERENCES,
     ])
     return section
 
