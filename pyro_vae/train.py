@@ -8,10 +8,11 @@ per data point. The KL weight at step t is β_t = β · min(1, (t + 1)/T) for a 
 A run directory holds ``config.yaml`` (the resolved spec), ``checkpoints/last.ckpt`` (rewritten
 atomically every ``train.checkpoint_every_steps`` steps and every ``checkpoint_every_epochs``
 epochs, at the end, and where Ctrl-C stopped the run), with early stopping on also
-``checkpoints/best.ckpt`` (the weights at the highest val ELBO so far, the ones evaluated), ``metrics.csv``, and after a
-multi-process run ``ddp.json`` (each rank's parameter digest); :mod:`pyro_vae.rundir` reads
-them back. :func:`fit` with ``resume=True`` continues from ``last.ckpt`` with the weights,
-optimizer, scheduler, loop position (mid-epoch included), early-stopping and RNG states.
+``checkpoints/best.ckpt`` (the weights at the highest val ELBO so far, the ones evaluated),
+``metrics.csv``, and after a multi-process run ``ddp.json`` (each rank's parameter digest);
+:mod:`pyro_vae.rundir` reads them back. :func:`fit` with ``resume=True`` continues from
+``last.ckpt`` with the weights, optimizer, scheduler, loop position (mid-epoch included),
+early-stopping and RNG states.
 
 Under ``strategy: ddp`` Lightning re-launches the command once per extra device; rank 0 alone
 writes the run directory. The data plate keeps the global N and each rank sees its own share of
@@ -359,7 +360,8 @@ def make_trainer(spec: Spec, out: Path, num_data: int, first_step: int | None = 
 def fit(prepared: Prepared, out: Path, overwrite: bool = False, resume: bool = False,
         callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     """Train in a fresh run directory, or with ``resume`` continue the run in ``out`` from its
-    last checkpoint; ``callbacks`` join the Trainer's own. Raises :class:`Diverged` on a non-finite loss or gradient,
+    last checkpoint; ``callbacks`` join the Trainer's own. Raises :class:`Diverged` on a
+    non-finite loss or gradient,
     :class:`~pyro_vae.engine.Interrupted` after saving where Ctrl-C stopped the run, and
     :class:`SpecError` when a file cannot be written (a fresh run that had saved no checkpoint
     is removed; otherwise the run stays at its last checkpoint)."""
