@@ -67,6 +67,15 @@ def test_a_published_protocol_run_killed_mid_model_continues_from_its_checkpoint
         logs.append(job.communicate(timeout=120)[0])
     assert "interrupted (Ctrl-C)" in logs[0] and "resuming" in logs[1]
     end = epoch() + 2  # last.ckpt holds this epoch or the next one: one more at least
+    # the report of a job in progress: epochs reached, and a cheap look at the best checkpoint
+    report = tmp_path / "partial.md"
+    done = subprocess.run([*command(tmp_path / "state", 1000), "--report", "--peek", "8", "16",
+                           "--out", str(report)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = next(line for line in report.read_text().splitlines() if line.startswith("| VAE |"))
+    assert "running" in row and "on the first 8 test images, K = 16" in row, row
+    assert "Still running (targets pending): VAE (seed 0)" in report.read_text()
     assert end < 1000
     out = {}
     for name, state in (("resumed", tmp_path / "state"), ("straight", tmp_path / "straight")):
