@@ -221,9 +221,8 @@ def peek(model: Model, seed: int, state: Path, points: int, k: int) -> dict[str,
     """A cheap look at a running model: IS log p(x) of its current best checkpoint on the first
     ``points`` test images with K = ``k``, kept in the run's ``peek.json`` (None: no checkpoint).
     A mid-run figure on a subset, not the protocol's."""
-    from pyro_vae.evaluate import evaluate
     from pyro_vae.rundir import read_checkpoint
-    from pyro_vae.train import evaluated_checkpoint, load_run
+    from pyro_vae.train import evaluate_run, evaluated_checkpoint, load_run
 
     run_dir = state / f"{model.name}-seed{seed}"
     if (run_dir / DONE).is_file() or not last_path(run_dir).is_file():
@@ -231,8 +230,7 @@ def peek(model: Model, seed: int, state: Path, points: int, k: int) -> dict[str,
     prep = load_run(run_dir)
     epoch = int(read_checkpoint(evaluated_checkpoint(run_dir, prep.spec))["epoch"]) + 1
     torch.manual_seed(seed)
-    result = evaluate(prep.vae, prep.bundle.split("test")[:points], "test", k,
-                      prep.spec.evaluate.memory_budget_mb)
+    result = evaluate_run(prep, torch.device("cpu"), "test", k, limit=points)
     record = {"epoch": epoch, "log_px": result.log_px, "log_px_sem": result.log_px_sem,
               "points": result.num_points, "num_samples": k, "eval_s": result.wall_time_s}
     write_text_atomic(run_dir / PEEK, json.dumps(record, indent=1) + "\n")
