@@ -75,7 +75,7 @@ def test_a_published_protocol_run_killed_mid_model_continues_from_its_checkpoint
     assert done.returncode == 0, done.stderr[-3000:]
     row = next(line for line in report.read_text().splitlines() if line.startswith("| VAE |"))
     assert "running" in row and "on the first 8 test images, K = 16" in row, row
-    assert "Still running (targets pending): VAE (seed 0)" in report.read_text()
+    assert "Not finished (their targets pending): VAE (seed 0)" in report.read_text()
     assert end < 1000
     out = {}
     for name, state in (("resumed", tmp_path / "state"), ("straight", tmp_path / "straight")):
