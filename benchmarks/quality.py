@@ -13,6 +13,7 @@ numbers are not comparable with the literature.
 
 from __future__ import annotations
 
+import json
 import statistics
 import tempfile
 import time
@@ -47,6 +48,9 @@ class Protocol:
     num_samples: int
 
 
+#: our earlier 100-epoch protocol on our configs (``benchmarks.richer`` trains its rows with it)
+FULL = Protocol(epochs=100, digits_epochs=60, seeds=(0, 1, 2), train_limit=None,
+                test_points=None, num_samples=5000)
 QUICK = Protocol(epochs=1, digits_epochs=10, seeds=(0,), train_limit=6000, test_points=200,
                  num_samples=5000)
 TOY = Protocol(epochs=1, digits_epochs=1, seeds=(0,), train_limit=64, test_points=4,
@@ -99,6 +103,14 @@ def _mean_std(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.2f}"
     return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def _load_runs(path: Path | None) -> dict[str, dict[str, float]]:
+    """Finished runs kept by a long benchmark (``benchmarks.richer``), {} when none."""
+    try:
+        return json.loads(path.read_text()) if path else {}
+    except FileNotFoundError:
+        return {}
 
 
 def run(options: Options, command: str, protocol: Protocol) -> Section:
