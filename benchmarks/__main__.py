@@ -15,7 +15,7 @@ SECTIONS: dict[str, Runner] = {
     "is-small": small_k.run,
     "scaling": scaling.run,
     "quality": lambda options, command: quality.run(
-        options, command, quality.TOY if options.toy else quality.QUICK, quick=True),
+        options, command, quality.TOY if options.toy else quality.QUICK),
 }
 
 

@@ -1,14 +1,14 @@
-"""Benchmark 3: test log p(x) against the literature, trained and scored as a user would
+"""Benchmark 3, quick form: test log p(x) after one short epoch, trained and scored as a user would
 (``pyro_vae.train.prepare`` + ``fit``, then ``pyro_vae.evaluate.evaluate`` with K = 5000).
 
 Fashion-MNIST, dynamically binarized, 784-200-200-50 tanh MLP, Bernoulli likelihood
 (``examples/configs/fashion-mnist.yaml``): a VAE (k = 1), IWAE k = 5 trained with DReG, and a
-VampPrior (500 pseudo-inputs); beside them the published figures for the same setting (Exemplar
-VAE, Norouzi et al. 2020: VAE −228.70, VampPrior −227.35 nats). And the embedded ``digits`` with
-the categorical likelihood over 17 grey levels (``examples/configs/digits-categorical.yaml``).
+VampPrior (500 pseudo-inputs); and the embedded ``digits`` with the categorical likelihood over 17
+grey levels (``examples/configs/digits-categorical.yaml``). A smoke run of the whole path: its
+numbers are not comparable with the literature.
 
-``python -m benchmarks.quality`` runs the full protocol (long: see ``FULL``); ``--quick`` a
-smoke-sized one (one epoch on a subset: its numbers are not comparable with the literature).
+``python -m benchmarks.quality`` runs the published protocol instead (hours; resumable):
+:mod:`benchmarks.published`; ``--quick`` this one.
 """
 
 from __future__ import annotations
@@ -17,13 +17,12 @@ import json
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from benchmarks.common import Options, Section, Skip, prepared, spec_from, table
-from pyro_vae.atomic import write_text_atomic
 from pyro_vae.evaluate import evaluate
 from pyro_vae.train import fit
 
@@ -37,9 +36,6 @@ MODELS = (
     ("digits, categorical-17", "digits-categorical.yaml", ()),
 )
 TOY_NETS = ("latent_dim=4", "encoder.hidden=[16]", "decoder.hidden=[16]")
-#: Finished (model, seed) runs of a non-quick protocol, under the results folder; delete the
-#: file to train them again.
-RUNS = Path("runs") / "quality.json"
 
 
 @dataclass(frozen=True)
@@ -52,6 +48,7 @@ class Protocol:
     num_samples: int
 
 
+#: our earlier 100-epoch protocol on our configs (``benchmarks.richer`` trains its rows with it)
 FULL = Protocol(epochs=100, digits_epochs=60, seeds=(0, 1, 2), train_limit=None,
                 test_points=None, num_samples=5000)
 QUICK = Protocol(epochs=1, digits_epochs=10, seeds=(0,), train_limit=6000, test_points=200,
@@ -109,41 +106,29 @@ def _mean_std(values: list[float]) -> str:
 
 
 def _load_runs(path: Path | None) -> dict[str, dict[str, float]]:
+    """Finished runs kept by a long benchmark (``benchmarks.richer``), {} when none."""
     try:
         return json.loads(path.read_text()) if path else {}
     except FileNotFoundError:
         return {}
 
 
-def run(options: Options, command: str, protocol: Protocol, quick: bool) -> Section:
-    """Seeds outermost, so a run cut short holds whole seeds. Outside ``quick`` each finished
-    (model, seed) is kept in :data:`RUNS` (under ``options.results``) by its config, overrides
-    and test-image count, and found there again: an interrupted run continues where it stopped."""
-    key = "quality-quick" if quick else "quality"
-    kind = "quick smoke run" if quick else "full protocol" if protocol == FULL else \
-        "reduced protocol"
-    section = Section(key, f"Quality: test log p(x) ({kind})", command)
+def run(options: Options, command: str, protocol: Protocol) -> Section:
+    """Each (model, seed) trained and scored, seeds outermost."""
+    section = Section("quality-quick", "Quality: test log p(x) (quick smoke run)", command)
     rows, notes = [], []
-    runs_path = None if quick or options.results is None else options.results / RUNS
-    cache = _load_runs(runs_path)
     finished: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in MODELS}
     skipped: dict[str, str] = {}
     for seed in protocol.seeds:
         for label, config, extra in MODELS:
             if label in skipped:
                 continue
-            overrides = overrides_for(config, extra, protocol, seed, options)
-            run_key = json.dumps([config, overrides, protocol.test_points])
-            if run_key not in cache:
-                try:
-                    cache[run_key] = train_and_score(config, overrides, protocol, options)
-                except Skip as exc:
-                    skipped[label] = str(exc)
-                    continue
-                if runs_path:
-                    runs_path.parent.mkdir(parents=True, exist_ok=True)
-                    write_text_atomic(runs_path, json.dumps(cache, indent=1) + "\n")
-            finished[label].append(cache[run_key])
+            try:
+                finished[label].append(train_and_score(
+                    config, overrides_for(config, extra, protocol, seed, options), protocol,
+                    options))
+            except Skip as exc:
+                skipped[label] = str(exc)
     for label, config, extra in MODELS:
         if label in skipped:
             notes.append(f"{label}: skipped ({skipped[label]})")
@@ -176,42 +161,60 @@ def run(options: Options, command: str, protocol: Protocol, quick: bool) -> Sect
         "training images "
         f"{protocol.train_limit or 'all'}, test images scored {protocol.test_points or 'all'}, "
         f"K = {protocol.num_samples}; Adam lr and batch as in each config. Published: {PAPER}."
-        + (" **Quick run: one short epoch on a subset, so the figures are far from converged "
-           "and not comparable with the published ones; `make bench-quality` runs the full "
-           "protocol.**" if quick else "")
-        + (f" **Reduced protocol (full: {_epochs(FULL.epochs)}, seeds {list(FULL.seeds)}, the "
-           "whole test set), cut for time: not converged, so below the published figures.**"
-           if not quick and protocol != FULL else ""),
+        " **Quick run: one short epoch on a subset, so the figures are far from converged "
+        "and not comparable with the published ones; `make bench-quality` runs the published "
+        "protocol (section 3 above).**",
         table(["model", "config", "epochs", "train / test images", "seeds",
                "test log p(x) (mean ± std over seeds)", "published (ours − published)",
                "test ELBO", "mean MC s.e.", "active units", "train s (all seeds)",
                "eval s (all seeds)"], rows),
         "log p(x) is the importance-sampled stochastic lower bound (mean over test images); "
-        "MC s.e. is the mean per-image Monte Carlo standard error of that bound."
-        + ("" if runs_path is None else " Each (model, seed) run is kept in "
-           f"`{RUNS}` beside the results (`benchmarks/results/` by default) when it finishes: an "
-           "interrupted run continues where it stopped (delete the file to train again)."),
+        "MC s.e. is the mean per-image Monte Carlo standard error of that bound.",
         *notes,
     ])
     return section
 
 
 def main(argv: list[str] | None = None) -> None:
+    from benchmarks import published
     from benchmarks.cli import finish, options_from, parser
 
-    p = parser("Quality: test log p(x) vs the literature (long; --quick for a smoke run).")
-    p.add_argument("--quick", action="store_true", help="one short epoch on a subset")
-    p.add_argument("--epochs", type=int, help="override the protocol's Fashion-MNIST epochs")
-    p.add_argument("--seeds", type=int, nargs="+", help="override the protocol's seeds")
-    p.add_argument("--test-points", type=int, help="score only the first N test images")
+    p = parser("Quality: the published Fashion-MNIST protocol, resumable (hours); --quick for a "
+               "smoke run.")
+    p.add_argument("--quick", action="store_true",
+                   help="one short epoch on a subset instead (our configs, not the protocol)")
+    p.add_argument("--state", type=Path,
+                   help=f"run directories of the published protocol (default "
+                        f"{published.default_state()}; with --toy, beside the results)")
+    p.add_argument("--models", default=",".join(m.name for m in published.MODELS),
+                   help="comma-separated, run in this order (default %(default)s)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="default 0")
+    p.add_argument("--max-epochs", type=int, help="cap every run (default: the presets' 2000)")
+    p.add_argument("--report", action="store_true",
+                   help="train nothing: write the section from the state and results so far")
+    p.add_argument("--peek", type=int, nargs=2, metavar=("POINTS", "K"),
+                   help="with --report: first score each running model's best checkpoint on "
+                        "the first POINTS test images with K samples (cheap, not the protocol)")
     args = p.parse_args(argv)
     options = options_from(args)
-    protocol = TOY if options.toy else QUICK if args.quick else FULL
-    changes = {"epochs": args.epochs, "seeds": tuple(args.seeds) if args.seeds else None,
-               "test_points": args.test_points}
-    protocol = replace(protocol, **{k: v for k, v in changes.items() if v is not None})
-    quick = args.quick
-    finish(args, options, {"quality": lambda o, c: run(o, c, protocol, quick)})
+    if args.quick:
+        protocol = TOY if options.toy else QUICK
+        finish(args, options, {"quality-quick": lambda o, c: run(o, c, protocol)})
+        return
+    names = tuple(n.strip() for n in args.models.split(",") if n.strip())
+    unknown = sorted(set(names) - {m.name for m in published.MODELS})
+    if unknown:
+        p.error(f"--models: unknown {', '.join(unknown)}; choices: "
+                f"{', '.join(m.name for m in published.MODELS)}")
+    def section(o: Options, c: str) -> Section:
+        state = args.state or (o.results / "state" if o.toy else published.default_state())
+        for model in (m for m in published.MODELS if m.name in names and args.peek):
+            for seed in args.seeds:
+                published.peek(model, seed, state, *args.peek)
+        return published.run(o, c, state, tuple(args.seeds), names, args.max_epochs,
+                             not args.report)
+
+    finish(args, options, {"quality": section})
 
 
 if __name__ == "__main__":

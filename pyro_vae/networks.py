@@ -2,7 +2,8 @@
 
 An entry builds both halves of the VAE:
 - ``encoder(shape, latent_dim, extra=0)``: x (..., P) → (μ, σ) of q(z | x) = N(μ, diag σ²),
-  σ = softplus(·) + ε; ``extra`` more outputs, read with ``features(x)``, are a richer guide's
+  σ = softplus(·) + ε (``gated_mlp``: σ = exp(½ clip(s, lo, hi)), the log-variance clipped);
+  ``extra`` more outputs, read with ``features(x)``, are a richer guide's
   (:mod:`pyro_vae.guides`: covariance factors, a flow's context);
 - ``decoder(latent_dim, shape, m)``: z (..., D) → the likelihood's natural parameters (..., m·P).
 Leading dimensions (particles, batch) pass through, so vectorized particles need no reshaping
@@ -130,6 +131,47 @@ def check_fits(build: Callable[[], nn.Module], hint: str) -> None:
                         f"{memory / 2**30:.3g} GiB of memory available; reduce {hint}")
 
 
+class LogVarHead(GaussianHead):
+    """A GaussianHead whose σ has log σ² = clip(s, lo, hi), σ = exp(½ clip(s, lo, hi)):
+    Tomczak & Welling's ``Hardtanh(-6, 2)`` on the log-variance, so σ ∈ [e⁻³, e]."""
+
+    def __init__(self, body: nn.Module, latent_dim: int, low: float, high: float,
+                 extra: int = 0) -> None:
+        super().__init__(body, latent_dim, extra)
+        self.low, self.high = low, high
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        loc, raw, h = self.body(x).split([self.latent_dim, self.latent_dim, self.extra], dim=-1)
+        return loc, torch.exp(0.5 * F.hardtanh(raw, self.low, self.high)), h
+
+
+class GatedDense(nn.Module):
+    """h = (W₁x + b₁) ⊙ σ(W₂x + b₂) (Dauphin et al. 2017; the ``GatedDense`` layer of Tomczak &
+    Welling's VampPrior code), both halves from one ``Linear`` of 2·out units and ``F.glu``."""
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(n_in, 2 * n_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.glu(self.linear(x), dim=-1)
+
+
+def he_init(module: nn.Module) -> nn.Module:
+    """Every Linear's weights W_ij ~ N(0, 2/n_in) (He et al. 2015), biases left at torch's
+    default U(±1/√n_in): the ``he_init`` the VampPrior code applies to all its layers."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / m.in_features))
+    return module
+
+
+def gated(sizes: list[int]) -> nn.Sequential:
+    """GatedDense layers through ``sizes[:-1]``, then a plain Linear to ``sizes[-1]``, He-init."""
+    layers: list[nn.Module] = [GatedDense(a, b) for a, b in zip(sizes[:-2], sizes[1:-1])]
+    return he_init(nn.Sequential(*layers, nn.Linear(sizes[-2], sizes[-1])))
+
+
 @NETWORKS.register("mlp")
 @frozen_params
 class MLP:
@@ -226,3 +268,32 @@ class Conv:
     def decoder(self, latent_dim: int, shape: tuple[int, ...], m: int) -> nn.Module:
         return ConvDecoder(latent_dim, self._image(shape, "decoder"), m, self.channels,
                            self.hidden, ACTIVATIONS[self.activation])
+
+
+@NETWORKS.register("gated_mlp")
+@frozen_params
+class GatedMLP:
+    """Tomczak & Welling's VampPrior networks: P → GatedDense(hidden)… → Linear out, every Linear
+    He-initialised. The decoder's last layer outputs the likelihood's parameters (for bernoulli
+    the logits l, so σ(l) is their ``Linear`` + ``Sigmoid``). ``logvar_clip: [lo, hi]`` gives
+    the encoder log σ² = clip(s, lo, hi) (theirs: [-6, 2]); ``null`` the softplus head of mlp."""
+
+    hidden: tuple[int, ...] = (300, 300)
+    logvar_clip: tuple[float, float] | None = (-6.0, 2.0)
+
+    def __post_init__(self) -> None:
+        _check_layers(self.hidden, "hidden")
+        if not self.hidden:
+            raise ValueError("hidden needs at least one layer")
+        clip = self.logvar_clip
+        if clip is not None and not (len(clip) == 2 and clip[0] < clip[1]):
+            raise ValueError(f"logvar_clip must be [low, high] with low < high, got {list(clip)}")
+
+    def encoder(self, shape: tuple[int, ...], latent_dim: int, extra: int = 0) -> GaussianHead:
+        body = gated([math.prod(shape), *self.hidden, 2 * latent_dim + extra])
+        if self.logvar_clip is None:
+            return GaussianHead(body, latent_dim, extra)
+        return LogVarHead(body, latent_dim, *self.logvar_clip, extra=extra)
+
+    def decoder(self, latent_dim: int, shape: tuple[int, ...], m: int) -> nn.Module:
+        return gated([latent_dim, *self.hidden, m * math.prod(shape)])

@@ -74,6 +74,11 @@ def last_path(run_dir: Path) -> Path:
     return run_dir / CHECKPOINTS / "last.ckpt"
 
 
+def best_path(run_dir: Path) -> Path:
+    """The weights at the highest validation ELBO, kept when training stops early on it."""
+    return run_dir / CHECKPOINTS / "best.ckpt"
+
+
 def eval_path(run_dir: Path, split: str, method: str = "is") -> Path:
     """Where an evaluation of ``split`` by ``method`` is written: ``eval-<split>.json`` for
     importance sampling, ``eval-<split>-<method>.json`` for another method (e.g. ``ais``), so no

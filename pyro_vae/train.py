@@ -38,7 +38,7 @@ from typing import Any
 import lightning as L
 import pyro
 import torch
-from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -57,7 +57,7 @@ from pyro_vae.networks import check_fits
 from pyro_vae.registry import SpecError
 # CONFIG, RESUMABLE, checkpoint_step: re-exported for callers of train
 from pyro_vae.rundir import (CHECKPOINTS, CONFIG, RECORD, RESUMABLE, TRANSFORM,  # noqa: F401
-                             Run, changeable, checkpoint_step, data_digest, flat,
+                             Run, best_path, changeable, checkpoint_step, data_digest, flat,
                              last_checkpoint, last_path, load_weights, read_checkpoint,
                              resume_point, run_config, run_state, spec_record)
 from pyro_vae.spec import ESTIMATORS, Spec, TrainSpec, dump_spec, load_spec
@@ -114,6 +114,8 @@ class VAEModule(L.LightningModule):
         self.loss_module = estimator(vae.model, vae.guide)
         jit = spec.train.jit and getattr(estimator, "traceable", True)
         self.traced_loss = TracedLoss(self.loss_module, vae) if jit else None
+        # β ≠ 1 (a warm-up's changes every step) enters one trace as an input tensor
+        self.traced_scaled = TracedLoss(self._scaled_loss, vae) if jit else None
         self.warmup_steps = 0.0
         self.last_loss = torch.zeros(())
         self.epoch_means = EpochMeans()  # training: a run resumed mid-epoch continues it
@@ -153,10 +155,24 @@ class VAEModule(L.LightningModule):
         return loss
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
-        """The estimator's loss at the current β, from its trace where ``train.jit`` is on."""
-        if self.traced_loss is None:
+        """The estimator's loss at the current β, from a trace where ``train.jit`` is on: one for
+        β = 1, one taking β as an input for every other β (a trace keyed by each β of a
+        warm-up would never be replayed)."""
+        beta = self.vae.kl_scale
+        if beta == 1.0:
+            return self.loss_module(x) if self.traced_loss is None else \
+                self.traced_loss(x, key=beta)
+        b = torch.tensor(beta, device=x.device)  # eager too: the same program, jit or not
+        return self._scaled_loss(x, b) if self.traced_scaled is None else \
+            self.traced_scaled(x, b, key="β")
+
+    def _scaled_loss(self, x: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        """The estimator's loss with ``poutine.scale(β)`` on the latents, β a tensor."""
+        scale, self.vae.kl_scale = self.vae.kl_scale, beta
+        try:
             return self.loss_module(x)
-        return self.traced_loss(x, key=self.vae.kl_scale)
+        finally:
+            self.vae.kl_scale = scale
 
     def on_train_epoch_end(self) -> None:
         for name, value in self.epoch_means.pop().items():
@@ -347,10 +363,11 @@ def check_devices(train: TrainSpec) -> None:
                             "either way, set train.logger=csv") from None
 
 
-def make_trainer(spec: Spec, out: Path, num_data: int, first_step: int | None = None) -> L.Trainer:
+def make_trainer(spec: Spec, out: Path, num_data: int, first_step: int | None = None,
+                 extra: Sequence[L.Callback] = ()) -> L.Trainer:
     """The Trainer of a run in ``out`` on ``num_data`` training items; ``first_step``: the
-    checkpoint step a resumed run starts at. Metrics are logged every ``log_every_n_steps``
-    steps, or every epoch's last step when epochs are shorter."""
+    checkpoint step a resumed run starts at; ``extra``: the caller's own callbacks. Metrics are
+    logged every ``log_every_n_steps`` steps, or every epoch's last step when epochs are shorter."""
     t = spec.train
     world_size = t.devices * t.num_nodes
     log_every = min(t.log_every_n_steps, steps_per_epoch(num_data, t.batch_size, world_size))
@@ -362,6 +379,10 @@ def make_trainer(spec: Spec, out: Path, num_data: int, first_step: int | None = 
     if t.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor="val_elbo", mode="max",
                                        patience=t.early_stopping_patience))
+        callbacks.append(ModelCheckpoint(  # best.ckpt: the weights at the highest val ELBO
+            dirpath=best_path(out).parent, filename=best_path(out).stem, monitor="val_elbo",
+            mode="max", save_top_k=1, save_weights_only=True, enable_version_counter=False))
+    callbacks += extra  # after EarlyStopping: they see this epoch's check
     loggers: list[Logger] = [RunCSVLogger(out, first_step)]
     if t.logger == "tensorboard":
         from lightning.pytorch.loggers import TensorBoardLogger
@@ -374,7 +395,8 @@ def make_trainer(spec: Spec, out: Path, num_data: int, first_step: int | None = 
         num_nodes=t.num_nodes, strategy=t.strategy, logger=loggers, callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         gradient_clip_val=t.gradient_clip or None, log_every_n_steps=log_every,
-        enable_checkpointing=False,  # PeriodicCheckpoint instead of Lightning's default
+        # PeriodicCheckpoint instead of Lightning's default; ModelCheckpoint for best.ckpt
+        enable_checkpointing=bool(t.early_stopping_patience),
         num_sanity_val_steps=0, enable_progress_bar=t.progress and chatty(),
         enable_model_summary=False,
         deterministic=True if cpu else "warn",  # some CUDA kernels have no deterministic twin
@@ -382,10 +404,11 @@ def make_trainer(spec: Spec, out: Path, num_data: int, first_step: int | None = 
 
 
 def fit(prepared: Prepared, out: Path | Run, overwrite: bool = False,
-        resume: bool = False) -> L.Trainer:
+        resume: bool = False, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     """Train in a fresh run directory, or with ``resume`` continue the run in ``out`` from its
-    last checkpoint. Rank 0 claims the run (:meth:`Run.claim`) once the spec's devices are
-    checked; given a path, it lets go at the end, given a :class:`Run` the caller does. Raises
+    last checkpoint; ``callbacks`` join the Trainer's own. Rank 0 claims the run
+    (:meth:`Run.claim`) once the spec's devices are checked; given a path, it lets go at the
+    end, given a :class:`Run` the caller does. Raises
     :class:`Diverged` on a non-finite or blown-up step (last.ckpt then is one from before it),
     :class:`Interrupted` after saving where a stop signal ended the run, and :class:`SpecError`
     when a file cannot be written (a fresh run that had saved no checkpoint is removed;
@@ -400,17 +423,17 @@ def fit(prepared: Prepared, out: Path | Run, overwrite: bool = False,
                   if resume else None)
     rank0 = rank_zero_only.rank == 0  # Lightning's DDP re-runs this command in each extra process
     if not rank0:
-        return _fit(prepared, run, record, first_step, rank0)
+        return _fit(prepared, run, record, first_step, rank0, callbacks)
     try:
         run.claim(overwrite, resume)
-        return _fit(prepared, run, record, first_step, rank0)
+        return _fit(prepared, run, record, first_step, rank0, callbacks)
     finally:
         if owned:
             run.unlock()
 
 
 def _fit(prepared: Prepared, run: Run, record: dict[str, Any], first_step: int | None,
-         rank0: bool) -> L.Trainer:
+         rank0: bool, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     spec, bundle, out, resume = prepared.spec, prepared.bundle, run.root, first_step is not None
     try:
         if rank0:
@@ -422,7 +445,7 @@ def _fit(prepared: Prepared, run: Run, record: dict[str, Any], first_step: int |
                 run.write_text(out / TRANSFORM, state)
             run.mark("training")
         module = VAEModule(prepared.vae, spec, record)
-        trainer = make_trainer(spec, out, len(bundle.train), first_step)
+        trainer = make_trainer(spec, out, len(bundle.train), first_step, callbacks)
         data = VAEData(bundle, spec.train.batch_size, spec.train.seed)
         checkpoint = next(c for c in trainer.callbacks if isinstance(c, PeriodicCheckpoint))
         # Lightning's progress bar writes to stdout, which holds results alone
@@ -505,13 +528,24 @@ def resume_spec(run_dir: Path, overrides: Sequence[str] = ()) -> Spec:
     return spec
 
 
+def evaluated_checkpoint(run_dir: Path, spec: Spec) -> Path:
+    """The checkpoint a run is scored with: ``best.ckpt`` (the highest validation ELBO) when
+    the run stops early on it, as the published protocols select; else ``last.ckpt``."""
+    best = best_path(run_dir)
+    if spec.train.early_stopping_patience and best.is_file():
+        return best
+    return last_checkpoint(run_dir)
+
+
 def load_run(run_dir: Path) -> Prepared:
-    """Rebuild a run's VAE from its config.yaml and load the last checkpoint's weights, checked
+    """Rebuild a run's VAE from its config.yaml and load the weights of
+    :func:`evaluated_checkpoint` (the best validation ELBO's with early stopping, else the last),
+    checked
     against the spec and data the checkpoint was trained on; the data transform refitted on
     loading must equal the one the run saved (transform.json)."""
     prepared = prepare(load_spec(run_config(run_dir)))
-    load_weights(prepared.vae, last_checkpoint(run_dir), run_dir, prepared.spec,
-                 lambda: prepared.data_sha256)
+    load_weights(prepared.vae, evaluated_checkpoint(run_dir, prepared.spec), run_dir,
+                 prepared.spec, lambda: prepared.data_sha256)
     saved = run_dir / TRANSFORM
     if saved.is_file() and json.loads(saved.read_text()) != prepared.bundle.transform_state():
         raise SpecError(str(saved), "the data now give another transform than the run was "

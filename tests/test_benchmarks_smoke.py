@@ -3,8 +3,10 @@ digits, tiny networks, a handful of steps and particles), so the suite cannot ro
 lines run in a subprocess, as ``make bench`` runs them: tests never import ``benchmarks``."""
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,15 +40,57 @@ def test_every_benchmark_runs_at_toy_size_and_the_report_holds_every_section(tmp
     assert len(records["quality-quick"]["data"]) == 4  # VAE, IWAE-DReG, VampPrior, digits
 
 
-def test_the_quality_entry_point_continues_from_finished_runs_and_averages_over_seeds(tmp_path):
-    run(tmp_path, "benchmarks.quality", "--seeds", "0")
-    first = json.loads((tmp_path / "results" / "quality.json").read_text())["data"]
-    cached = tmp_path / "results" / "runs" / "quality.json"
-    assert len(json.loads(cached.read_text())) == 4  # one per model
-    report = run(tmp_path, "benchmarks.quality", "--seeds", "0", "1")
-    record = json.loads((tmp_path / "results" / "quality.json").read_text())["data"]
-    assert all(len(runs) == 2 for runs in record.values())
-    # seed 0 was not trained again: its runs, wall times included, are the first call's
-    assert all(record[model][0] == first[model][0] for model in first)
-    assert len(json.loads(cached.read_text())) == 8
-    assert " ± " in report  # mean ± std over the two seeds
+def test_a_published_protocol_run_killed_mid_model_continues_from_its_checkpoint(tmp_path):
+    """``make bench-quality`` stopped in the middle of the VAE's training twice, by Ctrl-C (the run
+    saves mid-epoch) and by SIGKILL (as a session's end: back to the last epoch's checkpoint),
+    each time started again: the run resumes from ``last.ckpt`` and ends exactly as an
+    uninterrupted run of the same length (Lightning restores weights, optimizer, loop and RNG)."""
+    def command(state: Path, epochs: int) -> list[str]:
+        return [sys.executable, "-m", "benchmarks.quality", "--toy", "--models", "vae",
+                "--max-epochs", str(epochs), "--state", str(state),
+                "--results", str(state.parent / f"{state.name}-results")]
+
+    progress = tmp_path / "state" / "vae-seed0" / "progress.json"
+
+    def epoch() -> int:
+        return json.loads(progress.read_text())["epoch"] if progress.is_file() else 0
+
+    logs = []
+    for stop in (signal.SIGINT, signal.SIGKILL):
+        job = subprocess.Popen(command(tmp_path / "state", 1000), cwd=ROOT, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        start, deadline = epoch(), time.monotonic() + 240
+        while epoch() < start + 2:
+            assert job.poll() is None and time.monotonic() < deadline, job.communicate()[0][-3000:]
+            time.sleep(0.05)
+        job.send_signal(stop)
+        logs.append(job.communicate(timeout=120)[0])
+    assert "interrupted (Ctrl-C)" in logs[0] and "resuming" in logs[1]
+    end = epoch() + 2  # last.ckpt holds this epoch or the next one: one more at least
+    # the report of a job in progress: epochs reached, and a cheap look at the best checkpoint
+    report = tmp_path / "partial.md"
+    done = subprocess.run([*command(tmp_path / "state", 1000), "--report", "--peek", "8", "16",
+                           "--out", str(report)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = next(line for line in report.read_text().splitlines() if line.startswith("| VAE |"))
+    assert "running" in row and "on the first 8 test images, K = 16" in row, row
+    assert "Not finished (their targets pending): VAE (seed 0)" in report.read_text()
+    assert end < 1000
+    out = {}
+    for name, state in (("resumed", tmp_path / "state"), ("straight", tmp_path / "straight")):
+        done = subprocess.run(command(state, end), cwd=ROOT, capture_output=True, text=True,
+                              timeout=240)
+        assert done.returncode == 0, done.stderr[-3000:]
+        out[name] = done.stdout
+    assert "VAE (seed 0): resuming" in out["resumed"] and "resuming" not in out["straight"]
+    metrics = (tmp_path / "state" / "vae-seed0" / "metrics.csv").read_text().splitlines()
+    header = metrics[0].split(",")
+    epochs = [int(row.split(",")[header.index("epoch")]) for row in metrics[1:]
+              if row.split(",")[header.index("val_elbo")]]
+    assert epochs == list(range(end))  # every epoch validated once: none lost, none repeated
+    results = [json.loads((tmp_path / f"{s}-results" / "published" / "vae-seed0.json")
+                          .read_text()) for s in ("state", "straight")]
+    assert results[0]["epochs"] == results[1]["epochs"] == end
+    for key in ("best_val_elbo", "log_px", "elbo"):
+        assert results[0][key] == results[1][key], key

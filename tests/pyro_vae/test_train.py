@@ -75,3 +75,19 @@ def test_a_first_kl_weight_below_float32s_smallest_normal_is_refused():
                       (["beta=1e-39"], "beta")):
         with pytest.raises(SpecError, match=f"^{key}: makes the first step's KL weight"):
             prepare(load_spec(None, [*base, *sets]))
+
+
+def test_a_warm_up_trains_from_one_trace_as_the_eager_loop_does(tmp_path):
+    """During a KL warm-up β changes every step; it enters the trace as an input, so one trace
+    replays every step from the third on and the weights match an eager run's bitwise."""
+    weights, modules = {}, {}
+    for jit in (True, False):
+        prepared = prepare(load_spec(None, [*QUICK, "train.max_epochs=2", f"train.jit={jit}",
+                                            "train.warmup_epochs=4", "train.batch_size=84"]))
+        trainer = fit(prepared, tmp_path / f"run-{jit}")
+        weights[jit], modules[jit] = prepared.vae.state_dict(), trainer.lightning_module
+    traced = modules[True].traced_scaled
+    assert len(traced.traces) == 1 and not traced.refused  # every β, one checked trace
+    assert traced.calls and not modules[True].traced_loss.calls  # β < 1 throughout
+    for key, value in weights[True].items():
+        assert torch.equal(value, weights[False][key]), key
