@@ -15,6 +15,11 @@ optimizer, scheduler, loop position (mid-epoch included), early-stopping and RNG
 Under ``strategy: ddp`` Lightning re-launches the command once per extra device; rank 0 alone
 writes the run directory. The data plate keeps the global N and each rank sees its own share of
 every epoch's permutation (Pyro's recipe: module-local parameters, the ELBO as an nn.Module).
+
+The training loader yields ``(x, idx)``, the batch and its rows in the training set, for the data
+plate's subsample (``vae.model(x, idx)``). Training runs inside
+``pyro.settings.context(module_local_params=True)``: the parameters stay in the modules, the
+global param store is not touched, and the setting is restored however ``fit`` ends.
 """
 
 from __future__ import annotations
@@ -125,10 +130,12 @@ class VAEModule(L.LightningModule):
             return self.spec.beta
         return self.spec.beta * min(1.0, (step + 1) / self.warmup_steps)
 
-    def training_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor],
+                      batch_idx: int) -> torch.Tensor:
+        x, idx = batch
         self.vae.kl_scale = self.kl_scale(self.global_step)
         with pyro.validation_enabled(False):
-            loss = self.loss(x)
+            loss = self.loss(x, idx)
         self.last_loss = loss.detach()
         n, b = self.vae.num_data or len(x), len(x)
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
@@ -143,11 +150,12 @@ class VAEModule(L.LightningModule):
                     self.log(name, value, batch_size=b, on_step=True, on_epoch=True)
         return loss
 
-    def loss(self, x: torch.Tensor) -> torch.Tensor:
-        """The estimator's loss at the current β, from its trace where ``train.jit`` is on."""
+    def loss(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The estimator's loss at the current β on rows ``idx``, from its trace where
+        ``train.jit`` is on (the trace is keyed by β and the VAE's other Python constants)."""
         if self.traced_loss is None:
-            return self.loss_module(x)
-        return self.traced_loss(x, key=self.vae.kl_scale)
+            return self.loss_module(x, idx)
+        return self.traced_loss(x, idx)
 
     def on_train_epoch_end(self) -> None:
         for name, value in self.epoch_means.pop().items():
@@ -213,7 +221,7 @@ class VAEData(L.LightningDataModule):
         self.bundle, self.batch_size, self.seed = bundle, batch_size, seed
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
-        loader = self.bundle.loader("train", self.batch_size, shuffle=False)
+        loader = with_indices(self.bundle.loader("train", self.batch_size, shuffle=False))
         return resumable(loader, self.seed, self.trainer.global_rank, self.trainer.world_size)
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
@@ -225,6 +233,32 @@ class VAEData(L.LightningDataModule):
     def _fixed(self, split: str) -> torch.utils.data.DataLoader:
         return self.bundle.loader(split, self.batch_size, shuffle=False,
                                   generator=torch.Generator().manual_seed(self.seed))
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """Item i of ``rows`` paired with i."""
+
+    def __init__(self, rows: torch.utils.data.Dataset) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        return self.rows[index], index
+
+
+def with_indices(loader: torch.utils.data.DataLoader) -> torch.utils.data.DataLoader:
+    """``loader`` yielding ``(x, idx)``: its batches (same order, same collate, so the same
+    random draws of a dynamic binarization) and their rows as a LongTensor."""
+    collate = loader.collate_fn
+
+    def pair(items: list[tuple[Any, int]]) -> tuple[Any, torch.Tensor]:
+        rows, idx = zip(*items)
+        return collate(list(rows)), torch.tensor(idx)
+
+    return torch.utils.data.DataLoader(_Indexed(loader.dataset), batch_size=loader.batch_size,
+                                       sampler=loader.sampler, collate_fn=pair)
 
 
 @dataclass
@@ -352,8 +386,9 @@ def fit(prepared: Prepared, out: Path, overwrite: bool = False, resume: bool = F
         data = VAEData(bundle, spec.train.batch_size, spec.train.seed)
         checkpoint = next(c for c in trainer.callbacks if isinstance(c, PeriodicCheckpoint))
         # Lightning's progress bar writes to stdout, which holds results alone
-        with warnings.catch_warnings(), stop_on_sigint(checkpoint), \
-                contextlib.redirect_stdout(sys.stderr):
+        with (warnings.catch_warnings(), stop_on_sigint(checkpoint),
+              contextlib.redirect_stdout(sys.stderr),
+              pyro.settings.context(module_local_params=True)):
             # the logger shares the run directory with config.yaml
             warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
             # train_* metrics are rank 0's share (a random part of each epoch); val_* are synced
