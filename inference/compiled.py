@@ -42,6 +42,7 @@ warning is silenced around the one call that makes each trace.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
@@ -193,7 +194,7 @@ def _attributes(obj: object) -> Iterable[Any]:
 
 def _is_plain_object(value: Any) -> bool:
     return (hasattr(value, "__dict__") and not isinstance(value, (nn.Module, Tensor, type))
-            and not callable(value))
+            and not inspect.isroutine(value))
 
 
 def _is_constant(value: Any) -> bool:

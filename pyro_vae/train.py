@@ -30,7 +30,7 @@ import math
 import shutil
 import sys
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
-from inference.compiled import TracedLoss
+from inference.compiled import TracedLoss, TraceNotice
 from inference.marginal import MarginalResult
 from pyro_vae.atomic import remove_partial_files, write_text_atomic
 from pyro_vae.console import chatty
@@ -394,6 +394,7 @@ def fit(prepared: Prepared, out: Path, overwrite: bool = False, resume: bool = F
             # train_* metrics are rank 0's share (a random part of each epoch); val_* are synced
             warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
             warnings.filterwarnings("ignore", message="Encountered NaN")  # Diverged says it
+            warnings.showwarning = _one_line_notices(warnings.showwarning)
             trainer.fit(module, datamodule=data, ckpt_path=last_path(out) if resume else None,
                         weights_only=True)
     except Diverged as exc:
@@ -414,6 +415,20 @@ def fit(prepared: Prepared, out: Path, overwrite: bool = False, resume: bool = F
         if len(set(digests)) > 1:
             raise RuntimeError(f"DDP replicas ended with different parameters: {digests}")
     return trainer
+
+
+def _one_line_notices(show: Callable[..., None]) -> Callable[..., None]:
+    """``warnings.showwarning`` that prints a :class:`TraceNotice` as one line on stderr (the
+    loss runs eagerly: nothing for the user to fix) and passes other warnings to ``show``."""
+
+    def showwarning(message: Warning | str, category: type[Warning], *args: Any,
+                    **kwargs: Any) -> None:
+        if issubclass(category, TraceNotice):
+            print(f"pyro-vae: train.jit: {message}", file=sys.stderr)
+        else:
+            show(message, category, *args, **kwargs)
+
+    return showwarning
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -18,7 +18,7 @@ from pyro.infer import SVI, Importance, Predictive, Trace_ELBO, TraceMeanField_E
 from pyro.infer.autoguide import AutoNormal
 
 from inference import log_marginal_likelihood, make_estimator
-from pyro_vae import VAE
+from pyro_vae import VAE, load_run
 from pyro_vae.data import DATASETS
 from pyro_vae.spec import load_spec
 
@@ -173,6 +173,10 @@ def test_the_textbook_loop_reaches_the_elbo_of_pyro_vae_train(tmp_path) -> None:
     fit(prepared, tmp_path / "run")
     test = prepared.bundle.test
     cli_elbo = heldout_elbo(prepared.vae, test)
+    loaded, loaded_spec = load_run(str(tmp_path / "run"))  # the public loader, from a str
+    assert loaded_spec == spec and not loaded.training
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
+                                                 prepared.vae.state_dict().values()))
 
     pyro.set_rng_seed(spec.train.seed)
     bundle = DATASETS.instantiate(spec.data).load()
