@@ -278,6 +278,9 @@ def prepare(spec: Spec) -> Prepared:
         raise SpecError("train.batch_size", f"{spec.train.batch_size} is larger than the "
                         f"{len(bundle.train)} training items")
     vae = VAE.from_spec(spec, bundle.shape, bundle.levels, bundle.train)
+    plate = spec.estimator.params.get("data_plate")
+    if plate not in (None, "data"):
+        raise SpecError("estimator.data_plate", f"the VAE's data plate is 'data', got {plate!r}")
     for split in SPLITS:
         x = getattr(bundle, split)
         if len(x) == 0:  # training validates every epoch; evaluation needs its split
