@@ -287,3 +287,16 @@ def test_importance_agrees_with_log_marginal_likelihood() -> None:
         want = log_marginal_likelihood(vae.model, vae.guide, x, num_samples=4000)
     got = float(importance.get_log_normalizer())
     assert got == pytest.approx(float(want.log_px[0]), abs=0.5)
+
+
+def test_a_vae_built_in_one_mode_trains_in_the_other() -> None:
+    """PyroModules made in the default mode fail in module-local mode once they enter their
+    parameter context ('_Context' has no 'param_state'); the VAE never enters it."""
+    vae = VAE.build((1, 8, 8), latent_dim=3, prior="mixture", likelihood={
+        "name": "normal", "learn": "global"}, encoder={"hidden": [8]}, decoder={"hidden": [8]})
+    x = torch.rand(4, 64)
+    Trace_ELBO()(vae.model, vae.guide)(x)
+    with pyro.settings.context(module_local_params=True):
+        Trace_ELBO()(vae.model, vae.guide)(x).backward()
+        assert vae.sample(2).shape == (2, 64) and vae.reconstruct(x).shape == (4, 64)
+    assert all(p.grad is not None for p in vae.parameters())
