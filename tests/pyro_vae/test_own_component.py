@@ -32,12 +32,13 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_a_flow_prior_from_its_own_module_trains_evaluates_and_resumes(tmp_path):
     """In subprocesses, with only PYTHONPATH pointing at examples/own_prior: train with the
-    default train.jit (the spline coupling cannot be traced: one notice line, no crash),
+    default train.jit (the spline coupling cannot be traced: one notice line, no crash; without
+    --verbose and a terminal, none),
     evaluate, report, and resume for a second epoch."""
     run = tmp_path / "run"
     sets = [x for s in TINY for x in ("--set", s)]
     trained = cli("train", str(OWN_PRIOR / "digits-flow.yaml"), "--out", str(run), *sets,
-                  cwd=tmp_path)
+                  "--verbose", cwd=tmp_path)  # notices reach a non-terminal stderr with --verbose
     assert trained.returncode == 0, trained.stderr[-3000:]
     notices = [line for line in trained.stderr.splitlines() if "cannot be traced" in line]
     assert len(notices) == 1 and notices[0].startswith("pyro-vae: train.jit:"), trained.stderr
