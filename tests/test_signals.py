@@ -59,7 +59,7 @@ def test_sigterm_saves_at_the_step_exits_143_and_the_same_command_continues(tmp_
     step = checkpoint_step(last_path(run))
     assert step >= seen >= 10  # written on SIGTERM: no periodic checkpoint comes this early
     assert "interrupted (SIGTERM)" in lines[0] and f"(step {step})" in lines[0]
-    assert not (run / "eval.json").exists() and not (run / LOCK).exists()
+    assert not (run / "eval-test.json").exists() and not (run / LOCK).exists()
     assert Run(run).state() == "stopped"
 
     finish = step // STEPS_PER_EPOCH + 1  # the same command, with fewer epochs to finish
@@ -70,7 +70,7 @@ def test_sigterm_saves_at_the_step_exits_143_and_the_same_command_continues(tmp_
     assert len(notes) == 1 and notes[0].startswith("pyro-vae: note: ") and "continuing" in notes[0]
     assert checkpoint_step(last_path(run)) == finish * STEPS_PER_EPOCH
     assert logged_steps(run) == list(range(finish * STEPS_PER_EPOCH))  # every step once
-    assert Run(run).state() == "finished" and (run / "eval.json").is_file()
+    assert Run(run).state() == "finished" and (run / "eval-test.json").is_file()
 
 
 def test_sigusr1_the_slurm_warning_saves_at_the_step_and_exits_138(tmp_path, capsys,
