@@ -21,7 +21,6 @@ AIS − IS with its standard error over images), and BDMC on 50 simulated images
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Callable
 from dataclasses import dataclass

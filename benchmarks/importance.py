@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import (Options, Section, Spread, clock, describe, interleaved, prepared,
+from benchmarks.common import (Options, Section, clock, describe, interleaved, prepared,
                                ratios, spec_from, table)
 from benchmarks.floors import copies_log_px, floor_log_px, pyro_importance_log_px
 from inference import log_marginal_likelihood

@@ -4,7 +4,6 @@ model whose log p(x) is a one-dimensional integral."""
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Iterator
 
 import pyro
