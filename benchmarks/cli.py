@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import pyro
 import torch
 
 from benchmarks.common import (REPO, Options, Section, Skip, command_line, cpu_seconds, machine,
@@ -62,7 +63,8 @@ def finish(args: argparse.Namespace, options: Options, runners: dict[str, Runner
             cpu = cpu_seconds()
             start = time.perf_counter()
             try:
-                section = runner(options, command)
+                with pyro.settings.context(module_local_params=True):  # as pyro-vae train runs
+                    section = runner(options, command)
             except Skip as exc:
                 section = Section(key, f"{key} (skipped)", command, body=f"Skipped: {exc}")
             section.wall_s = time.perf_counter() - start

@@ -16,7 +16,7 @@ from benchmarks.common import (Options, Section, clock, describe, exponent, prep
                                table)
 from benchmarks.step import train_step
 from pyro_vae.evaluate import importance_log_px
-from pyro_vae.train import VAEModule
+from pyro_vae.train import VAEModule, with_indices
 
 MULTIPLES = (1, 2, 4)
 LINEAR = 1.10  # at most 10 % above linear growth
@@ -44,8 +44,9 @@ def run(options: Options, command: str) -> Section:
 
     def epoch(n: int) -> None:
         bundle = dataclasses.replace(prep.bundle, train=prep.bundle.train[:n])
-        for i, x in enumerate(bundle.loader("train", spec.train.batch_size, shuffle=True)):
-            train_step(module, optimizer, x.to(device), i)
+        loader = with_indices(bundle.loader("train", spec.train.batch_size, shuffle=True))
+        for i, (x, idx) in enumerate(loader):
+            train_step(module, optimizer, (x.to(device), idx.to(device)), i)
 
     def evaluation(k: int) -> None:
         with torch.no_grad():

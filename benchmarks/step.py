@@ -69,15 +69,16 @@ def gated_config(options: Options) -> tuple[str, list[str]]:
     return GATED, []
 
 
-def train_step(module: VAEModule, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-               step: int, loss_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
-    """What ``VAEModule.training_step`` computes (β for the step, the estimator's loss with
-    validation off; ``loss_fn`` is ``module.loss``, the traced loss, by default, or
-    ``module.loss_module``, Pyro eager), then Lightning's automatic optimisation: zero_grad,
-    backward, step."""
+def train_step(module: VAEModule, optimizer: torch.optim.Optimizer,
+               batch: tuple[torch.Tensor, torch.Tensor], step: int,
+               loss_fn: Callable[..., torch.Tensor] | None = None) -> None:
+    """What ``VAEModule.training_step`` computes on a batch ``(x, idx)`` (β for the step, the
+    estimator's loss with validation off; ``loss_fn`` is ``module.loss``, the traced loss, by
+    default, or ``module.loss_module``, Pyro eager), then Lightning's automatic optimisation:
+    zero_grad, backward, step."""
     module.vae.kl_scale = module.kl_scale(step)
     with pyro.validation_enabled(False):
-        loss = (loss_fn or module.loss)(x)
+        loss = (loss_fn or module.loss)(*batch)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -98,17 +99,19 @@ def step_runs(prep: Prepared, steps: int, device: torch.device) -> dict[str, Cal
     plain_opt = train.adam(plain.parameters(), spec.train.lr)
     textbook = PlainVAE(vae).to(device)
     textbook_opt = torch.optim.Adam(textbook.parameters(), lr=spec.train.lr)
-    loader = prep.bundle.loader("train", spec.train.batch_size, shuffle=True)
-    batches = [x.to(device) for x in itertools.islice(itertools.cycle(loader), steps)]
+    loader = train.with_indices(prep.bundle.loader("train", spec.train.batch_size, shuffle=True))
+    pairs = [(x.to(device), idx.to(device))
+             for x, idx in itertools.islice(itertools.cycle(loader), steps)]
+    batches = [x for x, _ in pairs]
     analytic_kl = spec.estimator.name == "mean_field"
 
     def ours(_block: int) -> None:
-        for i, x in enumerate(batches):
-            train_step(module, optimizer, x, i)
+        for i, batch in enumerate(pairs):
+            train_step(module, optimizer, batch, i)
 
     def pyro_eager(_block: int) -> None:
-        for i, x in enumerate(batches):
-            train_step(eager, eager_opt, x, i, eager.loss_module)
+        for i, batch in enumerate(pairs):
+            train_step(eager, eager_opt, batch, i, eager.loss_module)
 
     def densities(_block: int) -> None:
         v = untraced.vae

@@ -69,8 +69,8 @@ def fit(model: nn.Module, guide: nn.Module, x: torch.Tensor, steps: int = 400, b
         opt.step()
 
 
+@pyro.settings.context(module_local_params=True)  # parameters in the modules, for this run only
 def main() -> None:
-    pyro.settings.set(module_local_params=True)
     pyro.set_rng_seed(0)
     x = make_data()
     model, guide = FactorAnalysis(), DiagonalGuide()

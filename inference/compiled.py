@@ -10,10 +10,14 @@ the random draws are the same program's, now without its Python.
 What a trace fixes, and how each stays right:
 
 * shapes, dtypes and devices of the arguments, and Python-level values (the data plate's
-  subsample scale N/B, a ``poutine.scale`` factor, the number of particles): one trace per
-  (argument signature, ``key``), where ``key`` carries the Python values the caller varies, e.g.
-  the KL weight β; a ``key`` seen once only (a warm-up changing β each step) is run eagerly
-  until it repeats;
+  size N, a ``poutine.scale`` factor β, the number of particles): one trace per signature, the
+  arguments' shapes, dtypes and devices, the grad mode, ``key`` and the *constants*: every plain
+  Python value (bool, int, float, str, None, tuples of them) held in a public attribute of the
+  owner's modules, of the loss and of the plain objects the loss holds (an ELBO module's ELBO, with its
+  particle count). Changing ``vae.kl_scale``, ``vae.num_data`` or ``elbo.num_particles`` thus
+  selects another trace, never a stale one; ``key`` carries what the scan cannot see (a value
+  in a closure). A signature seen once only (a warm-up changing β each step) runs eagerly until
+  it repeats;
 * the arithmetic: a trace runs without the graph executor's optimizations
   (``torch.jit.optimized_execution(False)``), its ops as recorded and differentiated by eager
   autograd, so losses and gradients are bitwise the eager ones (the executor's own autodiff
@@ -28,6 +32,9 @@ What a trace fixes, and how each stays right:
   loss or a parameter's gradient differing by more than ``rtol`` (relative) keeps that signature
   eager for good and warns once.
 
+A program that ``torch.jit.trace`` cannot record at all (it raises, as for a spline-coupling
+flow, whose ``Transform.sign`` it probes) runs eagerly too, with one :class:`TraceNotice`.
+
 ``torch.jit.trace`` is deprecated in favour of ``torch.compile``, which on CPU compiles C++ kernels
 at start-up and breaks its graph at Pyro's handlers; the trace is what runs here. Its deprecation
 warning is silenced around the one call that makes each trace.
@@ -35,8 +42,10 @@ warning is silenced around the one call that makes each trace.
 
 from __future__ import annotations
 
+import inspect
 import warnings
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -44,6 +53,11 @@ from torch import Tensor, nn
 #: Relative difference between traced and eager loss or gradient (same draws) above which a trace
 #: is refused: float32 sums of ~10⁵ terms differ by ~10⁻⁶ relative from reassociation alone.
 RTOL = 1e-4
+_PLAIN = (bool, int, float, str, type(None))
+
+
+class TraceNotice(UserWarning):
+    """A signature runs eagerly: its trace disagreed with the eager program, or could not be made."""
 
 
 class _Program(nn.Module):
@@ -63,44 +77,73 @@ class TracedLoss:
     """``traced(*args, key=...)`` = ``loss(*args)``, replayed from a trace (module docstring).
 
     ``owner`` must hold every parameter the loss reads (as ``nn.Module`` parameters: Pyro's
-    module-local mode); ``loss`` takes tensors only and returns a scalar tensor.
+    module-local mode); ``loss`` takes tensors only and returns a scalar tensor. ``inputs`` names
+    attributes that the loss itself replaces by one of its tensor arguments while it runs (a β
+    passed as a tensor): they are not constants and select no trace.
 
-    Per signature (argument shapes, dtypes, devices, grad mode, ``key``): the first call runs
+    Per signature (argument shapes, dtypes, devices, grad mode, ``key``, constants): the first call runs
     eagerly; the second runs eagerly and traces; the third checks the trace against the eager
     program on its own arguments, new data, with the same draws; from then on the trace runs, or
     the eager program where the check failed.
     """
 
-    def __init__(self, loss: Callable[..., Tensor], owner: nn.Module, rtol: float = RTOL) -> None:
+    def __init__(self, loss: Callable[..., Tensor], owner: nn.Module, rtol: float = RTOL,
+                 inputs: Iterable[str] = ()) -> None:
         self.program = _Program(owner, loss)
         self.rtol = rtol
+        skip = set(inputs)
+        self.slots = [s for s in constant_slots(owner, loss) if s[1] not in skip]
         self.calls: dict[Hashable, int] = {}
         self.candidates: dict[Hashable, Callable[..., Tensor]] = {}
         self.traces: dict[Hashable, Callable[..., Tensor]] = {}  # the checked ones
         self.refused: set[Hashable] = set()
+        self.noticed = False
+
+    def constants(self) -> tuple[Any, ...]:
+        """The current values of the constants (module docstring), in slot order; a value that
+        is no longer plain stands as its id (a new signature whenever it changes)."""
+        values = tuple([attributes.get(name) for attributes, name in self.slots])
+        try:
+            hash(values)
+        except TypeError:
+            return tuple(v if _is_constant(v) else id(v) for v in values)
+        return values
 
     def __call__(self, *args: Tensor, key: Hashable = None) -> Tensor:
         signature = (key, torch.is_grad_enabled(),
-                     tuple((a.shape, a.dtype, a.device) for a in args))
+                     tuple((a.shape, a.dtype, a.device) for a in args), self.constants())
         program = self.traces.get(signature)
         if program is not None:
             with torch.jit.optimized_execution(False):
                 return program(*args)
+        if signature in self.refused:
+            return self.program(*args)
         calls = self.calls[signature] = self.calls.get(signature, 0) + 1
-        if calls == 2:
-            self.candidates[signature] = self._trace(args)
-        elif calls == 3:
-            candidate = self.candidates.pop(signature)
-            if self._agrees(candidate, args):
-                self.traces[signature] = candidate
-                with torch.jit.optimized_execution(False):
-                    return candidate(*args)
-            self.refused.add(signature)
-            warnings.warn(f"the traced loss or its gradient differs from the eager one on new data "
-                          f"with the same draws (key {key!r}); the program runs eagerly for these "
-                          "inputs",
-                          stacklevel=2)
+        try:
+            if calls == 2:
+                self.candidates[signature] = self._trace(args)
+            elif calls == 3:
+                candidate = self.candidates.pop(signature)
+                if self._agrees(candidate, args):
+                    self.traces[signature] = candidate
+                    with torch.jit.optimized_execution(False):
+                        return candidate(*args)
+                self._refuse(signature, "the traced loss or its gradient differs from the eager "
+                             "one on new data with the same draws")
+        except Exception as exc:  # noqa: BLE001 - whatever the tracer cannot handle: run eagerly
+            self.candidates.pop(signature, None)
+            message = " ".join(str(exc).split())[:200]
+            self._refuse(signature, f"the loss cannot be traced ({type(exc).__name__}"
+                         + (f": {message})" if message else ")"))
         return self.program(*args)
+
+    def _refuse(self, signature: Hashable, why: str) -> None:
+        """Keep ``signature`` eager; the first refusal warns (one line)."""
+        self.refused.add(signature)
+        if not self.noticed:
+            self.noticed = True
+            warnings.warn(f"{why}; the program runs eagerly for these inputs", TraceNotice,
+                          stacklevel=3)
 
     def _trace(self, args: tuple[Tensor, ...]) -> Callable[..., Tensor]:
         with torch.random.fork_rng(devices=_devices(args)):
@@ -134,8 +177,38 @@ class TracedLoss:
         return True
 
 
+def constant_slots(*roots: object) -> list[tuple[dict[str, Any], str]]:
+    """(attribute dict of an object, attribute name) of every plain Python value in a public attribute (private ones
+    are caches and bookkeeping) of the modules under each root (or the root itself when it is
+    not a module) and of the plain objects these hold directly (not tensors, modules or
+    containers): the constants a trace may fold."""
+    objects: dict[int, object] = {}
+    for root in roots:
+        objects.update((id(m), m) for m in (root.modules() if isinstance(root, nn.Module)
+                                            else [root]))
+    for obj in list(objects.values()):
+        objects.update((id(v), v) for v in _attributes(obj) if _is_plain_object(v))
+    return [(vars(obj), name) for obj in objects.values() for name, value in vars(obj).items()
+            if not name.startswith("_") and _is_constant(value)]
+
+
+def _attributes(obj: object) -> Iterable[Any]:
+    return vars(obj).values() if hasattr(obj, "__dict__") else ()
+
+
+def _is_plain_object(value: Any) -> bool:
+    return (hasattr(value, "__dict__") and not isinstance(value, (nn.Module, Tensor, type))
+            and not inspect.isroutine(value))
+
+
+def _is_constant(value: Any) -> bool:
+    if isinstance(value, tuple):
+        return all(_is_constant(v) for v in value)
+    return isinstance(value, _PLAIN)
+
+
 def _devices(args: tuple[Tensor, ...]) -> list[int]:
     return sorted({a.device.index or 0 for a in args if a.device.type == "cuda"})
 
 
-__all__ = ["TracedLoss", "RTOL"]
+__all__ = ["TracedLoss", "TraceNotice", "RTOL", "constant_slots"]

@@ -23,7 +23,8 @@ scale N/B, as Pyro's losses are. ``est(model, guide)`` gives Pyro's ``ELBOModule
 (:class:`_FastPathELBO`); their values and gradients are Pyro's on the same draws.
 
 The importance-weighted family (iwae, renyi, stl, dreg) needs reparameterized guide sites, all
-inside one data plate (the plate the observed sites share, :func:`inference.traces.find_data_plate`).
+inside one data plate: the plate the observed sites share (:func:`inference.traces.find_data_plate`),
+or the one named by ``data_plate=``, as in :func:`inference.log_marginal_likelihood`.
 Its log weights are formed per data point: β factors
 (``poutine.scale``) stay in, the subsample scale N/B is divided out before the log-sum-exp over
 particles and multiplied back after it (Pyro's ``RenyiELBO`` keeps N/B inside the log-sum-exp, which
@@ -177,8 +178,11 @@ class _PointwiseELBO(ELBO):
 
     stop_guide_params = False
 
-    def __init__(self, particles: int, max_plate_nesting: int) -> None:
+    def __init__(self, particles: int, max_plate_nesting: int, data_plate: str | None) -> None:
         super().__init__(**_pyro_kwargs(particles, max_plate_nesting))
+        if data_plate is not None and not isinstance(data_plate, str):
+            raise ValueError(f"data_plate must be a plate's name, got {data_plate!r}")
+        self.data_plate = data_plate
 
     def _get_trace(self, model, guide, args, kwargs) -> tuple[Trace, Trace]:
         return particle_traces(model, guide, args, kwargs, self.num_particles, self.max_plate_nesting)
@@ -191,7 +195,7 @@ class _PointwiseELBO(ELBO):
         """−(N/B) Σ_b bound_b in value; −(N/B) Σ_b ∇ surrogate_b in gradient."""
         model_trace, guide_trace = self._get_trace(model, guide, args, kwargs)
         weights = point_log_weights(model_trace, guide_trace, self.max_plate_nesting,
-                                    self.stop_guide_params)
+                                    self.stop_guide_params, data_plate=self.data_plate)
         for site in guide_trace.nodes.values():
             if site["type"] == "sample" and not site["is_observed"] and not site["fn"].has_rsample:
                 raise ValueError(f"guide site {site['name']!r} ({type(site['fn']).__name__}) is not "
@@ -219,8 +223,9 @@ class IWAE(_PointwiseELBO):
     normalized weights w̃_j = w_j / Σ_i w_i.
     """
 
-    def __init__(self, particles: int = 5, max_plate_nesting: int = 1) -> None:
-        super().__init__(particles, max_plate_nesting)
+    def __init__(self, particles: int = 5, max_plate_nesting: int = 1,
+                 data_plate: str | None = None) -> None:
+        super().__init__(particles, max_plate_nesting, data_plate)
 
     def objective(self, weights: PointLogWeights) -> tuple[Tensor, Tensor]:
         bound = log_mean_exp(weights.log_w)
@@ -236,12 +241,13 @@ class Renyi(_PointwiseELBO):
     Gradient: reparameterized, Σ_j w̃_j^(α) ∇ log w_j with w̃_j^(α) ∝ w_j^(1−α).
     """
 
-    def __init__(self, alpha: float = 0.5, particles: int = 5, max_plate_nesting: int = 1) -> None:
+    def __init__(self, alpha: float = 0.5, particles: int = 5, max_plate_nesting: int = 1,
+                 data_plate: str | None = None) -> None:
         if not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha == 1:
             raise ValueError(f"alpha must be a finite number other than 1 (alpha = 1 is the ELBO: "
                              f"use 'trace'), got {alpha!r}")
         self.alpha = float(alpha)
-        super().__init__(particles, max_plate_nesting)
+        super().__init__(particles, max_plate_nesting, data_plate)
 
     def objective(self, weights: PointLogWeights) -> tuple[Tensor, Tensor]:
         bound = log_mean_exp((1 - self.alpha) * weights.log_w) / (1 - self.alpha)
@@ -261,8 +267,9 @@ class STL(_PointwiseELBO):
 
     stop_guide_params = True
 
-    def __init__(self, particles: int = 1, max_plate_nesting: int = 1) -> None:
-        super().__init__(particles, max_plate_nesting)
+    def __init__(self, particles: int = 1, max_plate_nesting: int = 1,
+                 data_plate: str | None = None) -> None:
+        super().__init__(particles, max_plate_nesting, data_plate)
 
     def objective(self, weights: PointLogWeights) -> tuple[Tensor, Tensor]:
         bound = weights.log_w.mean(0)
@@ -285,8 +292,9 @@ class DReG(_PointwiseELBO):
     stop_guide_params = True
     traceable = False  # the hook is Python: a torch.jit trace (inference.compiled) drops it
 
-    def __init__(self, particles: int = 5, max_plate_nesting: int = 1) -> None:
-        super().__init__(particles, max_plate_nesting)
+    def __init__(self, particles: int = 5, max_plate_nesting: int = 1,
+                 data_plate: str | None = None) -> None:
+        super().__init__(particles, max_plate_nesting, data_plate)
 
     def objective(self, weights: PointLogWeights) -> tuple[Tensor, Tensor]:
         log_w = weights.log_w

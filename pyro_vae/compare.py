@@ -124,7 +124,7 @@ def gradient_rows(prepared: Prepared, estimators: Mapping[str, Component],
     in_guide = {id(p) for p in guide}
     model = [p for p in vae.parameters() if id(p) not in in_guide]
     elbos = {label: ESTIMATORS.instantiate(c, "estimator") for label, c in estimators.items()}
-    with pyro.validation_enabled(False):
+    with pyro.validation_enabled(False), pyro.settings.context(module_local_params=True):
         return compare_estimators(vae.model, vae.guide, elbos, x, repeats=repeats,
                                   params={"guide": guide, "model": model},
                                   num_data=vae.num_data or len(x), seed=spec.train.seed)

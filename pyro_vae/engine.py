@@ -347,16 +347,17 @@ class Throughput(L.Callback):
     on_train_start = on_train_epoch_start  # a run resumed mid-epoch starts without the epoch hook
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
-                           batch: torch.Tensor, batch_idx: int) -> None:
+                           batch: torch.Tensor | tuple[torch.Tensor, ...], batch_idx: int) -> None:
         now = time.perf_counter()
-        images, seconds = len(batch) * trainer.world_size, now - self.clock
+        size = len(batch[0]) if isinstance(batch, (tuple, list)) else len(batch)  # (x, idx)
+        images, seconds = size * trainer.world_size, now - self.clock
         self.clock = now
         for tally in (self.epoch, self.window):
             tally[0] += images
             tally[1] += seconds
         if trainer.global_step % trainer.log_every_n_steps == 0:
             pl_module.log("images_per_s_step", self.window[0] / self.window[1], on_step=True,
-                          on_epoch=False, batch_size=len(batch))
+                          on_epoch=False, batch_size=size)
             self.window = [0, 0.0]
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

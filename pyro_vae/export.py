@@ -48,7 +48,7 @@ def sample(vae: VAE, bundle: DataBundle, n: int, means: bool = False,
         for start in range(0, n, BATCH):
             z = vae.sample_codes(min(BATCH, n - start))
             out = vae.decoder(z)
-            x = vae.likelihood.mean(out) if means else vae.likelihood(out).sample()
+            x = vae.likelihood.mean(out) if means else vae.likelihood.forward(out).sample()
             zs.append(z)
             xs.append(bundle.to_data(x.float()))
     x = torch.cat(xs).reshape(n, *bundle.shape)

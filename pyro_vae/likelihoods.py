@@ -32,7 +32,7 @@ class Likelihood(PyroModule):
         raise NotImplementedError
 
     def mean(self, out: torch.Tensor) -> torch.Tensor:
-        return self(out).base_dist.mean
+        return self.forward(out).base_dist.mean  # not __call__: see VAE
 
     def support_error(self, x: torch.Tensor) -> str | None:
         return None

@@ -5,6 +5,16 @@ dataclass of parameters (priors, likelihoods, networks, datasets) or a class suc
 estimator. ``Registry.parse({"name": ..., **params}, path)`` checks the name, the keys and the
 types against that signature, then calls the entry once so that its own range checks
 (``ValueError``) run; every failure is a one-line :class:`SpecError` naming the dotted key.
+
+A name is one of three things, looked up in this order:
+
+* a built-in entry (``@PRIORS.register("vamp")``);
+* ``"package.module:Attribute"``, an entry in the user's own importable module, the
+  ``module:attribute`` notation of Python's entry points (and of uvicorn, gunicorn, ...): the
+  spec, and so the run's ``config.yaml``, names it, and every later command imports it again;
+* the name of an installed entry point in the group ``pyro_vae.<kind>`` (``pyro_vae.prior``,
+  ``pyro_vae.likelihood``, ``pyro_vae.network``, ``pyro_vae.estimator``, ``pyro_vae.data``),
+  for components that a package ships.
 """
 
 from __future__ import annotations
@@ -12,12 +22,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import importlib
 import inspect
 import math
+import operator
 import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from typing import Any, Generic, Literal, TypeVar, Union
 
 T = TypeVar("T")
@@ -203,17 +216,34 @@ class Registry(Generic[T]):
 
         return add
 
+    @property
+    def group(self) -> str:
+        """The entry-point group whose entries extend this registry."""
+        return f"pyro_vae.{self.kind}"
+
     def __contains__(self, name: str) -> bool:
         return name in self.entries
 
     def __getitem__(self, name: str) -> Callable[..., T]:
-        if name not in self.entries:
-            raise SpecError(f"{self.kind}.name", f"unknown {self.kind} {shown(name)}; choices: "
-                            f"{choices_text(self.entries)}" + did_you_mean(name, self.entries))
-        return self.entries[name]
+        return self.entry(name, f"{self.kind}.name")
+
+    def entry(self, name: Any, key: str) -> Callable[..., T]:
+        """The entry called ``name`` (module docstring); a SpecError naming ``key`` otherwise."""
+        if isinstance(name, str) and name in self.entries:
+            return self.entries[name]
+        if isinstance(name, str) and ":" in name:
+            return import_entry(name, key)
+        plugins = {ep.name: ep for ep in entry_points(group=self.group)}
+        if isinstance(name, str) and name in plugins:
+            return _checked_entry(_load(plugins[name], key), name, key)
+        choices = [*self.entries, *plugins]
+        raise SpecError(key, f"unknown {self.kind} {shown(name)}; choices: "
+                        f"{choices_text(choices)}" + did_you_mean(str(name), choices)
+                        + "; or 'package.module:Class' from your own module")
 
     def names(self) -> list[str]:
-        return sorted(self.entries)
+        """Built-in entries and installed entry points."""
+        return sorted({*self.entries, *(ep.name for ep in entry_points(group=self.group))})
 
     def parse(self, value: Any, key: str | None = None) -> Component:
         key = key or self.kind
@@ -222,24 +252,59 @@ class Registry(Generic[T]):
         if not isinstance(value, Mapping):
             raise SpecError(key, f"expected a mapping with a 'name' key, got {shown(value)}")
         if "name" not in value:
-            raise SpecError(f"{key}.name", f"missing; choices: {choices_text(self.entries)}")
+            raise SpecError(f"{key}.name", f"missing; choices: {choices_text(self.names())}")
         name = value["name"]
-        if not isinstance(name, str) or name not in self.entries:
-            raise SpecError(f"{key}.name", f"unknown {self.kind} {shown(name)}; choices: "
-                            f"{choices_text(self.entries)}" + did_you_mean(str(name), self.entries))
-        entry = self.entries[name]
+        entry = self.entry(name, f"{key}.name")
         params = parse_kwargs(entry, {k: v for k, v in value.items() if k != "name"}, key)
         component = Component(name, params)
         self.instantiate(component, key)  # runs the entry's own range checks
         return component
 
     def instantiate(self, component: Component, key: str | None = None) -> T:
+        entry = self.entry(component.name, f"{key or self.kind}.name")
         try:
-            return self.entries[component.name](**component.params)
+            return entry(**component.params)
         except SpecError:
             raise
         except ValueError as exc:
             raise SpecError(key or self.kind, str(exc)) from None
+
+
+def import_entry(name: str, key: str) -> Callable[..., Any]:
+    """``"package.module:Attribute"`` → that attribute, imported; a SpecError naming ``key``
+    when the module cannot be imported or lacks it."""
+    module_name, _, attribute = name.partition(":")
+    if not module_name or not attribute:
+        raise SpecError(key, f"{name!r} is not of the form 'package.module:Attribute'")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - not found, or the module's own error on import
+        raise SpecError(key, f"cannot import module {module_name!r} for {name!r} ("
+                        f"{type(exc).__name__}: {exc}); put its folder on PYTHONPATH or install "
+                        "its package") from None
+    try:
+        entry = operator.attrgetter(attribute)(module)
+    except AttributeError:
+        raise SpecError(key, f"module {module_name!r} has no attribute {attribute!r}") from None
+    return _checked_entry(entry, name, key)
+
+
+def _load(entry_point: Any, key: str) -> Any:
+    try:
+        return entry_point.load()
+    except Exception as exc:  # noqa: BLE001 - a broken plugin is the user's error, one line
+        raise SpecError(key, f"cannot load entry point {entry_point.name!r} = "
+                        f"{entry_point.value!r} ({type(exc).__name__}: {exc})") from None
+
+
+def _checked_entry(entry: Any, name: str, key: str) -> Callable[..., Any]:
+    if not callable(entry):
+        raise SpecError(key, f"{name!r} is a {type(entry).__name__}, not a class or function")
+    try:
+        signature_params(entry)
+    except (TypeError, ValueError, NameError) as exc:
+        raise SpecError(key, f"cannot read the parameters of {name!r}: {exc}") from None
+    return entry
 
 
 def frozen_params(cls: type[T]) -> type[T]:

@@ -15,6 +15,11 @@ optimizer, scheduler, loop position (mid-epoch included), early-stopping and RNG
 Under ``strategy: ddp`` Lightning re-launches the command once per extra device; rank 0 alone
 writes the run directory. The data plate keeps the global N and each rank sees its own share of
 every epoch's permutation (Pyro's recipe: module-local parameters, the ELBO as an nn.Module).
+
+The training loader yields ``(x, idx)``, the batch and its rows in the training set, for the data
+plate's subsample (``vae.model(x, idx)``). Training runs inside
+``pyro.settings.context(module_local_params=True)``: the parameters stay in the modules, the
+global param store is not touched, and the setting is restored however ``fit`` ends.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import statistics
 import sys
 import warnings
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -43,7 +48,7 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from inference.compiled import TracedLoss
+from inference.compiled import TracedLoss, TraceNotice
 from inference.marginal import MarginalResult
 from pyro_vae.atomic import remove_partial_files
 from pyro_vae.console import chatty
@@ -115,7 +120,8 @@ class VAEModule(L.LightningModule):
         jit = spec.train.jit and getattr(estimator, "traceable", True)
         self.traced_loss = TracedLoss(self.loss_module, vae) if jit else None
         # β ≠ 1 (a warm-up's changes every step) enters one trace as an input tensor
-        self.traced_scaled = TracedLoss(self._scaled_loss, vae) if jit else None
+        self.traced_scaled = (TracedLoss(self._scaled_loss, vae, inputs=("kl_scale",))
+                              if jit else None)
         self.warmup_steps = 0.0
         self.last_loss = torch.zeros(())
         self.epoch_means = EpochMeans()  # training: a run resumed mid-epoch continues it
@@ -136,10 +142,12 @@ class VAEModule(L.LightningModule):
             return self.spec.beta
         return self.spec.beta * min(1.0, (step + 1) / self.warmup_steps)
 
-    def training_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor],
+                      batch_idx: int) -> torch.Tensor:
+        x, idx = batch
         self.vae.kl_scale = self.kl_scale(self.global_step)
         with pyro.validation_enabled(False):
-            loss = self.loss(x)
+            loss = self.loss(x, idx)
         self.last_loss = loss.detach()
         n, b = self.vae.num_data or len(x), len(x)
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
@@ -154,23 +162,25 @@ class VAEModule(L.LightningModule):
                     self.log(name, value, batch_size=b, on_step=True, on_epoch=True)
         return loss
 
-    def loss(self, x: torch.Tensor) -> torch.Tensor:
-        """The estimator's loss at the current β, from a trace where ``train.jit`` is on: one for
-        β = 1, one taking β as an input for every other β (a trace keyed by each β of a
-        warm-up would never be replayed)."""
+    def loss(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The estimator's loss at the current β on rows ``idx``, from a trace where
+        ``train.jit`` is on: one for β = 1, one taking β as an input tensor for every other β (a
+        trace per β of a warm-up would never be replayed); each is keyed by the VAE's other
+        Python constants (:class:`~inference.compiled.TracedLoss`)."""
         beta = self.vae.kl_scale
         if beta == 1.0:
-            return self.loss_module(x) if self.traced_loss is None else \
-                self.traced_loss(x, key=beta)
+            return self.loss_module(x, idx) if self.traced_loss is None else \
+                self.traced_loss(x, idx)
         b = torch.tensor(beta, device=x.device)  # eager too: the same program, jit or not
-        return self._scaled_loss(x, b) if self.traced_scaled is None else \
-            self.traced_scaled(x, b, key="β")
+        return self._scaled_loss(x, idx, b) if self.traced_scaled is None else \
+            self.traced_scaled(x, idx, b)
 
-    def _scaled_loss(self, x: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    def _scaled_loss(self, x: torch.Tensor, idx: torch.Tensor,
+                     beta: torch.Tensor) -> torch.Tensor:
         """The estimator's loss with ``poutine.scale(β)`` on the latents, β a tensor."""
         scale, self.vae.kl_scale = self.vae.kl_scale, beta
         try:
-            return self.loss_module(x)
+            return self.loss_module(x, idx)
         finally:
             self.vae.kl_scale = scale
 
@@ -270,7 +280,7 @@ class VAEData(L.LightningDataModule):
         self.bundle, self.batch_size, self.seed = bundle, batch_size, seed
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
-        loader = self.bundle.loader("train", self.batch_size, shuffle=False)
+        loader = with_indices(self.bundle.loader("train", self.batch_size, shuffle=False))
         return resumable(loader, self.seed, self.trainer.global_rank, self.trainer.world_size)
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
@@ -282,6 +292,32 @@ class VAEData(L.LightningDataModule):
     def _fixed(self, split: str) -> torch.utils.data.DataLoader:
         return self.bundle.loader(split, self.batch_size, shuffle=False,
                                   generator=torch.Generator().manual_seed(self.seed))
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """Item i of ``rows`` paired with i."""
+
+    def __init__(self, rows: torch.utils.data.Dataset) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        return self.rows[index], index
+
+
+def with_indices(loader: torch.utils.data.DataLoader) -> torch.utils.data.DataLoader:
+    """``loader`` yielding ``(x, idx)``: its batches (same order, same collate, so the same
+    random draws of a dynamic binarization) and their rows as a LongTensor."""
+    collate = loader.collate_fn
+
+    def pair(items: list[tuple[Any, int]]) -> tuple[Any, torch.Tensor]:
+        rows, idx = zip(*items)
+        return collate(list(rows)), torch.tensor(idx)
+
+    return torch.utils.data.DataLoader(_Indexed(loader.dataset), batch_size=loader.batch_size,
+                                       sampler=loader.sampler, collate_fn=pair)
 
 
 @dataclass
@@ -308,6 +344,9 @@ def prepare(spec: Spec) -> Prepared:
     check_fits(lambda: VAE.from_spec(spec, bundle.shape, bundle.levels, bundle.train),
                "latent_dim or the sizes in encoder, decoder and prior")
     vae = VAE.from_spec(spec, bundle.shape, bundle.levels, bundle.train)
+    plate = spec.estimator.params.get("data_plate")
+    if plate not in (None, "data"):
+        raise SpecError("estimator.data_plate", f"the VAE's data plate is 'data', got {plate!r}")
     for split in SPLITS:
         x = getattr(bundle, split)
         if len(x) == 0:  # training validates every epoch; evaluation needs its split
@@ -449,13 +488,15 @@ def _fit(prepared: Prepared, run: Run, record: dict[str, Any], first_step: int |
         data = VAEData(bundle, spec.train.batch_size, spec.train.seed)
         checkpoint = next(c for c in trainer.callbacks if isinstance(c, PeriodicCheckpoint))
         # Lightning's progress bar writes to stdout, which holds results alone
-        with warnings.catch_warnings(), stop_on_signals(checkpoint), \
-                contextlib.redirect_stdout(sys.stderr):
+        with (warnings.catch_warnings(), stop_on_signals(checkpoint),
+              contextlib.redirect_stdout(sys.stderr),
+              pyro.settings.context(module_local_params=True)):
             # the logger shares the run directory with config.yaml
             warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
             # train_* metrics are rank 0's share (a random part of each epoch); val_* are synced
             warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
             warnings.filterwarnings("ignore", message="Encountered NaN")  # Diverged says it
+            warnings.showwarning = _one_line_notices(warnings.showwarning)
             trainer.fit(module, datamodule=data, ckpt_path=last_path(out) if resume else None,
                         weights_only=True)
     except Diverged as exc:
@@ -506,6 +547,20 @@ def fall_back(run: Run, bad_from: int) -> None:
         keep_copy(kept[max(kept)], run.last)
     else:
         os.replace(run.last, run.last.with_name(f"diverged-step-{step}.ckpt"))
+
+
+def _one_line_notices(show: Callable[..., None]) -> Callable[..., None]:
+    """``warnings.showwarning`` that prints a :class:`TraceNotice` as one line on stderr (the
+    loss runs eagerly: nothing for the user to fix) and passes other warnings to ``show``."""
+
+    def showwarning(message: Warning | str, category: type[Warning], *args: Any,
+                    **kwargs: Any) -> None:
+        if issubclass(category, TraceNotice):
+            print(f"pyro-vae: train.jit: {message}", file=sys.stderr)
+        else:
+            show(message, category, *args, **kwargs)
+
+    return showwarning
 
 
 def resume_spec(run_dir: Path, overrides: Sequence[str] = ()) -> Spec:

@@ -10,9 +10,25 @@ for each n in a minibatch of a data set of size N (the IWAE paper's hierarchy, B
 §5). p(z_L) is the prior registry's. The one ``model``/``guide`` pair walks the layers top-down and
 bottom-up, so every depth shares every line. Sites are ``z`` for one layer, ``z1`` … ``zL`` else.
 
-The data plate carries the subsample scale N/B; the latent sites are scaled by ``kl_scale``
-(β times the warm-up factor) with ``poutine.scale`` in both model and guide, so any ELBO
-estimator optimises E_q[log p(x|z_1)] − β KL(q(z_1..L|x) ‖ p(z_1..L)).
+``model(x=None, idx=None, num=None)`` and ``guide(x=None, idx=None, num=None)``: ``x`` is a (B, P)
+minibatch, ``idx`` the LongTensor of its B rows in the full data set. The data plate is
+
+    pyro.plate("data", N, subsample=idx)            idx given (needs ``num_data`` = N)
+    pyro.plate("data", N, subsample=arange(B))      no idx: x is rows 0..B−1, N = num_data or B
+    pyro.plate("data", num)                         x and idx None: ``model`` generates num points
+
+so every site's log density carries the subsample scale N/B (1 when N = B), and autoguides or
+anything else that reads the plate's indices see the real rows. The latent sites are scaled by
+``kl_scale`` (β times the warm-up factor) with ``poutine.scale`` in both model and guide, so any
+ELBO estimator optimises E_q[log p(x|z_1)] − β KL(q(z_1..L|x) ‖ p(z_1..L)).
+
+Parameters, the Pyro way in both of Pyro's modes. With ``pyro.settings`` ``module_local_params``
+off (Pyro's default: ``SVI`` with a ``pyro.optim`` optimizer) model and guide register the whole
+module, ``pyro.module("vae", vae, update_module_params=True)``: the param store holds every
+parameter as ``vae$$$<name in vae.named_parameters()>`` and is their source of truth (clear it
+between two models, as in Pyro's tutorials). With it on (an ELBO module stepped by a torch
+optimizer, as the training loop does inside ``pyro.settings.context(module_local_params=True)``)
+they stay in the modules and nothing is registered. Importing this module changes no setting.
 """
 
 from __future__ import annotations
@@ -37,8 +53,6 @@ from pyro_vae.priors import PRIORS, Prior
 from pyro_vae.registry import SpecError
 from pyro_vae.spec import Spec, load_spec
 
-pyro.settings.set(module_local_params=True)
-
 
 @dataclass
 class ElboTerms:
@@ -54,10 +68,15 @@ class ElboTerms:
 
 
 class VAE(PyroModule):
-    """``model(x)`` is p(z) p(x|z); ``guide(x)`` is q(z|x). ``x`` is a (B, P) minibatch.
+    """``model(x, idx)`` is p(z) p(x|z); ``guide(x, idx)`` is q(z|x) (see the module docstring).
 
     ``posteriors[l]`` is q(z_{l+1} | z_l) (z_0 = x), ``conditionals[l]`` the network of
     p(z_{l+1} | z_{l+2}) (L − 1 of them), ``decoder`` that of p(x | z_1), ``prior`` p(z_L).
+
+    The prior and likelihood modules are run through ``forward``, not ``__call__``: a
+    PyroModule's call enters its parameter context, which in Pyro's default mode would register
+    their parameters a second time under other names (``pyro.module`` has them all) and costs
+    Python on every step.
     """
 
     def __init__(self, posteriors: Sequence[Posterior], decoder: nn.Module, prior: Prior,
@@ -109,25 +128,54 @@ class VAE(PyroModule):
 
     # --- the Pyro program -----------------------------------------------------------------------
 
-    def _plate(self, x: torch.Tensor) -> pyro.plate:
-        return pyro.plate("data", self.num_data or x.shape[0], subsample=x)
+    def data_plate(self, x: torch.Tensor | None = None, idx: torch.Tensor | None = None,
+                   num: int | None = None) -> pyro.plate:
+        """The data plate of ``model(x, idx, num)`` (module docstring); also the
+        ``create_plates`` of an autoguide, ``AutoNormal(vae.model, create_plates=vae.data_plate)``,
+        which otherwise draws its own random subsample."""
+        if idx is not None:
+            if self.num_data is None:
+                raise ValueError("idx holds rows of the full data set: set vae.num_data to its "
+                                 "size N first")
+            return pyro.plate("data", self.num_data, subsample=idx)
+        if x is not None:
+            rows = torch.arange(x.shape[0], device=x.device)
+            return pyro.plate("data", self.num_data or x.shape[0], subsample=rows)
+        if num is None:
+            raise ValueError("model(x=None) generates: pass num=<number of points> (or idx=)")
+        return pyro.plate("data", num)
 
     def _scaled(self) -> AbstractContextManager:
         """poutine.scale(β) on the latent site; none at β = 1 (a messenger per site saved)."""
         return poutine.scale(scale=self.kl_scale) if self.kl_scale != 1.0 else nullcontext()
 
-    def model(self, x: torch.Tensor) -> None:
-        with self._plate(x):
+    def _register(self) -> None:
+        """``pyro.module("vae", self)`` in Pyro's global param-store mode (module docstring)."""
+        if not pyro.settings.get("module_local_params"):
+            pyro.module("vae", self, update_module_params=True)
+
+    def model(self, x: torch.Tensor | None = None, idx: torch.Tensor | None = None,
+              num: int | None = None) -> None:
+        """p(z_L) Π p(z_l | z_{l+1}) p(x | z_1) over the data plate, top-down; with ``x=None``
+        the likelihood is sampled."""
+        self._register()
+        with self.data_plate(x, idx, num):
             z = None
-            for layer in reversed(range(len(self.sites))):  # top-down
+            for layer in reversed(range(len(self.sites))):
                 with self._scaled():
                     z = pyro.sample(self.sites[layer], self._prior_of(layer, z))
-            pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
+            pyro.sample("x", self.likelihood.forward(self.decoder(z)), obs=x)
 
-    def guide(self, x: torch.Tensor) -> None:
-        with self._plate(x):
+    def guide(self, x: torch.Tensor | None = None, idx: torch.Tensor | None = None,
+              num: int | None = None) -> None:
+        """q(z_1 | x) Π q(z_{l+1} | z_l) over the data plate, bottom-up (``num`` is accepted for
+        the model's signature)."""
+        if x is None:
+            raise ValueError("the guide encodes data: guide(x, idx) needs x")
+        self._register()
+        with self.data_plate(x, idx, num):
             z = x
-            for site, posterior in zip(self.sites, self.posteriors):  # bottom-up
+            for site, posterior in zip(self.sites, self.posteriors):
                 q = posterior(z)
                 with self._scaled():
                     z = pyro.sample(site, q)
@@ -135,7 +183,7 @@ class VAE(PyroModule):
     def _prior_of(self, layer: int, above: torch.Tensor | None) -> dist.TorchDistribution:
         """p(z_L) at the top, else p(z_l | z_{l+1} = above)."""
         if layer == len(self.sites) - 1:
-            return self.prior()
+            return self.prior.forward()
         return DiagonalNormal(*self.conditionals[layer](above))
 
     # --- direct use of the networks -------------------------------------------------------------
@@ -158,8 +206,10 @@ class VAE(PyroModule):
         """E[x | z] in data units."""
         return self.likelihood.mean(self.decoder(z))
 
+    @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
-        """E[x | z_1] for n draws of :meth:`sample_codes`."""
+        """Means E[x | z_1] (not draws of x) for n draws of :meth:`sample_codes`, (n, P),
+        without a graph. Draws of x: ``Predictive(vae.model, num_samples=S)(num=n)["x"]``."""
         return self.decode(self.sample_codes(n))
 
     def sample_codes(self, n: int) -> torch.Tensor:
@@ -187,10 +237,10 @@ class VAE(PyroModule):
         log q(z_1..L | x) − log p(z_1..L) at the draw."""
         q = self.posteriors[0](x)
         zs, log_q = self._draw(q, torch.Size())
-        recon = self.likelihood(self.decoder(zs[0])).log_prob(x)
+        recon = self.likelihood.forward(self.decoder(zs[0])).log_prob(x)
         if len(zs) == 1:
             try:
-                p = self.prior()
+                p = self.prior.forward()
                 return ElboTerms(recon=recon, kl=kl_divergence(q, p.expand(q.batch_shape)))
             except NotImplementedError:
                 pass
@@ -204,11 +254,12 @@ class VAE(PyroModule):
         each k draws fresh particles. Unscaled: neither N/B nor β enter, as log p(x) needs.
         """
         q = self.posteriors[0](x)
-        p = self.prior()
+        p = self.prior.forward()
 
         def draw(k: int) -> torch.Tensor:
             zs, log_q = self._draw(q, torch.Size((k,)))
-            return self.likelihood(self.decoder(zs[0])).log_prob(x) + self._log_prior(zs, p) - log_q
+            log_px_z = self.likelihood.forward(self.decoder(zs[0])).log_prob(x)
+            return log_px_z + self._log_prior(zs, p) - log_q
 
         return draw
 
@@ -227,7 +278,7 @@ class VAE(PyroModule):
     def _log_prior(self, zs: list[torch.Tensor], top: dist.TorchDistribution | None = None
                    ) -> torch.Tensor:
         """log p(z_L) + Σ_l log p(z_l | z_{l+1})."""
-        log_p = (top or self.prior()).log_prob(zs[-1])
+        log_p = (self.prior.forward() if top is None else top).log_prob(zs[-1])
         for layer in range(len(zs) - 1):
             log_p = log_p + self._prior_of(layer, zs[layer + 1]).log_prob(zs[layer])
         return log_p

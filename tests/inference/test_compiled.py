@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from inference.compiled import TracedLoss
+from inference.compiled import TracedLoss, TraceNotice
 from inference.estimators import make_estimator
 
 
@@ -23,15 +23,16 @@ class Amortized(nn.Module):
         self.decoder = nn.Linear(2, 5)
         self.encoder = nn.Linear(5, 4)
         self.kl_scale = 1.0
+        self.num_data = 100
 
     def model(self, x: torch.Tensor) -> None:
-        with pyro.plate("data", 100, subsample=x):
+        with pyro.plate("data", self.num_data, subsample=torch.arange(len(x))):
             with pyro.poutine.scale(scale=self.kl_scale):
                 z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
             pyro.sample("x", dist.Normal(self.decoder(z), 0.5).to_event(1), obs=x)
 
     def guide(self, x: torch.Tensor) -> None:
-        with pyro.plate("data", 100, subsample=x):
+        with pyro.plate("data", self.num_data, subsample=torch.arange(len(x))):
             loc, raw = self.encoder(x).split(2, -1)
             with pyro.poutine.scale(scale=self.kl_scale):
                 pyro.sample("z", dist.Normal(loc, nn.functional.softplus(raw)).to_event(1))
@@ -119,3 +120,51 @@ def test_a_data_dependent_program_is_refused_and_stays_eager() -> None:
         warnings.simplefilter("error")  # warned once only
         assert traced(down).item() == pytest.approx(loss(down).item())
     assert not traced.traces and len(traced.refused) == 1
+
+
+@pytest.mark.parametrize("change", ["kl_scale", "num_data", "particles"])
+def test_changing_a_folded_constant_after_tracing_changes_the_loss_as_eager_does(change) -> None:
+    """β (poutine.scale), N (the plate's N/B) and the particle count are Python values that a
+    trace folds in. Changed after the trace is in use, with no key passed (the README's
+    ``fast_loss(x)``), the traced loss is still bitwise the eager one on the same draws."""
+    vae, loss, traced = _setup("iwae")
+    x = torch.randn(8, 5)
+    with pyro.validation_enabled(False):
+        for _ in range(4):
+            traced(x)
+        assert len(traced.traces) == 1
+        torch.manual_seed(3)
+        old = loss(x)
+        if change == "particles":
+            loss.elbo.num_particles = 7
+        else:
+            setattr(vae, change, {"kl_scale": 0.3, "num_data": 1000}[change])
+        for _ in range(4):
+            torch.manual_seed(3)
+            got = traced(x)
+            torch.manual_seed(3)
+            want = loss(x)
+            assert torch.equal(got, want) and not torch.equal(want, old)
+    assert len(traced.traces) == 2
+
+
+def test_a_program_the_tracer_cannot_record_runs_eagerly_with_one_notice() -> None:
+    """Like a spline-coupling flow (torch.jit.trace probes its ``Transform.sign``): tracing
+    raises, the calls run eagerly, and one warning says so."""
+    owner = nn.Linear(3, 1)
+
+    def loss(x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_tracing():
+            raise NotImplementedError("not traceable")
+        return owner(x).sum()
+
+    traced = TracedLoss(loss, owner)
+    x = torch.ones(2, 3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        values = [traced(x) for _ in range(5)] + [traced(torch.ones(4, 3)) for _ in range(3)]
+    notices = [w for w in caught if issubclass(w.category, TraceNotice)]
+    assert len(notices) == 1 and "cannot be traced (NotImplementedError: not traceable)" in str(
+        notices[0].message) and "\n" not in str(notices[0].message)
+    assert all(v.item() == pytest.approx(loss(x).item()) for v in values[:5])
+    assert not traced.traces and len(traced.refused) == 2

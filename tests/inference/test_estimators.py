@@ -413,3 +413,26 @@ def test_non_reparameterized_guides_get_pyros_estimator(x: Tensor, monkeypatch, 
     grads = assert_pyros_loss_and_gradients(name, particles, model, guide, x, [logits, shift],
                                             seed=5)
     assert len(taken) == 2 and grads[0].abs().max() > 0
+
+
+@pytest.mark.parametrize("name", ["iwae", "renyi", "stl", "dreg"])
+def test_the_data_plate_is_taken_by_name_as_log_px_takes_it(name: str) -> None:
+    """z and x in plates "a" (points) and "b" (coordinates); the guide is the exact posterior
+    N(x/2, 1/2), so every weight is p(x) and each bound is exactly Σ_a log p(x_a), with
+    x_a ~ N(0, 2) per coordinate. Without the name the plate is ambiguous."""
+
+    def model(x: Tensor) -> None:
+        with pyro.plate("a", x.shape[0], dim=-2), pyro.plate("b", x.shape[1], dim=-1):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x: Tensor) -> None:
+        with pyro.plate("a", x.shape[0], dim=-2), pyro.plate("b", x.shape[1], dim=-1):
+            pyro.sample("z", dist.Normal(x / 2, 0.5**0.5))
+
+    x = torch.randn(4, 3)
+    with pytest.raises(ValueError, match="cannot tell the data plate"):
+        make_estimator(name, max_plate_nesting=2)(model, guide)(x)
+    loss = make_estimator(name, max_plate_nesting=2, data_plate="a")(model, guide)(x)
+    exact = dist.Normal(0.0, 2**0.5).log_prob(x).sum()
+    torch.testing.assert_close(-loss, exact, rtol=1e-5, atol=1e-4)

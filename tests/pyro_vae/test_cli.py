@@ -62,6 +62,8 @@ CASES = {
     "unit data for categorical": (["--set", "data.binarize=none", "--set",
                                    "likelihood.name=categorical"], "data", "data.values: integer"),
     "batch larger than data": (["--set", "train.batch_size=100000"], "train.batch_size", "larger"),
+    "unknown data plate": (["--set", "estimator.name=iwae", "--set", "estimator.data_plate=rows"],
+                           "estimator.data_plate", "'data'"),
 }
 
 

@@ -127,11 +127,12 @@ def test_the_estimators_start_from_the_same_weights_or_the_comparison_stops(tmp_
 
 def test_estimator_entries_parse_with_k_as_particles() -> None:
     assert parse_estimator(" renyi : alpha = 0.5, k=5 ") == Component(
-        "renyi", {"alpha": 0.5, "particles": 5, "max_plate_nesting": 1})
+        "renyi", {"alpha": 0.5, "particles": 5, "max_plate_nesting": 1, "data_plate": None})
     assert parse_estimator("iwae:particles=2") == parse_estimator("iwae:k=2")
     assert parse_estimators(["trace", "dreg:k=5"]) == {
         "trace": Component("trace", {"particles": 1, "max_plate_nesting": 1}),
-        "dreg:k=5": Component("dreg", {"particles": 5, "max_plate_nesting": 1})}
+        "dreg:k=5": Component("dreg", {"particles": 5, "max_plate_nesting": 1,
+                                       "data_plate": None})}
     assert run_name("renyi:alpha=0.5,k=5") == "renyi_alpha=0.5,k=5"
 
 
@@ -141,7 +142,7 @@ BAD = {
     "iwae:k=0": "particles must be >= 1, got 0",
     "iwae:k=x": "particles: expected an integer, got 'x'",
     "iwae:k=5,particles=3": "particles given twice (k is an alias of particles)",
-    "iwae:foo=1": "foo: unknown key; valid keys: max_plate_nesting, particles",
+    "iwae:foo=1": "foo: unknown key; valid keys: data_plate, max_plate_nesting, particles",
     "iwae:k": "expected NAME[:KEY=VALUE,...] (e.g. iwae:k=5), got 'k'",
     "dreg:k=5,": "expected NAME[:KEY=VALUE,...] (e.g. iwae:k=5), got ''",
     "renyi:alpha=1": "alpha must be a finite number other than 1",
