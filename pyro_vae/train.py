@@ -295,7 +295,8 @@ class VAEData(L.LightningDataModule):
 
 
 class _Indexed(torch.utils.data.Dataset):
-    """Item i of ``rows`` paired with i."""
+    """Item i of ``rows`` paired with i; a batch is fetched as ``(rows[indices], indices)``
+    through the rows' own batched ``__getitems__`` (one gather, no per-item tuples)."""
 
     def __init__(self, rows: torch.utils.data.Dataset) -> None:
         self.rows = rows
@@ -306,15 +307,19 @@ class _Indexed(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[Any, int]:
         return self.rows[index], index
 
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.rows.__getitems__(indices), torch.tensor(indices)  # type: ignore[attr-defined]
+
 
 def with_indices(loader: torch.utils.data.DataLoader) -> torch.utils.data.DataLoader:
-    """``loader`` yielding ``(x, idx)``: its batches (same order, same collate, so the same
-    random draws of a dynamic binarization) and their rows as a LongTensor."""
+    """A bundle's ``loader`` (:meth:`pyro_vae.data.DataBundle.loader`) yielding ``(x, idx)``:
+    its batches (same order, same collate, so the same random draws of a dynamic
+    binarization) and their rows as a LongTensor."""
     collate = loader.collate_fn
 
-    def pair(items: list[tuple[Any, int]]) -> tuple[Any, torch.Tensor]:
-        rows, idx = zip(*items)
-        return collate(list(rows)), torch.tensor(idx)
+    def pair(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[Any, torch.Tensor]:
+        x, idx = batch
+        return collate(x), idx
 
     return torch.utils.data.DataLoader(_Indexed(loader.dataset), batch_size=loader.batch_size,
                                        sampler=loader.sampler, collate_fn=pair)
@@ -356,7 +361,7 @@ def prepare(spec: Spec) -> Prepared:
                                 f"{bundle.name} empty, but {use}")
             continue
         if split == "train" and bundle.collate is not None:  # as training batches will be
-            x = bundle.collate(list(x[:1000]))
+            x = bundle.collate(x[:1000])
         vae.check_data(x, f"data ({spec.data.name}, {split} split)")
     vae.num_data = len(bundle.train)
     with torch.random.fork_rng(devices=[]), torch.no_grad():

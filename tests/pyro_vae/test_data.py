@@ -1,6 +1,7 @@
 """Datasets: splits, scaling, binarization, the IDX reader, npz arrays, and their errors."""
 
 import gzip
+import math
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,15 @@ def test_dynamic_binarization_resamples_training_batches_only():
     assert torch.equal(epoch(seed=3), epoch(seed=3))  # torch's global seed governs the draws
     for _ in range(2):  # validation batches are the fixed bits, every time
         assert torch.equal(torch.cat(list(b.loader("val", 64, shuffle=False))), b.val)
+    # each bit is Bernoulli(p): per grey level p (16 of them), the share of ones among the
+    # n ≥ 20 000 draws of its pixels over 20 epochs is p within 5 s.e. √(p(1−p)/n) (CLT at this
+    # n; 16 × 6·10⁻⁷ to fail by chance)
+    torch.manual_seed(0)
+    draws = torch.stack([epoch() for _ in range(20)])
+    for level in b.train.unique()[1:-1]:
+        ones = draws[:, b.train == level]
+        n, share = ones.numel(), float(ones.mean())
+        assert n >= 20_000 and abs(share - level) <= 5 * math.sqrt(level * (1 - level) / n)
 
 
 def test_loader_shuffles_with_the_given_generator():
