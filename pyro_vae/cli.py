@@ -5,17 +5,20 @@ terminal or with ``--verbose`` (:mod:`pyro_vae.console`).
 
 Exit status: 0 done; 1 an internal error (a bug), one line naming the command and the log file
 that holds the traceback; 2 a user error (bad arguments or spec, missing or corrupt file, data
-outside the likelihood's support, a directory that is not a run, ...), one line on stderr, before
-anything is written; also a file that cannot be written (full disk, no permission): one line naming it, the
-run kept at its last checkpoint; 3 training diverged (a non-finite loss or gradient), one line
-naming the step and the last good checkpoint, which is left intact; 130 Ctrl-C, 143 SIGTERM,
-138 SIGUSR1 (128 + the signal): training saves a checkpoint where it stopped and says how to
-resume (a second Ctrl-C stops at once, the run kept at its previous checkpoint).
+outside the likelihood's support, a directory that is not a run, a run in use by another
+command, ...), one line on stderr, before anything is written; also a file that cannot be
+written (full disk, no permission): one line naming it, the run kept at its last checkpoint;
+3 training diverged (a non-finite loss or gradient), one line naming the step and the last good
+checkpoint, which is left intact; 130 Ctrl-C, 143 SIGTERM, 138 SIGUSR1 (128 + the signal):
+training saves a checkpoint where it stopped and says how to resume (a second Ctrl-C stops at
+once, the run kept at its previous checkpoint).
 
-A run directory is locked while a command writes into it (a second writer exits 2 naming the
-holder's pid). ``--overwrite`` replaces only a pyro-vae run (:meth:`pyro_vae.rundir.Run.is_run`),
-never the working directory or a parent of it. Rerunning ``train CONFIG --out DIR`` on a run
-that was stopped before it finished, with the same spec, continues it (a requeued cluster job).
+A run directory is locked while a command writes into it: train (from its first write to its
+evaluation and figures), evaluate, report, compare, and encode or sample when their output lies
+inside the run; a second writer exits 2 naming the holder's pid. ``--overwrite`` replaces only a
+pyro-vae run (:meth:`pyro_vae.rundir.Run.is_run`), never the working directory or a parent of
+it. Rerunning ``train CONFIG --out DIR`` on a run that was stopped before it finished, with the
+same spec, continues it (a requeued cluster job).
 
 ``pyro-vae train --resume RUN_DIR`` continues RUN_DIR in place from its last checkpoint, with the
 spec in RUN_DIR/config.yaml; ``--set`` may then change only train.max_epochs, train.lr,
@@ -31,6 +34,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -103,7 +107,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _train(prepared, run, args.overwrite, resume)
     except (Diverged, Interrupted) as exc:
         if rank_zero_only.rank == 0:  # all DDP ranks stop together: one line is enough
-            print(f"pyro-vae: {'error: ' if isinstance(exc, Diverged) else ''}{exc}", file=sys.stderr)
+            error = "error: " if isinstance(exc, Diverged) else ""
+            print(f"pyro-vae: {error}{exc}", file=sys.stderr)
         return EXIT_DIVERGED if isinstance(exc, Diverged) else exc.exit_code
     finally:
         run.unlock()
@@ -162,17 +167,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     device = device_for(args.accelerator or prepared.spec.train.accelerator)
     with Run(run).locked("evaluate") as locked:
         if args.method != "is":
-            return evaluate_annealed(prepared, run, args, device)
+            return evaluate_annealed(prepared, locked, args, device)
         result = evaluate_run(prepared, device, args.split, args.num_samples,
                               progress=chatty(), limit=_limit(args.limit))
         write_evaluation(prepared, locked, result, curves=False)
     print("\n".join(result.lines()))
 
 
-def evaluate_annealed(prepared: Prepared, run: Path, args: argparse.Namespace,
+def evaluate_annealed(prepared: Prepared, run: Run, args: argparse.Namespace,
                       device: torch.device) -> None:
     """``--method ais|bdmc`` (:mod:`pyro_vae.annealing`): AIS beside IS on a split, or BDMC on
-    points simulated from the model; progress over the annealing steps on stderr."""
+    points simulated from the model, written into the locked ``run`` (a linked figures folder
+    refused); progress over the annealing steps on stderr."""
     from pyro_vae import annealing
 
     spec, bundle = prepared.spec.evaluate, prepared.bundle
@@ -188,7 +194,8 @@ def evaluate_annealed(prepared: Prepared, run: Path, args: argparse.Namespace,
     else:  # the split's rows set the simulated points' number and shape, not their values
         summary = annealing.evaluate_bdmc(vae, x.to(device), options, spec.memory_budget_mb,
                                           progress=chatty(), scale=bundle.scale_name)
-    annealing.write(run, summary)
+    run.directory(figures_path(run.root, summary["split"]))
+    annealing.write(run.root, summary)
     print("\n".join(annealing.lines(summary)))
 
 
@@ -205,8 +212,9 @@ def cmd_encode(args: argparse.Namespace) -> None:
     quiet()
     _npz_name(args.out)
     prepared = load_run(Path(args.run_dir))
-    arrays = encode_split(prepared.vae, prepared.bundle, args.split, _limit(args.limit))
-    _save_npz(args.out, arrays)
+    with _writing_into(args.run_dir, args.out, command="encode"):
+        arrays = encode_split(prepared.vae, prepared.bundle, args.split, _limit(args.limit))
+        _save_npz(args.out, arrays)
     n, d = arrays["mean"].shape
     extra = ", labels" if "labels" in arrays else ""
     print(f"encode: {args.out}: mean, scale ({n}, {d}){extra} of q(z|x), {args.split} split")
@@ -224,19 +232,28 @@ def cmd_sample(args: argparse.Namespace) -> None:
     prepared = load_run(Path(args.run_dir))
     bundle = prepared.bundle
     seed = prepared.spec.train.seed if args.seed is None else args.seed
-    arrays = sample(prepared.vae, bundle, args.n, means=args.means, seed=seed)
-    _save_npz(args.out, arrays)
-    what = "means E[x|z]" if args.means else "draws x ~ p(x|z)"
-    print(f"sample: {args.out}: x {list(arrays['x'].shape)} ({what}), z "
-          f"{list(arrays['z'].shape)} ~ p(z)")
-    if args.png:
-        x = arrays["x"].reshape(args.n, -1)
-        if is_image_shape(bundle.shape):
-            plot_samples(x, bundle.shape, args.png, bundle.levels if bundle.integer else None,
-                         title=f"Samples ({what})")
-        else:
-            plot_samples_vs_data(bundle.to_data(bundle.split("test")), x, args.png)
-        print(f"sample: {args.png}")
+    with _writing_into(args.run_dir, args.out, args.png, command="sample"):
+        arrays = sample(prepared.vae, bundle, args.n, means=args.means, seed=seed)
+        _save_npz(args.out, arrays)
+        what = "means E[x|z]" if args.means else "draws x ~ p(x|z)"
+        print(f"sample: {args.out}: x {list(arrays['x'].shape)} ({what}), z "
+              f"{list(arrays['z'].shape)} ~ p(z)")
+        if args.png:
+            x = arrays["x"].reshape(args.n, -1)
+            if is_image_shape(bundle.shape):
+                plot_samples(x, bundle.shape, args.png, bundle.levels if bundle.integer else None,
+                             title=f"Samples ({what})")
+            else:
+                plot_samples_vs_data(bundle.to_data(bundle.split("test")), x, args.png)
+            print(f"sample: {args.png}")
+
+
+def _writing_into(run_dir: str, *outputs: str | None, command: str) -> AbstractContextManager:
+    """The run's lock (:meth:`Run.locked`) when one of ``outputs``, files a command writes,
+    lies inside the run directory; nothing otherwise (reading a run needs no lock)."""
+    root = Path(run_dir).resolve()
+    inside = any(root in Path(p).resolve().parents for p in outputs if p)
+    return Run(run_dir).locked(command) if inside else nullcontext()
 
 
 def _save_npz(path: str, arrays: dict[str, Any]) -> None:

@@ -8,7 +8,8 @@ on that run's trained weights without training. Then, per estimator (see
 its gradient for the guide (encoder) and the model (decoder, prior, likelihood) parameters over R
 draws, the time of one loss + gradient evaluation, and the trained model's ELBO and
 importance-sampled log p(x) on the evaluation split. Writes ``compare.csv``, ``compare.md`` and
-``figures/compare.png`` in OUT.
+``figures/compare.png`` in OUT, holding OUT's lock (:class:`pyro_vae.rundir.Run`) from its first
+write to its last: a run being trained or written by another command is refused, naming the holder.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ import pyro
 import torch
 
 from inference.compare import Row, compare_estimators, csv_text, markdown_table
-from pyro_vae.atomic import write_text_atomic
 from pyro_vae.console import chatty, quiet
 from pyro_vae.data import absolute_paths
 from pyro_vae.evaluate import evaluate
 from pyro_vae.registry import Component, SpecError, directory_argument
+from pyro_vae.rundir import LOCK, Run
 from pyro_vae.spec import ESTIMATORS, Spec, dump_spec, load_spec, parse_yaml
 
 if TYPE_CHECKING:
@@ -145,11 +146,12 @@ def evaluation_columns(prepared: Prepared) -> Row:
             "log_px_sem": result.log_px_sem}
 
 
-def compare_trained(spec: Spec, estimators: Mapping[str, Component], out: Path, repeats: int,
+def compare_trained(spec: Spec, estimators: Mapping[str, Component], out: Run, repeats: int,
                     overwrite: bool = False) -> list[Row]:
     """Train ``spec`` once per estimator from the same initial weights (checked) and seed, each in
-    ``out/runs/<label>``; score each trained model. Writes ``out/config.yaml`` (the spec, estimator
-    aside) once the first model is built, so a data error leaves nothing behind."""
+    ``out/runs/<label>``; score each trained model. Locks ``out`` (:func:`claim`) and writes
+    ``out/config.yaml`` (the spec, estimator aside) once the first model is built, so a data error
+    leaves nothing behind; the caller lets the lock go."""
     from pyro_vae.train import fit, prepare
 
     rows, initial = [], None
@@ -160,13 +162,13 @@ def compare_trained(spec: Spec, estimators: Mapping[str, Component], out: Path, 
         state = {k: v.detach().clone() for k, v in prepared.vae.state_dict().items()}
         if initial is None:
             initial = state
-            out.mkdir(parents=True, exist_ok=True)
-            dump_spec(spec, out / "config.yaml")
+            claim(out, overwrite, fresh=True)
+            out.write_text(out.config, dump_spec(spec))
         elif state.keys() != initial.keys() or not all(torch.equal(state[k], v)
                                                        for k, v in initial.items()):
             raise RuntimeError(f"{label}: the VAE did not start from the first estimator's "
                                "weights; the comparison would not be fair")
-        fit(prepared, out / RUNS / run_name(label), overwrite=overwrite)
+        fit(prepared, out.root / RUNS / run_name(label), overwrite=overwrite)
         [row] = gradient_rows(prepared, {label: component}, repeats)
         rows.append(row | evaluation_columns(prepared))
     return rows
@@ -179,29 +181,35 @@ def compare_checkpoint(prepared: Prepared, estimators: Mapping[str, Component],
     return [row | evaluation for row in gradient_rows(prepared, estimators, repeats)]
 
 
-def write_outputs(rows: Sequence[Row], out: Path, description: str) -> str:
+def write_outputs(rows: Sequence[Row], out: Run, description: str) -> str:
     """compare.csv, compare.md (description, table, column legend) and figures/compare.png in
-    ``out``; returns the table."""
+    ``out`` (locked: :func:`claim`); returns the table."""
     from pyro_vae.figures import plot_estimator_comparison
 
     columns = [c for c in COLUMNS if any(c in r for r in rows)]
     table = markdown_table(rows, columns)
     legend = "\n".join(f"- `{c}`: {COLUMNS[c]}" for c in columns)
-    write_text_atomic(out / COMPARE_CSV, csv_text(rows, columns))
+    out.write_text(out.root / COMPARE_CSV, csv_text(rows, columns))
     text = f"# Estimator comparison\n\n{description}\n\n{table}\n\n{legend}\n"
-    write_text_atomic(out / COMPARE_MD, text)
-    plot_estimator_comparison(rows, out / FIGURE)
+    out.write_text(out.root / COMPARE_MD, text)
+    plot_estimator_comparison(rows, out.directory(out.root / FIGURE.parent) / FIGURE.name)
     return table
 
 
-def _claim(out: Path, overwrite: bool, fresh: bool) -> None:
-    """Refuse to replace a comparison without --overwrite; with ``fresh`` (training writes
-    config.yaml and runs/), refuse any other non-empty directory."""
+def claim(out: Run, overwrite: bool, fresh: bool) -> None:
+    """Lock ``out`` for the comparison, created where missing (:meth:`Run.create`: a run
+    directory given to ``--checkpoint``, or a folder of its own). Refused: replacing a comparison
+    without --overwrite, a file, and with ``fresh`` (training writes config.yaml and runs/) any
+    other non-empty directory."""
+    out.create("compare", lambda: _check(out.root, overwrite, fresh))
+
+
+def _check(out: Path, overwrite: bool, fresh: bool) -> None:
     if (out / COMPARE_CSV).is_file():
         if not overwrite:
             raise SpecError("--out", f"{out} already holds {COMPARE_CSV}; pass --overwrite or "
                             "choose another directory")
-    elif fresh and out.is_dir() and any(out.iterdir()):
+    elif fresh and out.is_dir() and any(p.name != LOCK for p in out.iterdir()):
         raise SpecError("--out", f"{out} is not empty and holds no {COMPARE_CSV}; choose another "
                         "directory")
     elif out.exists() and not out.is_dir():
@@ -220,36 +228,53 @@ def cmd_compare(args: argparse.Namespace) -> None:
         if args.config or args.set or args.epochs is not None:
             raise SpecError("--checkpoint", "scores a trained run as it is: give no CONFIG, "
                             "--set or --epochs with it")
-        from pyro_vae.train import load_run
-
-        run = Path(args.checkpoint)
-        out = Path(args.out) if args.out else run
-        _claim(out, args.overwrite, fresh=False)
-        prepared = load_run(run)
-        rows = compare_checkpoint(prepared, estimators, args.repeats)
-        spec, what = prepared.spec, f"Every estimator on the trained weights of `{run}`"
+        out = Run(args.out if args.out else args.checkpoint)
+    elif args.config:
+        out = Run(args.out if args.out else Path("runs") / f"compare-{Path(args.config).stem}")
     else:
-        if not args.config:
-            raise SpecError("compare", "give a CONFIG to train from, or --checkpoint RUN_DIR")
-        if args.epochs is not None and args.epochs < 1:
-            raise SpecError("--epochs", f"must be >= 1, got {args.epochs}")
-        epochs = [] if args.epochs is None else [f"train.max_epochs={args.epochs}"]
-        spec = load_spec(args.config, [*args.set, *epochs])
-        spec = dataclasses.replace(spec, data=absolute_paths(spec.data))
-        if spec.train.devices > 1:
-            raise SpecError("train.devices", "compare trains in one process: set it to 1")
-        out = Path(args.out) if args.out else Path("runs") / f"compare-{Path(args.config).stem}"
-        _claim(out, args.overwrite, fresh=True)
-        rows = compare_trained(spec, estimators, out, args.repeats, args.overwrite)
-        what = (f"Each estimator trained `{args.config}` for {spec.train.max_epochs} epoch(s) from "
-                f"the same initial weights (seed {spec.train.seed}); runs in `{out / RUNS}`")
-    description = (f"{what}. Gradient statistics over R = {args.repeats} draws on the first "
-                   f"{spec.train.batch_size} validation points; ELBO and log p(x) on the "
-                   f"{spec.evaluate.split} split with K = {spec.evaluate.num_samples} importance "
-                   "samples.")
-    out.mkdir(parents=True, exist_ok=True)
-    print(write_outputs(rows, out, description))
-    print(f"comparison: {out / COMPARE_MD}, {out / COMPARE_CSV}, {out / FIGURE}")
+        raise SpecError("compare", "give a CONFIG to train from, or --checkpoint RUN_DIR")
+    try:
+        rows, spec, what = (score_checkpoint if args.checkpoint else train_each)(
+            args, estimators, out)
+        description = (f"{what}. Gradient statistics over R = {args.repeats} draws on the first "
+                       f"{spec.train.batch_size} validation points; ELBO and log p(x) on the "
+                       f"{spec.evaluate.split} split with K = {spec.evaluate.num_samples} "
+                       "importance samples.")
+        print(write_outputs(rows, out, description))
+        print(f"comparison: {out.root / COMPARE_MD}, {out.root / COMPARE_CSV}, "
+              f"{out.root / FIGURE}")
+    finally:
+        out.unlock()
+
+
+def score_checkpoint(args: argparse.Namespace, estimators: Mapping[str, Component],
+                     out: Run) -> tuple[list[Row], Spec, str]:
+    """``--checkpoint RUN_DIR``: the rows, the run's spec and what was compared; ``out`` is
+    checked, the run loaded, then ``out`` locked (:func:`claim`) before anything is scored."""
+    from pyro_vae.train import load_run
+
+    _check(out.root, args.overwrite, fresh=False)
+    prepared = load_run(Path(args.checkpoint))
+    claim(out, args.overwrite, fresh=False)
+    rows = compare_checkpoint(prepared, estimators, args.repeats)
+    return rows, prepared.spec, f"Every estimator on the trained weights of `{args.checkpoint}`"
+
+
+def train_each(args: argparse.Namespace, estimators: Mapping[str, Component],
+               out: Run) -> tuple[list[Row], Spec, str]:
+    """CONFIG: the rows of :func:`compare_trained`, the spec and what was compared."""
+    if args.epochs is not None and args.epochs < 1:
+        raise SpecError("--epochs", f"must be >= 1, got {args.epochs}")
+    epochs = [] if args.epochs is None else [f"train.max_epochs={args.epochs}"]
+    spec = load_spec(args.config, [*args.set, *epochs])
+    spec = dataclasses.replace(spec, data=absolute_paths(spec.data))
+    if spec.train.devices > 1:
+        raise SpecError("train.devices", "compare trains in one process: set it to 1")
+    _check(out.root, args.overwrite, fresh=True)
+    rows = compare_trained(spec, estimators, out, args.repeats, args.overwrite)
+    return rows, spec, (f"Each estimator trained `{args.config}` for {spec.train.max_epochs} "
+                        f"epoch(s) from the same initial weights (seed {spec.train.seed}); runs "
+                        f"in `{out.root / RUNS}`")
 
 
 def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
+import io
 import random
 import signal
 import threading
@@ -43,7 +43,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from pyro_vae.atomic import write_atomic
+from pyro_vae.atomic import write_atomic, write_text_atomic
 from pyro_vae.rundir import keep_copy, kept_checkpoints
 
 
@@ -288,7 +288,9 @@ def resumable(loader: DataLoader, seed: int, rank: int, world_size: int) -> Resu
 class _ContinuedWriter(ExperimentWriter):
     """Lightning's metrics.csv writer, except that an existing file is kept up to (excluding)
     ``first_step`` instead of deleted: the rows an interrupted run logged after its checkpoint
-    are dropped, since the resumed run logs those steps again."""
+    are dropped, since the resumed run logs those steps again. The kept rows replace the file
+    by :func:`pyro_vae.atomic.write_atomic` (a uniquely named temporary file beside it, never
+    through a link, removed on failure)."""
 
     def __init__(self, log_dir: str, first_step: int) -> None:
         self.first_step = first_step
@@ -298,19 +300,18 @@ class _ContinuedWriter(ExperimentWriter):
         path = Path(self.metrics_file_path)
         if not path.is_file():
             return
-        lines = path.read_text().splitlines(keepends=True)
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
         if lines and not lines[-1].endswith("\n"):
             lines.pop()  # a row cut short by the crash
         reader = csv.DictReader(lines)
         keys = list(reader.fieldnames or [])
         rows = [r for r in reader if r.get("step") and int(float(r["step"])) < self.first_step]
         self.metrics_keys = keys
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomic(path, text.getvalue())
 
 
 class RunCSVLogger(CSVLogger):

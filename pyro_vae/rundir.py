@@ -37,9 +37,9 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import torch
 
@@ -68,6 +68,7 @@ LAYOUT = (MARKER, LOCK, CONFIG, TRANSFORM, CHECKPOINTS, FIGURES, "metrics.csv", 
 RESUMABLE = ("train.max_epochs", "train.lr", "train.gradient_clip", "train.progress",
              "train.logger", "train.jit", "train.keep_checkpoints", "train.blowup_factor")
 RECORD = "pyro_vae"  # the checkpoint entry holding the spec and data digests
+T = TypeVar("T")
 
 
 def last_path(run_dir: Path) -> Path:
@@ -269,20 +270,35 @@ class Run:
     def start(self, overwrite: bool, command: str = "train") -> None:
         """Lock ``root`` for a fresh run (created if missing); with ``overwrite`` an existing run
         there is replaced (:meth:`replace`). SpecError, with nothing changed, for anything else
-        (checked once before anything is written, and again under the lock)."""
+        (:meth:`create` checks before anything is written, and again under the lock)."""
+        if self.create(command, lambda: self._check_replaceable(overwrite)):
+            try:
+                self.replace(command)
+            except BaseException:
+                self.unlock()
+                raise
+
+    def create(self, command: str, check: Callable[[], T]) -> T:
+        """Lock ``root`` for ``command``, creating it where missing, and return ``check()``:
+        ``check`` (a SpecError refuses) runs before anything is written and again under the
+        lock, where its result counts. A refusal lets the lock go and removes ``root`` when this
+        call made it."""
         if self.root.exists() and not self.root.is_dir():
             raise SpecError("--out", f"{self.root} exists and is not a directory")
-        self._check_replaceable(overwrite)
+        check()
+        made = not self.root.exists()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SpecError("--out", f"cannot create {self.root}: {exc.strerror}") from None
-        self.lock(command)
         try:
-            if self._check_replaceable(overwrite):
-                self.replace(command)
+            self.lock(command)
+            return check()
         except BaseException:
             self.unlock()
+            if made:
+                with suppress(OSError):  # not empty: another process's by now
+                    self.root.rmdir()
             raise
 
     def _check_replaceable(self, overwrite: bool) -> bool:

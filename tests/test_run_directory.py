@@ -10,20 +10,25 @@ on stderr, no traceback, and the tree of files as it was (:func:`tree_hash`).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from holder import PHASES
+from pyro_vae.cli import main
+from pyro_vae.engine import RunCSVLogger
 from pyro_vae.rundir import LOCK, MARKER, Run, last_path
 from test_reliability import DIGITS, EXE, SETS  # SETS: a one-epoch run of 2 steps, tiny nets
 
+HOLDER = Path(__file__).with_name("holder.py")
 
 
 def pyro_vae(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -118,40 +123,73 @@ def test_overwrite_replaces_a_run_and_leaves_nothing_beside_it(tmp_path, finishe
     assert Run(run).state() == "finished" and "seed: 1" in (run / "config.yaml").read_text()
 
 
-def spawn_training(run: Path, *sets: str) -> subprocess.Popen:
-    """A run of 100 epochs of 7 steps, checkpointed every 2 steps."""
-    args = [*SETS, "--set=data.limit=200", "--set=train.max_epochs=100",
-            "--set=train.checkpoint_every_steps=2", *(f"--set={s}" for s in sets)]
-    return subprocess.Popen([EXE, "train", DIGITS, *args, "--out", str(run)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+class Holder:
+    """A training of 2 epochs of 7 steps, checkpointed every 2 steps, held still at each phase
+    of :data:`holder.PHASES` in turn (tests/holder.py) until :meth:`go`."""
+
+    def __init__(self, run: Path, signals: Path) -> None:
+        signals.mkdir()
+        self.signals = signals
+        args = [*SETS, "--set=data.limit=200", "--set=train.max_epochs=2",
+                "--set=train.checkpoint_every_steps=2", "--out", str(run)]
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HOLDER), str(signals), ",".join(PHASES), "train", DIGITS, *args],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def at(self, phase: str) -> None:
+        """Wait until the training holds still at ``phase`` (a wait, not a timing assertion)."""
+        deadline = time.monotonic() + 300
+        while not (self.signals / phase).exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                raise AssertionError(f"never reached {phase}: exit {self.proc.wait()}, "
+                                     f"{self.proc.stderr.read()}")
+            time.sleep(0.05)
+        assert self.proc.poll() is None
+
+    def go(self) -> None:
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
 
 
-def wait_for_step(proc: subprocess.Popen, run: Path, step: int) -> None:
-    deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline:
-        kept = Run(run).kept() if (run / "checkpoints").is_dir() else {}
-        if kept and max(kept) >= step:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"no checkpoint at step {step}: {proc.poll()}")
+def in_process(capsys: pytest.CaptureFixture[str], *args: object) -> subprocess.CompletedProcess:
+    """``pyro_vae.cli.main(args)`` in this process (no imports to pay), as a finished process."""
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
 
 
-@pytest.mark.xfail(strict=False, reason="known issue, session 3: after the merge of the "
-                   "published-protocol work, `report` beside a live training was seen to succeed "
-                   "on a loaded machine; under investigation")
-def test_a_second_writer_is_refused_and_a_killed_holders_lock_is_taken_over(tmp_path):
+def writers(run: Path) -> list[tuple[object, ...]]:
+    """Every command that writes into a run directory."""
+    return [("train", DIGITS, *SETS, "--out", run, "--overwrite"),
+            ("evaluate", run), ("report", run),
+            ("compare", "--checkpoint", run, "--estimators", "trace", "--repeats", "2"),
+            ("encode", run, "--out", run / "z.npz"),
+            ("sample", run, "-n", "4", "--out", run / "x.npz"),
+            ("sample", run, "-n", "4", "--out", run.parent / "x.npz", "--png", run / "x.png")]
+
+
+def test_each_phase_of_a_training_refuses_every_writer_and_a_killed_holder_is_taken_over(
+        tmp_path, capsys):
     run = tmp_path / "run"
-    proc = spawn_training(run)
+    holder = Holder(run, tmp_path / "signals")
     try:
-        wait_for_step(proc, run, 2)
-        holder = f"pid {proc.pid} "
-        refused(pyro_vae("train", DIGITS, *SETS, "--out", run, "--overwrite"), holder)
-        refused(pyro_vae("report", run), holder)
-        assert proc.poll() is None  # the first run goes on
+        for phase in PHASES:
+            holder.at(phase)
+            before, mine = tree_hash(run), f"pid {holder.proc.pid} "
+            for args in writers(run):
+                refused(in_process(capsys, *args), str(run), mine, "pyro-vae train")
+            if phase == "training":  # through the console script too; a reader is not refused
+                refused(pyro_vae("report", run), mine)
+                done = in_process(capsys, "encode", run, "--out", tmp_path / "z.npz")
+                assert done.returncode == 0 and (tmp_path / "z.npz").is_file(), done.stderr
+            assert tree_hash(run) == before and holder.proc.poll() is None
+            if phase != PHASES[-1]:
+                holder.go()
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
-    assert (run / LOCK).read_text().split()[0] == str(proc.pid)  # left behind by the kill
+        holder.proc.kill()
+        holder.proc.communicate()
+    assert (run / LOCK).read_text().split()[0] == str(holder.proc.pid)  # left behind by the kill
     done = pyro_vae("report", run)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert not (run / LOCK).exists() and (run / "report.html").is_file()
@@ -233,3 +271,47 @@ def test_a_checkpoint_from_before_the_record_resumes_with_a_notice(tmp_path, fin
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("pyro-vae: note: ") and "predates" in lines[0]
     assert "pyro_vae" in torch.load(last_path(run), weights_only=True)  # recorded from now on
+
+
+# metrics.csv of a run stopped after step 4 (its last row cut short), resumed from step 3
+CUT_SHORT = "epoch,step,train_loss\n0,1,5.0\n0,2,4.0\n0,3,3.0\n0,4,2."
+
+
+def metrics_rows(path: Path) -> list[list[str]]:
+    return [line.split(",") for line in path.read_text().splitlines()]
+
+
+def test_a_resumed_runs_metrics_are_cut_back_atomically_and_never_through_a_link(tmp_path,
+                                                                                 monkeypatch):
+    metrics = tmp_path / "metrics.csv"
+    metrics.write_text(CUT_SHORT)
+    precious = tmp_path.parent / f"{tmp_path.name}-precious.txt"
+    precious.write_text("precious")
+    (tmp_path / ".metrics.csv.tmp").symlink_to(precious)  # a fixed temporary name, planted
+    renamed = []
+    replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: renamed.append((Path(a), Path(b))) or
+                        replace(a, b))
+    RunCSVLogger(tmp_path, first_step=3).experiment  # rewrites metrics.csv on creation
+    assert precious.read_text() == "precious"
+    assert metrics_rows(metrics) == [["epoch", "step", "train_loss"], ["0", "1", "5.0"],
+                                     ["0", "2", "4.0"]]
+    [(tmp, target)] = renamed  # a fresh sibling, renamed over metrics.csv, then gone
+    assert target == metrics and tmp.parent == tmp_path and tmp.name != ".metrics.csv.tmp"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".metrics.csv.tmp", "metrics.csv"]
+
+
+def test_a_failed_cut_back_of_metrics_leaves_the_file_whole_and_no_temporary(tmp_path,
+                                                                            monkeypatch):
+    metrics = tmp_path / "metrics.csv"
+    metrics.write_text(CUT_SHORT)
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as raised:
+        RunCSVLogger(tmp_path, first_step=3).experiment
+    assert raised.value.filename == str(metrics)  # the real file, not a temporary one
+    assert metrics.read_text() == CUT_SHORT
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
