@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from pyro_vae.compare import add_compare_parser
 from pyro_vae.console import chatty, configure, quiet
 from pyro_vae.registry import SpecError, clip, directory_argument
-from pyro_vae.rundir import Run, eval_path, figures_path
+from pyro_vae.rundir import Run, eval_path, figures_path, run_config
 
 if TYPE_CHECKING:
     import torch
@@ -161,11 +161,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     quiet()
     run = Path(args.run_dir)
-    prepared = load_run(run)
-    if args.num_samples is not None and args.num_samples < 1:
-        raise SpecError("--num-samples", f"must be >= 1, got {args.num_samples}")
-    device = device_for(args.accelerator or prepared.spec.train.accelerator)
-    with Run(run).locked("evaluate") as locked:
+    run_config(run)
+    with Run(run).locked("evaluate") as locked:  # before reading: scores of one checkpoint
+        prepared = load_run(run)
+        if args.num_samples is not None and args.num_samples < 1:
+            raise SpecError("--num-samples", f"must be >= 1, got {args.num_samples}")
+        device = device_for(args.accelerator or prepared.spec.train.accelerator)
         if args.method != "is":
             return evaluate_annealed(prepared, locked, args, device)
         result = evaluate_run(prepared, device, args.split, args.num_samples,
@@ -211,8 +212,8 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
     quiet()
     _npz_name(args.out)
-    prepared = load_run(Path(args.run_dir))
     with _writing_into(args.run_dir, args.out, command="encode"):
+        prepared = load_run(Path(args.run_dir))
         arrays = encode_split(prepared.vae, prepared.bundle, args.split, _limit(args.limit))
         _save_npz(args.out, arrays)
     n, d = arrays["mean"].shape
@@ -229,10 +230,10 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if args.n < 1:
         raise SpecError("-n", f"must be >= 1, got {args.n}")
     _npz_name(args.out)
-    prepared = load_run(Path(args.run_dir))
-    bundle = prepared.bundle
-    seed = prepared.spec.train.seed if args.seed is None else args.seed
     with _writing_into(args.run_dir, args.out, args.png, command="sample"):
+        prepared = load_run(Path(args.run_dir))
+        bundle = prepared.bundle
+        seed = prepared.spec.train.seed if args.seed is None else args.seed
         arrays = sample(prepared.vae, bundle, args.n, means=args.means, seed=seed)
         _save_npz(args.out, arrays)
         what = "means E[x|z]" if args.means else "draws x ~ p(x|z)"
@@ -249,11 +250,14 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def _writing_into(run_dir: str, *outputs: str | None, command: str) -> AbstractContextManager:
-    """The run's lock (:meth:`Run.locked`) when one of ``outputs``, files a command writes,
-    lies inside the run directory; nothing otherwise (reading a run needs no lock)."""
+    """The run's lock (:meth:`Run.locked`), to take before reading the run, when one of
+    ``outputs``, files a command writes, lies inside the run directory; nothing otherwise
+    (reading a run needs no lock: its files are replaced whole)."""
     root = Path(run_dir).resolve()
-    inside = any(root in Path(p).resolve().parents for p in outputs if p)
-    return Run(run_dir).locked(command) if inside else nullcontext()
+    if not any(root in Path(p).resolve().parents for p in outputs if p):
+        return nullcontext()
+    run_config(Path(run_dir))
+    return Run(run_dir).locked(command)
 
 
 def _save_npz(path: str, arrays: dict[str, Any]) -> None:

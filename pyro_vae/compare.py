@@ -30,7 +30,7 @@ from pyro_vae.console import chatty, quiet
 from pyro_vae.data import absolute_paths
 from pyro_vae.evaluate import evaluate
 from pyro_vae.registry import Component, SpecError, directory_argument
-from pyro_vae.rundir import LOCK, Run
+from pyro_vae.rundir import LOCK, Run, run_config
 from pyro_vae.spec import ESTIMATORS, Spec, dump_spec, load_spec, parse_yaml
 
 if TYPE_CHECKING:
@@ -249,13 +249,21 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 def score_checkpoint(args: argparse.Namespace, estimators: Mapping[str, Component],
                      out: Run) -> tuple[list[Row], Spec, str]:
-    """``--checkpoint RUN_DIR``: the rows, the run's spec and what was compared; ``out`` is
-    checked, the run loaded, then ``out`` locked (:func:`claim`) before anything is scored."""
+    """``--checkpoint RUN_DIR``: the rows, the run's spec and what was compared. ``out`` is
+    locked (:func:`claim`) before anything is scored: into the run itself, before its weights
+    are read (what is written comes from one state of the run); elsewhere, once the run has
+    loaded (a run that cannot be scored leaves no folder behind)."""
     from pyro_vae.train import load_run
 
+    run = Path(args.checkpoint)
+    into_run = out.root.resolve() == run.resolve()
     _check(out.root, args.overwrite, fresh=False)
-    prepared = load_run(Path(args.checkpoint))
-    claim(out, args.overwrite, fresh=False)
+    if into_run:
+        run_config(run)
+        claim(out, args.overwrite, fresh=False)
+    prepared = load_run(run)
+    if not into_run:
+        claim(out, args.overwrite, fresh=False)
     rows = compare_checkpoint(prepared, estimators, args.repeats)
     return rows, prepared.spec, f"Every estimator on the trained weights of `{args.checkpoint}`"
 

@@ -8,7 +8,7 @@ writes ``run_dir/report.html``: inline CSS, every image a base64 ``data:`` URI, 
 external resources, so the page opens from disk without a server and travels as one file. Every
 piece of text from the run is escaped with :func:`html.escape`. The page is written atomically
 under the run's lock (:class:`pyro_vae.rundir.Run`): a symbolic link named report.html is replaced,
-its target left alone.
+its target left alone. The lock is taken before the run is read, so the page shows one state of it.
 """
 
 from __future__ import annotations
@@ -88,6 +88,12 @@ def write_report(run_dir: Path | str) -> Path:
         raise SpecError("", f"{run_dir}: no such run directory")
     if not (run_dir / "config.yaml").is_file():
         raise SpecError("", f"{run_dir}: not a run directory (no config.yaml)")
+    run = Run(run_dir)
+    with run.locked("report"):  # the page shows one state of the run; atomic: a full disk
+        return run.write_text(run.report, _page(run_dir))  # leaves the previous one whole
+
+
+def _page(run_dir: Path) -> str:
     title = f"pyro-vae run {run_dir.resolve().name}"
     evaluations = [(f"Evaluation: {label}", _evaluation(path))
                    for label, path in _evaluation_files(run_dir)]
@@ -105,13 +111,10 @@ def write_report(run_dir: Path | str) -> Path:
     ]
     body = "\n".join(f"<section>\n<h2>{_esc(h)}</h2>\n{content}\n</section>"
                      for h, content in sections)
-    page = (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f"<title>{_esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
             f"<h1>{_esc(title)}</h1>\n<p class=\"note\">{_esc(str(run_dir))}</p>\n{body}\n"
             "</body>\n</html>\n")
-    run = Run(run_dir)
-    with run.locked("report"):  # atomic: a full disk leaves the previous report whole
-        return run.write_text(run.report, page)
 
 
 def _esc(text: str) -> str:

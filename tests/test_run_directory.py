@@ -23,6 +23,8 @@ import pytest
 import torch
 
 from holder import PHASES
+from pyro_vae import report as report_module
+from pyro_vae import train as train_module
 from pyro_vae.cli import main
 from pyro_vae.engine import RunCSVLogger
 from pyro_vae.rundir import LOCK, MARKER, Run, last_path
@@ -193,6 +195,34 @@ def test_each_phase_of_a_training_refuses_every_writer_and_a_killed_holder_is_ta
     done = pyro_vae("report", run)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert not (run / LOCK).exists() and (run / "report.html").is_file()
+
+
+def test_a_writer_takes_the_lock_before_it_reads_the_run(tmp_path, finished, capsys,
+                                                        monkeypatch):
+    """What a command writes into a run comes from one state of it: a training that ends
+    between an evaluate's reading of last.ckpt and its lock would otherwise get its final
+    scores replaced by those of a checkpoint from before its end."""
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    reads: list[bool] = []
+
+    def spy(module: object, name: str) -> None:
+        read = getattr(module, name)
+
+        def checked(*args: object, **kwargs: object) -> object:
+            lock = run / LOCK
+            reads.append(lock.is_file() and lock.read_text().split()[0] == str(os.getpid()))
+            return read(*args, **kwargs)
+        monkeypatch.setattr(module, name, checked)
+
+    spy(train_module, "load_run")
+    spy(report_module, "read_text")
+    for args in writers(run)[1:]:
+        reads.clear()
+        done = in_process(capsys, *args)
+        assert done.returncode == 0, done.stderr
+        assert reads and all(reads), args
+    assert not (run / LOCK).exists()
 
 
 def test_report_replaces_a_symlink_and_never_writes_its_target(tmp_path, finished):
