@@ -149,16 +149,23 @@ def estimated_seconds(vae: VAE, x: torch.Tensor, num_samples: int,
 def importance_log_px(vae: VAE, x: torch.Tensor, num_samples: int, memory_budget_mb: float,
                       progress: bool = False, plan: Plan | None = None) -> MarginalResult:
     """Per-point IS estimate through the VAE's fast path (plain torch, no tracing), split as
-    :func:`plan_chunks` says (or as ``plan`` says)."""
+    :func:`plan_chunks` says (or as ``plan`` says).
+
+    The estimates go into one preallocated (4, N) tensor, not a list of per-call results joined
+    at the end: small tensors kept alive between the calls' large temporaries (5000 × 784
+    floats) fragment glibc's heap, which then grew by ~3 MB per point after a traced training
+    (21 GB for a 10 000-image test set at K = 5000)."""
     plan = plan or plan_chunks(vae, x, num_samples, memory_budget_mb)
-    results = []
+    fields = ("log_px", "stderr", "ess", "elbo")
+    out = torch.empty((len(fields), len(x)), dtype=torch.float64, device=x.device)
     starts = range(0, len(x), plan.points)
     with pyro.validation_enabled(False):
         for i in tqdm(starts, desc=f"log p(x), K={num_samples}", unit="call", disable=not progress,
                       total=len(starts)):
             fn = vae.log_weights(x[i:i + plan.points])
-            results.append(estimate_from_log_weights(fn, num_samples, plan.particles))
-    return MarginalResult.cat(results)
+            part = estimate_from_log_weights(fn, num_samples, plan.particles)
+            out[:, i:i + plan.points] = torch.stack([getattr(part, f) for f in fields])
+    return MarginalResult(*out, num_samples=num_samples)
 
 
 @torch.no_grad()
