@@ -52,7 +52,7 @@ def config(options: Options) -> tuple[str, list[str], Sizes]:
     if options.toy:
         return "digits.yaml", ["latent_dim=4", "encoder.hidden=[16]", "decoder.hidden=[16]"], \
             Sizes(4, 3, 2)
-    return "fashion-mnist.yaml", [], Sizes(POINTS_PER_CALL, 11, 4)
+    return "fashion-mnist.yaml", [], Sizes(POINTS_PER_CALL, 11, 12)
 
 
 @torch.no_grad()
