@@ -465,14 +465,17 @@ def fit(prepared: Prepared, out: Path | Run, overwrite: bool = False,
     out = run.root
     check_devices(spec.train)
     record = spec_record(spec, prepared.data_sha256)
-    first_step = (resume_point(out, prepared.vae, spec, lambda: prepared.data_sha256)
-                  if resume else None)
+
+    def start() -> int | None:
+        return (resume_point(out, prepared.vae, spec, lambda: prepared.data_sha256)
+                if resume else None)
+
     rank0 = rank_zero_only.rank == 0  # Lightning's DDP re-runs this command in each extra process
     if not rank0:
-        return _fit(prepared, run, record, first_step, rank0, callbacks)
+        return _fit(prepared, run, record, start(), rank0, callbacks)
     try:
-        run.claim(overwrite, resume)
-        return _fit(prepared, run, record, first_step, rank0, callbacks)
+        run.claim(overwrite, resume)  # before the checkpoint is read: no live writer moves it
+        return _fit(prepared, run, record, start(), rank0, callbacks)
     finally:
         if owned:
             run.unlock()
