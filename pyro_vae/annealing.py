@@ -16,7 +16,6 @@ Each writes a JSON summary with the per-point values under ``points``
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ import torch
 from torch import Tensor
 
 from inference.ais import AISResult, ais_log_marginal_likelihood, bdmc
-from pyro_vae.atomic import write_text_atomic
+from pyro_vae.atomic import write_json_atomic
 from pyro_vae.evaluate import importance_log_px
 from pyro_vae.figures import plot_ais, plot_bdmc
 from pyro_vae.registry import SpecError
@@ -121,7 +120,7 @@ def write(run: Path, summary: dict[str, Any]) -> Path:
     """The summary's JSON file and figure in the run directory; returns the JSON's path."""
     split, method, points = summary["split"], summary["method"], summary["points"]
     path = eval_path(run, split, method)
-    write_text_atomic(path, json.dumps(summary, indent=2) + "\n")
+    write_json_atomic(path, summary)
     folder = figures_path(run, split)
     if method == "ais":
         plot_ais(points["is_log_px"], points["log_px"], folder / "ais.png",

@@ -5,11 +5,13 @@ the target (a rename within one file system is atomic), fsync the directory.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 TEMPORARY = ".*.tmp"  # glob of what an interrupted write leaves: see remove_partial_files
 
@@ -47,6 +49,23 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
 
 def write_text_atomic(path: Path, text: str) -> None:
     write_atomic(path, lambda f: f.write(text.encode()))
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    """``value`` as strict JSON (indented): a NaN or ±inf float, which Python would write as a
+    bare ``NaN`` that other JSON readers refuse, becomes ``null`` (the standard error of one
+    point, the log p̂ of a point whose weights all vanished)."""
+    write_text_atomic(path, json.dumps(_finite(value), indent=2, allow_nan=False) + "\n")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def remove_partial_files(directory: Path) -> None:

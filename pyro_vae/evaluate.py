@@ -16,7 +16,6 @@ The fast path scores several points per call when K is small: a call holds at mo
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from tqdm.auto import tqdm
 
 from inference.marginal import (MarginalResult, chunk_size_for_budget, estimate_from_log_weights,
                                 measure_bytes_per_particle)
-from pyro_vae.atomic import write_text_atomic
+from pyro_vae.atomic import write_json_atomic
 from pyro_vae.registry import SpecError
 from pyro_vae.vae import VAE
 
@@ -63,7 +62,7 @@ class Evaluation:
 
     def to_json(self, path: Path) -> None:
         summary = {k: v for k, v in asdict(self).items() if k != "points"}
-        write_text_atomic(path, json.dumps(summary, indent=2) + "\n")
+        write_json_atomic(path, summary)
 
     def lines(self) -> list[str]:
         out = [

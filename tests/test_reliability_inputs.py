@@ -11,6 +11,8 @@ and what must never show a traceback (a bug: one line and a log file).
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
 import select
 import shutil
@@ -220,6 +222,14 @@ def test_a_split_of_one_point_trains_and_evaluates(work: Path):
     assert {"latent_map.png", "reconstructions.png", "traversals.png"} <= figures, figures
     again = console(["evaluate", "out"], work)
     assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
+    # strict JSON: the undefined standard error over one point is null, not a bare NaN
+
+    def refuse(constant: str) -> None:
+        raise ValueError(constant)
+
+    summary = json.loads((work / "out" / "eval-test.json").read_text(), parse_constant=refuse)
+    assert summary["num_points"] == 1 and summary["log_px_sem"] is None
+    assert math.isfinite(summary["log_px"])
 
 
 # ---- what must announce itself: an absurd K -----------------------------------------------------
