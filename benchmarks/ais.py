@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmarks.common import (Options, Section, describe, interleaved, prepared, ratios,
-                               spec_from, table)
+from benchmarks.common import (Options, Section, describe, interleaved, ratios, scoring_setup,
+                               table)
 from inference.ais import ADAPT_RATE, ais_log_marginal_likelihood, beta_schedule
 from pyro_vae.annealing import POINTS_PER_CALL, Annealing, evaluate_ais, evaluate_bdmc
 from pyro_vae.vae import VAE
@@ -111,12 +111,8 @@ def floor_ais(encoder: nn.Module, decoder: nn.Module, x: Tensor, num_steps: int,
 
 def run(options: Options, command: str) -> Section:
     name, overrides, size = config(options)
-    prep = prepared(spec_from(name, overrides))
+    prep, vae, test, budget = scoring_setup(options, name, overrides)
     device = options.device
-    torch.manual_seed(0)
-    vae = prep.vae.to(device).eval()
-    test = prep.bundle.split("test").to(device)
-    budget = prep.spec.evaluate.memory_budget_mb
     estimates: dict[str, list[Tensor]] = {"ours": [], "floor": []}
 
     def block(route: str, fn: Callable[[Tensor], Tensor]) -> Callable[[int], None]:

@@ -188,6 +188,17 @@ def spec_from(config: str | dict[str, Any], overrides: Sequence[str] = ()) -> Sp
     return load_spec(source, overrides)
 
 
+def scoring_setup(options: Options, config: str, overrides: Sequence[str]
+                  ) -> tuple[Prepared, Any, Any, float]:
+    """(prepared run, its VAE on the device in eval mode, the test split on the device, the
+    spec's memory budget in MiB) for a benchmark that scores test images; the seed set to 0."""
+    prep = prepared(spec_from(config, overrides))
+    torch.manual_seed(0)
+    vae = prep.vae.to(options.device).eval()
+    test = prep.bundle.split("test").to(options.device)
+    return prep, vae, test, prep.spec.evaluate.memory_budget_mb
+
+
 def prepared(spec: Spec) -> Prepared:
     """Data loaded, VAE built and checked, as ``pyro-vae train`` does. A data set that cannot be
     loaded (not installed, unreadable) raises Skip; any other spec error is a bug: it propagates."""

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from benchmarks.common import (Options, Section, clock, describe, interleaved, prepared, ratios,
-                               spec_from, table)
+from benchmarks.common import (Options, Section, clock, describe, interleaved, ratios,
+                               scoring_setup, table)
 from benchmarks.floors import floor_log_px
 from pyro_vae.evaluate import FAST_CHUNK_BYTES, Plan, importance_log_px, plan_chunks
 from pyro_vae.vae import VAE
@@ -58,12 +58,8 @@ def routes(vae: VAE, k: int, plan: Plan) -> dict[str, Callable[[torch.Tensor], t
 
 def run(options: Options, command: str) -> Section:
     name, overrides, size = config(options)
-    prep = prepared(spec_from(name, overrides))
+    prep, vae, test, budget = scoring_setup(options, name, overrides)
     device = options.device
-    torch.manual_seed(0)
-    vae = prep.vae.to(device).eval()
-    test = prep.bundle.split("test").to(device)
-    budget = prep.spec.evaluate.memory_budget_mb
     section = Section("is-small", "Importance-sampled log p(x) at small K, and the chunk size",
                       command)
     rows, data = [], {}
