@@ -16,15 +16,20 @@ is the measured time per step × T (the per-call set-up, a few evaluations, is n
 
 Quality (``python -m benchmarks.ais --quality RUN_DIR``): on the first 500 test images of a
 trained run, IS at K = 5000 against AIS with 16 chains at 1 000 and 10 000 steps (the mean gap
-AIS − IS with its standard error over images), and BDMC on 50 simulated images.
+AIS − IS with its standard error over images), and BDMC on 50 simulated images. About 5 hours
+on 2 threads, so it saves its work in pieces (``--state``) and a rerun continues after the last.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,12 +38,15 @@ from torch import Tensor, nn
 from benchmarks.common import (Options, Section, describe, interleaved, ratios, scoring_setup,
                                table)
 from inference.ais import ADAPT_RATE, ais_log_marginal_likelihood, beta_schedule
-from pyro_vae.annealing import POINTS_PER_CALL, Annealing, evaluate_ais, evaluate_bdmc
+from pyro_vae.annealing import (POINTS_PER_CALL, Annealing, evaluate_ais, evaluate_bdmc,
+                                merge_ais)
+from pyro_vae.atomic import write_json_atomic
 from pyro_vae.vae import VAE
 
 FLOOR_TARGET = 1.2
 CHAINS, PILOT, LEAPFROG, STEP_SIZE, TARGET_ACCEPT = 16, 4, 10, 0.05, 0.65
 FULL_STEPS = (1000, 10000)
+PIECE = 25  # test images per saved piece of the quality run
 
 
 @dataclass(frozen=True)
@@ -159,25 +167,43 @@ def run(options: Options, command: str) -> Section:
 
 
 def quality(options: Options, command: str, run_dir: Path, test_points: int,
-            bdmc_points: int, steps: tuple[int, ...] = FULL_STEPS) -> Section:
-    """IS (K = 5000) against AIS at each of ``steps`` (1 000 and 10 000); BDMC at the first."""
-    from pyro_vae.train import load_run
+            bdmc_points: int, steps: tuple[int, ...] = FULL_STEPS,
+            state: Path | None = None) -> Section:
+    """IS (K = 5000) against AIS at each of ``steps`` (1 000 and 10 000); BDMC at the first.
+
+    Hours on a CPU, so the work is cut into pieces of :data:`PIECE` test images (and one BDMC
+    run), each scored with its own seed and saved in ``state/<checkpoint digest>/``: an
+    interrupted run continues after its last finished piece, with the figures an uninterrupted
+    one gives. The AIS summaries are merged from the pieces (:func:`merge_ais`)."""
+    from pyro_vae.rundir import read_checkpoint
+    from pyro_vae.train import evaluated_checkpoint, load_run
 
     prep = load_run(run_dir)
+    checkpoint = evaluated_checkpoint(run_dir, prep.spec)
     steps = (3, 5) if options.toy else steps
     k = 16 if options.toy else 5000
     vae: VAE = prep.vae.to(options.device)
     x = prep.bundle.split("test")[:test_points].to(options.device)
     budget = prep.spec.evaluate.memory_budget_mb
-    torch.manual_seed(0)
-    ais = {s: evaluate_ais(vae, x, "test", Annealing(CHAINS, s, LEAPFROG), k, budget)
-           for s in steps}
-    sandwich = evaluate_bdmc(vae, x[:bdmc_points], Annealing(CHAINS, steps[0], LEAPFROG), budget)
+    folder = (state or options.results / "ais-quality") / hashlib.sha256(
+        checkpoint.read_bytes()).hexdigest()[:16]
+    pieces = _Pieces(folder, total=len(x) * sum(steps) + bdmc_points * 2 * steps[0])
+    ais = {s: merge_ais([
+        pieces.score(f"ais-c{CHAINS}-l{LEAPFROG}-t{s}-k{k}-{start}+{len(part)}", len(part) * s,
+                     lambda part=part, s=s: evaluate_ais(
+                         vae, part, "test", Annealing(CHAINS, s, LEAPFROG), k, budget))
+        for start, part in zip(range(0, len(x), PIECE), x.split(PIECE))]) for s in steps}
+    b = pieces.score(f"bdmc-c{CHAINS}-l{LEAPFROG}-t{steps[0]}-{bdmc_points}",
+                     bdmc_points * 2 * steps[0], lambda: evaluate_bdmc(
+                         vae, x[:bdmc_points], Annealing(CHAINS, steps[0], LEAPFROG), budget))
     rows = [[f"AIS, {CHAINS} chains × {s} steps", f"{r['log_px']:.3f} ± {r['log_px_sem']:.3f}",
              f"{r['is_log_px']:.3f}", f"{r['gap']:.3f} ± {r['gap_sem']:.3f}",
              f"{r['acceptance']:.2f}", f"{r['ais_seconds_per_point']:.1f}"]
             for s, r in ais.items()]
-    b = sandwich
+    saved = read_checkpoint(checkpoint)
+    done = run_dir / "done.json"
+    trained = (json.loads(done.read_text())["epochs"] if done.is_file()
+               else prep.spec.train.max_epochs)
     section = Section("ais-quality", "Annealed importance sampling: how loose is IS?", command)
     section.data = {"ais": {s: {k: v for k, v in r.items() if k != "points"}
                             for s, r in ais.items()},
@@ -185,8 +211,9 @@ def quality(options: Options, command: str, run_dir: Path, test_points: int,
     section.body = "\n\n".join([
         f"Run `{run_dir}`: {prep.spec.data.name}, {prep.spec.encoder.name} "
         f"{list(prep.spec.encoder.params.get('hidden', []))}, latent {prep.spec.latent_dim}, "
-        f"trained for {prep.spec.train.max_epochs} epochs; the first {len(x)} test images, IS at "
-        f"K = {k} on the same images; {options.threads} threads.",
+        f"trained for {trained} epochs, scored at `{checkpoint.name}` (epoch "
+        f"{saved['epoch'] + 1}); the first {len(x)} test images, IS at K = {k} on the same "
+        f"images; pieces of {PIECE} images, {options.threads} threads.",
         table(["method", "log p(x)", f"IS, K = {k}", "AIS − IS (nats)", "acceptance",
                "s per image"], rows),
         f"BDMC ({CHAINS} chains × {steps[0]} steps) on {b['num_points']} images simulated from "
@@ -196,7 +223,43 @@ def quality(options: Options, command: str, run_dir: Path, test_points: int,
     return section
 
 
+class _Pieces:
+    """Scored pieces saved as JSON files in ``folder``; each is computed once, seeded by its
+    name, and the log gets one line per piece with the estimated time left (``total`` and each
+    piece's ``work``: image × annealing steps)."""
+
+    def __init__(self, folder: Path, total: int) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder, self.left = folder, total
+        self.work = self.seconds = 0.0
+
+    def score(self, name: str, work: int, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        path = self.folder / f"{name}.json"
+        self.left -= work
+        if path.is_file():
+            return _nan_for_null(json.loads(path.read_text()))
+        torch.manual_seed(int(hashlib.sha256(name.encode()).hexdigest()[:8], 16))
+        start = time.perf_counter()
+        result = compute()
+        write_json_atomic(path, result)
+        self.work += work
+        self.seconds += time.perf_counter() - start
+        left_h = self.left * self.seconds / self.work / 3600
+        print(f"{name}: {time.perf_counter() - start:.0f} s; about {left_h:.1f} h left", flush=True)
+        return result
+
+
+def _nan_for_null(value: Any) -> Any:
+    """JSON's null (how :func:`write_json_atomic` writes NaN) back to NaN."""
+    if isinstance(value, dict):
+        return {k: _nan_for_null(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [math.nan if v is None else _nan_for_null(v) for v in value]
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
+    from benchmarks import published
     from benchmarks.cli import finish, options_from, parser
 
     p = parser("AIS: speed against a plain-PyTorch floor; --quality RUN_DIR: IS vs AIS vs BDMC.")
@@ -206,6 +269,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--bdmc-points", type=int, default=50, help="simulated images (default 50)")
     p.add_argument("--steps", type=int, nargs="+", default=list(FULL_STEPS),
                    help="AIS steps to compare (default 1000 10000; BDMC runs the first)")
+    p.add_argument("--state", type=Path,
+                   help="where the quality run keeps its finished pieces (default "
+                        f"{published.default_state().parent / 'ais-quality'}; with --toy, "
+                        "beside the results)")
     args = p.parse_args(argv)
     options = options_from(args)
     if args.quality is None:
@@ -214,7 +281,8 @@ def main(argv: list[str] | None = None) -> None:
     if not (args.quality / "config.yaml").is_file():
         raise SystemExit(f"--quality {args.quality}: not a run directory (no config.yaml)")
     finish(args, options, {"ais-quality": lambda o, c: quality(
-        o, c, args.quality, args.test_points, args.bdmc_points, tuple(args.steps))})
+        o, c, args.quality, args.test_points, args.bdmc_points, tuple(args.steps),
+        args.state or (None if o.toy else published.default_state().parent / "ais-quality"))})
 
 
 if __name__ == "__main__":

@@ -74,19 +74,45 @@ def evaluate_ais(vae: VAE, x: Tensor, split: str, options: Annealing, num_sample
     ais = AISResult.cat([_anneal(vae, part, options, memory_budget_mb, progress)
                          for part in x.split(POINTS_PER_CALL)])
     ais_time = time.perf_counter() - start - is_time
-    gap = (ais.log_px - is_result.log_px).double().cpu()
-    is_ = is_result.log_px.double().cpu() + log_jacobian
-    log_px = ais.log_px.double().cpu() + log_jacobian
+    head = {"split": split, "method": "ais", **options.describe(), "log_jacobian": log_jacobian,
+            "is_num_samples": num_samples}
+    points = {"log_px": _list(ais.log_px.double().cpu() + log_jacobian),
+              "stderr": _list(ais.stderr),
+              "is_log_px": _list(is_result.log_px.double().cpu() + log_jacobian),
+              "acceptance": _list(ais.acceptance), "step_size": _list(ais.step_size)}
+    return _ais_summary(head, points, ais_time, is_time)
+
+
+def merge_ais(pieces: list[dict[str, Any]]) -> dict[str, Any]:
+    """One summary of :func:`evaluate_ais` from summaries of the same settings on disjoint
+    points (in order): per-point values concatenated, means and standard errors recomputed."""
+    first = pieces[0]
+    head = {k: v for k, v in first.items() if k in _AIS_HEAD}
+    if any({k: v for k, v in p.items() if k in _AIS_HEAD} != head for p in pieces):
+        raise ValueError("merge_ais: the pieces were scored with different settings")
+    points = {k: [v for p in pieces for v in p["points"][k]] for k in first["points"]}
+    seconds = {k: sum(p[k] * p["num_points"] for p in pieces)
+               for k in ("ais_seconds_per_point", "is_seconds_per_point")}
+    return _ais_summary(head, points, *seconds.values())
+
+
+_AIS_HEAD = ("split", "method", "num_chains", "num_steps", "leapfrog_steps", "schedule", "init",
+             "log_jacobian", "is_num_samples")
+
+
+def _ais_summary(head: dict[str, Any], points: dict[str, list[float]], ais_seconds: float,
+                 is_seconds: float) -> dict[str, Any]:
+    """The summary of per-point AIS and IS values: means over points, their standard errors
+    s/√n, and the gap AIS − IS."""
+    v = {k: torch.tensor(values, dtype=torch.float64) for k, values in points.items()}
+    gap, n = v["log_px"] - v["is_log_px"], len(v["log_px"])
     return {
-        "split": split, "method": "ais", "num_points": len(x), **options.describe(),
-        "log_jacobian": log_jacobian, "log_px": _mean(log_px), "log_px_sem": _sem(log_px),
-        "log_px_stderr": _mean(ais.stderr), "is_log_px": _mean(is_),
-        "is_num_samples": num_samples, "gap": _mean(gap), "gap_sem": _sem(gap),
-        "acceptance": _mean(ais.acceptance), "step_size": float(ais.step_size.median()),
-        "ais_seconds_per_point": ais_time / len(x), "is_seconds_per_point": is_time / len(x),
-        "points": {"log_px": _list(log_px), "stderr": _list(ais.stderr),
-                   "is_log_px": _list(is_), "acceptance": _list(ais.acceptance),
-                   "step_size": _list(ais.step_size)},
+        **head, "num_points": n, "log_px": _mean(v["log_px"]), "log_px_sem": _sem(v["log_px"]),
+        "log_px_stderr": _mean(v["stderr"]), "is_log_px": _mean(v["is_log_px"]),
+        "gap": _mean(gap), "gap_sem": _sem(gap), "acceptance": _mean(v["acceptance"]),
+        "step_size": float(v["step_size"].median()),
+        "ais_seconds_per_point": ais_seconds / n, "is_seconds_per_point": is_seconds / n,
+        "points": points,
     }
 
 

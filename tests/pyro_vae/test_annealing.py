@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
+from pyro_vae.annealing import Annealing, evaluate_ais, merge_ais
 from pyro_vae.cli import main
 from pyro_vae.rundir import eval_path, figures_path
 
@@ -38,6 +40,32 @@ def test_ais_writes_its_summary_with_is_on_the_same_points(run: Path, capsys) ->
     assert summary["log_px"] == pytest.approx(sum(points["log_px"]) / 5)
     assert (figures_path(run, "test") / "ais.png").is_file()
     assert eval_path(run, "test").read_text() == is_file  # the IS file is the IS command's
+
+
+def test_merged_pieces_give_the_summary_of_all_their_points(run: Path) -> None:
+    """``merge_ais`` (how a long AIS run is put together from saved pieces): means, standard
+    errors and the gap recomputed over the concatenated points; other settings are refused."""
+    from pyro_vae.train import load_run
+
+    prep = load_run(run)
+    x = prep.bundle.split("test")[:7]
+    options = Annealing(3, 4, 2)
+    pieces = [evaluate_ais(prep.vae, part, "test", options, 20, 64.0) for part in x.split(4)]
+    merged = merge_ais(pieces)
+    log_px = torch.tensor(pieces[0]["points"]["log_px"] + pieces[1]["points"]["log_px"],
+                          dtype=torch.float64)
+    gap = log_px - torch.tensor(pieces[0]["points"]["is_log_px"]
+                                + pieces[1]["points"]["is_log_px"], dtype=torch.float64)
+    assert merged["num_points"] == 7 and len(merged["points"]["step_size"]) == 7
+    assert merged["log_px"] == pytest.approx(float(log_px.mean()), rel=1e-12)
+    assert merged["log_px_sem"] == pytest.approx(float(log_px.std() / 7 ** 0.5), rel=1e-12)
+    assert merged["gap_sem"] == pytest.approx(float(gap.std() / 7 ** 0.5), rel=1e-12)
+    assert merged["log_px"] == pytest.approx(
+        (4 * pieces[0]["log_px"] + 3 * pieces[1]["log_px"]) / 7, rel=1e-12)
+    assert merge_ais([pieces[0]])["points"] == pieces[0]["points"]
+    other = evaluate_ais(prep.vae, x[:2], "test", Annealing(3, 5, 2), 20, 64.0)
+    with pytest.raises(ValueError, match="different settings"):
+        merge_ais([pieces[0], other])
 
 
 def test_bdmc_writes_the_sandwich_and_the_report_shows_both(run: Path, capsys) -> None:
