@@ -168,13 +168,15 @@ def run(options: Options, command: str) -> Section:
 
 def quality(options: Options, command: str, run_dir: Path, test_points: int,
             bdmc_points: int, steps: tuple[int, ...] = FULL_STEPS,
-            state: Path | None = None) -> Section:
+            state: Path | None = None, score: bool = True) -> Section:
     """IS (K = 5000) against AIS at each of ``steps`` (1 000 and 10 000); BDMC at the first.
 
     Hours on a CPU, so the work is cut into pieces of :data:`PIECE` test images (and one BDMC
     run), each scored with its own seed and saved in ``state/<checkpoint digest>/``: an
     interrupted run continues after its last finished piece, with the figures an uninterrupted
-    one gives. The AIS summaries are merged from the pieces (:func:`merge_ais`)."""
+    one gives. The cheap parts come first (AIS at ``steps[0]``, BDMC, then the longer runs).
+    The AIS summaries are merged from the pieces (:func:`merge_ais`); with ``score`` off nothing
+    is computed and the section shows the pieces finished so far (the first n images)."""
     from pyro_vae.rundir import read_checkpoint
     from pyro_vae.train import evaluated_checkpoint, load_run
 
@@ -187,57 +189,74 @@ def quality(options: Options, command: str, run_dir: Path, test_points: int,
     budget = prep.spec.evaluate.memory_budget_mb
     folder = (state or options.results / "ais-quality") / hashlib.sha256(
         checkpoint.read_bytes()).hexdigest()[:16]
-    pieces = _Pieces(folder, total=len(x) * sum(steps) + bdmc_points * 2 * steps[0])
-    ais = {s: merge_ais([
-        pieces.score(f"ais-c{CHAINS}-l{LEAPFROG}-t{s}-k{k}-{start}+{len(part)}", len(part) * s,
-                     lambda part=part, s=s: evaluate_ais(
-                         vae, part, "test", Annealing(CHAINS, s, LEAPFROG), k, budget))
-        for start, part in zip(range(0, len(x), PIECE), x.split(PIECE))]) for s in steps}
+    pieces = _Pieces(folder, len(x) * sum(steps) + bdmc_points * 2 * steps[0], score)
+
+    def ais(s: int) -> dict[str, Any] | None:
+        done = [r for start, part in zip(range(0, len(x), PIECE), x.split(PIECE))
+                if (r := pieces.score(
+                    f"ais-c{CHAINS}-l{LEAPFROG}-t{s}-k{k}-{start}+{len(part)}", len(part) * s,
+                    lambda part=part: evaluate_ais(
+                        vae, part, "test", Annealing(CHAINS, s, LEAPFROG), k, budget)))]
+        return merge_ais(done) if done else None
+
+    first = ais(steps[0])
     b = pieces.score(f"bdmc-c{CHAINS}-l{LEAPFROG}-t{steps[0]}-{bdmc_points}",
                      bdmc_points * 2 * steps[0], lambda: evaluate_bdmc(
                          vae, x[:bdmc_points], Annealing(CHAINS, steps[0], LEAPFROG), budget))
-    rows = [[f"AIS, {CHAINS} chains × {s} steps", f"{r['log_px']:.3f} ± {r['log_px_sem']:.3f}",
-             f"{r['is_log_px']:.3f}", f"{r['gap']:.3f} ± {r['gap_sem']:.3f}",
-             f"{r['acceptance']:.2f}", f"{r['ais_seconds_per_point']:.1f}"]
-            for s, r in ais.items()]
+    scored = {s: r for s, r in zip(steps, [first, *map(ais, steps[1:])]) if r}
+    rows = [[f"AIS, {CHAINS} chains × {s} steps", f"{r['num_points']}"
+             + ("" if r["num_points"] == len(x) else " (so far)"),
+             f"{r['log_px']:.3f} ± {r['log_px_sem']:.3f}", f"{r['is_log_px']:.3f}",
+             f"{r['gap']:.3f} ± {r['gap_sem']:.3f}", f"{r['acceptance']:.2f}",
+             f"{r['ais_seconds_per_point']:.1f}"] for s, r in scored.items()]
     saved = read_checkpoint(checkpoint)
     done = run_dir / "done.json"
     trained = (json.loads(done.read_text())["epochs"] if done.is_file()
                else prep.spec.train.max_epochs)
     section = Section("ais-quality", "Annealed importance sampling: how loose is IS?", command)
     section.data = {"ais": {s: {k: v for k, v in r.items() if k != "points"}
-                            for s, r in ais.items()},
-                    "bdmc": {k: v for k, v in b.items() if k != "points"}}
+                            for s, r in scored.items()},
+                    "bdmc": b and {k: v for k, v in b.items() if k != "points"}}
+    unfinished = [s for s in steps if scored.get(s, {}).get("num_points") != len(x)]
     section.body = "\n\n".join([
         f"Run `{run_dir}`: {prep.spec.data.name}, {prep.spec.encoder.name} "
         f"{list(prep.spec.encoder.params.get('hidden', []))}, latent {prep.spec.latent_dim}, "
         f"trained for {trained} epochs, scored at `{checkpoint.name}` (epoch "
         f"{saved['epoch'] + 1}); the first {len(x)} test images, IS at K = {k} on the same "
         f"images; pieces of {PIECE} images, {options.threads} threads.",
-        table(["method", "log p(x)", f"IS, K = {k}", "AIS − IS (nats)", "acceptance",
-               "s per image"], rows),
-        f"BDMC ({CHAINS} chains × {steps[0]} steps) on {b['num_points']} images simulated from "
-        f"the model: lower {b['lower']:.3f}, upper {b['upper']:.3f}, gap **{b['gap']:.3f} ± "
-        f"{b['gap_sem']:.3f} nats** ({b['seconds_per_point']:.1f} s per image).",
+        table(["method", "images", "log p(x)", f"IS, K = {k}, same images", "AIS − IS (nats)",
+               "acceptance", "s per image"], rows),
+        (f"BDMC ({CHAINS} chains × {steps[0]} steps) on {b['num_points']} images simulated "
+         f"from the model: lower {b['lower']:.3f}, upper {b['upper']:.3f}, gap **{b['gap']:.3f} "
+         f"± {b['gap_sem']:.3f} nats** ({b['seconds_per_point']:.1f} s per image)." if b else
+         f"BDMC ({CHAINS} chains × {steps[0]} steps, {bdmc_points} simulated images): pending."),
+        *([f"**In progress:** AIS at {', '.join(map(str, unfinished))} steps has not scored all "
+           f"{len(x)} images yet; the figures above are over the images finished so far. "
+           f"`{command.replace(' --report', '')}` continues (it resumes after the last saved "
+           "piece)."] if unfinished or not b else []),
     ])
     return section
 
 
 class _Pieces:
-    """Scored pieces saved as JSON files in ``folder``; each is computed once, seeded by its
-    name, and the log gets one line per piece with the estimated time left (``total`` and each
-    piece's ``work``: image × annealing steps)."""
+    """Scored pieces saved as JSON files in ``folder``; each is computed once (when ``compute``
+    is on; else a missing piece is None), seeded by its name, and the log gets one line per
+    piece with the estimated time left (``total`` and each piece's ``work``: images × annealing
+    steps)."""
 
-    def __init__(self, folder: Path, total: int) -> None:
+    def __init__(self, folder: Path, total: int, compute: bool = True) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        self.folder, self.left = folder, total
+        self.folder, self.left, self.compute = folder, total, compute
         self.work = self.seconds = 0.0
 
-    def score(self, name: str, work: int, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def score(self, name: str, work: int,
+              compute: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
         path = self.folder / f"{name}.json"
         self.left -= work
         if path.is_file():
             return _nan_for_null(json.loads(path.read_text()))
+        if not self.compute:
+            return None
         torch.manual_seed(int(hashlib.sha256(name.encode()).hexdigest()[:8], 16))
         start = time.perf_counter()
         result = compute()
@@ -273,16 +292,22 @@ def main(argv: list[str] | None = None) -> None:
                    help="where the quality run keeps its finished pieces (default "
                         f"{published.default_state().parent / 'ais-quality'}; with --toy, "
                         "beside the results)")
+    p.add_argument("--report", action="store_true",
+                   help="with --quality: score nothing, write the section from the pieces "
+                        "finished so far")
     args = p.parse_args(argv)
     options = options_from(args)
     if args.quality is None:
+        if args.report:
+            raise SystemExit("--report: only with --quality RUN_DIR")
         finish(args, options, {"ais": run})
         return
     if not (args.quality / "config.yaml").is_file():
         raise SystemExit(f"--quality {args.quality}: not a run directory (no config.yaml)")
     finish(args, options, {"ais-quality": lambda o, c: quality(
         o, c, args.quality, args.test_points, args.bdmc_points, tuple(args.steps),
-        args.state or (None if o.toy else published.default_state().parent / "ais-quality"))})
+        args.state or (None if o.toy else published.default_state().parent / "ais-quality"),
+        not args.report)})
 
 
 if __name__ == "__main__":

@@ -26,24 +26,33 @@ def test_ais_benchmark_runs_at_toy_size_with_and_without_a_trained_run(tmp_path:
     _run("benchmarks.ais", *common)
     quality = [*common, "--quality", str(run), "--test-points", "30", "--bdmc-points", "2",
                "--state", str(tmp_path / "state")]
+    _run("benchmarks.ais", *quality, "--report")  # nothing scored yet: all pending
+    assert "BDMC (16 chains × 3 steps, 2 simulated images): pending" in out.read_text()
+    assert not list((tmp_path / "state").glob("*/*.json"))
     _run("benchmarks.ais", *quality)
     speed = json.loads((results / "ais.json").read_text())
     assert speed["data"]["ratio"]["median"] > 0 and speed["targets"][0]["name"].startswith("AIS")
     scored = json.loads((results / "ais-quality.json").read_text())["data"]
     assert len(scored["ais"]) == 2 and scored["bdmc"]["num_points"] == 2
     assert all(r["num_points"] == 30 for r in scored["ais"].values())
-    # Saved pieces of 25 + 5 images per step count, and the BDMC run: an interrupted run (one
-    # piece lost) recomputes that piece alone, to the same figures.
+    report = out.read_text()
+    assert "## 5. Annealed importance sampling: speed" in report
+    assert "## 5. Annealed importance sampling: how loose is IS?" in report
+    assert "In progress" not in report
+    # Saved pieces of 25 + 5 images per step count, and the BDMC run. With one piece lost (an
+    # interrupted run), --report shows the images finished so far and scores nothing; the run
+    # then recomputes that piece alone, to the same figures.
     pieces = sorted((tmp_path / "state").glob("*/*.json"))
-    assert len(pieces) == 5
+    assert len(pieces) == 5 and pieces[0].name.startswith("ais-c16-l10-t3-k16-0+25")
     kept = {p: p.stat().st_mtime_ns for p in pieces[1:]}
     pieces[0].unlink()
+    _run("benchmarks.ais", *quality, "--report")
+    partial = json.loads((results / "ais-quality.json").read_text())["data"]
+    assert partial["ais"]["3"]["num_points"] == 5 and partial["ais"]["5"]["num_points"] == 30
+    assert not pieces[0].exists() and "In progress" in out.read_text()
     _run("benchmarks.ais", *quality)
     again = json.loads((results / "ais-quality.json").read_text())["data"]
     assert pieces[0].is_file() and all(p.stat().st_mtime_ns == t for p, t in kept.items())
     for steps, r in scored["ais"].items():
         for key in ("log_px", "log_px_sem", "is_log_px", "gap", "gap_sem", "acceptance"):
             assert again["ais"][steps][key] == r[key], (steps, key)
-    report = out.read_text()
-    assert "## 5. Annealed importance sampling: speed" in report
-    assert "## 5. Annealed importance sampling: how loose is IS?" in report
