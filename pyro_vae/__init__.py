@@ -20,7 +20,8 @@ def load_run(path: str | os.PathLike[str]) -> tuple[VAE, Spec]:
     eval mode): ``checkpoints/best.ckpt`` (the best validation ELBO) when the run stops early on
     it, else the last checkpoint; and the run's spec (its ``config.yaml``). Rebuilding it loads
     the run's data set (its shape, and the range a VampPrior clips to); a component named
-    ``module:Class`` in the spec must be importable. SpecError when ``path`` is not a run directory or has no checkpoint."""
+    ``module:Class`` in the spec must be importable. SpecError when ``path`` is not a run
+    directory or has no checkpoint."""
     from pyro_vae.train import load_run as load_prepared  # Lightning: imported on use only
 
     prepared = load_prepared(Path(path))
