@@ -283,10 +283,17 @@ class DReG(_PointwiseELBO):
         ∇_θ L_k ≈ Σ_j w̃_j ∇_θ log p_θ(x, z_j)         (the usual IWAE model gradient)
 
     with w̃_j = w_j / Σ_i w_i. Unbiased for ∇ L_k, and its guide SNR does not decay with k as
-    IWAE's does (Rainforth et al. 2018). Implemented with the surrogate Σ_j sg(w̃_j) log w_j and a
-    gradient hook that multiplies the gradient reaching each guide value z_j by one more w̃_j;
-    a hook at each site's value is right for mean-field guides (sites not computed from one
-    another), which is what this estimator supports.
+    IWAE's does (Rainforth et al. 2018). With a KL weight β on a site s (``poutine.scale``: a
+    β-VAE, KL warm-up), log w_j = log p(x | z_j) + Σ_s β_s [log p(z_sj) − log q(z_sj | x)], and
+    the same identity, E_q[f ∇_φ log q] = E_ε[∂f/∂z · ∂z/∂φ] with f = w̃_j, turns the score term
+    −β_s Σ_j w̃_j ∇_φ log q(z_sj) into −β_s Σ_j w̃_j (1 − w̃_j) ∂log w_j/∂z_sj · ∂z_sj/∂φ:
+
+        ∇_φ L_k ≈ Σ_j Σ_s w̃_j (1 − β_s + β_s w̃_j) ∂log w_j/∂z_sj · ∂z_sj/∂φ,
+
+    w̃_j² at β = 1. Implemented with the surrogate Σ_j sg(w̃_j) log w_j and a gradient hook that
+    multiplies the gradient reaching each guide value z_sj by 1 − β_s + β_s w̃_j; a hook at each
+    site's value is right for mean-field guides (sites not computed from one another), which is
+    what this estimator supports.
     """
 
     stop_guide_params = True
@@ -303,7 +310,11 @@ class DReG(_PointwiseELBO):
         normalized = (log_w.detach() - log_w.detach().logsumexp(0)).exp()
         for site in weights.guide_trace.nodes.values():
             if site["type"] == "sample" and site["value"].requires_grad:
-                factor = weights.broadcast_to(normalized, site)
+                # c_s: the site's β (scale over N/B) and mask, per batch element
+                c = torch.as_tensor(scale_and_mask(torch.ones(()), site["scale"] / weights.scale,
+                                                   site["mask"]))
+                c = c.reshape(c.shape + (1,) * len(site["fn"].event_shape))
+                factor = 1 - c + c * weights.broadcast_to(normalized, site)
                 site["value"].register_hook(lambda grad, factor=factor: grad * factor)
         return log_mean_exp(log_w), (normalized * log_w).sum(0)
 
