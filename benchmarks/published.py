@@ -25,6 +25,7 @@ ELBO of the running ones, the learning curves) from what the state and results h
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import time
@@ -128,7 +129,8 @@ class Progress(L.Callback):
     so far, seconds per epoch and the time left, and ``progress.json`` in the run directory.
 
     Time left: at most (max_epochs − e)·s, at least (patience − epochs since the best)·s (the
-    earliest early stop); s is the mean over this process's epochs."""
+    earliest early stop); s is the mean over this process's epochs, an epoch resumed in its
+    middle counted at its pace (its seconds × batches per epoch / batches it ran)."""
 
     def __init__(self, label: str, run_dir: Path) -> None:
         self.label, self.path = label, run_dir / PROGRESS
@@ -136,12 +138,14 @@ class Progress(L.Callback):
         self.session: list[float] = []
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.start = time.perf_counter()
+        self.start, self.start_step = time.perf_counter(), trainer.global_step
 
     on_train_start = on_train_epoch_start  # a run resumed mid-epoch starts without the epoch hook
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        seconds = time.perf_counter() - self.start
+        per_epoch, ran = trainer.num_training_batches, trainer.global_step - self.start_step
+        share = ran / per_epoch if 0 < ran < per_epoch < math.inf else 1.0
+        seconds = (time.perf_counter() - self.start) / share
         epoch = trainer.current_epoch + 1
         self.seconds = self.seconds[:epoch - 1] + [seconds]
         self.session.append(seconds)
