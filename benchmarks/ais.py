@@ -176,7 +176,7 @@ def quality(options: Options, command: str, run_dir: Path, test_points: int,
     interrupted run continues after its last finished piece, with the figures an uninterrupted
     one gives. The cheap parts come first (AIS at ``steps[0]``, BDMC, then the longer runs).
     The AIS summaries are merged from the pieces (:func:`merge_ais`); with ``score`` off nothing
-    is computed and the section shows the pieces finished so far (the first n images)."""
+    is computed and the section shows the pieces finished so far."""
     from pyro_vae.rundir import read_checkpoint
     from pyro_vae.train import evaluated_checkpoint, load_run
 
