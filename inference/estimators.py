@@ -310,11 +310,12 @@ class DReG(_PointwiseELBO):
         normalized = (log_w.detach() - log_w.detach().logsumexp(0)).exp()
         for site in weights.guide_trace.nodes.values():
             if site["type"] == "sample" and site["value"].requires_grad:
-                # c_s: the site's β (scale over N/B) and mask, per batch element
-                c = torch.as_tensor(scale_and_mask(torch.ones(()), site["scale"] / weights.scale,
-                                                   site["mask"]))
-                c = c.reshape(c.shape + (1,) * len(site["fn"].event_shape))
-                factor = 1 - c + c * weights.broadcast_to(normalized, site)
+                factor = weights.broadcast_to(normalized, site)
+                beta = site["scale"] / weights.scale  # β_s: the site's scale over N/B
+                if site["mask"] is not None or not (isinstance(beta, float) and beta == 1.0):
+                    c = torch.as_tensor(scale_and_mask(torch.ones(()), beta, site["mask"]))
+                    c = c.reshape(c.shape + (1,) * len(site["fn"].event_shape))
+                    factor = 1 - c + c * factor  # per batch element: β_s and the mask
                 site["value"].register_hook(lambda grad, factor=factor: grad * factor)
         return log_mean_exp(log_w), (normalized * log_w).sum(0)
 
