@@ -16,3 +16,11 @@ from inference.estimators import (
     point_log_weights,
 )
 from inference.gradients import GradientStatistics, GroupStatistics, gradient_statistics
+
+__all__ = [
+    "AISResult", "BDMCResult", "ESTIMATORS", "GradientStatistics", "GroupStatistics",
+    "MarginalResult", "PointLogWeights", "ais_log_marginal_likelihood", "bdmc", "beta_schedule",
+    "chunk_size_for_budget", "estimate_from_log_weights", "gradient_statistics",
+    "log_marginal_likelihood", "make_estimator", "measure_bytes_per_particle", "particle_traces",
+    "point_log_weights",
+]

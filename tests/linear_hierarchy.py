@@ -60,7 +60,7 @@ class LinearHierarchy:
 
     def posterior_maps(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(K₁, Σ₁, K₂, Σ₂): E[z₁ | x] = K₁ x, E[z₂ | z₁] = K₂ z₁."""
-        d1, d2 = self.dims[1], self.dims[2]
+        d2 = self.dims[2]
         sigma1 = torch.linalg.inv(torch.linalg.inv(self.c1()) + self.B.T @ self.B / self.s0**2)
         eye = torch.eye(d2, dtype=torch.float64)
         sigma2 = torch.linalg.inv(eye + self.A.T @ self.A / self.s1**2)
