@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmarks.common import (Options, Section, describe, interleaved, ratios, scoring_setup,
-                               table)
+from benchmarks.common import (Options, Section, describe, interleaved, plural, ratios,
+                               scoring_setup, table)
 from inference.ais import ADAPT_RATE, ais_log_marginal_likelihood, beta_schedule
 from pyro_vae.annealing import (POINTS_PER_CALL, Annealing, evaluate_ais, evaluate_bdmc,
                                 merge_ais)
@@ -151,7 +151,8 @@ def run(options: Options, command: str) -> Section:
     section.body = "\n\n".join([
         f"Setup: {describe(prep, name, overrides)}; untrained weights; {CHAINS} chains + "
         f"{PILOT} pilot chains, {LEAPFROG} leapfrog steps, sigmoidal schedule, {size.images} "
-        f"test images per call (as `pyro-vae evaluate --method ais`), {options.threads} threads. "
+        f"test images per call (as `pyro-vae evaluate --method ais`), "
+        f"{plural(options.threads, 'thread')}. "
         f"{size.blocks} interleaved blocks of {size.steps} annealing steps per route; times per "
         "image below are the median block's time per image and transition, times T.",
         table(["route", "ms per image and step", *(f"s per image, T = {s}" for s in FULL_STEPS)],
@@ -223,7 +224,7 @@ def quality(options: Options, command: str, run_dir: Path, test_points: int,
         f"{list(prep.spec.encoder.params.get('hidden', []))}, latent {prep.spec.latent_dim}, "
         f"trained for {trained} epochs, scored at `{checkpoint.name}` (epoch "
         f"{saved['epoch'] + 1}); the first {len(x)} test images, IS at K = {k} on the same "
-        f"images; pieces of {PIECE} images, {options.threads} threads.",
+        f"images; pieces of {PIECE} images, {plural(options.threads, 'thread')}.",
         table(["method", "images", "log p(x)", f"IS, K = {k}, same images", "AIS − IS (nats)",
                "acceptance", "s per image"], rows),
         (f"BDMC ({CHAINS} chains × {steps[0]} steps) on {b['num_points']} images simulated "

@@ -41,7 +41,8 @@ class Skip(Exception):
 @dataclass(frozen=True)
 class Options:
     """Run-wide settings: the device, the CPU threads, toy sizes for smoke runs, and the folder
-    the section records go to (set by ``finish``; a long benchmark keeps its finished runs there)."""
+    the section records go to (set by ``finish``; a long benchmark keeps its finished runs
+    there)."""
 
     device: torch.device = torch.device("cpu")
     threads: int = 2
@@ -218,6 +219,11 @@ def command_line() -> str:
     name = Path(module).parent.name if Path(module).name == "__main__.py" else Path(module).stem
     package = "benchmarks" if name == "benchmarks" else f"benchmarks.{name}"
     return " ".join(["python -m", package, *sys.argv[1:]])
+
+
+def plural(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless n = 1: "1 thread", "2 threads"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import (Options, Section, clock, describe, interleaved, prepared,
+from benchmarks.common import (Options, Section, clock, describe, interleaved, plural, prepared,
                                ratios, spec_from, table)
 from benchmarks.floors import copies_log_px, floor_log_px, pyro_importance_log_px
 from inference import log_marginal_likelihood
@@ -131,9 +131,9 @@ def run(options: Options, command: str) -> Section:
     section.body = "\n\n".join([
         f"Setup: {describe(prep, name, overrides)}; untrained weights (speed does not depend on "
         f"them), K = {k}, default `evaluate.memory_budget_mb` = {budget:g} MiB (the fast path "
-        f"caps a call at {FAST_CHUNK_BYTES // 2**20} MiB: {plan.points} image(s) per call, "
-        f"{plan.particles} particles per chunk), "
-        f"{options.threads} threads. (a)/(b): {size.blocks} interleaved blocks of "
+        f"caps a call at {FAST_CHUNK_BYTES // 2**20} MiB: {plural(plan.points, 'image')} per "
+        f"call, {plan.particles} particles per chunk), "
+        f"{plural(options.threads, 'thread')}. (a)/(b): {size.blocks} interleaved blocks of "
         f"{size.per_block} test images; (c), (d), (e) timed once on the first images and scaled.",
         table(["route", "images/s", "ms per image", "time vs (a)", "images timed",
                f"mean log p̂, first {m} images", "peak MiB"], rows),

@@ -90,7 +90,8 @@ def train_and_score(config: str, overrides: list[str], protocol: Protocol,
     return {"log_px": result.log_px, "log_px_sem": result.log_px_sem, "elbo": result.elbo,
             "mc_stderr": result.log_px_stderr, "ess": result.ess,
             "active_units": result.active_units, "latent_dim": result.latent_dim,
-            "active_per_layer": result.active_per_layer, "bits_per_dim": result.bits_per_dim or float("nan"), "test_points": len(x),
+            "active_per_layer": result.active_per_layer,
+            "bits_per_dim": result.bits_per_dim or float("nan"), "test_points": len(x),
             "train_items": len(prep.bundle.train), "train_s": train_s,
             "eval_s": result.wall_time_s}
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import table
+from benchmarks.common import plural, table
 
 ORDER = ("step", "is", "is-small", "quality", "quality-quick", "scaling", "ais", "ais-quality",
          "richer")
@@ -66,7 +66,7 @@ def machine_line(record: dict[str, Any]) -> str:
             "ratios are designed to survive this, absolute times less so)."
             if share is not None and share > 0.05 else "")
     return (f"Measured {m['date']} on {m['cpu']} ({m['logical_cpus']} logical CPUs, "
-            f"{m['torch_threads']} torch threads{gpu}, device `{m['device']}`); Python "
+            f"{plural(m['torch_threads'], 'torch thread')}{gpu}, device `{m['device']}`); Python "
             f"{m['python']}, torch {m['torch']}, pyro-ppl {m['pyro']}, lightning "
             f"{m['lightning']}. Load average (1/5/15 min) when the run started: "
             f"{text('load_average_at_start') or text('load_average_1_5_15')}; before this "

@@ -12,8 +12,8 @@ import dataclasses
 
 import torch
 
-from benchmarks.common import (Options, Section, clock, describe, exponent, prepared, spec_from,
-                               table)
+from benchmarks.common import (Options, Section, clock, describe, exponent, plural, prepared,
+                               spec_from, table)
 from benchmarks.step import train_step
 from pyro_vae.evaluate import importance_log_px
 from pyro_vae.train import VAEModule, with_indices
@@ -75,8 +75,8 @@ def run(options: Options, command: str) -> Section:
               f"{t / is_best[0]:.2f}"] for m, k, t in zip(MULTIPLES, samples, is_best)]
     section.body = "\n\n".join([
         f"Setup: {describe(prep, name, overrides)}; {size['rounds']} rounds, sizes alternating; "
-        f"{options.threads} threads. Epoch = pyro-vae's training step (`trace`) over the "
-        "DataLoader of the first n training images (dynamic binarization included).",
+        f"{plural(options.threads, 'thread')}. Epoch = pyro-vae's training step (`trace`) over "
+        "the DataLoader of the first n training images (dynamic binarization included).",
         table(["size", "what", "seconds (fastest round)", "vs 1×"], rows),
         f"Fitted exponent p in t ∝ n^p: training epoch vs data size **{p_epoch:.3f}**, "
         f"importance sampling vs K **{p_is:.3f}** (1 = linear).",

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from benchmarks.common import (Options, Section, clock, describe, interleaved, ratios,
+from benchmarks.common import (Options, Section, clock, describe, interleaved, plural, ratios,
                                scoring_setup, table)
 from benchmarks.floors import floor_log_px
 from pyro_vae.evaluate import FAST_CHUNK_BYTES, Plan, importance_log_px, plan_chunks
@@ -99,7 +99,8 @@ def run(options: Options, command: str) -> Section:
     section.body = "\n\n".join([
         f"Setup: {describe(prep, name, overrides)}; untrained weights, all {len(test)} test "
         f"images, default `evaluate.memory_budget_mb` = {budget:g} MiB, the fast path's cap "
-        f"{FAST_CHUNK_BYTES // MIB} MiB per call, {options.threads} threads. Ours and the floor "
+        f"{FAST_CHUNK_BYTES // MIB} MiB per call, {plural(options.threads, 'thread')}. Ours and "
+        "the floor "
         f"run the same plan (points per call × particles per chunk) and alternate over "
         f"{size.blocks} blocks of test images.",
         table(["K", "plan", "ours, ms/image", "floor, ms/image", "ours / floor (paired)",

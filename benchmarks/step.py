@@ -36,7 +36,7 @@ import pyro
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from benchmarks.common import (Options, Section, Spread, describe, interleaved, prepared,
+from benchmarks.common import (Options, Section, Spread, describe, interleaved, plural, prepared,
                                ratios, spec_from, table)
 from benchmarks.floors import PlainVAE
 from pyro_vae import train
@@ -341,7 +341,8 @@ def run(options: Options, command: str) -> Section:
              f"drift cancels); on a GPU the target is ≤ {GPU_EPOCH_TARGET:.2f}× the plain loop.")
     section.body = "\n\n".join([
         f"Setup: {describe(prep, name, overrides)}; Adam lr {prep.spec.train.lr}, "
-        f"{options.threads} threads. {size['blocks']} interleaved blocks of {size['steps']} "
+        f"{plural(options.threads, 'thread')}. {size['blocks']} interleaved blocks of "
+        f"{size['steps']} "
         "steps per route; ratio = median of the per-block paired ratios (IQR beside it).",
         table(["estimator", "pyro-vae ms/step", "Pyro eager ms/step",
                "densities w/o Pyro ms/step", "plain ms/step", "plain, default Adam ms/step",
