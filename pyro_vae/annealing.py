@@ -158,11 +158,13 @@ def write(run: Path, summary: dict[str, Any]) -> Path:
 
 def lines(summary: dict[str, Any]) -> list[str]:
     """What the command prints."""
-    s, runs = summary, f"{summary['num_chains']} chains × {summary['num_steps']} steps"
+    s, chains = summary, summary["num_chains"]
+    runs = f"{chains} chain{'s' if chains > 1 else ''} × {s['num_steps']} steps"
     if s["method"] == "ais":
+        mc = (f"{s['log_px_stderr']:.3f}" if chains > 1 else "undefined with one chain")
         return [f"{s['split']}: log p(x) ≥ {s['log_px']:.3f} ± {s['log_px_sem']:.3f} nats (AIS, "
-                f"{runs}, {s['num_points']} points, mean Monte Carlo s.e. "
-                f"{s['log_px_stderr']:.3f}, acceptance {s['acceptance']:.2f})",
+                f"{runs}, {s['num_points']} points, mean Monte Carlo s.e. {mc}, "
+                f"acceptance {s['acceptance']:.2f})",
                 f"{s['split']}: IS at K={s['is_num_samples']} on the same points "
                 f"{s['is_log_px']:.3f}; AIS − IS = {s['gap']:.3f} ± {s['gap_sem']:.3f} nats",
                 f"AIS took {s['ais_seconds_per_point']:.2f} s per point"]

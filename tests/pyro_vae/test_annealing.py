@@ -42,6 +42,17 @@ def test_ais_writes_its_summary_with_is_on_the_same_points(run: Path, capsys) ->
     assert eval_path(run, "test").read_text() == is_file  # the IS file is the IS command's
 
 
+def test_one_chain_has_no_monte_carlo_error_and_says_so(run: Path, capsys) -> None:
+    """The spread over chains needs two chains: with one, the line says so instead of 'nan'."""
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--method", "ais", "--chains", "1", "--steps", "2",
+                 "--leapfrog", "2", "--limit", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "AIS, 1 chain × 2 steps" in out and "undefined with one chain" in out
+    assert "nan" not in out
+    assert json.loads(eval_path(run, "test", "ais").read_text())["log_px_stderr"] is None
+
+
 def test_merged_pieces_give_the_summary_of_all_their_points(run: Path) -> None:
     """``merge_ais`` (how a long AIS run is put together from saved pieces): means, standard
     errors and the gap recomputed over the concatenated points; other settings are refused."""
