@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench bench-quality bench-quality-bg clean
+.PHONY: demo test bench bench-quality bench-quality-bg bench-ais-bg clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,19 +33,28 @@ bench-quality: $(STAMP)
 	OMP_NUM_THREADS=$(THREADS) $(PY) -m benchmarks.quality --threads $(THREADS) --state $(STATE) \
 		$(if $(MODELS),--models $(MODELS))
 
-# The same in the background from a snapshot of HEAD in STATE/code$(JOB) (edits to the work tree
-# cannot reach the running job), appending to STATE/log$(JOB); its process id goes to
-# STATE/pid$(JOB), where JOB is empty or -<models> (MODELS=hvae,iwae-dreg: -hvae+iwae-dreg).
+# How loose IS is on the protocol VAE (about 11 h on one thread; resumes from its saved pieces).
+AIS_STATE ?= $(HOME)/.cache/pyro-vae/ais-quality
+RUN       ?= $(STATE)/vae-seed0
+
+# $(call background,DIR,JOB,MODULE AND ARGS): `python -m MODULE AND ARGS` in the background from
+# a snapshot of HEAD in DIR/codeJOB (edits to the work tree cannot reach the running job),
+# appending to DIR/logJOB, its process id in DIR/pidJOB; JOB is empty or -<models>.
+define background
+@if [ -f $(1)/pid$(2) ] && kill -0 $$(cat $(1)/pid$(2)) 2>/dev/null; then \
+	echo "already running: pid $$(cat $(1)/pid$(2))"; exit 1; fi
+rm -rf $(1)/code$(2) && mkdir -p $(1)/code$(2) && git archive HEAD | tar -x -C $(1)/code$(2)
+cd $(1)/code$(2) && OMP_NUM_THREADS=$(THREADS) setsid nohup $(abspath $(PY)) -m $(3) \
+	--threads $(THREADS) --results $(abspath benchmarks/results) --out $(abspath BENCHMARKS.md) \
+	>> $(1)/log$(2) 2>&1 < /dev/null & echo $$! > $(1)/pid$(2)
+@echo "started: pid $$(cat $(1)/pid$(2)), code $$(git rev-parse --short HEAD), log $(1)/log$(2)"
+endef
+
 bench-quality-bg: $(STAMP)
-	@if [ -f $(STATE)/pid$(JOB) ] && kill -0 $$(cat $(STATE)/pid$(JOB)) 2>/dev/null; then \
-		echo "already running: pid $$(cat $(STATE)/pid$(JOB))"; exit 1; fi
-	rm -rf $(STATE)/code$(JOB) && mkdir -p $(STATE)/code$(JOB) && \
-		git archive HEAD | tar -x -C $(STATE)/code$(JOB)
-	cd $(STATE)/code$(JOB) && OMP_NUM_THREADS=$(THREADS) setsid nohup $(abspath $(PY)) \
-		-m benchmarks.quality --threads $(THREADS) --state $(STATE) $(if $(MODELS),--models $(MODELS)) \
-		--results $(abspath benchmarks/results) --out $(abspath BENCHMARKS.md) \
-		>> $(STATE)/log$(JOB) 2>&1 < /dev/null & echo $$! > $(STATE)/pid$(JOB)
-	@echo "started: pid $$(cat $(STATE)/pid$(JOB)), code $$(git rev-parse --short HEAD), log $(STATE)/log$(JOB)"
+	$(call background,$(STATE),$(JOB),benchmarks.quality --state $(STATE) $(if $(MODELS),--models $(MODELS)))
+
+bench-ais-bg: $(STAMP)
+	$(call background,$(AIS_STATE),,benchmarks.ais --quality $(abspath $(RUN)))
 
 clean:
 	rm -rf runs .pytest_cache
