@@ -23,7 +23,8 @@ bench: $(STAMP)
 
 # The published Fashion-MNIST protocol (hours; resumes from its run directories in STATE).
 # MODELS=vamp or MODELS=hvae,iwae-dreg trains only those (default: all, one after another), so
-# two jobs can share the table, one per core; each run directory is locked by the job training it.
+# two jobs can share the table, one per core; a job leaves a run that the other one holds (each
+# run directory is locked while it is trained or scored) and goes on to the next model.
 STATE   ?= $(HOME)/.cache/pyro-vae/bench-quality
 THREADS ?= 2
 MODELS  ?=

@@ -41,7 +41,7 @@ from pyro_vae.atomic import write_text_atomic
 from pyro_vae.engine import Interrupted
 from pyro_vae.figures import read_metrics
 from pyro_vae.registry import SpecError
-from pyro_vae.rundir import last_path
+from pyro_vae.rundir import Run, RunInUse, last_path
 
 PAPER = ("Exemplar VAE (Norouzi et al. 2020), Table 1, Fashion-MNIST, dynamic binarization, "
          "with the VampPrior code's protocol (Tomczak & Welling 2018)")
@@ -248,6 +248,20 @@ def peek(model: Model, seed: int, state: Path, points: int, k: int) -> dict[str,
     return record
 
 
+def finish(model: Model, seed: int, options: Options, state: Path, max_epochs: int | None,
+           out: Path) -> None:
+    """Train the run to its end, then score it into ``out`` holding the run's lock, so that two
+    jobs sharing ``state`` never score one run twice (RunInUse: another job has it)."""
+    run_dir = train_model(model, seed, options, state, max_epochs)
+    with Run(run_dir).locked("benchmarks.quality: scoring"):
+        if out.is_file():  # scored by another job while this one waited to train
+            return
+        record = score(model, seed, run_dir, options)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out, json.dumps(record, indent=1) + "\n")
+    print(f"{model.label} seed {seed}: test log p(x) {record['log_px']:.2f}", flush=True)
+
+
 def run(options: Options, command: str, state: Path, seeds: tuple[int, ...],
         names: tuple[str, ...], max_epochs: int | None, train: bool) -> Section:
     """Train and score every chosen (model, seed) not finished yet (``train``), then the section
@@ -269,17 +283,15 @@ def run(options: Options, command: str, state: Path, seeds: tuple[int, ...],
                 if out.is_file():
                     continue
                 try:
-                    run_dir = train_model(model, seed, options, state, max_epochs)
+                    finish(model, seed, options, state, max_epochs, out)
+                except RunInUse as exc:  # another job trains or scores it: on to the next
+                    print(f"{model.label} (seed {seed}): left to another job ({exc})",
+                          flush=True)
                 except (Skip, SpecError) as exc:  # no data; a preset this code cannot run
                     print(f"{model.label}: skipped ({exc})", flush=True)
                     break
                 except Interrupted as exc:  # Ctrl-C: saved where it stopped
                     raise SystemExit(f"{model.label} (seed {seed}): {exc}") from None
-                record = score(model, seed, run_dir, options)
-                results.mkdir(parents=True, exist_ok=True)
-                write_text_atomic(out, json.dumps(record, indent=1) + "\n")
-                print(f"{model.label} seed {seed}: test log p(x) {record['log_px']:.2f}",
-                      flush=True)
     return section(options, command, state, seeds, chosen, results)
 
 

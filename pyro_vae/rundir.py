@@ -93,6 +93,10 @@ def figures_path(run_dir: Path, split: str) -> Path:
     return run_dir / FIGURES / split
 
 
+class RunInUse(SpecError):
+    """The run is locked by another live process (named in the message)."""
+
+
 class Run:
     """The run directory ``root``: paths, recognition, lock, marker and atomic writes."""
 
@@ -212,7 +216,8 @@ class Run:
             self.unlock()
 
     def lock(self, command: str) -> None:
-        """Take the lock: SpecError naming the holder when another live process has it."""
+        """Take the lock: :class:`RunInUse` naming the holder when another live process has
+        it."""
         if self._lock_fd is not None:
             return
         path = self.root / LOCK
@@ -230,8 +235,8 @@ class Run:
                     raise SpecError(str(self.root), f"cannot lock the run ({exc.strerror})") \
                         from None
                 pid, host, what = (holder + ["?", "?", "?"])[:3]
-                raise SpecError(str(self.root), f"in use by another pyro-vae process (pid {pid} "
-                                f"on {host}: {what.strip()}); wait for it to end or stop it") \
+                raise RunInUse(str(self.root), f"in use by another pyro-vae process (pid {pid} "
+                               f"on {host}: {what.strip()}); wait for it to end or stop it") \
                     from None
             try:  # the holder we waited on may have removed the file: lock the one at the path
                 same = os.fstat(fd).st_ino == os.stat(path, follow_symlinks=False).st_ino

@@ -94,3 +94,24 @@ def test_a_published_protocol_run_killed_mid_model_continues_from_its_checkpoint
     assert results[0]["epochs"] == results[1]["epochs"] == end
     for key in ("best_val_elbo", "log_px", "elbo"):
         assert results[0][key] == results[1][key], key
+
+
+def test_a_published_protocol_job_leaves_a_run_another_job_holds_and_trains_the_next(tmp_path):
+    """Two ``make bench-quality`` jobs share one state directory, one per core: a job that finds
+    a model's run locked by the other job moves on to the next model, and never trains or
+    scores the locked one."""
+    from pyro_vae.rundir import LOCK, Run
+
+    state, results = tmp_path / "state", tmp_path / "results"
+    (state / "vae-seed0").mkdir(parents=True)
+    with Run(state / "vae-seed0").locked("the other job"):
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.quality", "--toy", "--models", "vae,vamp",
+             "--max-epochs", "1", "--state", str(state), "--results", str(results),
+             "--out", str(tmp_path / "BENCHMARKS.md")],
+            cwd=ROOT, capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "VAE (seed 0): left to another job" in done.stdout, done.stdout[-3000:]
+        assert "in use by another pyro-vae process" in done.stdout
+        assert sorted(p.name for p in (state / "vae-seed0").iterdir()) == [LOCK]
+    assert sorted(p.name for p in (results / "published").glob("*.json")) == ["vamp-seed0.json"]
