@@ -38,24 +38,32 @@ bench-quality: $(STAMP)
 AIS_STATE ?= $(HOME)/.cache/pyro-vae/ais-quality
 RUN       ?= $(STATE)/vae-seed0
 
-# $(call background,DIR,JOB,MODULE AND ARGS): `python -m MODULE AND ARGS` in the background from
-# a snapshot of HEAD in DIR/codeJOB (edits to the work tree cannot reach the running job),
-# appending to DIR/logJOB, its process id in DIR/pidJOB; JOB is empty or -<models>.
+# $(call background,DIR,NAME,MODULE AND ARGS): `python -m MODULE AND ARGS` in the background,
+# from a snapshot of HEAD (edits to the work tree cannot reach the running job). Everything the
+# job keeps besides its results is in the folder DIR/NAME, marked as ours: code/ (the snapshot),
+# log (appended to) and pid. A folder of that name without the mark is left alone: no flag
+# makes this target delete a user's files.
+MARK := .pyro-vae-job
 define background
-@if [ -f $(1)/pid$(2) ] && kill -0 $$(cat $(1)/pid$(2)) 2>/dev/null; then \
-	echo "already running: pid $$(cat $(1)/pid$(2))"; exit 1; fi
-rm -rf $(1)/code$(2) && mkdir -p $(1)/code$(2) && git archive HEAD | tar -x -C $(1)/code$(2)
-cd $(1)/code$(2) && OMP_NUM_THREADS=$(THREADS) setsid nohup $(abspath $(PY)) -m $(3) \
-	--threads $(THREADS) --results $(abspath benchmarks/results) --out $(abspath BENCHMARKS.md) \
-	>> $(1)/log$(2) 2>&1 < /dev/null & echo $$! > $(1)/pid$(2)
-@echo "started: pid $$(cat $(1)/pid$(2)), code $$(git rev-parse --short HEAD), log $(1)/log$(2)"
+@job=$(1)/$(2); \
+if [ -f $$job/pid ] && kill -0 $$(cat $$job/pid) 2>/dev/null; then \
+	echo "already running: pid $$(cat $$job/pid), log $$job/log"; exit 1; fi; \
+if [ -e $$job ] && [ ! -f $$job/$(MARK) ]; then \
+	echo "$$job exists and is not a pyro-vae job folder; nothing was changed" >&2; exit 1; fi; \
+mkdir -p $$job && touch $$job/$(MARK) && rm -rf $$job/code && mkdir $$job/code && \
+	git archive HEAD | tar -x -C $$job/code || exit 1; \
+(cd $$job/code && OMP_NUM_THREADS=$(THREADS) exec setsid nohup $(abspath $(PY)) -m $(3) \
+	--threads $(THREADS) --results $(abspath benchmarks/results) \
+	--out $(abspath BENCHMARKS.md)) >> $$job/log 2>&1 < /dev/null & echo $$! > $$job/pid; \
+echo "started: pid $$(cat $$job/pid), code $$(git rev-parse --short HEAD), log $$job/log"
 endef
 
 bench-quality-bg: $(STAMP)
-	$(call background,$(STATE),$(JOB),benchmarks.quality --state $(STATE) $(if $(MODELS),--models $(MODELS)))
+	$(call background,$(STATE),job$(JOB),benchmarks.quality --state $(STATE) $(if $(MODELS),--models $(MODELS)))
 
 bench-ais-bg: $(STAMP)
-	$(call background,$(AIS_STATE),,benchmarks.ais --quality $(abspath $(RUN)))
+	$(call background,$(AIS_STATE),job,benchmarks.ais --quality $(abspath $(RUN)))
 
+# Caches only: trained runs (runs/, the default --out) are the user's and stay.
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf .pytest_cache

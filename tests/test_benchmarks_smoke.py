@@ -3,11 +3,14 @@ digits, tiny networks, a handful of steps and particles), so the suite cannot ro
 lines run in a subprocess, as ``make bench`` runs them: tests never import ``benchmarks``."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,3 +118,23 @@ def test_a_published_protocol_job_leaves_a_run_another_job_holds_and_trains_the_
         assert "in use by another pyro-vae process" in done.stdout
         assert sorted(p.name for p in (state / "vae-seed0").iterdir()) == [LOCK]
     assert sorted(p.name for p in (results / "published").glob("*.json")) == ["vamp-seed0.json"]
+
+
+@pytest.mark.skipif(shutil.which("make") is None or shutil.which("git") is None,
+                    reason="needs make and git")
+@pytest.mark.parametrize("target, variable, folder", [
+    ("bench-quality-bg", "STATE", "job-vae"), ("bench-ais-bg", "AIS_STATE", "job")])
+def test_a_background_target_never_touches_a_folder_it_did_not_make(tmp_path, target, variable,
+                                                                    folder):
+    """``make bench-quality-bg STATE=...`` replaces the snapshot in its job folder; pointed at a
+    directory where a folder of that name is the user's, it refuses and changes nothing."""
+    mine = tmp_path / folder / "code" / "mine.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("the user's")
+    done = subprocess.run(["make", "-s", "-o", ".venv/.installed", target, f"{variable}={tmp_path}",
+                           "MODELS=vae", f"RUN={tmp_path}", "THREADS=1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "is not a pyro-vae job folder; nothing was changed" in done.stderr
+    assert mine.read_text() == "the user's"
+    assert sorted(p.name for p in (tmp_path / folder).rglob("*")) == ["code", "mine.txt"]
