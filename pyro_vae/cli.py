@@ -6,8 +6,9 @@ terminal or with ``--verbose`` (:mod:`pyro_vae.console`).
 Exit status: 0 done; 1 an internal error (a bug), one line naming the command and the log file
 that holds the traceback; 2 a user error (bad arguments or spec, missing or corrupt file, data
 outside the likelihood's support, a directory that is not a run, a run in use by another
-command, ...), one line on stderr, before anything is written; also a file that cannot be
-written (full disk, no permission): one line naming it, the run kept at its last checkpoint;
+command, an output file of encode or sample that exists, without --overwrite, ...), one line
+on stderr, before anything is written; also a file that cannot be written (full disk, no
+permission): one line naming it, the run kept at its last checkpoint;
 3 training diverged (a non-finite loss or gradient), one line naming the step and the last good
 checkpoint, which is left intact; 130 Ctrl-C, 143 SIGTERM, 138 SIGUSR1 (128 + the signal):
 training saves a checkpoint where it stopped and says how to resume (a second Ctrl-C stops at
@@ -200,10 +201,22 @@ def evaluate_annealed(prepared: Prepared, run: Run, args: argparse.Namespace,
     print("\n".join(annealing.lines(summary)))
 
 
-def _npz_name(path: str) -> str:
-    if not path.endswith(".npz"):
-        raise SpecError("--out", f"{path}: give a file name ending in .npz")
-    return path
+def _new_files(overwrite: bool, **outputs: str | None) -> None:
+    """Check the files a command will write (keyword: the flag, ``--`` and ``_`` dropped; value:
+    the path or None) before it computes anything: the suffix the flag names (``out``: .npz,
+    ``png``: .png), not a directory, and not an existing file unless ``--overwrite``, so that
+    no file of the user's is replaced by mistake."""
+    for flag, path in outputs.items():
+        if path is None:
+            continue
+        suffix = ".npz" if flag == "out" else f".{flag}"
+        if not path.endswith(suffix):
+            raise SpecError(f"--{flag}", f"{path}: give a file name ending in {suffix}")
+        if Path(path).is_dir():
+            raise SpecError(f"--{flag}", f"{path} is a directory; give a file name")
+        if Path(path).exists() and not overwrite:
+            raise SpecError(f"--{flag}", f"{path} exists; pass --overwrite to replace it, or "
+                            "choose another name")
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
@@ -211,7 +224,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
     from pyro_vae.train import load_run
 
     quiet()
-    _npz_name(args.out)
+    _new_files(args.overwrite, out=args.out)
     with _writing_into(args.run_dir, args.out, command="encode"):
         prepared = load_run(Path(args.run_dir))
         arrays = encode_split(prepared.vae, prepared.bundle, args.split, _limit(args.limit))
@@ -229,7 +242,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     quiet()
     if args.n < 1:
         raise SpecError("-n", f"must be >= 1, got {args.n}")
-    _npz_name(args.out)
+    _new_files(args.overwrite, out=args.out, png=args.png)
     with _writing_into(args.run_dir, args.out, args.png, command="sample"):
         prepared = load_run(Path(args.run_dir))
         bundle = prepared.bundle
@@ -350,6 +363,7 @@ def parser() -> argparse.ArgumentParser:
                    help="writes arrays mean and scale (N, latent_dim), and labels (N,) where "
                         "the data have them")
     n.add_argument("--limit", type=int, metavar="N", help="the first N items only")
+    n.add_argument("--overwrite", action="store_true", help="replace FILE.npz if it exists")
     n.set_defaults(func=cmd_encode)
 
     m = sub.add_parser("sample", help="samples from the model, as an .npz (and a PNG)")
@@ -363,6 +377,8 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--png", metavar="FILE.png", help="also draw them: a grid for images, "
                    "a scatter against the test data on its first two principal axes otherwise")
     m.add_argument("--seed", type=int, help="default: the run's train.seed")
+    m.add_argument("--overwrite", action="store_true",
+                   help="replace FILE.npz and FILE.png if they exist")
     m.set_defaults(func=cmd_sample)
 
     r = sub.add_parser("report", help="write RUN_DIR/report.html: one self-contained page")

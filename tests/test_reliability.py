@@ -294,6 +294,16 @@ CASES: dict[str, Case] = {
     "argument type": Case(("evaluate", "{run}", "--num-samples", "many"), "--num-samples",
                           ("invalid int value",)),
     "report of nothing": Case(("report", "{tmp}/gone"), "gone", ("no such run directory",)),
+    # a file the user has is never replaced without --overwrite (the snapshot covers the run)
+    "encode onto an existing file": Case(("encode", "{run}", "--out", "{run}/mine.npz"), "--out",
+                                         ("mine.npz exists", "--overwrite"),
+                                         setup=text("run/mine.npz", "the user's")),
+    "sample onto an existing picture": Case(
+        ("sample", "{run}", "-n", "2", "--out", "{run}/s.npz", "--png", "{run}/mine.png"),
+        "--png", ("mine.png exists", "--overwrite"), setup=text("run/mine.png", "the user's")),
+    "sample picture not a png": Case(
+        ("sample", "{run}", "-n", "2", "--out", "{run}/s.npz", "--png", "{run}/s.jpg"), "--png",
+        ("ending in .png",)),
     "compare with an unknown estimator": Case(
         ("compare", DIGITS, "--estimators", "bogus", "--out", "{out}"), "--estimators",
         ("unknown estimator 'bogus'",)),
