@@ -205,15 +205,22 @@ def claim(out: Run, overwrite: bool, fresh: bool) -> None:
 
 
 def _check(out: Path, overwrite: bool, fresh: bool) -> None:
+    """An earlier comparison (its ``compare.csv``) is replaced only with ``overwrite``; files of
+    the comparison's names without it are someone else's, and never replaced."""
+    if out.exists() and not out.is_dir():
+        raise SpecError("--out", f"{out} is not a directory")
     if (out / COMPARE_CSV).is_file():
         if not overwrite:
             raise SpecError("--out", f"{out} already holds {COMPARE_CSV}; pass --overwrite or "
                             "choose another directory")
-    elif fresh and out.is_dir() and any(p.name != LOCK for p in out.iterdir()):
+        return
+    if fresh and out.is_dir() and any(p.name != LOCK for p in out.iterdir()):
         raise SpecError("--out", f"{out} is not empty and holds no {COMPARE_CSV}; choose another "
                         "directory")
-    elif out.exists() and not out.is_dir():
-        raise SpecError("--out", f"{out} is not a directory")
+    taken = [str(name) for name in (COMPARE_MD, FIGURE) if (out / name).exists()]
+    if taken:
+        raise SpecError("--out", f"{out} holds {' and '.join(taken)} but no {COMPARE_CSV}, so "
+                        "not a comparison to replace; choose another directory")
 
 
 def cmd_compare(args: argparse.Namespace) -> None:

@@ -93,7 +93,10 @@ def npz(values: np.ndarray, key: str = "x") -> Callable[[Path], None]:
 
 
 def text(name: str, content: str) -> Callable[[Path], None]:
-    return lambda tmp: (tmp / name).write_text(content)
+    def write(tmp: Path) -> None:
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / name).write_text(content)
+    return write
 
 
 def edit_config(old: str, new: str) -> Callable[[Path], None]:
@@ -301,6 +304,10 @@ CASES: dict[str, Case] = {
     "sample onto an existing picture": Case(
         ("sample", "{run}", "-n", "2", "--out", "{run}/s.npz", "--png", "{run}/mine.png"),
         "--png", ("mine.png exists", "--overwrite"), setup=text("run/mine.png", "the user's")),
+    "compare onto a folder with a compare.md of the user's": Case(
+        ("compare", "--checkpoint", "{run}", "--estimators", "trace", "--repeats", "2", "--out",
+         "{run}/mine", "--overwrite"), "--out", ("compare.md but no compare.csv",),
+        setup=text("run/mine/compare.md", "the user's")),
     "sample picture not a png": Case(
         ("sample", "{run}", "-n", "2", "--out", "{run}/s.npz", "--png", "{run}/s.jpg"), "--png",
         ("ending in .png",)),
