@@ -64,10 +64,12 @@ class Section:
     wall_s: float = 0.0
 
     def target(self, name: str, measured: float, limit: float, unit: str = "×",
-               at_most: bool = True) -> None:
+               at_most: bool = True, fmt: str = ".3g") -> None:
+        """A target row; ``fmt`` formats the measured figure (``.2f`` for a log-likelihood in
+        nats: "-228.62", where three significant digits would print "-229" against ≥ -229)."""
         met = measured <= limit if at_most else measured >= limit
         sign = "≤" if at_most else "≥"
-        self.targets.append({"name": name, "measured": f"{measured:.3g}{unit}",
+        self.targets.append({"name": name, "measured": f"{measured:{fmt}}{unit}",
                              "target": f"{sign} {limit:g}{unit}", "met": bool(met)})
 
     def save(self, folder: Path) -> Path:

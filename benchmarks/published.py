@@ -355,9 +355,11 @@ def section(options: Options, command: str, state: Path, seeds: tuple[int, ...],
             if "vae" not in finished:
                 continue
             gain = mean - statistics.fmean(r["log_px"] for r in finished["vae"])
-            section.target(f"{name} − vae, test log p(x)", gain, limit, " nats", at_most=False)
+            section.target(f"{name} − vae, test log p(x)", gain, limit, " nats", at_most=False,
+                           fmt=".2f")
         else:
-            section.target(f"{name} test log p(x)", mean, limit, " nats", at_most=False)
+            section.target(f"{name} test log p(x)", mean, limit, " nats", at_most=False,
+                           fmt=".2f")
     figure = plot_curves(section.data, chosen, seeds, options.results / CURVES)
     in_repo = figure.parent.parts[-2:] == ("benchmarks", "results")  # BENCHMARKS.md's folder
     link = f"![validation ELBO per epoch](benchmarks/results/{figure.name})" if in_repo else \
