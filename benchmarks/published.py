@@ -248,8 +248,8 @@ def peek(model: Model, seed: int, state: Path, points: int, k: int) -> dict[str,
     return record
 
 
-def finish(model: Model, seed: int, options: Options, state: Path, max_epochs: int | None,
-           out: Path) -> None:
+def train_then_score(model: Model, seed: int, options: Options, state: Path,
+                     max_epochs: int | None, out: Path) -> None:
     """Train the run to its end, then score it into ``out`` holding the run's lock, so that two
     jobs sharing ``state`` never score one run twice (RunInUse: another job has it)."""
     run_dir = train_model(model, seed, options, state, max_epochs)
@@ -283,7 +283,7 @@ def run(options: Options, command: str, state: Path, seeds: tuple[int, ...],
                 if out.is_file():
                     continue
                 try:
-                    finish(model, seed, options, state, max_epochs, out)
+                    train_then_score(model, seed, options, state, max_epochs, out)
                 except RunInUse as exc:  # another job trains or scores it: on to the next
                     print(f"{model.label} (seed {seed}): left to another job ({exc})",
                           flush=True)

@@ -201,21 +201,25 @@ def evaluate_annealed(prepared: Prepared, run: Run, args: argparse.Namespace,
     print("\n".join(annealing.lines(summary)))
 
 
+#: the file options of encode and sample, and the suffix each must end in
+SUFFIXES = {"--out": ".npz", "--png": ".png"}
+
+
 def _new_files(overwrite: bool, **outputs: str | None) -> None:
-    """Check the files a command will write (keyword: the flag, ``--`` and ``_`` dropped; value:
-    the path or None) before it computes anything: the suffix the flag names (``out``: .npz,
-    ``png``: .png), not a directory, and not an existing file unless ``--overwrite``, so that
-    no file of the user's is replaced by mistake."""
-    for flag, path in outputs.items():
+    """Check the files a command will write (``out=``, ``png=``: the path or None) before it
+    computes anything: the option's suffix, not a directory, and not an existing file unless
+    ``--overwrite``, so that no file of the user's is replaced by mistake."""
+    for name, path in outputs.items():
+        flag = f"--{name}"
+        suffix = SUFFIXES[flag]
         if path is None:
             continue
-        suffix = ".npz" if flag == "out" else f".{flag}"
         if not path.endswith(suffix):
-            raise SpecError(f"--{flag}", f"{path}: give a file name ending in {suffix}")
+            raise SpecError(flag, f"{path}: give a file name ending in {suffix}")
         if Path(path).is_dir():
-            raise SpecError(f"--{flag}", f"{path} is a directory; give a file name")
+            raise SpecError(flag, f"{path} is a directory; give a file name")
         if Path(path).exists() and not overwrite:
-            raise SpecError(f"--{flag}", f"{path} exists; pass --overwrite to replace it, or "
+            raise SpecError(flag, f"{path} exists; pass --overwrite to replace it, or "
                             "choose another name")
 
 
