@@ -30,9 +30,12 @@ of Decoder-Based Generative Models"): report log p̂ as a stochastic lower bound
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,7 +193,7 @@ def measure_bytes_per_particle(log_weights: Callable[[int], Tensor]) -> int:
     log_weights(1)
     peaks = []
     for k in _PROBE_PARTICLES:
-        with _PeakTensorMemory() as meter:
+        with _ctrl_c_held(), _PeakTensorMemory() as meter:
             log_weights(k)
         peaks.append(meter.peak)
     slope = (peaks[1] - peaks[0]) / (_PROBE_PARTICLES[1] - _PROBE_PARTICLES[0])
@@ -234,6 +237,28 @@ def log_marginal_likelihood(
 
     chunk = chunk_size_for_budget(measure_bytes_per_particle(log_weights), memory_budget_mb, num_samples)
     return estimate_from_log_weights(log_weights, num_samples, chunk, progress)
+
+
+@contextlib.contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """A Ctrl-C (SIGINT) inside the block is delivered when it ends, to the handler that was there.
+
+    Python prints and drops an exception raised in a weakref finalizer ("Exception ignored in:
+    <finalize object>"), so a KeyboardInterrupt landing in one of :class:`_PeakTensorMemory`'s
+    many finalizers would be lost and a long evaluation would go on. Only the main thread can
+    set handlers; elsewhere, or under a handler not set from Python, nothing is held."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        yield
+        return
+    seen: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if seen:
+            signal.raise_signal(signal.SIGINT)
 
 
 class _PeakTensorMemory(TorchDispatchMode):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import signal
+import weakref
 from pathlib import Path
 
 import pyro
@@ -18,6 +21,7 @@ from inference.marginal import (
     chunk_size_for_budget,
     estimate_from_log_weights,
     log_marginal_likelihood,
+    measure_bytes_per_particle,
 )
 
 MIB = 2**20
@@ -109,6 +113,25 @@ def test_peak_memory_does_not_grow_with_particles(ppca: PPCA) -> None:
     growth = {K: _rss_growth_mib(lambda K=K: run(num_samples=K)) for K in (1000, 16000)}
     assert growth[16000] <= growth[1000] + budget, growth
     assert growth[16000] <= 2 * budget, growth
+
+
+def test_a_ctrl_c_landing_in_a_finalizer_of_the_memory_probe_still_interrupts() -> None:
+    """The probe's per-tensor finalizers are where a Ctrl-C is likeliest to land, and Python drops
+    a KeyboardInterrupt raised in one ("Exception ignored in: <finalize object>"): the evaluation
+    would go on. Here the signal arrives while a finalizer runs, on the probe's last call."""
+    calls = []
+
+    def log_weights(k: int) -> torch.Tensor:
+        calls.append(k)
+        temporary = torch.randn(k, 3)
+        if len(calls) == 3:
+            weakref.finalize(temporary, os.kill, os.getpid(), signal.SIGINT)
+        return temporary.sum(1, keepdim=True)
+
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        measure_bytes_per_particle(log_weights)
+    assert calls == [1, 2, 4] and signal.getsignal(signal.SIGINT) is handler
 
 
 def test_global_latent_outside_data_plate_raises() -> None:
