@@ -131,20 +131,45 @@ def free_port() -> int:
 
 
 def two_nodes(run: Path, *sets: str) -> list[subprocess.Popen]:
-    """``torchrun --nnodes 2 --node-rank r`` for r = 0, 1 on 127.0.0.1, one gloo process each."""
+    """``torchrun --nnodes 2 --node-rank r`` for r = 0, 1 on 127.0.0.1, one gloo process each;
+    each node's output is appended to ``<run>-node<r>.log`` beside ``run``: a pipe nobody reads
+    while the nodes wait for each other would fill and block them."""
     port = free_port()
     argv = [EXE, "train", DIGITS,
             *(f"--set={s}" for s in [*LONG, *sets]),
             "--accelerator", "cpu", "--devices", "1", "--num-nodes", "2", "--strategy", "ddp",
             "--out", str(run)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return [start([TORCHRUN, "--nnodes", "2", "--node-rank", str(rank), "--nproc-per-node", "1",
-                   "--master-addr", "127.0.0.1", "--master-port", str(port), *argv], env=env)
-            for rank in (0, 1)]
+    nodes = []
+    for rank in (0, 1):
+        log = run.with_name(f"{run.name}-node{rank}.log")
+        with log.open("a") as out:  # the child holds its own descriptor; a rerun appends
+            node = subprocess.Popen(
+                [TORCHRUN, "--nnodes", "2", "--node-rank", str(rank), "--nproc-per-node", "1",
+                 "--master-addr", "127.0.0.1", "--master-port", str(port), *argv],
+                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        node.log = log  # type: ignore[attr-defined]
+        nodes.append(node)
+    return nodes
 
 
-def finish_nodes(procs: list[subprocess.Popen]) -> list[tuple[int, str]]:
-    return [(p.wait(timeout=300), p.communicate()[1]) for p in procs]
+def finish_nodes(nodes: list[subprocess.Popen], timeout: float = 300) -> list[tuple[int, str]]:
+    """Each node's exit status and output. Once one node has failed the other gets 30 s (its
+    torchrun would wait for its peer far longer); past ``timeout`` both are killed with their
+    workers and the test fails showing each node's output."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(n.poll() is None for n in nodes):
+        if any(n.returncode not in (None, 0) for n in nodes):
+            deadline = min(deadline, time.monotonic() + 30)
+        time.sleep(0.05)
+    hung = [n for n in nodes if n.poll() is None]
+    for node in hung:
+        os.killpg(node.pid, signal.SIGKILL)
+    results = [(n.wait(), n.log.read_text()) for n in nodes]  # type: ignore[attr-defined]
+    assert not hung, "\n".join(f"node {r} ({'hung' if n in hung else n.returncode}):\n"
+                               f"{out[-3000:]}" for r, (n, (_, out)) in
+                               enumerate(zip(nodes, results)))
+    return results
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
@@ -179,3 +204,29 @@ def test_two_torchrun_nodes_train_in_step_and_a_sigterm_then_rerun_ends_as_one_r
     resumed, uninterrupted = weights(run), weights(whole)
     for key, value in uninterrupted.items():
         assert torch.equal(resumed[key], value), key
+
+
+def test_a_ctrl_c_during_the_last_step_stops_before_scoring_and_resume_scores(tmp_path, capsys,
+                                                                               monkeypatch):
+    """Ctrl-C during the last step of the last epoch: the checkpoint holds every epoch but the run
+    was never scored, so it is stopped, not finished, and ``--resume`` scores it."""
+    original = VAEModule.training_step
+    last = 2 * STEPS_PER_EPOCH - 1
+
+    def training_step(self, x, batch_idx):
+        if self.global_step == last:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, x, batch_idx)
+
+    monkeypatch.setattr(VAEModule, "training_step", training_step)
+    run = tmp_path / "run"
+    assert main(command(run, "train.max_epochs=2")[1:]) == EXIT_INTERRUPTED
+    assert f"interrupted (Ctrl-C) after step {last + 1}" in capsys.readouterr().err
+    assert checkpoint_step(last_path(run)) == last + 1 and Run(run).state() == "stopped"
+    assert not (run / "eval-test.json").exists()
+
+    monkeypatch.setattr(VAEModule, "training_step", original)
+    assert main(["train", "--resume", str(run)]) == 0
+    assert Run(run).state() == "finished" and (run / "eval-test.json").is_file()
+    assert checkpoint_step(last_path(run)) == last + 1
+    assert logged_steps(run) == list(range(last + 1))
