@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -125,9 +126,17 @@ def test_a_second_ctrl_c_stops_at_once_with_exit_130_and_one_line(tmp_path):
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now, below Linux's ephemeral range (32768 and up): a port the kernel handed out
+    could meanwhile become an outgoing connection's own, even that of the node retrying to reach
+    it (a TCP self-connect), and the rendezvous would wait for a store that never answers."""
+    for port in random.Random().sample(range(20000, 32000), 100):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-31999")
 
 
 def two_nodes(run: Path, *sets: str) -> list[subprocess.Popen]:
