@@ -625,7 +625,8 @@ def finished(run_dir: Path, max_epochs: int) -> str | None:
     loops = checkpoint.get("loops", {}).get("fit_loop", {})
     done = loops.get("epoch_progress", {}).get("current", {}).get("processed", 0)
     if done >= max_epochs:
-        return f"{done} of {max_epochs} epochs trained"
+        return (f"{done} of {max_epochs} epochs trained" if done == max_epochs else
+                f"{done} epochs trained, train.max_epochs is {max_epochs}")
     saved = load_spec(run_config(run_dir)).train.max_epochs
     stopped = [v.get("stopped_epoch", 0) for k, v in checkpoint.get("callbacks", {}).items()
                if k.startswith("EarlyStopping") and isinstance(v, dict)]

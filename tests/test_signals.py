@@ -239,3 +239,6 @@ def test_a_ctrl_c_during_the_last_step_stops_before_scoring_and_resume_scores(tm
     assert Run(run).state() == "finished" and (run / "eval-test.json").is_file()
     assert checkpoint_step(last_path(run)) == last + 1
     assert logged_steps(run) == list(range(last + 1))
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--set", "train.max_epochs=1"]) == 0
+    assert "finished (2 epochs trained, train.max_epochs is 1)" in capsys.readouterr().out
