@@ -99,7 +99,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:  # the checkpoint fits the spec and data, finished or not
         resume_point(run.root, prepared.vae, spec, lambda: prepared.data_sha256)
         done = finished(run.root, spec.train.max_epochs)
-        if done and run.state() == "finished":  # else stopped after its last step: score it
+        if done:
             print(f"{run.root}: finished ({done}); nothing to train. Raise train.max_epochs to "
                   f"continue (--set train.max_epochs=N), or score it: pyro-vae evaluate "
                   f"{run.root}")

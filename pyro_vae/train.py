@@ -619,11 +619,15 @@ def load_run(run_dir: Path) -> Prepared:
 
 
 def finished(run_dir: Path, max_epochs: int) -> str | None:
-    """Why the run in ``run_dir`` has nothing left to train up to ``max_epochs`` epochs (all
-    epochs done, or early stopping ended it and ``max_epochs`` was not raised), else None."""
+    """Why the run in ``run_dir`` has nothing left to do up to ``max_epochs`` epochs (all epochs
+    trained and the run scored, more epochs trained, or early stopping ended it and
+    ``max_epochs`` was not raised), else None. A run that a signal stopped after its last step
+    has all its epochs but no scores yet: None."""
     checkpoint = read_checkpoint(last_checkpoint(run_dir))
     loops = checkpoint.get("loops", {}).get("fit_loop", {})
     done = loops.get("epoch_progress", {}).get("current", {}).get("processed", 0)
+    if done == max_epochs and Run(run_dir).state() != "finished":
+        return None
     if done >= max_epochs:
         return (f"{done} of {max_epochs} epochs trained" if done == max_epochs else
                 f"{done} epochs trained, train.max_epochs is {max_epochs}")

@@ -218,7 +218,8 @@ def test_two_torchrun_nodes_train_in_step_and_a_sigterm_then_rerun_ends_as_one_r
 def test_a_ctrl_c_during_the_last_step_stops_before_scoring_and_resume_scores(tmp_path, capsys,
                                                                                monkeypatch):
     """Ctrl-C during the last step of the last epoch: the checkpoint holds every epoch but the run
-    was never scored, so it is stopped, not finished, and ``--resume`` scores it."""
+    was never scored, so it is stopped, not finished, and ``--resume`` scores it; with a lower
+    train.max_epochs it has nothing to do and changes nothing."""
     original = VAEModule.training_step
     last = 2 * STEPS_PER_EPOCH - 1
 
@@ -235,10 +236,11 @@ def test_a_ctrl_c_during_the_last_step_stops_before_scoring_and_resume_scores(tm
     assert not (run / "eval-test.json").exists()
 
     monkeypatch.setattr(VAEModule, "training_step", original)
+    config = (run / "config.yaml").read_bytes()
+    assert main(["train", "--resume", str(run), "--set", "train.max_epochs=1"]) == 0
+    assert "finished (2 epochs trained, train.max_epochs is 1)" in capsys.readouterr().out
+    assert (run / "config.yaml").read_bytes() == config and Run(run).state() == "stopped"
     assert main(["train", "--resume", str(run)]) == 0
     assert Run(run).state() == "finished" and (run / "eval-test.json").is_file()
     assert checkpoint_step(last_path(run)) == last + 1
     assert logged_steps(run) == list(range(last + 1))
-    capsys.readouterr()
-    assert main(["train", "--resume", str(run), "--set", "train.max_epochs=1"]) == 0
-    assert "finished (2 epochs trained, train.max_epochs is 1)" in capsys.readouterr().out
