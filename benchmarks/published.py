@@ -29,6 +29,7 @@ import math
 import os
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -265,7 +266,8 @@ def train_then_score(model: Model, seed: int, options: Options, state: Path,
 def run(options: Options, command: str, state: Path, seeds: tuple[int, ...],
         names: tuple[str, ...], max_epochs: int | None, train: bool) -> Section:
     """Train and score every chosen (model, seed) not finished yet (``train``), then the section
-    from the state directory and the results folder."""
+    from the state directory and the results folder: the whole table, whichever models this job
+    was given (another job may be training the others)."""
     assert options.results is not None
     results = options.results / "published"
     chosen = [m for m in MODELS if m.name in names]
@@ -292,7 +294,7 @@ def run(options: Options, command: str, state: Path, seeds: tuple[int, ...],
                     break
                 except Interrupted as exc:  # Ctrl-C: saved where it stopped
                     raise SystemExit(f"{model.label} (seed {seed}): {exc}") from None
-    return section(options, command, state, seeds, chosen, results)
+    return section(options, command, state, seeds, results)
 
 
 def _curve(run_dir: Path) -> list[list[float]]:
@@ -309,12 +311,12 @@ def _curve(run_dir: Path) -> list[list[float]]:
 
 
 def section(options: Options, command: str, state: Path, seeds: tuple[int, ...],
-            chosen: list[Model], results: Path) -> Section:
+            results: Path) -> Section:
     section = Section("quality", "Quality: the published Fashion-MNIST table, its own protocol",
                       command)
     rows, pending = [], []
     finished: dict[str, list[dict[str, Any]]] = {}
-    for model in chosen:
+    for model in MODELS:
         for seed in seeds:
             run_dir = state / f"{model.name}-seed{seed}"
             record = _read(results / f"{model.name}-seed{seed}.json")
@@ -360,7 +362,7 @@ def section(options: Options, command: str, state: Path, seeds: tuple[int, ...],
         else:
             section.target(f"{name} test log p(x)", mean, limit, " nats", at_most=False,
                            fmt=".2f")
-    figure = plot_curves(section.data, chosen, seeds, options.results / CURVES)
+    figure = plot_curves(section.data, MODELS, seeds, options.results / CURVES)
     in_repo = figure.parent.parts[-2:] == ("benchmarks", "results")  # BENCHMARKS.md's folder
     link = f"![validation ELBO per epoch](benchmarks/results/{figure.name})" if in_repo else \
         f"Learning curves: `{figure}`."
@@ -404,7 +406,7 @@ def _seconds(progress: dict[str, Any] | None) -> str:
     return f"{sum(progress['epoch_seconds']) / 3600:.2f} h so far"
 
 
-def plot_curves(data: dict[str, Any], chosen: list[Model], seeds: tuple[int, ...],
+def plot_curves(data: dict[str, Any], models: Sequence[Model], seeds: tuple[int, ...],
                 path: Path) -> Path:
     """Validation ELBO against epoch, one line per (model, seed), the published test log p(x)
     as dashed horizontal lines in the model's colour (a test figure beside validation curves:
@@ -416,7 +418,7 @@ def plot_curves(data: dict[str, Any], chosen: list[Model], seeds: tuple[int, ...
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     lows = []
-    for i, model in enumerate(chosen):
+    for i, model in enumerate(models):
         colour = f"C{i}"
         for seed in seeds:
             curve = data[f"{model.name}-seed{seed}"]["curve"]

@@ -102,7 +102,7 @@ def test_a_published_protocol_run_killed_mid_model_continues_from_its_checkpoint
 def test_a_published_protocol_job_leaves_a_run_another_job_holds_and_trains_the_next(tmp_path):
     """Two ``make bench-quality`` jobs share one state directory, one per core: a job that finds
     a model's run locked by the other job moves on to the next model, and never trains or
-    scores the locked one."""
+    scores the locked one. The section it writes is the whole table, not its models alone."""
     from pyro_vae.rundir import LOCK, Run
 
     state, results = tmp_path / "state", tmp_path / "results"
@@ -118,6 +118,11 @@ def test_a_published_protocol_job_leaves_a_run_another_job_holds_and_trains_the_
         assert "in use by another pyro-vae process" in done.stdout
         assert sorted(p.name for p in (state / "vae-seed0").iterdir()) == [LOCK]
     assert sorted(p.name for p in (results / "published").glob("*.json")) == ["vamp-seed0.json"]
+    report = (tmp_path / "BENCHMARKS.md").read_text()
+    rows = [line.split(" | ")[0] for line in report.splitlines() if line.startswith("| ")]
+    assert {"| VAE", "| VampPrior", "| HVAE (2 layers)", "| IWAE k=5, DReG"} <= set(rows), rows
+    assert ("Not finished (their targets pending): VAE (seed 0), HVAE (2 layers) (seed 0), "
+            "IWAE k=5, DReG (seed 0).") in report
 
 
 @pytest.mark.skipif(shutil.which("make") is None or shutil.which("git") is None,
