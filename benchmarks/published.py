@@ -14,12 +14,22 @@ The models run one after another, each in its own run directory under ``--state`
   (written every epoch; a killed job loses at most the epoch it was in);
 * a run whose training ended gets ``done.json`` (epochs, why it stopped), then its best
   checkpoint is scored and the result kept in ``<results>/published/<model>-seed<s>.json``
-  (committed): a finished model is never trained or scored again;
+  with each test image's log p̂(x) beside it in ``<model>-seed<s>.log-px.npy`` (both committed):
+  a finished model is never trained again. One scored before per-image scores were kept is
+  scored again, with the same checkpoint, seed and K, for its ``.log-px.npy`` alone;
 * ``progress.json`` in each run holds the seconds per epoch, for the remaining-time estimates
   printed at the start and after every epoch.
 
 ``--report`` trains nothing: it writes this section (finished rows, epochs reached and validation
 ELBO of the running ones, the learning curves) from what the state and results hold.
+
+All models are scored on the same test images, so a gain over the VAE is judged paired: with
+d_i = log p̂_model(x_i) − log p̂_VAE(x_i) over the N test images,
+
+    gain = mean_i d_i,    s.e. = std_i(d_i) / √N
+
+(the IS noise of both estimates is inside d_i). It is far smaller than either row's s.e., which
+holds the spread of log p(x) over images.
 """
 
 from __future__ import annotations
@@ -35,10 +45,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 
 from benchmarks.common import REPO, Options, Section, Skip, prepared, spec_from, table
-from pyro_vae.atomic import write_text_atomic
+from pyro_vae.atomic import write_atomic, write_text_atomic
 from pyro_vae.engine import Interrupted
 from pyro_vae.figures import read_metrics
 from pyro_vae.registry import SpecError
@@ -50,6 +61,7 @@ EARLIER = ("Under our earlier protocol (784-200-200-50 tanh MLP, 100 epochs, lr 
            "no warm-up, last checkpoint) the VAE scored −237.01 ± 0.51 and the VampPrior "
            "−237.33 ± 0.71 (3 seeds): no better than N(0, I).")
 DONE, PROGRESS, PEEK = "done.json", "progress.json", "peek.json"
+POINTS = ".log-px.npy"  # suffix of the per-test-image log p̂(x) beside a result record
 CURVES = "quality-curves.svg"
 REFERENCE = ("For judging a run in progress: the issue's plain-PyTorch implementation of this "
              "protocol scored −231.0 at epoch 100, −229.8 at 200, −228.9 at 400 and −228.7 at "
@@ -206,9 +218,11 @@ def train_model(model: Model, seed: int, options: Options, state: Path,
     return run_dir
 
 
-def score(model: Model, seed: int, run_dir: Path, options: Options) -> dict[str, Any]:
+def score(model: Model, seed: int, run_dir: Path,
+          options: Options) -> tuple[dict[str, Any], np.ndarray]:
     """IS on the test split (the spec's K) with the checkpoint :func:`load_run` picks (the best
-    validation ELBO's, as early stopping is on)."""
+    validation ELBO's, as early stopping is on): the result record and each test image's
+    log p̂(x)."""
     from pyro_vae.train import evaluate_run, evaluated_checkpoint, load_run
 
     prep = load_run(run_dir)
@@ -216,14 +230,31 @@ def score(model: Model, seed: int, run_dir: Path, options: Options) -> dict[str,
     result = evaluate_run(prep, options.device)
     done = json.loads((run_dir / DONE).read_text())
     progress = _read(run_dir / PROGRESS) or {"epoch_seconds": []}
-    return {"model": model.name, "seed": seed, "epochs": done["epochs"],
-            "stopped": done["stopped"], "best_val_elbo": done["best_val_elbo"],
-            "checkpoint": evaluated_checkpoint(run_dir, prep.spec).name,
-            "log_px": result.log_px, "log_px_sem": result.log_px_sem, "elbo": result.elbo,
-            "mc_stderr": result.log_px_stderr, "ess": result.ess,
-            "active_units": result.active_units, "latent_dim": result.latent_dim,
-            "test_points": result.num_points, "num_samples": result.num_samples,
-            "train_s": sum(progress["epoch_seconds"]), "eval_s": result.wall_time_s}
+    record = {"model": model.name, "seed": seed, "epochs": done["epochs"],
+              "stopped": done["stopped"], "best_val_elbo": done["best_val_elbo"],
+              "checkpoint": evaluated_checkpoint(run_dir, prep.spec).name,
+              "log_px": result.log_px, "log_px_sem": result.log_px_sem, "elbo": result.elbo,
+              "mc_stderr": result.log_px_stderr, "ess": result.ess,
+              "active_units": result.active_units, "latent_dim": result.latent_dim,
+              "test_points": result.num_points, "num_samples": result.num_samples,
+              "train_s": sum(progress["epoch_seconds"]), "eval_s": result.wall_time_s}
+    return record, result.points.log_px.double().numpy()
+
+
+def points_path(out: Path) -> Path:
+    """Where the per-image log p̂(x) of the result record ``out`` is kept."""
+    return out.with_suffix(POINTS)
+
+
+def write_points(out: Path, points: np.ndarray) -> None:
+    write_atomic(points_path(out), lambda f: np.save(f, points, allow_pickle=False))
+
+
+def read_points(out: Path) -> np.ndarray | None:
+    try:
+        return np.load(points_path(out), allow_pickle=False)
+    except FileNotFoundError:
+        return None
 
 
 def peek(model: Model, seed: int, state: Path, points: int, k: int) -> dict[str, Any] | None:
@@ -257,10 +288,42 @@ def train_then_score(model: Model, seed: int, options: Options, state: Path,
     with Run(run_dir).locked("benchmarks.quality: scoring"):
         if out.is_file():  # scored by another job while this one waited to train
             return
-        record = score(model, seed, run_dir, options)
+        record, points = score(model, seed, run_dir, options)
         out.parent.mkdir(parents=True, exist_ok=True)
+        write_points(out, points)  # first: a record without its points gets them scored again
         write_text_atomic(out, json.dumps(record, indent=1) + "\n")
     print(f"{model.label} seed {seed}: test log p(x) {record['log_px']:.2f}", flush=True)
+
+
+def score_points_again(model: Model, seed: int, state: Path, out: Path,
+                       options: Options) -> None:
+    """Per-image log p̂(x) for a model scored before they were kept: the same checkpoint, seed
+    and K give the same draws, so the mean must be the recorded one. It is checked against
+    5 Monte Carlo errors of that mean (the record's mean per-image IS error / √N), so that
+    another checkpoint or data can never slip in; the record itself is left as it is."""
+    record = json.loads(out.read_text())
+    label = f"{model.label} (seed {seed})"
+    with Run(state / f"{model.name}-seed{seed}").locked("benchmarks.quality: scoring"):
+        if points_path(out).is_file():  # another job did it
+            return
+        print(f"{label}: scoring the test set again for its per-image log p(x)", flush=True)
+        try:
+            again, points = score(model, seed, state / f"{model.name}-seed{seed}", options)
+        except FileNotFoundError as exc:  # the run directory (its checkpoint) is gone
+            print(f"{label}: cannot be scored again: {exc}", flush=True)
+            return
+        tolerance = 5 * record["mc_stderr"] / math.sqrt(record["test_points"])
+        same = (again["checkpoint"], again["test_points"], again["num_samples"]) == \
+            (record["checkpoint"], record["test_points"], record["num_samples"])
+        if not same or abs(again["log_px"] - record["log_px"]) > tolerance:
+            print(f"{label}: not kept: scored again, log p(x) is {again['log_px']:.4f} on "
+                  f"{again['test_points']} images with {again['checkpoint']}, the record "
+                  f"{out} says {record['log_px']:.4f} on {record['test_points']} with "
+                  f"{record['checkpoint']} (allowed: ±{tolerance:.4f})", flush=True)
+            return
+        write_points(out, points)
+    print(f"{label}: per-image log p(x) kept in {points_path(out)} (mean "
+          f"{again['log_px']:.4f}, recorded {record['log_px']:.4f})", flush=True)
 
 
 def run(options: Options, command: str, state: Path, seeds: tuple[int, ...],
@@ -282,10 +345,13 @@ def run(options: Options, command: str, state: Path, seeds: tuple[int, ...],
         for model in chosen:
             for seed in seeds:
                 out = results / f"{model.name}-seed{seed}.json"
-                if out.is_file():
+                if out.is_file() and points_path(out).is_file():
                     continue
                 try:
-                    train_then_score(model, seed, options, state, max_epochs, out)
+                    if out.is_file():
+                        score_points_again(model, seed, state, out, options)
+                    else:
+                        train_then_score(model, seed, options, state, max_epochs, out)
                 except RunInUse as exc:  # another job trains or scores it: on to the next
                     print(f"{model.label} (seed {seed}): left to another job ({exc})",
                           flush=True)
@@ -348,6 +414,9 @@ def section(options: Options, command: str, state: Path, seeds: tuple[int, ...],
             rows.append([model.label, seed, where, best, now, published, "–", "–",
                          _seconds(progress), "–"])
             pending.append(f"{model.label} (seed {seed})")
+    gains = paired_gains(results, seeds)
+    section.data["gains_over_vae"] = {name: {"gain": g, "stderr": e} for name, (g, e) in
+                                      gains.items()}
     for name, what, limit in TARGETS:
         mine = finished.get(name)
         if not mine or options.toy:
@@ -356,7 +425,8 @@ def section(options: Options, command: str, state: Path, seeds: tuple[int, ...],
         if what == "vae+1":
             if "vae" not in finished:
                 continue
-            gain = mean - statistics.fmean(r["log_px"] for r in finished["vae"])
+            gain = gains[name][0] if name in gains else \
+                mean - statistics.fmean(r["log_px"] for r in finished["vae"])
             section.target(f"{name} − vae, test log p(x)", gain, limit, " nats", at_most=False,
                            fmt=".2f")
         else:
@@ -375,6 +445,7 @@ def section(options: Options, command: str, state: Path, seeds: tuple[int, ...],
         table(["model", "seed", "epochs", "best val ELBO", "test log p(x) ± s.e.",
                "published (ours − published)", "test ELBO", "active units", "train time",
                "eval time"], rows),
+        gains_text(gains, finished),
         "**Not finished (their targets pending): " + ", ".join(pending) + ".** The job "
         "continues from its checkpoints: `make bench-quality` (state directory: "
         f"`{_home(state)}`)." if pending else "All runs finished.",
@@ -382,6 +453,42 @@ def section(options: Options, command: str, state: Path, seeds: tuple[int, ...],
         link, EARLIER, DIFFERENCES,
     ])
     return section
+
+
+def paired_gains(results: Path, seeds: tuple[int, ...]) -> dict[str, tuple[float, float]]:
+    """Model name → (gain over the VAE, its standard error), paired over the test images (the
+    module's formula), for each model whose per-image scores and the VAE's are kept for every
+    seed; over S seeds, the mean of the per-seed gains and √(Σ s.e.²) / S."""
+    gains = {}
+    for model in MODELS[1:]:
+        per_seed = []
+        for seed in seeds:
+            mine = read_points(results / f"{model.name}-seed{seed}.json")
+            vae = read_points(results / f"vae-seed{seed}.json")
+            if mine is None or vae is None or mine.shape != vae.shape or len(vae) < 2:
+                break
+            d = mine - vae
+            per_seed.append((float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))))
+        else:
+            gains[model.name] = (statistics.fmean(g for g, _ in per_seed),
+                                 math.sqrt(sum(e * e for _, e in per_seed)) / len(per_seed))
+    return gains
+
+
+def gains_text(gains: dict[str, tuple[float, float]], finished: dict[str, Any]) -> str:
+    """The paragraph on gains over the VAE: paired where per-image scores are kept."""
+    labels = {m.name: m.label for m in MODELS}
+    shown = [f"{labels[n]} {g:+.2f} ± {e:.2f}" for n, (g, e) in gains.items()]
+    missing = [labels[n] for n in finished if n != "vae" and n not in gains]
+    text = ("The ± of a row is the standard error of its mean over the test images: it holds "
+            "how much log p(x) varies from image to image. Every model is scored on the same "
+            "images, so a gain over the VAE is judged paired, by the standard error of the "
+            "per-image difference (the IS noise of both models included)")
+    text += (": " + "; ".join(shown) + " nats.") if shown else "."
+    if missing and "vae" in finished:
+        text += (" Not yet for " + ", ".join(missing) + " (scored before per-image scores were "
+                 "kept; `make bench-quality` scores them again).")
+    return text
 
 
 def runnable(model: Model, seed: int, options: Options) -> str:

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,6 +98,29 @@ def test_a_published_protocol_run_killed_mid_model_continues_from_its_checkpoint
     assert results[0]["epochs"] == results[1]["epochs"] == end
     for key in ("best_val_elbo", "log_px", "elbo"):
         assert results[0][key] == results[1][key], key
+    # each test image's log p̂(x) is kept beside the record, and its mean is the record's
+    record = tmp_path / "state-results" / "published" / "vae-seed0.json"
+    points = record.with_suffix(".log-px.npy")
+    kept = np.load(points, allow_pickle=False)
+    assert kept.shape == (results[0]["test_points"],)
+    assert kept.mean() == pytest.approx(results[0]["log_px"], abs=1e-9)
+    # a record without them (scored by older code) is scored again for them alone, and only if
+    # the mean comes out as recorded: here first with a record that says 1 nat more
+    points.unlink()
+    honest = record.read_text()
+    record.write_text(json.dumps({**results[0], "log_px": results[0]["log_px"] + 1}))
+    again = subprocess.run(command(tmp_path / "state", end), cwd=ROOT, capture_output=True,
+                           text=True, timeout=240)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "VAE (seed 0): not kept: scored again" in again.stdout, again.stdout[-3000:]
+    assert not points.exists()
+    record.write_text(honest)
+    again = subprocess.run(command(tmp_path / "state", end), cwd=ROOT, capture_output=True,
+                           text=True, timeout=240)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "VAE (seed 0): per-image log p(x) kept in" in again.stdout, again.stdout[-3000:]
+    assert "resuming" not in again.stdout and record.read_text() == honest
+    np.testing.assert_allclose(np.load(points, allow_pickle=False), kept, rtol=0, atol=1e-9)
 
 
 def test_a_published_protocol_job_leaves_a_run_another_job_holds_and_trains_the_next(tmp_path):
@@ -123,6 +147,20 @@ def test_a_published_protocol_job_leaves_a_run_another_job_holds_and_trains_the_
     assert {"| VAE", "| VampPrior", "| HVAE (2 layers)", "| IWAE k=5, DReG"} <= set(rows), rows
     assert ("Not finished (their targets pending): VAE (seed 0), HVAE (2 layers) (seed 0), "
             "IWAE k=5, DReG (seed 0).") in report
+    # the VAE's run free again: trained and scored; the VampPrior's gain over it is paired
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.quality", "--toy", "--models", "vae,vamp",
+         "--max-epochs", "1", "--state", str(state), "--results", str(results),
+         "--out", str(tmp_path / "BENCHMARKS.md")],
+        cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "VAE seed 0: test log p(x)" in done.stdout, done.stdout[-3000:]
+    assert "VampPrior seed 0: test log p(x)" not in done.stdout  # finished: left as it is
+    assert "VampPrior (seed 0): scoring" not in done.stdout
+    d = (np.load(results / "published" / "vamp-seed0.log-px.npy", allow_pickle=False)
+         - np.load(results / "published" / "vae-seed0.log-px.npy", allow_pickle=False))
+    gain = f"VampPrior {d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f} nats"
+    assert gain in (tmp_path / "BENCHMARKS.md").read_text(), gain
 
 
 @pytest.mark.skipif(shutil.which("make") is None or shutil.which("git") is None,
