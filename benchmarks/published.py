@@ -380,7 +380,7 @@ def section(options: Options, command: str, state: Path, seeds: tuple[int, ...],
             results: Path) -> Section:
     section = Section("quality", "Quality: the published Fashion-MNIST table, its own protocol",
                       command)
-    rows, pending = [], []
+    rows, pending, unkept = [], [], []
     finished: dict[str, list[dict[str, Any]]] = {}
     for model in MODELS:
         for seed in seeds:
@@ -390,6 +390,8 @@ def section(options: Options, command: str, state: Path, seeds: tuple[int, ...],
             if record is not None:
                 record["curve"] = curve
                 finished.setdefault(model.name, []).append(record)
+                if not points_path(results / f"{model.name}-seed{seed}.json").is_file():
+                    unkept.append(f"{model.label} (seed {seed})")
             section.data[f"{model.name}-seed{seed}"] = {"result": record, "curve": curve}
             published = "–" if model.published is None or options.toy else \
                 f"{model.published:.2f}"
@@ -445,7 +447,7 @@ def section(options: Options, command: str, state: Path, seeds: tuple[int, ...],
         table(["model", "seed", "epochs", "best val ELBO", "test log p(x) ± s.e.",
                "published (ours − published)", "test ELBO", "active units", "train time",
                "eval time"], rows),
-        gains_text(gains, finished),
+        gains_text(gains, finished, unkept),
         "**Not finished (their targets pending): " + ", ".join(pending) + ".** The job "
         "continues from its checkpoints: `make bench-quality` (state directory: "
         f"`{_home(state)}`)." if pending else "All runs finished.",
@@ -475,19 +477,20 @@ def paired_gains(results: Path, seeds: tuple[int, ...]) -> dict[str, tuple[float
     return gains
 
 
-def gains_text(gains: dict[str, tuple[float, float]], finished: dict[str, Any]) -> str:
-    """The paragraph on gains over the VAE: paired where per-image scores are kept."""
+def gains_text(gains: dict[str, tuple[float, float]], finished: dict[str, Any],
+               unkept: list[str]) -> str:
+    """The paragraph on gains over the VAE: paired where per-image scores are kept (``unkept``:
+    the labels of the finished models whose scores are not)."""
     labels = {m.name: m.label for m in MODELS}
     shown = [f"{labels[n]} {g:+.2f} ± {e:.2f}" for n, (g, e) in gains.items()]
-    missing = [labels[n] for n in finished if n != "vae" and n not in gains]
     text = ("The ± of a row is the standard error of its mean over the test images: it holds "
             "how much log p(x) varies from image to image. Every model is scored on the same "
             "images, so a gain over the VAE is judged paired, by the standard error of the "
             "per-image difference (the IS noise of both models included)")
     text += (": " + "; ".join(shown) + " nats.") if shown else "."
-    if missing and "vae" in finished:
-        text += (" Not yet for " + ", ".join(missing) + " (scored before per-image scores were "
-                 "kept; `make bench-quality` scores them again).")
+    if unkept and "vae" in finished and len(finished) > 1:
+        text += (" Per-image scores are missing for " + ", ".join(unkept) + " (scored before "
+                 "they were kept; `make bench-quality` scores them again).")
     return text
 
 
