@@ -488,6 +488,9 @@ def gains_text(gains: dict[str, tuple[float, float]], finished: dict[str, Any],
             "images, so a gain over the VAE is judged paired, by the standard error of the "
             "per-image difference (the IS noise of both models included)")
     text += (": " + "; ".join(shown) + " nats.") if shown else "."
+    text += (" Each figure is an IS lower bound, so a gain is one in log p(x) as far as both "
+             "bounds are equally tight; section 5 measures how tight the VAE's is (AIS against "
+             "IS).")
     if unkept and "vae" in finished and len(finished) > 1:
         text += (" Per-image scores are missing for " + ", ".join(unkept) + " (scored before "
                  "they were kept; `make bench-quality` scores them again).")
