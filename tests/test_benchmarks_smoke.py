@@ -130,14 +130,19 @@ def test_a_published_protocol_job_leaves_a_run_another_job_holds_and_trains_the_
     from pyro_vae.rundir import LOCK, Run
 
     state, results = tmp_path / "state", tmp_path / "results"
-    (state / "vae-seed0").mkdir(parents=True)
-    with Run(state / "vae-seed0").locked("the other job"):
+
+    def job() -> subprocess.CompletedProcess:
         done = subprocess.run(
             [sys.executable, "-m", "benchmarks.quality", "--toy", "--models", "vae,vamp",
              "--max-epochs", "1", "--state", str(state), "--results", str(results),
              "--out", str(tmp_path / "BENCHMARKS.md")],
             cwd=ROOT, capture_output=True, text=True, timeout=240)
         assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    (state / "vae-seed0").mkdir(parents=True)
+    with Run(state / "vae-seed0").locked("the other job"):
+        done = job()
         assert "VAE (seed 0): left to another job" in done.stdout, done.stdout[-3000:]
         assert "in use by another pyro-vae process" in done.stdout
         assert sorted(p.name for p in (state / "vae-seed0").iterdir()) == [LOCK]
@@ -148,12 +153,7 @@ def test_a_published_protocol_job_leaves_a_run_another_job_holds_and_trains_the_
     assert ("Not finished (their targets pending): VAE (seed 0), HVAE (2 layers) (seed 0), "
             "IWAE k=5, DReG (seed 0).") in report
     # the VAE's run free again: trained and scored; the VampPrior's gain over it is paired
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.quality", "--toy", "--models", "vae,vamp",
-         "--max-epochs", "1", "--state", str(state), "--results", str(results),
-         "--out", str(tmp_path / "BENCHMARKS.md")],
-        cwd=ROOT, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = job()
     assert "VAE seed 0: test log p(x)" in done.stdout, done.stdout[-3000:]
     assert "VampPrior seed 0: test log p(x)" not in done.stdout  # finished: left as it is
     assert "VampPrior (seed 0): scoring" not in done.stdout
