@@ -35,7 +35,10 @@ bench-quality: $(STAMP)
 		$(if $(MODELS),--models $(MODELS))
 
 # How loose IS is on the protocol VAE (about 11 h on one thread; resumes from its saved pieces).
+# Two jobs can share the pieces, one per core: THREADS=1 for both, AIS_JOB=job-2 for the second
+# (each piece is locked while it is scored; a job passes over the pieces the other one holds).
 AIS_STATE ?= $(HOME)/.cache/pyro-vae/ais-quality
+AIS_JOB   ?= job
 RUN       ?= $(STATE)/vae-seed0
 
 # $(call background,DIR,NAME,MODULE AND ARGS): `python -m MODULE AND ARGS` in the background,
@@ -62,7 +65,7 @@ bench-quality-bg: $(STAMP)
 	$(call background,$(STATE),job$(JOB),benchmarks.quality --state $(STATE) $(if $(MODELS),--models $(MODELS)))
 
 bench-ais-bg: $(STAMP)
-	$(call background,$(AIS_STATE),job,benchmarks.ais --quality $(abspath $(RUN)))
+	$(call background,$(AIS_STATE),$(AIS_JOB),benchmarks.ais --quality $(abspath $(RUN)))
 
 # Caches only: trained runs (runs/, the default --out) are the user's and stay.
 clean:

@@ -18,13 +18,17 @@ Quality (``python -m benchmarks.ais --quality RUN_DIR``): on the first 500 test 
 trained run, IS at K = 5000 against AIS with 16 chains at 1 000 and 10 000 steps (the mean gap
 AIS − IS with its standard error over images), and BDMC on 50 simulated images. About 5 hours
 on 2 threads, so it saves its work in pieces (``--state``) and a rerun continues after the last.
+Several jobs can share the pieces, one per core: each piece is locked while it is scored, and a job
+passes over the pieces another live job holds.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -190,7 +194,7 @@ def quality(options: Options, command: str, run_dir: Path, test_points: int,
     budget = prep.spec.evaluate.memory_budget_mb
     folder = (state or options.results / "ais-quality") / hashlib.sha256(
         checkpoint.read_bytes()).hexdigest()[:16]
-    pieces = _Pieces(folder, len(x) * sum(steps) + bdmc_points * 2 * steps[0], score)
+    pieces = _Pieces(folder, len(x) * sum(steps) + bdmc_points * 2 * steps[0])
 
     def ais(s: int) -> dict[str, Any] | None:
         done = [r for start, part in zip(range(0, len(x), PIECE), x.split(PIECE))
@@ -200,11 +204,19 @@ def quality(options: Options, command: str, run_dir: Path, test_points: int,
                         vae, part, "test", Annealing(CHAINS, s, LEAPFROG), k, budget)))]
         return merge_ais(done) if done else None
 
-    first = ais(steps[0])
-    b = pieces.score(f"bdmc-c{CHAINS}-l{LEAPFROG}-t{steps[0]}-{bdmc_points}",
-                     bdmc_points * 2 * steps[0], lambda: evaluate_bdmc(
-                         vae, x[:bdmc_points], Annealing(CHAINS, steps[0], LEAPFROG), budget))
-    scored = {s: r for s, r in zip(steps, [first, *map(ais, steps[1:])]) if r}
+    def bdmc() -> dict[str, Any] | None:
+        return pieces.score(f"bdmc-c{CHAINS}-l{LEAPFROG}-t{steps[0]}-{bdmc_points}",
+                            bdmc_points * 2 * steps[0], lambda: evaluate_bdmc(
+                                vae, x[:bdmc_points], Annealing(CHAINS, steps[0], LEAPFROG),
+                                budget))
+
+    if score:  # the cheap parts first
+        ais(steps[0])
+        bdmc()
+        for s in steps[1:]:
+            ais(s)
+    pieces.compute = False  # the figures: every piece saved by now, by this job or another
+    b, scored = bdmc(), {s: r for s in steps if (r := ais(s))}
     rows = [[f"AIS, {CHAINS} chains × {s} steps", f"{r['num_points']}"
              + ("" if r["num_points"] == len(x) else " (so far)"),
              f"{r['log_px']:.3f} ± {r['log_px_sem']:.3f}", f"{r['is_log_px']:.3f}",
@@ -240,33 +252,49 @@ def quality(options: Options, command: str, run_dir: Path, test_points: int,
 
 
 class _Pieces:
-    """Scored pieces saved as JSON files in ``folder``; each is computed once (when ``compute``
-    is on; else a missing piece is None), seeded by its name, and the log gets one line per
-    piece with the estimated time left (``total`` and each piece's ``work``: images × annealing
-    steps)."""
+    """Scored pieces saved as JSON files in ``folder``; each is computed once, seeded by its
+    name, and the log gets one line per piece with the estimated time left of this job
+    (``total`` and each piece's ``work``: images × annealing steps). A missing piece is None
+    when ``compute`` is off, or while another live job holds its lock (an ``flock`` on
+    ``<name>.lock``, released by the kernel when that job dies, so a killed job blocks nothing)."""
 
-    def __init__(self, folder: Path, total: int, compute: bool = True) -> None:
+    def __init__(self, folder: Path, total: int) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        self.folder, self.left, self.compute = folder, total, compute
+        self.folder, self.left, self.compute = folder, total, True
         self.work = self.seconds = 0.0
 
     def score(self, name: str, work: int,
               compute: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
         path = self.folder / f"{name}.json"
         self.left -= work
-        if path.is_file():
-            return _nan_for_null(json.loads(path.read_text()))
-        if not self.compute:
-            return None
-        torch.manual_seed(int(hashlib.sha256(name.encode()).hexdigest()[:8], 16))
-        start = time.perf_counter()
-        result = compute()
-        write_json_atomic(path, result)
+        if path.is_file() or not self.compute:
+            return self._read(path)
+        lock = self.folder / f"{name}.lock"
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"{name}: scored by another job; passed over", flush=True)
+                return None
+            if path.is_file():  # finished by the job that held the lock before
+                return self._read(path)
+            torch.manual_seed(int(hashlib.sha256(name.encode()).hexdigest()[:8], 16))
+            start = time.perf_counter()
+            result = compute()
+            write_json_atomic(path, result)
+            lock.unlink(missing_ok=True)  # a job that opened it before finds the piece saved
+        finally:
+            os.close(fd)
         self.work += work
         self.seconds += time.perf_counter() - start
         left_h = self.left * self.seconds / self.work / 3600
         print(f"{name}: {time.perf_counter() - start:.0f} s; about {left_h:.1f} h left", flush=True)
         return result
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, Any] | None:
+        return _nan_for_null(json.loads(path.read_text())) if path.is_file() else None
 
 
 def _nan_for_null(value: Any) -> Any:

@@ -1,7 +1,9 @@
 """Smoke test of ``python -m benchmarks.ais``: the speed section and the quality section on a
 tiny trained run, at toy sizes, in a subprocess (tests never import ``benchmarks``)."""
 
+import fcntl
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,10 +11,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _run(*args: str) -> None:
+def _run(*args: str) -> str:
     done = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def _figures(data: dict) -> dict:
+    """The scored figures of each AIS row (not its times)."""
+    keys = ("num_points", "log_px", "log_px_sem", "is_log_px", "gap", "gap_sem", "acceptance")
+    return {steps: {k: r[k] for k in keys} for steps, r in data["ais"].items()}
 
 
 def test_ais_benchmark_runs_at_toy_size_with_and_without_a_trained_run(tmp_path: Path) -> None:
@@ -53,6 +62,22 @@ def test_ais_benchmark_runs_at_toy_size_with_and_without_a_trained_run(tmp_path:
     _run("benchmarks.ais", *quality)
     again = json.loads((results / "ais-quality.json").read_text())["data"]
     assert pieces[0].is_file() and all(p.stat().st_mtime_ns == t for p, t in kept.items())
-    for steps, r in scored["ais"].items():
-        for key in ("log_px", "log_px_sem", "is_log_px", "gap", "gap_sem", "acceptance"):
-            assert again["ais"][steps][key] == r[key], (steps, key)
+    assert _figures(again) == _figures(scored)
+    # Two jobs share the pieces: a piece that another live job holds (its flock taken here) is
+    # passed over, the others are kept, and the report says what is left. The lock file of a
+    # killed job (no holder) blocks nothing: the next run scores the piece, to the same figures.
+    lock = pieces[1].with_suffix(".lock")
+    pieces[1].unlink()
+    holder = os.open(lock, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        log = _run("benchmarks.ais", *quality)
+    finally:
+        os.close(holder)
+    assert f"{pieces[1].stem}: scored by another job; passed over" in log, log
+    assert not pieces[1].exists() and "In progress" in out.read_text()
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items() if p != pieces[1])
+    _run("benchmarks.ais", *quality)
+    assert pieces[1].is_file() and not lock.exists() and "In progress" not in out.read_text()
+    assert _figures(json.loads((results / "ais-quality.json").read_text())["data"]) \
+        == _figures(scored)
