@@ -6,7 +6,8 @@ over the minibatch times the data plate's scale N/B), R independent draws ℓ_1.
     bound        = −mean_r(ℓ_r) / N          the objective per data point (nats)
     bound_std    = std_r(ℓ_r) / N            the spread of one draw
     bound_stderr = bound_std / √R            the Monte Carlo standard error of ``bound``
-    snr_<group>  = mean over coordinates of |E g| / √Var g, and its median (``snr_<group>_median``)
+    snr_<group>  = mean over the noisy coordinates of |E g| / √Var g, and its median
+                   (``snr_<group>_median``; a coordinate with an exact gradient has SNR ∞)
     ms_per_step  = mean wall time of one loss + gradient evaluation
 
 with the gradient statistics of :func:`inference.gradients.gradient_statistics` (Rainforth et al.

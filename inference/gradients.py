@@ -6,7 +6,9 @@ per coordinate,
     mean = (1/R) Σ_r g_r,   variance = 1/(R−1) Σ_r (g_r − mean)²,   SNR = |mean| / √variance
 
 (Rainforth et al. 2018, "Tighter variational bounds are not necessarily better", eq. 3). A
-coordinate whose every estimate is zero has SNR 0/0 = nan and is left out of the summaries.
+coordinate whose every estimate is zero has SNR 0/0 = nan, and one whose estimates are all the
+same non-zero number (an exact gradient, e.g. a learned prior's under an analytic KL) has SNR ∞;
+both are left out of the summaries, which describe the coordinates with a noisy gradient.
 """
 
 from __future__ import annotations
@@ -33,11 +35,17 @@ class GroupStatistics:
 
     @property
     def mean_snr(self) -> float:
-        return torch.nanmean(self.snr).item()
+        return torch.nanmean(self._noisy_snr).item()
 
     @property
     def median_snr(self) -> float:
-        return torch.nanmedian(self.snr).item()
+        return torch.nanmedian(self._noisy_snr).item()
+
+    @property
+    def _noisy_snr(self) -> Tensor:
+        """The SNR, nan where it is not finite (module docstring)."""
+        snr = self.snr
+        return snr.masked_fill(~snr.isfinite(), torch.nan)
 
 
 @dataclass(frozen=True)

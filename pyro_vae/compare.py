@@ -48,7 +48,8 @@ COLUMNS = {
     "bound_std": "standard deviation of one draw of the objective (nats)",
     "bound_stderr": "Monte Carlo standard error of bound: bound_std / √R",
     "snr_guide": "gradient signal-to-noise ratio |E g| / √Var g, mean over the encoder's "
-                 "parameters (Rainforth et al. 2018)",
+                 "parameters whose gradient is noisy (Rainforth et al. 2018; an exact gradient's "
+                 "∞ is left out)",
     "snr_guide_median": "the same, median over the encoder's parameters",
     "snr_model": "gradient SNR, mean over the other parameters (decoder, prior, likelihood)",
     "snr_model_median": "the same, median over the other parameters",

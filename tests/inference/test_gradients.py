@@ -12,7 +12,7 @@ from pyro.nn import PyroModule
 from torch import Tensor, nn
 
 from inference.estimators import make_estimator
-from inference.gradients import gradient_statistics
+from inference.gradients import GroupStatistics, gradient_statistics
 
 
 
@@ -109,3 +109,12 @@ def test_custom_groups_unused_parameters_and_errors(setup) -> None:
         gradient_statistics(ppca.model, ppca.guide, make_estimator("trace"), x, repeats=2)
     with pytest.raises(ValueError, match="repeats must be >= 2, got 1"):
         gradient_statistics(model, guide, make_estimator("trace"), x, repeats=1)
+
+
+def test_exact_and_absent_gradients_are_left_out_of_the_snr_summaries() -> None:
+    """SNR = |mean| / √variance per coordinate: ∞ for an exact gradient (variance 0), 0/0 for no
+    gradient; the mean and median describe the noisy coordinates (here SNR 2 and 1)."""
+    stats = GroupStatistics(mean=torch.tensor([2.0, 1.0, -0.5, 0.0], dtype=torch.float64),
+                            variance=torch.tensor([0.0, 0.25, 0.25, 0.0], dtype=torch.float64))
+    assert stats.snr[0] == torch.inf and stats.snr[3].isnan()
+    assert stats.mean_snr == pytest.approx(1.5) and stats.median_snr == pytest.approx(1.0)
