@@ -49,8 +49,8 @@ from torch import Tensor
 from torch.distributions import kl_divergence
 
 # PointLogWeights and particle_traces are part of this module's API (re-exported from traces).
-from inference.traces import (PointLogWeights, particle_traces, point_log_weights, replayed_traces,
-                              sample_sites, site_log_prob)
+from inference.traces import (PointLogWeights, deterministic, particle_traces, point_log_weights,
+                              replayed_traces, sample_sites, site_log_prob)
 
 
 def _check_int(name: str, value: int, minimum: int) -> None:
@@ -262,7 +262,8 @@ class STL(_PointwiseELBO):
         z_j = z(ε_j, φ),
 
     exactly zero for every sample once q equals the posterior (log p(x, z) − log q(z | x) is then
-    log p(x) for all z). Model parameters get the plain ELBO gradient. Mean-field guides only.
+    log p(x) for all z). Model parameters get the plain ELBO gradient. Mean-field guides only,
+    autoguides' z = T(u) included (:func:`inference.traces.point_log_weights`).
     """
 
     stop_guide_params = True
@@ -291,9 +292,10 @@ class DReG(_PointwiseELBO):
         ∇_φ L_k ≈ Σ_j Σ_s w̃_j (1 − β_s + β_s w̃_j) ∂log w_j/∂z_sj · ∂z_sj/∂φ,
 
     w̃_j² at β = 1. Implemented with the surrogate Σ_j sg(w̃_j) log w_j and a gradient hook that
-    multiplies the gradient reaching each guide value z_sj by 1 − β_s + β_s w̃_j; a hook at each
-    site's value is right for mean-field guides (sites not computed from one another), which is
-    what this estimator supports.
+    multiplies the gradient reaching each guide draw z_sj by 1 − β_s + β_s w̃_j; a hook at each
+    draw is right for mean-field guides (draws not computed from one another), which is what this
+    estimator supports. An autoguide's z = T(u) (a ``Delta`` site) gets no hook of its own: its
+    gradient flows into the draw u, whose hook applies the factor once.
     """
 
     stop_guide_params = True
@@ -309,7 +311,8 @@ class DReG(_PointwiseELBO):
         # takes ~9 ms on this CPU (torch 2.13), 300× the former.
         normalized = (log_w.detach() - log_w.detach().logsumexp(0)).exp()
         for site in weights.guide_trace.nodes.values():
-            if site["type"] == "sample" and site["value"].requires_grad:
+            if site["type"] == "sample" and site["value"].requires_grad \
+                    and not deterministic(site):
                 factor = weights.broadcast_to(normalized, site)
                 beta = site["scale"] / weights.scale  # β_s: the site's scale over N/B
                 if site["mask"] is not None or not (isinstance(beta, float) and beta == 1.0):

@@ -45,7 +45,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from tqdm.auto import tqdm
 
-from inference.traces import particle_traces, point_log_weights
+from inference.traces import FixedPoints, particle_traces, point_log_weights
 
 # Probe sizes for measuring memory per particle: the slope (peak(4) − peak(2)) / 2 removes the
 # cost that does not grow with the particles (parameters, an encoder pass over the batch).
@@ -140,9 +140,9 @@ def estimate_from_log_weights(
                 m = lw.new_full(lw.shape[1:], -math.inf)
                 s1, s2, sum_lw = (lw.new_zeros(lw.shape[1:]) for _ in range(3))
             new_m = torch.maximum(m, lw.amax(0))
-            new_m = new_m.masked_fill(new_m == -math.inf, 0.0)  # all weights zero so far: sums stay 0
-            decay = (m - new_m).exp()
-            u = (lw - new_m).exp()
+            shift = new_m.masked_fill(new_m == -math.inf, 0.0)  # all weights zero so far: sums 0
+            decay = (m - shift).exp()
+            u = (lw - shift).exp()
             s1 = s1 * decay + u.sum(0)
             s2 = s2 * decay.square() + u.square().sum(0)
             sum_lw = sum_lw + lw.sum(0)
@@ -227,7 +227,7 @@ def log_marginal_likelihood(
     do not enter. A model latent the guide does not sample is drawn from its prior, where its p/q
     cancels; it is left out. The data plate is the plate all observed sites share (pass
     ``data_plate`` to choose among several); a sample site outside it, e.g. a global latent,
-    raises ValueError.
+    raises ValueError, as does a data plate that draws its own random subsample (no fixed points).
     """
     _check_positive(num_samples=num_samples)
 
@@ -235,8 +235,10 @@ def log_marginal_likelihood(
         traces = particle_traces(model, guide, args, kwargs, k, max_plate_nesting)
         return point_log_weights(*traces, max_plate_nesting, unscaled=True, data_plate=data_plate).log_w
 
-    chunk = chunk_size_for_budget(measure_bytes_per_particle(log_weights), memory_budget_mb, num_samples)
-    return estimate_from_log_weights(log_weights, num_samples, chunk, progress)
+    with FixedPoints():
+        chunk = chunk_size_for_budget(measure_bytes_per_particle(log_weights), memory_budget_mb,
+                                      num_samples)
+        return estimate_from_log_weights(log_weights, num_samples, chunk, progress)
 
 
 @contextlib.contextmanager

@@ -27,10 +27,12 @@ from typing import Any
 import pyro
 import torch
 from pyro import poutine
+from pyro.distributions import Delta
 from pyro.distributions.util import detach, scale_and_mask
 from pyro.infer.enum import get_importance_trace
 from pyro.poutine import Trace
 from pyro.poutine.indep_messenger import CondIndepStackFrame
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
@@ -125,9 +127,16 @@ def point_log_weights(model_trace: Trace, guide_trace: Trace, max_plate_nesting:
 
     ``unscaled`` leaves out every scale (β and N/B): log p̂(x) is then the log-mean-exp of log_w.
     ``stop_guide_params`` evaluates log q_φ(z) with φ detached inside the density and the path
-    z(φ) kept: the same value, only the path gradient (needs a guide whose sites do not depend on
-    one another's values, as the stopped density also cuts such dependences). ``data_plate``
-    names the data plate (see :func:`find_data_plate`).
+    z(φ) kept: the same value, only the path gradient. It needs a mean-field guide (sites that
+    do not depend on one another's values, as the stopped density also cuts such dependences),
+    with one exception, the layout of Pyro's autoguides (``AutoNormal``): an auxiliary draw
+    u ~ q_φ(u) and a :func:`deterministic` site z = T(u) whose ``log_density`` is
+    log |det ∂T⁻¹/∂z|, a function of u alone. Its density is kept whole, so that
+
+        log q(z) = log q_{sg(φ)}(u) + log |det ∂T⁻¹/∂z|(u)
+
+    keeps its path derivative through u. ``data_plate`` names the data plate (see
+    :func:`find_data_plate`).
     """
     data = find_data_plate(model_trace, guide_trace, data_plate)
     scale = (data.full_size or data.size) / data.size
@@ -140,7 +149,7 @@ def point_log_weights(model_trace: Trace, guide_trace: Trace, max_plate_nesting:
 
     def per_point(site: dict[str, Any], stop_params: bool = False) -> Tensor:
         """c_s log p_s(value) summed over the batch dims but the particle and data dims → (k, B)."""
-        if stop_params:
+        if stop_params and not deterministic(site):
             log_prob = detach(site["fn"]).log_prob(site["value"])
         else:
             log_prob = site["unscaled_log_prob"]
@@ -163,6 +172,32 @@ def sum_to_points(t: Tensor, batch_dims: int, data_dim: int, shape: torch.Size) 
     t = t.reshape((1,) * (batch_dims - t.dim()) + t.shape)
     others = [d for d in range(1, batch_dims) if d != batch_dims + data_dim]
     return (t.sum(others) if others else t).expand(shape)
+
+
+def deterministic(site: dict[str, Any]) -> bool:
+    """Whether the site is a ``Delta`` (under any masking, expanding or ``to_event`` wrappers):
+    its value is a function of other sites, as an autoguide's z = T(u), not a draw of its own."""
+    fn = site["fn"]
+    while not isinstance(fn, Delta) and hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return isinstance(fn, Delta)
+
+
+class FixedPoints(Messenger):
+    """Refuses a plate that draws a random subsample of its own (``subsample_size`` without
+    ``subsample=``): a score per data point needs the same points in every run of the model and
+    guide, and the evaluators run them many times (chunks of particles, chains, steps). Inside
+    this handler, a subsample that an inner handler supplies (``poutine.replay``) is fine."""
+
+    def _pyro_sample(self, msg: dict[str, Any]) -> None:
+        fn = msg["fn"]
+        if site_is_subsample(msg) and msg["value"] is None \
+                and fn.subsample_size is not None and fn.subsample_size < fn.size:
+            raise ValueError(
+                f"the plate '{msg['name']}' draws a random subsample of {fn.subsample_size} of its "
+                f"{fn.size} points at each run, so there are no fixed points to score: pass the "
+                f"indices, pyro.plate('{msg['name']}', {fn.size}, subsample=idx), or no "
+                "subsample_size")
 
 
 def sample_sites(trace: Trace) -> list[dict[str, Any]]:

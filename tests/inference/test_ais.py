@@ -230,3 +230,37 @@ def test_results_of_batches_join() -> None:
     joined = AISResult.cat(parts)
     assert len(joined.acceptance) == 5 and joined.num_steps == 10 and joined.num_samples == 4
     assert "4 chains × 10 steps" in str(joined)
+
+
+def test_a_data_plate_that_draws_its_own_subsample_is_refused_by_every_evaluator() -> None:
+    """With ``subsample_size`` and no indices, every run of the model and guide scores other
+    points (each chunk of particles, chain or step): IS, AIS and BDMC refuse such a plate by
+    name; the same plate given its indices is scored."""
+    x = torch.tensor([0.0, 3.0, 6.0, 9.0])
+
+    def plate(idx: Tensor | None) -> pyro.plate:
+        return pyro.plate("data", 4, subsample_size=2, subsample=idx)
+
+    def model(x: Tensor, idx: Tensor | None = None) -> None:
+        with plate(idx) as i:
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x[i])
+
+    def guide(x: Tensor, idx: Tensor | None = None) -> None:  # the exact posterior N(x/2, 1/2)
+        with plate(idx) as i:
+            pyro.sample("z", dist.Normal(x[i] / 2, 0.5**0.5))
+
+    random = "the plate 'data' draws a random subsample of 2 of its 4 points"
+    with pytest.raises(ValueError, match=random):
+        log_marginal_likelihood(model, guide, x, num_samples=8)
+    with pytest.raises(ValueError, match=random):
+        ais_log_marginal_likelihood(model, guide, x, num_chains=2, num_steps=2)
+    with pytest.raises(ValueError, match=random):
+        bdmc(model, guide, x, num_chains=2, num_steps=2)
+    idx = torch.tensor([3, 1])
+    exact = dist.Normal(0.0, 2**0.5).log_prob(x[idx])
+    torch.testing.assert_close(log_marginal_likelihood(model, guide, x, idx, num_samples=8).log_px,
+                               exact.double(), rtol=0, atol=1e-5)
+    torch.testing.assert_close(ais_log_marginal_likelihood(model, guide, x, idx, num_chains=2,
+                                                           num_steps=3).log_px,
+                               exact.double(), rtol=0, atol=1e-5)

@@ -192,11 +192,13 @@ def test_budget_too_small_for_one_particle_raises(ppca: PPCA) -> None:
 
 @pytest.mark.parametrize("chunk_size", [1, 7, 64, 100, 1000])
 def test_streaming_accumulator_matches_direct_logsumexp(chunk_size: int) -> None:
-    K, B = 100, 6
+    K, B = 100, 7
     g = torch.Generator().manual_seed(3)
     lw = 30.0 * torch.randn(K, B, generator=g, dtype=torch.float64)  # weights over ~100 orders of e
     lw[::3, 1] = -math.inf  # zero weights
     lw[:, 2] = -math.inf  # a point of zero probability
+    lw[:, 6] -= 800.0  # tiny weights after zero ones only: exp(lw) underflows without the max
+    lw[: K // 2, 6] = -math.inf
     requested = []
 
     def log_weights(k: int) -> torch.Tensor:
@@ -206,7 +208,7 @@ def test_streaming_accumulator_matches_direct_logsumexp(chunk_size: int) -> None
 
     r = estimate_from_log_weights(log_weights, K, chunk_size)
     assert sum(requested) == K and max(requested) <= chunk_size
-    ok = [0, 1, 3, 4, 5]
+    ok = [0, 1, 3, 4, 5, 6]
     direct = torch.logsumexp(lw, 0) - math.log(K)
     torch.testing.assert_close(r.log_px[ok], direct[ok], rtol=1e-12, atol=1e-12)
     assert r.log_px[2] == -math.inf
