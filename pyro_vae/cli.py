@@ -75,7 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pyro_vae.engine import Interrupted
     from pyro_vae.rundir import notice, resume_point
     from pyro_vae.spec import load_spec
-    from pyro_vae.train import Diverged, finished, prepare, resume_spec
+    from pyro_vae.train import Diverged, device_for, finished, load_run, prepare, resume_spec
 
     quiet()
     overrides = [*args.set, *device_overrides(args)]
@@ -91,6 +91,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         spec = dataclasses.replace(spec, data=absolute_paths(spec.data))
     else:
         raise SpecError("train", "needs a YAML spec (CONFIG) or --resume RUN_DIR")
+    if not args.overwrite and run.unscored(spec):
+        notice(f"{run.root} holds this spec's run, trained but stopped during its evaluation: "
+               "scoring it")
+        try:
+            with run.locked("train"):
+                prepared = load_run(run.root, spec)
+                return _score(prepared, run, device_for(spec.train.accelerator), rank0=True)
+        except Interrupted as exc:
+            print(f"pyro-vae: {exc}", file=sys.stderr)
+            return exc.exit_code
     resume = bool(args.resume) or (not args.overwrite and run.continues(spec))
     if resume and not args.resume:
         notice(f"{run.root} holds this spec's run, stopped ({run.state()}) before it finished: "
@@ -117,13 +127,26 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _train(prepared: Prepared, run: Run, overwrite: bool, resume: bool) -> int:
     """Fit, evaluate and draw the figures, with the run locked throughout (by rank 0)."""
-    from pyro_vae.train import evaluate_run, fit
+    from pyro_vae.train import fit
 
     trainer = fit(prepared, run, overwrite=overwrite, resume=resume)
+    return _score(prepared, run, trainer.strategy.root_device, trainer.global_rank == 0)
+
+
+def _score(prepared: Prepared, run: Run, device: torch.device, rank0: bool) -> int:
+    """The evaluation that ends ``train``: scores, figures and the printed summary. A stop
+    signal here ends the command with one line; the trained run stays, and the same command
+    (or ``--resume``) scores it (:meth:`Run.unscored`)."""
+    from pyro_vae.engine import stopped_during
+    from pyro_vae.train import evaluate_run
+
     progress = prepared.spec.train.progress and chatty()
-    result = evaluate_run(prepared, trainer.strategy.root_device, progress=progress)
-    if trainer.global_rank == 0:
-        write_evaluation(prepared, run, result, curves=True)
+    with stopped_during("the evaluation", f"{run.root} keeps the trained run; the same command "
+                        f"or pyro-vae train --resume {run.root} scores it"):
+        result = evaluate_run(prepared, device, progress=progress)
+        if rank0:
+            write_evaluation(prepared, run, result, curves=True)
+    if rank0:
         print("\n".join([f"data: {prepared.bundle.describe()}", *result.lines()]))
         print(f"run directory: {run.root}")
     return 0
@@ -138,7 +161,6 @@ def write_evaluation(prepared: Prepared, run: Run, result: Evaluation, curves: b
 
     bundle, split = prepared.bundle, result.split
     folder = run.directory(figures_path(run.root, split))
-    result.to_json(eval_path(run.root, split))
     vae = OnDataScale(prepared.vae, bundle.to_model, bundle.to_data)
     data = bundle.to_data(bundle.split(split)[:result.num_points])
     write_run_figures(vae, data, bundle.shape, folder, labels=bundle.labels.get(split),
@@ -149,6 +171,7 @@ def write_evaluation(prepared: Prepared, run: Run, result: Evaluation, curves: b
     metrics = run.root / "metrics.csv"
     if curves and metrics.is_file() and curve_series(read_metrics(metrics)):
         plot_training_curves(metrics, folder.parent / "training_curves.png")
+    result.to_json(eval_path(run.root, split))  # last: its presence says the run is scored
 
 
 def _limit(value: int | None) -> int | None:

@@ -87,10 +87,12 @@ class Interrupted(BaseException):
     process the signal ended. A BaseException, like KeyboardInterrupt: no ``except Exception``
     swallows it."""
 
-    def __init__(self, signum: int, step: int | None, where: str = "") -> None:
+    def __init__(self, signum: int, step: int | None, where: str = "",
+                 during: str | None = None) -> None:
         self.signum, self.step = signum, step
         name = signal_name(signum)
-        what = (f"stopped at once by a second {name}" if step is None
+        what = (f"interrupted ({name}) during {during}" if during else
+                f"stopped at once by a second {name}" if step is None
                 else f"interrupted ({name}) after step {step}")
         super().__init__(what + (f"; {where}" if where else ""))
 
@@ -201,13 +203,32 @@ def install_handlers(handler: Callable[[int, FrameType | None], Any]) -> dict[in
 def stop_on_signals(checkpoint: PeriodicCheckpoint) -> Iterator[None]:
     """The stop signals go to ``checkpoint.on_signal`` inside the block (signal handlers can only
     be set from the main thread; elsewhere the block runs with the handlers it has)."""
-    previous = install_handlers(checkpoint.on_signal)
+    with _handled_by(checkpoint.on_signal):
+        yield
+
+
+@contextmanager
+def _handled_by(handler: Callable[[int, FrameType | None], Any]) -> Iterator[None]:
+    """``handler`` for every stop signal inside the block, the previous handlers after it."""
+    previous = install_handlers(handler)
     try:
         yield
     finally:
-        for signum, handler in previous.items():
+        for signum, old in previous.items():
             default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
-            signal.signal(signum, default if handler is None else handler)
+            signal.signal(signum, default if old is None else old)
+
+
+@contextmanager
+def stopped_during(what: str, where: str) -> Iterator[None]:
+    """A stop signal inside the block raises :class:`Interrupted` (``during`` ``what``, the run
+    holding ``where``) instead of ending the process without a word, as the default SIGTERM and
+    SIGUSR1 handlers do; the handlers before it are restored after."""
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(signum, None, where, during=what)
+
+    with _handled_by(stop):
+        yield
 
 
 class RngState(L.Callback):

@@ -170,7 +170,17 @@ class Run:
         that a signal, a crash or a divergence stopped (its marker's state is not ``finished``)
         whose last checkpoint was trained from the same spec (:func:`changed_keys`). A requeued
         cluster job resumes this way, with the command it was started with."""
-        if self.state() in (None, "finished") or not self.last.is_file():
+        return self.state() not in (None, "finished") and self.trained_from(spec)
+
+    def unscored(self, spec: Spec) -> bool:
+        """Whether training from ``spec`` finished here but the evaluation that ends ``train``
+        did not (a signal or a crash during it): no ``eval-<split>.json`` of the spec's split."""
+        return (self.state() == "finished" and self.trained_from(spec)
+                and not eval_path(self.root, spec.evaluate.split).is_file())
+
+    def trained_from(self, spec: Spec) -> bool:
+        """Whether the last checkpoint was trained from ``spec`` (:func:`changed_keys`)."""
+        if not self.last.is_file():
             return False
         try:
             record = read_checkpoint(self.last).get(RECORD)

@@ -602,13 +602,13 @@ def evaluated_checkpoint(run_dir: Path, spec: Spec) -> Path:
     return last_checkpoint(run_dir)
 
 
-def load_run(run_dir: Path) -> Prepared:
-    """Rebuild a run's VAE from its config.yaml and load the weights of
-    :func:`evaluated_checkpoint` (the best validation ELBO's with early stopping, else the last),
-    checked
-    against the spec and data the checkpoint was trained on; the data transform refitted on
-    loading must equal the one the run saved (transform.json)."""
-    prepared = prepare(load_spec(run_config(run_dir)))
+def load_run(run_dir: Path, spec: Spec | None = None) -> Prepared:
+    """Rebuild a run's VAE from its config.yaml (or ``spec``, e.g. with other ``evaluate``
+    settings) and load the weights of :func:`evaluated_checkpoint` (the best validation ELBO's
+    with early stopping, else the last), checked against the spec and data the checkpoint was
+    trained on; the data transform refitted on loading must equal the one the run saved
+    (transform.json)."""
+    prepared = prepare(spec or load_spec(run_config(run_dir)))
     load_weights(prepared.vae, evaluated_checkpoint(run_dir, prepared.spec), run_dir,
                  prepared.spec, lambda: prepared.data_sha256)
     saved = run_dir / TRANSFORM

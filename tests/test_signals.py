@@ -244,3 +244,36 @@ def test_a_ctrl_c_during_the_last_step_stops_before_scoring_and_resume_scores(tm
     assert Run(run).state() == "finished" and (run / "eval-test.json").is_file()
     assert checkpoint_step(last_path(run)) == last + 1
     assert logged_steps(run) == list(range(last + 1))
+
+
+def test_a_stop_signal_during_the_final_evaluation_keeps_the_run_and_the_same_command_scores_it(
+        tmp_path, capsys, monkeypatch):
+    """Training finished, then Ctrl-C (or SIGTERM, SIGUSR1: the same handler) lands in the
+    evaluation that ends ``train``: one line, exit 130, the trained run kept and unscored. The
+    same command then scores it without training again, with the command's evaluate settings."""
+    from pyro_vae import train
+
+    original = train.evaluate_run
+
+    def evaluate_run(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train, "evaluate_run", evaluate_run)
+    run = tmp_path / "run"
+    handler = signal.getsignal(signal.SIGINT)
+    assert main(command(run, "train.max_epochs=1")[1:]) == EXIT_INTERRUPTED
+    err = capsys.readouterr().err.strip()
+    assert signal.getsignal(signal.SIGINT) is handler  # restored
+    assert "\n" not in err and "interrupted (Ctrl-C) during the evaluation" in err, err
+    assert f"the same command or pyro-vae train --resume {run} scores it" in err
+    assert Run(run).state() == "finished" and not (run / "eval-test.json").exists()
+    trained = (last_path(run).read_bytes(), logged_steps(run))
+
+    monkeypatch.setattr(train, "evaluate_run", original)
+    assert main(command(run, "train.max_epochs=1", "evaluate.num_samples=7")[1:]) == 0
+    assert "run directory" in capsys.readouterr().out
+    assert json.loads((run / "eval-test.json").read_text())["num_samples"] == 7
+    assert (last_path(run).read_bytes(), logged_steps(run)) == trained
+    assert main(command(run, "train.max_epochs=1")[1:]) != 0  # scored: no longer this case
+    assert "exists" in capsys.readouterr().err
