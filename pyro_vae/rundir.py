@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import fnmatch
 import hashlib
 import json
 import os
@@ -64,11 +65,29 @@ NO_CHECKPOINT = "no checkpoint had been written"
 LAYOUT = (MARKER, LOCK, CONFIG, TRANSFORM, CHECKPOINTS, FIGURES, "metrics.csv", "hparams.yaml",
           "tensorboard", "ddp.json", "eval.json", "eval-*.json", REPORT, "compare.csv",
           "compare.md", ".*.tmp")
+#: The figures a run draws, in ``figures/`` or ``figures/<split>/`` (``.png``).
+FIGURE_NAMES = ("training_curves", "latent_map", "samples_vs_data", "prior_samples",
+                "reconstructions", "traversals", "interpolation", "log_px", "ais", "bdmc",
+                "compare")
+#: What a run writes inside its folders (paths relative to the folder, ``*`` as in glob, one
+#: pattern part per path part); anything else there is the user's. tensorboard/ is the logger's.
+INSIDE = {
+    CHECKPOINTS: ("*.ckpt", ".*.tmp"),
+    FIGURES: (*(f"{folder}{name}.png" for folder in ("", "*/") for name in FIGURE_NAMES),
+              ".*.tmp", "*/.*.tmp"),
+    "tensorboard": None,
+}
 #: Spec keys ``--resume`` may change besides ``evaluate.*``: none alters what a checkpoint means.
 RESUMABLE = ("train.max_epochs", "train.lr", "train.gradient_clip", "train.progress",
              "train.logger", "train.jit", "train.keep_checkpoints", "train.blowup_factor")
 RECORD = "pyro_vae"  # the checkpoint entry holding the spec and data digests
 T = TypeVar("T")
+
+
+def _matches(path: Path, pattern: str) -> bool:
+    """Whether the relative ``path`` matches ``pattern`` part by part (``*`` within one part)."""
+    parts = pattern.split("/")
+    return len(parts) == len(path.parts) and all(map(fnmatch.fnmatchcase, path.parts, parts))
 
 
 def last_path(run_dir: Path) -> Path:
@@ -125,9 +144,18 @@ class Run:
         return kept_checkpoints(self.root / CHECKPOINTS)
 
     def foreign(self) -> list[str]:
-        """Top-level entries that a run does not write (sorted)."""
+        """Entries that a run does not write (sorted): at the top level (:data:`LAYOUT`), and
+        files inside its folders (:data:`INSIDE`), as paths relative to the run."""
         names = [p.name for p in self.root.iterdir()]
-        return sorted(n for n in names if not any(Path(n).match(g) for g in LAYOUT))
+        found = [n for n in names if not any(Path(n).match(g) for g in LAYOUT)]
+        for folder, patterns in INSIDE.items():
+            if patterns is None or not (self.root / folder).is_dir():
+                continue
+            for path in (self.root / folder).rglob("*"):
+                inside = path.relative_to(self.root / folder)
+                if not path.is_dir() and not any(_matches(inside, g) for g in patterns):
+                    found.append(str(Path(folder) / inside))
+        return sorted(found)
 
     def is_run(self) -> str | None:
         """Why ``root`` is not a pyro-vae run (None when it is): it must hold the marker (or,

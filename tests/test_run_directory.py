@@ -96,15 +96,20 @@ def test_overwrite_refuses_a_directory_that_is_not_a_run(tmp_path, where):
     assert (root / ".git" / "HEAD").is_file() and (root / "src" / "model.py").is_file()
 
 
+@pytest.mark.parametrize("mine", ["notes.md", "checkpoints/notes.md", "figures/test/latents.npz",
+                                  "figures/my_plot.png"])
 def test_overwrite_refuses_a_run_holding_a_users_file_and_the_working_directory(tmp_path,
-                                                                                 finished):
+                                                                                 finished, mine):
+    """A file the run does not write, at its top level or inside its folders (an ``encode``
+    output, notes beside the checkpoints, a plot of one's own among the figures), is the user's:
+    --overwrite refuses the run, naming it."""
     run = tmp_path / "run"
     shutil.copytree(finished, run)
-    (run / "notes.md").write_text("keep me\n")
+    (run / mine).write_text("keep me\n")
     before = tree_hash(tmp_path)
-    refused(pyro_vae("train", DIGITS, *SETS, "--out", run, "--overwrite"), "notes.md")
+    refused(pyro_vae("train", DIGITS, *SETS, "--out", run, "--overwrite"), mine)
     assert tree_hash(tmp_path) == before
-    (run / "notes.md").unlink()
+    (run / mine).unlink()
     before = tree_hash(tmp_path)
     refused(pyro_vae("train", DIGITS, *SETS, "--out", ".", "--overwrite", cwd=run),
             "working directory")
