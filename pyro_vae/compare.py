@@ -30,7 +30,7 @@ from pyro_vae.console import chatty, quiet
 from pyro_vae.data import absolute_paths
 from pyro_vae.evaluate import evaluate
 from pyro_vae.registry import Component, SpecError, directory_argument
-from pyro_vae.rundir import LOCK, Run, run_config
+from pyro_vae.rundir import CONFIG, LOCK, Run, run_config
 from pyro_vae.spec import ESTIMATORS, Spec, dump_spec, load_spec, parse_yaml
 
 if TYPE_CHECKING:
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 ALIASES = {"k": "particles"}
 RUNS = "runs"
 COMPARE_CSV, COMPARE_MD, FIGURE = "compare.csv", "compare.md", Path("figures") / "compare.png"
+#: What a comparison that trains writes into OUT (``*`` as in glob).
+TRAINED_LAYOUT = (CONFIG, RUNS, COMPARE_CSV, COMPARE_MD, FIGURE.parts[0], LOCK, ".*.tmp")
 #: The columns of compare.csv and what they mean (the bound and SNR columns: inference.compare).
 COLUMNS = {
     "estimator": "the --estimators entry",
@@ -214,6 +216,12 @@ def _check(out: Path, overwrite: bool, fresh: bool) -> None:
         if not overwrite:
             raise SpecError("--out", f"{out} already holds {COMPARE_CSV}; pass --overwrite or "
                             "choose another directory")
+        others = sorted(p.name for p in out.iterdir()) if fresh else []
+        others = [n for n in others if not any(Path(n).match(g) for g in TRAINED_LAYOUT)]
+        if others:
+            raise SpecError("--out", f"{out} holds {', '.join(others[:3])} beside its "
+                            f"{COMPARE_CSV} (a run compared with --checkpoint?), which training "
+                            "a comparison there would not keep; choose another directory")
         return
     if fresh and out.is_dir() and any(p.name != LOCK for p in out.iterdir()):
         raise SpecError("--out", f"{out} is not empty and holds no {COMPARE_CSV}; choose another "

@@ -103,6 +103,13 @@ def test_compare_trains_each_estimator_then_scores_a_checkpoint(tmp_path, capsys
         assert stl[column] == pytest.approx(trace[column], rel=1e-3), column
     assert stl["snr_guide"] != pytest.approx(trace["snr_guide"], rel=1e-2)
     assert (run / "figures" / "compare.png").is_file()
+    # That run now holds a compare.csv, yet a comparison that trains is refused there even with
+    # --overwrite: it would replace the run's config.yaml (and the run no longer loads).
+    config = (run / "config.yaml").read_bytes()
+    with pytest.raises(SpecError, match="beside its compare.csv"):
+        cmd_compare(compare_args(DIGITS, "--estimators", "trace", "--epochs", "1", "--out",
+                                 str(run), "--overwrite", *sets))
+    assert (run / "config.yaml").read_bytes() == config
 
 
 def test_the_estimators_start_from_the_same_weights_or_the_comparison_stops(tmp_path, monkeypatch):
