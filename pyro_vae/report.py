@@ -82,15 +82,25 @@ figcaption { font-size: 0.9rem; color: #444; }
 
 def write_report(run_dir: Path | str) -> Path:
     """Write ``run_dir/report.html`` and return its path; :class:`SpecError` when ``run_dir`` is
-    not a run directory (it must hold config.yaml)."""
+    not a run directory (it must hold config.yaml), or holds a report.html of someone else's."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise SpecError("", f"{run_dir}: no such run directory")
     if not (run_dir / "config.yaml").is_file():
         raise SpecError("", f"{run_dir}: not a run directory (no config.yaml)")
     run = Run(run_dir)
-    with run.locked("report"):  # the page shows one state of the run; atomic: a full disk
-        return run.write_text(run.report, _page(run_dir))  # leaves the previous one whole
+    with run.locked("report"):  # the page shows one state of the run
+        page = run.report  # a link is replaced, never written through (its target stays)
+        if page.is_file() and not page.is_symlink() and not _ours(page):
+            raise SpecError("", f"{run.report} exists and is not a pyro-vae report; nothing "
+                            "was changed: move it away to write one")
+        return run.write_text(page, _page(run_dir))  # atomic: a full disk leaves the old one
+
+
+def _ours(page: Path) -> bool:
+    """Whether ``page`` is a report this module wrote (its title, near the top)."""
+    with page.open("rb") as f:
+        return b"<title>pyro-vae run " in f.read(4096)
 
 
 def _page(run_dir: Path) -> str:

@@ -283,7 +283,8 @@ CASES: dict[str, Case] = {
                                         ("No space left on device",), fault=disk_full()),
     "disk full writing report.html": Case(("report", "{run}"), "report.html",
                                           ("No space left on device",), fault=disk_full(),
-                                          setup=text("run/report.html", "<p>the old report</p>")),
+                                          setup=text("run/report.html",
+                                                     "<title>pyro-vae run run</title>old")),
     # the importance-sampling budget
     "budget too small, evaluate": Case(("evaluate", "{run}"), "evaluate.memory_budget_mb",
                                        ("too small for one importance sample",), console=True,

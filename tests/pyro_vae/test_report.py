@@ -79,6 +79,20 @@ def test_not_a_run_directory_is_a_spec_error(tmp_path: Path, make) -> None:
         write_report(make(tmp_path))
 
 
+def test_a_report_html_of_someone_elses_is_never_replaced(tmp_path: Path) -> None:
+    """A folder with a config.yaml and a report.html of the user's (a project, not a run): the
+    page stays; a report this module wrote is replaced."""
+    run = make_run(tmp_path / "run")
+    (run / "report.html").write_text("<h1>my thesis report</h1>\n")
+    with pytest.raises(SpecError, match="report.html exists and is not a pyro-vae report"):
+        write_report(run)
+    assert (run / "report.html").read_text() == "<h1>my thesis report</h1>\n"
+    (run / "report.html").unlink()
+    first = write_report(run).read_text()
+    (run / "eval.json").unlink()
+    assert write_report(run).read_text() != first  # ours: replaced
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
