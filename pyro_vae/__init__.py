@@ -21,11 +21,25 @@ def load_run(path: str | os.PathLike[str]) -> tuple[VAE, Spec]:
     it, else the last checkpoint; and the run's spec (its ``config.yaml``). Rebuilding it loads
     the run's data set (its shape, and the range a VampPrior clips to); a component named
     ``module:Class`` in the spec must be importable. SpecError when ``path`` is not a run
-    directory or has no checkpoint."""
-    from pyro_vae.train import load_run as load_prepared  # Lightning: imported on use only
+    directory or has no checkpoint. The caller's random states (torch, NumPy, Python) are left
+    as they were, though the rebuild seeds them with the run's ``train.seed``."""
+    from pyro_vae.engine import RngState  # Lightning: imported on use only
+    from pyro_vae.train import load_run as load_prepared
 
-    prepared = load_prepared(Path(path))
+    states, seed = RngState(), os.environ.get(SEED_VARIABLE)
+    saved = states.state_dict()
+    try:
+        prepared = load_prepared(Path(path))
+    finally:
+        states.load_state_dict(saved)
+        if seed is None:
+            os.environ.pop(SEED_VARIABLE, None)
+        else:
+            os.environ[SEED_VARIABLE] = seed
     return prepared.vae.eval(), prepared.spec
+
+
+SEED_VARIABLE = "PL_GLOBAL_SEED"  # where Lightning's seed_everything leaves the seed
 
 
 __all__ = ["VAE", "Spec", "SpecError", "dump_spec", "load_run", "load_spec"]

@@ -4,11 +4,13 @@ guide."""
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pyro
+import numpy as np
 import pyro.distributions as dist
 import pytest
 import torch
@@ -181,6 +183,19 @@ PARITY_SETS = ["latent_dim=4", "encoder.hidden=[32]", "decoder.hidden=[32]",
                "train.max_epochs=8", "train.progress=false", "evaluate.num_samples=8"]
 
 
+def seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def draws(seed: int | None = None) -> tuple:
+    """A draw of torch's, NumPy's and Python's global RNGs (seeded first with ``seed``)."""
+    if seed is not None:
+        seed_all(seed)
+    return torch.rand(2).tolist(), np.random.rand(), random.random()
+
+
 @pytest.fixture(scope="module")
 def trained_by_cli(tmp_path_factory):
     """estimator ↦ (spec, held-out ELBO) of ``pyro-vae train``'s training (prepare + fit), each
@@ -195,7 +210,10 @@ def trained_by_cli(tmp_path_factory):
             prepared = prepare(spec)
             run = tmp_path_factory.mktemp(estimator) / "run"
             fit(prepared, run)
+            seeded_draws = draws(seed=11)
+            seed_all(11)
             loaded, loaded_spec = load_run(str(run))  # the public loader, from a str
+            assert draws() == seeded_draws  # it left the caller's random states alone
             assert loaded_spec == spec and not loaded.training
             assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
                                                          prepared.vae.state_dict().values()))
