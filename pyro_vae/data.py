@@ -127,6 +127,7 @@ class DataBundle:
     log_jacobian: float = 0.0  # log |∂x'/∂x| per item: log p(x) = log p'(x') + log_jacobian
     collate: Callable[[Tensor], Tensor] | None = None  # draws a training batch afresh
     notes: tuple[str, ...] = ()  # what loading decided on its own (e.g. a detected layout)
+    seed: int = 0  # the data's seed: scoring the training split draws its collate once with it
 
     @property
     def is_image(self) -> bool:
@@ -170,6 +171,18 @@ class DataBundle:
                 f"{values}{extra}" + "".join(f"; {n}" for n in self.notes))
 
     def split(self, name: str) -> Tensor:
+        """The split as the model sees it, to score or draw: for ``train`` with a training
+        collate (dynamic binarization, dequantization noise), one draw of it seeded with
+        ``seed``, as val and test were drawn at loading; not the grey or integer rows the
+        collate starts from."""
+        x = self._rows(name)
+        if name != "train" or self.collate is None:
+            return x
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            return self.collate(x)
+
+    def _rows(self, name: str) -> Tensor:
         if name not in SPLITS:
             raise SpecError("split", f"unknown split {name!r}; choices: {choices_text(SPLITS)}")
         x = getattr(self, name)
@@ -179,9 +192,10 @@ class DataBundle:
 
     def loader(self, split: str, batch_size: int, shuffle: bool,
                generator: torch.Generator | None = None) -> DataLoader:
-        """A standard DataLoader yielding plain ``x`` batches of shape (B, P), not tuples."""
+        """A standard DataLoader yielding plain ``x`` batches of shape (B, P), not tuples; the
+        training split's batches drawn afresh through its collate."""
         collate = self.collate if split == "train" and self.collate else _as_batch
-        return DataLoader(_Rows(self.split(split)), batch_size=batch_size, shuffle=shuffle,
+        return DataLoader(_Rows(self._rows(split)), batch_size=batch_size, shuffle=shuffle,
                           generator=generator, collate_fn=collate)
 
 
@@ -281,6 +295,7 @@ class _Common:
             x = self._binarized(x, source)
         bundle = DataBundle(name=name, shape=shape, labels=labels, levels=levels,
                             binarize=self.binarize, transform=self.transform, notes=notes,
+                            seed=self.seed,
                             integer=levels is not None and self.values == "integer", **x)
         if self.binarize == "dynamic":
             bundle.collate = _resample

@@ -344,6 +344,26 @@ def test_dequantize_adds_uniform_noise_within_each_level(tmp_path):
     first, second = (next(iter(b.loader("train", 50, shuffle=False))) for _ in range(2))
     assert not torch.equal(first, second)  # fresh noise in every training batch
     assert torch.equal(torch.floor(first * 256), torch.floor(second * 256))
+    scored = b.split("train")  # what evaluate scores: noise drawn once, seeded
+    levels = torch.floor(scored * 256)  # b.train holds k/256: the noise stays within its level
+    assert torch.equal(levels, b.train * 256) and (scored * 256 - levels).min() > 0
+    assert torch.equal(scored, b.split("train"))
+
+
+@pytest.mark.parametrize("binarize", ["dynamic", "static"])
+def test_the_training_split_is_scored_as_the_model_sees_it(binarize):
+    """``evaluate --split train`` scores binary pixels, drawn once with the data's seed like
+    val and test (not the grey levels a dynamic loader starts from), the same at every call,
+    and without touching the global RNG."""
+    b, grey = load(name="digits", binarize=binarize), load(name="digits")
+    torch.manual_seed(5)
+    x = b.split("train")
+    after = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(torch.rand(3), after)  # the global RNG as it was
+    assert set(x.unique().tolist()) == {0.0, 1.0} and torch.equal(x, b.split("train"))
+    assert torch.all(x[grey.train == 0] == 0) and torch.all(x[grey.train == 1] == 1)
+    assert not torch.equal(x, load(name="digits", binarize=binarize, seed=1).split("train"))
 
 
 def test_standardize_fits_the_training_split_and_is_undone_exactly(tmp_path):
