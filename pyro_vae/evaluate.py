@@ -67,7 +67,8 @@ class Evaluation:
     def lines(self) -> list[str]:
         out = [
             f"{self.split}: log p(x) ≥ {self.log_px:.3f} ± {self.log_px_sem:.3f} nats on the "
-            f"data scale (importance sampling, K={self.num_samples}, {self.num_points} points, "
+            f"data scale (importance sampling, K={self.num_samples}, {self.num_points} points; "
+            f"± is the s.e. over points, the mean Monte Carlo s.e. {self.log_px_stderr:.3f}; "
             f"mean ESS {self.ess:.1f})",
             f"{self.split}: ELBO {self.elbo:.3f} = recon {self.recon:.3f} − KL {self.kl:.3f}"
             f"{'' if self.analytic_kl else ' (Monte Carlo KL, one sample)'}; "
