@@ -454,6 +454,8 @@ def _load_problem(exc: Exception) -> str:
     if refused:
         return (f"refused by weights-only loading ({refused.group(1)}); a pyro-vae checkpoint "
                 "holds only tensors, numbers and strings")
+    if isinstance(exc, EOFError) or not text.strip():  # torch says nothing of a cut-off file
+        return f"{type(exc).__name__}: the file ends early (truncated, or not a checkpoint)"
     return f"{type(exc).__name__}: {text.split('. ')[0]}"
 
 
