@@ -140,9 +140,14 @@ def _score(prepared: Prepared, run: Run, device: torch.device, rank0: bool) -> i
     from pyro_vae.engine import stopped_during
     from pyro_vae.train import evaluate_run
 
+    def where() -> str:
+        if run.unscored(prepared.spec):
+            return (f"{run.root} keeps the trained run; the same command or pyro-vae train "
+                    f"--resume {run.root} scores it")
+        return f"its scores are written; pyro-vae evaluate {run.root} draws its figures again"
+
     progress = prepared.spec.train.progress and chatty()
-    with stopped_during("the evaluation", f"{run.root} keeps the trained run; the same command "
-                        f"or pyro-vae train --resume {run.root} scores it"):
+    with stopped_during("the evaluation", where):
         result = evaluate_run(prepared, device, progress=progress)
         if rank0:
             write_evaluation(prepared, run, result, curves=True)
@@ -161,6 +166,7 @@ def write_evaluation(prepared: Prepared, run: Run, result: Evaluation, curves: b
 
     bundle, split = prepared.bundle, result.split
     folder = run.directory(figures_path(run.root, split))
+    result.to_json(eval_path(run.root, split))
     vae = OnDataScale(prepared.vae, bundle.to_model, bundle.to_data)
     data = bundle.to_data(bundle.split(split)[:result.num_points])
     write_run_figures(vae, data, bundle.shape, folder, labels=bundle.labels.get(split),
@@ -171,7 +177,6 @@ def write_evaluation(prepared: Prepared, run: Run, result: Evaluation, curves: b
     metrics = run.root / "metrics.csv"
     if curves and metrics.is_file() and curve_series(read_metrics(metrics)):
         plot_training_curves(metrics, folder.parent / "training_curves.png")
-    result.to_json(eval_path(run.root, split))  # last: its presence says the run is scored
 
 
 def _limit(value: int | None) -> int | None:

@@ -220,12 +220,12 @@ def _handled_by(handler: Callable[[int, FrameType | None], Any]) -> Iterator[Non
 
 
 @contextmanager
-def stopped_during(what: str, where: str) -> Iterator[None]:
+def stopped_during(what: str, where: Callable[[], str]) -> Iterator[None]:
     """A stop signal inside the block raises :class:`Interrupted` (``during`` ``what``, the run
-    holding ``where``) instead of ending the process without a word, as the default SIGTERM and
-    SIGUSR1 handlers do; the handlers before it are restored after."""
+    holding ``where()`` then) instead of ending the process without a word, as the default
+    SIGTERM and SIGUSR1 handlers do; the handlers before it are restored after."""
     def stop(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted(signum, None, where, during=what)
+        raise Interrupted(signum, None, where(), during=what)
 
     with _handled_by(stop):
         yield
