@@ -199,9 +199,8 @@ def ais_log_marginal_likelihood(
     sampler = _Sampler(model, guide, args, kwargs, init, max_plate_nesting, data_plate)
     betas = beta_schedule(schedule, num_steps)
     sizes = _StepSizes.start(step_size, target_accept, adapt_chains)
-    with FixedPoints():
-        run = _run(sampler, sampler.draw, betas, num_chains, sizes, adapt_chains, leapfrog_steps,
-                   memory_budget_mb, progress)
+    run = _run(sampler, sampler.draw, betas, num_chains, sizes, adapt_chains, leapfrog_steps,
+               memory_budget_mb, progress)
     return run.result(betas)
 
 
@@ -234,34 +233,32 @@ def bdmc(
     ``lower`` and reverse AIS from z*, with the forward run's step-size schedule reversed, gives
     ``upper``. The other arguments are those of :func:`ais_log_marginal_likelihood`.
     """
-    with FixedPoints():  # the simulated points stay the points scored
+    with FixedPoints():  # the simulated points must be the points scored
         observed = [s["name"] for s in sample_sites(poutine.trace(model).get_trace(
             template, *args, **kwargs)) if s["is_observed"]]
         if len(observed) != 1:
             raise ValueError(f"bdmc needs a model with one observed site, found {observed}")
         simulated = poutine.trace(poutine.uncondition(model)).get_trace(template, *args, **kwargs)
-        x = simulated.nodes[observed[0]]["value"].detach()
-        if x.shape != torch.as_tensor(template).shape:
-            raise ValueError(f"the observed site '{observed[0]}' has shape {tuple(x.shape)}, not "
-                             "the template's: bdmc passes the simulated site as the model's first "
-                             "argument")
-        posterior = {s["name"]: (s["value"].detach(), s["fn"].event_dim)
-                     for s in sample_sites(simulated) if s["name"] != observed[0]}
-        sampler = _Sampler(model, guide, (x, *args), kwargs, init, max_plate_nesting, data_plate)
-        betas = beta_schedule(schedule, num_steps)
-        sizes = _StepSizes.start(step_size, target_accept, adapt_chains)
-        forward = _run(sampler, sampler.draw, betas, num_chains, sizes, adapt_chains,
-                       leapfrog_steps, memory_budget_mb, progress)
+    x = simulated.nodes[observed[0]]["value"].detach()
+    if x.shape != torch.as_tensor(template).shape:
+        raise ValueError(f"the observed site '{observed[0]}' has shape {tuple(x.shape)}, not the "
+                         "template's: bdmc passes the simulated site as the model's first argument")
+    posterior = {s["name"]: (s["value"].detach(), s["fn"].event_dim)
+                 for s in sample_sites(simulated) if s["name"] != observed[0]}
+    sampler = _Sampler(model, guide, (x, *args), kwargs, init, max_plate_nesting, data_plate)
+    betas = beta_schedule(schedule, num_steps)
+    sizes = _StepSizes.start(step_size, target_accept, adapt_chains)
+    forward = _run(sampler, sampler.draw, betas, num_chains, sizes, adapt_chains, leapfrog_steps,
+                   memory_budget_mb, progress)
 
-        def from_posterior(k: int) -> dict[str, Tensor]:
-            return {name: _with_chains(value, k, max_plate_nesting, event_dim)
-                    for name, (value, event_dim) in posterior.items()}
+    def from_posterior(k: int) -> dict[str, Tensor]:
+        return {name: _with_chains(value, k, max_plate_nesting, event_dim)
+                for name, (value, event_dim) in posterior.items()}
 
-        reverse = _run(sampler, from_posterior, betas.flip(0), num_chains,
-                       _StepSizes.replay(forward.schedule.flip(0)), 0, leapfrog_steps,
-                       memory_budget_mb, progress)
-        return BDMCResult(x=x, lower=forward.result(betas),
-                          upper=reverse.result(betas, negate=True))
+    reverse = _run(sampler, from_posterior, betas.flip(0), num_chains,
+                   _StepSizes.replay(forward.schedule.flip(0)), 0, leapfrog_steps,
+                   memory_budget_mb, progress)
+    return BDMCResult(x=x, lower=forward.result(betas), upper=reverse.result(betas, negate=True))
 
 
 # --- the machinery -------------------------------------------------------------------------------
@@ -284,9 +281,12 @@ class _Sampler:
         return pyro.plate(PARTICLE_PLATE, k, dim=-self.max_plate_nesting - 1)
 
     def draw(self, k: int) -> dict[str, Tensor]:
-        """Latent values of k chains drawn from q₀, each (k, …)."""
+        """Latent values of k chains drawn from q₀, each (k, …); a data plate drawing a random
+        subsample of its own is refused here, once per chunk (:class:`FixedPoints`; the
+        transitions replay the points drawn)."""
         proposal = self.model if self.guide is None else self.guide
-        trace = poutine.trace(self._plate(k)(proposal)).get_trace(*self.args, **self.kwargs)
+        with FixedPoints():
+            trace = poutine.trace(self._plate(k)(proposal)).get_trace(*self.args, **self.kwargs)
         return {s["name"]: s["value"].detach() for s in sample_sites(trace) if not s["is_observed"]}
 
     def traces(self, values: dict[str, Tensor], k: int) -> tuple[Trace, Trace]:
