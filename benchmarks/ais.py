@@ -289,7 +289,8 @@ class _Pieces:
         self.work += work
         self.seconds += time.perf_counter() - start
         left_h = self.left * self.seconds / self.work / 3600
-        print(f"{name}: {time.perf_counter() - start:.0f} s; about {left_h:.1f} h left", flush=True)
+        print(f"{name}: {time.perf_counter() - start:.0f} s; about {left_h:.1f} h of work left "
+              "at this job's pace (shared by the jobs scoring these pieces)", flush=True)
         return result
 
     @staticmethod
