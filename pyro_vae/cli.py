@@ -287,10 +287,11 @@ def cmd_sample(args: argparse.Namespace) -> None:
         if args.png:
             x = arrays["x"].reshape(args.n, -1)
             if is_image_shape(bundle.shape):
-                plot_samples(x, bundle.shape, args.png, bundle.levels if bundle.integer else None,
+                plot_samples(x, bundle.shape, args.png,
+                             bundle.levels if bundle.integer_values else None,
                              title=f"Samples ({what})")
             else:
-                plot_samples_vs_data(bundle.to_data(bundle.split("test")), x, args.png)
+                plot_samples_vs_data(bundle.to_values(bundle.split("test")), x, args.png)
             print(f"sample: {args.png}")
 
 

@@ -128,6 +128,7 @@ class DataBundle:
     collate: Callable[[Tensor], Tensor] | None = None  # draws a training batch afresh
     notes: tuple[str, ...] = ()  # what loading decided on its own (e.g. a detected layout)
     seed: int = 0  # the data's seed: scoring the training split draws its collate once with it
+    dequantized: tuple[float, bool] | None = None  # (d, unit): x' = (k + u)/d, k/(L−1) or k as data
 
     @property
     def is_image(self) -> bool:
@@ -148,6 +149,22 @@ class DataBundle:
         if self.loc is None or self.scale is None:
             return x
         return x * self.scale.to(x.device) + self.loc.to(x.device)
+
+    @property
+    def integer_values(self) -> bool:
+        """Whether :meth:`to_values` gives the raw levels 0..L−1 (else values in [0, 1] or
+        real ones)."""
+        return self.integer or (self.dequantized is not None and not self.dequantized[1])
+
+    def to_values(self, x: Tensor) -> Tensor:
+        """Model scale → the values the data hold (as a load without the transform gives them):
+        :meth:`to_data`, and after dequantization the level k = ⌊d x'⌋ ∈ 0..L−1 of
+        x' = (k + u)/d, as k/(L − 1) for ``values: unit`` or k for ``integer``."""
+        if self.dequantized is None or self.levels is None:
+            return self.to_data(x)
+        divisor, unit = self.dequantized
+        k = torch.floor(x * divisor).clamp(0, self.levels - 1)
+        return k / (self.levels - 1) if unit else k
 
     def to_model(self, x: Tensor) -> Tensor:
         """The data's own scale → the model's: x' = (x − μ)/s for standardize, else x."""
@@ -324,6 +341,7 @@ class _Common:
         for split in ("val", "test"):
             x = getattr(bundle, split)
             x.add_(torch.rand(x.shape, generator=g).div_(divisor))
+        bundle.dequantized = (divisor, not bundle.integer)
         bundle.integer = False
         bundle.collate = _Dequantize(divisor)
         bundle.log_jacobian = -bundle.dim * math.log(divisor)

@@ -4,7 +4,9 @@
     sample:  z ~ p(z),  x' ~ p(x' | z)  (or x' = E[x' | z] with ``means``),  x = t⁻¹(x')
 
 x' is the data as the model sees it (:attr:`pyro_vae.data.DataBundle.transform`); samples are
-returned on the data's own scale, ``x`` of shape (n, *item shape). Both run on the CPU.
+returned as the data's own values, ``x`` of shape (n, *item shape): t⁻¹ undoes standardize, and
+maps a dequantized x' = (k + u)/d to its level k (:meth:`pyro_vae.data.DataBundle.to_values`).
+Both run on the CPU.
 """
 
 from __future__ import annotations
@@ -50,6 +52,6 @@ def sample(vae: VAE, bundle: DataBundle, n: int, means: bool = False,
             out = vae.decoder(z)
             x = vae.likelihood.mean(out) if means else vae.likelihood.forward(out).sample()
             zs.append(z)
-            xs.append(bundle.to_data(x.float()))
+            xs.append(bundle.to_values(x.float()))
     x = torch.cat(xs).reshape(n, *bundle.shape)
     return {"x": x.numpy(), "z": torch.cat(zs).numpy()}
