@@ -162,9 +162,9 @@ def lines(summary: dict[str, Any]) -> list[str]:
     runs = f"{chains} chain{'s' if chains > 1 else ''} × {s['num_steps']} steps"
     if s["method"] == "ais":
         mc = (f"{s['log_px_stderr']:.3f}" if chains > 1 else "undefined with one chain")
-        return [f"{s['split']}: log p(x) ≥ {s['log_px']:.3f} ± {s['log_px_sem']:.3f} nats (AIS, "
-                f"{runs}, {s['num_points']} points, mean Monte Carlo s.e. {mc}, "
-                f"acceptance {s['acceptance']:.2f})",
+        return [f"{s['split']}: log p(x) ≥ {s['log_px']:.3f} ± {s['log_px_sem']:.3f} nats on the "
+                f"data scale (AIS, {runs}, {s['num_points']} points; ± is the s.e. over points, "
+                f"the mean Monte Carlo s.e. {mc}; acceptance {s['acceptance']:.2f})",
                 f"{s['split']}: IS at K={s['is_num_samples']} on the same points "
                 f"{s['is_log_px']:.3f}; AIS − IS = {s['gap']:.3f} ± {s['gap_sem']:.3f} nats",
                 f"AIS took {s['ais_seconds_per_point']:.2f} s per point"]

@@ -30,7 +30,7 @@ def test_ais_writes_its_summary_with_is_on_the_same_points(run: Path, capsys) ->
     capsys.readouterr()
     assert main(["evaluate", str(run), "--method", "ais", *TINY, "--limit", "5"]) == 0
     out = capsys.readouterr().out
-    assert "AIS, 3 chains × 4 steps, 5 points" in out and "AIS − IS" in out
+    assert "nats on the data scale (AIS, 3 chains × 4 steps, 5 points;" in out and "AIS − IS" in out
     summary = json.loads(eval_path(run, "test", "ais").read_text())
     points = summary["points"]
     assert summary["num_points"] == 5 and summary["is_num_samples"] == 20
