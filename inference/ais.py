@@ -139,8 +139,18 @@ class BDMCResult:
     def __str__(self) -> str:
         s = self.summary()
         return (f"BDMC on {s['num_points']} simulated points ({s['num_chains']} chains × "
-                f"{s['num_steps']} steps): {s['lower']:.2f} ≤ log p(x) ≤ {s['upper']:.2f}, "
+                f"{s['num_steps']} steps): {sandwich(s['lower'], s['upper'])}, "
                 f"gap {s['gap']:.3f} ± {s['gap_sem']:.3f} nats")
+
+
+def sandwich(lower: float, upper: float, digits: int = 2) -> str:
+    """``lower ≤ log p(x) ≤ upper nats``; where the means of the two stochastic bounds cross
+    (E[lower] ≤ log p(x) ≤ E[upper] holds in expectation only), says so instead."""
+    lo, up = f"{lower:.{digits}f}", f"{upper:.{digits}f}"
+    if lower <= upper:
+        return f"{lo} ≤ log p(x) ≤ {up} nats"
+    return (f"lower {lo} > upper {up} nats: the bounds cross, as they may when Monte Carlo noise "
+            f"exceeds the gap")
 
 
 def beta_schedule(name: str, num_steps: int) -> Tensor:

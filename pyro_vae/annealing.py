@@ -26,7 +26,7 @@ import pyro
 import torch
 from torch import Tensor
 
-from inference.ais import AISResult, ais_log_marginal_likelihood, bdmc
+from inference.ais import AISResult, ais_log_marginal_likelihood, bdmc, sandwich
 from pyro_vae.atomic import write_json_atomic
 from pyro_vae.evaluate import importance_log_px
 from pyro_vae.figures import plot_ais, plot_bdmc
@@ -168,7 +168,7 @@ def lines(summary: dict[str, Any]) -> list[str]:
                 f"{s['split']}: IS at K={s['is_num_samples']} on the same points "
                 f"{s['is_log_px']:.3f}; AIS − IS = {s['gap']:.3f} ± {s['gap_sem']:.3f} nats",
                 f"AIS took {s['ais_seconds_per_point']:.2f} s per point"]
-    return [f"{SIMULATED}: {s['lower']:.3f} ≤ log p(x) ≤ {s['upper']:.3f} nats (BDMC, {runs}, "
+    return [f"{SIMULATED}: {sandwich(s['lower'], s['upper'], 3)} (BDMC, {runs}, "
             f"{s['num_points']} points); gap {s['gap']:.3f} ± {s['gap_sem']:.3f} nats",
             f"BDMC took {s['seconds_per_point']:.2f} s per point"]
 

@@ -14,7 +14,7 @@ from ppca import PPCA
 from pyro import poutine
 from torch import Tensor
 
-from inference.ais import AISResult, ais_log_marginal_likelihood, bdmc, beta_schedule
+from inference.ais import AISResult, ais_log_marginal_likelihood, bdmc, beta_schedule, sandwich
 from inference.marginal import log_marginal_likelihood
 
 
@@ -264,3 +264,12 @@ def test_a_data_plate_that_draws_its_own_subsample_is_refused_by_every_evaluator
     torch.testing.assert_close(ais_log_marginal_likelihood(model, guide, x, idx, num_chains=2,
                                                            num_steps=3).log_px,
                                exact.double(), rtol=0, atol=1e-5)
+
+
+def test_the_sandwich_is_written_as_bounds_only_where_they_do_not_cross() -> None:
+    # Each bound is stochastic: with few chains the mean lower bound can exceed the mean upper
+    # one, and "−23.16 ≤ log p(x) ≤ −23.37" would be a false statement.
+    assert sandwich(-23.5, -23.25) == "-23.50 ≤ log p(x) ≤ -23.25 nats"
+    crossed = sandwich(-23.164, -23.367, 3)
+    assert crossed.startswith("lower -23.164 > upper -23.367 nats: the bounds cross")
+    assert "≤" not in crossed
