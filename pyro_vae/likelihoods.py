@@ -72,8 +72,10 @@ class BernoulliLikelihood(Likelihood):
         ok = (x == 0) | (x == 1)
         if bool(ok.all()):
             return None
-        return (f"bernoulli needs data in {{0, 1}}, found {_first_bad(x, ok)}; set data.binarize "
-                "to dynamic or static, or use likelihood continuous_bernoulli")
+        fix = ("set data.binarize to dynamic or static, or use likelihood continuous_bernoulli"
+               if bool(((x >= 0) & (x <= 1)).all()) else
+               "the data leave [0, 1], so binarizing cannot help: use likelihood normal or laplace")
+        return f"bernoulli needs data in {{0, 1}}, found {_first_bad(x, ok)}; {fix}"
 
 
 class ContinuousBernoulliLikelihood(Likelihood):

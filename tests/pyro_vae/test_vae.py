@@ -90,6 +90,7 @@ def test_two_vaes_in_one_process_do_not_share_parameters():
 
 @pytest.mark.parametrize("likelihood,bad,fragment", [
     ("bernoulli", 0.5, "set data.binarize"),
+    ("bernoulli", 2.5, "binarizing cannot help: use likelihood normal or laplace"),
     ("continuous_bernoulli", 1.5, "[0, 1]"),
     ("categorical", 7.0, "0..4"),
     ("categorical", 1.5, "integers"),
