@@ -244,11 +244,10 @@ def bdmc(
     ``upper``. The other arguments are those of :func:`ais_log_marginal_likelihood`.
     """
     with FixedPoints():  # the simulated points must be the points scored
-        observed = [s["name"] for s in sample_sites(poutine.trace(model).get_trace(
-            template, *args, **kwargs)) if s["is_observed"]]
-        if len(observed) != 1:
-            raise ValueError(f"bdmc needs a model with one observed site, found {observed}")
         simulated = poutine.trace(poutine.uncondition(model)).get_trace(template, *args, **kwargs)
+    observed = [s["name"] for s in sample_sites(simulated) if s["infer"].get("was_observed")]
+    if len(observed) != 1:
+        raise ValueError(f"bdmc needs a model with one observed site, found {observed}")
     x = simulated.nodes[observed[0]]["value"].detach()
     if x.shape != torch.as_tensor(template).shape:
         raise ValueError(f"the observed site '{observed[0]}' has shape {tuple(x.shape)}, not the "

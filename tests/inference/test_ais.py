@@ -222,6 +222,17 @@ def test_bad_arguments_name_what_is_wrong(ppca: PPCA) -> None:
                                          r"\['other'\]"):
         ais_log_marginal_likelihood(ppca.model, no_guide, x, num_steps=2)
 
+    def two_observed(x: Tensor) -> None:
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(torch.zeros(ppca.d), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z @ ppca.W.T, 1.0).to_event(1), obs=x)
+            pyro.sample("y", dist.Normal(z.sum(-1), 1.0), obs=x[:, 0])
+
+    with pytest.raises(ValueError, match=r"one observed site, found \['x', 'y'\]"):
+        bdmc(two_observed, None, x, num_steps=2)
+    with pytest.raises(ValueError, match=r"one observed site, found \[\]"):
+        bdmc(no_guide, None, x, num_steps=2)
+
 
 def test_results_of_batches_join() -> None:
     parts = [AISResult(log_px=torch.zeros(n), stderr=torch.zeros(n), ess=torch.ones(n),
