@@ -25,14 +25,17 @@ bench: $(STAMP)
 # MODELS=vamp or MODELS=hvae,iwae-dreg trains only those (default: all, one after another), so
 # two jobs can share the table, one per core; a job leaves a run that the other one holds (each
 # run directory is locked while it is trained or scored) and goes on to the next model.
+# SEEDS="1 2" trains those seeds of each model (default 0).
 STATE   ?= $(HOME)/.cache/pyro-vae/bench-quality
 THREADS ?= 2
 MODELS  ?=
+SEEDS   ?= 0
 comma   := ,
-JOB      = $(if $(MODELS),-$(subst $(comma),+,$(MODELS)))
+space   := $(subst ,, )
+JOB      = $(if $(MODELS),-$(subst $(comma),+,$(MODELS)))$(if $(filter-out 0,$(SEEDS)),-seed$(subst $(space),+,$(strip $(SEEDS))))
 bench-quality: $(STAMP)
 	OMP_NUM_THREADS=$(THREADS) $(PY) -m benchmarks.quality --threads $(THREADS) --state $(STATE) \
-		$(if $(MODELS),--models $(MODELS))
+		$(if $(MODELS),--models $(MODELS)) --seeds $(SEEDS)
 
 # How loose IS is on the protocol VAE (about 11 h on one thread; resumes from its saved pieces).
 # Two jobs can share the pieces, one per core: THREADS=1 for both, AIS_JOB=job-2 for the second
@@ -62,7 +65,7 @@ echo "started: pid $$(cat $$job/pid), code $$(git rev-parse --short HEAD), log $
 endef
 
 bench-quality-bg: $(STAMP)
-	$(call background,$(STATE),job$(JOB),benchmarks.quality --state $(STATE) $(if $(MODELS),--models $(MODELS)))
+	$(call background,$(STATE),job$(JOB),benchmarks.quality --state $(STATE) $(if $(MODELS),--models $(MODELS)) --seeds $(SEEDS))
 
 bench-ais-bg: $(STAMP)
 	$(call background,$(AIS_STATE),$(AIS_JOB),benchmarks.ais --quality $(abspath $(RUN)))
