@@ -45,13 +45,14 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable
-from typing import ClassVar, Literal, Protocol
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from pyro_vae.entries import DataSource
 from pyro_vae.registry import Component, Registry, SpecError, choices_text, frozen_params
 
 Binarize = Literal["none", "dynamic", "static"]
@@ -216,13 +217,7 @@ class DataBundle:
                           generator=generator, collate_fn=collate)
 
 
-class DataSource(Protocol):
-    """What a ``DATASETS`` entry builds: validated parameters that can load their data."""
-
-    def load(self) -> DataBundle: ...
-
-
-DATASETS: Registry[DataSource] = Registry("data")
+DATASETS: Registry[DataSource] = Registry("data", DataSource)
 
 
 def absolute_paths(data: Component) -> Component:
@@ -252,7 +247,7 @@ def _check_test_fraction(val_fraction: float, test_fraction: float) -> None:
 
 
 @frozen_params
-class _Common:
+class _Common(DataSource):
     binarize: Binarize = "none"
     val_fraction: float = 0.1
     seed: int = 0

@@ -28,27 +28,17 @@ guide's parameters stopped (``stl``, ``dreg``) are refused for ``planar``
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import pyro.distributions as dist
 import torch
 from pyro.distributions import transforms
 from torch import nn
 
 from pyro_vae.distributions import DiagonalNormal
+from pyro_vae.entries import GuideEntry, NetworkEntry
 from pyro_vae.networks import GaussianHead
 from pyro_vae.registry import Registry, frozen_params
 
-GUIDES: Registry = Registry("guide")
-
-
-class Network(Protocol):
-    """A network registry entry (:mod:`pyro_vae.networks`), as far as a guide uses it."""
-
-    def encoder(self, shape: tuple[int, ...], latent_dim: int, extra: int = 0
-                ) -> GaussianHead: ...
-
-
+GUIDES: Registry[GuideEntry] = Registry("guide", GuideEntry)
 NO_STOPPED_DENSITY = {"planar"}  # families without log q at a value they did not draw
 
 
@@ -130,16 +120,16 @@ def _check(value: int, name: str, low: int = 1) -> None:
 
 @GUIDES.register("diagonal")
 @frozen_params
-class Diagonal:
+class Diagonal(GuideEntry):
     """q(z|x) = N(μ(x), diag σ(x)²): mean field."""
 
-    def build(self, network: Network, shape: tuple[int, ...], latent_dim: int) -> Posterior:
+    def build(self, network: NetworkEntry, shape: tuple[int, ...], latent_dim: int) -> Posterior:
         return DiagonalPosterior(network.encoder(shape, latent_dim))
 
 
 @GUIDES.register("low_rank")
 @frozen_params
-class LowRank:
+class LowRank(GuideEntry):
     """q(z|x) = N(μ(x), F(x) F(x)ᵀ + diag σ(x)²) with a D × ``rank`` factor F."""
 
     rank: int = 2
@@ -147,23 +137,23 @@ class LowRank:
     def __post_init__(self) -> None:
         _check(self.rank, "rank")
 
-    def build(self, network: Network, shape: tuple[int, ...], latent_dim: int) -> Posterior:
+    def build(self, network: NetworkEntry, shape: tuple[int, ...], latent_dim: int) -> Posterior:
         encoder = network.encoder(shape, latent_dim, extra=latent_dim * self.rank)
         return LowRankPosterior(encoder, self.rank)
 
 
 @GUIDES.register("full_rank")
 @frozen_params
-class FullRank:
+class FullRank(GuideEntry):
     """q(z|x) = N(μ(x), L(x) L(x)ᵀ), L lower triangular with diagonal σ(x)."""
 
-    def build(self, network: Network, shape: tuple[int, ...], latent_dim: int) -> Posterior:
+    def build(self, network: NetworkEntry, shape: tuple[int, ...], latent_dim: int) -> Posterior:
         encoder = network.encoder(shape, latent_dim, extra=latent_dim * (latent_dim - 1) // 2)
         return FullRankPosterior(encoder, latent_dim)
 
 
 @frozen_params
-class _Flow:
+class _Flow(GuideEntry):
     flows: int = 2
     hidden: tuple[int, ...] = (100,)
     context: int = 32
@@ -177,7 +167,7 @@ class _Flow:
     def flow(self, latent_dim: int) -> nn.Module:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def build(self, network: Network, shape: tuple[int, ...], latent_dim: int) -> Posterior:
+    def build(self, network: NetworkEntry, shape: tuple[int, ...], latent_dim: int) -> Posterior:
         encoder = network.encoder(shape, latent_dim, extra=self.context)
         return FlowPosterior(encoder, [self.flow(latent_dim) for _ in range(self.flows)])
 

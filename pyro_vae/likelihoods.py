@@ -17,9 +17,10 @@ import torch.nn.functional as F
 from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 
+from pyro_vae.entries import LikelihoodEntry
 from pyro_vae.registry import Registry, SpecError, frozen_params
 
-LIKELIHOODS: Registry = Registry("likelihood")
+LIKELIHOODS: Registry[LikelihoodEntry] = Registry("likelihood", LikelihoodEntry)
 
 
 class Likelihood(PyroModule):
@@ -232,7 +233,7 @@ class DiscretizedLogisticLikelihood(Likelihood):
 
 @LIKELIHOODS.register("bernoulli")
 @frozen_params
-class Bernoulli:
+class Bernoulli(LikelihoodEntry):
     """Binary data; the decoder outputs logits."""
 
     def build(self, data_dim: int, levels: int | None) -> Likelihood:
@@ -241,7 +242,7 @@ class Bernoulli:
 
 @LIKELIHOODS.register("continuous_bernoulli")
 @frozen_params
-class ContinuousBernoulli:
+class ContinuousBernoulli(LikelihoodEntry):
     """Data in [0, 1], properly normalised; the decoder outputs logits."""
 
     def build(self, data_dim: int, levels: int | None) -> Likelihood:
@@ -249,7 +250,7 @@ class ContinuousBernoulli:
 
 
 @frozen_params
-class _LocScale:
+class _LocScale(LikelihoodEntry):
     scale: float = 1.0
     learn: Literal["fixed", "global", "per_dim"] = "per_dim"
     module: ClassVar[type[LocScaleLikelihood]]
@@ -279,7 +280,7 @@ class Laplace(_LocScale):
 
 
 @frozen_params
-class _Levelled:
+class _Levelled(LikelihoodEntry):
     levels: int | None = None
 
     def __post_init__(self) -> None:

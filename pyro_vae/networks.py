@@ -27,9 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pyro_vae.entries import NetworkEntry
 from pyro_vae.registry import Registry, SpecError, frozen_params
 
-NETWORKS: Registry = Registry("network")
+NETWORKS: Registry[NetworkEntry] = Registry("network", NetworkEntry)
 
 Activation = Literal["tanh", "relu", "elu", "softplus", "leaky_relu", "gelu"]
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -174,7 +175,7 @@ def gated(sizes: list[int]) -> nn.Sequential:
 
 @NETWORKS.register("mlp")
 @frozen_params
-class MLP:
+class MLP(NetworkEntry):
     """Fully connected: P → hidden… → out."""
 
     hidden: tuple[int, ...] = (200, 200)
@@ -242,7 +243,7 @@ class ConvDecoder(nn.Module):
 
 @NETWORKS.register("conv")
 @frozen_params
-class Conv:
+class Conv(NetworkEntry):
     """Convolutional, for image-shaped data (C, H, W): stride-2 convolutions and their transposes."""
 
     channels: tuple[int, ...] = (32, 64)
@@ -272,7 +273,7 @@ class Conv:
 
 @NETWORKS.register("gated_mlp")
 @frozen_params
-class GatedMLP:
+class GatedMLP(NetworkEntry):
     """Tomczak & Welling's VampPrior networks: P → GatedDense(hidden)… → Linear out, every Linear
     He-initialised. The decoder's last layer outputs the likelihood's parameters (for bernoulli
     the logits l, so σ(l) is their ``Linear`` + ``Sigmoid``). ``logvar_clip: [lo, hi]`` gives

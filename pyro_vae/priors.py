@@ -16,9 +16,10 @@ from pyro.nn import PyroModule, PyroParam
 from torch import nn
 
 from pyro_vae import distributions as gaussians
+from pyro_vae.entries import PriorEntry
 from pyro_vae.registry import Registry, frozen_params
 
-PRIORS: Registry = Registry("prior")
+PRIORS: Registry[PriorEntry] = Registry("prior", PriorEntry)
 
 
 class Prior(PyroModule):
@@ -183,7 +184,7 @@ class FlowPrior(Prior):
 
 @PRIORS.register("standard_normal")
 @frozen_params
-class StandardNormal:
+class StandardNormal(PriorEntry):
     """z ~ N(0, I)."""
 
     def build(self, latent_dim: int, encoder: nn.Module, train_data: torch.Tensor) -> Prior:
@@ -192,7 +193,7 @@ class StandardNormal:
 
 @PRIORS.register("normal")
 @frozen_params
-class Normal:
+class Normal(PriorEntry):
     """z ~ N(μ, diag σ²) with learned μ, σ."""
 
     def build(self, latent_dim: int, encoder: nn.Module, train_data: torch.Tensor) -> Prior:
@@ -201,7 +202,7 @@ class Normal:
 
 @PRIORS.register("mixture")
 @frozen_params
-class Mixture:
+class Mixture(PriorEntry):
     """Learned mixture of ``components`` diagonal Gaussians; means start N(0, spread²)."""
 
     components: int = 10
@@ -220,7 +221,7 @@ class Mixture:
 
 @PRIORS.register("vamp")
 @frozen_params
-class Vamp:
+class Vamp(PriorEntry):
     """VampPrior with ``pseudo_inputs`` pseudo-inputs, all started near one near-empty image:
 
         u_k = lo + (hi − lo)·(init_level + init_std·ε_k),   ε_k ~ N(0, I),
@@ -265,7 +266,7 @@ class Vamp:
 
 @PRIORS.register("flow")
 @frozen_params
-class Flow:
+class Flow(PriorEntry):
     """A learned MAF on N(0, I): ``flows`` affine autoregressive maps, MADE ``hidden`` sizes."""
 
     flows: int = 2

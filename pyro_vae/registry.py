@@ -1,20 +1,25 @@
 """Named registries of components, and the validation of their parameters.
 
-An entry is any callable whose keyword parameters carry type annotations and defaults: a frozen
-dataclass of parameters (priors, likelihoods, networks, datasets) or a class such as an ELBO
-estimator. ``Registry.parse({"name": ..., **params}, path)`` checks the name, the keys and the
+An entry is a class whose keyword parameters carry type annotations and defaults, a subclass of
+its registry's base (:mod:`pyro_vae.entries`; ``pyro.infer.ELBO`` for estimators): a frozen
+dataclass of parameters (priors, likelihoods, guides, networks, datasets) or an ELBO class. ``Registry.parse({"name": ..., **params}, path)`` checks the name, the keys and the
 types against that signature, then calls the entry once so that its own range checks
 (``ValueError``) run; every failure is a one-line :class:`SpecError` naming the dotted key.
 
 A name is one of three things, looked up in this order:
 
 * a built-in entry (``@PRIORS.register("vamp")``);
-* ``"package.module:Attribute"``, an entry in the user's own importable module, the
+* ``"package.module:Class"``, an entry in the user's own importable module, the
   ``module:attribute`` notation of Python's entry points (and of uvicorn, gunicorn, ...): the
   spec, and so the run's ``config.yaml``, names it, and every later command imports it again;
 * the name of an installed entry point in the group ``pyro_vae.<kind>`` (``pyro_vae.prior``,
   ``pyro_vae.likelihood``, ``pyro_vae.network``, ``pyro_vae.estimator``, ``pyro_vae.data``),
   for components that a package ships.
+
+A spec is data, and a run directory may come from anyone: what a name resolves to must be a
+class that subclasses the registry's base, checked after the import and before anything is
+called, so that ``os:system`` or ``subprocess:Popen`` is refused (a :class:`SpecError`) instead
+of run. Importing the module still runs its top-level code: naming a module is trusting it.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Generic, Literal, TypeVar, Union
+
+from pyro_vae.entries import kind_name
 
 T = TypeVar("T")
 #: Integer parameters fit a signed 64-bit integer (torch's and numpy's default integers).
@@ -201,16 +208,21 @@ def _plain_default(value: Any) -> Any:
 
 
 class Registry(Generic[T]):
-    """Name → entry. ``register`` is a decorator; ``parse`` validates a ``{name, ...}`` mapping."""
+    """Name → entry, every entry a subclass of ``base``. ``register`` is a decorator; ``parse``
+    validates a ``{name, ...}`` mapping."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, base: type[T]) -> None:
         self.kind = kind
+        self.base = base
         self.entries: dict[str, Callable[..., T]] = {}
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def add(entry: Callable[..., T]) -> Callable[..., T]:
             if name in self.entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
+            if not (inspect.isclass(entry) and issubclass(entry, self.base)):
+                raise TypeError(f"{self.kind} {name!r}: {entry!r} does not subclass "
+                                f"{kind_name(self.base)}")
             self.entries[name] = entry
             return entry
 
@@ -232,18 +244,40 @@ class Registry(Generic[T]):
         if isinstance(name, str) and name in self.entries:
             return self.entries[name]
         if isinstance(name, str) and ":" in name:
-            return import_entry(name, key)
-        plugins = {ep.name: ep for ep in entry_points(group=self.group)}
+            return self._checked(import_entry(name, key), name, key)
+        plugins = self.plugins()
         if isinstance(name, str) and name in plugins:
-            return _checked_entry(_load(plugins[name], key), name, key)
+            return self._checked(_load(plugins[name], key), name, key)
         choices = [*self.entries, *plugins]
         raise SpecError(key, f"unknown {self.kind} {shown(name)}; choices: "
                         f"{choices_text(choices)}" + did_you_mean(str(name), choices)
                         + "; or 'package.module:Class' from your own module")
 
+    def _checked(self, entry: Any, name: str, key: str) -> Callable[..., T]:
+        """``entry`` when it is a concrete subclass of the base whose parameters can be read;
+        nothing of it is called."""
+        if not (inspect.isclass(entry) and issubclass(entry, self.base)):
+            what = f"the class {entry.__qualname__}" if inspect.isclass(entry) else \
+                f"a {type(entry).__name__}"
+            raise SpecError(key, f"{name!r} is {what}, not a {self.kind} class: a {self.kind} "
+                            f"is a subclass of {kind_name(self.base)} (README, \"Write your own "
+                            "component\")")
+        if inspect.isabstract(entry):
+            missing = ", ".join(sorted(getattr(entry, "__abstractmethods__", ())))
+            raise SpecError(key, f"{name!r} does not implement {missing}")
+        try:
+            signature_params(entry)
+        except (TypeError, ValueError, NameError) as exc:
+            raise SpecError(key, f"cannot read the parameters of {name!r}: {exc}") from None
+        return entry
+
     def names(self) -> list[str]:
         """Built-in entries and installed entry points."""
-        return sorted({*self.entries, *(ep.name for ep in entry_points(group=self.group))})
+        return sorted({*self.entries, *self.plugins()})
+
+    def plugins(self) -> dict[str, EntryPoint]:
+        """The installed entry points of :attr:`group`, by name."""
+        return {ep.name: ep for ep in entry_points(group=self.group)}
 
     def parse(self, value: Any, key: str | None = None) -> Component:
         key = key or self.kind
@@ -263,16 +297,28 @@ class Registry(Generic[T]):
     def instantiate(self, component: Component, key: str | None = None) -> T:
         entry = self.entry(component.name, f"{key or self.kind}.name")
         try:
-            return entry(**component.params)
+            made = entry(**component.params)
         except SpecError:
             raise
         except ValueError as exc:
             raise SpecError(key or self.kind, str(exc)) from None
+        return built(made, self.base, f"{key or self.kind}.name", component.name)
 
 
-def import_entry(name: str, key: str) -> Callable[..., Any]:
+def built(value: Any, kind: type[T] | tuple[type, ...], key: str, name: str) -> T:
+    """``value`` when it is an instance of ``kind``: what a component's class or method returned,
+    checked before it is used; a SpecError naming ``key`` otherwise."""
+    if isinstance(value, kind):
+        return value
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    raise SpecError(key, f"{name!r} returned a {type(value).__module__}.{type(value).__qualname__}"
+                    f", not a {' or '.join(kind_name(k) for k in kinds)}")
+
+
+def import_entry(name: str, key: str) -> Any:
     """``"package.module:Attribute"`` → that attribute, imported; a SpecError naming ``key``
-    when the module cannot be imported or lacks it."""
+    when the module cannot be imported or lacks it. The caller checks what it is
+    (:meth:`Registry._checked`) before calling it."""
     module_name, _, attribute = name.partition(":")
     if not module_name or not attribute:
         raise SpecError(key, f"{name!r} is not of the form 'package.module:Attribute'")
@@ -286,25 +332,15 @@ def import_entry(name: str, key: str) -> Callable[..., Any]:
         entry = operator.attrgetter(attribute)(module)
     except AttributeError:
         raise SpecError(key, f"module {module_name!r} has no attribute {attribute!r}") from None
-    return _checked_entry(entry, name, key)
+    return entry
 
 
-def _load(entry_point: Any, key: str) -> Any:
+def _load(entry_point: EntryPoint, key: str) -> Any:
     try:
         return entry_point.load()
     except Exception as exc:  # noqa: BLE001 - a broken plugin is the user's error, one line
         raise SpecError(key, f"cannot load entry point {entry_point.name!r} = "
                         f"{entry_point.value!r} ({type(exc).__name__}: {exc})") from None
-
-
-def _checked_entry(entry: Any, name: str, key: str) -> Callable[..., Any]:
-    if not callable(entry):
-        raise SpecError(key, f"{name!r} is a {type(entry).__name__}, not a class or function")
-    try:
-        signature_params(entry)
-    except (TypeError, ValueError, NameError) as exc:
-        raise SpecError(key, f"cannot read the parameters of {name!r}: {exc}") from None
-    return entry
 
 
 def frozen_params(cls: type[T]) -> type[T]:

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from pyro.infer import ELBO
 
 from inference.estimators import ESTIMATORS as ESTIMATOR_CLASSES
 from pyro_vae.atomic import write_text_atomic
@@ -25,7 +28,7 @@ from pyro_vae.priors import PRIORS
 from pyro_vae.registry import (Component, Registry, SpecError, choices_text, did_you_mean,
                                parse_kwargs, shown)
 
-ESTIMATORS: Registry = Registry("estimator")
+ESTIMATORS: Registry[ELBO] = Registry("estimator", ELBO)
 for _name, _cls in ESTIMATOR_CLASSES.items():
     ESTIMATORS.register(_name)(_cls)
 
@@ -225,7 +228,7 @@ def _check_combinations(spec: Spec) -> None:
     mean_field takes KL(q(z_1|x) ‖ p(z_1|z_2)) in closed form at a z_2 drawn given z_1: biased.
     The VampPrior mixes q(z | u_k) of the one-layer guide."""
     estimator, guide = spec.estimator.name, spec.guide.name
-    stops = getattr(ESTIMATOR_CLASSES[estimator], "stop_guide_params", False)
+    stops = getattr(ESTIMATORS.entry(estimator, "estimator.name"), "stop_guide_params", False)
     if stops and guide in NO_STOPPED_DENSITY:
         raise SpecError("estimator.name", f"{estimator} scores each draw with the guide's "
                         f"parameters stopped, which needs the inverse of the guide's flow, and "
@@ -383,21 +386,68 @@ def load_spec(source: str | Path | Mapping[str, Any] | None = None,
     elif isinstance(source, Mapping):
         raw = source
     else:
-        path = Path(source)
-        if path.is_dir():
-            raise SpecError(str(path), "is a directory; CONFIG is a YAML spec file (see "
-                            "examples/configs)")
-        if not path.is_file():
-            raise SpecError(str(path), "spec file not found")
-        try:
-            if path.stat().st_size > MAX_YAML_BYTES:
-                raise SpecError(str(path), f"{path.stat().st_size} bytes; a spec holds at most "
-                                f"{MAX_YAML_BYTES}")
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SpecError(str(path), f"cannot read spec file: {exc}") from None
-        raw = parse_yaml(text, str(path))
+        raw = _read_yaml(Path(source))
     return Spec.from_dict(apply_overrides(_mapping(raw), overrides))
+
+
+def load_run_spec(config: Path, overrides: Sequence[str] = ()) -> Spec:
+    """A run's ``config.yaml`` (plus overrides), for reading a run that may come from anyone:
+    before its components are resolved, one line on stderr names every module outside
+    pyro-vae that it makes this process import (:func:`outside_code`)."""
+    raw = apply_overrides(_mapping(_read_yaml(config)), overrides)
+    outside = outside_code(raw)
+    if outside:
+        _trust_notice(f"pyro-vae: {config} imports code from outside pyro-vae: "
+                      f"{'; '.join(outside)}. Reading a run runs the code it names: trust it "
+                      "as you trust that code (README, \"Security\")")
+    return Spec.from_dict(raw)
+
+
+def outside_code(raw: Mapping[str, Any]) -> list[str]:
+    """``key.name: module`` for each component of ``raw`` named by ``module:Class`` or by an
+    installed entry point (its module), not by a built-in name."""
+    out = []
+    for key, registry in COMPONENTS.items():
+        value = raw.get(key)
+        name = value.get("name") if isinstance(value, Mapping) else value
+        if not isinstance(name, str) or name in registry:
+            continue
+        if ":" in name:
+            out.append(f"{key}.name: {shown(name.partition(':')[0])}")
+            continue
+        plugin = registry.plugins().get(name)
+        if plugin is not None:
+            out.append(f"{key}.name: {shown(plugin.value.partition(':')[0])} (entry point "
+                       f"{shown(name)})")
+    return out
+
+
+_noticed: set[str] = set()
+
+
+def _trust_notice(text: str) -> None:
+    """``text`` on stderr once per process, by rank 0 of a multi-process run; shown whatever
+    the verbosity: what code a run imports is never hidden."""
+    if text not in _noticed and os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0":
+        _noticed.add(text)
+        print(text, file=sys.stderr, flush=True)
+
+
+def _read_yaml(path: Path) -> Any:
+    """A spec file's YAML, at most :data:`MAX_YAML_BYTES`."""
+    if path.is_dir():
+        raise SpecError(str(path), "is a directory; CONFIG is a YAML spec file (see "
+                        "examples/configs)")
+    if not path.is_file():
+        raise SpecError(str(path), "spec file not found")
+    try:
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise SpecError(str(path), f"{path.stat().st_size} bytes; a spec holds at most "
+                            f"{MAX_YAML_BYTES}")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(str(path), f"cannot read spec file: {exc}") from None
+    return parse_yaml(text, str(path))
 
 
 def parse_spec(text: str, overrides: Sequence[str] = ()) -> Spec:

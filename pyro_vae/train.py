@@ -59,13 +59,13 @@ from pyro_vae.engine import (AtomicCheckpointIO, EpochMeans, Interrupted, Period
 from pyro_vae.evaluate import (Evaluation, estimated_seconds, evaluate, importance_log_px,
                                particles_per_chunk)
 from pyro_vae.networks import check_fits
-from pyro_vae.registry import SpecError
+from pyro_vae.registry import SpecError, built
 # CONFIG, RESUMABLE, checkpoint_step: re-exported for callers of train
 from pyro_vae.rundir import (CHECKPOINTS, CONFIG, RECORD, RESUMABLE, TRANSFORM,  # noqa: F401
                              Run, best_path, changeable, checkpoint_step, data_digest, flat,
                              last_checkpoint, last_path, load_weights, read_checkpoint,
                              resume_point, run_config, run_state, spec_record)
-from pyro_vae.spec import ESTIMATORS, Spec, TrainSpec, dump_spec, load_spec
+from pyro_vae.spec import ESTIMATORS, Spec, TrainSpec, dump_spec, load_run_spec
 from pyro_vae.vae import VAE
 
 DDP_REPORT = "ddp.json"
@@ -343,7 +343,8 @@ class Prepared:
 def prepare(spec: Spec) -> Prepared:
     """Load the data, build the VAE and check the data against the likelihood's support."""
     L.seed_everything(spec.train.seed, verbose=False)
-    bundle = DATASETS.instantiate(spec.data, "data").load()
+    bundle = built(DATASETS.instantiate(spec.data, "data").load(), DataBundle, "data.name",
+                   spec.data.name)
     if spec.train.batch_size > len(bundle.train):
         raise SpecError("train.batch_size", f"{spec.train.batch_size} is larger than the "
                         f"{len(bundle.train)} training items")
@@ -578,8 +579,8 @@ def resume_spec(run_dir: Path, overrides: Sequence[str] = ()) -> Spec:
     ``evaluate.*`` (repeating a key's current value is allowed)."""
     config = run_config(run_dir)
     last_checkpoint(run_dir)
-    saved = load_spec(config)
-    spec = load_spec(config, overrides)
+    saved = load_run_spec(config)
+    spec = load_run_spec(config, overrides)
     old, new = flat(saved.to_dict()), flat(spec.to_dict())
     for key in sorted(old.keys() | new.keys()):
         if old.get(key) != new.get(key) and not changeable(key):
@@ -608,7 +609,7 @@ def load_run(run_dir: Path, spec: Spec | None = None) -> Prepared:
     with early stopping, else the last), checked against the spec and data the checkpoint was
     trained on; the data transform refitted on loading must equal the one the run saved
     (transform.json)."""
-    prepared = prepare(spec or load_spec(run_config(run_dir)))
+    prepared = prepare(spec or load_run_spec(run_config(run_dir)))
     load_weights(prepared.vae, evaluated_checkpoint(run_dir, prepared.spec), run_dir,
                  prepared.spec, lambda: prepared.data_sha256)
     saved = run_dir / TRANSFORM
@@ -631,7 +632,7 @@ def finished(run_dir: Path, max_epochs: int) -> str | None:
     if done >= max_epochs:
         return (f"{done} of {max_epochs} epochs trained" if done == max_epochs else
                 f"{done} epochs trained, train.max_epochs is {max_epochs}")
-    saved = load_spec(run_config(run_dir)).train.max_epochs
+    saved = load_run_spec(run_config(run_dir)).train.max_epochs
     stopped = [v.get("stopped_epoch", 0) for k, v in checkpoint.get("callbacks", {}).items()
                if k.startswith("EarlyStopping") and isinstance(v, dict)]
     if any(stopped) and max_epochs <= saved:

@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
@@ -50,7 +51,7 @@ from pyro_vae.guides import GUIDES, Posterior
 from pyro_vae.likelihoods import LIKELIHOODS, Likelihood
 from pyro_vae.networks import NETWORKS
 from pyro_vae.priors import PRIORS, Prior
-from pyro_vae.registry import SpecError
+from pyro_vae.registry import SpecError, built
 from pyro_vae.spec import Spec, load_spec
 
 
@@ -101,18 +102,25 @@ class VAE(PyroModule):
                   train_data: torch.Tensor | None = None) -> VAE:
         """Build prior, likelihood and networks from the spec's registry choices."""
         data_dim = int(torch.Size(shape).numel())
-        lik = LIKELIHOODS.instantiate(spec.likelihood, "likelihood").build(data_dim, levels)
+
+        def made(value: Any, kind: type, key: str) -> Any:  # what an own component returned
+            return built(value, kind, f"{key}.name", getattr(spec, key).name)
+
+        lik = made(LIKELIHOODS.instantiate(spec.likelihood, "likelihood").build(data_dim, levels),
+                   Likelihood, "likelihood")
         enc_entry = NETWORKS.instantiate(spec.encoder, "encoder")
         dec_entry = NETWORKS.instantiate(spec.decoder, "decoder")
         family, dims = GUIDES.instantiate(spec.guide, "guide"), spec.latent_dims
         inputs = [tuple(shape)] + [(d,) for d in dims[:-1]]  # what each layer's q conditions on
-        posteriors = [family.build(enc_entry, below, d) for below, d in zip(inputs, dims)]
-        conditionals = [dec_entry.encoder((above,), d) for d, above in zip(dims, dims[1:])]
-        decoder = dec_entry.decoder(dims[0], shape, lik.params_per_dim)
+        posteriors = [made(family.build(enc_entry, below, d), Posterior, "guide")
+                      for below, d in zip(inputs, dims)]
+        conditionals = [made(dec_entry.encoder((above,), d), nn.Module, "decoder")
+                        for d, above in zip(dims, dims[1:])]
+        decoder = made(dec_entry.decoder(dims[0], shape, lik.params_per_dim), nn.Module, "decoder")
         if train_data is None:  # pseudo-inputs of a VampPrior then start uniform on [0, 1]
             train_data = torch.rand(256, data_dim)
-        prior = PRIORS.instantiate(spec.prior, "prior").build(dims[-1], posteriors[0].encoder,
-                                                              train_data)
+        prior = made(PRIORS.instantiate(spec.prior, "prior").build(
+            dims[-1], posteriors[0].encoder, train_data), Prior, "prior")
         return cls(posteriors, decoder, prior, lik, dims, shape, conditionals)
 
     @property

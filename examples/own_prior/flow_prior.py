@@ -20,6 +20,7 @@ import torch
 from pyro.distributions import transforms
 from torch import nn
 
+from pyro_vae.entries import PriorEntry
 from pyro_vae.priors import Prior
 from pyro_vae.registry import frozen_params
 
@@ -47,7 +48,7 @@ class SplineFlowPrior(Prior):
 
 
 @frozen_params
-class FlowPrior:
+class FlowPrior(PriorEntry):
     """``flows`` spline couplings, each conditioned through one hidden layer of ``hidden``
     units, with ``bins`` spline bins; ``seed`` fixes the permutations."""
 

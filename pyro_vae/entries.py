@@ -1,0 +1,77 @@
+"""The base classes of registry entries: what each kind of component must be.
+
+A spec names a component by a built-in name, an entry point or ``"package.module:Class"``; the
+class it resolves to must subclass its kind's base here (checked after the import, before
+anything is called), so that a spec, and so a run's ``config.yaml``, can only ever construct a
+component, never call an arbitrary function such as ``os:system``. Each base is an abstract
+class with the method a component provides; an entry is a frozen dataclass of its parameters
+(:func:`pyro_vae.registry.frozen_params`), the parameters' annotations and defaults being the
+spec keys.
+
+This module imports neither torch nor Pyro: the names below are annotations only.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+
+    from pyro_vae.data import DataBundle
+    from pyro_vae.guides import Posterior
+    from pyro_vae.likelihoods import Likelihood
+    from pyro_vae.priors import Prior
+
+
+class PriorEntry(ABC):
+    """A prior p(z): ``build`` returns a :class:`pyro_vae.priors.Prior` whose ``forward()`` is a
+    distribution with ``batch_shape == ()`` and ``event_shape == (latent_dim,)``."""
+
+    @abstractmethod
+    def build(self, latent_dim: int, encoder: nn.Module, train_data: torch.Tensor) -> Prior:
+        """The prior module; ``encoder`` maps x to q(z | x)'s parameters (the VampPrior's)."""
+
+
+class LikelihoodEntry(ABC):
+    """A likelihood p(x | z): ``build`` returns a :class:`pyro_vae.likelihoods.Likelihood`."""
+
+    @abstractmethod
+    def build(self, data_dim: int, levels: int | None) -> Likelihood:
+        """The likelihood over ``data_dim`` values (``levels`` of integer data, else None)."""
+
+
+class GuideEntry(ABC):
+    """A guide family q(z | x): ``build`` returns a :class:`pyro_vae.guides.Posterior`."""
+
+    @abstractmethod
+    def build(self, network: NetworkEntry, shape: tuple[int, ...], latent_dim: int) -> Posterior:
+        """The posterior module over items of ``shape``, its head from ``network.encoder``."""
+
+
+class NetworkEntry(ABC):
+    """An encoder/decoder architecture."""
+
+    @abstractmethod
+    def encoder(self, shape: tuple[int, ...], latent_dim: int, extra: int = 0) -> nn.Module:
+        """x ↦ (μ, σ) (and ``extra`` more features) over a latent of ``latent_dim``."""
+
+    @abstractmethod
+    def decoder(self, latent_dim: int, shape: tuple[int, ...], params_per_dim: int
+                ) -> nn.Module:
+        """z ↦ the likelihood's ``params_per_dim`` parameters per value of ``shape``."""
+
+
+class DataSource(ABC):
+    """A data set: ``load`` returns a :class:`pyro_vae.data.DataBundle`."""
+
+    @abstractmethod
+    def load(self) -> DataBundle:
+        """The splits, loaded and checked."""
+
+
+def kind_name(base: Any) -> str:
+    """``module.Class`` of a base class, as an error message names it."""
+    return f"{base.__module__}.{base.__qualname__}"
