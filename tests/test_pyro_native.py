@@ -156,16 +156,28 @@ def test_the_textbook_loop_trains_a_two_layer_vae_with_a_flow_prior_and_a_rich_g
 
 
 def test_the_elbo_module_loop_with_a_torch_optimizer_trains() -> None:
+    """Every parameter moves and the loss falls. The 16 points have 64 pixels ~ Bernoulli(0.3):
+    at the start the decoder's logits are near 0, a loss near 64·log 2 = 44.4 nats per point;
+    a decoder that has learned only the pixels' marginal scores 64·H(0.3) = 39.1. The loss must
+    fall by at least 4 nats per point, where the 20-draw means below have a Monte Carlo s.e. of
+    about 0.05."""
     vae = tiny()
     loss_fn = Trace_ELBO()(vae.model, vae.guide)
     optimizer = torch.optim.Adam(vae.parameters(), lr=1e-2)
     before = [p.detach().clone() for p in vae.parameters()]
     x = binary(16)
-    for _ in range(3):
+
+    def loss_per_point() -> float:
+        with torch.no_grad():
+            return float(torch.stack([loss_fn(x) for _ in range(20)]).mean()) / len(x)
+
+    start = loss_per_point()
+    for _ in range(100):
         optimizer.zero_grad()
         loss_fn(x).backward()
         optimizer.step()
     assert all(not torch.equal(p, b) for p, b in zip(vae.parameters(), before))
+    assert loss_per_point() < start - 4.0
 
 
 def heldout_elbo(vae: VAE, x: torch.Tensor) -> float:

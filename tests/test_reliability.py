@@ -10,6 +10,7 @@ script), a disk that fills up mid-run, and importance sampling with large K in a
 
 from __future__ import annotations
 
+import argparse
 import csv
 import errno
 import gzip
@@ -31,9 +32,9 @@ import torch
 
 from inference.marginal import measure_bytes_per_particle
 from pyro_vae import data
-from pyro_vae.cli import EXIT_INTERRUPTED, EXIT_USER_ERROR, main
+from pyro_vae.cli import EXIT_INTERRUPTED, EXIT_USER_ERROR, main, parser
 from pyro_vae.evaluate import importance_log_px, particles_per_chunk
-from pyro_vae.spec import load_spec
+from pyro_vae.spec import COMPONENTS, load_spec
 from pyro_vae.train import VAEModule, checkpoint_step, fit, last_path, prepare, resume_spec
 from pyro_vae.vae import VAE
 
@@ -376,8 +377,17 @@ def test_bad_input_or_fault_is_one_line_and_loses_nothing(case: Case, hermetic: 
     assert not case.never or not (tmp / case.never).exists()
 
 
-def test_the_table_is_long_enough():
-    assert len(CASES) >= 30
+def test_the_table_refuses_something_of_every_command_and_holds_no_case_twice():
+    """Each command that reads input (all but ``datasets``) has refused cases, each spec
+    component kind has an unknown-name case, and no two cases run the same command line."""
+    cases = [c.values[0] if isinstance(c, type(pytest.param(0))) else c for c in CASES.values()]
+    actions = [a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    commands = set(actions[0].choices) - {"datasets"}
+    assert commands <= {case.argv[0] for case in cases}
+    unknown_names = {case.culprit for case in cases if case.culprit.endswith(".name")}
+    assert {f"{key}.name" for key in COMPONENTS} - {"decoder.name", "guide.name"} <= unknown_names
+    runs = [(case.argv, case.setup, case.fault) for case in cases]
+    assert len(set(map(repr, runs))) == len(runs)
 
 
 # ---- Ctrl-C -------------------------------------------------------------------------------------

@@ -96,7 +96,8 @@ def test_a_report_html_of_someone_elses_is_never_replaced(tmp_path: Path) -> Non
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH: apt install chromium "
+                    "(.ci/run installs it), then this test renders the report")
 def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     """Every embedded image decodes in a real browser (counted by a script the harness adds)."""
     page = write_report(make_run(tmp_path / "run")).read_text()
