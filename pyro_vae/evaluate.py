@@ -33,7 +33,9 @@ from pyro_vae.registry import SpecError
 from pyro_vae.vae import VAE
 
 ACTIVE_THRESHOLD = 0.01
-FAST_CHUNK_BYTES = 32 * 2**20  # chunks above ~32 MiB get slower on CPU (PYRO-NOTES)
+#: chunks above ~32 MiB of temporaries run slower per particle on a CPU, their working set
+#: past the caches (``python -m benchmarks.small_k`` measures it)
+FAST_CHUNK_BYTES = 32 * 2**20
 
 
 @dataclass
@@ -152,9 +154,9 @@ def importance_log_px(vae: VAE, x: torch.Tensor, num_samples: int, memory_budget
     :func:`plan_chunks` says (or as ``plan`` says).
 
     The estimates go into one preallocated (4, N) tensor, not a list of per-call results joined
-    at the end: small tensors kept alive between the calls' large temporaries (5000 × 784
-    floats) fragment glibc's heap, which then grew by ~3 MB per point after a traced training
-    (21 GB for a 10 000-image test set at K = 5000)."""
+    at the end, so that no small tensor outlives the calls' large temporaries (K × P floats):
+    small survivors between large frees fragment the allocator's heap, and the process grows
+    with the number of points instead of staying at one call's size."""
     plan = plan or plan_chunks(vae, x, num_samples, memory_budget_mb)
     fields = ("log_px", "stderr", "ess", "elbo")
     out = torch.empty((len(fields), len(x)), dtype=torch.float64, device=x.device)

@@ -48,9 +48,9 @@ class BernoulliPixels(dist.Independent):
     """Bernoulli(σ(l_i)) over the last dim as one event: log p(x) = Σ_i x_i l_i − softplus(l_i).
 
     The density of ``Bernoulli(logits=l).to_event(1)`` in two full-size ops and two sums instead
-    of torch's five full-size ops (log-sigmoid, 1 − x, ×, −, negation): 2–4× faster over
-    5000 particles × 784 pixels on this CPU, which importance sampling spends most time on
-    after the decoder's matmuls (``python -m benchmarks --only is``).
+    of torch's five full-size ops (log-sigmoid, 1 − x, ×, −, negation): fewer passes over the
+    K × P values, which importance sampling spends most time on after the decoder's matmuls
+    (``python -m benchmarks --only is`` measures it).
     """
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
