@@ -32,7 +32,10 @@ of flat float32 splits ``(N, P)``. Shared behaviour:
   generative models"; log_jacobian = 0 for ``integer``).
 
 Every failure the user can cause is a one-line :class:`~pyro_vae.registry.SpecError` that names
-the key or the file.
+the key or the file. Sizes are bounded before anything is read, from headers: an image's width and
+height (Pillow opens lazily) against :data:`MAX_IMAGE_PIXELS`, and the values of a whole folder of
+images, or of an ``.npy`` file or ``.npz`` member (its ``.npy`` header), against the memory
+available (:func:`_check_memory`); arrays of no items, or of items of no values, are refused.
 """
 
 from __future__ import annotations
@@ -40,12 +43,13 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable
-from typing import ClassVar, Literal
+from typing import IO, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -53,6 +57,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from pyro_vae.entries import DataSource
+from pyro_vae.networks import available_memory
 from pyro_vae.registry import Component, Registry, SpecError, choices_text, frozen_params
 
 Binarize = Literal["none", "dynamic", "static"]
@@ -62,6 +67,11 @@ Transform = Literal["none", "standardize", "dequantize"]
 SPLITS = ("train", "val", "test")
 SYSTEM_DIR = Path("/usr/share/datasets")  # Debian's dataset-* packages install here
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+#: The most pixels one image may have, 4096 × 4096, checked from its header before it is decoded:
+#: far beyond what a network here takes (an mlp's first 128 units on such an item alone hold
+#: 2·10⁹ weights, 34 GB to train), and below Pillow's own decompression-bomb limit
+#: (``PIL.Image.MAX_IMAGE_PIXELS``, 8.9·10⁷), whose warning and error are refused too.
+MAX_IMAGE_PIXELS = 4096 * 4096
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
@@ -528,9 +538,11 @@ class _Arrays(_Common):
             raise ValueError(f"levels must be >= 2, got {self.levels}")
 
     def _items(self, name: str, x: np.ndarray, y: np.ndarray | None, source: str,
-               layout: Layout | None = None, key: str = "data.path") -> DataBundle:
+               layout: Layout | None = None, key: str = "data.path",
+               notes: tuple[str, ...] = ()) -> DataBundle:
         """Check ``x`` (N, ...) and its labels, order its axes (``layout``, by default the
-        spec's) and find its levels. ``key``: the spec key that chose ``x``."""
+        spec's) and find its levels. ``key``: the spec key that chose ``x``; ``notes``: what
+        loading decided on its own."""
         if x.ndim < 2:
             raise SpecError(key, f"{source} has shape {list(x.shape)}; expected items "
                             "along axis 0, (N, ...)")
@@ -542,11 +554,11 @@ class _Arrays(_Common):
         if y is not None and y.shape != (len(x),):
             raise SpecError("data.labels_key", f"labels of {source} have shape "
                             f"{list(y.shape)}; expected one label per item, [{len(x)}]")
-        layout, notes = layout or self.layout, ()
+        layout = layout or self.layout
         if len(shape) == 3 and layout == "auto":
             last = shape[0] not in (1, 3) and shape[2] in (1, 3)
             layout = "channels_last" if last else "channels_first"
-            notes = (f"layout {layout} (detected; set data.layout to change)",)
+            notes = (*notes, f"layout {layout} (detected; set data.layout to change)")
         if len(shape) == 2:  # (H, W): one grey channel
             shape = (1, *shape)
         elif len(shape) == 3 and layout == "channels_last":
@@ -582,17 +594,20 @@ class Npz(_Arrays):
 
     def load(self) -> DataBundle:
         path = Path(self.path).expanduser()
+        magic = np.lib.format.MAGIC_PREFIX
         try:
-            archive = np.load(path, allow_pickle=False)
+            with open(path, "rb") as stream:
+                single = stream.read(len(magic)) == magic
+            archive = None if single else np.load(path, allow_pickle=False)  # lazy: a zip index
         except (OSError, ValueError, zipfile.BadZipFile) as exc:
             raise SpecError("data.path", f"{path}: cannot read an .npz archive or .npy file "
                             f"({_one_line(exc)})") from None
-        if not isinstance(archive, np.lib.npyio.NpzFile):
+        if archive is None:
             if self.labels_key is not None:
                 raise SpecError("data.labels_key", f"{path} is a single array (.npy) and holds "
                                 "no labels; save an .npz archive (numpy.savez) for labels")
-            _check_kind(archive, "data.path", str(path), "biuf")
-            return self._items(f"npy:{path.name}", archive, None, str(path))
+            x = _read_array(lambda: open(path, "rb"), "data.path", str(path), "biuf")
+            return self._items(f"npy:{path.name}", x, None, str(path))
         with archive:
             x = _member(archive, path, "key", self.key, "biuf")
             y = None if self.labels_key is None else _member(archive, path, "labels_key",
@@ -603,9 +618,10 @@ class Npz(_Arrays):
 @DATASETS.register("images")
 @frozen_params
 class ImageFolder(_Arrays):
-    """PNG/JPEG files of one size in folder ``path`` (read with Pillow, in name order): grey when
-    every file is, else RGB; labels from class subfolders (sorted names → 0, 1, ...) when every
-    file sits in one."""
+    """PNG/JPEG files of one size and one kind of pixel (:data:`PIXELS`) in folder ``path``, read
+    with Pillow in name order; labels from class subfolders (sorted names → 0, 1, ...) when every
+    file sits in one. Every header is checked (:func:`_image_header`) and the folder's total
+    checked against the memory available before any image is decoded."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -614,7 +630,7 @@ class ImageFolder(_Arrays):
                              "channels), leave it out")
 
     def load(self) -> DataBundle:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
 
         root = Path(self.path).expanduser()
         if not root.is_dir():
@@ -622,45 +638,164 @@ class ImageFolder(_Arrays):
         files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise SpecError("data.path", f"{root}: no {'/'.join(IMAGE_SUFFIXES)} files in it")
-        images = []
-        for f in files:
-            try:
-                with Image.open(f) as image:
-                    images.append(image.copy())
-            except (OSError, UnidentifiedImageError) as exc:
-                raise SpecError("data.path", f"{f}: unreadable image ({_one_line(exc)})") from None
-        grey = all(i.mode in ("L", "1") for i in images)
-        for f, image in zip(files, images):
-            if image.size != images[0].size:
-                (w, h), (w0, h0) = image.size, images[0].size
+        heads = [_image_header(f) for f in files]
+        (w0, h0), mode0 = heads[0]
+        pixels = PIXELS[mode0]
+        for f, ((w, h), mode) in zip(files, heads):
+            if (w, h) != (w0, h0):
                 raise SpecError("data.path", f"{f}: {w}x{h} pixels, but {files[0].name} has "
                                 f"{w0}x{h0}; all images must have one size")
-        x = np.stack([np.asarray(i.convert("L" if grey else "RGB")) for i in images])
+            if PIXELS[mode] != pixels:
+                raise SpecError("data.path", f"{f}: {PIXELS[mode].name} (Pillow mode {mode}), "
+                                f"but {files[0].name} is {pixels.name} ({mode0}); all images "
+                                "must have one kind of pixel")
+        item = (h0, w0) if pixels.channels == 1 else (h0, w0, pixels.channels)
+        _check_memory("data.path", str(root), f"{len(files)} images of {w0}×{h0} {pixels.name}",
+                      len(files) * math.prod(item), np.dtype(pixels.dtype).itemsize)
+        x = np.empty((len(files), *item), pixels.dtype)
+        for i, f in enumerate(files):
+            try:
+                with Image.open(f) as image:
+                    x[i] = np.asarray(image if pixels.convert is None
+                                      else image.convert(pixels.convert))
+            except OSError as exc:  # Pillow's UnidentifiedImageError is one
+                raise _unreadable_image(f, exc) from None
+        alpha = sum(mode in ALPHA_MODES for _, mode in heads)
+        notes = (f"alpha channel of {alpha} of {len(files)} images dropped",) if alpha else ()
         folders = [f.relative_to(root).parent for f in files]
         labels = None
         if all(len(d.parts) == 1 for d in folders):
             classes = sorted({d.parts[0] for d in folders})
             labels = np.array([classes.index(d.parts[0]) for d in folders])
-        return self._items(f"images:{root.name}", x, labels, str(root), "channels_last")
+        return self._items(f"images:{root.name}", x, labels, str(root), "channels_last",
+                           notes=notes)
+
+
+@dataclass(frozen=True)
+class _Pixels:
+    """How a folder's images load: the Pillow mode they are converted to (None: as they are),
+    channels, the numpy dtype of a sample, and a name for messages."""
+
+    convert: str | None
+    channels: int
+    dtype: type[np.generic]
+    name: str
+
+
+_GREY8 = _Pixels("L", 1, np.uint8, "8-bit grey")
+_COLOUR8 = _Pixels("RGB", 3, np.uint8, "8-bit colour")
+_GREY16 = _Pixels(None, 1, np.uint16, "16-bit grey")
+_GREY32 = _Pixels(None, 1, np.int32, "32-bit integer grey")
+#: The Pillow modes of PNG/JPEG files read, and how they load: grey stays one channel, 16-bit
+#: grey keeps its levels (``levels``: max + 1, as for any integer array but uint8). An alpha
+#: channel (:data:`ALPHA_MODES`) is dropped, as a note of the bundle says.
+PIXELS: dict[str, _Pixels] = {
+    "1": _GREY8, "L": _GREY8, "LA": _GREY8,
+    "P": _COLOUR8, "PA": _COLOUR8, "RGB": _COLOUR8, "RGBA": _COLOUR8, "CMYK": _COLOUR8,
+    "I;16": _GREY16, "I;16L": _GREY16, "I;16B": _GREY16, "I": _GREY32,
+}
+ALPHA_MODES = ("LA", "PA", "RGBA")
+
+
+def _image_header(path: Path) -> tuple[tuple[int, int], str]:
+    """(width, height) and Pillow mode of an image, from its header alone (``Image.open`` is
+    lazy: nothing is decoded). Refused: a file Pillow cannot open, one over
+    :data:`MAX_IMAGE_PIXELS` (Pillow's DecompressionBombWarning and DecompressionBombError
+    included), a mode not in :data:`PIXELS`, and a 16-bit PNG in colour or with alpha, whose
+    samples Pillow would cut to 8 bits."""
+    from PIL import Image
+
+    limit = (f"the limit is {MAX_IMAGE_PIXELS} pixels per image "
+             "(pyro_vae.data.MAX_IMAGE_PIXELS); resize the images")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                size, mode = image.size, image.mode
+                bits = _png_bit_depth(path) if image.format == "PNG" else 8
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise SpecError("data.path", f"{path}: refused by Pillow as a possible decompression "
+                        f"bomb ({_one_line(exc)}); {limit}") from None
+    except OSError as exc:
+        raise _unreadable_image(path, exc) from None
+    width, height = size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise SpecError("data.path", f"{path}: {width}×{height} = {width * height:.3g} pixels; "
+                        f"{limit}")
+    if mode not in PIXELS:
+        raise SpecError("data.path", f"{path}: Pillow mode {mode}, which is not read; readable "
+                        f"modes: {', '.join(PIXELS)}")
+    if bits == 16 and PIXELS[mode].dtype == np.uint8:
+        raise SpecError("data.path", f"{path}: a 16-bit PNG, which Pillow reads as {mode} of 8 "
+                        "bits per sample (the high byte); save it with 8 bits per sample, or as "
+                        "16-bit grey without alpha")
+    return size, mode
+
+
+def _png_bit_depth(path: Path) -> int:
+    """A PNG's bit depth: byte 24 of the file, in its IHDR chunk (after the 8-byte signature,
+    the chunk's length and type, the width and the height)."""
+    with open(path, "rb") as stream:
+        return stream.read(25)[24]
+
+
+def _unreadable_image(path: Path, exc: OSError) -> SpecError:
+    """The error for an image Pillow cannot open or decode."""
+    return SpecError("data.path", f"{path}: unreadable image ({_one_line(exc)})")
+
+
+def _check_memory(key: str, source: str, what: str, values: int, itemsize: int) -> None:
+    """SpecError when loading ``values`` numbers of ``itemsize`` bytes cannot fit in memory,
+    checked before they are read: loading holds them as read, their copy in the splits and the
+    float32 splits, ``values · (2 · itemsize + 4)`` bytes, against :func:`available_memory`
+    (the kernel's MemAvailable, or a container's limit; no check where neither is known)."""
+    need, memory = values * (2 * itemsize + 4), available_memory()
+    if memory is not None and need > memory:
+        raise SpecError(key, f"{source}: {what} = {values:.3g} values of {itemsize} "
+                        f"byte{'s' * (itemsize > 1)} need "
+                        f"{need / 2**30:.3g} GiB to load (as read, split and as float32), more "
+                        f"than the {memory / 2**30:.3g} GiB of memory available")
 
 
 def _member(archive: np.lib.npyio.NpzFile, path: Path, param: str, key: str,
             kinds: str) -> np.ndarray:
-    """Array ``key`` of the archive, of a numpy dtype kind in ``kinds``."""
+    """Array ``key`` of the archive, read and checked by :func:`_read_array`."""
     if key not in archive.files:
         raise SpecError(f"data.{param}", f"{path} has no array {key!r}; arrays present: "
                         f"{', '.join(archive.files) or 'none'}")
+    name = key if key in archive.zip.namelist() else f"{key}.npy"  # as NpzFile finds it
+    return _read_array(lambda: archive.zip.open(name), f"data.{param}", f"{path}[{key!r}]", kinds)
+
+
+def _read_array(open_stream: Callable[[], IO[bytes]], key: str, source: str,
+                kinds: str) -> np.ndarray:
+    """The array of an ``.npy`` stream (a file or an archive's member), its header read and
+    checked before its data: format 1.0 or 2.0, a numpy dtype kind in ``kinds``, at least one
+    item (axis 0), items of at least one value, and a size that fits in memory
+    (:func:`_check_memory`)."""
     try:
-        a = archive[key]
+        with open_stream() as stream:
+            version = np.lib.format.read_magic(stream)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f".npy format version {version[0]}.{version[1]}; expected "
+                                 "1.0 or 2.0")
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(stream)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise SpecError(f"data.{param}",
-                        f"{path}[{key!r}]: unreadable ({_one_line(exc)})") from None
-    _check_kind(a, f"data.{param}", f"{path}[{key!r}]", kinds)
-    return a
-
-
-def _check_kind(a: np.ndarray, key: str, source: str, kinds: str) -> None:
-    """SpecError unless ``a`` has a numpy dtype kind in ``kinds``."""
-    if a.dtype.kind not in kinds:
-        raise SpecError(key, f"{source} has dtype {a.dtype}; expected "
+        raise SpecError(key, f"{source}: unreadable ({_one_line(exc)})") from None
+    if dtype.kind not in kinds:
+        raise SpecError(key, f"{source} has dtype {dtype}; expected "
                         + ("integers" if kinds == "biu" else "numbers"))
+    if shape and shape[0] == 0:
+        raise SpecError(key, f"{source} holds no items (shape {list(shape)})")
+    if 0 in shape[1:]:
+        raise SpecError(key, f"{source}: its items of shape {list(shape[1:])} hold no values "
+                        f"(shape {list(shape)})")
+    _check_memory(key, source, f"shape {list(shape)} of {dtype}", math.prod(shape),
+                  dtype.itemsize)
+    try:
+        with open_stream() as stream:
+            return np.lib.format.read_array(stream, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, MemoryError) as exc:
+        raise SpecError(key, f"{source}: unreadable ({_one_line(exc)})") from None

@@ -17,8 +17,10 @@ import os
 import select
 import shutil
 import signal
+import struct
 import subprocess
 import sys
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -278,3 +280,55 @@ def test_a_bug_is_one_line_naming_the_command_and_a_log_with_the_traceback(work:
     assert log.parent == tmp_path / "cache" / "pyro-vae" / "logs"
     assert "Traceback" in log.read_text() and "planted bug" in log.read_text()
     assert tree_hash(work) == before
+
+
+# ---- data bounded from their headers (issue 28, items 3 and 4) -----------------------------------
+
+def claim_size(png: Path, width: int, height: int) -> None:
+    """Rewrite the IHDR chunk of ``png`` (bytes 16-28 after the signature, length and type) to
+    claim ``width`` × ``height``, its CRC (bytes 29-32, over type and data) recomputed: a header
+    of any size in front of a few bytes of pixels."""
+    raw = bytearray(png.read_bytes())
+    raw[16:24] = struct.pack(">II", width, height)
+    raw[29:33] = struct.pack(">I", zlib.crc32(bytes(raw[12:29])))
+    png.write_bytes(bytes(raw))
+
+
+def png_bomb(work: Path) -> None:
+    """A 4×4 PNG of 70 bytes whose header claims 20000×20000: Pillow's DecompressionBombError."""
+    from PIL import Image
+
+    (work / "pngs").mkdir()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(work / "pngs" / "bomb.png")
+    claim_size(work / "pngs" / "bomb.png", 20000, 20000)
+
+
+def npy_claiming(work: Path) -> None:
+    """An .npy header claiming 10¹³ float64 values (80 TB), then 16 bytes."""
+    with open(work / "huge.npy", "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False,
+                                                 "shape": (10**13, 1)})
+        f.write(bytes(16))
+
+
+DATA_CASES: dict[str, Case] = {
+    "3 PNG claiming 20000×20000": Case(
+        train("data.name=images", "data.path=pngs"),
+        ("pngs/bomb.png", "decompression bomb", "the limit is 16777216 pixels per image"),
+        png_bomb),
+    "4 .npy claiming 10¹³ values": Case(
+        train("data.name=npz", "data.path=huge.npy"),
+        ("data.path", "huge.npy: shape [10000000000000, 1] of float64", "GiB of memory available"),
+        npy_claiming),
+    "4 .npz of no items": Case(
+        train("data.name=npz", "data.path=empty.npz"),
+        ("data.key", "empty.npz['x'] holds no items (shape [0, 8, 8])"),
+        lambda work: np.savez(work / "empty.npz", x=np.zeros((0, 8, 8), np.uint8))),
+}
+
+
+@pytest.mark.parametrize("case", list(DATA_CASES.values()), ids=list(DATA_CASES))
+def test_data_refused_from_their_headers_in_one_line(case: Case, work: Path):
+    """Before: the bomb and the 10¹³ values were tracebacks (exit 1), the empty archive a
+    ValueError of ``min()`` (exit 1)."""
+    test_refused_in_one_line_and_nothing_written(case, work)

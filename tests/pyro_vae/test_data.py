@@ -2,12 +2,16 @@
 
 import gzip
 import math
+import struct
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from sklearn.datasets import load_digits
+from test_reliability_inputs import claim_size
 
 from pyro_vae import data
 from pyro_vae.data import DATASETS, DataBundle, read_idx
@@ -447,3 +451,190 @@ def test_samples_of_a_dequantized_model_are_data_values(tmp_path):
     x = torch.from_numpy(sample(vae, b, 50)["x"])
     assert x.shape == (50, 1, 8, 8) and 0 <= x.min() and x.max() <= 1
     torch.testing.assert_close(x * 16, torch.round(x * 16), rtol=0, atol=1e-5)
+
+
+# ---- bounds read from headers, empty arrays, pixel kinds (issue 28, items 3-5) -----------------
+
+WHOLE = ("data.val_fraction=0", "data.test_fraction=0")  # every item in the training split
+
+
+def spec_load(*sets: str) -> DataBundle:
+    """The data of a spec of ``key=value`` overrides, as ``train`` loads it."""
+    from pyro_vae.spec import load_spec
+
+    return DATASETS.instantiate(load_spec(None, list(sets)).data, "data").load()
+
+
+def write_png16(path: Path, samples: np.ndarray, colour: int) -> None:
+    """A 16-bit PNG written chunk by chunk (Pillow writes none in colour): ``samples`` (H, W, C)
+    as big-endian uint16 rows, each after filter byte 0; ``colour`` the PNG colour type (0 grey,
+    2 RGB, 4 grey + alpha, 6 RGBA)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I",
+                                                                         zlib.crc32(kind + body))
+
+    height, width = samples.shape[:2]
+    rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in samples)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n"
+                     + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+@pytest.fixture
+def no_decoding(monkeypatch):
+    """Any image decoded fails the test: what is checked must come from headers alone."""
+    from PIL import ImageFile
+
+    def decoded(self):
+        raise AssertionError(f"{self.filename} was decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", decoded)
+
+
+@pytest.mark.parametrize("side, fragments", [
+    (5000, ("big.png: 5000×5000 = 2.5e+07 pixels",)),
+    # over Pillow's MAX_IMAGE_PIXELS (8.9·10⁷): its DecompressionBombWarning; over twice that
+    # its DecompressionBombError, which escaped as a traceback (exit 1)
+    (12000, ("big.png: refused by Pillow as a possible decompression bomb",
+             "DecompressionBombWarning", "144000000 pixels")),
+    (20000, ("big.png: refused by Pillow as a possible decompression bomb",
+             "DecompressionBombError", "400000000 pixels")),
+])
+def test_an_image_over_the_pixel_limit_is_refused_from_its_header(tmp_path, no_decoding, side,
+                                                                  fragments):
+    from PIL import Image
+
+    (tmp_path / "pngs").mkdir()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "pngs" / "big.png")
+    claim_size(tmp_path / "pngs" / "big.png", side, side)
+    with pytest.raises(SpecError) as info:
+        spec_load("data.name=images", f"data.path={tmp_path / 'pngs'}")
+    message = str(info.value)
+    assert message.startswith(f"data.path: {tmp_path / 'pngs' / 'big.png'}: "), message
+    for fragment in (*fragments, f"the limit is {data.MAX_IMAGE_PIXELS} pixels per image"):
+        assert fragment in message, (fragment, message)
+
+
+def test_a_folder_over_the_memory_available_is_refused_before_decoding(tmp_path, no_decoding,
+                                                                       monkeypatch):
+    """Three 4×5 grey images: 60 bytes as read, 60 more split, 240 as float32 = 360 > 300."""
+    from PIL import Image
+
+    for i in range(3):
+        Image.fromarray(np.zeros((5, 4), np.uint8)).save(tmp_path / f"{i}.png")
+    monkeypatch.setattr(data, "available_memory", lambda: 300)
+    with pytest.raises(SpecError, match=r"data.path: .*: 3 images of 4×5 8-bit grey = 60 values "
+                                        r"of 1 byte need 3.35e-07 GiB to load .* more than the "
+                                        r"2.79e-07 GiB of memory available"):
+        spec_load("data.name=images", f"data.path={tmp_path}")
+    monkeypatch.undo()  # decoding allowed again: exactly the memory needed is enough
+    monkeypatch.setattr(data, "available_memory", lambda: 360)
+    assert spec_load("data.name=images", f"data.path={tmp_path}", *WHOLE).shape == (1, 5, 4)
+
+
+def write_claimed_npy(stream, shape: tuple[int, ...], dtype: str = "<f8") -> None:
+    """An .npy header claiming ``shape``, then 16 bytes: far less than the shape needs."""
+    np.lib.format.write_array_header_1_0(stream, {"descr": dtype, "fortran_order": False,
+                                                  "shape": shape})
+    stream.write(bytes(16))
+
+
+def test_array_headers_are_bounded_before_loading(tmp_path):
+    """A header claiming 10¹³ values (an 80 TB allocation, a MemoryError before) is refused
+    from the header, in an .npy file and in an .npz archive's member."""
+    with open(tmp_path / "huge.npy", "wb") as f:
+        write_claimed_npy(f, (10**13,))
+    with pytest.raises(SpecError, match=r"data.path: .*huge.npy: shape \[10000000000000\] of "
+                                        r"float64 = 1e\+13 values of 8 bytes need 1.86e\+05 GiB "
+                                        r"to load .*GiB of memory available"):
+        spec_load("data.name=npz", f"data.path={tmp_path / 'huge.npy'}")
+    with zipfile.ZipFile(tmp_path / "huge.npz", "w") as archive:
+        with archive.open("x.npy", "w") as member:
+            write_claimed_npy(member, (10**7, 10**6), "|u1")
+        with archive.open("y.npy", "w") as member:
+            write_claimed_npy(member, (10**13,), "<i8")
+    with pytest.raises(SpecError, match=r"data.key: .*huge.npz\['x'\]: shape \[10000000, "
+                                        r"1000000\] of uint8 = 1e\+13 values of 1 byte need"):
+        spec_load("data.name=npz", f"data.path={tmp_path / 'huge.npz'}")
+    np.savez(tmp_path / "labels.npz", x=np.zeros((4, 2)))
+    with zipfile.ZipFile(tmp_path / "labels.npz", "a") as archive:
+        with archive.open("y.npy", "w") as member:
+            write_claimed_npy(member, (10**13,), "<i8")
+    with pytest.raises(SpecError, match=r"data.labels_key: .*labels.npz\['y'\]: shape "
+                                        r"\[10000000000000\] of int64 = 1e\+13 values"):
+        spec_load("data.name=npz", f"data.path={tmp_path / 'labels.npz'}", "data.labels_key=y")
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".npy"])
+@pytest.mark.parametrize("array, fragment", [
+    (np.zeros((0, 4), np.float32), r" holds no items \(shape \[0, 4\]\)"),
+    (np.zeros((0, 4), np.uint8), r" holds no items \(shape \[0, 4\]\)"),
+    (np.zeros((10, 0)), r": its items of shape \[0\] hold no values \(shape \[10, 0\]\)"),
+    (np.zeros((10, 3, 0), np.int64), r": its items of shape \[3, 0\] hold no values"),
+], ids=["0 float items", "0 uint8 items", "float items of size 0", "integer items of size 0"])
+def test_empty_arrays_are_one_line_errors(tmp_path, suffix, array, fragment):
+    path = tmp_path / f"a{suffix}"
+    if suffix == ".npz":
+        np.savez(path, x=array)
+    else:
+        np.save(path, array)
+    key = "data.key" if suffix == ".npz" else "data.path"
+    with pytest.raises(SpecError, match=rf"{key}: .*a{suffix}(\['x'\])?{fragment}"):
+        spec_load("data.name=npz", f"data.path={path}")
+
+
+def test_16_bit_grey_pngs_keep_one_channel_and_their_levels(tmp_path):
+    """Pillow's ``I;16`` PNGs: one channel, every level kept (before: RGB clipped at 255); levels
+    max + 1 as for any integer array other than uint8, or ``data.levels``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 60001, (6, 5, 4), dtype=np.uint16)
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(tmp_path / f"{i}.png")
+    assert Image.open(tmp_path / "0.png").mode == "I;16"
+    common = ("data.name=images", f"data.path={tmp_path}", *WHOLE)
+    b = spec_load(*common, "data.values=integer")
+    assert b.shape == (1, 5, 4) and b.levels == int(images.max()) + 1 and b.integer
+    assert np.array_equal(sorted_rows(b.train), sorted_rows(torch.tensor(images.reshape(6, 20))))
+    unit = spec_load(*common, "data.levels=65536")
+    assert unit.levels == 65536 and torch.equal(torch.round(unit.train * 65535), b.train)
+    assert "items 1×5×4, 65536 levels" in unit.describe()
+
+
+@pytest.mark.parametrize("colour, channels, mode", [(2, 3, "RGB"), (4, 2, "RGBA"), (6, 4, "RGBA")],
+                         ids=["RGB", "grey and alpha", "RGBA"])
+def test_16_bit_colour_or_alpha_pngs_are_refused_not_cut_to_8_bits(tmp_path, colour, channels,
+                                                                     mode):
+    write_png16(tmp_path / "a.png", np.full((3, 4, channels), 1000), colour)
+    with pytest.raises(SpecError, match=rf"data.path: .*a.png: a 16-bit PNG, which Pillow reads "
+                                        rf"as {mode} of 8 bits per sample"):
+        spec_load("data.name=images", f"data.path={tmp_path}", *WHOLE)
+
+
+def test_one_kind_of_pixel_per_folder_and_grey_stays_one_channel(tmp_path):
+    """Grey with colour, or 8 with 16 bits, is refused naming two files (before: converted to
+    RGB); grey with alpha is grey, the alpha dropped with a note."""
+    from PIL import Image
+
+    grey = np.arange(20, dtype=np.uint8).reshape(5, 4)
+    (tmp_path / "mixed").mkdir()
+    Image.fromarray(grey).save(tmp_path / "mixed" / "a.png")
+    Image.fromarray(np.stack([grey] * 3, -1)).save(tmp_path / "mixed" / "b.png")
+    with pytest.raises(SpecError, match=r"data.path: .*mixed/b.png: 8-bit colour \(Pillow mode "
+                                        r"RGB\), but a.png is 8-bit grey \(L\); all images must "
+                                        r"have one kind of pixel"):
+        spec_load("data.name=images", f"data.path={tmp_path / 'mixed'}", *WHOLE)
+    Image.fromarray(grey.astype(np.uint16) * 1000).save(tmp_path / "mixed" / "b.png")
+    with pytest.raises(SpecError, match=r"mixed/b.png: 16-bit grey \(Pillow mode I;16\), but "
+                                        r"a.png is 8-bit grey"):
+        spec_load("data.name=images", f"data.path={tmp_path / 'mixed'}", *WHOLE)
+    (tmp_path / "alpha").mkdir()
+    for i in range(4):
+        Image.fromarray(np.stack([grey + i, np.full_like(grey, 200)], -1)).save(
+            tmp_path / "alpha" / f"{i}.png")
+    b = spec_load("data.name=images", f"data.path={tmp_path / 'alpha'}", *WHOLE,
+                  "data.values=integer")
+    assert b.shape == (1, 5, 4) and b.levels == 256
+    assert sorted(b.train[:, 0].tolist()) == [0, 1, 2, 3]
+    assert "alpha channel of 4 of 4 images dropped" in b.describe()
