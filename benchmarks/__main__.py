@@ -14,8 +14,7 @@ SECTIONS: dict[str, Runner] = {
     "is": importance.run,
     "is-small": small_k.run,
     "scaling": scaling.run,
-    "quality": lambda options, command: quality.run(
-        options, command, quality.TOY if options.toy else quality.QUICK),
+    "quality": quality.quick,
 }
 
 

@@ -45,6 +45,7 @@ from inference.ais import ADAPT_RATE, ais_log_marginal_likelihood, beta_schedule
 from pyro_vae.annealing import (POINTS_PER_CALL, Annealing, evaluate_ais, evaluate_bdmc,
                                 merge_ais)
 from pyro_vae.atomic import write_json_atomic
+from pyro_vae.cache import cache_dir
 from pyro_vae.vae import VAE
 
 FLOOR_TARGET = 1.2
@@ -308,7 +309,6 @@ def _nan_for_null(value: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from benchmarks import published
     from benchmarks.cli import finish, options_from, parser
 
     p = parser("AIS: speed against a plain-PyTorch floor; --quality RUN_DIR: IS vs AIS vs BDMC.")
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="AIS steps to compare (default 1000 10000; BDMC runs the first)")
     p.add_argument("--state", type=Path,
                    help="where the quality run keeps its finished pieces (default "
-                        f"{published.default_state().parent / 'ais-quality'}; with --toy, "
+                        f"{cache_dir() / 'ais-quality'}; with --toy, "
                         "beside the results)")
     p.add_argument("--report", action="store_true",
                    help="with --quality: score nothing, write the section from the pieces "
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--quality {args.quality}: not a run directory (no config.yaml)")
     finish(args, options, {"ais-quality": lambda o, c: quality(
         o, c, args.quality, args.test_points, args.bdmc_points, tuple(args.steps),
-        args.state or (None if o.toy else published.default_state().parent / "ais-quality"),
+        args.state or (None if o.toy else cache_dir() / "ais-quality"),
         not args.report)})
 
 

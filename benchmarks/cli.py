@@ -1,6 +1,7 @@
-"""Command-line plumbing shared by ``python -m benchmarks`` and ``python -m benchmarks.quality``:
-options, running sections (a missing data set skips one, not the run), saving their JSON records
-and regenerating BENCHMARKS.md from every record in the results folder."""
+"""Command-line plumbing shared by ``python -m benchmarks`` and the one-benchmark commands
+(``python -m benchmarks.published``, ``.quality``, ``.ais``, ``.richer``): options, running
+sections (a missing data set skips one, not the run), saving their JSON records and
+regenerating BENCHMARKS.md from every record in the results folder."""
 
 from __future__ import annotations
 

@@ -1,5 +1,9 @@
 """Benchmark 3: the published Fashion-MNIST table reproduced under its own protocol.
 
+One name throughout: ``python -m benchmarks.published``, ``make bench-published`` (and
+``bench-published-bg``), section key ``published``, results in ``<results>/published/``, state in
+``$XDG_CACHE_HOME/pyro-vae/bench-published`` (default ``~/.cache/pyro-vae/bench-published``).
+
 The presets ``examples/configs/published/fashion-mnist-{vae,vamp,hvae}.yaml`` hold the protocol
 of Tomczak & Welling's VampPrior code, reused by the Exemplar VAE table (Norouzi et al. 2020):
 gated 2 × 300 networks, latent 40, Adam lr 5·10⁻⁴, batch 100, a 100-epoch KL warm-up, early
@@ -7,18 +11,34 @@ stopping on the validation ELBO (patience 50, at most 2000 epochs), the best val
 checkpoint scored by IS with K = 5000 on the whole test set. IWAE k = 5 with DReG on the VAE's
 networks is our own extra row.
 
-The models run one after another, each in its own run directory under ``--state`` (default
-``~/.cache/pyro-vae/bench-quality``, outside the work tree). That directory is the job's memory:
+The models run one after another, each (model, seed) in its own run directory in the state
+folder (``--state``, outside the work tree). A run directory holds only what
+:mod:`pyro_vae.rundir` lists, so ``Run.is_run`` accepts it and every pyro-vae command treats
+it as a run (``--overwrite`` included). What the job records about a run is kept beside it, in
+files named after it::
+
+    STATE/<model>-seed<s>/               the run
+    STATE/<model>-seed<s>.progress.json  after every epoch: epoch, validation ELBO, best so far,
+                                         epochs since the best, seconds of each epoch
+    STATE/<model>-seed<s>.done.json      once training ended: epochs, why it stopped
+    STATE/<model>-seed<s>.peek.json      ``--report --peek``: a cheap score of a running model
+
+From these the job goes on where it stopped:
 
 * a run with a checkpoint and no ``done.json`` continues from ``checkpoints/last.ckpt``
-  (written every epoch; a killed job loses at most the epoch it was in);
-* a run whose training ended gets ``done.json`` (epochs, why it stopped), then its best
-  checkpoint is scored and the result kept in ``<results>/published/<model>-seed<s>.json``
-  with each test image's log p̂(x) beside it in ``<model>-seed<s>.log-px.npy`` (both committed):
-  a finished model is never trained again. One scored before per-image scores were kept is
-  scored again, with the same checkpoint, seed and K, for its ``.log-px.npy`` alone;
-* ``progress.json`` in each run holds the seconds per epoch, for the remaining-time estimates
-  printed at the start and after every epoch.
+  (written every epoch, so a killed job loses at most the epoch it was in);
+* a run with ``done.json`` is scored at its best validation checkpoint and the result kept in
+  ``<results>/published/<model>-seed<s>.json`` (with the validation curve, so that the section
+  can be written again without the state folder), each test image's log p̂(x) beside it in
+  ``<model>-seed<s>.log-px.npy`` (both committed): a model with a result is never trained
+  again. A result without its ``.log-px.npy`` is scored again, with the same checkpoint, seed
+  and K, for the ``.log-px.npy`` alone;
+* the seconds per epoch in ``progress.json`` give the time-left estimates printed at the start
+  and after every epoch.
+
+Earlier versions of this job kept the three files inside the run directory; each is read from
+there when it is not found beside the run, so a run they started continues from where it was,
+and one they finished is scored, not trained again.
 
 ``--report`` trains nothing: it writes this section (finished rows, epochs reached and validation
 ELBO of the running ones, the learning curves) from what the state and results hold.
@@ -36,7 +56,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 import time
 from collections.abc import Sequence
@@ -50,38 +69,52 @@ import torch
 
 from benchmarks.common import REPO, Options, Section, Skip, prepared, spec_from, table
 from pyro_vae.atomic import write_atomic, write_text_atomic
+from pyro_vae.cache import cache_dir
 from pyro_vae.engine import Interrupted
 from pyro_vae.figures import read_metrics
 from pyro_vae.registry import SpecError
 from pyro_vae.rundir import Run, RunInUse, last_path
 
+KEY = "published"  # the section key, the results folder and the state folder's suffix
+TITLE = "Quality: the published Fashion-MNIST table, its own protocol"
 PAPER = ("Exemplar VAE (Norouzi et al. 2020), Table 1, Fashion-MNIST, dynamic binarization, "
          "with the VampPrior code's protocol (Tomczak & Welling 2018)")
+PROTOCOL = (
+    "Protocol (the presets `examples/configs/published/`): gated 2 × 300 networks, latent 40, "
+    "encoder log-variance clipped to [−6, 2], Bernoulli decoder, Adam lr 5·10⁻⁴, batch 100, KL "
+    "warm-up over 100 epochs, early stopping on the validation ELBO (patience 50, at most 2000 "
+    "epochs), 50 000 / 10 000 train / validation images, the best validation checkpoint scored "
+    f"by IS with K = 5000 on all 10 000 test images. Published: {PAPER}.")
+HEADERS = ("model", "seed", "epochs", "best val ELBO", "test log p(x) ± s.e.",
+           "published (ours − published)", "test ELBO", "active units", "train time", "eval time")
 EARLIER = ("Under our earlier protocol (784-200-200-50 tanh MLP, 100 epochs, lr 10⁻³, batch 128, "
            "no warm-up, last checkpoint) the VAE scored −237.01 ± 0.51 and the VampPrior "
            "−237.33 ± 0.71 (3 seeds): no better than N(0, I).")
-DONE, PROGRESS, PEEK = "done.json", "progress.json", "peek.json"
-POINTS = ".log-px.npy"  # suffix of the per-test-image log p̂(x) beside a result record
-CURVES = "quality-curves.svg"
-REFERENCE = ("For judging a run in progress: the issue's plain-PyTorch implementation of this "
-             "protocol scored −231.0 at epoch 100, −229.8 at 200, −228.9 at 400 and −228.7 at "
-             "500 on the first 1000 test images with K = 1000, and −229.06 on the whole test "
-             "set with K = 5000 when stopped at epoch 500.")
+REFERENCE = ("For judging a run in progress: a plain-PyTorch implementation of this protocol, "
+             "outside pyro-vae, scored −231.0 at epoch 100, −229.8 at 200, −228.9 at 400 and "
+             "−228.7 at 500 on the first 1000 test images with K = 1000, and −229.06 on the "
+             "whole test set with K = 5000 when stopped at epoch 500.")
 DIFFERENCES = (
     "Where our runs knowingly differ from the VampPrior code (checked against its "
     "`utils/training.py`, `utils/perform_experiment.py`, `utils/distributions.py`, "
     "`models/VAE.py` and the Exemplar VAE loader): (1) plain Adam; theirs is AdamNormGrad, each "
-    "parameter's gradient divided by its L2 norm before Adam (the issue's plain-PyTorch run with "
-    "plain Adam reached −229.06 at epoch 500); our loss is the batch sum scaled by N/B, theirs the "
-    "batch mean, which Adam's update does not see (up to its ε); (2) the KL weight rises per "
-    "step, β_t = (t + 1)/T over 100 epochs' steps, theirs per epoch, β = epoch/100; (3) early "
-    "stopping counts from the first epoch, theirs restarts its count until the warm-up ends; "
-    "(4) the validation ELBO takes the closed-form KL of N(0, I), theirs a one-sample Monte "
-    "Carlo KL (the same expectation); (5) the decoder's logits enter the Bernoulli directly, "
-    "theirs clamp its probabilities to [10⁻⁵, 1 − 10⁻⁵] (log p(x|z) differs only where a pixel's "
-    "probability is below 10⁻⁵); (6) the 50 000 / 10 000 split is a permutation seeded 0 and "
-    "validation and test are binarized once by torch's generator seeded 0, theirs by NumPy's "
-    "(seed 777): other bits, the same distribution. Selection uses the validation set only.")
+    "parameter's gradient divided by its L2 norm before Adam (the plain-PyTorch implementation "
+    "above, with plain Adam, reached −229.06 at epoch 500); our loss is the batch sum scaled by "
+    "N/B, theirs the batch mean, which Adam's update does not see (up to its ε); (2) the KL "
+    "weight rises per step, β_t = (t + 1)/T over 100 epochs' steps, theirs per epoch, "
+    "β = epoch/100; (3) early stopping counts from the first epoch, theirs restarts its count "
+    "until the warm-up ends; (4) the validation ELBO takes the closed-form KL of N(0, I), theirs "
+    "a one-sample Monte Carlo KL (the same expectation); (5) the decoder's logits enter the "
+    "Bernoulli directly, theirs clamp its probabilities to [10⁻⁵, 1 − 10⁻⁵] (log p(x|z) differs "
+    "only where a pixel's probability is below 10⁻⁵); (6) the 50 000 / 10 000 split is a "
+    "permutation seeded 0 and validation and test are binarized once by torch's generator "
+    "seeded 0, theirs by NumPy's (seed 777): other bits, the same distribution. Selection uses "
+    "the validation set only.")
+#: the job's files beside each run directory, ``<model>-seed<s>.<kind>.json`` (module docstring)
+PROGRESS, DONE, PEEK = "progress", "done", "peek"
+POINTS = ".log-px.npy"  # suffix of the per-test-image log p̂(x) beside a result record
+CURVES = f"{KEY}-curves.svg"
+PRESET_EPOCHS = 2000  # train.max_epochs of the presets: the bound of a time-left estimate
 
 
 @dataclass(frozen=True)
@@ -100,7 +133,8 @@ MODELS = (
     Model("iwae-dreg", "IWAE k=5, DReG", "published/fashion-mnist-vae.yaml",
           ("estimator.name=dreg", "estimator.particles=5")),
 )
-#: targets of the issue: (model, what, at least). "vae+1": 1 nat above our VAE.
+#: The targets of BENCHMARKS.md's summary, (model, what, at least): a test log p(x) within
+#: 0.3 nats of the published figure, or "vae+1": a gain of at least 1 nat over our VAE.
 TARGETS = (("vae", "≥ −229.0", -229.0), ("vamp", "≥ −227.6", -227.6), ("vamp", "vae+1", 1.0),
            ("hvae", "vae+1", 1.0))
 #: digits stand in for Fashion-MNIST and the networks shrink, so a run takes seconds
@@ -110,8 +144,61 @@ TOY = ("data.name=digits", "data.binarize=dynamic", "data.limit=64", "encoder.hi
 
 
 def default_state() -> Path:
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "pyro-vae" / "bench-quality"
+    """The state folder when ``--state`` is not given."""
+    return cache_dir() / f"bench-{KEY}"
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One model trained from one seed: its run directory in the state folder, the job's files
+    beside it, and its result record in the results folder."""
+
+    model: Model
+    seed: int
+    state: Path
+    results: Path  # <results>/published
+
+    @property
+    def name(self) -> str:
+        return f"{self.model.name}-seed{self.seed}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.model.label} (seed {self.seed})"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state / self.name
+
+    @property
+    def result(self) -> Path:
+        return self.results / f"{self.name}.json"
+
+    def job_file(self, kind: str) -> Path:
+        """The job's file ``kind`` about this run: ``STATE/<model>-seed<s>.<kind>.json``."""
+        return self.state / f"{self.name}.{kind}.json"
+
+    def read(self, kind: str) -> dict[str, Any] | None:
+        """The job's file ``kind``, else the one an earlier version kept inside the run directory;
+        None when neither exists."""
+        found = _read(self.job_file(kind))
+        return found if found is not None else _read(self.run_dir / f"{kind}.json")
+
+    def write(self, kind: str, record: dict[str, Any]) -> None:
+        write_text_atomic(self.job_file(kind), json.dumps(record, indent=1) + "\n")
+
+
+def entries(models: Sequence[Model], seeds: Sequence[int], state: Path,
+            results: Path) -> list[Entry]:
+    """Every (model, seed), seeds innermost."""
+    return [Entry(model, seed, state, results) for model in models for seed in seeds]
 
 
 def overrides(model: Model, seed: int, options: Options, max_epochs: int | None) -> list[str]:
@@ -126,28 +213,21 @@ def overrides(model: Model, seed: int, options: Options, max_epochs: int | None)
     return out
 
 
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-
-
 def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
 
 
 class Progress(L.Callback):
     """After each epoch (its validation included): one line with the validation ELBO, the best
-    so far, seconds per epoch and the time left, and ``progress.json`` in the run directory.
+    so far, seconds per epoch and the time left, and the entry's ``progress.json``.
 
     Time left: at most (max_epochs − e)·s, at least (patience − epochs since the best)·s (the
     earliest early stop); s is the mean over this process's epochs, an epoch resumed in its
     middle counted at its pace (its seconds × batches per epoch / batches it ran)."""
 
-    def __init__(self, label: str, run_dir: Path) -> None:
-        self.label, self.path = label, run_dir / PROGRESS
-        self.seconds: list[float] = (_read(self.path) or {}).get("epoch_seconds", [])
+    def __init__(self, entry: Entry) -> None:
+        self.entry = entry
+        self.seconds: list[float] = (entry.read(PROGRESS) or {}).get("epoch_seconds", [])
         self.session: list[float] = []
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -169,76 +249,69 @@ class Progress(L.Callback):
         if stopper is not None:
             best, waited, patience = float(stopper.best_score), stopper.wait_count, stopper.patience
             best, waited = (val, 0) if val > best else (best, waited + 1)
-        state = {"epoch": epoch, "val_elbo": val, "best_val_elbo": best,
-                 "epochs_since_best": waited, "epoch_seconds": self.seconds}
-        write_text_atomic(self.path, json.dumps(state) + "\n")
+        self.entry.write(PROGRESS, {"epoch": epoch, "val_elbo": val, "best_val_elbo": best,
+                                    "epochs_since_best": waited, "epoch_seconds": self.seconds})
         most = (trainer.max_epochs - epoch) * per_epoch
         least = min(max(patience - waited, 0) * per_epoch, most) if patience else most
-        print(f"{self.label}: epoch {epoch}/{trainer.max_epochs}, val ELBO {val:.2f} (best "
+        print(f"{self.entry.label}: epoch {epoch}/{trainer.max_epochs}, val ELBO {val:.2f} (best "
               f"{best:.2f}, {waited} epochs ago), {per_epoch:.1f} s/epoch; left: "
               f"{_duration(least)} (earliest early stop) to {_duration(most)}", flush=True)
 
 
-def remaining(run_dir: Path, max_epochs: int) -> str:
+def remaining(entry: Entry, max_epochs: int) -> str:
     """A started run's epochs and time left at its recorded pace, for the start-up summary."""
-    state = _read(run_dir / PROGRESS)
-    if not state or not state["epoch_seconds"]:
+    progress = entry.read(PROGRESS)
+    if not progress or not progress["epoch_seconds"]:
         return "not started"
-    per_epoch = statistics.fmean(state["epoch_seconds"][-20:])
-    return (f"epoch {state['epoch']}/{max_epochs}, {per_epoch:.1f} s/epoch, at most "
-            f"{_duration((max_epochs - state['epoch']) * per_epoch)} left")
+    per_epoch = statistics.fmean(progress["epoch_seconds"][-20:])
+    return (f"epoch {progress['epoch']}/{max_epochs}, {per_epoch:.1f} s/epoch, at most "
+            f"{_duration((max_epochs - progress['epoch']) * per_epoch)} left")
 
 
-def train_model(model: Model, seed: int, options: Options, state: Path,
-                max_epochs: int | None) -> Path:
-    """Train (or continue) one model's run until its training ends; returns the run directory."""
+def train_model(entry: Entry, options: Options, max_epochs: int | None) -> dict[str, Any]:
+    """Train (or continue) the entry's run until its training ends; its ``done.json``."""
     from pyro_vae.train import fit, resume_spec
 
-    run_dir = state / f"{model.name}-seed{seed}"
-    label = f"{model.label} (seed {seed})"
-    if (run_dir / DONE).is_file():
-        return run_dir
-    callbacks = [Progress(label, run_dir)]
+    done = entry.read(DONE)
+    if done is not None:
+        return done
+    run_dir, callbacks = entry.run_dir, [Progress(entry)]
     start = time.perf_counter()
     if last_path(run_dir).is_file():
         changed = [f"train.max_epochs={max_epochs}"] if max_epochs is not None else []
         prep = prepared(resume_spec(run_dir, changed))
-        print(f"{label}: resuming {run_dir}", flush=True)
+        print(f"{entry.label}: resuming {run_dir}", flush=True)
         trainer = fit(prep, run_dir, resume=True, callbacks=callbacks)
     else:
-        prep = prepared(spec_from(model.preset, overrides(model, seed, options, max_epochs)))
-        print(f"{label}: starting {run_dir}", flush=True)
+        prep = prepared(spec_from(entry.model.preset,
+                                  overrides(entry.model, entry.seed, options, max_epochs)))
+        print(f"{entry.label}: starting {run_dir}", flush=True)
         trainer = fit(prep, run_dir, overwrite=True, callbacks=callbacks)
     stopper = trainer.early_stopping_callback
     early = stopper is not None and stopper.stopped_epoch > 0
     done = {"epochs": trainer.current_epoch, "stopped": "early stopping" if early else
             "max_epochs", "best_val_elbo": float(stopper.best_score) if stopper else None,
             "train_s_this_process": time.perf_counter() - start}
-    write_text_atomic(run_dir / DONE, json.dumps(done, indent=1) + "\n")
-    return run_dir
+    entry.write(DONE, done)
+    return done
 
 
-def score(model: Model, seed: int, run_dir: Path,
-          options: Options) -> tuple[dict[str, Any], np.ndarray]:
+def score(entry: Entry, options: Options) -> tuple[dict[str, Any], np.ndarray]:
     """IS on the test split (the spec's K) with the checkpoint :func:`load_run` picks (the best
-    validation ELBO's, as early stopping is on): the result record and each test image's
-    log p̂(x)."""
+    validation ELBO's, as early stopping is on): the figures of a result record and each test
+    image's log p̂(x)."""
     from pyro_vae.train import evaluate_run, evaluated_checkpoint, load_run
 
-    prep = load_run(run_dir)
-    torch.manual_seed(seed)
+    prep = load_run(entry.run_dir)
+    torch.manual_seed(entry.seed)
     result = evaluate_run(prep, options.device)
-    done = json.loads((run_dir / DONE).read_text())
-    progress = _read(run_dir / PROGRESS) or {"epoch_seconds": []}
-    record = {"model": model.name, "seed": seed, "epochs": done["epochs"],
-              "stopped": done["stopped"], "best_val_elbo": done["best_val_elbo"],
-              "checkpoint": evaluated_checkpoint(run_dir, prep.spec).name,
+    scored = {"checkpoint": evaluated_checkpoint(entry.run_dir, prep.spec).name,
               "log_px": result.log_px, "log_px_sem": result.log_px_sem, "elbo": result.elbo,
               "mc_stderr": result.log_px_stderr, "ess": result.ess,
               "active_units": result.active_units, "latent_dim": result.latent_dim,
               "test_points": result.num_points, "num_samples": result.num_samples,
-              "train_s": sum(progress["epoch_seconds"]), "eval_s": result.wall_time_s}
-    return record, result.points.log_px.double().numpy()
+              "eval_s": result.wall_time_s}
+    return scored, result.points.log_px.double().numpy()
 
 
 def points_path(out: Path) -> Path:
@@ -257,113 +330,124 @@ def read_points(out: Path) -> np.ndarray | None:
         return None
 
 
-def peek(model: Model, seed: int, state: Path, points: int, k: int) -> dict[str, Any] | None:
+def peek(entry: Entry, points: int, k: int) -> dict[str, Any] | None:
     """A cheap look at a running model: IS log p(x) of its current best checkpoint on the first
-    ``points`` test images with K = ``k``, kept in the run's ``peek.json`` (None: no checkpoint).
-    A mid-run figure on a subset, not the protocol's."""
+    ``points`` test images with K = ``k``, kept in the entry's ``peek.json`` (None: finished or
+    not started). A mid-run figure on a subset, not the protocol's."""
     from pyro_vae.rundir import read_checkpoint
     from pyro_vae.train import evaluate_run, evaluated_checkpoint, load_run
 
-    run_dir = state / f"{model.name}-seed{seed}"
-    if (run_dir / DONE).is_file() or not last_path(run_dir).is_file():
+    if entry.read(DONE) is not None or not last_path(entry.run_dir).is_file():
         return None  # finished (scored in full) or not started
-    prep = load_run(run_dir)
-    epoch = int(read_checkpoint(evaluated_checkpoint(run_dir, prep.spec))["epoch"]) + 1
-    torch.manual_seed(seed)
+    prep = load_run(entry.run_dir)
+    epoch = int(read_checkpoint(evaluated_checkpoint(entry.run_dir, prep.spec))["epoch"]) + 1
+    torch.manual_seed(entry.seed)
     result = evaluate_run(prep, torch.device("cpu"), "test", k, limit=points)
     record = {"epoch": epoch, "log_px": result.log_px, "log_px_sem": result.log_px_sem,
               "points": result.num_points, "num_samples": k, "eval_s": result.wall_time_s}
-    write_text_atomic(run_dir / PEEK, json.dumps(record, indent=1) + "\n")
-    print(f"{model.label} (seed {seed}): best checkpoint (epoch {epoch}) log p(x) "
-          f"{result.log_px:.2f} ± {result.log_px_sem:.2f} on the first {points} test images, "
-          f"K = {k}", flush=True)
+    entry.write(PEEK, record)
+    print(f"{entry.label}: best checkpoint (epoch {epoch}) log p(x) {result.log_px:.2f} ± "
+          f"{result.log_px_sem:.2f} on the first {points} test images, K = {k}", flush=True)
     return record
 
 
-def train_then_score(model: Model, seed: int, options: Options, state: Path,
-                     max_epochs: int | None, out: Path) -> None:
-    """Train the run to its end, then score it into ``out`` holding the run's lock, so that two
-    jobs sharing ``state`` never score one run twice (RunInUse: another job has it)."""
-    run_dir = train_model(model, seed, options, state, max_epochs)
-    with Run(run_dir).locked("benchmarks.quality: scoring"):
+def train_then_score(entry: Entry, options: Options, max_epochs: int | None) -> None:
+    """Train the run to its end, then score it into its result record holding the run's lock, so
+    that two jobs sharing the state folder never score one run twice (RunInUse: another job has
+    it)."""
+    done = train_model(entry, options, max_epochs)
+    out = entry.result
+    with Run(entry.run_dir).locked(f"benchmarks.{KEY}: scoring"):
         if out.is_file():  # scored by another job while this one waited to train
             return
-        record, points = score(model, seed, run_dir, options)
+        scored, points = score(entry, options)
+        progress = entry.read(PROGRESS) or {"epoch_seconds": []}
+        record = {"model": entry.model.name, "seed": entry.seed, "epochs": done["epochs"],
+                  "stopped": done["stopped"], "best_val_elbo": done["best_val_elbo"], **scored,
+                  "train_s": sum(progress["epoch_seconds"]), "curve": curve(entry.run_dir)}
         out.parent.mkdir(parents=True, exist_ok=True)
         write_points(out, points)  # first: a record without its points gets them scored again
         write_text_atomic(out, json.dumps(record, indent=1) + "\n")
-    print(f"{model.label} seed {seed}: test log p(x) {record['log_px']:.2f}", flush=True)
+    print(f"{entry.model.label} seed {entry.seed}: test log p(x) {record['log_px']:.2f}",
+          flush=True)
 
 
-def score_points_again(model: Model, seed: int, state: Path, out: Path,
-                       options: Options) -> None:
-    """Per-image log p̂(x) for a model scored before they were kept: the same checkpoint, seed
-    and K give the same draws, so the mean must be the recorded one. It is checked against
-    5 Monte Carlo errors of that mean (the record's mean per-image IS error / √N), so that
-    another checkpoint or data can never slip in; the record itself is left as it is."""
+def score_points_again(entry: Entry, options: Options) -> None:
+    """Per-image log p̂(x) for a result kept without them: the same checkpoint, seed and K give
+    the same draws, so the mean must be the recorded one. It is checked against 5 Monte Carlo
+    errors of that mean (the record's mean per-image IS error / √N), so that another checkpoint
+    or data can never slip in; the record itself is left as it is."""
+    out = entry.result
     record = json.loads(out.read_text())
-    label = f"{model.label} (seed {seed})"
-    with Run(state / f"{model.name}-seed{seed}").locked("benchmarks.quality: scoring"):
+    with Run(entry.run_dir).locked(f"benchmarks.{KEY}: scoring"):
         if points_path(out).is_file():  # another job did it
             return
-        print(f"{label}: scoring the test set again for its per-image log p(x)", flush=True)
+        print(f"{entry.label}: scoring the test set again for its per-image log p(x)", flush=True)
         try:
-            again, points = score(model, seed, state / f"{model.name}-seed{seed}", options)
+            again, points = score(entry, options)
         except FileNotFoundError as exc:  # the run directory (its checkpoint) is gone
-            print(f"{label}: cannot be scored again: {exc}", flush=True)
+            print(f"{entry.label}: cannot be scored again: {exc}", flush=True)
             return
         tolerance = 5 * record["mc_stderr"] / math.sqrt(record["test_points"])
         same = (again["checkpoint"], again["test_points"], again["num_samples"]) == \
             (record["checkpoint"], record["test_points"], record["num_samples"])
         if not same or abs(again["log_px"] - record["log_px"]) > tolerance:
-            print(f"{label}: not kept: scored again, log p(x) is {again['log_px']:.4f} on "
+            print(f"{entry.label}: not kept: scored again, log p(x) is {again['log_px']:.4f} on "
                   f"{again['test_points']} images with {again['checkpoint']}, the record "
                   f"{out} says {record['log_px']:.4f} on {record['test_points']} with "
                   f"{record['checkpoint']} (allowed: ±{tolerance:.4f})", flush=True)
             return
         write_points(out, points)
-    print(f"{label}: per-image log p(x) kept in {points_path(out)} (mean "
+    print(f"{entry.label}: per-image log p(x) kept in {points_path(out)} (mean "
           f"{again['log_px']:.4f}, recorded {record['log_px']:.4f})", flush=True)
 
 
+def train_all(chosen: list[Entry], options: Options, max_epochs: int | None) -> None:
+    """Train and score each entry without a complete result, in order. An entry another job
+    holds is left to it; a model whose data or preset this code cannot use is skipped, with
+    its other seeds."""
+    for entry in chosen:
+        finished = entry.result.is_file()
+        print(f"  {entry.label}: "
+              f"{'finished' if finished else remaining(entry, max_epochs or PRESET_EPOCHS)}")
+    skipped: set[str] = set()
+    for entry in chosen:
+        if entry.model.name in skipped or points_path(entry.result).is_file():
+            continue
+        try:
+            if entry.result.is_file():
+                score_points_again(entry, options)
+            else:
+                train_then_score(entry, options, max_epochs)
+        except RunInUse as exc:  # another job trains or scores it: on to the next
+            print(f"{entry.label}: left to another job ({exc})", flush=True)
+        except (Skip, SpecError) as exc:  # no data; a preset this code cannot run
+            print(f"{entry.model.label}: skipped ({exc})", flush=True)
+            skipped.add(entry.model.name)
+        except Interrupted as exc:  # Ctrl-C: saved where it stopped
+            raise SystemExit(f"{entry.label}: {exc}") from None
+
+
 def run(options: Options, command: str, state: Path, seeds: tuple[int, ...],
-        names: tuple[str, ...], max_epochs: int | None, train: bool) -> Section:
-    """Train and score every chosen (model, seed) not finished yet (``train``), then the section
-    from the state directory and the results folder: the whole table, whichever models this job
-    was given (another job may be training the others)."""
+        names: tuple[str, ...], max_epochs: int | None, train: bool,
+        peek_at: tuple[int, int] | None = None) -> Section:
+    """With ``peek_at`` = (points, K), a cheap look at each chosen (model, seed) that is
+    running; with ``train``, train and score each one not finished yet; then the section from the
+    state folder and the results folder: the whole table, whichever models this job was given
+    (another job may be training the others)."""
     assert options.results is not None
-    results = options.results / "published"
-    chosen = [m for m in MODELS if m.name in names]
+    results = options.results / KEY
+    chosen = entries([m for m in MODELS if m.name in names], seeds, state, results)
+    if peek_at is not None:
+        for entry in chosen:
+            peek(entry, *peek_at)
     if train:
         print(f"code: {REPO}; state: {state}; results: {results}", flush=True)
-        for model in chosen:
-            for seed in seeds:
-                run_dir = state / f"{model.name}-seed{seed}"
-                finished = (results / f"{model.name}-seed{seed}.json").is_file()
-                print(f"  {model.label} seed {seed}: "
-                      f"{'finished' if finished else remaining(run_dir, max_epochs or 2000)}")
-        for model in chosen:
-            for seed in seeds:
-                out = results / f"{model.name}-seed{seed}.json"
-                if out.is_file() and points_path(out).is_file():
-                    continue
-                try:
-                    if out.is_file():
-                        score_points_again(model, seed, state, out, options)
-                    else:
-                        train_then_score(model, seed, options, state, max_epochs, out)
-                except RunInUse as exc:  # another job trains or scores it: on to the next
-                    print(f"{model.label} (seed {seed}): left to another job ({exc})",
-                          flush=True)
-                except (Skip, SpecError) as exc:  # no data; a preset this code cannot run
-                    print(f"{model.label}: skipped ({exc})", flush=True)
-                    break
-                except Interrupted as exc:  # Ctrl-C: saved where it stopped
-                    raise SystemExit(f"{model.label} (seed {seed}): {exc}") from None
+        train_all(chosen, options, max_epochs)
     return section(options, command, state, seeds, results)
 
 
-def _curve(run_dir: Path) -> list[list[float]]:
+def curve(run_dir: Path) -> list[list[float]]:
     """[epoch, val ELBO] per validated epoch (1-based) from the run's metrics.csv."""
     try:
         metrics = read_metrics(run_dir / "metrics.csv")
@@ -378,83 +462,86 @@ def _curve(run_dir: Path) -> list[list[float]]:
 
 def section(options: Options, command: str, state: Path, seeds: tuple[int, ...],
             results: Path) -> Section:
-    section = Section("quality", "Quality: the published Fashion-MNIST table, its own protocol",
-                      command)
+    """The section: a row per (model, seed), finished or not, the gains over the VAE, the
+    targets (not at toy size) and the learning curves."""
+    out = Section(KEY, TITLE, command)
     rows, pending, unkept = [], [], []
     finished: dict[str, list[dict[str, Any]]] = {}
-    for model in MODELS:
-        for seed in seeds:
-            run_dir = state / f"{model.name}-seed{seed}"
-            record = _read(results / f"{model.name}-seed{seed}.json")
-            curve = _curve(run_dir) or (record or {}).get("curve", [])
-            if record is not None:
-                record["curve"] = curve
-                finished.setdefault(model.name, []).append(record)
-                if not points_path(results / f"{model.name}-seed{seed}.json").is_file():
-                    unkept.append(f"{model.label} (seed {seed})")
-            section.data[f"{model.name}-seed{seed}"] = {"result": record, "curve": curve}
-            published = "–" if model.published is None or options.toy else \
-                f"{model.published:.2f}"
-            if record is not None:
-                gap = "" if published == "–" else f" ({record['log_px'] - model.published:+.2f})"
-                rows.append([model.label, seed, f"{record['epochs']} ({record['stopped']})",
-                             f"{record['best_val_elbo']:.2f}",
-                             f"**{record['log_px']:.2f} ± {record['log_px_sem']:.2f}**",
-                             published + gap, f"{record['elbo']:.2f}",
-                             f"{record['active_units']}/{record['latent_dim']}",
-                             f"{record['train_s'] / 3600:.2f} h", f"{record['eval_s']:.0f} s"])
-                continue
-            progress, seen = _read(run_dir / PROGRESS), _read(run_dir / PEEK)
-            where = runnable(model, seed, options) if not progress else \
-                (f"{progress['epoch']} (running; val ELBO {progress['val_elbo']:.2f} now, best "
-                 f"{progress['epochs_since_best']} epochs ago)")
-            best = f"{progress['best_val_elbo']:.2f}" if progress else "–"
-            now = "pending" if not seen else \
-                (f"pending; {seen['log_px']:.2f} ± {seen['log_px_sem']:.2f} at epoch "
-                 f"{seen['epoch']} on the first {seen['points']} test images, K = "
-                 f"{seen['num_samples']}")
-            rows.append([model.label, seed, where, best, now, published, "–", "–",
-                         _seconds(progress), "–"])
-            pending.append(f"{model.label} (seed {seed})")
+    for entry in entries(MODELS, seeds, state, results):
+        record = _read(entry.result)
+        kept = record.pop("curve", []) if record else []  # a record keeps the curve it ended on
+        out.data[entry.name] = {"result": record, "curve": curve(entry.run_dir) or kept}
+        if record is None:
+            rows.append(pending_row(entry, options))
+            pending.append(entry.label)
+            continue
+        rows.append(finished_row(entry, record, options.toy))
+        finished.setdefault(entry.model.name, []).append(record)
+        if not points_path(entry.result).is_file():
+            unkept.append(entry.label)
     gains = paired_gains(results, seeds)
-    section.data["gains_over_vae"] = {name: {"gain": g, "stderr": e} for name, (g, e) in
-                                      gains.items()}
+    out.data["gains_over_vae"] = {name: {"gain": g, "stderr": e} for name, (g, e) in
+                                  gains.items()}
+    if not options.toy:  # toy runs are on digits: the published figures do not apply
+        check_targets(out, finished, gains)
+    out.body = "\n\n".join([
+        PROTOCOL, table(HEADERS, rows), gains_text(gains, finished, unkept),
+        pending_text(pending, state), REFERENCE,
+        figure_text(out.data, seeds, options.results / CURVES), EARLIER, DIFFERENCES])
+    return out
+
+
+def published_cell(model: Model, toy: bool, log_px: float | None = None) -> str:
+    """The published test log p(x), with ours minus it when ``log_px`` is given; "–" when there
+    is none to compare with (or at toy size)."""
+    if model.published is None or toy:
+        return "–"
+    gap = "" if log_px is None else f" ({log_px - model.published:+.2f})"
+    return f"{model.published:.2f}{gap}"
+
+
+def finished_row(entry: Entry, record: dict[str, Any], toy: bool) -> list[object]:
+    """The table row of a scored entry, from its result record."""
+    return [entry.model.label, entry.seed, f"{record['epochs']} ({record['stopped']})",
+            f"{record['best_val_elbo']:.2f}",
+            f"**{record['log_px']:.2f} ± {record['log_px_sem']:.2f}**",
+            published_cell(entry.model, toy, record["log_px"]), f"{record['elbo']:.2f}",
+            f"{record['active_units']}/{record['latent_dim']}",
+            f"{record['train_s'] / 3600:.2f} h", f"{record['eval_s']:.0f} s"]
+
+
+def pending_row(entry: Entry, options: Options) -> list[object]:
+    """The table row of an entry not scored yet: the epoch reached and the best validation ELBO
+    (from its ``progress.json``), a ``peek.json`` figure if one was taken, or why it cannot
+    start."""
+    progress, seen = entry.read(PROGRESS), entry.read(PEEK)
+    where = runnable(entry.model, entry.seed, options) if not progress else \
+        (f"{progress['epoch']} (running; val ELBO {progress['val_elbo']:.2f} now, best "
+         f"{progress['epochs_since_best']} epochs ago)")
+    best = f"{progress['best_val_elbo']:.2f}" if progress else "–"
+    now = "pending" if not seen else \
+        (f"pending; {seen['log_px']:.2f} ± {seen['log_px_sem']:.2f} at epoch {seen['epoch']} on "
+         f"the first {seen['points']} test images, K = {seen['num_samples']}")
+    return [entry.model.label, entry.seed, where, best, now,
+            published_cell(entry.model, options.toy), "–", "–", _seconds(progress), "–"]
+
+
+def check_targets(out: Section, finished: dict[str, list[dict[str, Any]]],
+                  gains: dict[str, tuple[float, float]]) -> None:
+    """The :data:`TARGETS` of the finished models onto ``out``: a "vae+1" gain paired when both
+    models' per-image scores are kept, else the difference of their mean log p(x)."""
     for name, what, limit in TARGETS:
         mine = finished.get(name)
-        if not mine or options.toy:
+        if not mine:
             continue
         mean = statistics.fmean(r["log_px"] for r in mine)
-        if what == "vae+1":
-            if "vae" not in finished:
-                continue
+        if what != "vae+1":
+            out.target(f"{name} test log p(x)", mean, limit, " nats", at_most=False, fmt=".2f")
+        elif "vae" in finished:
             gain = gains[name][0] if name in gains else \
                 mean - statistics.fmean(r["log_px"] for r in finished["vae"])
-            section.target(f"{name} − vae, test log p(x)", gain, limit, " nats", at_most=False,
-                           fmt=".2f")
-        else:
-            section.target(f"{name} test log p(x)", mean, limit, " nats", at_most=False,
-                           fmt=".2f")
-    figure = plot_curves(section.data, MODELS, seeds, options.results / CURVES)
-    in_repo = figure.parent.parts[-2:] == ("benchmarks", "results")  # BENCHMARKS.md's folder
-    link = f"![validation ELBO per epoch](benchmarks/results/{figure.name})" if in_repo else \
-        f"Learning curves: `{figure}`."
-    section.body = "\n\n".join([
-        f"Protocol (the presets `examples/configs/published/`): gated 2 × 300 networks, latent "
-        "40, encoder log-variance clipped to [−6, 2], Bernoulli decoder, Adam lr 5·10⁻⁴, batch "
-        "100, KL warm-up over 100 epochs, early stopping on the validation ELBO (patience 50, at "
-        "most 2000 epochs), 50 000 / 10 000 train / validation images, the best validation "
-        f"checkpoint scored by IS with K = 5000 on all 10 000 test images. Published: {PAPER}.",
-        table(["model", "seed", "epochs", "best val ELBO", "test log p(x) ± s.e.",
-               "published (ours − published)", "test ELBO", "active units", "train time",
-               "eval time"], rows),
-        gains_text(gains, finished, unkept),
-        "**Not finished (their targets pending): " + ", ".join(pending) + ".** The job "
-        "continues from its checkpoints: `make bench-quality` (state directory: "
-        f"`{_home(state)}`)." if pending else "All runs finished.",
-        REFERENCE,
-        link, EARLIER, DIFFERENCES,
-    ])
-    return section
+            out.target(f"{name} − vae, test log p(x)", gain, limit, " nats", at_most=False,
+                       fmt=".2f")
 
 
 def paired_gains(results: Path, seeds: tuple[int, ...]) -> dict[str, tuple[float, float]]:
@@ -493,8 +580,26 @@ def gains_text(gains: dict[str, tuple[float, float]], finished: dict[str, Any],
              "IS).")
     if unkept and "vae" in finished and len(finished) > 1:
         text += (" Per-image scores are missing for " + ", ".join(unkept) + " (scored before "
-                 "they were kept; `make bench-quality` scores them again).")
+                 f"they were kept; `make bench-{KEY}` scores them again).")
     return text
+
+
+def pending_text(pending: list[str], state: Path) -> str:
+    """The paragraph naming the entries not scored yet, and how to continue them."""
+    if not pending:
+        return "All runs finished."
+    return ("**Not finished (their targets pending): " + ", ".join(pending) + ".** The job "
+            f"continues from its checkpoints: `make bench-{KEY}` (state folder: "
+            f"`{_home(state)}`).")
+
+
+def figure_text(data: dict[str, Any], seeds: tuple[int, ...], path: Path) -> str:
+    """Draws the learning curves into ``path``; the markdown that shows them: an image link
+    when ``path`` is in the folder BENCHMARKS.md links to, else the path."""
+    figure = plot_curves(data, MODELS, seeds, path)
+    if figure.parent.parts[-2:] == ("benchmarks", "results"):
+        return f"![validation ELBO per epoch](benchmarks/results/{figure.name})"
+    return f"Learning curves: `{figure}`."
 
 
 def runnable(model: Model, seed: int, options: Options) -> str:
@@ -534,11 +639,10 @@ def plot_curves(data: dict[str, Any], models: Sequence[Model], seeds: tuple[int,
     for i, model in enumerate(models):
         colour = f"C{i}"
         for seed in seeds:
-            curve = data[f"{model.name}-seed{seed}"]["curve"]
-            if curve:
-                ax.plot(*zip(*curve), color=colour, lw=1,
-                        label=f"{model.label} (seed {seed})")
-                lows.append(max(v for _, v in curve) - 15)
+            line = data[f"{model.name}-seed{seed}"]["curve"]
+            if line:
+                ax.plot(*zip(*line), color=colour, lw=1, label=f"{model.label} (seed {seed})")
+                lows.append(max(v for _, v in line) - 15)
         if model.published is not None:
             ax.axhline(model.published, color=colour, ls="--", lw=1,
                        label=f"{model.label}, published test log p(x)")
@@ -551,3 +655,39 @@ def plot_curves(data: dict[str, Any], models: Sequence[Model], seeds: tuple[int,
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, metadata={"Date": None})
     return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    from benchmarks.cli import finish, options_from, parser
+
+    p = parser("The published Fashion-MNIST protocol (hours; resumes from the state folder).")
+    p.add_argument("--state", type=Path,
+                   help=f"folder of the run directories and the job's files beside them "
+                        f"(default {default_state()}; with --toy, beside the results)")
+    p.add_argument("--models", default=",".join(m.name for m in MODELS),
+                   help="comma-separated, run in this order (default %(default)s)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="default 0")
+    p.add_argument("--max-epochs", type=int,
+                   help=f"cap every run (default: the presets' {PRESET_EPOCHS})")
+    p.add_argument("--report", action="store_true",
+                   help="train nothing: write the section from the state and results so far")
+    p.add_argument("--peek", type=int, nargs=2, metavar=("POINTS", "K"),
+                   help="with --report: first score each running model's best checkpoint on "
+                        "the first POINTS test images with K samples (cheap, not the protocol)")
+    args = p.parse_args(argv)
+    names = tuple(n.strip() for n in args.models.split(",") if n.strip())
+    unknown = sorted(set(names) - {m.name for m in MODELS})
+    if unknown:
+        p.error(f"--models: unknown {', '.join(unknown)}; choices: "
+                f"{', '.join(m.name for m in MODELS)}")
+
+    def runner(o: Options, c: str) -> Section:
+        state = args.state or (o.results / "state" if o.toy else default_state())
+        return run(o, c, state, tuple(args.seeds), names, args.max_epochs, not args.report,
+                   tuple(args.peek) if args.peek else None)
+
+    finish(args, options_from(args), {KEY: runner})
+
+
+if __name__ == "__main__":
+    main()

@@ -7,8 +7,8 @@ VampPrior (500 pseudo-inputs); and the embedded ``digits`` with the categorical 
 grey levels (``examples/configs/digits-categorical.yaml``). A smoke run of the whole path: its
 numbers are not comparable with the literature.
 
-``python -m benchmarks.quality`` runs the published protocol instead (hours; resumable):
-:mod:`benchmarks.published`; ``--quick`` this one.
+``python -m benchmarks.quality`` runs this section alone, ``python -m benchmarks`` with the speed
+sections. The published protocol (hours; resumable) is :mod:`benchmarks.published`.
 """
 
 from __future__ import annotations
@@ -114,6 +114,11 @@ def _load_runs(path: Path | None) -> dict[str, dict[str, float]]:
         return {}
 
 
+def quick(options: Options, command: str) -> Section:
+    """The section under :data:`QUICK` (:data:`TOY` at toy size)."""
+    return run(options, command, TOY if options.toy else QUICK)
+
+
 def run(options: Options, command: str, protocol: Protocol) -> Section:
     """Each (model, seed) trained and scored, seeds outermost."""
     section = Section("quality-quick", "Quality: test log p(x) (quick smoke run)", command)
@@ -163,7 +168,7 @@ def run(options: Options, command: str, protocol: Protocol) -> Section:
         f"{protocol.train_limit or 'all'}, test images scored {protocol.test_points or 'all'}, "
         f"K = {protocol.num_samples}; Adam lr and batch as in each config. Published: {PAPER}."
         " **Quick run: one short epoch on a subset, so the figures are far from converged "
-        "and not comparable with the published ones; `make bench-quality` runs the published "
+        "and not comparable with the published ones; `make bench-published` runs the published "
         "protocol (section 3 above).**",
         table(["model", "config", "epochs", "train / test images", "seeds",
                "test log p(x) (mean ± std over seeds)", "published (ours − published)",
@@ -177,45 +182,12 @@ def run(options: Options, command: str, protocol: Protocol) -> Section:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from benchmarks import published
     from benchmarks.cli import finish, options_from, parser
 
-    p = parser("Quality: the published Fashion-MNIST protocol, resumable (hours); --quick for a "
-               "smoke run.")
-    p.add_argument("--quick", action="store_true",
-                   help="one short epoch on a subset instead (our configs, not the protocol)")
-    p.add_argument("--state", type=Path,
-                   help=f"run directories of the published protocol (default "
-                        f"{published.default_state()}; with --toy, beside the results)")
-    p.add_argument("--models", default=",".join(m.name for m in published.MODELS),
-                   help="comma-separated, run in this order (default %(default)s)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="default 0")
-    p.add_argument("--max-epochs", type=int, help="cap every run (default: the presets' 2000)")
-    p.add_argument("--report", action="store_true",
-                   help="train nothing: write the section from the state and results so far")
-    p.add_argument("--peek", type=int, nargs=2, metavar=("POINTS", "K"),
-                   help="with --report: first score each running model's best checkpoint on "
-                        "the first POINTS test images with K samples (cheap, not the protocol)")
+    p = parser("Quality, quick form: one short epoch on a subset (minutes); the published "
+               "protocol is python -m benchmarks.published.")
     args = p.parse_args(argv)
-    options = options_from(args)
-    if args.quick:
-        protocol = TOY if options.toy else QUICK
-        finish(args, options, {"quality-quick": lambda o, c: run(o, c, protocol)})
-        return
-    names = tuple(n.strip() for n in args.models.split(",") if n.strip())
-    unknown = sorted(set(names) - {m.name for m in published.MODELS})
-    if unknown:
-        p.error(f"--models: unknown {', '.join(unknown)}; choices: "
-                f"{', '.join(m.name for m in published.MODELS)}")
-    def section(o: Options, c: str) -> Section:
-        state = args.state or (o.results / "state" if o.toy else published.default_state())
-        for model in (m for m in published.MODELS if m.name in names and args.peek):
-            for seed in args.seeds:
-                published.peek(model, seed, state, *args.peek)
-        return published.run(o, c, state, tuple(args.seeds), names, args.max_epochs,
-                             not args.report)
-
-    finish(args, options, {"quality": section})
+    finish(args, options_from(args), {"quality-quick": quick})
 
 
 if __name__ == "__main__":

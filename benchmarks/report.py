@@ -9,16 +9,16 @@ from typing import Any
 
 from benchmarks.common import plural, table
 
-ORDER = ("step", "is", "is-small", "quality", "quality-quick", "scaling", "ais", "ais-quality",
+ORDER = ("step", "is", "is-small", "published", "quality-quick", "scaling", "ais", "ais-quality",
          "richer")
-NUMBER = {"step": "1", "is": "2", "is-small": "2b", "quality": "3", "quality-quick": "3",
+NUMBER = {"step": "1", "is": "2", "is-small": "2b", "published": "3", "quality-quick": "3",
           "scaling": "4", "ais": "5", "ais-quality": "5", "richer": "6"}
 SECTION_COMMANDS = {"step": "python -m benchmarks --only step",
                     "is": "python -m benchmarks --only is",
                     "is-small": "python -m benchmarks --only is-small",
                     "scaling": "python -m benchmarks --only scaling",
-                    "quality-quick": "python -m benchmarks.quality --quick",
-                    "quality": "python -m benchmarks.quality",
+                    "quality-quick": "python -m benchmarks.quality",
+                    "published": "python -m benchmarks.published",
                     "ais": "python -m benchmarks.ais",
                     "richer": "python -m benchmarks.richer"}
 HEADER = """# Benchmarks
@@ -27,15 +27,15 @@ Our performance claims are only what this suite measures. Speed is measured as r
 plain-PyTorch floors (same networks, hand-written losses and estimators) inside one process, in
 interleaved blocks, because this machine is shared and its speed drifts by ±30 % between runs;
 quality against published figures. `make bench` (= `python -m benchmarks`) runs sections 1, 2, 4
-and the quick form of 3; `make bench-quality` (= `python -m benchmarks.quality`) the full
-quality protocol. This file is generated from `benchmarks/results/*.json`; do not edit it.
+and the quick form of 3; `make bench-published` (= `python -m benchmarks.published`) the full
+published protocol. This file is generated from `benchmarks/results/*.json`; do not edit it.
 """
 GPU = """## GPU
 
 {body}
 
 Run on a CUDA machine with `python -m benchmarks --device cuda` (and `python -m
-benchmarks.quality --device cuda`); the records are saved beside the CPU ones with an `@cuda`
+benchmarks.published --device cuda`); the records are saved beside the CPU ones with an `@cuda`
 suffix and reported here.
 """
 
@@ -81,7 +81,7 @@ def section_text(record: dict[str, Any]) -> str:
     device = record["machine"]["device"]
     if device != "cpu" and rerun:
         rerun += f" --device {device}"
-    if record["command"] == rerun or record["command"].startswith(SECTION_COMMANDS["quality"]):
+    if record["command"] == rerun or record["command"].startswith(SECTION_COMMANDS["published"]):
         rerun = ""  # the command shown already reruns exactly this section
     return "\n\n".join([
         f"## {NUMBER.get(base, '')}. {record['title']}"

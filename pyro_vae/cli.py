@@ -438,16 +438,17 @@ def crash_log(command: str, argv: Sequence[str]) -> Path | None:
     import traceback
     from importlib.metadata import PackageNotFoundError, version
 
+    from pyro_vae.cache import cache_dir
+
     try:
         release = version("pyro-vae")
     except PackageNotFoundError:  # run from a source tree
         release = "(not installed)"
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     text = (f"pyro-vae {release}, Python {platform.python_version()}, "
             f"{platform.platform()}\ncommand: {command}; argv: {list(argv)!r}\n\n"
             f"{traceback.format_exc()}")
-    for folder in (cache / "pyro-vae" / "logs", Path(tempfile.gettempdir())):
+    for folder in (cache_dir() / "logs", Path(tempfile.gettempdir())):
         try:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / name).write_text(text)

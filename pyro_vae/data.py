@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import gzip
 import math
-import os
 import warnings
 import zipfile
 import zlib
@@ -56,6 +55,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from pyro_vae.cache import cache_dir
 from pyro_vae.entries import DataSource
 from pyro_vae.networks import available_memory
 from pyro_vae.registry import Component, Registry, SpecError, choices_text, frozen_params
@@ -434,10 +434,6 @@ def read_idx_pair(images: Path, labels: Path,
     return x, y
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pyro-vae"
-
-
 @frozen_params
 class _Idx(_Common):
     """28x28 grey images, 256 levels, from the four IDX files (raw or ``.gz``) of an official
@@ -451,7 +447,7 @@ class _Idx(_Common):
 
     def places(self) -> list[Path]:
         """Directories searched in order; torchvision keeps files in ``<root>/<folder>/raw``."""
-        cache, local = _cache_dir() / self.dataset, Path.cwd() / "data"
+        cache, local = cache_dir() / self.dataset, Path.cwd() / "data"
         roots = [Path(self.root).expanduser()] if self.root else []
         return [*(p for r in roots for p in (r, r / self.folder / "raw")),
                 cache, cache / self.folder / "raw",
@@ -466,7 +462,7 @@ class _Idx(_Common):
         return None
 
     def _download(self) -> None:
-        cache = _cache_dir() / self.dataset
+        cache = cache_dir() / self.dataset
         try:
             import torchvision  # an optional extra; its import can fail in many ways
         except Exception as exc:

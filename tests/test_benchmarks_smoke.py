@@ -45,16 +45,17 @@ def test_every_benchmark_runs_at_toy_size_and_the_report_holds_every_section(tmp
 
 
 def test_a_published_protocol_run_killed_mid_model_continues_from_its_checkpoint(tmp_path):
-    """``make bench-quality`` stopped in the middle of the VAE's training twice, by Ctrl-C (the run
-    saves mid-epoch) and by SIGKILL (as a session's end: back to the last epoch's checkpoint),
-    each time started again: the run resumes from ``last.ckpt`` and ends exactly as an
-    uninterrupted run of the same length (Lightning restores weights, optimizer, loop and RNG)."""
+    """``make bench-published`` stopped in the middle of the VAE's training twice, by Ctrl-C (the
+    run saves mid-epoch) and by SIGKILL (as a session's end: back to the last epoch's
+    checkpoint), each time started again: the run resumes from ``last.ckpt`` and ends exactly as
+    an uninterrupted run of the same length (Lightning restores weights, optimizer, loop and
+    RNG)."""
     def command(state: Path, epochs: int) -> list[str]:
-        return [sys.executable, "-m", "benchmarks.quality", "--toy", "--models", "vae",
+        return [sys.executable, "-m", "benchmarks.published", "--toy", "--models", "vae",
                 "--max-epochs", str(epochs), "--state", str(state),
                 "--results", str(state.parent / f"{state.name}-results")]
 
-    progress = tmp_path / "state" / "vae-seed0" / "progress.json"
+    progress = tmp_path / "state" / "vae-seed0.progress.json"
 
     def epoch() -> int:
         return json.loads(progress.read_text())["epoch"] if progress.is_file() else 0
@@ -124,7 +125,7 @@ def test_a_published_protocol_run_killed_mid_model_continues_from_its_checkpoint
 
 
 def test_a_published_protocol_job_leaves_a_run_another_job_holds_and_trains_the_next(tmp_path):
-    """Two ``make bench-quality`` jobs share one state directory, one per core: a job that finds
+    """Two ``make bench-published`` jobs share one state directory, one per core: a job that finds
     a model's run locked by the other job moves on to the next model, and never trains or
     scores the locked one. The section it writes is the whole table, not its models alone."""
     from pyro_vae.rundir import LOCK, Run
@@ -133,7 +134,7 @@ def test_a_published_protocol_job_leaves_a_run_another_job_holds_and_trains_the_
 
     def job() -> subprocess.CompletedProcess:
         done = subprocess.run(
-            [sys.executable, "-m", "benchmarks.quality", "--toy", "--models", "vae,vamp",
+            [sys.executable, "-m", "benchmarks.published", "--toy", "--models", "vae,vamp",
              "--max-epochs", "1", "--state", str(state), "--results", str(results),
              "--out", str(tmp_path / "BENCHMARKS.md")],
             cwd=ROOT, capture_output=True, text=True, timeout=240)
@@ -166,10 +167,10 @@ def test_a_published_protocol_job_leaves_a_run_another_job_holds_and_trains_the_
 @pytest.mark.skipif(shutil.which("make") is None or shutil.which("git") is None,
                     reason="needs make and git")
 @pytest.mark.parametrize("target, variable, folder", [
-    ("bench-quality-bg", "STATE", "job-vae"), ("bench-ais-bg", "AIS_STATE", "job")])
+    ("bench-published-bg", "STATE", "job-vae"), ("bench-ais-bg", "AIS_STATE", "job")])
 def test_a_background_target_never_touches_a_folder_it_did_not_make(tmp_path, target, variable,
                                                                     folder):
-    """``make bench-quality-bg STATE=...`` replaces the snapshot in its job folder; pointed at a
+    """``make bench-published-bg STATE=...`` replaces the snapshot in its job folder; pointed at a
     directory where a folder of that name is the user's, it refuses and changes nothing."""
     mine = tmp_path / folder / "code" / "mine.txt"
     mine.parent.mkdir(parents=True)

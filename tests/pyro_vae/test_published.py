@@ -1,9 +1,13 @@
 """The published protocol's parts: the gated networks of the VampPrior code, the best-validation
-checkpoint, and the presets ``examples/configs/published/`` against the protocol table."""
+checkpoint, the presets ``examples/configs/published/`` against the protocol table, and where
+``python -m benchmarks.published`` keeps its state (run as a command, as ``make`` runs it)."""
 
 import copy
 import csv
+import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -13,11 +17,13 @@ import yaml
 
 from pyro_vae.networks import NETWORKS
 from pyro_vae.registry import SpecError
-from pyro_vae.rundir import best_path, last_path, read_checkpoint
+from pyro_vae.rundir import Run, best_path, last_path, read_checkpoint
 from pyro_vae.spec import load_spec
 from pyro_vae.train import evaluated_checkpoint, fit, load_run, prepare
 
-PRESETS = Path(__file__).resolve().parents[2] / "examples" / "configs" / "published"
+ROOT = Path(__file__).resolve().parents[2]
+PRESETS = ROOT / "examples" / "configs" / "published"
+JOB_FILES = ("done.json", "progress.json", "peek.json")
 
 # The protocol table of the issue (Tomczak & Welling's VampPrior code, as the Exemplar VAE table
 # uses it), setting by setting.
@@ -131,3 +137,56 @@ def test_early_stopping_keeps_and_evaluates_the_best_validation_checkpoint(tmp_p
     # without early stopping there is no selection: the last checkpoint is the one evaluated
     plain = load_spec(None, ["train.early_stopping_patience=0"])
     assert evaluated_checkpoint(run, plain) == last_path(run)
+
+
+def _published(tmp_path: Path, *args: str) -> str:
+    """``python -m benchmarks.published --toy`` on the VAE, one epoch, state and results in
+    ``tmp_path``; its stdout."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.published", "--toy", "--models", "vae",
+         "--max-epochs", "1", "--state", str(tmp_path / "state"),
+         "--results", str(tmp_path / "results"), "--out", str(tmp_path / "BENCHMARKS.md"),
+         *args], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_the_published_job_keeps_its_files_beside_each_run_and_reads_older_ones_inside(tmp_path):
+    """The run directory holds only what a run writes, so it stays a run; the job's done,
+    progress and peek records lie beside it, named after it. Those an earlier version of the
+    job left inside a run directory are still read: such a run with done.json is not trained
+    again, only scored."""
+    state = tmp_path / "state"
+    run, result = state / "vae-seed0", tmp_path / "results" / "published" / "vae-seed0.json"
+    out = _published(tmp_path)
+    assert "VAE (seed 0): starting" in out, out[-3000:]
+    assert Run(run).is_run() is None, Run(run).is_run()
+    assert not {p.name for p in run.iterdir()} & set(JOB_FILES)
+    beside = {p.name for p in state.iterdir() if p.is_file()}
+    assert beside == {"vae-seed0.done.json", "vae-seed0.progress.json"}, beside
+    done = json.loads((state / "vae-seed0.done.json").read_text())
+    progress = json.loads((state / "vae-seed0.progress.json").read_text())
+    record = json.loads(result.read_text())
+    assert done["epochs"] == record["epochs"] == progress["epoch"] == 1
+    assert [epoch for epoch, _ in record["curve"]] == [1]  # the section needs no state for it
+
+    # an earlier job's layout: its records inside the run, the run trained but not scored
+    for name in ("done.json", "progress.json"):
+        (state / f"vae-seed0.{name}").rename(run / name)
+    result.unlink()
+    result.with_suffix(".log-px.npy").unlink()
+    out = _published(tmp_path)
+    assert "starting" not in out and "resuming" not in out, out[-3000:]
+    assert "VAE seed 0: test log p(x)" in out, out[-3000:]
+    again = json.loads(result.read_text())
+    assert again["epochs"] == 1 and again["train_s"] == sum(progress["epoch_seconds"])
+    assert again["log_px"] == record["log_px"]  # the same checkpoint, seed and K
+    assert not any(p.is_file() for p in state.iterdir())  # nothing rewritten beside it
+
+    # a run not finished (no done.json): --peek scores it cheaply, its record beside the run
+    for name in ("done.json", "progress.json"):
+        (run / name).unlink()
+    _published(tmp_path, "--report", "--peek", "8", "16")
+    peek = json.loads((state / "vae-seed0.peek.json").read_text())
+    assert (peek["epoch"], peek["points"], peek["num_samples"]) == (1, 8, 16)
+    assert Run(run).is_run() is None, Run(run).is_run()
