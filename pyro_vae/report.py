@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from pyro_vae.figures import CAPTIONS, read_metrics, read_text
+from pyro_vae.captions import CAPTIONS
+from pyro_vae.figures import read_metrics, read_text
 from pyro_vae.registry import SpecError
 from pyro_vae.rundir import Run
 
