@@ -9,10 +9,23 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pyro_vae.registry import SpecError
 from pyro_vae.spec import Spec, dump_spec, load_spec
-from pyro_vae.vae import VAE
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyro_vae.vae import VAE
+
+
+def __getattr__(name: str) -> Any:
+    """``VAE``, imported on first use: ``import pyro_vae`` (and validating a spec) imports
+    neither torch nor Pyro."""
+    if name == "VAE":
+        from pyro_vae.vae import VAE
+
+        return VAE
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_run(path: str | os.PathLike[str]) -> tuple[VAE, Spec]:

@@ -26,12 +26,13 @@ import pyro
 import torch
 
 from inference.compare import Row, compare_estimators, csv_text, markdown_table
+from pyro_vae.components.estimators import ESTIMATORS, make_elbo
 from pyro_vae.console import chatty, quiet
 from pyro_vae.data import absolute_paths
 from pyro_vae.evaluate import evaluate
 from pyro_vae.registry import Component, SpecError, directory_argument
 from pyro_vae.rundir import CONFIG, LOCK, Run, run_config
-from pyro_vae.spec import ESTIMATORS, Spec, dump_spec, load_spec, parse_yaml
+from pyro_vae.spec import Spec, dump_spec, load_spec, parse_yaml
 
 if TYPE_CHECKING:
     from pyro_vae.train import Prepared
@@ -127,7 +128,7 @@ def gradient_rows(prepared: Prepared, estimators: Mapping[str, Component],
     guide = list(vae.posteriors.parameters())
     in_guide = {id(p) for p in guide}
     model = [p for p in vae.parameters() if id(p) not in in_guide]
-    elbos = {label: ESTIMATORS.instantiate(c, "estimator") for label, c in estimators.items()}
+    elbos = {label: make_elbo(c) for label, c in estimators.items()}
     with pyro.validation_enabled(False), pyro.settings.context(module_local_params=True):
         return compare_estimators(vae.model, vae.guide, elbos, x, repeats=repeats,
                                   params={"guide": guide, "model": model},

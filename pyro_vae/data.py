@@ -1,8 +1,10 @@
 """Registry of datasets: digits (embedded), mnist and fashion-mnist (IDX files), a user's arrays
 (``npz``: an ``.npz`` archive or an ``.npy`` file) and a folder of PNG/JPEG ``images``.
 
-Every entry is a frozen dataclass of parameters whose ``load()`` returns a :class:`DataBundle`
-of flat float32 splits ``(N, P)``. Shared behaviour:
+Every entry is a frozen dataclass of parameters whose ``load()`` returns a
+:class:`~pyro_vae.bundle.DataBundle` of flat float32 splits ``(N, P)``. This module reads and
+splits with numpy; :func:`pyro_vae.bundle.make_bundle` makes the tensors (torch is imported
+when a data set is loaded, not when a spec is validated). Shared behaviour:
 
 * splits are a seeded permutation (``numpy.random.default_rng(seed)``): same seed, same splits;
   ``val_fraction`` (and ``test_fraction`` where a set has no official test split) count items of
@@ -45,20 +47,20 @@ import math
 import warnings
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
-from typing import IO, ClassVar, Literal
+from typing import IO, TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
-import torch
-from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
 
 from pyro_vae.cache import cache_dir
 from pyro_vae.entries import DataSource
-from pyro_vae.networks import available_memory
-from pyro_vae.registry import Component, Registry, SpecError, choices_text, frozen_params
+from pyro_vae.memory import available_memory
+from pyro_vae.registry import Component, Registry, SpecError, frozen_params
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyro_vae.bundle import DataBundle
 
 Binarize = Literal["none", "dynamic", "static"]
 Values = Literal["unit", "integer"]
@@ -74,157 +76,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MAX_IMAGE_PIXELS = 4096 * 4096
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-
-
-class _Rows(Dataset):
-    """Row ``i`` of a (N, P) tensor. The DataLoader fetches a batch through ``__getitems__``:
-    one gather ``x[indices]`` (B, P), not B row reads and a stack (~1 ms per batch of 128)."""
-
-    def __init__(self, x: Tensor) -> None:
-        self.x = x
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, index: int) -> Tensor:
-        return self.x[index]
-
-    def __getitems__(self, indices: list[int]) -> Tensor:
-        return self.x[torch.as_tensor(indices)]
-
-
-def _as_batch(rows: Tensor) -> Tensor:
-    """The collate of a split without a training transform: the gathered (B, P) rows."""
-    return rows
-
-
-def _resample(rows: Tensor) -> Tensor:
-    """A fresh Bernoulli draw of a (B, P) batch of grey rows p (dynamic binarization; global
-    torch RNG): x = 1[u < p], u ~ U[0, 1), so P(x = 1) = p; on CPU 2.5× faster than
-    ``torch.bernoulli`` (0.6 against 1.6 ms for 128 × 784), a tenth of a training step."""
-    return (torch.rand_like(rows) < rows).to(rows.dtype)
-
-
-@dataclass(frozen=True)
-class _Dequantize:
-    """Collate a (B, P) batch of rows k/d into (k + u)/d, u ~ U[0, 1)ᴾ afresh (global torch
-    RNG)."""
-
-    divisor: float
-
-    def __call__(self, rows: Tensor) -> Tensor:
-        return rows + torch.rand_like(rows) / self.divisor
-
-
-@dataclass
-class DataBundle:
-    """Flat float32 splits ``(N, P)`` with ``P = prod(shape)``, their labels and how they were made.
-
-    With ``binarize="dynamic"`` ``train`` holds the grey probabilities; its loader binarizes.
-    """
-
-    name: str
-    train: Tensor
-    val: Tensor
-    test: Tensor
-    shape: tuple[int, ...]
-    labels: dict[str, Tensor | None]
-    levels: int | None = None
-    integer: bool = False  # values are the raw levels 0..levels-1 (else in [0, 1] or arbitrary)
-    binarize: Binarize = "none"
-    transform: Transform = "none"
-    loc: Tensor | None = None  # standardize: x' = (x − loc) / scale, per dimension
-    scale: Tensor | None = None
-    log_jacobian: float = 0.0  # log |∂x'/∂x| per item: log p(x) = log p'(x') + log_jacobian
-    collate: Callable[[Tensor], Tensor] | None = None  # draws a training batch afresh
-    notes: tuple[str, ...] = ()  # what loading decided on its own (e.g. a detected layout)
-    seed: int = 0  # the data's seed: scoring the training split draws its collate once with it
-    dequantized: tuple[float, bool] | None = None  # (d, unit): x' = (k + u)/d, k/(L−1) or k as data
-
-    @property
-    def is_image(self) -> bool:
-        return len(self.shape) == 3
-
-    @property
-    def dim(self) -> int:
-        return self.train.shape[1]
-
-    @property
-    def scale_name(self) -> str:
-        """The scale the model sees: ``standardized``, ``dequantized`` or ``data``."""
-        return {"standardize": "standardized", "dequantize": "dequantized"}.get(self.transform,
-                                                                                "data")
-
-    def to_data(self, x: Tensor) -> Tensor:
-        """Model scale → the data's own: x = μ + s x' for standardize, else x itself."""
-        if self.loc is None or self.scale is None:
-            return x
-        return x * self.scale.to(x.device) + self.loc.to(x.device)
-
-    @property
-    def integer_values(self) -> bool:
-        """Whether :meth:`to_values` gives the raw levels 0..L−1 (else values in [0, 1] or
-        real ones)."""
-        return self.integer or (self.dequantized is not None and not self.dequantized[1])
-
-    def to_values(self, x: Tensor) -> Tensor:
-        """Model scale → the values the data hold (as a load without the transform gives them):
-        :meth:`to_data`, and after dequantization the level k = ⌊d x'⌋ ∈ 0..L−1 of
-        x' = (k + u)/d, as k/(L − 1) for ``values: unit`` or k for ``integer``."""
-        if self.dequantized is None or self.levels is None:
-            return self.to_data(x)
-        divisor, unit = self.dequantized
-        k = torch.floor(x * divisor).clamp(0, self.levels - 1)
-        return k / (self.levels - 1) if unit else k
-
-    def to_model(self, x: Tensor) -> Tensor:
-        """The data's own scale → the model's: x' = (x − μ)/s for standardize, else x."""
-        if self.loc is None or self.scale is None:
-            return x
-        return (x - self.loc.to(x.device)) / self.scale.to(x.device)
-
-    def transform_state(self) -> dict[str, object]:
-        """The fitted transform as JSON-ready values (a run saves it beside its config)."""
-        return {"transform": self.transform, "log_jacobian": self.log_jacobian,
-                **{k: None if v is None else v.tolist() for k, v in
-                   (("loc", self.loc), ("scale", self.scale))}}
-
-    def describe(self) -> str:
-        """One line: the set, its splits, item shape, values and transform."""
-        sizes = "/".join(str(len(getattr(self, s))) for s in SPLITS)
-        values = (f"{self.levels} levels" + (" (integers)" if self.integer else "")
-                  if self.levels else "real values")
-        extra = "" if self.transform == "none" else f", {self.transform}d"
-        return (f"{self.name}: train/val/test {sizes}, items {'×'.join(map(str, self.shape))}, "
-                f"{values}{extra}" + "".join(f"; {n}" for n in self.notes))
-
-    def split(self, name: str) -> Tensor:
-        """The split as the model sees it, to score or draw: for ``train`` with a training
-        collate (dynamic binarization, dequantization noise), one draw of it seeded with
-        ``seed``, as val and test were drawn at loading; not the grey or integer rows the
-        collate starts from."""
-        x = self._rows(name)
-        if name != "train" or self.collate is None:
-            return x
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            return self.collate(x)
-
-    def _rows(self, name: str) -> Tensor:
-        if name not in SPLITS:
-            raise SpecError("split", f"unknown split {name!r}; choices: {choices_text(SPLITS)}")
-        x = getattr(self, name)
-        if len(x) == 0:
-            raise SpecError("split", f"the {name} split of {self.name} is empty")
-        return x
-
-    def loader(self, split: str, batch_size: int, shuffle: bool,
-               generator: torch.Generator | None = None) -> DataLoader:
-        """A standard DataLoader yielding plain ``x`` batches of shape (B, P), not tuples; the
-        training split's batches drawn afresh through its collate."""
-        collate = self.collate if split == "train" and self.collate else _as_batch
-        return DataLoader(_Rows(self._rows(split)), batch_size=batch_size, shuffle=shuffle,
-                          generator=generator, collate_fn=collate)
 
 
 DATASETS: Registry[DataSource] = Registry("data", DataSource)
@@ -303,29 +154,12 @@ class _Common(DataSource):
                   for s, i in index.items()}
         if test is not None:
             arrays["test"] = test
-        divisor = self._divisor(levels, source)
-        with np.errstate(over="ignore"):  # values beyond float32's range: counted just below
-            x = {s: torch.from_numpy(np.array(a, np.float32).reshape(len(a), math.prod(shape)))
-                 .div_(divisor) for s, (a, _) in arrays.items()}
-        bad = sum(v.numel() - int(torch.isfinite(v).sum()) for v in x.values())
-        if bad:
-            raise SpecError("data", f"{source}: {bad} values beyond float32's range "
-                            f"(|x| > {np.finfo(np.float32).max:.4g}) would become inf")
-        labels = {s: None if y is None else torch.from_numpy(np.asarray(y, np.int64))
-                  for s, (_, y) in arrays.items()}
-        if self.binarize != "none":
-            x = self._binarized(x, source)
-        bundle = DataBundle(name=name, shape=shape, labels=labels, levels=levels,
-                            binarize=self.binarize, transform=self.transform, notes=notes,
-                            seed=self.seed,
-                            integer=levels is not None and self.values == "integer", **x)
-        if self.binarize == "dynamic":
-            bundle.collate = _resample
-        if self.transform == "dequantize":
-            self._dequantize(bundle, divisor)
-        elif self.transform == "standardize":
-            _standardize(bundle)
-        return bundle
+        from pyro_vae.bundle import make_bundle
+
+        return make_bundle(name, arrays, shape=shape, levels=levels,
+                           integer=levels is not None and self.values == "integer",
+                           divisor=self._divisor(levels, source), binarize=self.binarize,
+                           transform=self.transform, seed=self.seed, source=source, notes=notes)
 
     def _divisor(self, levels: int | None, source: str) -> float:
         """What integer levels are divided by: L − 1 for ``unit`` (L when dequantized), else 1."""
@@ -339,43 +173,6 @@ class _Common(DataSource):
         if self.values == "integer":
             return 1.0
         return float(levels if self.transform == "dequantize" else levels - 1)
-
-    def _dequantize(self, bundle: DataBundle, divisor: float) -> None:
-        """x' = (k + u)/d: noise drawn once (seeded) for val and test, per batch for train."""
-        g = torch.Generator().manual_seed(self.seed)
-        for split in ("val", "test"):
-            x = getattr(bundle, split)
-            x.add_(torch.rand(x.shape, generator=g).div_(divisor))
-        bundle.dequantized = (divisor, not bundle.integer)
-        bundle.integer = False
-        bundle.collate = _Dequantize(divisor)
-        bundle.log_jacobian = -bundle.dim * math.log(divisor)
-
-    def _binarized(self, x: dict[str, Tensor], source: str) -> dict[str, Tensor]:
-        for split, v in x.items():
-            if len(v) and (v.min() < 0 or v.max() > 1):
-                raise SpecError("data.binarize", f"needs values in [0, 1]; the {split} split of "
-                                f"{source} spans [{v.min():g}, {v.max():g}]")
-        g = torch.Generator().manual_seed(self.seed)
-        out = {s: torch.bernoulli(x[s], generator=g) for s in ("val", "test")}
-        static = self.binarize == "static"
-        return {**out, "train": torch.bernoulli(x["train"], generator=g) if static else x["train"]}
-
-
-def _standardize(bundle: DataBundle) -> None:
-    """x' = (x − μ)/s with the training split's per-dimension mean and standard deviation (s = 1
-    where a dimension is constant); log_jacobian = −Σ_i log s_i."""
-    train = bundle.train.double()
-    loc = train.mean(0)
-    scale = train.std(0, correction=0) if len(train) > 1 else torch.ones_like(loc)
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    for split in SPLITS:
-        x = getattr(bundle, split)
-        setattr(bundle, split, ((x.double() - loc) / scale).float())
-    bundle.loc, bundle.scale = loc.float(), scale.float()
-    bundle.log_jacobian = -float(scale.log().sum())
-    bundle.integer = False
-
 
 @DATASETS.register("digits")
 @frozen_params

@@ -1,8 +1,8 @@
 """The base classes of registry entries: what each kind of component must be.
 
 A spec names a component by a built-in name, an entry point or ``"package.module:Class"``; the
-class it resolves to must subclass its kind's base here (checked after the import, before
-anything is called), so that a spec, and so a run's ``config.yaml``, can only ever construct a
+class it resolves to must subclass its kind's base here (an estimator may also be a
+``pyro.infer.ELBO`` subclass; checked after the import, before anything is called), so that a spec, and so a run's ``config.yaml``, can only ever construct a
 component, never call an arbitrary function such as ``os:system``. Each base is an abstract
 class with the method a component provides; an entry is a frozen dataclass of its parameters
 (:func:`pyro_vae.registry.frozen_params`), the parameters' annotations and defaults being the
@@ -14,13 +14,14 @@ This module imports neither torch nor Pyro: the names below are annotations only
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
+    from pyro.infer import ELBO
     from torch import nn
 
-    from pyro_vae.data import DataBundle
+    from pyro_vae.bundle import DataBundle
     from pyro_vae.guides import Posterior
     from pyro_vae.likelihoods import Likelihood
     from pyro_vae.priors import Prior
@@ -64,8 +65,20 @@ class NetworkEntry(ABC):
         """z ↦ the likelihood's ``params_per_dim`` parameters per value of ``shape``."""
 
 
+class EstimatorEntry(ABC):
+    """An ELBO estimator: ``build`` returns a ``pyro.infer.ELBO`` whose loss training minimises.
+    ``stop_guide_params``: whether it scores each draw with the guide's parameters stopped (stl,
+    dreg), which needs log q at a value the guide did not draw."""
+
+    stop_guide_params: ClassVar[bool] = False
+
+    @abstractmethod
+    def build(self) -> ELBO:
+        """The estimator, from these parameters."""
+
+
 class DataSource(ABC):
-    """A data set: ``load`` returns a :class:`pyro_vae.data.DataBundle`."""
+    """A data set: ``load`` returns a :class:`pyro_vae.bundle.DataBundle`."""
 
     @abstractmethod
     def load(self) -> DataBundle:

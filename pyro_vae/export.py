@@ -3,9 +3,9 @@
     encode:  mean = μ_φ(x'),  scale = σ_φ(x')   of q(z | x') = N(μ, diag σ²), per item of a split
     sample:  z ~ p(z),  x' ~ p(x' | z)  (or x' = E[x' | z] with ``means``),  x = t⁻¹(x')
 
-x' is the data as the model sees it (:attr:`pyro_vae.data.DataBundle.transform`); samples are
+x' is the data as the model sees it (:attr:`pyro_vae.bundle.DataBundle.transform`); samples are
 returned as the data's own values, ``x`` of shape (n, *item shape): t⁻¹ undoes standardize, and
-maps a dequantized x' = (k + u)/d to its level k (:meth:`pyro_vae.data.DataBundle.to_values`).
+maps a dequantized x' = (k + u)/d to its level k (:meth:`pyro_vae.bundle.DataBundle.to_values`).
 Both run on the CPU.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 import pyro
 import torch
 
-from pyro_vae.data import DataBundle
+from pyro_vae.bundle import DataBundle
 from pyro_vae.vae import VAE
 
 BATCH = 1000  # items per encoder or decoder call

@@ -1,4 +1,5 @@
-"""Registry of guide families q(z | x): the amortized posterior over one stochastic layer.
+"""Guide families q(z | x), the amortized posterior over one stochastic layer: the modules that
+the entries of the guide registry (:mod:`pyro_vae.components.guides`) build.
 
 Each entry builds a :class:`Posterior` from a network entry (``mlp``, ``conv``, ...), the shape of
 what it conditions on (the data, or the layer below in a hierarchy) and the latent size D. The
@@ -23,23 +24,18 @@ comes from Pyro; no Jacobian is written here. A flow's log q at its own draw rea
 from the transform's cache; at any other value, IAF inverts sequentially (D network passes) and a
 planar flow cannot (it has no closed-form inverse), so estimators that score a draw with the
 guide's parameters stopped (``stl``, ``dreg``) are refused for ``planar``
-(:data:`NO_STOPPED_DENSITY`).
+(:data:`pyro_vae.components.guides.NO_STOPPED_DENSITY`).
 """
 
 from __future__ import annotations
 
 import pyro.distributions as dist
 import torch
-from pyro.distributions import transforms
 from torch import nn
 
+from pyro_vae.components.guides import GUIDES  # noqa: F401 - its former home
 from pyro_vae.distributions import DiagonalNormal
-from pyro_vae.entries import GuideEntry, NetworkEntry
 from pyro_vae.networks import GaussianHead
-from pyro_vae.registry import Registry, frozen_params
-
-GUIDES: Registry[GuideEntry] = Registry("guide", GuideEntry)
-NO_STOPPED_DENSITY = {"planar"}  # families without log q at a value they did not draw
 
 
 class Posterior(nn.Module):
@@ -111,85 +107,3 @@ class FlowPosterior(Posterior):
         for f in self.flows:
             z = f.condition(context)(z)
         return z, scale
-
-
-def _check(value: int, name: str, low: int = 1) -> None:
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-
-
-@GUIDES.register("diagonal")
-@frozen_params
-class Diagonal(GuideEntry):
-    """q(z|x) = N(μ(x), diag σ(x)²): mean field."""
-
-    def build(self, network: NetworkEntry, shape: tuple[int, ...], latent_dim: int) -> Posterior:
-        return DiagonalPosterior(network.encoder(shape, latent_dim))
-
-
-@GUIDES.register("low_rank")
-@frozen_params
-class LowRank(GuideEntry):
-    """q(z|x) = N(μ(x), F(x) F(x)ᵀ + diag σ(x)²) with a D × ``rank`` factor F."""
-
-    rank: int = 2
-
-    def __post_init__(self) -> None:
-        _check(self.rank, "rank")
-
-    def build(self, network: NetworkEntry, shape: tuple[int, ...], latent_dim: int) -> Posterior:
-        encoder = network.encoder(shape, latent_dim, extra=latent_dim * self.rank)
-        return LowRankPosterior(encoder, self.rank)
-
-
-@GUIDES.register("full_rank")
-@frozen_params
-class FullRank(GuideEntry):
-    """q(z|x) = N(μ(x), L(x) L(x)ᵀ), L lower triangular with diagonal σ(x)."""
-
-    def build(self, network: NetworkEntry, shape: tuple[int, ...], latent_dim: int) -> Posterior:
-        encoder = network.encoder(shape, latent_dim, extra=latent_dim * (latent_dim - 1) // 2)
-        return FullRankPosterior(encoder, latent_dim)
-
-
-@frozen_params
-class _Flow(GuideEntry):
-    flows: int = 2
-    hidden: tuple[int, ...] = (100,)
-    context: int = 32
-
-    def __post_init__(self) -> None:
-        _check(self.flows, "flows")
-        _check(self.context, "context")
-        for h in self.hidden:
-            _check(h, "hidden sizes")
-
-    def flow(self, latent_dim: int) -> nn.Module:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def build(self, network: NetworkEntry, shape: tuple[int, ...], latent_dim: int) -> Posterior:
-        encoder = network.encoder(shape, latent_dim, extra=self.context)
-        return FlowPosterior(encoder, [self.flow(latent_dim) for _ in range(self.flows)])
-
-
-@GUIDES.register("iaf")
-@frozen_params
-class IAF(_Flow):
-    """Inverse autoregressive flow: ``flows`` conditional affine autoregressive maps (MADE
-    networks with ``hidden`` sizes, the numerically stable σ-gated update of the IAF paper, each
-    with its own random variable order) on the diagonal base, conditioned on a ``context``-wide
-    encoder output."""
-
-    def flow(self, latent_dim: int) -> nn.Module:
-        return transforms.conditional_affine_autoregressive(
-            latent_dim, self.context, hidden_dims=list(self.hidden), stable=True)
-
-
-@GUIDES.register("planar")
-@frozen_params
-class Planar(_Flow):
-    """Rezende & Mohamed's planar flow, amortized: each of ``flows`` maps takes (u, w, b) from a
-    network (``hidden`` sizes) of a ``context``-wide encoder output."""
-
-    def flow(self, latent_dim: int) -> nn.Module:
-        return transforms.conditional_planar(latent_dim, self.context, list(self.hidden))

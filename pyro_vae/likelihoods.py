@@ -1,4 +1,5 @@
-"""Registry of likelihoods p(x | z) over flat data x ∈ 𝒳ᴾ.
+"""Likelihoods p(x | z) over flat data x ∈ 𝒳ᴾ: the modules that the entries of the likelihood
+registry (:mod:`pyro_vae.components.likelihoods`) build.
 
 The decoder outputs the likelihood's natural parameters, ``m`` per data dimension, laid out
 parameter-major: ``out[..., j*P + i]`` is parameter j of dimension i (``m = 1`` except for the
@@ -8,8 +9,7 @@ a distribution with ``event_shape == (P,)`` (``.to_event(1)``).
 
 from __future__ import annotations
 
-import math
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import pyro.distributions as dist
 import torch
@@ -17,10 +17,7 @@ import torch.nn.functional as F
 from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 
-from pyro_vae.entries import LikelihoodEntry
-from pyro_vae.registry import Registry, SpecError, frozen_params
-
-LIKELIHOODS: Registry[LikelihoodEntry] = Registry("likelihood", LikelihoodEntry)
+from pyro_vae.components.likelihoods import LIKELIHOODS  # noqa: F401 - its former home
 
 
 class Likelihood(PyroModule):
@@ -229,96 +226,3 @@ class DiscretizedLogisticLikelihood(Likelihood):
         form = "unit" if self.unit else "integer"
         return (f"discretized_logistic with values: {form} needs data on {grid}, found "
                 f"{_first_bad(x, ok)}; set likelihood.values as data.values")
-
-
-@LIKELIHOODS.register("bernoulli")
-@frozen_params
-class Bernoulli(LikelihoodEntry):
-    """Binary data; the decoder outputs logits."""
-
-    def build(self, data_dim: int, levels: int | None) -> Likelihood:
-        return BernoulliLikelihood()
-
-
-@LIKELIHOODS.register("continuous_bernoulli")
-@frozen_params
-class ContinuousBernoulli(LikelihoodEntry):
-    """Data in [0, 1], properly normalised; the decoder outputs logits."""
-
-    def build(self, data_dim: int, levels: int | None) -> Likelihood:
-        return ContinuousBernoulliLikelihood()
-
-
-@frozen_params
-class _LocScale(LikelihoodEntry):
-    scale: float = 1.0
-    learn: Literal["fixed", "global", "per_dim"] = "per_dim"
-    module: ClassVar[type[LocScaleLikelihood]]
-
-    def __post_init__(self) -> None:
-        if not (self.scale > 0 and math.isfinite(self.scale)):
-            raise ValueError(f"scale must be a positive number, got {self.scale}")
-
-    def build(self, data_dim: int, levels: int | None) -> Likelihood:
-        return self.module(data_dim, self.scale, self.learn)
-
-
-@LIKELIHOODS.register("normal")
-@frozen_params
-class Normal(_LocScale):
-    """Real data; ``scale`` is the fixed value or the initial one of the learned scale."""
-
-    module = NormalLikelihood
-
-
-@LIKELIHOODS.register("laplace")
-@frozen_params
-class Laplace(_LocScale):
-    """Real data with heavier tails; ``scale`` as for normal."""
-
-    module = LaplaceLikelihood
-
-
-@frozen_params
-class _Levelled(LikelihoodEntry):
-    levels: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.levels is not None and self.levels < 2:
-            raise ValueError(f"levels must be >= 2, got {self.levels}")
-
-    def _levels(self, data_levels: int | None) -> int:
-        """``levels``, else the data set's; a SpecError when neither is known."""
-        n = self.levels or data_levels
-        if n is None:
-            raise SpecError("likelihood.levels", "this data set has no known number of levels; "
-                            "set likelihood.levels")
-        return n
-
-
-@LIKELIHOODS.register("categorical")
-@frozen_params
-class Categorical(_Levelled):
-    """Integer pixels in 0..levels−1; ``levels`` defaults to the data set's (17 for digits)."""
-
-    def build(self, data_dim: int, levels: int | None) -> Likelihood:
-        return CategoricalLikelihood(data_dim, self._levels(levels))
-
-
-@LIKELIHOODS.register("discretized_logistic")
-@frozen_params
-class DiscretizedLogistic(_Levelled):
-    """Pixels on ``levels`` grey levels (default: the data set's) as a mixture of ``components``
-    discretized logistics; ``values`` says how the data hold them, as ``data.values`` does."""
-
-    components: int = 5
-    values: Literal["unit", "integer"] = "unit"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.components < 1:
-            raise ValueError(f"components must be >= 1, got {self.components}")
-
-    def build(self, data_dim: int, levels: int | None) -> Likelihood:
-        return DiscretizedLogisticLikelihood(data_dim, self._levels(levels), self.components,
-                                             self.values == "unit")

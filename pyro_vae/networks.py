@@ -1,6 +1,5 @@
-"""Registry of encoder/decoder networks.
-
-An entry builds both halves of the VAE:
+"""Encoder/decoder networks: the modules that the entries of the network registry
+(:mod:`pyro_vae.components.networks`) build, both halves of the VAE:
 - ``encoder(shape, latent_dim, extra=0)``: x (..., P) → (μ, σ) of q(z | x) = N(μ, diag σ²),
   σ = softplus(·) + ε (``gated_mlp``: σ = exp(½ clip(s, lo, hi)), the log-variance clipped);
   ``extra`` more outputs, read with ``features(x)``, are a richer guide's
@@ -9,36 +8,28 @@ An entry builds both halves of the VAE:
 Leading dimensions (particles, batch) pass through, so vectorized particles need no reshaping
 outside the network.
 
-Sizes are bounded before anything is allocated: at most :data:`MAX_LAYERS` layers per network
-(a deeper stack crashes the trace of the training step), and :func:`check_fits` builds a model
-on torch's ``meta`` device (shapes, no memory) to compare its training state with the memory
-available.
+Sizes are bounded before anything is allocated: :func:`check_fits` builds a model on torch's
+``meta`` device (shapes, no memory) to compare its training state with the memory available.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
-from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyro_vae.entries import NetworkEntry
-from pyro_vae.registry import Registry, SpecError, frozen_params
+from pyro_vae.components.networks import NETWORKS  # noqa: F401 - its former home
+from pyro_vae.memory import available_memory
+from pyro_vae.registry import SpecError
 
-NETWORKS: Registry[NetworkEntry] = Registry("network", NetworkEntry)
-
-Activation = Literal["tanh", "relu", "elu", "softplus", "leaky_relu", "gelu"]
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "softplus": nn.Softplus,
     "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU,
 }
 MIN_SCALE = 1e-4
-MAX_LAYERS = 1000
 #: Training holds per parameter a float32 weight, its gradient and Adam's two moments.
 BYTES_PER_PARAMETER = 16
 
@@ -69,35 +60,6 @@ def mlp(sizes: list[int], activation: str) -> nn.Sequential:
         if i < len(sizes) - 2:
             layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
-
-
-def _check_layers(hidden: tuple[int, ...], name: str) -> None:
-    if len(hidden) > MAX_LAYERS:
-        raise ValueError(f"{name} lists {len(hidden)} layers; at most {MAX_LAYERS}")
-    if any(h < 1 for h in hidden):
-        raise ValueError(f"{name} sizes must be >= 1, got {list(hidden)}")
-
-
-def available_memory() -> int | None:
-    """Bytes of memory this process can still take: the kernel's MemAvailable, capped by a
-    cgroup v2 limit (a container's) when there is one; None where neither can be read."""
-    found = []
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                found.append(int(line.split()[1]) * 1024)
-        limit = Path("/sys/fs/cgroup/memory.max")
-        if limit.is_file() and limit.read_text().strip() != "max":
-            used = Path("/sys/fs/cgroup/memory.current")
-            found.append(int(limit.read_text()) - int(used.read_text()))
-    except (OSError, ValueError):
-        pass
-    if not found and hasattr(os, "sysconf"):
-        try:
-            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-        except (OSError, ValueError):
-            pass
-    return min(found) if found else None
 
 
 def check_fits(build: Callable[[], nn.Module], hint: str) -> None:
@@ -173,25 +135,6 @@ def gated(sizes: list[int]) -> nn.Sequential:
     return he_init(nn.Sequential(*layers, nn.Linear(sizes[-2], sizes[-1])))
 
 
-@NETWORKS.register("mlp")
-@frozen_params
-class MLP(NetworkEntry):
-    """Fully connected: P → hidden… → out."""
-
-    hidden: tuple[int, ...] = (200, 200)
-    activation: Activation = "tanh"
-
-    def __post_init__(self) -> None:
-        _check_layers(self.hidden, "hidden")
-
-    def encoder(self, shape: tuple[int, ...], latent_dim: int, extra: int = 0) -> GaussianHead:
-        return GaussianHead(mlp([math.prod(shape), *self.hidden, 2 * latent_dim + extra],
-                                self.activation), latent_dim, extra)
-
-    def decoder(self, latent_dim: int, shape: tuple[int, ...], m: int) -> nn.Module:
-        return mlp([latent_dim, *self.hidden, m * math.prod(shape)], self.activation)
-
-
 class ConvEncoderBody(nn.Module):
     """(..., C·H·W) → conv stride 2 (×len(channels)) → linear hidden → out."""
 
@@ -239,62 +182,3 @@ class ConvDecoder(nn.Module):
         y = self.head(z.reshape(-1, z.shape[-1])).reshape(-1, *self.seed_shape)
         y = self.ups(y)[..., : self.H, : self.W]
         return y.reshape(*lead, -1)
-
-
-@NETWORKS.register("conv")
-@frozen_params
-class Conv(NetworkEntry):
-    """Convolutional, for image-shaped data (C, H, W): stride-2 convolutions and their transposes."""
-
-    channels: tuple[int, ...] = (32, 64)
-    hidden: int = 256
-    activation: Activation = "relu"
-
-    def __post_init__(self) -> None:
-        _check_layers(self.channels, "channels")
-        _check_layers((self.hidden,), "hidden")
-
-    @staticmethod
-    def _image(shape: tuple[int, ...], key: str) -> tuple[int, int, int]:
-        if len(shape) != 3:
-            raise SpecError(f"{key}.name", f"conv needs image data of shape (C, H, W), this data "
-                            f"set has items of shape {tuple(shape)}; use mlp")
-        return shape  # type: ignore[return-value]
-
-    def encoder(self, shape: tuple[int, ...], latent_dim: int, extra: int = 0) -> GaussianHead:
-        body = ConvEncoderBody(self._image(shape, "encoder"), self.channels, self.hidden,
-                               2 * latent_dim + extra, ACTIVATIONS[self.activation])
-        return GaussianHead(body, latent_dim, extra)
-
-    def decoder(self, latent_dim: int, shape: tuple[int, ...], m: int) -> nn.Module:
-        return ConvDecoder(latent_dim, self._image(shape, "decoder"), m, self.channels,
-                           self.hidden, ACTIVATIONS[self.activation])
-
-
-@NETWORKS.register("gated_mlp")
-@frozen_params
-class GatedMLP(NetworkEntry):
-    """Tomczak & Welling's VampPrior networks: P → GatedDense(hidden)… → Linear out, every Linear
-    He-initialised. The decoder's last layer outputs the likelihood's parameters (for bernoulli
-    the logits l, so σ(l) is their ``Linear`` + ``Sigmoid``). ``logvar_clip: [lo, hi]`` gives
-    the encoder log σ² = clip(s, lo, hi) (theirs: [-6, 2]); ``null`` the softplus head of mlp."""
-
-    hidden: tuple[int, ...] = (300, 300)
-    logvar_clip: tuple[float, float] | None = (-6.0, 2.0)
-
-    def __post_init__(self) -> None:
-        _check_layers(self.hidden, "hidden")
-        if not self.hidden:
-            raise ValueError("hidden needs at least one layer")
-        clip = self.logvar_clip
-        if clip is not None and not (len(clip) == 2 and clip[0] < clip[1]):
-            raise ValueError(f"logvar_clip must be [low, high] with low < high, got {list(clip)}")
-
-    def encoder(self, shape: tuple[int, ...], latent_dim: int, extra: int = 0) -> GaussianHead:
-        body = gated([math.prod(shape), *self.hidden, 2 * latent_dim + extra])
-        if self.logvar_clip is None:
-            return GaussianHead(body, latent_dim, extra)
-        return LogVarHead(body, latent_dim, *self.logvar_clip, extra=extra)
-
-    def decoder(self, latent_dim: int, shape: tuple[int, ...], m: int) -> nn.Module:
-        return gated([latent_dim, *self.hidden, m * math.prod(shape)])

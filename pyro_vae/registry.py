@@ -1,10 +1,13 @@
 """Named registries of components, and the validation of their parameters.
 
 An entry is a class whose keyword parameters carry type annotations and defaults, a subclass of
-its registry's base (:mod:`pyro_vae.entries`; ``pyro.infer.ELBO`` for estimators): a frozen
-dataclass of parameters (priors, likelihoods, guides, networks, datasets) or an ELBO class. ``Registry.parse({"name": ..., **params}, path)`` checks the name, the keys and the
+its registry's base (:mod:`pyro_vae.entries`): a frozen dataclass of parameters. An estimator
+named from outside may instead be a ``pyro.infer.ELBO`` subclass, the registry's ``foreign``
+base. ``Registry.parse({"name": ..., **params}, path)`` checks the name, the keys and the
 types against that signature, then calls the entry once so that its own range checks
 (``ValueError``) run; every failure is a one-line :class:`SpecError` naming the dotted key.
+This module and the registries (:mod:`pyro_vae.components`, :mod:`pyro_vae.data`) import
+neither torch nor Pyro: a spec is validated before either is imported.
 
 A name is one of three things, looked up in this order:
 
@@ -17,8 +20,8 @@ A name is one of three things, looked up in this order:
   for components that a package ships.
 
 A spec is data, and a run directory may come from anyone: what a name resolves to must be a
-class that subclasses the registry's base, checked after the import and before anything is
-called, so that ``os:system`` or ``subprocess:Popen`` is refused (a :class:`SpecError`) instead
+class that subclasses the registry's base (or its foreign base), checked after the import and
+before anything is called, so that ``os:system`` or ``subprocess:Popen`` is refused (a :class:`SpecError`) instead
 of run. Importing the module still runs its top-level code: naming a module is trusting it.
 """
 
@@ -209,11 +212,15 @@ def _plain_default(value: Any) -> Any:
 
 class Registry(Generic[T]):
     """Name → entry, every entry a subclass of ``base``. ``register`` is a decorator; ``parse``
-    validates a ``{name, ...}`` mapping."""
+    validates a ``{name, ...}`` mapping. ``foreign``: ``"module:Class"`` of a second base that
+    an entry named from outside (``module:Class``, an entry point) may subclass instead, its
+    class then made directly from the parameters; its module is imported only to check such an
+    entry (``pyro.infer:ELBO`` for estimators)."""
 
-    def __init__(self, kind: str, base: type[T]) -> None:
+    def __init__(self, kind: str, base: type[T], foreign: str | None = None) -> None:
         self.kind = kind
         self.base = base
+        self.foreign = foreign
         self.entries: dict[str, Callable[..., T]] = {}
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
@@ -253,15 +260,26 @@ class Registry(Generic[T]):
                         f"{choices_text(choices)}" + did_you_mean(str(name), choices)
                         + "; or 'package.module:Class' from your own module")
 
+    def _base_of(self, entry: Any, key: str) -> type | None:
+        """The base that ``entry`` subclasses: :attr:`base`, else the :attr:`foreign` one (its
+        module imported here); None when ``entry`` is no such class."""
+        if not inspect.isclass(entry):
+            return None
+        if issubclass(entry, self.base):
+            return self.base
+        foreign = import_entry(self.foreign, key) if self.foreign else None
+        return foreign if foreign is not None and issubclass(entry, foreign) else None
+
     def _checked(self, entry: Any, name: str, key: str) -> Callable[..., T]:
-        """``entry`` when it is a concrete subclass of the base whose parameters can be read;
-        nothing of it is called."""
-        if not (inspect.isclass(entry) and issubclass(entry, self.base)):
+        """``entry`` when it is a concrete subclass of the base (or the foreign base) whose
+        parameters can be read; nothing of it is called."""
+        if self._base_of(entry, key) is None:
             what = f"the class {entry.__qualname__}" if inspect.isclass(entry) else \
                 f"a {type(entry).__name__}"
+            bases = kind_name(self.base) + (f" or of {self.foreign.replace(':', '.')}"
+                                             if self.foreign else "")
             raise SpecError(key, f"{name!r} is {what}, not a {self.kind} class: a {self.kind} "
-                            f"is a subclass of {kind_name(self.base)} (README, \"Write your own "
-                            "component\")")
+                            f"is a subclass of {bases} (README, \"Write your own component\")")
         if inspect.isabstract(entry):
             missing = ", ".join(sorted(getattr(entry, "__abstractmethods__", ())))
             raise SpecError(key, f"{name!r} does not implement {missing}")
@@ -295,14 +313,18 @@ class Registry(Generic[T]):
         return component
 
     def instantiate(self, component: Component, key: str | None = None) -> T:
-        entry = self.entry(component.name, f"{key or self.kind}.name")
+        """The entry made from the component's parameters (for a foreign entry, an instance of
+        the foreign base); its ``ValueError`` is a SpecError naming ``key``."""
+        name_key = f"{key or self.kind}.name"
+        entry = self.entry(component.name, name_key)
         try:
             made = entry(**component.params)
         except SpecError:
             raise
         except ValueError as exc:
             raise SpecError(key or self.kind, str(exc)) from None
-        return built(made, self.base, f"{key or self.kind}.name", component.name)
+        return built(made, self._base_of(entry, name_key) or self.base, name_key,
+                     component.name)
 
 
 def built(value: Any, kind: type[T] | tuple[type, ...], key: str, name: str) -> T:

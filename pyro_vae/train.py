@@ -52,7 +52,9 @@ from inference.compiled import TracedLoss, TraceNotice
 from inference.marginal import MarginalResult
 from pyro_vae.atomic import remove_partial_files
 from pyro_vae.console import chatty
-from pyro_vae.data import DATASETS, SPLITS, DataBundle
+from pyro_vae.bundle import DataBundle
+from pyro_vae.components.estimators import make_elbo
+from pyro_vae.data import DATASETS, SPLITS
 from pyro_vae.engine import (AtomicCheckpointIO, EpochMeans, Interrupted, PeriodicCheckpoint,
                              RngState, RunCSVLogger, Throughput, gather_rows, keep_copy,
                              ranks_in_sync, resumable, stop_on_signals, world)
@@ -65,7 +67,7 @@ from pyro_vae.rundir import (CHECKPOINTS, CONFIG, RECORD, RESUMABLE, TRANSFORM, 
                              Run, best_path, changeable, checkpoint_step, data_digest, flat,
                              last_checkpoint, last_path, load_weights, read_checkpoint,
                              resume_point, run_config, run_state, spec_record)
-from pyro_vae.spec import ESTIMATORS, Spec, TrainSpec, dump_spec, load_run_spec
+from pyro_vae.spec import Spec, TrainSpec, dump_spec, load_run_spec
 from pyro_vae.vae import VAE
 
 DDP_REPORT = "ddp.json"
@@ -115,7 +117,7 @@ class VAEModule(L.LightningModule):
         self.record = record  # what each checkpoint was trained from (rundir.spec_record)
         self.recent: deque[float] = deque(maxlen=RECENT_STEPS)  # |loss per point|, newest last
         self.theta_start = 0.0  # the largest |parameter| when this process began training
-        estimator = ESTIMATORS.instantiate(spec.estimator, "estimator")
+        estimator = make_elbo(spec.estimator)
         self.loss_module = estimator(vae.model, vae.guide)
         jit = spec.train.jit and getattr(estimator, "traceable", True)
         self.traced_loss = TracedLoss(self.loss_module, vae) if jit else None
@@ -314,7 +316,7 @@ class _Indexed(torch.utils.data.Dataset):
 
 
 def with_indices(loader: torch.utils.data.DataLoader) -> torch.utils.data.DataLoader:
-    """A bundle's ``loader`` (:meth:`pyro_vae.data.DataBundle.loader`) yielding ``(x, idx)``:
+    """A bundle's ``loader`` (:meth:`pyro_vae.bundle.DataBundle.loader`) yielding ``(x, idx)``:
     its batches (same order, same collate, so the same random draws of a dynamic
     binarization) and their rows as a LongTensor."""
     collate = loader.collate_fn

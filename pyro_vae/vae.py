@@ -46,11 +46,14 @@ from pyro.distributions.kl import kl_divergence
 from pyro.nn import PyroModule
 from torch import nn
 
+from pyro_vae.components.guides import GUIDES
+from pyro_vae.components.likelihoods import LIKELIHOODS
+from pyro_vae.components.networks import NETWORKS
+from pyro_vae.components.priors import PRIORS
 from pyro_vae.distributions import DiagonalNormal
-from pyro_vae.guides import GUIDES, Posterior
-from pyro_vae.likelihoods import LIKELIHOODS, Likelihood
-from pyro_vae.networks import NETWORKS
-from pyro_vae.priors import PRIORS, Prior
+from pyro_vae.guides import Posterior
+from pyro_vae.likelihoods import Likelihood
+from pyro_vae.priors import Prior
 from pyro_vae.registry import SpecError, built
 from pyro_vae.spec import Spec, load_spec
 

@@ -14,8 +14,9 @@ import torch
 import pyro_vae.train
 from pyro_vae.compare import (add_compare_parser, cmd_compare, parse_estimator, parse_estimators,
                               run_name)
+from pyro_vae.components.estimators import ESTIMATORS
 from pyro_vae.registry import Component, SpecError
-from pyro_vae.spec import ESTIMATORS, load_spec
+from pyro_vae.spec import load_spec
 from pyro_vae.train import fit, prepare
 
 TINY = ["data.binarize=dynamic", "data.limit=256", "latent_dim=4", "encoder.hidden=[32]",

@@ -14,7 +14,8 @@ from sklearn.datasets import load_digits
 from test_reliability_inputs import claim_size
 
 from pyro_vae import data
-from pyro_vae.data import DATASETS, DataBundle, read_idx
+from pyro_vae.bundle import DataBundle
+from pyro_vae.data import DATASETS, read_idx
 from pyro_vae.registry import SpecError
 
 

@@ -11,9 +11,9 @@ from ppca import PPCA
 
 from inference.estimators import ESTIMATORS
 from inference.marginal import log_marginal_likelihood
+from pyro_vae.components.guides import GUIDES
+from pyro_vae.components.networks import MLP
 from pyro_vae.distributions import DiagonalNormal
-from pyro_vae.guides import GUIDES
-from pyro_vae.networks import MLP
 from pyro_vae.registry import SpecError
 from pyro_vae.spec import load_spec
 from pyro_vae.vae import VAE

@@ -5,7 +5,8 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from pyro_vae.likelihoods import LIKELIHOODS, BernoulliLikelihood
+from pyro_vae.components.likelihoods import LIKELIHOODS
+from pyro_vae.likelihoods import BernoulliLikelihood
 
 
 def test_bernoulli_log_prob_equals_torch_bernoulli_after_plate_expansion():

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from pyro_vae.cli import main
-from pyro_vae.priors import PRIORS
+from pyro_vae.components.priors import PRIORS
 from pyro_vae.registry import SpecError
 from pyro_vae.spec import load_spec
 

@@ -10,8 +10,9 @@ import torch
 from inference import make_estimator
 from pyro import poutine
 
+from pyro_vae.components.priors import PRIORS
 from pyro_vae.data import DATASETS
-from pyro_vae.priors import PRIORS, DiagonalNormalMixture, VampPrior
+from pyro_vae.priors import DiagonalNormalMixture, VampPrior
 from pyro_vae.spec import load_spec
 from pyro_vae.vae import VAE
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from pyro_vae.networks import NETWORKS
+from pyro_vae.components.networks import NETWORKS
 from pyro_vae.registry import SpecError
 from pyro_vae.rundir import Run, best_path, last_path, read_checkpoint
 from pyro_vae.spec import load_spec

@@ -1,5 +1,5 @@
 """A spec, and so a run's config.yaml, only ever constructs components: a name that resolves to
-anything but a subclass of its kind's base (pyro_vae.entries; pyro.infer.ELBO for estimators)
+anything but a subclass of its kind's base (pyro_vae.entries; an estimator may be a pyro.infer.ELBO)
 is refused before it is called, whichever command reads the run, and reading a run that names
 code outside pyro-vae says which modules it imports."""
 
@@ -16,8 +16,8 @@ import yaml
 
 import pyro_vae
 from pyro_vae.cli import EXIT_USER_ERROR, main
+from pyro_vae.components.priors import PRIORS
 from pyro_vae.entries import LikelihoodEntry, PriorEntry
-from pyro_vae.priors import PRIORS
 from pyro_vae.registry import Registry, SpecError, frozen_params
 from pyro_vae.spec import load_spec
 
@@ -83,7 +83,7 @@ HOSTILE = [
     ("estimator", {"name": "subprocess:getoutput", "cmd": "touch {marker}"}, "a function"),
     ("prior", {"name": "subprocess:Popen", "args": ["touch", "{marker}"]}, "the class Popen"),
     ("estimator", {"name": "subprocess:Popen", "args": ["touch", "{marker}"]}, "the class Popen"),
-    ("likelihood", {"name": "pyro_vae.priors:Vamp"}, "the class Vamp"),
+    ("likelihood", {"name": "pyro_vae.components.priors:Vamp"}, "the class Vamp"),
 ]
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pyro_vae.priors import PRIORS
+from pyro_vae.components.priors import PRIORS
 from pyro_vae.registry import SpecError
 from pyro_vae.spec import Spec, apply_overrides, dump_spec, load_spec, parse_spec, parse_yaml
 

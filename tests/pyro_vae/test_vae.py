@@ -8,8 +8,8 @@ import torch
 from ppca import PPCA
 from pyro.infer import Trace_ELBO
 
-from pyro_vae.likelihoods import LIKELIHOODS
-from pyro_vae.priors import PRIORS
+from pyro_vae.components.likelihoods import LIKELIHOODS
+from pyro_vae.components.priors import PRIORS
 from pyro_vae.registry import SpecError
 from pyro_vae.spec import load_spec
 from pyro_vae.vae import VAE
