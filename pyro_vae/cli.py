@@ -69,20 +69,17 @@ def device_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from lightning.pytorch.utilities import rank_zero_only
-
     from pyro_vae.data import absolute_paths
-    from pyro_vae.engine import Interrupted
     from pyro_vae.rundir import notice, resume_point
     from pyro_vae.spec import load_spec
-    from pyro_vae.train import Diverged, device_for, finished, load_run, prepare, resume_spec
 
-    quiet()
     overrides = [*args.set, *device_overrides(args)]
     if args.resume:
         if args.config or args.out or args.overwrite:
             raise SpecError("--resume", "takes the run directory alone: the spec is its "
                             "config.yaml and the run continues in place")
+        from pyro_vae.train import resume_spec
+
         run = Run(args.resume)
         spec = resume_spec(run.root, overrides)
     elif args.config:
@@ -91,6 +88,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         spec = dataclasses.replace(spec, data=absolute_paths(spec.data))
     else:
         raise SpecError("train", "needs a YAML spec (CONFIG) or --resume RUN_DIR")
+    # The spec is valid: only now the training stack, whose import (Lightning) takes seconds.
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from pyro_vae.engine import Interrupted
+    from pyro_vae.train import Diverged, device_for, finished, load_run, prepare
+
+    quiet()  # after Lightning's import, which sets its own log level
     if not args.overwrite and run.unscored(spec):
         notice(f"{run.root} holds this spec's run, trained but stopped during its evaluation: "
                "scoring it")

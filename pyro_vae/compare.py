@@ -22,19 +22,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pyro
-import torch
-
-from inference.compare import Row, compare_estimators, csv_text, markdown_table
 from pyro_vae.components.estimators import ESTIMATORS, make_elbo
 from pyro_vae.console import chatty, quiet
 from pyro_vae.data import absolute_paths
-from pyro_vae.evaluate import evaluate
 from pyro_vae.registry import Component, SpecError, directory_argument
 from pyro_vae.rundir import CONFIG, LOCK, Run, run_config
 from pyro_vae.spec import Spec, dump_spec, load_spec, parse_yaml
 
+# torch, Pyro and inference are imported by the functions that use them: the command line
+# imports this module for add_compare_parser, and --help must not wait for them.
 if TYPE_CHECKING:
+    import torch
+
+    from inference.compare import Row
     from pyro_vae.train import Prepared
 
 ALIASES = {"k": "particles"}
@@ -111,6 +111,8 @@ def run_name(label: str) -> str:
 def _on_device(prepared: Prepared, split: str) -> torch.Tensor:
     """Move the VAE to where the spec trains (a GPU when it asks for one and torch has one); the
     split's data, there too."""
+    import torch
+
     gpu = prepared.spec.train.accelerator != "cpu" and torch.cuda.is_available()
     device = torch.device("cuda" if gpu else "cpu")
     prepared.vae.to(device)
@@ -121,6 +123,10 @@ def gradient_rows(prepared: Prepared, estimators: Mapping[str, Component],
                   repeats: int) -> list[Row]:
     """Rows of :func:`inference.compare.compare_estimators` for ``prepared.vae`` on the first
     ``batch_size`` validation points, at the spec's β, seeded with the spec's seed."""
+    import pyro
+
+    from inference.compare import compare_estimators
+
     vae, spec = prepared.vae, prepared.spec
     x = _on_device(prepared, "val")[:spec.train.batch_size]
     vae.train()
@@ -137,6 +143,10 @@ def gradient_rows(prepared: Prepared, estimators: Mapping[str, Component],
 
 def evaluation_columns(prepared: Prepared) -> Row:
     """ELBO and importance-sampled log p(x) on the spec's evaluation split and sample count."""
+    import pyro
+
+    from pyro_vae.evaluate import evaluate
+
     spec = prepared.spec
     pyro.set_rng_seed(spec.train.seed)
     x = _on_device(prepared, spec.evaluate.split)
@@ -156,6 +166,8 @@ def compare_trained(spec: Spec, estimators: Mapping[str, Component], out: Run, r
     ``out/runs/<label>``; score each trained model. Locks ``out`` (:func:`claim`) and writes
     ``out/config.yaml`` (the spec, estimator aside) once the first model is built, so a data error
     leaves nothing behind; the caller lets the lock go."""
+    import torch
+
     from pyro_vae.train import fit, prepare
 
     rows, initial = [], None
@@ -188,6 +200,7 @@ def compare_checkpoint(prepared: Prepared, estimators: Mapping[str, Component],
 def write_outputs(rows: Sequence[Row], out: Run, description: str) -> str:
     """compare.csv, compare.md (description, table, column legend) and figures/compare.png in
     ``out`` (locked: :func:`claim`); returns the table."""
+    from inference.compare import csv_text, markdown_table
     from pyro_vae.figures import plot_estimator_comparison
 
     columns = [c for c in COLUMNS if any(c in r for r in rows)]

@@ -42,16 +42,14 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
-import torch
-
 from pyro_vae.atomic import write_atomic
 from pyro_vae.console import chatty
 from pyro_vae.registry import SpecError
-from pyro_vae.vae import VAE
 
-if TYPE_CHECKING:
-    from pyro_vae.data import DataBundle
+if TYPE_CHECKING:  # torch: imported where a checkpoint or the data are read
+    from pyro_vae.bundle import DataBundle
     from pyro_vae.spec import Spec
+    from pyro_vae.vae import VAE
 
 CONFIG = "config.yaml"
 CHECKPOINTS = "checkpoints"
@@ -435,6 +433,8 @@ def _global_step(checkpoint: dict[str, Any], path: Path) -> int:
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """``torch.load(weights_only=True)``: a checkpoint never runs code on loading."""
+    import torch
+
     try:
         with warnings.catch_warnings():  # about a foreign file's pickle protocol: the error says it
             warnings.simplefilter("ignore")
@@ -479,6 +479,8 @@ def changeable(key: str) -> bool:
 
 def data_digest(bundle: DataBundle) -> str:
     """SHA-256 over the train, val and test splits' bytes and shapes."""
+    import torch
+
     digest = hashlib.sha256()
     for x in (bundle.train, bundle.val, bundle.test):
         digest.update(repr(tuple(x.shape)).encode())
