@@ -37,7 +37,8 @@ def load_run(path: str | os.PathLike[str]) -> tuple[VAE, Spec]:
     directory or has no checkpoint. The caller's random states (torch, NumPy, Python) are left
     as they were, though the rebuild seeds them with the run's ``train.seed``."""
     from pyro_vae.engine import RngState  # Lightning: imported on use only
-    from pyro_vae.train import load_run as load_prepared
+    from pyro_vae.prepared import SEED_VARIABLE
+    from pyro_vae.prepared import load_run as load_prepared
 
     states, seed = RngState(), os.environ.get(SEED_VARIABLE)
     saved = states.state_dict()
@@ -50,9 +51,6 @@ def load_run(path: str | os.PathLike[str]) -> tuple[VAE, Spec]:
         else:
             os.environ[SEED_VARIABLE] = seed
     return prepared.vae.eval(), prepared.spec
-
-
-SEED_VARIABLE = "PL_GLOBAL_SEED"  # where Lightning's seed_everything leaves the seed
 
 
 __all__ = ["VAE", "Spec", "SpecError", "dump_spec", "load_run", "load_spec"]

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     import torch
 
     from pyro_vae.evaluate import Evaluation
-    from pyro_vae.train import Prepared
+    from pyro_vae.prepared import Prepared
 
 EXIT_INTERNAL = 1  # a bug: one line naming the command and a log file with the traceback
 EXIT_USER_ERROR = 2
@@ -190,7 +190,8 @@ def _limit(value: int | None) -> int | None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from pyro_vae.train import device_for, evaluate_run, load_run
+    from pyro_vae.evaluate import device_for, evaluate_run
+    from pyro_vae.prepared import load_run
 
     quiet()
     run = Path(args.run_dir)
@@ -257,7 +258,7 @@ def _new_files(overwrite: bool, **outputs: str | None) -> None:
 
 def cmd_encode(args: argparse.Namespace) -> None:
     from pyro_vae.export import encode_split
-    from pyro_vae.train import load_run
+    from pyro_vae.prepared import load_run
 
     quiet()
     _new_files(args.overwrite, out=args.out)
@@ -273,7 +274,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
 def cmd_sample(args: argparse.Namespace) -> None:
     from pyro_vae.export import sample
     from pyro_vae.figures import is_image_shape, plot_samples, plot_samples_vs_data
-    from pyro_vae.train import load_run
+    from pyro_vae.prepared import load_run
 
     quiet()
     if args.n < 1:

@@ -13,7 +13,9 @@
 * :class:`Throughput`: images/s per logged step and per epoch;
 * :class:`EpochMeans`: a training epoch's means of per-step scalars, kept outside Lightning's
   per-call logging machinery;
-* :func:`gather_rows` and :func:`ranks_in_sync`: the collectives of a DDP run.
+* :func:`ranks_in_sync`: whether a DDP run's ranks hold the same parameters
+  (:mod:`pyro_vae.ranks` has the rest of its collectives, which evaluation uses without
+  Lightning).
 
 Every checkpoint entry is a tensor, number, string or container of them: nothing is unpickled.
 """
@@ -44,6 +46,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pyro_vae.atomic import write_atomic, write_text_atomic
+from pyro_vae.ranks import world
 from pyro_vae.rundir import keep_copy, kept_checkpoints
 
 
@@ -407,34 +410,6 @@ class EpochMeans:
         means = {name: total / self.weight for name, total in self.sums.items()}
         self.sums, self.weight = {}, 0
         return means
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size) of the initialised process group, (0, 1) without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def gather_rows(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """``fn(x)`` for ``fn`` mapping (n, ...) rows to (n, k) results, sharded over the ranks.
-
-    Rank r computes rows r, r + W, ...; the shards are all-gathered (padded to one length) and
-    put back in the original order, so every rank returns the whole (n, k) result.
-    """
-    rank, size = world()
-    if size == 1:
-        return fn(x)
-    part = fn(x[rank::size])
-    length = -(-len(x) // size)
-    padded = torch.zeros((length, *part.shape[1:]), dtype=part.dtype, device=part.device)
-    padded[:len(part)] = part
-    shards = [torch.empty_like(padded) for _ in range(size)]
-    dist.all_gather(shards, padded)
-    out = torch.empty((len(x), *part.shape[1:]), dtype=part.dtype, device=part.device)
-    for r, shard in enumerate(shards):
-        out[r::size] = shard[:len(range(r, len(x), size))]
-    return out
 
 
 def parameter_digest(module: torch.nn.Module) -> str:

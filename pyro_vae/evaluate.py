@@ -17,10 +17,12 @@ The fast path scores several points per call when K is small: a call holds at mo
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyro
 import torch
@@ -29,10 +31,15 @@ from tqdm.auto import tqdm
 from inference.marginal import (MarginalResult, chunk_size_for_budget, estimate_from_log_weights,
                                 measure_bytes_per_particle)
 from pyro_vae.atomic import write_json_atomic
+from pyro_vae.ranks import gather_rows, rank_zero, world
 from pyro_vae.registry import SpecError
 from pyro_vae.vae import VAE
 
+if TYPE_CHECKING:
+    from pyro_vae.prepared import Prepared
+
 ACTIVE_THRESHOLD = 0.01
+LONG_EVALUATION_S = 60.0  # an evaluation expected to take longer says so before it starts
 #: chunks above ~32 MiB of temporaries run slower per particle on a CPU, their working set
 #: past the caches (``python -m benchmarks.small_k`` measures it)
 FAST_CHUNK_BYTES = 32 * 2**20
@@ -208,3 +215,72 @@ def evaluate(vae: VAE, x: torch.Tensor, split: str, num_samples: int,
         wall_time_s=time.perf_counter() - start, points=is_result,
         model_scale=model_scale, log_jacobian=log_jacobian,
     )
+
+
+def device_for(accelerator: str) -> torch.device:
+    """The device a single-process evaluation runs on."""
+    if accelerator == "gpu" and not torch.cuda.is_available():
+        raise SpecError("--accelerator", "gpu (given, or the run's train.accelerator) but torch "
+                        "finds no CUDA device; pass --accelerator cpu")
+    return torch.device("cuda" if accelerator != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def announce_duration(vae: VAE, x: torch.Tensor, split: str, k: int, budget: float,
+                      world_size: int = 1) -> None:
+    """On stderr (rank 0), before an evaluation expected to take over ``LONG_EVALUATION_S``:
+    its estimated time from a measured cost per particle
+    (:func:`estimated_seconds`), so an absurd K does not run for hours
+    silently."""
+    seconds = estimated_seconds(vae, x, k, budget) / world_size
+    if rank_zero() and seconds > LONG_EVALUATION_S:
+        per = seconds * world_size / (k * len(x))
+        points = f"{len(x)} {split} point{'s' if len(x) > 1 else ''}"
+        print(f"pyro-vae: log p(x) of {points} with K={k} importance samples "
+              f"will take about {_duration(seconds)} ({per * 1e6:.3g} µs per particle "
+              "measured); Ctrl-C stops it", file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
+def evaluate_run(prepared: Prepared, device: torch.device, split: str | None = None,
+                 num_samples: int | None = None, progress: bool = False,
+                 limit: int | None = None) -> Evaluation:
+    """Importance-sampled evaluation on ``device`` (the spec's ``evaluate`` section by default)
+    of the first ``limit`` points of the split (all by default), on the data's own scale.
+
+    Under DDP rank r estimates log p(x) for points r, r + W, ... with its own RNG stream and the
+    per-point estimates are all-gathered, so every rank returns the whole evaluation.
+    """
+    spec = prepared.spec.evaluate
+    split, k = split or spec.split, num_samples or spec.num_samples
+    rank, size = world()
+    fields = ("log_px", "stderr", "ess", "elbo")
+
+    def log_px(vae: VAE, x: torch.Tensor, num: int, budget: float,
+               progress: bool = False) -> MarginalResult:
+        def rows(part: torch.Tensor) -> torch.Tensor:
+            result = importance_log_px(vae, part, num, budget, progress=progress and rank == 0)
+            return torch.stack([getattr(result, f).double() for f in fields], dim=1)
+
+        table = gather_rows(rows, x).cpu()
+        return MarginalResult(**dict(zip(fields, table.T.contiguous())), num_samples=num)
+
+    vae = prepared.vae.to(device)
+    try:
+        announce_duration(vae, prepared.bundle.split(split)[:limit].to(device), split, k,
+                          spec.memory_budget_mb, size)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            if size > 1:  # ranks share one RNG stream after training: give each its own
+                torch.manual_seed(prepared.spec.train.seed + 1 + rank)
+            bundle = prepared.bundle
+            return evaluate(vae, bundle.split(split)[:limit].to(device), split, k,
+                            spec.memory_budget_mb, progress=progress, log_px=log_px,
+                            log_jacobian=bundle.log_jacobian, model_scale=bundle.scale_name,
+                            counts=bundle.transform == "dequantize")
+    finally:
+        vae.cpu()

@@ -35,8 +35,6 @@ import sys
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -49,30 +47,29 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from inference.compiled import TracedLoss, TraceNotice
-from inference.marginal import MarginalResult
 from pyro_vae.atomic import remove_partial_files
-from pyro_vae.console import chatty
 from pyro_vae.bundle import DataBundle
 from pyro_vae.components.estimators import make_elbo
-from pyro_vae.data import DATASETS, SPLITS
+from pyro_vae.console import chatty
 from pyro_vae.engine import (AtomicCheckpointIO, EpochMeans, Interrupted, PeriodicCheckpoint,
-                             RngState, RunCSVLogger, Throughput, gather_rows, keep_copy,
-                             ranks_in_sync, resumable, stop_on_signals, world)
-from pyro_vae.evaluate import (Evaluation, estimated_seconds, evaluate, importance_log_px,
-                               particles_per_chunk)
-from pyro_vae.networks import check_fits
-from pyro_vae.registry import SpecError, built
-# CONFIG, RESUMABLE, checkpoint_step: re-exported for callers of train
+                             RngState, RunCSVLogger, Throughput, keep_copy, ranks_in_sync,
+                             resumable, stop_on_signals)
+# device_for, evaluate_run, Prepared, prepare, load_run, evaluated_checkpoint (their homes do
+# not import Lightning, for the commands that do not train) and CONFIG, RESUMABLE,
+# checkpoint_step: re-exported for callers of train
+from pyro_vae.evaluate import device_for, evaluate_run  # noqa: F401
+from pyro_vae.prepared import (Prepared, evaluated_checkpoint, load_run, prepare,  # noqa: F401
+                               steps_per_epoch)
+from pyro_vae.registry import SpecError
 from pyro_vae.rundir import (CHECKPOINTS, CONFIG, RECORD, RESUMABLE, TRANSFORM,  # noqa: F401
-                             Run, best_path, changeable, checkpoint_step, data_digest, flat,
-                             last_checkpoint, last_path, load_weights, read_checkpoint,
-                             resume_point, run_config, run_state, spec_record)
+                             Run, best_path, changeable, checkpoint_step, flat, last_checkpoint,
+                             last_path, read_checkpoint, resume_point, run_config, run_state,
+                             spec_record)
 from pyro_vae.spec import Spec, TrainSpec, dump_spec, load_run_spec
 from pyro_vae.vae import VAE
 
 DDP_REPORT = "ddp.json"
 RECENT_STEPS = 32  # the blow-up guard's window of per-point losses
-LONG_EVALUATION_S = 60.0  # an evaluation expected to take longer says so before it starts
 
 
 class Diverged(RuntimeError):
@@ -83,11 +80,6 @@ class Diverged(RuntimeError):
         self.step, self.reason = step, reason
         super().__init__(f"training diverged at step {step}: {reason}"
                          + (f"; {where}" if where else ""))
-
-
-def steps_per_epoch(num_data: int, batch_size: int, world_size: int) -> int:
-    """Optimizer steps per epoch and rank: ⌈⌈N/W⌉/B⌉ (the sampler pads N to a multiple of W)."""
-    return math.ceil(math.ceil(num_data / world_size) / batch_size)
 
 
 def adam(params: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
@@ -329,72 +321,6 @@ def with_indices(loader: torch.utils.data.DataLoader) -> torch.utils.data.DataLo
                                        sampler=loader.sampler, collate_fn=pair)
 
 
-@dataclass
-class Prepared:
-    """Everything validated before a run directory is touched."""
-
-    spec: Spec
-    bundle: DataBundle
-    vae: VAE
-
-    @cached_property
-    def data_sha256(self) -> str:
-        return data_digest(self.bundle)
-
-
-def prepare(spec: Spec) -> Prepared:
-    """Load the data, build the VAE and check the data against the likelihood's support."""
-    L.seed_everything(spec.train.seed, verbose=False)
-    bundle = built(DATASETS.instantiate(spec.data, "data").load(), DataBundle, "data.name",
-                   spec.data.name)
-    if spec.train.batch_size > len(bundle.train):
-        raise SpecError("train.batch_size", f"{spec.train.batch_size} is larger than the "
-                        f"{len(bundle.train)} training items")
-    check_kl_weight(spec, len(bundle.train))
-    check_fits(lambda: VAE.from_spec(spec, bundle.shape, bundle.levels, bundle.train),
-               "latent_dim or the sizes in encoder, decoder and prior")
-    vae = VAE.from_spec(spec, bundle.shape, bundle.levels, bundle.train)
-    plate = spec.estimator.params.get("data_plate")
-    if plate not in (None, "data"):
-        raise SpecError("estimator.data_plate", f"the VAE's data plate is 'data', got {plate!r}")
-    for split in SPLITS:
-        x = getattr(bundle, split)
-        if len(x) == 0:  # training validates every epoch; evaluation needs its split
-            if split == "val" or split == spec.evaluate.split:
-                use = "training validates on it" if split == "val" else f"evaluate.split is {split}"
-                raise SpecError(f"data.{split}_fraction", f"leaves the {split} split of "
-                                f"{bundle.name} empty, but {use}")
-            continue
-        if split == "train" and bundle.collate is not None:  # as training batches will be
-            x = bundle.collate(x[:1000])
-        vae.check_data(x, f"data ({spec.data.name}, {split} split)")
-    vae.num_data = len(bundle.train)
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        if (spec.estimator.name == "mean_field" and chatty()
-                and not vae.elbo_terms(bundle.train[:1]).analytic_kl):
-            print(f"pyro-vae: note: mean_field takes the KL term by Monte Carlo, log q(z|x) − "
-                  f"log p(z) at one draw: guide {spec.guide.name} and prior {spec.prior.name} "
-                  "have no closed-form KL", file=sys.stderr)
-    with torch.random.fork_rng(devices=[]):  # one particle must fit evaluate.memory_budget_mb
-        particles_per_chunk(vae, bundle.split(spec.evaluate.split)[:1],
-                            spec.evaluate.num_samples, spec.evaluate.memory_budget_mb)
-    return Prepared(spec, bundle, vae)
-
-
-def check_kl_weight(spec: Spec, num_data: int) -> None:
-    """SpecError when the smallest KL weight, β_0 = β·min(1, 1/T) at the first step of a T-step
-    warm-up, is below float32's smallest normal number: the KL term would vanish from the loss
-    (or β_0 round to 0, which poutine.scale refuses)."""
-    t = spec.train
-    steps = t.warmup_epochs * steps_per_epoch(num_data, t.batch_size, t.devices)
-    first, tiny = spec.beta * min(1.0, 1.0 / steps) if steps else spec.beta, 1.2e-38
-    if not first >= tiny:
-        key = "train.warmup_epochs" if steps > 1 else "beta"
-        raise SpecError(key, f"makes the first step's KL weight β·min(1, 1/T) = {first:.3g} "
-                        f"(β = {spec.beta:g}, T = {steps:g} warm-up steps), below float32's "
-                        f"smallest normal number {tiny:g}: the KL term would vanish")
-
-
 def check_devices(train: TrainSpec) -> None:
     """SpecError for an accelerator or device count this machine does not have."""
     gpus = torch.cuda.device_count()
@@ -596,31 +522,6 @@ def resume_spec(run_dir: Path, overrides: Sequence[str] = ()) -> Spec:
     return spec
 
 
-def evaluated_checkpoint(run_dir: Path, spec: Spec) -> Path:
-    """The checkpoint a run is scored with: ``best.ckpt`` (the highest validation ELBO) when
-    the run stops early on it, as the published protocols select; else ``last.ckpt``."""
-    best = best_path(run_dir)
-    if spec.train.early_stopping_patience and best.is_file():
-        return best
-    return last_checkpoint(run_dir)
-
-
-def load_run(run_dir: Path, spec: Spec | None = None) -> Prepared:
-    """Rebuild a run's VAE from its config.yaml (or ``spec``, e.g. with other ``evaluate``
-    settings) and load the weights of :func:`evaluated_checkpoint` (the best validation ELBO's
-    with early stopping, else the last), checked against the spec and data the checkpoint was
-    trained on; the data transform refitted on loading must equal the one the run saved
-    (transform.json)."""
-    prepared = prepare(spec or load_run_spec(run_config(run_dir)))
-    load_weights(prepared.vae, evaluated_checkpoint(run_dir, prepared.spec), run_dir,
-                 prepared.spec, lambda: prepared.data_sha256)
-    saved = run_dir / TRANSFORM
-    if saved.is_file() and json.loads(saved.read_text()) != prepared.bundle.transform_state():
-        raise SpecError(str(saved), "the data now give another transform than the run was "
-                        "trained with (its training split changed): restore the data file")
-    return prepared
-
-
 def finished(run_dir: Path, max_epochs: int) -> str | None:
     """Why the run in ``run_dir`` has nothing left to do up to ``max_epochs`` epochs (all epochs
     trained and the run scored, more epochs trained, or early stopping ended it and
@@ -640,72 +541,3 @@ def finished(run_dir: Path, max_epochs: int) -> str | None:
     if any(stopped) and max_epochs <= saved:
         return f"early stopping ended it after {done} epochs"
     return None
-
-
-def device_for(accelerator: str) -> torch.device:
-    """The device a single-process evaluation runs on."""
-    if accelerator == "gpu" and not torch.cuda.is_available():
-        raise SpecError("--accelerator", "gpu (given, or the run's train.accelerator) but torch "
-                        "finds no CUDA device; pass --accelerator cpu")
-    return torch.device("cuda" if accelerator != "cpu" and torch.cuda.is_available() else "cpu")
-
-
-def announce_duration(vae: VAE, x: torch.Tensor, split: str, k: int, budget: float,
-                      world_size: int = 1) -> None:
-    """On stderr (rank 0), before an evaluation expected to take over ``LONG_EVALUATION_S``:
-    its estimated time from a measured cost per particle
-    (:func:`~pyro_vae.evaluate.estimated_seconds`), so an absurd K does not run for hours
-    silently."""
-    seconds = estimated_seconds(vae, x, k, budget) / world_size
-    if rank_zero_only.rank == 0 and seconds > LONG_EVALUATION_S:
-        per = seconds * world_size / (k * len(x))
-        points = f"{len(x)} {split} point{'s' if len(x) > 1 else ''}"
-        print(f"pyro-vae: log p(x) of {points} with K={k} importance samples "
-              f"will take about {_duration(seconds)} ({per * 1e6:.3g} µs per particle "
-              "measured); Ctrl-C stops it", file=sys.stderr, flush=True)
-
-
-def _duration(seconds: float) -> str:
-    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.3g} {unit}"
-    return f"{seconds:.3g} s"
-
-
-def evaluate_run(prepared: Prepared, device: torch.device, split: str | None = None,
-                 num_samples: int | None = None, progress: bool = False,
-                 limit: int | None = None) -> Evaluation:
-    """Importance-sampled evaluation on ``device`` (the spec's ``evaluate`` section by default)
-    of the first ``limit`` points of the split (all by default), on the data's own scale.
-
-    Under DDP rank r estimates log p(x) for points r, r + W, ... with its own RNG stream and the
-    per-point estimates are all-gathered, so every rank returns the whole evaluation.
-    """
-    spec = prepared.spec.evaluate
-    split, k = split or spec.split, num_samples or spec.num_samples
-    rank, size = world()
-    fields = ("log_px", "stderr", "ess", "elbo")
-
-    def log_px(vae: VAE, x: torch.Tensor, num: int, budget: float,
-               progress: bool = False) -> MarginalResult:
-        def rows(part: torch.Tensor) -> torch.Tensor:
-            result = importance_log_px(vae, part, num, budget, progress=progress and rank == 0)
-            return torch.stack([getattr(result, f).double() for f in fields], dim=1)
-
-        table = gather_rows(rows, x).cpu()
-        return MarginalResult(**dict(zip(fields, table.T.contiguous())), num_samples=num)
-
-    vae = prepared.vae.to(device)
-    try:
-        announce_duration(vae, prepared.bundle.split(split)[:limit].to(device), split, k,
-                          spec.memory_budget_mb, size)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            if size > 1:  # ranks share one RNG stream after training: give each its own
-                torch.manual_seed(prepared.spec.train.seed + 1 + rank)
-            bundle = prepared.bundle
-            return evaluate(vae, bundle.split(split)[:limit].to(device), split, k,
-                            spec.memory_budget_mb, progress=progress, log_px=log_px,
-                            log_jacobian=bundle.log_jacobian, model_scale=bundle.scale_name,
-                            counts=bundle.transform == "dequantize")
-    finally:
-        vae.cpu()

@@ -1,0 +1,138 @@
+"""A run's parts, made from its spec without Lightning (which only training imports): the data
+loaded, the VAE built and both checked (:func:`prepare`), and for a trained run its weights
+loaded (:func:`load_run`), as ``evaluate``, ``encode``, ``sample`` and ``train`` start.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pyro_vae.bundle import DataBundle
+from pyro_vae.console import chatty
+from pyro_vae.data import DATASETS, SPLITS
+from pyro_vae.evaluate import particles_per_chunk
+from pyro_vae.networks import check_fits
+from pyro_vae.registry import SpecError, built
+from pyro_vae.rundir import (TRANSFORM, best_path, data_digest, last_checkpoint, load_weights,
+                             run_config)
+from pyro_vae.spec import Spec, load_run_spec
+from pyro_vae.vae import VAE
+
+#: Where the seed is left for Lightning, whose DDP processes re-seed from it.
+SEED_VARIABLE = "PL_GLOBAL_SEED"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators with ``seed`` and leave it in
+    :data:`SEED_VARIABLE`: what Lightning's ``seed_everything(seed, verbose=False)`` does
+    (``tests/pyro_vae/test_startup.py`` compares the two), without importing Lightning."""
+    os.environ[SEED_VARIABLE] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def steps_per_epoch(num_data: int, batch_size: int, world_size: int) -> int:
+    """Optimizer steps per epoch and rank: ⌈⌈N/W⌉/B⌉ (the sampler pads N to a multiple of W)."""
+    return math.ceil(math.ceil(num_data / world_size) / batch_size)
+
+
+@dataclass
+class Prepared:
+    """Everything validated before a run directory is touched."""
+
+    spec: Spec
+    bundle: DataBundle
+    vae: VAE
+
+    @cached_property
+    def data_sha256(self) -> str:
+        return data_digest(self.bundle)
+
+
+def prepare(spec: Spec) -> Prepared:
+    """Load the data, build the VAE and check the data against the likelihood's support."""
+    seed_everything(spec.train.seed)
+    bundle = built(DATASETS.instantiate(spec.data, "data").load(), DataBundle, "data.name",
+                   spec.data.name)
+    if spec.train.batch_size > len(bundle.train):
+        raise SpecError("train.batch_size", f"{spec.train.batch_size} is larger than the "
+                        f"{len(bundle.train)} training items")
+    check_kl_weight(spec, len(bundle.train))
+    check_fits(lambda: VAE.from_spec(spec, bundle.shape, bundle.levels, bundle.train),
+               "latent_dim or the sizes in encoder, decoder and prior")
+    vae = VAE.from_spec(spec, bundle.shape, bundle.levels, bundle.train)
+    plate = spec.estimator.params.get("data_plate")
+    if plate not in (None, "data"):
+        raise SpecError("estimator.data_plate", f"the VAE's data plate is 'data', got {plate!r}")
+    for split in SPLITS:
+        x = getattr(bundle, split)
+        if len(x) == 0:  # training validates every epoch; evaluation needs its split
+            if split == "val" or split == spec.evaluate.split:
+                use = "training validates on it" if split == "val" else f"evaluate.split is {split}"
+                raise SpecError(f"data.{split}_fraction", f"leaves the {split} split of "
+                                f"{bundle.name} empty, but {use}")
+            continue
+        if split == "train" and bundle.collate is not None:  # as training batches will be
+            x = bundle.collate(x[:1000])
+        vae.check_data(x, f"data ({spec.data.name}, {split} split)")
+    vae.num_data = len(bundle.train)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        if (spec.estimator.name == "mean_field" and chatty()
+                and not vae.elbo_terms(bundle.train[:1]).analytic_kl):
+            print(f"pyro-vae: note: mean_field takes the KL term by Monte Carlo, log q(z|x) − "
+                  f"log p(z) at one draw: guide {spec.guide.name} and prior {spec.prior.name} "
+                  "have no closed-form KL", file=sys.stderr)
+    with torch.random.fork_rng(devices=[]):  # one particle must fit evaluate.memory_budget_mb
+        particles_per_chunk(vae, bundle.split(spec.evaluate.split)[:1],
+                            spec.evaluate.num_samples, spec.evaluate.memory_budget_mb)
+    return Prepared(spec, bundle, vae)
+
+
+def check_kl_weight(spec: Spec, num_data: int) -> None:
+    """SpecError when the smallest KL weight, β_0 = β·min(1, 1/T) at the first step of a T-step
+    warm-up, is below float32's smallest normal number: the KL term would vanish from the loss
+    (or β_0 round to 0, which poutine.scale refuses)."""
+    t = spec.train
+    steps = t.warmup_epochs * steps_per_epoch(num_data, t.batch_size, t.devices)
+    first, tiny = spec.beta * min(1.0, 1.0 / steps) if steps else spec.beta, 1.2e-38
+    if not first >= tiny:
+        key = "train.warmup_epochs" if steps > 1 else "beta"
+        raise SpecError(key, f"makes the first step's KL weight β·min(1, 1/T) = {first:.3g} "
+                        f"(β = {spec.beta:g}, T = {steps:g} warm-up steps), below float32's "
+                        f"smallest normal number {tiny:g}: the KL term would vanish")
+
+
+def evaluated_checkpoint(run_dir: Path, spec: Spec) -> Path:
+    """The checkpoint a run is scored with: ``best.ckpt`` (the highest validation ELBO) when
+    the run stops early on it, as the published protocols select; else ``last.ckpt``."""
+    best = best_path(run_dir)
+    if spec.train.early_stopping_patience and best.is_file():
+        return best
+    return last_checkpoint(run_dir)
+
+
+def load_run(run_dir: Path, spec: Spec | None = None) -> Prepared:
+    """Rebuild a run's VAE from its config.yaml (or ``spec``, e.g. with other ``evaluate``
+    settings) and load the weights of :func:`evaluated_checkpoint` (the best validation ELBO's
+    with early stopping, else the last), checked against the spec and data the checkpoint was
+    trained on; the data transform refitted on loading must equal the one the run saved
+    (transform.json)."""
+    prepared = prepare(spec or load_run_spec(run_config(run_dir)))
+    load_weights(prepared.vae, evaluated_checkpoint(run_dir, prepared.spec), run_dir,
+                 prepared.spec, lambda: prepared.data_sha256)
+    saved = run_dir / TRANSFORM
+    if saved.is_file() and json.loads(saved.read_text()) != prepared.bundle.transform_state():
+        raise SpecError(str(saved), "the data now give another transform than the run was "
+                        "trained with (its training split changed): restore the data file")
+    return prepared
