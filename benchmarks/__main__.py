@@ -1,12 +1,13 @@
 """``python -m benchmarks``: the speed benchmarks and the quick quality run; writes BENCHMARKS.md.
 
-    python -m benchmarks [--only step,is,is-small,scaling,quality] [--device cuda] [--threads 2]
+    python -m benchmarks [--only step,is,is-small,scaling,quality,startup] [--device cuda]
+                         [--threads 2]
                          [--toy]
 """
 
 from __future__ import annotations
 
-from benchmarks import importance, quality, scaling, small_k, step
+from benchmarks import importance, quality, scaling, small_k, startup, step
 from benchmarks.cli import Runner, finish, options_from, parser
 
 SECTIONS: dict[str, Runner] = {
@@ -15,6 +16,7 @@ SECTIONS: dict[str, Runner] = {
     "is-small": small_k.run,
     "scaling": scaling.run,
     "quality": quality.quick,
+    "startup": startup.run,
 }
 
 

@@ -10,9 +10,9 @@ from typing import Any
 from benchmarks.common import plural, table
 
 ORDER = ("step", "is", "is-small", "published", "quality-quick", "scaling", "ais", "ais-quality",
-         "richer")
+         "richer", "startup")
 NUMBER = {"step": "1", "is": "2", "is-small": "2b", "published": "3", "quality-quick": "3",
-          "scaling": "4", "ais": "5", "ais-quality": "5", "richer": "6"}
+          "scaling": "4", "ais": "5", "ais-quality": "5", "richer": "6", "startup": "7"}
 SECTION_COMMANDS = {"step": "python -m benchmarks --only step",
                     "is": "python -m benchmarks --only is",
                     "is-small": "python -m benchmarks --only is-small",
@@ -20,14 +20,15 @@ SECTION_COMMANDS = {"step": "python -m benchmarks --only step",
                     "quality-quick": "python -m benchmarks.quality",
                     "published": "python -m benchmarks.published",
                     "ais": "python -m benchmarks.ais",
-                    "richer": "python -m benchmarks.richer"}
+                    "richer": "python -m benchmarks.richer",
+                    "startup": "python -m benchmarks --only startup"}
 HEADER = """# Benchmarks
 
 Our performance claims are only what this suite measures. Speed is measured as ratios against
 plain-PyTorch floors (same networks, hand-written losses and estimators) inside one process, in
 interleaved blocks, because this machine is shared and its speed drifts by ±30 % between runs;
-quality against published figures. `make bench` (= `python -m benchmarks`) runs sections 1, 2, 4
-and the quick form of 3; `make bench-published` (= `python -m benchmarks.published`) the full
+quality against published figures. `make bench` (= `python -m benchmarks`) runs sections 1, 2, 4,
+7 and the quick form of 3; `make bench-published` (= `python -m benchmarks.published`) the full
 published protocol. This file is generated from `benchmarks/results/*.json`; do not edit it.
 """
 GPU = """## GPU
