@@ -38,8 +38,8 @@ comma   := ,
 space   := $(subst ,, )
 JOB      = $(if $(MODELS),-$(subst $(comma),+,$(MODELS)))$(if $(filter-out 0,$(SEEDS)),-seed$(subst $(space),+,$(strip $(SEEDS))))
 bench-published: $(STAMP)
-	OMP_NUM_THREADS=$(THREADS) $(PY) -m benchmarks.published --threads $(THREADS) --state $(STATE) \
-		$(if $(MODELS),--models $(MODELS)) --seeds $(SEEDS)
+	OMP_NUM_THREADS=$(THREADS) $(PY) -m benchmarks.published --threads $(THREADS) \
+		--state $(call path,$(STATE)) $(if $(MODELS),--models $(MODELS)) --seeds $(SEEDS)
 
 # How loose IS is on the protocol VAE (about 11 h on one thread; resumes from its saved pieces).
 # Two jobs can share the pieces, one per core: THREADS=1 for both, AIS_JOB=job-2 for the second
@@ -48,6 +48,10 @@ AIS_STATE ?= $(CACHE)/ais-quality
 AIS_JOB   ?= job
 RUN       ?= $(STATE)/vae-seed0
 
+# $(call path,PATH): PATH made absolute (against this folder) and quoted as one word of the
+# shell, whatever spaces or quotes it holds (make's own abspath splits it at spaces).
+path = '$(subst ','\'',$(if $(filter /%,$(firstword $(1))),$(1),$(CURDIR)/$(1)))'
+
 # $(call background,DIR,NAME,MODULE AND ARGS): `python -m MODULE AND ARGS` in the background,
 # from a snapshot of HEAD (edits to the work tree cannot reach the running job). Everything the
 # job keeps besides its results is in the folder DIR/NAME, marked as ours: code/ (the snapshot),
@@ -55,28 +59,28 @@ RUN       ?= $(STATE)/vae-seed0
 # makes this target delete a user's files.
 MARK := .pyro-vae-job
 define background
-@job=$(1)/$(2); \
-if [ -f $$job/pid ] && kill -0 $$(cat $$job/pid) 2>/dev/null; then \
-	echo "already running: pid $$(cat $$job/pid), log $$job/log"; exit 1; fi; \
-if [ -e $$job ] && [ ! -f $$job/$(MARK) ]; then \
+@job=$(call path,$(1)/$(2)); \
+if [ -f "$$job/pid" ] && kill -0 "$$(cat "$$job/pid")" 2>/dev/null; then \
+	echo "already running: pid $$(cat "$$job/pid"), log $$job/log"; exit 1; fi; \
+if [ -e "$$job" ] && [ ! -f "$$job/$(MARK)" ]; then \
 	echo "$$job exists and is not a pyro-vae job folder; nothing was changed" >&2; exit 1; fi; \
-mkdir -p $$job && touch $$job/$(MARK) && rm -rf $$job/code && mkdir $$job/code && \
-	git archive HEAD | tar -x -C $$job/code || exit 1; \
-(cd $$job/code && OMP_NUM_THREADS=$(THREADS) exec setsid nohup $(abspath $(PY)) -m $(3) \
-	--threads $(THREADS) --results $(abspath benchmarks/results) \
-	--out $(abspath BENCHMARKS.md)) >> $$job/log 2>&1 < /dev/null & echo $$! > $$job/pid; \
-echo "started: pid $$(cat $$job/pid), code $$(git rev-parse --short HEAD), log $$job/log"
+mkdir -p "$$job" && touch "$$job/$(MARK)" && rm -rf "$$job/code" && mkdir "$$job/code" && \
+	git archive HEAD | tar -x -C "$$job/code" || exit 1; \
+(cd "$$job/code" && OMP_NUM_THREADS=$(THREADS) exec setsid nohup $(call path,$(PY)) -m $(3) \
+	--threads $(THREADS) --results $(call path,benchmarks/results) \
+	--out $(call path,BENCHMARKS.md)) >> "$$job/log" 2>&1 < /dev/null & echo $$! > "$$job/pid"; \
+echo "started: pid $$(cat "$$job/pid"), code $$(git rev-parse --short HEAD), log $$job/log"
 endef
 
 bench-published-bg: $(STAMP)
-	$(call background,$(STATE),job$(JOB),benchmarks.published --state $(STATE) $(if $(MODELS),--models $(MODELS)) --seeds $(SEEDS))
+	$(call background,$(STATE),job$(JOB),benchmarks.published --state $(call path,$(STATE)) $(if $(MODELS),--models $(MODELS)) --seeds $(SEEDS))
 
 # The names these targets had before benchmarks/published.py named them.
 bench-quality: bench-published
 bench-quality-bg: bench-published-bg
 
 bench-ais-bg: $(STAMP)
-	$(call background,$(AIS_STATE),$(AIS_JOB),benchmarks.ais --quality $(abspath $(RUN)))
+	$(call background,$(AIS_STATE),$(AIS_JOB),benchmarks.ais --quality $(call path,$(RUN)))
 
 # Caches only: trained runs (runs/, the default --out) are the user's and stay.
 clean:

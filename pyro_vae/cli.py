@@ -96,8 +96,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     quiet()  # after Lightning's import, which sets its own log level
     if not args.overwrite and run.unscored(spec):
-        notice(f"{run.root} holds this spec's run, trained but stopped during its evaluation: "
-               "scoring it")
+        notice(f"{run.root} holds this spec's run, trained but stopped before its evaluation "
+               "and figures were all written: scoring it")
         try:
             with run.locked("train"):
                 prepared = load_run(run.root, spec)
@@ -139,8 +139,9 @@ def _train(prepared: Prepared, run: Run, overwrite: bool, resume: bool) -> int:
 
 def _score(prepared: Prepared, run: Run, device: torch.device, rank0: bool) -> int:
     """The evaluation that ends ``train``: scores, figures and the printed summary. A stop
-    signal here ends the command with one line; the trained run stays, and the same command
-    (or ``--resume``) scores it (:meth:`Run.unscored`)."""
+    signal or a file that cannot be written (a full disk) here ends the command with one line;
+    the trained run stays, and the same command (or ``--resume``) scores it
+    (:meth:`Run.unscored`)."""
     from pyro_vae.engine import stopped_during
     from pyro_vae.train import evaluate_run
 
@@ -148,13 +149,18 @@ def _score(prepared: Prepared, run: Run, device: torch.device, rank0: bool) -> i
         if run.unscored(prepared.spec):
             return (f"{run.root} keeps the trained run; the same command or pyro-vae train "
                     f"--resume {run.root} scores it")
-        return f"its scores are written; pyro-vae evaluate {run.root} draws its figures again"
+        return f"its scores and figures are written in {run.root}"
 
     progress = prepared.spec.train.progress and chatty()
     with stopped_during("the evaluation", where):
         result = evaluate_run(prepared, device, progress=progress)
         if rank0:
-            write_evaluation(prepared, run, result, curves=True)
+            try:
+                with run.scoring():
+                    write_evaluation(prepared, run, result, curves=True)
+            except OSError as exc:
+                raise SpecError(exc.filename or str(run.root),
+                                f"{exc.strerror or exc}; {where()}") from None
     if rank0:
         print("\n".join([f"data: {prepared.bundle.describe()}", *result.lines()]))
         print(f"run directory: {run.root}")

@@ -21,7 +21,6 @@ from pyro_vae.bundle import DataBundle
 from pyro_vae.console import chatty
 from pyro_vae.data import DATASETS, SPLITS
 from pyro_vae.evaluate import particles_per_chunk
-from pyro_vae.networks import check_fits
 from pyro_vae.registry import SpecError, built
 from pyro_vae.rundir import (TRANSFORM, best_path, data_digest, last_checkpoint, load_weights,
                              run_config)
@@ -69,9 +68,7 @@ def prepare(spec: Spec) -> Prepared:
         raise SpecError("train.batch_size", f"{spec.train.batch_size} is larger than the "
                         f"{len(bundle.train)} training items")
     check_kl_weight(spec, len(bundle.train))
-    check_fits(lambda: VAE.from_spec(spec, bundle.shape, bundle.levels, bundle.train),
-               "latent_dim or the sizes in encoder, decoder and prior")
-    vae = VAE.from_spec(spec, bundle.shape, bundle.levels, bundle.train)
+    vae = VAE.from_spec(spec, bundle.shape, bundle.levels, bundle.train)  # checks its sizes
     plate = spec.estimator.params.get("data_plate")
     if plate not in (None, "data"):
         raise SpecError("estimator.data_plate", f"the VAE's data plate is 'data', got {plate!r}")

@@ -34,9 +34,11 @@ import os
 import re
 import shutil
 import socket
+import stat
 import sys
 import time
 import warnings
+import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -177,11 +179,13 @@ class Run:
         state = self._marker().get("state")
         return state if isinstance(state, str) else None
 
-    def mark(self, state: str) -> None:
-        """Write the marker with ``state`` (keeping its creation time)."""
+    def mark(self, state: str, scoring: bool = False) -> None:
+        """Write the marker with ``state`` (keeping its creation time), and ``"scoring": true``
+        with ``scoring`` (:meth:`scoring`)."""
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         record = {"pyro_vae_run": 1, "state": state,
-                  "created": self._marker().get("created", now), "updated": now}
+                  "created": self._marker().get("created", now), "updated": now,
+                  **({"scoring": True} if scoring else {})}
         self.write_text(self.root / MARKER, json.dumps(record) + "\n")
 
     def _marker(self) -> dict[str, Any]:
@@ -200,9 +204,20 @@ class Run:
 
     def unscored(self, spec: Spec) -> bool:
         """Whether training from ``spec`` finished here but the evaluation that ends ``train``
-        did not (a signal or a crash during it): no ``eval-<split>.json`` of the spec's split."""
+        did not (a signal, a crash or a full disk during it or its figures): no
+        ``eval-<split>.json`` of the spec's split, or the marker still says :meth:`scoring`."""
         return (self.state() == "finished" and self.trained_from(spec)
-                and not eval_path(self.root, spec.evaluate.split).is_file())
+                and (not eval_path(self.root, spec.evaluate.split).is_file()
+                     or self._marker().get("scoring") is True))
+
+    @contextmanager
+    def scoring(self) -> Iterator[None]:
+        """Mark the finished run as being scored inside the block, until it ends without an
+        exception: its scores are written before its figures, and :meth:`unscored` holds
+        until both are."""
+        self.mark("finished", scoring=True)
+        yield
+        self.mark("finished")
 
     def trained_from(self, spec: Spec) -> bool:
         """Whether the last checkpoint was trained from ``spec`` (:func:`changed_keys`)."""
@@ -259,9 +274,14 @@ class Run:
         path = self.root / LOCK
         while True:
             try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
             except OSError as exc:
-                raise SpecError(str(self.root), f"cannot lock the run ({exc.strerror})") from None
+                raise SpecError(str(path), f"cannot open the run's lock file ({exc.strerror})") \
+                    from None
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or a device takes no lock
+                os.close(fd)
+                raise SpecError(str(path), "is not a regular file, so it cannot be the run's "
+                                "lock file; remove it (no pyro-vae process makes one)")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
@@ -440,23 +460,37 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unpickling failure means a corrupt or foreign file
-        raise SpecError(str(path), f"cannot read checkpoint: {_load_problem(exc)}") from None
+        raise SpecError(str(path), f"cannot read checkpoint: {_load_problem(exc, path)}") \
+            from None
     if not isinstance(state, dict):
         raise SpecError(str(path), f"cannot read checkpoint: it holds a {type(state).__name__}, "
                         "not a checkpoint's dictionary")
     return state
 
 
-def _load_problem(exc: Exception) -> str:
-    """torch.load's complaint in short; for a weights-only refusal, what the file asked for."""
+def _load_problem(exc: Exception, path: Path) -> str:
+    """torch.load's complaint about ``path`` in short; for a weights-only refusal, what the file
+    asked for."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # torch puts terminal escapes in it
     refused = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n\n|$)", text, re.S)
     if refused:
         return (f"refused by weights-only loading ({refused.group(1)}); a pyro-vae checkpoint "
                 "holds only tensors, numbers and strings")
-    if isinstance(exc, EOFError) or not text.strip():  # torch says nothing of a cut-off file
+    if _cut_off(path):  # torch says OSError: [Errno 22] Invalid argument, or a zip reader's error
+        return "the file ends early: a zip archive cut short (truncated while written or copied)"
+    if isinstance(exc, EOFError) or not text.strip():  # torch says nothing of a cut-off pickle
         return f"{type(exc).__name__}: the file ends early (truncated, or not a checkpoint)"
     return f"{type(exc).__name__}: {text.split('. ')[0]}"
+
+
+def _cut_off(path: Path) -> bool:
+    """Whether ``path`` begins as a zip archive, torch's checkpoint format, but lacks the
+    directory that ends a whole one: a file cut short."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"PK\x03\x04" and not zipfile.is_zipfile(f)
+    except OSError:
+        return False
 
 
 # ---- what a checkpoint was trained from --------------------------------------------------------

@@ -27,7 +27,7 @@ from pyro_vae.components.networks import NETWORKS
 from pyro_vae.components.priors import PRIORS
 from pyro_vae.data import DATASETS
 from pyro_vae.registry import (Component, Registry, SpecError, choices_text, did_you_mean,
-                               parse_kwargs, shown)
+                               parse_kwargs, shown, signature_params)
 
 
 @dataclass(frozen=True)
@@ -163,6 +163,8 @@ class Spec:
                 value = DEFAULTS[key]
             elif isinstance(value, Mapping) and "name" not in value:
                 value = {**DEFAULTS[key], **value}  # parameters for the default component
+            if key == "likelihood":
+                value = _following_data(value, values["data"])
             values[key] = registry.parse(value, key)
         for key, section in SECTIONS.items():
             sub = raw.get(key) or {}
@@ -214,6 +216,17 @@ class _Scalars:
             _positive(self.beta, "value")
         except ValueError as exc:
             raise SpecError("beta", str(exc)) from None
+
+
+def _following_data(likelihood: Any, data: Component) -> Any:
+    """The likelihood's entry with ``values`` (how the data hold their levels) taken from
+    ``data.values`` where the likelihood has that parameter and the spec leaves it out."""
+    entry = {"name": likelihood} if isinstance(likelihood, str) else likelihood
+    if (not isinstance(entry, Mapping) or "values" in entry or "values" not in data.params
+            or "values" not in signature_params(LIKELIHOODS.entry(entry.get("name"),
+                                                                  "likelihood.name"))):
+        return likelihood
+    return {**entry, "values": data.params["values"]}
 
 
 def _check_combinations(spec: Spec) -> None:

@@ -33,6 +33,8 @@ they stay in the modules and nothing is registered. Importing this module change
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -53,8 +55,9 @@ from pyro_vae.components.priors import PRIORS
 from pyro_vae.distributions import DiagonalNormal
 from pyro_vae.guides import Posterior
 from pyro_vae.likelihoods import Likelihood
+from pyro_vae.networks import check_fits
 from pyro_vae.priors import Prior
-from pyro_vae.registry import SpecError, built
+from pyro_vae.registry import INT_LIMIT, SpecError, built, shown
 from pyro_vae.spec import Spec, load_spec
 
 
@@ -101,9 +104,24 @@ class VAE(PyroModule):
         self.kl_scale = 1.0  # β × warm-up factor, set by the trainer
 
     @classmethod
-    def from_spec(cls, spec: Spec, shape: tuple[int, ...], levels: int | None = None,
+    def from_spec(cls, spec: Spec, shape: Sequence[int], levels: int | None = None,
                   train_data: torch.Tensor | None = None) -> VAE:
-        """Build prior, likelihood and networks from the spec's registry choices."""
+        """Build prior, likelihood and networks from the spec's registry choices for items of
+        ``shape`` (e.g. ``(1, 28, 28)``) whose values are ``levels`` integer levels (None: real
+        values), a VampPrior's pseudo-inputs starting from ``train_data``, (N, P) items (None:
+        uniform on [0, 1]). A bad argument, a ``likelihood.levels`` below the data's, or a model
+        too large to train in memory (:func:`~pyro_vae.networks.check_fits`) is a one-line
+        :class:`SpecError` before anything is built."""
+        shape = _item_shape(shape)
+        _check_levels(spec, levels)
+        _check_train_data(train_data, math.prod(shape))
+        check_fits(lambda: cls._build(spec, shape, levels, train_data), _size_keys(spec, levels))
+        return cls._build(spec, shape, levels, train_data)
+
+    @classmethod
+    def _build(cls, spec: Spec, shape: tuple[int, ...], levels: int | None,
+               train_data: torch.Tensor | None) -> VAE:
+        """:meth:`from_spec` of checked arguments."""
         data_dim = int(torch.Size(shape).numel())
 
         def made(value: Any, kind: type, key: str) -> Any:  # what an own component returned
@@ -294,6 +312,63 @@ class VAE(PyroModule):
             log_p = log_p + self._prior_of(layer, zs[layer + 1]).log_prob(zs[layer])
         return log_p
 
+
+
+def _item_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    """``shape`` as a tuple: a SpecError unless it is one or more positive integers whose
+    product int64 holds."""
+    ok = (isinstance(shape, (tuple, list)) and len(shape) > 0
+          and all(_whole(d) and d >= 1 for d in shape))
+    if not ok:
+        raise SpecError("shape", f"the item shape is one or more positive integers, e.g. "
+                        f"(1, 28, 28); got {shown(shape)}")
+    if math.prod(shape) >= INT_LIMIT:
+        raise SpecError("shape", f"{tuple(shape)} holds {math.prod(shape):.3g} values per item, "
+                        "more than int64 counts")
+    return tuple(int(d) for d in shape)
+
+
+def _whole(value: object) -> bool:
+    """Whether ``value`` is an integer (numpy's too), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_levels(spec: Spec, levels: int | None) -> None:
+    """SpecError unless the data's ``levels`` are None (real values) or an integer >= 2, and
+    ``likelihood.levels``, where set, covers them (binarized data excepted: they hold 0 and 1)."""
+    if levels is not None and not (_whole(levels) and levels >= 2):
+        raise SpecError("levels", f"the data's number of levels is an integer >= 2, or None for "
+                        f"real values; got {shown(levels)}")
+    own = spec.likelihood.params.get("levels")
+    binarized = spec.data.params.get("binarize", "none") != "none"
+    if isinstance(own, int) and levels is not None and own < levels and not binarized:
+        raise SpecError("likelihood.levels", f"{own} is fewer than the {levels} levels of the "
+                        f"data ({spec.data.name}), so values {own} to {levels - 1} would have no "
+                        f"probability; leave likelihood.levels out to take the data's, or set it "
+                        f"to {levels} or more")
+
+
+def _check_train_data(train_data: torch.Tensor | None, data_dim: int) -> None:
+    """SpecError unless ``train_data`` is None or a tensor of one or more items of ``data_dim``
+    values, (N, P)."""
+    if train_data is None:
+        return
+    shape = tuple(train_data.shape) if isinstance(train_data, torch.Tensor) else None
+    if shape is None or len(shape) != 2 or shape[0] < 1 or shape[1] != data_dim:
+        got = f"shape {shape}" if shape is not None else f"a {type(train_data).__name__}"
+        raise SpecError("train_data", f"expected a tensor of N >= 1 items of {data_dim} values, "
+                        f"shape (N, {data_dim}); got {got}")
+
+
+def _size_keys(spec: Spec, levels: int | None) -> str:
+    """The keys that set the model's sizes, for :func:`~pyro_vae.networks.check_fits`'s
+    message; first a likelihood's levels, with their number: a categorical decoder has an output
+    per level and value."""
+    keys = "latent_dim or the sizes in encoder, decoder and prior"
+    if "levels" not in spec.likelihood.params:
+        return keys
+    n = spec.likelihood.params["levels"] or levels
+    return f"likelihood.levels{f' (now {n:.3g})' if n else ''}, {keys}"
 
 
 def _legacy_keys(state: dict, prefix: str, *args: object) -> None:

@@ -182,3 +182,38 @@ def test_a_background_target_never_touches_a_folder_it_did_not_make(tmp_path, ta
     assert "is not a pyro-vae job folder; nothing was changed" in done.stderr
     assert mine.read_text() == "the user's"
     assert sorted(p.name for p in (tmp_path / folder).rglob("*")) == ["code", "mine.txt"]
+
+
+@pytest.mark.skipif(shutil.which("make") is None or shutil.which("git") is None
+                    or shutil.which("setsid") is None, reason="needs make, git and setsid")
+def test_a_background_target_takes_a_state_folder_with_spaces_and_quotes(tmp_path):
+    """``make bench-quality-bg STATE="..."`` with a space and a quote in the path: the job folder
+    is made there, the job (a stand-in python recording its arguments) gets the path as one
+    argument, and a refusal names the whole path (before: an empty one, split at the space)."""
+    record, fake = tmp_path / "argv", tmp_path / "python"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$PWD" "$@" > "{record}.tmp" && '
+                    f'mv "{record}.tmp" "{record}"\n')
+    fake.chmod(0o755)
+
+    def make(state: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(["make", "-s", "-o", ".venv/.installed", "bench-quality-bg",
+                               f"STATE={state}", "MODELS=vae", "THREADS=1", f"PY={fake}"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+    theirs = tmp_path / "their state" / "job-vae"
+    theirs.mkdir(parents=True)
+    done = make(theirs.parent)
+    assert done.returncode != 0 and not any(theirs.iterdir())
+    assert f"{theirs} exists and is not a pyro-vae job folder" in done.stderr, done.stderr
+
+    state = tmp_path / "my state's runs"
+    done = make(state)
+    assert done.returncode == 0 and f"log {state / 'job-vae' / 'log'}" in done.stdout, done.stderr
+    for _ in range(300):
+        if record.is_file():
+            break
+        time.sleep(0.1)
+    argv = record.read_text().splitlines()
+    assert argv[0] == str(state / "job-vae" / "code")
+    assert argv[argv.index("--state") + 1] == str(state)
+    assert (state / "job-vae" / "code" / "Makefile").is_file()

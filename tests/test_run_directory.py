@@ -176,6 +176,7 @@ def writers(run: Path) -> list[tuple[object, ...]]:
             ("sample", run, "-n", "4", "--out", run.parent / "x.npz", "--png", run / "x.png")]
 
 
+@pytest.mark.timing
 def test_each_phase_of_a_training_refuses_every_writer_and_a_killed_holder_is_taken_over(
         tmp_path, capsys):
     run = tmp_path / "run"
@@ -350,3 +351,55 @@ def test_a_failed_cut_back_of_metrics_leaves_the_file_whole_and_no_temporary(tmp
     assert raised.value.filename == str(metrics)  # the real file, not a temporary one
     assert metrics.read_text() == CUT_SHORT
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
+
+
+def test_a_full_disk_while_drawing_the_figures_is_finished_by_the_same_command(tmp_path, capsys,
+                                                                                monkeypatch):
+    """Training and scoring done, then the disk fills while the figures are drawn: one line
+    naming the file and what finishes the run. ``--resume`` (the disk still full) and then the
+    same command draw them, scoring again but training nothing and overwriting nothing."""
+    from pyro_vae import figures
+
+    run, draw = tmp_path / "run", figures.write_run_figures
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(run / "figures" / "x.png"))
+
+    monkeypatch.setattr(figures, "write_run_figures", full)
+    train = ("train", DIGITS, *SETS, "--out", run)
+    for args in (train, ("train", "--resume", run)):
+        refused(in_process(capsys, *args), f"{run / 'figures' / 'x.png'}: No space left",
+                f"the same command or pyro-vae train --resume {run} scores it")
+        assert Run(run).state() == "finished"
+    trained = last_path(run).read_bytes(), (run / "metrics.csv").read_bytes()
+    monkeypatch.setattr(figures, "write_run_figures", draw)
+    done = in_process(capsys, *train)
+    assert done.returncode == 0 and "run directory" in done.stdout, done.stderr
+    drawn = {p.name for p in (run / "figures" / "test").iterdir()}
+    assert (run / "eval-test.json").is_file() and {"log_px.png", "reconstructions.png"} <= drawn
+    assert (last_path(run).read_bytes(), (run / "metrics.csv").read_bytes()) == trained
+    refused(in_process(capsys, *train), "exists and is not empty")  # finished: not this case
+
+
+def test_a_fifo_in_place_of_the_lock_file_is_refused_naming_it(tmp_path, finished):
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    os.mkfifo(run / LOCK)
+    before = tree_hash(run)
+    refused(pyro_vae("evaluate", run), f"{run / LOCK}: is not a regular file", "remove it")
+    assert tree_hash(run) == before
+
+
+def test_a_truncated_checkpoint_is_named_as_cut_short_by_load_run(tmp_path, finished):
+    """torch reads a zip archive cut anywhere past its first bytes as ``OSError: [Errno 22]``
+    or a zip reader's error; ``pyro_vae.load_run`` says what happened."""
+    import pyro_vae
+    from pyro_vae.registry import SpecError
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    whole = last_path(run).read_bytes()
+    for size in (10, 100, len(whole) // 2, len(whole) - 1):
+        last_path(run).write_bytes(whole[:size])
+        with pytest.raises(SpecError, match="cannot read checkpoint: .*the file ends early"):
+            pyro_vae.load_run(run)

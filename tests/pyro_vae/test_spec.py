@@ -159,3 +159,21 @@ def test_a_long_value_is_clipped_in_the_message():
 def test_a_directory_is_not_a_spec_file(tmp_path):
     with pytest.raises(SpecError, match="is a directory"):
         load_spec(tmp_path)
+
+
+def test_likelihood_values_follow_data_values_unless_set():
+    """Before, likelihood.values had to repeat data.values (its default was unit)."""
+    from pyro_vae.train import prepare
+
+    base = ["data.binarize=none", "likelihood.name=discretized_logistic", "latent_dim=2",
+            "encoder.hidden=[8]", "decoder.hidden=[8]"]
+    spec = load_spec(None, [*base, "data.values=integer"])
+    assert spec.likelihood.params["values"] == "integer"
+    assert parse_spec(dump_spec(spec)) == spec
+    prepare(spec)  # the data check passes: integers 0..16 where the likelihood expects them
+    assert load_spec(None, base).likelihood.params["values"] == "unit"
+    mine = load_spec(None, [*base, "data.values=integer", "likelihood.values=unit"])
+    assert mine.likelihood.params["values"] == "unit"  # set: kept as given
+    raw = {"data": {"name": "digits", "binarize": "none", "values": "integer"},
+           "likelihood": "discretized_logistic"}
+    assert load_spec(raw).likelihood.params["values"] == "integer"

@@ -184,3 +184,35 @@ def test_beta_scales_the_kl_term_only():
         loss = pyro.infer.TraceMeanField_ELBO(max_plate_nesting=1).loss(vae.model, vae.guide, x)
     # mean-field: −Σ (recon − β KL) with the same z draw (same seed, one rsample)
     assert loss == pytest.approx(float(-(terms.recon - 0.25 * terms.kl).sum()), rel=1e-5)
+
+
+# --- the arguments of VAE.from_spec -------------------------------------------------------------
+
+@pytest.mark.parametrize("shape, levels, train_data, key", [
+    ((0, 8, 8), 17, None, "shape"), ((), 17, None, "shape"), ((-1, 8, 8), 17, None, "shape"),
+    ((1.5,), 17, None, "shape"), (64, 17, None, "shape"), ((2**40, 2**40), 17, None, "shape"),
+    ((1, 8, 8), 0, None, "levels"), ((1, 8, 8), 1, None, "levels"), ((1, 8, 8), -3, None, "levels"),
+    ((1, 8, 8), 17.0, None, "levels"), ((1, 8, 8), True, None, "levels"),
+    ((1, 8, 8), 17, torch.rand(10, 5), "train_data"),
+    ((1, 8, 8), 17, torch.rand(0, 64), "train_data"), ((1, 8, 8), 17, [[0.5] * 64], "train_data")])
+def test_from_spec_refuses_a_bad_argument_in_one_line_naming_it(shape, levels, train_data, key):
+    """Before: (0, 8, 8), () and levels 0 or 1 built a VAE; the others raised torch's errors."""
+    spec = load_spec(None, ["likelihood.name=categorical", "prior.name=vamp", "latent_dim=2",
+                            "prior.pseudo_inputs=3", "encoder.hidden=[8]", "decoder.hidden=[8]"])
+    with pytest.raises(SpecError) as error:
+        VAE.from_spec(spec, shape, levels, train_data)
+    assert str(error.value).startswith(f"{key}: ") and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("levels, says", [
+    ("5", "likelihood.levels: 5 is fewer than the 17 levels of the data (digits)"),
+    (str(2**62), "reduce likelihood.levels (now 4.61e+18), latent_dim")])
+def test_likelihood_levels_that_do_not_fit_the_data_are_named_by_the_cli(tmp_path, levels, says):
+    """Before: 5 levels said "set data.values: integer", set already; 2**62 blamed latent_dim."""
+    from test_reliability_inputs import DIGITS, SETS, console, one_line
+
+    line = one_line(console(["train", DIGITS, *SETS, "--set=data.binarize=none",
+                             "--set=data.values=integer", "--set=likelihood.name=categorical",
+                             f"--set=likelihood.levels={levels}", "--out", "run"], tmp_path))
+    assert says in line and "data.values" not in line, line
+    assert not (tmp_path / "run").exists()
