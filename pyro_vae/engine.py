@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pyro_vae.atomic import write_atomic, write_text_atomic
 from pyro_vae.ranks import world
-from pyro_vae.rundir import keep_copy, kept_checkpoints
+from pyro_vae.rundir import Run
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -105,7 +105,7 @@ class Interrupted(BaseException):
 
 
 class PeriodicCheckpoint(L.Callback):
-    """Rewrites one file, ``path``, every ``every_steps`` optimizer steps, every ``every_epochs``
+    """Rewrites one file, the ``run``'s last.ckpt, every ``every_steps`` optimizer steps, every ``every_epochs``
     epochs (at the epoch's end, after its validation; 0 turns either off) and when training ends;
     the newest ``keep`` saves also stay as ``step-<N>.ckpt`` beside it (hard links where the file
     system has them), so a divergence can fall back to one that passed the guard.
@@ -126,8 +126,8 @@ class PeriodicCheckpoint(L.Callback):
     (an all-reduce of its number) and stop at the same step, each rank taking part in the save.
     """
 
-    def __init__(self, path: Path, every_steps: int, every_epochs: int, keep: int = 1) -> None:
-        self.path, self.every_steps, self.every_epochs = path, every_steps, every_epochs
+    def __init__(self, run: Run, every_steps: int, every_epochs: int, keep: int = 1) -> None:
+        self.run, self.every_steps, self.every_epochs = run, every_steps, every_epochs
         self.keep = keep
         self.pending = False
         self.saved_step = -1
@@ -152,13 +152,10 @@ class PeriodicCheckpoint(L.Callback):
 
     def save(self, trainer: L.Trainer) -> None:
         """The full training state (weights_only=False: optimizer, loops, callbacks too)."""
-        trainer.save_checkpoint(self.path, weights_only=False)
+        trainer.save_checkpoint(self.run.last, weights_only=False)
         self.saved_step, self.pending = trainer.global_step, False
         if trainer.is_global_zero and self.keep > 0:
-            keep_copy(self.path, self.path.with_name(f"step-{trainer.global_step}.ckpt"))
-            steps = sorted(kept_checkpoints(self.path.parent))
-            for step in steps[:-self.keep]:
-                kept_checkpoints(self.path.parent)[step].unlink(missing_ok=True)
+            self.run.keep_checkpoint(trainer.global_step, self.keep)
 
     def _signal(self, trainer: L.Trainer) -> int:
         """The stop signal any rank saw (the largest number), 0 for none."""

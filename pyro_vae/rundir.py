@@ -143,6 +143,38 @@ class Run:
         """The kept checkpoints ``checkpoints/step-<N>.ckpt`` by step N."""
         return kept_checkpoints(self.root / CHECKPOINTS)
 
+    # ---- deletions ------------------------------------------------------------------------------
+    def keep_checkpoint(self, step: int, keep: int) -> None:
+        """``checkpoints/step-<step>.ckpt`` becomes a copy of last.ckpt (a hard link where the
+        file system has them), and only the newest ``keep`` such copies stay."""
+        keep_copy(self.last, self.last.with_name(f"step-{step}.ckpt"))
+        kept = self.kept()
+        for old in sorted(kept)[:-keep]:
+            kept[old].unlink(missing_ok=True)
+
+    def fall_back(self, bad_from: int) -> None:
+        """After a divergence detected with ``bad_from`` steps taken: the kept checkpoints from
+        that step on are deleted, and last.ckpt, if it is one of them, becomes the newest kept
+        one before it (or, when none is kept, is renamed ``diverged-step-<N>.ckpt``, so nothing
+        resumes it)."""
+        kept = self.kept()
+        for step in [s for s in kept if s >= bad_from]:
+            kept.pop(step).unlink()
+        if not self.last.is_file():
+            return
+        step = checkpoint_step(self.last)
+        if step < bad_from:
+            return
+        if kept:
+            keep_copy(kept[max(kept)], self.last)
+        else:
+            os.replace(self.last, self.last.with_name(f"diverged-step-{step}.ckpt"))
+
+    def discard(self) -> None:
+        """Delete the whole run directory: a fresh run that failed before its first checkpoint,
+        so that the same command starts it anew instead of finding a run to continue."""
+        shutil.rmtree(self.root, ignore_errors=True)
+
     def foreign(self) -> list[str]:
         """Entries that a run does not write (sorted): at the top level (:data:`LAYOUT`), and
         files inside its folders (:data:`INSIDE`), as paths relative to the run."""

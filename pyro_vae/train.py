@@ -27,8 +27,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import shutil
 import signal
 import statistics
 import sys
@@ -52,7 +50,7 @@ from pyro_vae.bundle import DataBundle
 from pyro_vae.components.estimators import make_elbo
 from pyro_vae.console import chatty
 from pyro_vae.engine import (AtomicCheckpointIO, EpochMeans, Interrupted, PeriodicCheckpoint,
-                             RngState, RunCSVLogger, Throughput, keep_copy, ranks_in_sync,
+                             RngState, RunCSVLogger, Throughput, ranks_in_sync,
                              resumable, stop_on_signals)
 # device_for, evaluate_run, Prepared, prepare, load_run, evaluated_checkpoint (their homes do
 # not import Lightning, for the commands that do not train) and CONFIG, RESUMABLE,
@@ -348,7 +346,7 @@ def make_trainer(spec: Spec, out: Path, num_data: int, first_step: int | None = 
     log_every = min(t.log_every_n_steps, steps_per_epoch(num_data, t.batch_size, world_size))
     callbacks: list[L.Callback] = [
         RngState(), Throughput(),
-        PeriodicCheckpoint(last_path(out), t.checkpoint_every_steps, t.checkpoint_every_epochs,
+        PeriodicCheckpoint(Run(out), t.checkpoint_every_steps, t.checkpoint_every_epochs,
                            t.keep_checkpoints),
     ]
     if t.early_stopping_patience:
@@ -440,7 +438,7 @@ def _fit(prepared: Prepared, run: Run, record: dict[str, Any], first_step: int |
                         weights_only=True)
     except Diverged as exc:
         if rank0:
-            fall_back(run, exc.step - 1)
+            run.fall_back(exc.step - 1)
             run.mark("diverged")
         hint = f" --set train.lr={spec.train.lr / 10:g}"
         where = (run_state(out, hint) if run.last.is_file() else "no checkpoint passed the "
@@ -455,7 +453,7 @@ def _fit(prepared: Prepared, run: Run, record: dict[str, Any], first_step: int |
     except OSError as exc:
         fresh = rank0 and not resume and not last_path(out).is_file()
         if fresh:  # nothing worth keeping; a rerun of the same command must not find it
-            shutil.rmtree(out, ignore_errors=True)
+            run.discard()
         where = f"nothing was saved; {out} removed" if fresh else run_state(out)
         raise SpecError(exc.filename or str(out), f"{exc.strerror or exc}; {where}") from None
     digests = ranks_in_sync(module.vae)
@@ -468,24 +466,6 @@ def _fit(prepared: Prepared, run: Run, record: dict[str, Any], first_step: int |
     if rank0:
         run.mark("finished")
     return trainer
-
-
-def fall_back(run: Run, bad_from: int) -> None:
-    """After a divergence detected with ``bad_from`` steps taken: the kept checkpoints from that
-    step on are deleted, and last.ckpt, if it is one of them, becomes the newest kept one before
-    it (or, when none is kept, is renamed ``diverged-step-<N>.ckpt``, so nothing resumes it)."""
-    kept = run.kept()
-    for step in [s for s in kept if s >= bad_from]:
-        kept.pop(step).unlink()
-    if not run.last.is_file():
-        return
-    step = checkpoint_step(run.last)
-    if step < bad_from:
-        return
-    if kept:
-        keep_copy(kept[max(kept)], run.last)
-    else:
-        os.replace(run.last, run.last.with_name(f"diverged-step-{step}.ckpt"))
 
 
 def _one_line_notices(show: Callable[..., None]) -> Callable[..., None]:
