@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from pyro_vae.atomic import write_atomic
+from pyro_vae.captions import CAPTIONS
 from pyro_vae.console import chatty
 from pyro_vae.registry import SpecError
 
@@ -66,9 +67,7 @@ LAYOUT = (MARKER, LOCK, CONFIG, TRANSFORM, CHECKPOINTS, FIGURES, "metrics.csv", 
           "tensorboard", "ddp.json", "eval.json", "eval-*.json", REPORT, "compare.csv",
           "compare.md", ".*.tmp")
 #: The figures a run draws, in ``figures/`` or ``figures/<split>/`` (``.png``).
-FIGURE_NAMES = ("training_curves", "latent_map", "samples_vs_data", "prior_samples",
-                "reconstructions", "traversals", "interpolation", "log_px", "ais", "bdmc",
-                "compare")
+FIGURE_NAMES = tuple(CAPTIONS)
 #: What a run writes inside its folders (paths relative to the folder, ``*`` as in glob, one
 #: pattern part per path part); anything else there is the user's. tensorboard/ is the logger's.
 INSIDE = {
