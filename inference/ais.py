@@ -54,6 +54,7 @@ two bounds the error of both, and shrinks to 0 as T grows.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -77,6 +78,7 @@ INITS = ("guide", "prior")
 SIGMOID_RADIUS = 4.0  # δ of the sigmoidal schedule (Grosse et al. 2015)
 GEOMETRIC_START = 1e-4  # β_1 of the geometric schedule
 ADAPT_RATE = 0.2  # log ε moves by ADAPT_RATE · (acceptance − target) per transition
+PILOT_LEAPFROG = 10  # leapfrog steps of the transitions that estimated_seconds times, at most
 
 
 @dataclass
@@ -268,6 +270,44 @@ def bdmc(
                    _StepSizes.replay(forward.schedule.flip(0)), 0, leapfrog_steps,
                    memory_budget_mb, progress)
     return BDMCResult(x=x, lower=forward.result(betas), upper=reverse.result(betas, negate=True))
+
+
+@torch.no_grad()
+def estimated_seconds(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    *args: Any,
+    num_chains: int = 16,
+    num_steps: int = 1000,
+    init: str = "guide",
+    max_plate_nesting: int = 1,
+    leapfrog_steps: int = 10,
+    step_size: float = 0.05,
+    adapt_chains: int = 4,
+    memory_budget_mb: float = 512.0,
+    data_plate: str | None = None,
+    **kwargs: Any,
+) -> float:
+    """Wall time that :func:`ais_log_marginal_likelihood` with these settings should take on its
+    batch, t · (C + P) · (T − 1) · L / L': t the time per chain of one HMC transition of
+    L' = min(L, :data:`PILOT_LEAPFROG`) leapfrog steps on the first chunk of chains (the faster
+    of two: the first pays for allocations), C + P the estimating and pilot chains, T − 1 the
+    transitions. Two short transitions run, so an absurd T or L costs nothing here; the RNG is
+    left as it was."""
+    sampler = _Sampler(model, guide, args, kwargs, init, max_plate_nesting, data_plate)
+    pilot = adapt_chains if num_steps > 1 else 0
+    leapfrog = min(leapfrog_steps, PILOT_LEAPFROG)
+    devices = [a.device for a in args if isinstance(a, Tensor) and a.device.type == "cuda"]
+    with torch.random.fork_rng(devices=devices[:1]):
+        first = _chunk_counts(sampler, sampler.draw, num_chains, pilot, leapfrog_steps,
+                              memory_budget_mb)[0] + pilot
+        chains, times = sampler.start(sampler.draw(first), leapfrog), []
+        eps = chains.state.a.new_full(chains.layout.shape[1:], step_size, dtype=torch.float64)
+        for _ in range(2):
+            start = time.perf_counter()
+            float(chains.transition(0.5, eps).sum())  # a host read: the device has finished
+            times.append(time.perf_counter() - start)
+    return min(times) / first * (num_chains + pilot) * (num_steps - 1) * leapfrog_steps / leapfrog
 
 
 # --- the machinery -------------------------------------------------------------------------------
@@ -510,11 +550,7 @@ def _run(sampler: _Sampler, draw: Callable[[int], dict[str, Tensor]], betas: Ten
         raise ValueError(f"adapt_chains must be >= 0, got {adapt_chains}")
     transitions = len(betas) - 1 - 1
     pilot = adapt_chains if transitions and not sizes.frozen and sizes.target is not None else 0
-    per_chain = measure_bytes_per_particle(lambda k: sampler.start(draw(k), leapfrog_steps).state.b)
-    chunk = chunk_size_for_budget(per_chain, memory_budget_mb, num_chains + pilot)
-    first = min(num_chains, max(chunk - pilot, 0))
-    counts = [first] + [min(chunk, num_chains - done)
-                        for done in range(first, num_chains, chunk)]
+    counts = _chunk_counts(sampler, draw, num_chains, pilot, leapfrog_steps, memory_budget_mb)
     log_w, accepted = [], 0.0
     with tqdm(total=len(counts) * (len(betas) - 1), desc="AIS", unit="step",
               disable=not progress) as bar:
@@ -529,6 +565,17 @@ def _run(sampler: _Sampler, draw: Callable[[int], dict[str, Tensor]], betas: Ten
     acceptance = accepted / (num_chains * transitions) if transitions else \
         torch.full_like(log_w[0], math.nan)
     return _Run(log_w, acceptance, sizes.table)
+
+
+def _chunk_counts(sampler: _Sampler, draw: Callable[[int], dict[str, Tensor]], num_chains: int,
+                  pilot: int, leapfrog_steps: int, memory_budget_mb: float) -> list[int]:
+    """Estimating chains per chunk: each chunk holds as many chains as the measured memory per
+    chain (one evaluation with its gradient) fits in ``memory_budget_mb``, the first ``pilot``
+    pilot chains beside its estimating ones."""
+    per_chain = measure_bytes_per_particle(lambda k: sampler.start(draw(k), leapfrog_steps).state.b)
+    chunk = chunk_size_for_budget(per_chain, memory_budget_mb, num_chains + pilot)
+    first = min(num_chains, max(chunk - pilot, 0))
+    return [first] + [min(chunk, num_chains - done) for done in range(first, num_chains, chunk)]
 
 
 def _anneal(chains: _Chains, betas: Tensor, sizes: _StepSizes, estimating: int,

@@ -12,6 +12,11 @@ Each writes a JSON summary with the per-point values under ``points``
 (``rundir.eval_path(run, split, "ais")``, ``eval_path(run, "simulated", "bdmc")``) and a figure
 (``figures/<split>/ais.png``, ``figures/simulated/bdmc.png``). All points of a call of
 :data:`POINTS_PER_CALL` anneal together; the progress bar counts annealing steps.
+
+Sizes are bounded before anything is allocated: besides its working chunk of chains (sized to
+``evaluate.memory_budget_mb`` by :mod:`inference.ais`), a call keeps float64 arrays whose size
+grows with C and T, which must fit the same budget (:meth:`Annealing.check_memory`); then a
+long run announces its estimated time from a timed pilot (:func:`announce_duration`).
 """
 
 from __future__ import annotations
@@ -26,9 +31,11 @@ import pyro
 import torch
 from torch import Tensor
 
-from inference.ais import AISResult, ais_log_marginal_likelihood, bdmc, sandwich
+from inference.ais import (AISResult, ais_log_marginal_likelihood, bdmc, estimated_seconds,
+                           sandwich)
 from pyro_vae.atomic import write_json_atomic
-from pyro_vae.evaluate import importance_log_px
+from pyro_vae.evaluate import announce, importance_log_px
+from pyro_vae.evaluate import estimated_seconds as importance_seconds
 from pyro_vae.figures import plot_ais, plot_bdmc
 from pyro_vae.registry import SpecError
 from pyro_vae.rundir import eval_path, figures_path
@@ -55,9 +62,59 @@ class Annealing:
             if value is not None and value < 1:
                 raise SpecError(flag, f"must be >= 1, got {value}")
 
+    def kept_bytes(self, points: int, method: str) -> int:
+        """Bytes one call on ``points`` points keeps beside its working chunk, float64 (8 bytes):
+        for B = min(points, POINTS_PER_CALL), the β schedule (T + 1), the step-size table
+        (T − 1)·B and the chains' log-weights C·B twice (the chunks and their join); BDMC keeps
+        both directions'."""
+        t, c, b = self.num_steps, self.num_chains, min(points, POINTS_PER_CALL)
+        return (2 if method == "bdmc" else 1) * 8 * ((t + 1) + (t - 1) * b + 2 * c * b)
+
+    def check_memory(self, points: int, method: str, memory_budget_mb: float) -> None:
+        """SpecError naming --steps (or --chains, when C·B outweighs) when :meth:`kept_bytes`
+        exceeds ``memory_budget_mb``: arithmetic only, before anything is allocated, so that an
+        absurd T or C (10¹², 2⁶³) is refused instead of failing an allocation."""
+        need, b = self.kept_bytes(points, method), min(points, POINTS_PER_CALL)
+        if need > memory_budget_mb * 2**20:
+            flag = "--steps" if self.num_steps - 1 >= 2 * self.num_chains else "--chains"
+            raise SpecError(flag, f"{self.num_chains} chains × {self.num_steps} steps on {b} "
+                            f"points at a time keep {need / 2**20:.3g} MiB of step sizes and "
+                            f"weights (8 bytes × (T + 1 + (T − 1 + 2C)·B)), more than "
+                            f"evaluate.memory_budget_mb = {memory_budget_mb:g} MiB; lower "
+                            "--steps or --chains")
+
     def describe(self) -> dict[str, Any]:
         return {"num_chains": self.num_chains, "num_steps": self.num_steps,
                 "leapfrog_steps": self.leapfrog_steps, "schedule": "sigmoid", "init": "guide"}
+
+
+def announce_duration(vae: VAE, x: Tensor, split: str, method: str, options: Annealing,
+                      num_samples: int, memory_budget_mb: float) -> None:
+    """:func:`pyro_vae.evaluate.announce` the annealing of the points ``x`` before it starts: the
+    time of a call on the first :data:`POINTS_PER_CALL` points
+    (:func:`inference.ais.estimated_seconds`, from two timed transitions) times N / B, for
+    both directions with BDMC; with AIS, plus the IS beside it
+    (:func:`pyro_vae.evaluate.estimated_seconds`)."""
+    vae.eval()
+    chains, steps, leapfrog = options.num_chains, options.num_steps, options.leapfrog_steps
+    part, directions = x[:POINTS_PER_CALL], 2 if method == "bdmc" else 1
+    with pyro.settings.context(module_local_params=True):
+        seconds = estimated_seconds(vae.model, vae.guide, part, num_chains=chains,
+                                    num_steps=steps, leapfrog_steps=leapfrog,
+                                    memory_budget_mb=memory_budget_mb)
+    seconds *= directions * len(x) / len(part)
+    moves = directions * len(x) * chains * (steps - 1) * leapfrog
+    measured = [f"{seconds / moves * 1e6:.3g} µs per leapfrog step of a chain and point"
+                ] if moves else []
+    what = (f"{method.upper()} of {len(x)} {SIMULATED if method == 'bdmc' else split} "
+            f"point{'s' if len(x) > 1 else ''} ({chains} chains × {steps} "
+            f"step{'s' if steps > 1 else ''} × {leapfrog} leapfrog steps)")
+    if method == "ais":
+        is_seconds = importance_seconds(vae, x, num_samples, memory_budget_mb)
+        seconds += is_seconds
+        what += f" beside IS at K={num_samples}"
+        measured.append(f"{is_seconds / (num_samples * len(x)) * 1e6:.3g} µs per IS particle")
+    announce(what, seconds, ", ".join(measured))
 
 
 @torch.no_grad()

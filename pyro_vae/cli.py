@@ -219,27 +219,32 @@ def evaluate_annealed(prepared: Prepared, run: Run, args: argparse.Namespace,
                       device: torch.device) -> None:
     """``--method ais|bdmc`` (:mod:`pyro_vae.annealing`): AIS beside IS on a split, or BDMC on
     points simulated from the model, written into the locked ``run`` (a linked figures folder
-    refused); progress over the annealing steps on stderr."""
+    refused); what C and T keep in memory checked first, a long run's time announced, and
+    progress over the annealing steps on stderr."""
     from pyro_vae import annealing
 
     spec, bundle = prepared.spec.evaluate, prepared.bundle
     options = annealing.Annealing(args.chains, args.steps, args.leapfrog, args.limit)
     split, vae = args.split or spec.split, prepared.vae.to(device)
     default = annealing.BDMC_POINTS if args.method == "bdmc" else None
-    x = bundle.split(split)[:options.limit or default]
+    x = bundle.split(split)[:options.limit or default].to(device)
+    num_samples = args.num_samples or spec.num_samples
+    options.check_memory(len(x), args.method, spec.memory_budget_mb)
+    annealing.announce_duration(vae, x, split, args.method, options, num_samples,
+                                spec.memory_budget_mb)
     if args.method == "ais":
-        summary = annealing.evaluate_ais(vae, x.to(device), split, options,
-                                         args.num_samples or spec.num_samples,
+        summary = annealing.evaluate_ais(vae, x, split, options, num_samples,
                                          spec.memory_budget_mb, progress=chatty(),
                                          log_jacobian=bundle.log_jacobian)
     else:  # the split's rows set the simulated points' number and shape, not their values
-        summary = annealing.evaluate_bdmc(vae, x.to(device), options, spec.memory_budget_mb,
+        summary = annealing.evaluate_bdmc(vae, x, options, spec.memory_budget_mb,
                                           progress=chatty(), scale=bundle.scale_name)
     run.directory(figures_path(run.root, summary["split"]))
     annealing.write(run.root, summary)
     print("\n".join(annealing.lines(summary)))
 
 
+PLOTTED = 1024  # samples that sample --png draws, at most: a 32 × 32 grid
 #: the file options of encode and sample, and the suffix each must end in
 SUFFIXES = {"--out": ".npz", "--png": ".png"}
 
@@ -278,7 +283,9 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from pyro_vae.export import sample
+    """Draw -n samples into --out, batch by batch (:func:`pyro_vae.export.write_samples`), after
+    bounding n (:func:`pyro_vae.export.check_samples`); --png draws the first :data:`PLOTTED`."""
+    from pyro_vae.export import check_samples, write_samples
     from pyro_vae.figures import is_image_shape, plot_samples, plot_samples_vs_data
     from pyro_vae.prepared import load_run
 
@@ -288,22 +295,23 @@ def cmd_sample(args: argparse.Namespace) -> None:
     _new_files(args.overwrite, out=args.out, png=args.png)
     with _writing_into(args.run_dir, args.out, args.png, command="sample"):
         prepared = load_run(Path(args.run_dir))
-        bundle = prepared.bundle
+        bundle, out = prepared.bundle, Path(args.out)
         seed = prepared.spec.train.seed if args.seed is None else args.seed
-        arrays = sample(prepared.vae, bundle, args.n, means=args.means, seed=seed)
-        _save_npz(args.out, arrays)
+        shapes = check_samples(prepared.vae, bundle, args.n, out, means=args.means)
+        head = write_samples(out, prepared.vae, bundle, args.n, means=args.means, seed=seed,
+                             keep=PLOTTED if args.png else 0)
         what = "means E[x|z]" if args.means else "draws x ~ p(x|z)"
-        print(f"sample: {args.out}: x {list(arrays['x'].shape)} ({what}), z "
-              f"{list(arrays['z'].shape)} ~ p(z)")
-        if args.png:
-            x = arrays["x"].reshape(args.n, -1)
+        print(f"sample: {args.out}: x {[args.n, *shapes['x']]} ({what}), z "
+              f"{[args.n, *shapes['z']]} ~ p(z)")
+        if head is not None:
+            x = head.reshape(len(head), -1)
             if is_image_shape(bundle.shape):
                 plot_samples(x, bundle.shape, args.png,
                              bundle.levels if bundle.integer_values else None,
                              title=f"Samples ({what})")
             else:
                 plot_samples_vs_data(bundle.to_values(bundle.split("test")), x, args.png)
-            print(f"sample: {args.png}")
+            print(f"sample: {args.png}" + (f" (the first {len(x)})" if len(x) < args.n else ""))
 
 
 def _writing_into(run_dir: str, *outputs: str | None, command: str) -> AbstractContextManager:

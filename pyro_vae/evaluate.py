@@ -225,19 +225,24 @@ def device_for(accelerator: str) -> torch.device:
     return torch.device("cuda" if accelerator != "cpu" and torch.cuda.is_available() else "cpu")
 
 
+def announce(what: str, seconds: float, measured: str) -> None:
+    """On stderr (rank 0), before work whose estimated time ``seconds`` (extrapolated from a
+    timed pilot, whose cost per unit ``measured`` names) exceeds ``LONG_EVALUATION_S``: one line,
+    ``pyro-vae: WHAT will take about …``, so an absurd size does not run for hours silently."""
+    if rank_zero() and seconds > LONG_EVALUATION_S:
+        print(f"pyro-vae: {what} will take about {_duration(seconds)} ({measured} measured); "
+              "Ctrl-C stops it", file=sys.stderr, flush=True)
+
+
 def announce_duration(vae: VAE, x: torch.Tensor, split: str, k: int, budget: float,
                       world_size: int = 1) -> None:
-    """On stderr (rank 0), before an evaluation expected to take over ``LONG_EVALUATION_S``:
-    its estimated time from a measured cost per particle
-    (:func:`estimated_seconds`), so an absurd K does not run for hours
-    silently."""
+    """:func:`announce` an importance-sampled evaluation: its time from a measured cost per
+    particle (:func:`estimated_seconds`), shared by ``world_size`` ranks."""
     seconds = estimated_seconds(vae, x, k, budget) / world_size
-    if rank_zero() and seconds > LONG_EVALUATION_S:
-        per = seconds * world_size / (k * len(x))
-        points = f"{len(x)} {split} point{'s' if len(x) > 1 else ''}"
-        print(f"pyro-vae: log p(x) of {points} with K={k} importance samples "
-              f"will take about {_duration(seconds)} ({per * 1e6:.3g} µs per particle "
-              "measured); Ctrl-C stops it", file=sys.stderr, flush=True)
+    per = seconds * world_size / (k * len(x))
+    points = f"{len(x)} {split} point{'s' if len(x) > 1 else ''}"
+    announce(f"log p(x) of {points} with K={k} importance samples", seconds,
+             f"{per * 1e6:.3g} µs per particle")
 
 
 def _duration(seconds: float) -> str:

@@ -7,18 +7,35 @@ x' is the data as the model sees it (:attr:`pyro_vae.bundle.DataBundle.transform
 returned as the data's own values, ``x`` of shape (n, *item shape): t⁻¹ undoes standardize, and
 maps a dequantized x' = (k + u)/d to its level k (:meth:`pyro_vae.bundle.DataBundle.to_values`).
 Both run on the CPU.
+
+Samples are drawn BATCH at a time, and the same seed gives the same values whatever n is split
+into. :func:`write_samples` streams them into the .npz batch by batch, so memory holds one batch
+(and the first ``keep`` rows of x) for any n; :func:`check_samples` first bounds n, by
+arithmetic: at most :data:`MAX_SAMPLES`, and the file (n times the bytes of one sample) within
+the free space of its disk.
 """
 
 from __future__ import annotations
+
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyro
 import torch
 
+from pyro_vae.atomic import write_atomic
 from pyro_vae.bundle import DataBundle
+from pyro_vae.registry import SpecError
 from pyro_vae.vae import VAE
 
 BATCH = 1000  # items per encoder or decoder call
+MAX_SAMPLES = 10**9  # samples per call of sample: beyond, n is a typo (or 2**63)
+HEADER_BYTES = 4096  # an upper bound on the .npz's own bytes: two .npy headers, zip records
 
 
 @torch.no_grad()
@@ -38,20 +55,88 @@ def encode_split(vae: VAE, bundle: DataBundle, split: str,
 
 
 @torch.no_grad()
-def sample(vae: VAE, bundle: DataBundle, n: int, means: bool = False,
-           seed: int = 0) -> dict[str, np.ndarray]:
-    """``z`` (n, D) drawn from the prior (z_1, drawn top-down, with stochastic layers) and ``x``
-    (n, *shape) drawn from p(x | z), or its mean with ``means``, on the data's own scale;
-    seeded, the caller's RNG state untouched."""
+def draw(vae: VAE, bundle: DataBundle, n: int, each: Callable[[np.ndarray, np.ndarray], object],
+         means: bool = False, seed: int = 0) -> None:
+    """``each(x, z)`` for successive batches of at most :data:`BATCH` of n samples: ``z`` (b, D)
+    drawn from the prior (z_1, drawn top-down, with stochastic layers) and ``x`` (b, *shape)
+    drawn from p(x | z), or its mean with ``means``, on the data's own scale; seeded, the
+    caller's RNG state untouched (``each`` must not draw from torch's RNG)."""
     vae.eval()
-    zs, xs = [], []
     with torch.random.fork_rng(), pyro.validation_enabled(False):
         torch.manual_seed(seed)
         for start in range(0, n, BATCH):
             z = vae.sample_codes(min(BATCH, n - start))
             out = vae.decoder(z)
             x = vae.likelihood.mean(out) if means else vae.likelihood.forward(out).sample()
-            zs.append(z)
-            xs.append(bundle.to_values(x.float()))
-    x = torch.cat(xs).reshape(n, *bundle.shape)
-    return {"x": x.numpy(), "z": torch.cat(zs).numpy()}
+            each(bundle.to_values(x.float()).reshape(len(z), *bundle.shape).numpy(), z.numpy())
+
+
+def sample(vae: VAE, bundle: DataBundle, n: int, means: bool = False,
+           seed: int = 0) -> dict[str, np.ndarray]:
+    """The n samples of :func:`draw` in memory: ``x`` (n, *shape) and ``z`` (n, D)."""
+    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    draw(vae, bundle, n, lambda x, z: parts.append((x, z)), means, seed)
+    return {"x": np.concatenate([x for x, _ in parts]), "z": np.concatenate([z for _, z in parts])}
+
+
+def check_samples(vae: VAE, bundle: DataBundle, n: int, path: Path,
+                  means: bool = False) -> dict[str, tuple[int, ...]]:
+    """The item shape of each array of the .npz of n samples (``x``, ``z``), after a SpecError
+    naming ``-n`` where n > :data:`MAX_SAMPLES`, or where the file, n·b bytes (b those of one
+    sample, drawn apart from the caller's RNG) plus :data:`HEADER_BYTES`, and the temporary copy
+    of z that :func:`write_samples` keeps beside it exceed the free space of ``path``'s disk
+    (``shutil.disk_usage``)."""
+    one = sample(vae, bundle, 1, means)
+    size = n * sum(a.nbytes for a in one.values()) + HEADER_BYTES
+    if n > MAX_SAMPLES:
+        raise SpecError("-n", f"{n} samples would take {_size(size)}; at most {MAX_SAMPLES} "
+                        "per call (split them over calls with --seed)")
+    folder = path.absolute().parent
+    need, free = size + n * one["z"].nbytes, shutil.disk_usage(folder).free
+    if need > free:
+        raise SpecError("-n", f"{n} samples need {_size(need)} on disk ({_size(size)} of .npz "
+                        f"and a temporary copy of z), more than the {_size(free)} free in "
+                        f"{folder}; lower -n or choose another --out")
+    return {name: a.shape[1:] for name, a in one.items()}
+
+
+def write_samples(path: Path, vae: VAE, bundle: DataBundle, n: int, means: bool = False,
+                  seed: int = 0, keep: int = 0) -> np.ndarray | None:
+    """The n samples of :func:`draw` written to the .npz ``path`` (atomically) as
+    ``numpy.savez(path, x=x, z=z)`` writes them, batch by batch: a zip holds one entry after
+    another, so z goes to an unnamed temporary file beside ``path`` while x is written, and is
+    copied after it. Returns (copies of) the first ``keep`` rows of x, None if ``keep`` is 0."""
+    head: list[np.ndarray] = []
+    headers: dict[str, dict[str, object]] = {}
+
+    def write(f: BinaryIO) -> None:
+        with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf, \
+                tempfile.TemporaryFile(dir=path.absolute().parent) as z_file:
+            with zf.open("x.npy", mode="w", force_zip64=True) as x_file:
+                def each(x: np.ndarray, z: np.ndarray) -> None:
+                    if not headers:  # C order, as the bytes are written
+                        headers.update({name: {**np.lib.format.header_data_from_array_1_0(a),
+                                               "fortran_order": False, "shape": (n, *a.shape[1:])}
+                                        for name, a in (("x", x), ("z", z))})
+                        np.lib.format.write_array_header_1_0(x_file, headers["x"])
+                    x_file.write(x.tobytes())
+                    z_file.write(z.tobytes())
+                    room = keep - sum(map(len, head))
+                    if room > 0:
+                        head.append(x[:room].copy())
+
+                draw(vae, bundle, n, each, means, seed)
+            z_file.seek(0)
+            with zf.open("z.npy", mode="w", force_zip64=True) as z_npy:
+                np.lib.format.write_array_header_1_0(z_npy, headers["z"])
+                shutil.copyfileobj(z_file, z_npy, 2**20)
+
+    write_atomic(path, write)
+    return np.concatenate(head) if head else None
+
+
+def _size(nbytes: int) -> str:
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.3g} {unit}"
+    return f"{nbytes} bytes"

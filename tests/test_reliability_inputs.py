@@ -239,22 +239,9 @@ def test_a_split_of_one_point_trains_and_evaluates(work: Path):
 def test_an_absurd_k_says_how_long_before_it_starts(work: Path):
     """K = 10¹² on the run's 360 test points: the estimate (10¹⁴·⁵ particles at any speed this
     machine has is days) comes first, on stderr; Ctrl-C then stops it with nothing written."""
-    before = tree_hash(work)
-    env = {**os.environ, "XDG_CACHE_HOME": str(work.parent / "cache")}
-    proc = subprocess.Popen([EXE, "evaluate", "run", "--num-samples", str(10**12)], cwd=work,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        ready, _, _ = select.select([proc.stderr], [], [], 240)  # no line: no hang either
-        line = proc.stderr.readline() if ready else ""
-        proc.send_signal(signal.SIGINT)
-        out, rest = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert "with K=1000000000000 importance samples will take about" in line, line + rest
+    line = announced_then_ctrl_c(["evaluate", "run", "--num-samples", str(10**12)], work)
+    assert "with K=1000000000000 importance samples will take about" in line, line
     assert "days" in line and "µs per particle measured" in line, line
-    assert proc.returncode == EXIT_INTERRUPTED and rest.strip() == "pyro-vae: interrupted"
-    assert not out and "Traceback" not in rest
-    assert tree_hash(work) == before
 
 
 # ---- the last resort: a bug is one line and a log file ------------------------------------------
@@ -332,3 +319,114 @@ def test_data_refused_from_their_headers_in_one_line(case: Case, work: Path):
     """Before: the bomb and the 10¹³ values were tracebacks (exit 1), the empty archive a
     ValueError of ``min()`` (exit 1)."""
     test_refused_in_one_line_and_nothing_written(case, work)
+
+
+# ---- issue 28: sizes bounded before they are allocated (items 2, 4, 6) ---------------------------
+
+def announced_then_ctrl_c(argv: list[str], work: Path) -> str:
+    """``pyro-vae ARGV`` in ``work``: its first stderr line (within 240 s: no hang either), then
+    Ctrl-C, which must stop it in one more line (exit 130) with nothing written."""
+    before = tree_hash(work)
+    env = {**os.environ, "XDG_CACHE_HOME": str(work.parent / "cache")}
+    proc = subprocess.Popen([EXE, *argv], cwd=work, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        ready, _, _ = select.select([proc.stderr], [], [], 240)
+        line = proc.stderr.readline() if ready else ""
+        proc.send_signal(signal.SIGINT)
+        out, rest = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == EXIT_INTERRUPTED and rest.strip() == "pyro-vae: interrupted", \
+        (line, rest)
+    assert not out and "Traceback" not in rest
+    assert tree_hash(work) == before
+    return line
+
+
+HUGE_K = "iwae:k=100000000"  # 10⁸ particles × 32 points × 64 pixels: 763 GiB of decoder output
+SIZE_CASES: dict[str, Case] = {
+    "2 sample -n 10**12": Case(["sample", "run", "-n", str(10**12), "--out", "s.npz"],
+                               ("-n", f"{10**12} samples would take 240 TiB",
+                                "at most 1000000000 per call")),
+    "2 sample -n 2**63": Case(["sample", "run", "-n", str(2**63), "--out", "s.npz"],
+                              ("-n", f"{2**63} samples", "at most 1000000000 per call")),
+    "4 ais --steps 10**12": Case(["evaluate", "run", "--method", "ais", "--steps", str(10**12)],
+                                 ("--steps", f"16 chains × {10**12} steps",
+                                  "evaluate.memory_budget_mb = 512 MiB")),
+    "4 bdmc --steps 2**63": Case(["evaluate", "run", "--method", "bdmc", "--steps", str(2**63)],
+                                 ("--steps", f"× {2**63} steps", "512 MiB")),
+    "4 ais --chains 10**12": Case(["evaluate", "run", "--method", "ais", "--chains",
+                                   str(10**12)], ("--chains", "512 MiB")),
+    "4 compare a checkpoint with k=10**8": Case(
+        ["compare", "--checkpoint", "run", "--out", "cmp", "--estimators", "trace", HUGE_K],
+        ("--estimators", f"{HUGE_K}: 100000000 particles × 32 points × 64 values",
+         "GiB of memory free")),
+    "4 compare trained with k=10**8": Case(
+        ["compare", DIGITS, *SETS, "--out", "cmp", "--estimators", "trace", HUGE_K],
+        ("--estimators", f"{HUGE_K}: 100000000 particles × 32 points × 64 values",
+         "GiB of memory free")),
+}
+
+
+@pytest.mark.parametrize("case", list(SIZE_CASES.values()), ids=list(SIZE_CASES))
+def test_a_size_beyond_its_bound_is_refused_before_it_is_allocated(case: Case, work: Path):
+    test_refused_in_one_line_and_nothing_written(case, work)
+
+
+def test_samples_beyond_the_free_disk_space_are_refused(work: Path, tmp_path: Path):
+    """A disk with 1 MiB free (``shutil.disk_usage`` planted through sitecustomize): 10⁵
+    samples, 25.2 MiB of .npz, are refused by arithmetic, before the file is opened."""
+    plant = tmp_path / "plant"
+    plant.mkdir()
+    (plant / "sitecustomize.py").write_text(
+        "import shutil\n\n\n"
+        "def disk_usage(path):\n"
+        "    return shutil._ntuple_diskusage(2**30, 2**30 - 2**20, 2**20)\n\n\n"
+        "shutil.disk_usage = disk_usage\n")
+    before = tree_hash(work)
+    line = one_line(console(["sample", "run", "-n", "100000", "--out", "s.npz"], work,
+                            env={"PYTHONPATH": str(plant)}))
+    assert line.startswith("pyro-vae: error: -n: 100000 samples need 25.9 MiB on disk"), line
+    assert "more than the 1 MiB free in " in line, line
+    assert tree_hash(work) == before
+
+
+def test_samples_are_written_batch_by_batch_with_the_same_values(work: Path):
+    """2500 samples, three of export's batches of 1000, streamed into the .npz: the same arrays
+    as the whole draw in memory gave (the loop before issue 28, below), and the PNG draws the
+    first 1024 of them, not all."""
+    import pyro
+    import torch
+
+    from pyro_vae.prepared import load_run
+
+    proc = console(["sample", "run", "-n", "2500", "--out", "s.npz", "--png", "s.png"], work)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "x [2500, 1, 8, 8]" in proc.stdout and "s.png (the first 1024)" in proc.stdout
+    prepared = load_run(work / "run")
+    vae, bundle = prepared.vae.eval(), prepared.bundle
+    zs, xs = [], []
+    with torch.no_grad(), torch.random.fork_rng(), pyro.validation_enabled(False):
+        torch.manual_seed(prepared.spec.train.seed)
+        for start in range(0, 2500, 1000):
+            z = vae.sample_codes(min(1000, 2500 - start))
+            zs.append(z)
+            xs.append(bundle.to_values(vae.likelihood.forward(vae.decoder(z)).sample().float()))
+    written = np.load(work / "s.npz")
+    assert written.files == ["x", "z"]
+    np.testing.assert_array_equal(written["x"], torch.cat(xs).reshape(2500, 1, 8, 8).numpy())
+    np.testing.assert_array_equal(written["z"], torch.cat(zs).numpy())
+
+
+@pytest.mark.parametrize("method", ["ais", "bdmc"])
+def test_a_long_annealing_says_how_long_before_it_starts(method: str, work: Path):
+    """10⁶ annealing steps of 10 leapfrog steps on one point: the estimate (from two timed
+    transitions) comes first, on stderr, then Ctrl-C stops it with nothing written."""
+    line = announced_then_ctrl_c(["evaluate", "run", "--method", method, "--steps", str(10**6),
+                                  "--limit", "1"], work)
+    where = "simulated" if method == "bdmc" else "test"
+    assert line.startswith(f"pyro-vae: {method.upper()} of 1 {where} point (16 chains × "
+                           "1000000 steps × 10 leapfrog steps)"), line
+    assert " will take about " in line and "µs per leapfrog step of a chain and point" in line
+    assert line.endswith("measured); Ctrl-C stops it\n"), line
