@@ -184,7 +184,7 @@ def quality(options: Options, command: str, run_dir: Path, test_points: int,
     The AIS summaries are merged from the pieces (:func:`merge_ais`); with ``score`` off nothing
     is computed and the section shows the pieces finished so far."""
     from pyro_vae.rundir import read_checkpoint
-    from pyro_vae.train import evaluated_checkpoint, load_run
+    from pyro_vae.prepared import evaluated_checkpoint, load_run
 
     prep = load_run(run_dir)
     checkpoint = evaluated_checkpoint(run_dir, prep.spec)

@@ -28,7 +28,7 @@ from pyro_vae.registry import SpecError
 from pyro_vae.spec import Spec, load_spec
 
 if TYPE_CHECKING:  # pyro_vae.train pulls in Lightning: not needed by the memory probe
-    from pyro_vae.train import Prepared
+    from pyro_vae.prepared import Prepared
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "examples" / "configs"
@@ -205,7 +205,7 @@ def scoring_setup(options: Options, config: str, overrides: Sequence[str]
 def prepared(spec: Spec) -> Prepared:
     """Data loaded, VAE built and checked, as ``pyro-vae train`` does. A data set that cannot be
     loaded (not installed, unreadable) raises Skip; any other spec error is a bug: it propagates."""
-    from pyro_vae.train import prepare
+    from pyro_vae.prepared import prepare
 
     try:
         return prepare(spec)

@@ -40,7 +40,8 @@ from benchmarks.common import (Options, Section, Spread, describe, interleaved, 
                                ratios, spec_from, table)
 from benchmarks.floors import PlainVAE
 from pyro_vae import train
-from pyro_vae.train import Prepared, VAEModule
+from pyro_vae.prepared import Prepared
+from pyro_vae.train import VAEModule
 
 #: step / plain PyTorch; epoch / bare LightningModule on CPU (what pyro-vae adds to Lightning);
 #: epoch / plain loop on a GPU (a bare LightningModule is already ~1.15× the plain loop on CPU)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -238,3 +239,34 @@ def _standardize(bundle: DataBundle) -> None:
     bundle.loc, bundle.scale = loc.float(), scale.float()
     bundle.log_jacobian = -float(scale.log().sum())
     bundle.integer = False
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """Item i of ``rows`` paired with i; a batch is fetched as ``(rows[indices], indices)``
+    through the rows' own batched ``__getitems__`` (one gather, no per-item tuples)."""
+
+    def __init__(self, rows: torch.utils.data.Dataset) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        return self.rows[index], index
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.rows.__getitems__(indices), torch.tensor(indices)  # type: ignore[attr-defined]
+
+
+def with_indices(loader: torch.utils.data.DataLoader) -> torch.utils.data.DataLoader:
+    """A bundle's ``loader`` (:meth:`pyro_vae.bundle.DataBundle.loader`) yielding ``(x, idx)``:
+    its batches (same order, same collate, so the same random draws of a dynamic
+    binarization) and their rows as a LongTensor."""
+    collate = loader.collate_fn
+
+    def pair(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[Any, torch.Tensor]:
+        x, idx = batch
+        return collate(x), idx
+
+    return torch.utils.data.DataLoader(_Indexed(loader.dataset), batch_size=loader.batch_size,
+                                       sampler=loader.sampler, collate_fn=pair)

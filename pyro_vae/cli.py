@@ -78,10 +78,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.config or args.out or args.overwrite:
             raise SpecError("--resume", "takes the run directory alone: the spec is its "
                             "config.yaml and the run continues in place")
-        from pyro_vae.train import resume_spec
-
         run = Run(args.resume)
-        spec = resume_spec(run.root, overrides)
+        spec = run.resume_spec(overrides)
     elif args.config:
         run = Run(args.out if args.out else Path("runs") / Path(args.config).stem)
         spec = load_spec(args.config, overrides)
@@ -92,7 +90,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from lightning.pytorch.utilities import rank_zero_only
 
     from pyro_vae.engine import Interrupted
-    from pyro_vae.train import Diverged, device_for, finished, load_run, prepare
+    from pyro_vae.evaluate import device_for
+    from pyro_vae.prepared import load_run, prepare
+    from pyro_vae.train import Diverged
 
     quiet()  # after Lightning's import, which sets its own log level
     if not args.overwrite and run.unscored(spec):
@@ -112,7 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     prepared = prepare(spec)
     if args.resume:  # the checkpoint fits the spec and data, finished or not
         resume_point(run.root, prepared.vae, spec, lambda: prepared.data_sha256)
-        done = finished(run.root, spec.train.max_epochs)
+        done = run.finished(spec.train.max_epochs)
         if done:
             print(f"{run.root}: finished ({done}); nothing to train. Raise train.max_epochs to "
                   f"continue (--set train.max_epochs=N), or score it: pyro-vae evaluate "
@@ -143,7 +143,7 @@ def _score(prepared: Prepared, run: Run, device: torch.device, rank0: bool) -> i
     the trained run stays, and the same command (or ``--resume``) scores it
     (:meth:`Run.unscored`)."""
     from pyro_vae.engine import stopped_during
-    from pyro_vae.train import evaluate_run
+    from pyro_vae.evaluate import evaluate_run
 
     def where() -> str:
         if run.unscored(prepared.spec):

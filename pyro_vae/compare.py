@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     import torch
 
     from inference.compare import Row
-    from pyro_vae.train import Prepared
+    from pyro_vae.prepared import Prepared
 
 ALIASES = {"k": "particles"}
 RUNS = "runs"
@@ -196,7 +196,8 @@ def compare_trained(spec: Spec, estimators: Mapping[str, Component], out: Run, r
     leaves nothing behind; the caller lets the lock go."""
     import torch
 
-    from pyro_vae.train import fit, prepare
+    from pyro_vae.prepared import prepare
+    from pyro_vae.train import fit
 
     rows, initial = [], None
     for label, component in estimators.items():
@@ -312,7 +313,7 @@ def score_checkpoint(args: argparse.Namespace, estimators: Mapping[str, Componen
     locked (:func:`claim`) before anything is scored: into the run itself, before its weights
     are read (what is written comes from one state of the run); elsewhere, once the run has
     loaded (a run that cannot be scored leaves no folder behind)."""
-    from pyro_vae.train import load_run
+    from pyro_vae.prepared import load_run
 
     run = Path(args.checkpoint)
     into_run = out.root.resolve() == run.resolve()

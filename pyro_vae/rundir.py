@@ -39,7 +39,7 @@ import sys
 import time
 import warnings
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
@@ -48,6 +48,7 @@ from pyro_vae.atomic import write_atomic
 from pyro_vae.captions import CAPTIONS
 from pyro_vae.console import chatty
 from pyro_vae.registry import SpecError
+from pyro_vae.spec import load_run_spec
 
 if TYPE_CHECKING:  # torch: imported where a checkpoint or the data are read
     from pyro_vae.bundle import DataBundle
@@ -261,6 +262,46 @@ class Run:
         if not isinstance(record, Mapping) or not isinstance(record.get("spec"), Mapping):
             return False
         return not changed_keys(record["spec"], flat(spec.to_dict()))
+
+    # ---- reading --------------------------------------------------------------------------------
+    def resume_spec(self, overrides: Sequence[str] = ()) -> Spec:
+        """A run's config.yaml plus ``overrides`` that only touch :data:`RESUMABLE` keys or
+        ``evaluate.*`` (repeating a key's current value is allowed)."""
+        config = run_config(self.root)
+        last_checkpoint(self.root)
+        saved = load_run_spec(config)
+        spec = load_run_spec(config, overrides)
+        old, new = flat(saved.to_dict()), flat(spec.to_dict())
+        for key in sorted(old.keys() | new.keys()):
+            if old.get(key) != new.get(key) and not changeable(key):
+                raise SpecError(key, f"cannot change when resuming (the run has {old.get(key)!r}); "
+                                f"--resume accepts --set for {', '.join(RESUMABLE)} and evaluate.*")
+        if spec.train.lr_schedule == "cosine":
+            for key in ("train.max_epochs", "train.lr"):
+                if old[key] != new[key]:
+                    raise SpecError(key, "cannot change when resuming a cosine lr_schedule: the "
+                                    "schedule was laid out over the original run")
+        return spec
+
+    def finished(self, max_epochs: int) -> str | None:
+        """Why the run has nothing left to do up to ``max_epochs`` epochs (all epochs
+        trained and the run scored, more epochs trained, or early stopping ended it and
+        ``max_epochs`` was not raised), else None. A run that a signal stopped after its last step
+        has all its epochs but no scores yet: None."""
+        checkpoint = read_checkpoint(last_checkpoint(self.root))
+        loops = checkpoint.get("loops", {}).get("fit_loop", {})
+        done = loops.get("epoch_progress", {}).get("current", {}).get("processed", 0)
+        if done == max_epochs and self.state() != "finished":
+            return None
+        if done >= max_epochs:
+            return (f"{done} of {max_epochs} epochs trained" if done == max_epochs else
+                    f"{done} epochs trained, train.max_epochs is {max_epochs}")
+        saved = load_run_spec(run_config(self.root)).train.max_epochs
+        stopped = [v.get("stopped_epoch", 0) for k, v in checkpoint.get("callbacks", {}).items()
+                   if k.startswith("EarlyStopping") and isinstance(v, dict)]
+        if any(stopped) and max_epochs <= saved:
+            return f"early stopping ended it after {done} epochs"
+        return None
 
     # ---- writes ---------------------------------------------------------------------------------
     def directory(self, folder: Path) -> Path:

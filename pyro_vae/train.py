@@ -46,24 +46,17 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from inference.compiled import TracedLoss, TraceNotice
 from pyro_vae.atomic import remove_partial_files
-from pyro_vae.bundle import DataBundle
+from pyro_vae.bundle import DataBundle, with_indices
 from pyro_vae.components.estimators import make_elbo
 from pyro_vae.console import chatty
 from pyro_vae.engine import (AtomicCheckpointIO, EpochMeans, Interrupted, PeriodicCheckpoint,
                              RngState, RunCSVLogger, Throughput, ranks_in_sync,
                              resumable, stop_on_signals)
-# device_for, evaluate_run, Prepared, prepare, load_run, evaluated_checkpoint (their homes do
-# not import Lightning, for the commands that do not train) and CONFIG, RESUMABLE,
-# checkpoint_step: re-exported for callers of train
-from pyro_vae.evaluate import device_for, evaluate_run  # noqa: F401
-from pyro_vae.prepared import (Prepared, evaluated_checkpoint, load_run, prepare,  # noqa: F401
-                               steps_per_epoch)
+from pyro_vae.prepared import Prepared, steps_per_epoch
 from pyro_vae.registry import SpecError
-from pyro_vae.rundir import (CHECKPOINTS, CONFIG, RECORD, RESUMABLE, TRANSFORM,  # noqa: F401
-                             Run, best_path, changeable, checkpoint_step, flat, last_checkpoint,
-                             last_path, read_checkpoint, resume_point, run_config, run_state,
-                             spec_record)
-from pyro_vae.spec import Spec, TrainSpec, dump_spec, load_run_spec
+from pyro_vae.rundir import (CHECKPOINTS, RECORD, TRANSFORM, Run, best_path, last_path,
+                             resume_point, run_state, spec_record)
+from pyro_vae.spec import Spec, TrainSpec, dump_spec
 from pyro_vae.vae import VAE
 
 DDP_REPORT = "ddp.json"
@@ -288,37 +281,6 @@ class VAEData(L.LightningDataModule):
                                   generator=torch.Generator().manual_seed(self.seed))
 
 
-class _Indexed(torch.utils.data.Dataset):
-    """Item i of ``rows`` paired with i; a batch is fetched as ``(rows[indices], indices)``
-    through the rows' own batched ``__getitems__`` (one gather, no per-item tuples)."""
-
-    def __init__(self, rows: torch.utils.data.Dataset) -> None:
-        self.rows = rows
-
-    def __len__(self) -> int:
-        return len(self.rows)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        return self.rows[index], index
-
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.rows.__getitems__(indices), torch.tensor(indices)  # type: ignore[attr-defined]
-
-
-def with_indices(loader: torch.utils.data.DataLoader) -> torch.utils.data.DataLoader:
-    """A bundle's ``loader`` (:meth:`pyro_vae.bundle.DataBundle.loader`) yielding ``(x, idx)``:
-    its batches (same order, same collate, so the same random draws of a dynamic
-    binarization) and their rows as a LongTensor."""
-    collate = loader.collate_fn
-
-    def pair(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[Any, torch.Tensor]:
-        x, idx = batch
-        return collate(x), idx
-
-    return torch.utils.data.DataLoader(_Indexed(loader.dataset), batch_size=loader.batch_size,
-                                       sampler=loader.sampler, collate_fn=pair)
-
-
 def check_devices(train: TrainSpec) -> None:
     """SpecError for an accelerator or device count this machine does not have."""
     gpus = torch.cuda.device_count()
@@ -480,44 +442,3 @@ def _one_line_notices(show: Callable[..., None]) -> Callable[..., None]:
             show(message, category, *args, **kwargs)
 
     return showwarning
-
-
-def resume_spec(run_dir: Path, overrides: Sequence[str] = ()) -> Spec:
-    """A run's config.yaml plus ``overrides`` that only touch :data:`RESUMABLE` keys or
-    ``evaluate.*`` (repeating a key's current value is allowed)."""
-    config = run_config(run_dir)
-    last_checkpoint(run_dir)
-    saved = load_run_spec(config)
-    spec = load_run_spec(config, overrides)
-    old, new = flat(saved.to_dict()), flat(spec.to_dict())
-    for key in sorted(old.keys() | new.keys()):
-        if old.get(key) != new.get(key) and not changeable(key):
-            raise SpecError(key, f"cannot change when resuming (the run has {old.get(key)!r}); "
-                            f"--resume accepts --set for {', '.join(RESUMABLE)} and evaluate.*")
-    if spec.train.lr_schedule == "cosine":
-        for key in ("train.max_epochs", "train.lr"):
-            if old[key] != new[key]:
-                raise SpecError(key, "cannot change when resuming a cosine lr_schedule: the "
-                                "schedule was laid out over the original run")
-    return spec
-
-
-def finished(run_dir: Path, max_epochs: int) -> str | None:
-    """Why the run in ``run_dir`` has nothing left to do up to ``max_epochs`` epochs (all epochs
-    trained and the run scored, more epochs trained, or early stopping ended it and
-    ``max_epochs`` was not raised), else None. A run that a signal stopped after its last step
-    has all its epochs but no scores yet: None."""
-    checkpoint = read_checkpoint(last_checkpoint(run_dir))
-    loops = checkpoint.get("loops", {}).get("fit_loop", {})
-    done = loops.get("epoch_progress", {}).get("current", {}).get("processed", 0)
-    if done == max_epochs and Run(run_dir).state() != "finished":
-        return None
-    if done >= max_epochs:
-        return (f"{done} of {max_epochs} epochs trained" if done == max_epochs else
-                f"{done} epochs trained, train.max_epochs is {max_epochs}")
-    saved = load_run_spec(run_config(run_dir)).train.max_epochs
-    stopped = [v.get("stopped_epoch", 0) for k, v in checkpoint.get("callbacks", {}).items()
-               if k.startswith("EarlyStopping") and isinstance(v, dict)]
-    if any(stopped) and max_epochs <= saved:
-        return f"early stopping ended it after {done} epochs"
-    return None

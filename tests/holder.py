@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyro_vae.evaluate
 import pyro_vae.figures
 import pyro_vae.train
 from pyro_vae.cli import main
@@ -50,7 +51,7 @@ def hold_at(signals: Path, phases: set[str]) -> None:
         return step(self, batch, batch_idx)
 
     pyro_vae.train.VAEModule.training_step = training_step
-    pyro_vae.train.evaluate_run = paused(pyro_vae.train.evaluate_run, "evaluation")
+    pyro_vae.evaluate.evaluate_run = paused(pyro_vae.evaluate.evaluate_run, "evaluation")
     pyro_vae.figures.plot_training_curves = paused(pyro_vae.figures.plot_training_curves,
                                                    "figures")
 

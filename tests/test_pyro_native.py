@@ -212,7 +212,8 @@ def draws(seed: int | None = None) -> tuple:
 def trained_by_cli(tmp_path_factory):
     """estimator ↦ (spec, held-out ELBO) of ``pyro-vae train``'s training (prepare + fit), each
     trained once for the module."""
-    from pyro_vae.train import fit, prepare
+    from pyro_vae.prepared import prepare
+    from pyro_vae.train import fit
 
     done: dict[str, tuple] = {}
 

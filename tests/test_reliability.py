@@ -35,7 +35,9 @@ from pyro_vae import data
 from pyro_vae.cli import EXIT_INTERRUPTED, EXIT_USER_ERROR, main, parser
 from pyro_vae.evaluate import importance_log_px, particles_per_chunk
 from pyro_vae.spec import COMPONENTS, load_spec
-from pyro_vae.train import VAEModule, checkpoint_step, fit, last_path, prepare, resume_spec
+from pyro_vae.prepared import prepare
+from pyro_vae.rundir import checkpoint_step, last_path, Run
+from pyro_vae.train import fit, VAEModule
 from pyro_vae.vae import VAE
 
 EXE = str(Path(sys.executable).with_name("pyro-vae"))
@@ -430,7 +432,7 @@ def test_ctrl_c_saves_at_the_step_and_resumes_to_the_uninterrupted_result(tmp_pa
     assert not (run / "eval-test.json").exists() and not list(run.rglob("*.tmp"))
 
     finish = ["train.max_epochs=3"]
-    fit(prepare(resume_spec(run, finish)), run, resume=True)
+    fit(prepare(Run(run).resume_spec(finish)), run, resume=True)
     resumed = torch.load(last_path(run), weights_only=True)["state_dict"]
     whole = prepare(load_spec(DIGITS, [*LONG, *finish]))
     fit(whole, tmp_path / "whole")

@@ -24,7 +24,7 @@ import torch
 
 from holder import PHASES
 from pyro_vae import report as report_module
-from pyro_vae import train as train_module
+from pyro_vae import prepared as prepared_module
 from pyro_vae.cli import main
 from pyro_vae.engine import RunCSVLogger
 from pyro_vae.rundir import LOCK, MARKER, Run, last_path
@@ -221,7 +221,7 @@ def test_a_writer_takes_the_lock_before_it_reads_the_run(tmp_path, finished, cap
             return read(*args, **kwargs)
         monkeypatch.setattr(module, name, checked)
 
-    spy(train_module, "load_run")
+    spy(prepared_module, "load_run")
     spy(report_module, "read_text")
     for args in writers(run)[1:]:
         reads.clear()

@@ -251,15 +251,15 @@ def test_a_stop_signal_during_the_final_evaluation_keeps_the_run_and_the_same_co
     """Training finished, then Ctrl-C (or SIGTERM, SIGUSR1: the same handler) lands in the
     evaluation that ends ``train``: one line, exit 130, the trained run kept and unscored. The
     same command then scores it without training again, with the command's evaluate settings."""
-    from pyro_vae import train
+    from pyro_vae import evaluate
 
-    original = train.evaluate_run
+    original = evaluate.evaluate_run
 
     def evaluate_run(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(train, "evaluate_run", evaluate_run)
+    monkeypatch.setattr(evaluate, "evaluate_run", evaluate_run)
     run = tmp_path / "run"
     handler = signal.getsignal(signal.SIGINT)
     assert main(command(run, "train.max_epochs=1")[1:]) == EXIT_INTERRUPTED
@@ -270,7 +270,7 @@ def test_a_stop_signal_during_the_final_evaluation_keeps_the_run_and_the_same_co
     assert Run(run).state() == "finished" and not (run / "eval-test.json").exists()
     trained = (last_path(run).read_bytes(), logged_steps(run))
 
-    monkeypatch.setattr(train, "evaluate_run", original)
+    monkeypatch.setattr(evaluate, "evaluate_run", original)
     assert main(command(run, "train.max_epochs=1", "evaluate.num_samples=7")[1:]) == 0
     assert "run directory" in capsys.readouterr().out
     assert json.loads((run / "eval-test.json").read_text())["num_samples"] == 7

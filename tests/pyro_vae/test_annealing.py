@@ -56,7 +56,7 @@ def test_one_chain_has_no_monte_carlo_error_and_says_so(run: Path, capsys) -> No
 def test_merged_pieces_give_the_summary_of_all_their_points(run: Path) -> None:
     """``merge_ais`` (how a long AIS run is put together from saved pieces): means, standard
     errors and the gap recomputed over the concatenated points; other settings are refused."""
-    from pyro_vae.train import load_run
+    from pyro_vae.prepared import load_run
 
     prep = load_run(run)
     x = prep.bundle.split("test")[:7]

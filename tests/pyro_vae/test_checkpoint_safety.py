@@ -7,7 +7,8 @@ import torch
 
 from pyro_vae.registry import SpecError
 from pyro_vae.spec import dump_spec, load_spec
-from pyro_vae.train import CHECKPOINTS, CONFIG, load_run
+from pyro_vae.prepared import load_run
+from pyro_vae.rundir import CHECKPOINTS, CONFIG
 
 QUICK = ["latent_dim=2", "encoder.hidden=[8]", "decoder.hidden=[8]"]
 

@@ -19,8 +19,9 @@ import torch
 from pyro_vae.cli import EXIT_DIVERGED, EXIT_USER_ERROR, main
 from pyro_vae.engine import AtomicCheckpointIO, parameter_digest
 from pyro_vae.spec import load_spec
-from pyro_vae.train import (VAEModule, checkpoint_step, fit, last_path, make_trainer, prepare,
-                            resume_spec)
+from pyro_vae.prepared import prepare
+from pyro_vae.rundir import checkpoint_step, last_path, Run
+from pyro_vae.train import fit, make_trainer, VAEModule
 
 TINY = ["data.binarize=dynamic", "data.limit=200", "latent_dim=2", "encoder.hidden=[16]",
         "decoder.hidden=[16]", "train.batch_size=32", "train.lr=3e-3", "train.progress=false",
@@ -38,7 +39,7 @@ def rows(run: Path) -> list[dict[str, str]]:
 
 
 def train(run: Path, *overrides: str, resume: bool = False):
-    spec = resume_spec(run, overrides) if resume else load_spec(None, [*TINY, *overrides])
+    spec = Run(run).resume_spec(overrides) if resume else load_spec(None, [*TINY, *overrides])
     prepared = prepare(spec)
     fit(prepared, run, overwrite=not resume, resume=resume)
     return prepared.vae.state_dict()

@@ -6,7 +6,7 @@ from torch import nn
 from pyro_vae import networks
 from pyro_vae.registry import SpecError
 from pyro_vae.spec import load_spec
-from pyro_vae.train import prepare
+from pyro_vae.prepared import prepare
 
 
 class Pair(nn.Module):

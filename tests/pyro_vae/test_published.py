@@ -19,7 +19,8 @@ from pyro_vae.components.networks import NETWORKS
 from pyro_vae.registry import SpecError
 from pyro_vae.rundir import Run, best_path, last_path, read_checkpoint
 from pyro_vae.spec import load_spec
-from pyro_vae.train import evaluated_checkpoint, fit, load_run, prepare
+from pyro_vae.prepared import evaluated_checkpoint, load_run, prepare
+from pyro_vae.train import fit
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESETS = ROOT / "examples" / "configs" / "published"

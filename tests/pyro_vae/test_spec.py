@@ -163,7 +163,7 @@ def test_a_directory_is_not_a_spec_file(tmp_path):
 
 def test_likelihood_values_follow_data_values_unless_set():
     """Before, likelihood.values had to repeat data.values (its default was unit)."""
-    from pyro_vae.train import prepare
+    from pyro_vae.prepared import prepare
 
     base = ["data.binarize=none", "likelihood.name=discretized_logistic", "latent_dim=2",
             "encoder.hidden=[8]", "decoder.hidden=[8]"]

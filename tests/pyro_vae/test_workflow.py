@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from pyro_vae.cli import main, parser
-from pyro_vae.train import load_run
+from pyro_vae.prepared import load_run
 
 TINY = ["--set", "train.max_epochs=1", "--set", "train.batch_size=16", "--set",
         "evaluate.num_samples=5", "--set", "latent_dim=2", "--set", "encoder.hidden=[8]",
