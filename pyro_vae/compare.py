@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -26,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 from pyro_vae.components.estimators import ESTIMATORS, make_elbo
 from pyro_vae.console import chatty, quiet
 from pyro_vae.data import absolute_paths
-from pyro_vae.memory import available_memory
 from pyro_vae.registry import Component, SpecError, directory_argument
 from pyro_vae.rundir import CONFIG, LOCK, Run, run_config
 from pyro_vae.spec import Spec, dump_spec, load_spec, parse_yaml
@@ -110,41 +108,13 @@ def run_name(label: str) -> str:
     return re.sub(r"[^\w.=,+-]", "_", label)
 
 
-def _device(prepared: Prepared) -> torch.device:
-    """Where the spec trains: a GPU when it asks for one and torch has one."""
-    import torch
-
-    gpu = prepared.spec.train.accelerator != "cpu" and torch.cuda.is_available()
-    return torch.device("cuda" if gpu else "cpu")
-
-
 def _on_device(prepared: Prepared, split: str) -> torch.Tensor:
-    """Move the VAE to :func:`_device`; the split's data, there too."""
-    device = _device(prepared)
+    """Move the VAE to :func:`pyro_vae.prepared.train_device`; the split's data, there too."""
+    from pyro_vae.prepared import train_device
+
+    device = train_device(prepared.spec)
     prepared.vae.to(device)
     return prepared.bundle.split(split).to(device)
-
-
-def check_step_memory(prepared: Prepared, estimators: Mapping[str, Component],
-                      points: int) -> None:
-    """SpecError naming the estimator when one of its steps cannot fit, checked by arithmetic
-    before training or scoring starts: k particles of B = ``points`` data points, each decoded to
-    the P values of an item, hold at least k·B·P float32 (4 bytes), the decoder's output alone;
-    the bound is the memory free where the spec trains (a GPU's, or
-    :func:`pyro_vae.memory.available_memory`; unchecked where it cannot be read)."""
-    import torch
-
-    device = _device(prepared)
-    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else available_memory()
-    size = math.prod(prepared.bundle.shape)
-    for label, component in estimators.items():
-        k = component.params.get("particles", 1)
-        need = 4 * k * points * size
-        if free is not None and need > free:
-            raise SpecError("--estimators", f"{label}: {k} particles × {points} points × {size} "
-                            f"values = {k * points * size:.3g} floats per step, at least "
-                            f"{need / 2**30:.3g} GiB, more than the {free / 2**30:.3g} GiB of "
-                            "memory free; lower k or train.batch_size")
 
 
 def gradient_rows(prepared: Prepared, estimators: Mapping[str, Component],
@@ -196,7 +166,7 @@ def compare_trained(spec: Spec, estimators: Mapping[str, Component], out: Run, r
     leaves nothing behind; the caller lets the lock go."""
     import torch
 
-    from pyro_vae.prepared import prepare
+    from pyro_vae.prepared import check_step_memory, prepare
     from pyro_vae.train import fit
 
     rows, initial = [], None
@@ -206,7 +176,8 @@ def compare_trained(spec: Spec, estimators: Mapping[str, Component], out: Run, r
         prepared = prepare(dataclasses.replace(spec, estimator=component))
         state = {k: v.detach().clone() for k, v in prepared.vae.state_dict().items()}
         if initial is None:
-            check_step_memory(prepared, estimators, spec.train.batch_size)
+            check_step_memory(spec, prepared.bundle.shape, estimators,
+                              spec.train.batch_size, "--estimators")
             initial = state
             claim(out, overwrite, fresh=True)
             out.write_text(out.config, dump_spec(spec))
@@ -313,7 +284,7 @@ def score_checkpoint(args: argparse.Namespace, estimators: Mapping[str, Componen
     locked (:func:`claim`) before anything is scored: into the run itself, before its weights
     are read (what is written comes from one state of the run); elsewhere, once the run has
     loaded (a run that cannot be scored leaves no folder behind)."""
-    from pyro_vae.prepared import load_run
+    from pyro_vae.prepared import check_step_memory, load_run
 
     run = Path(args.checkpoint)
     into_run = out.root.resolve() == run.resolve()
@@ -322,8 +293,9 @@ def score_checkpoint(args: argparse.Namespace, estimators: Mapping[str, Componen
         run_config(run)
         claim(out, args.overwrite, fresh=False)
     prepared = load_run(run)
-    check_step_memory(prepared, estimators,
-                      min(prepared.spec.train.batch_size, len(prepared.bundle.val)))
+    check_step_memory(prepared.spec, prepared.bundle.shape, estimators,
+                      min(prepared.spec.train.batch_size, len(prepared.bundle.val)),
+                      "--estimators")
     if not into_run:
         claim(out, args.overwrite, fresh=False)
     rows = compare_checkpoint(prepared, estimators, args.repeats)

@@ -10,6 +10,7 @@ import math
 import os
 import random
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -21,7 +22,8 @@ from pyro_vae.bundle import DataBundle
 from pyro_vae.console import chatty
 from pyro_vae.data import DATASETS, SPLITS
 from pyro_vae.evaluate import particles_per_chunk
-from pyro_vae.registry import SpecError, built
+from pyro_vae.memory import available_memory
+from pyro_vae.registry import Component, SpecError, built
 from pyro_vae.rundir import (TRANSFORM, best_path, data_digest, last_checkpoint, load_weights,
                              run_config)
 from pyro_vae.spec import Spec, load_run_spec
@@ -68,6 +70,8 @@ def prepare(spec: Spec) -> Prepared:
         raise SpecError("train.batch_size", f"{spec.train.batch_size} is larger than the "
                         f"{len(bundle.train)} training items")
     check_kl_weight(spec, len(bundle.train))
+    check_step_memory(spec, bundle.shape, {spec.estimator.name: spec.estimator},
+                      spec.train.batch_size, "estimator.particles")
     vae = VAE.from_spec(spec, bundle.shape, bundle.levels, bundle.train)  # checks its sizes
     plate = spec.estimator.params.get("data_plate")
     if plate not in (None, "data"):
@@ -94,6 +98,33 @@ def prepare(spec: Spec) -> Prepared:
         particles_per_chunk(vae, bundle.split(spec.evaluate.split)[:1],
                             spec.evaluate.num_samples, spec.evaluate.memory_budget_mb)
     return Prepared(spec, bundle, vae)
+
+
+def train_device(spec: Spec) -> torch.device:
+    """Where the spec trains: a GPU when it asks for one and torch has one."""
+    gpu = spec.train.accelerator != "cpu" and torch.cuda.is_available()
+    return torch.device("cuda" if gpu else "cpu")
+
+
+def check_step_memory(spec: Spec, shape: tuple[int, ...], estimators: Mapping[str, Component],
+                      points: int, key: str) -> None:
+    """SpecError naming ``key`` when a step of one of ``estimators`` (label → component)
+    cannot fit, checked by arithmetic before training or scoring starts: k particles of
+    B = ``points`` data points, each decoded to the P values of an item of ``shape``, hold at
+    least k·B·P float32 (4 bytes), the decoder's output alone; the bound is the memory free
+    where the spec trains (a GPU's, or :func:`pyro_vae.memory.available_memory`; unchecked where
+    it cannot be read)."""
+    device = train_device(spec)
+    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else available_memory()
+    size = math.prod(shape)
+    for label, component in estimators.items():
+        k = component.params.get("particles", 1)
+        need = 4 * k * points * size
+        if free is not None and need > free:
+            raise SpecError(key, f"{label}: {k} particles × {points} points × {size} values = "
+                            f"{k * points * size:.3g} floats per step, at least "
+                            f"{need / 2**30:.3g} GiB, more than the {free / 2**30:.3g} GiB of "
+                            "memory free; lower the particles or train.batch_size")
 
 
 def check_kl_weight(spec: Spec, num_data: int) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import pyro_vae.train
+import pyro_vae.prepared
 from pyro_vae.compare import (add_compare_parser, cmd_compare, parse_estimator, parse_estimators,
                               run_name)
 from pyro_vae.components.estimators import ESTIMATORS
@@ -26,7 +26,7 @@ TINY = ["data.binarize=dynamic", "data.limit=256", "latent_dim=4", "encoder.hidd
 DIGITS = "examples/configs/digits.yaml"
 
 
-def val_elbo(prepared: pyro_vae.train.Prepared) -> float:
+def val_elbo(prepared: pyro_vae.prepared.Prepared) -> float:
     torch.manual_seed(1)
     with torch.no_grad():
         return float(prepared.vae.elbo_terms(prepared.bundle.val).elbo.mean())
@@ -125,7 +125,7 @@ def test_the_estimators_start_from_the_same_weights_or_the_comparison_stops(tmp_
                 next(prepared.vae.decoder.parameters()).add_(1e-3)
         return prepared
 
-    monkeypatch.setattr(pyro_vae.train, "prepare", perturbed_prepare)
+    monkeypatch.setattr(pyro_vae.prepared, "prepare", perturbed_prepare)
     sets = [x for s in [*TINY, "data.limit=32"] for x in ("--set", s)]
     args = compare_args(DIGITS, "--estimators", "trace", "stl", "--epochs", "1", "--repeats", "2",
                         "--out", str(tmp_path / "cmp"), *sets)
