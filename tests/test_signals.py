@@ -3,6 +3,12 @@ second Ctrl-C exits 130 at once, both with one line (SIGUSR1, SLURM's warning, i
 rerunning the same command continues a run that a signal stopped (a requeued cluster job); two
 torchrun "nodes" on 127.0.0.1 train in step, and a SIGTERM mid-run followed by the same command
 ends where an uninterrupted run does.
+
+No test here races the scheduler: a signal meets a run held still at a known step
+(tests/holder.py) or is sent by the run to itself, and every wait is for an event the process
+makes (a file, its exit), guarded only against a hang (:data:`WAIT`). The helpers below serve the
+other signal and timing tests too (``pytest -m timing``, which CI also runs beside two busy
+processes).
 """
 
 from __future__ import annotations
@@ -10,12 +16,14 @@ from __future__ import annotations
 import json
 import os
 import random
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,44 +36,104 @@ from pyro_vae.train import VAEModule
 # checkpoint before its first epoch ends is the one a signal made
 from test_reliability import DIGITS, EXE, LONG, STEPS_PER_EPOCH, logged_steps
 
+pytestmark = pytest.mark.timing  # signals, and waits on other processes
+
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+HOLDER = Path(__file__).with_name("holder.py")
+HELD_STEP = 3  # holder.py's "training" phase: held inside step 4, 3 steps done
+
+# The one time limit of these tests, a guard against a hang and never a bet on a speed: a run
+# that takes seconds on a quiet machine takes minutes to start on a busy one (load 6-7 on 2 cores).
+WAIT = 600
+
+# A shell without job control (a script's `make test &`, nohup, some CI runners) starts its
+# background commands with SIGINT ignored, and exec passes that on: Python then leaves SIGINT
+# ignored (no KeyboardInterrupt), so a command under test would go on after its Ctrl-C. A
+# terminal starts its foreground command with SIGINT at the default; ``foreground`` does too.
+FOREGROUND = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+              "os.execv(sys.argv[1], sys.argv[1:])")
+
+
+def foreground(argv: list[str], **kw) -> subprocess.Popen:
+    """``subprocess.Popen(argv, **kw)`` (``argv[0]`` a path) with SIGINT at its default, as in a
+    terminal's foreground command, whatever pytest inherited; the pid is the command's."""
+    return subprocess.Popen([sys.executable, "-c", FOREGROUND, *argv], **kw)
+
+
+def wait_until(done: Callable[[], bool], proc: subprocess.Popen, what: str) -> None:
+    """Wait for ``done()``, an event ``proc`` makes (a file, a logged step): a wait, not a timing
+    assertion. Fails with the process's output if it ends first, or after :data:`WAIT` s."""
+    deadline = time.monotonic() + WAIT
+    while not done():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            out = proc.communicate()
+            raise AssertionError(f"never {what}: exit {proc.returncode}, output {out}")
+        time.sleep(0.05)
+
+
+def ctrl_c_after_first_line(argv: list[str], **kw) -> tuple[str, int, str, str]:
+    """``argv`` in the foreground: its first stderr line (it must come, however long the process
+    takes to start), then a Ctrl-C; the exit status, stdout and the rest of stderr once it has
+    ended. Past :data:`WAIT` s at either wait (a hang) the test fails, showing what came."""
+    proc = foreground(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    try:
+        first, deadline = b"", time.monotonic() + WAIT
+        while not first.endswith(b"\n"):  # a byte at a time: the rest is left to communicate()
+            wait = max(0.0, deadline - time.monotonic())
+            byte = (os.read(proc.stderr.fileno(), 1)
+                    if select.select([proc.stderr], [], [], wait)[0] else b"")
+            if not byte:  # the end of stderr (the process ended), or the deadline
+                break
+            first += byte
+        line = first.decode()
+        assert line.endswith("\n"), f"no line on stderr in {WAIT} s: {line!r}, exit {proc.poll()}"
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, rest = proc.communicate(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, rest = proc.communicate()
+            raise AssertionError(f"no exit in {WAIT} s after Ctrl-C; after {line!r} it wrote "
+                                 f"{out!r}, {rest!r}") from None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return line, proc.returncode, out.decode(), rest.decode()
 
 
 def command(run: Path, *sets: str) -> list[str]:
     return [EXE, "train", DIGITS, *(f"--set={s}" for s in [*LONG, *sets]), "--out", str(run)]
 
 
-def start(argv: list[str], **kw) -> subprocess.Popen:
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
-
-
-def wait_for_steps(proc: subprocess.Popen, run: Path, steps: int) -> None:
-    deadline = time.monotonic() + 180
-    while proc.poll() is None and time.monotonic() < deadline and len(logged_steps(run)) < steps:
-        time.sleep(0.02)
-    assert proc.poll() is None, proc.communicate()
+def held(signals: Path, argv: list[str], **kw) -> subprocess.Popen:
+    """``pyro-vae ARGV[1:]`` (``argv[0]`` the console script) run by tests/holder.py in the
+    foreground, held still inside step 4 until a line or the end of its stdin: it creates
+    ``signals/training`` when it gets there."""
+    signals.mkdir()
+    return foreground([sys.executable, str(HOLDER), str(signals), "training", *argv[1:]],
+                      stdin=subprocess.PIPE, text=True, **kw)
 
 
 def test_sigterm_saves_at_the_step_exits_143_and_the_same_command_continues(tmp_path):
-    run = tmp_path / "run"
-    argv = command(run)
-    proc = start(argv)
-    wait_for_steps(proc, run, 10)
-    seen = len(logged_steps(run))
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    run, signals = tmp_path / "run", tmp_path / "signals"
+    proc = held(signals, command(run), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_until((signals / "training").exists, proc, "held in step 4")
+    proc.send_signal(signal.SIGTERM)  # during step 4, which the end of stdin lets go on
+    _, err = proc.communicate(input="", timeout=WAIT)
     assert proc.returncode == EXIT_TERMINATED, err
     lines = err.splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
     step = checkpoint_step(last_path(run))
-    assert step >= seen >= 10  # written on SIGTERM: no periodic checkpoint comes this early
+    assert step == HELD_STEP + 1  # written on SIGTERM: no periodic checkpoint comes this early
     assert "interrupted (SIGTERM)" in lines[0] and f"(step {step})" in lines[0]
     assert not (run / "eval-test.json").exists() and not (run / LOCK).exists()
     assert Run(run).state() == "stopped"
 
     finish = step // STEPS_PER_EPOCH + 1  # the same command, with fewer epochs to finish
     done = subprocess.run([*command(run, f"train.max_epochs={finish}"), "--verbose"],
-                          capture_output=True, text=True, timeout=300)  # --verbose: notes too
+                          capture_output=True, text=True, timeout=WAIT)  # --verbose: notes too
     assert done.returncode == 0, done.stderr
     notes = done.stderr.splitlines()
     assert len(notes) == 1 and notes[0].startswith("pyro-vae: note: ") and "continuing" in notes[0]
@@ -115,7 +183,7 @@ def test_a_second_ctrl_c_stops_at_once_with_exit_130_and_one_line(tmp_path):
     run = tmp_path / "run"
     argv = command(run, "train.checkpoint_every_steps=2")
     done = subprocess.run([sys.executable, "-c", TWICE, *argv[1:]], capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=WAIT)
     assert done.returncode == EXIT_INTERRUPTED, done.stderr
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
@@ -139,12 +207,14 @@ def free_port() -> int:
     raise RuntimeError("no free port in 20000-31999")
 
 
-def two_nodes(run: Path, *sets: str) -> list[subprocess.Popen]:
+def two_nodes(run: Path, *sets: str, held: Path | None = None) -> list[subprocess.Popen]:
     """``torchrun --nnodes 2 --node-rank r`` for r = 0, 1 on 127.0.0.1, one gloo process each;
     each node's output is appended to ``<run>-node<r>.log`` beside ``run``: a pipe nobody reads
-    while the nodes wait for each other would fill and block them."""
+    while the nodes wait for each other would fill and block them. With ``held``, each node's
+    process is tests/holder.py's, held still inside step 4 (it creates ``held/node<r>/training``
+    there) until the end of the node's stdin."""
     port = free_port()
-    argv = [EXE, "train", DIGITS,
+    argv = ["train", DIGITS,
             *(f"--set={s}" for s in [*LONG, *sets]),
             "--accelerator", "cpu", "--devices", "1", "--num-nodes", "2", "--strategy", "ddp",
             "--out", str(run)]
@@ -152,24 +222,42 @@ def two_nodes(run: Path, *sets: str) -> list[subprocess.Popen]:
     nodes = []
     for rank in (0, 1):
         log = run.with_name(f"{run.name}-node{rank}.log")
+        script = [EXE]
+        if held:
+            (held / f"node{rank}").mkdir(parents=True)
+            script = [str(HOLDER), str(held / f"node{rank}"), "training"]
         with log.open("a") as out:  # the child holds its own descriptor; a rerun appends
             node = subprocess.Popen(
                 [TORCHRUN, "--nnodes", "2", "--node-rank", str(rank), "--nproc-per-node", "1",
-                 "--master-addr", "127.0.0.1", "--master-port", str(port), *argv],
-                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                 "--master-addr", "127.0.0.1", "--master-port", str(port), *script, *argv],
+                stdin=subprocess.PIPE if held else None, stdout=out, stderr=subprocess.STDOUT,
+                env=env, start_new_session=True)
         node.log = log  # type: ignore[attr-defined]
         nodes.append(node)
     return nodes
 
 
-def finish_nodes(nodes: list[subprocess.Popen], timeout: float = 300) -> list[tuple[int, str]]:
-    """Each node's exit status and output. Once one node has failed the other gets 30 s (its
-    torchrun would wait for its peer far longer); past ``timeout`` both are killed with their
-    workers and the test fails showing each node's output."""
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
+        except OSError:  # ended meanwhile
+            continue
+        if stat and int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def finish_nodes(nodes: list[subprocess.Popen], timeout: float = WAIT) -> list[tuple[int, str]]:
+    """Each node's exit status and output. Once one node has failed the other gets 5 min more
+    (its torchrun would wait for its peer far longer); past ``timeout`` both are killed with
+    their workers and the test fails showing each node's output."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(n.poll() is None for n in nodes):
         if any(n.returncode not in (None, 0) for n in nodes):
-            deadline = min(deadline, time.monotonic() + 30)
+            deadline = min(deadline, time.monotonic() + 300)
         time.sleep(0.05)
     hung = [n for n in nodes if n.poll() is None]
     for node in hung:
@@ -186,6 +274,7 @@ def weights(run: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed")
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="finds the workers in /proc")
 def test_two_torchrun_nodes_train_in_step_and_a_sigterm_then_rerun_ends_as_one_run(tmp_path):
     epochs = "train.max_epochs=3"  # 200 items over 2 ranks: 4 steps of 32 per epoch
     whole = tmp_path / "whole"
@@ -195,17 +284,19 @@ def test_two_torchrun_nodes_train_in_step_and_a_sigterm_then_rerun_ends_as_one_r
     assert report["world_size"] == 2 and len(set(report["parameter_sha256"])) == 1
     assert checkpoint_step(last_path(whole)) == 12
 
-    run = tmp_path / "run"
-    procs = two_nodes(run, epochs)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and len(logged_steps(run)) < 3:
-        time.sleep(0.02)
-    assert all(p.poll() is None for p in procs)
-    for p in procs:  # the scheduler signals every node
-        p.send_signal(signal.SIGTERM)
+    run, signals = tmp_path / "run", tmp_path / "signals"
+    procs = two_nodes(run, epochs, held=signals)
+    for rank, node in enumerate(procs):
+        wait_until((signals / f"node{rank}" / "training").exists, node, f"node {rank} in step 4")
+    # the scheduler signals every training process (SLURM: each process of the job step); a
+    # SIGTERM to torchrun alone would reach them through its agent, which kills them 30 s later
+    for node in procs:
+        for worker in children(node.pid):
+            os.kill(worker, signal.SIGTERM)
+        node.stdin.close()  # the end of stdin lets step 4 go on
     finish_nodes(procs)
     stopped = checkpoint_step(last_path(run))
-    assert 3 <= stopped < 12 and Run(run).state() == "stopped"
+    assert stopped == HELD_STEP + 1 and Run(run).state() == "stopped"
 
     for code, err in finish_nodes(two_nodes(run, epochs)):  # the same command resumes
         assert code == 0, err

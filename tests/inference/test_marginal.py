@@ -115,10 +115,15 @@ def test_peak_memory_does_not_grow_with_particles(ppca: PPCA) -> None:
     assert growth[16000] <= 2 * budget, growth
 
 
+@pytest.mark.timing
 def test_a_ctrl_c_landing_in_a_finalizer_of_the_memory_probe_still_interrupts() -> None:
     """The probe's per-tensor finalizers are where a Ctrl-C is likeliest to land, and Python drops
     a KeyboardInterrupt raised in one ("Exception ignored in: <finalize object>"): the evaluation
-    would go on. Here the signal arrives while a finalizer runs, on the probe's last call."""
+    would go on. Here the signal arrives while a finalizer runs, on the probe's last call.
+
+    Ctrl-C raises KeyboardInterrupt in a foreground Python; pytest started with SIGINT ignored
+    (`make test &` from a script, nohup: the shell ignores it for background commands) would
+    hold it and deliver it to "ignore", so the test sets Python's default handler itself."""
     calls = []
 
     def log_weights(k: int) -> torch.Tensor:
@@ -128,10 +133,14 @@ def test_a_ctrl_c_landing_in_a_finalizer_of_the_memory_probe_still_interrupts() 
             weakref.finalize(temporary, os.kill, os.getpid(), signal.SIGINT)
         return temporary.sum(1, keepdim=True)
 
-    handler = signal.getsignal(signal.SIGINT)
-    with pytest.raises(KeyboardInterrupt):
-        measure_bytes_per_particle(log_weights)
-    assert calls == [1, 2, 4] and signal.getsignal(signal.SIGINT) is handler
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            measure_bytes_per_particle(log_weights)
+        assert calls == [1, 2, 4]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 def test_global_latent_outside_data_plate_raises() -> None:

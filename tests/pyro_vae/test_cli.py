@@ -101,7 +101,7 @@ def test_evaluate_a_directory_that_is_not_a_run(tmp_path, capsys):
 def test_console_script_reports_user_errors_without_traceback(tmp_path):
     exe = Path(sys.executable).with_name("pyro-vae")
     proc = subprocess.run([str(exe), "train", DIGITS, "--set", "prior.name=nope", "--out",
-                           str(tmp_path / "r")], capture_output=True, text=True, timeout=120)
+                           str(tmp_path / "r")], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "prior.name" in proc.stderr
     assert "Traceback" not in proc.stderr

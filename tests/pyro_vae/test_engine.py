@@ -10,7 +10,6 @@ import math
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -293,32 +292,30 @@ def test_tensorboard_logger_needs_tensorboard(tmp_path, capsys):
     assert code == EXIT_USER_ERROR and "tensorboard" in err and not (tmp_path / "r").exists()
 
 
-def spawn(args: list[str], **kw) -> subprocess.Popen:
-    return subprocess.Popen([EXE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, **kw)
-
-
+@pytest.mark.timing
 def test_sigkill_mid_epoch_then_resume_loses_only_the_steps_since_the_checkpoint(tmp_path):
-    run = tmp_path / "run"
-    sets = [*TINY, "train.max_epochs=200", "train.checkpoint_every_steps=5",
+    """SIGKILL (a session's end) while the run is held still inside step 4 (tests/holder.py),
+    its step-2 checkpoint on disk: the resumed run loses only the steps since. Holding it leaves
+    nothing to the scheduler (a waiting test could otherwise see it reach an epoch's end)."""
+    from test_signals import HELD_STEP, WAIT, held, wait_until
+
+    run, signals = tmp_path / "run", tmp_path / "signals"
+    sets = [*TINY, "train.max_epochs=200", "train.checkpoint_every_steps=2",
             "train.checkpoint_every_epochs=0"]
-    proc = spawn(["train", DIGITS, *[f"--set={s}" for s in sets], "--out", str(run)])
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if last_path(run).is_file() and checkpoint_step(last_path(run)) >= 10:
-            break
-        time.sleep(0.02)
+    proc = held(signals, [EXE, "train", DIGITS, *[f"--set={s}" for s in sets], "--out", str(run)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_until((signals / "training").exists, proc, "held in step 4")
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL
-    state = torch.load(last_path(run), weights_only=True)  # never a truncated file
+    state = torch.load(last_path(run), weights_only=True)
     saved, epoch = state["global_step"], state["epoch"]
-    assert saved % 5 == 0 and saved % STEPS_PER_EPOCH  # a step checkpoint inside an epoch
+    assert saved == HELD_STEP - 1 and saved % STEPS_PER_EPOCH  # a step checkpoint inside an epoch
     logged = [int(r["step"]) for r in rows(run) if "train_loss_step" in r]
 
     finish = epoch + 2
     done = subprocess.run([EXE, "train", "--resume", str(run), f"--set=train.max_epochs={finish}"],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=WAIT)
     assert done.returncode == 0, done.stderr
     assert checkpoint_step(last_path(run)) == finish * STEPS_PER_EPOCH  # every step, once
     steps = [int(r["step"]) for r in rows(run) if "train_loss_step" in r]

@@ -111,7 +111,7 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
          "--disable-component-update", "--disable-sync", "--no-first-run",
          f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
          harness.as_uri()],
-        capture_output=True, text=True, timeout=60)
+        capture_output=True, text=True, timeout=600)
     assert 'data-loaded="3/3"' in out.stdout, out.stderr[-2000:]
 
 
