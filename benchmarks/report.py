@@ -11,8 +11,8 @@ from benchmarks.common import plural, table
 
 ORDER = ("step", "is", "is-small", "published", "quality-quick", "scaling", "ais", "ais-quality",
          "richer", "startup")
-NUMBER = {"step": "1", "is": "2", "is-small": "2b", "published": "3", "quality-quick": "3",
-          "scaling": "4", "ais": "5", "ais-quality": "5", "richer": "6", "startup": "7"}
+NUMBER = {"step": "1", "is": "2", "is-small": "2b", "published": "3", "quality-quick": "3b",
+          "scaling": "4", "ais": "5", "ais-quality": "5b", "richer": "6", "startup": "7"}
 SECTION_COMMANDS = {"step": "python -m benchmarks --only step",
                     "is": "python -m benchmarks --only is",
                     "is-small": "python -m benchmarks --only is-small",
