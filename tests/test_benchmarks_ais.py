@@ -46,7 +46,7 @@ def test_ais_benchmark_runs_at_toy_size_with_and_without_a_trained_run(tmp_path:
     assert all(r["num_points"] == 30 for r in scored["ais"].values())
     report = out.read_text()
     assert "## 5. Annealed importance sampling: speed" in report
-    assert "## 5. Annealed importance sampling: how loose is IS?" in report
+    assert "## 5b. Annealed importance sampling: how loose is IS?" in report
     assert "In progress" not in report
     # Saved pieces of 25 + 5 images per step count, and the BDMC run. With one piece lost (an
     # interrupted run), --report shows the images finished so far and scores nothing; the run

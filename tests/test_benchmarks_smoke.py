@@ -29,7 +29,7 @@ def test_every_benchmark_runs_at_toy_size_and_the_report_holds_every_section(tmp
     report = run(tmp_path, "benchmarks")
     for heading in ("## Targets", "## 1. Training step", "## 2. Importance-sampled",
                     "## 2b. Importance-sampled log p(x) at small K",
-                    "## 3. Quality", "## 4. Scaling", "## 7. CLI start-up", "## GPU"):
+                    "## 3b. Quality", "## 4. Scaling", "## 7. CLI start-up", "## GPU"):
         assert heading in report, heading
     assert "skipped" not in report.lower()  # toy sizes need only the embedded digits
     records = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")}
