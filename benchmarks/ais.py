@@ -167,7 +167,7 @@ def run(options: Options, command: str) -> Section:
         f"{2.5 / (transitions * LEAPFROG):.0%} of a block here, nothing at T = 1000.",
         "Quality (IS at K = 5000 against AIS at 1 000 and 10 000 steps on 500 test images, BDMC "
         "on 50 simulated images) is `python -m benchmarks.ais --quality RUN_DIR` on a run of "
-        "the published protocol; it adds its own section 5 when run.",
+        "the published protocol; it adds its own section 5b when run.",
     ])
     return section
 

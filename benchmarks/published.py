@@ -578,7 +578,7 @@ def gains_text(gains: dict[str, tuple[float, float]], finished: dict[str, Any],
             "per-image difference (the IS noise of both models included)")
     text += (": " + "; ".join(shown) + " nats.") if shown else "."
     text += (" Each figure is an IS lower bound, so a gain is one in log p(x) as far as both "
-             "bounds are equally tight; section 5 measures how tight the VAE's is (AIS against "
+             "bounds are equally tight; section 5b measures how tight the VAE's is (AIS against "
              "IS).")
     if unkept and "vae" in finished and len(finished) > 1:
         text += (" Per-image scores are missing for " + ", ".join(unkept) + " (scored before "
