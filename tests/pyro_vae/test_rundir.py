@@ -30,7 +30,7 @@ from pyro_vae.engine import RunCSVLogger
 from pyro_vae.rundir import LOCK, MARKER, Run, last_path
 from test_reliability import DIGITS, EXE, SETS  # SETS: a one-epoch run of 2 steps, tiny nets
 
-HOLDER = Path(__file__).with_name("holder.py")
+HOLDER = Path(__file__).parents[1] / "holder.py"
 
 
 def pyro_vae(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
