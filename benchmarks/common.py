@@ -27,7 +27,7 @@ import torch
 from pyro_vae.registry import SpecError
 from pyro_vae.spec import Spec, load_spec
 
-if TYPE_CHECKING:  # pyro_vae.train pulls in Lightning: not needed by the memory probe
+if TYPE_CHECKING:  # pyro_vae.trainer pulls in Lightning: not needed by the memory probe
     from pyro_vae.prepared import Prepared
 
 REPO = Path(__file__).resolve().parent.parent

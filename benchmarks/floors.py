@@ -7,7 +7,7 @@
 
   with l = decoder(μ + σ ε), ε ~ N(0, I), as ``binary_cross_entropy_with_logits(sum)``.
 * :func:`floor_log_px`: importance-sampled log p(x), plain PyTorch, ``points`` points per call and
-  their particles in chunks of ``chunk`` (the plan of :func:`pyro_vae.evaluate.plan_chunks`):
+  their particles in chunks of ``chunk`` (the plan of :func:`pyro_vae.scoring.plan_chunks`):
 
       log w_k = log p(x | z_k) + log N(z_k; 0, I) − log N(z_k; μ, σ²),   z_k = μ + σ ε_k
               = Σ_i x_i l_ki − softplus(l_ki) − ½‖z_k‖² + ½‖ε_k‖² + Σ_d log σ_d,

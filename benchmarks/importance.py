@@ -1,7 +1,7 @@
 """Benchmark 2: importance-sampled log p(x) at K = 5000 on the Fashion-MNIST test images with
 the 784-200-200-50 tanh MLP VAE (``examples/configs/fashion-mnist.yaml``), five routes:
 
-  (a) ``pyro_vae.evaluate.importance_log_px``: the VAE's fast path (``vae.log_weights``) through
+  (a) ``pyro_vae.scoring.importance_log_px``: the VAE's fast path (``vae.log_weights``) through
       ``inference.marginal.estimate_from_log_weights``, split by ``evaluate.plan_chunks``;
   (b) the plain-PyTorch floor, same forward passes, same plan (``floors.floor_log_px``);
   (c) ``pyro.infer.Importance``, one image at a time (timed on a few images, scaled);
@@ -32,7 +32,7 @@ from benchmarks.common import (Options, Section, clock, describe, interleaved, p
                                ratios, spec_from, table)
 from benchmarks.floors import copies_log_px, floor_log_px, pyro_importance_log_px
 from inference import log_marginal_likelihood
-from pyro_vae.evaluate import FAST_CHUNK_BYTES, Plan, importance_log_px, plan_chunks
+from pyro_vae.scoring import FAST_CHUNK_BYTES, Plan, importance_log_px, plan_chunks
 from pyro_vae.vae import VAE
 
 FLOOR_TARGET, PYRO_TARGET = 1.10, 50.0

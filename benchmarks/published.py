@@ -270,7 +270,7 @@ def remaining(entry: Entry, max_epochs: int) -> str:
 
 def train_model(entry: Entry, options: Options, max_epochs: int | None) -> dict[str, Any]:
     """Train (or continue) the entry's run until its training ends; its ``done.json``."""
-    from pyro_vae.train import fit
+    from pyro_vae.trainer import fit
 
     done = entry.read(DONE)
     if done is not None:
@@ -300,7 +300,7 @@ def score(entry: Entry, options: Options) -> tuple[dict[str, Any], np.ndarray]:
     """IS on the test split (the spec's K) with the checkpoint :func:`load_run` picks (the best
     validation ELBO's, as early stopping is on): the figures of a result record and each test
     image's log p̂(x)."""
-    from pyro_vae.evaluate import evaluate_run
+    from pyro_vae.scoring import evaluate_run
     from pyro_vae.prepared import evaluated_checkpoint, load_run
 
     prep = load_run(entry.run_dir)
@@ -336,7 +336,7 @@ def peek(entry: Entry, points: int, k: int) -> dict[str, Any] | None:
     ``points`` test images with K = ``k``, kept in the entry's ``peek.json`` (None: finished or
     not started). A mid-run figure on a subset, not the protocol's."""
     from pyro_vae.rundir import read_checkpoint
-    from pyro_vae.evaluate import evaluate_run
+    from pyro_vae.scoring import evaluate_run
     from pyro_vae.prepared import evaluated_checkpoint, load_run
 
     if entry.read(DONE) is not None or not last_path(entry.run_dir).is_file():

@@ -1,5 +1,5 @@
 """Benchmark 3, quick form: test log p(x) after one short epoch, trained and scored as a user would
-(``pyro_vae.train.prepare`` + ``fit``, then ``pyro_vae.evaluate.evaluate`` with K = 5000).
+(``pyro_vae.trainer.prepare`` + ``fit``, then ``pyro_vae.scoring.evaluate`` with K = 5000).
 
 Fashion-MNIST, dynamically binarized, 784-200-200-50 tanh MLP, Bernoulli likelihood
 (``examples/configs/fashion-mnist.yaml``): a VAE (k = 1), IWAE k = 5 trained with DReG, and a
@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import Options, Section, Skip, prepared, spec_from, table
-from pyro_vae.evaluate import evaluate
-from pyro_vae.train import fit
+from pyro_vae.scoring import evaluate
+from pyro_vae.trainer import fit
 
 PUBLISHED = {"VAE (k=1)": -228.70, "VampPrior": -227.35}
 PAPER = "Exemplar VAE (Norouzi et al. 2020), Fashion-MNIST, dynamic binarization"

@@ -15,9 +15,9 @@ import torch
 from benchmarks.common import (Options, Section, clock, describe, exponent, plural, prepared,
                                spec_from, table)
 from benchmarks.step import train_step
-from pyro_vae.evaluate import importance_log_px
+from pyro_vae.scoring import importance_log_px
 from pyro_vae.bundle import with_indices
-from pyro_vae.train import VAEModule
+from pyro_vae.trainer import VAEModule
 
 MULTIPLES = (1, 2, 4)
 LINEAR = 1.10  # at most 10 % above linear growth

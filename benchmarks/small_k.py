@@ -1,14 +1,14 @@
 """Benchmark 2b: importance-sampled log p(x) at small K on the whole Fashion-MNIST test set, and
 the chunk size of the fast path, with the 784-200-200-50 tanh MLP VAE of benchmark 2.
 
-* At K = 10 and K = 100 the fast path (``pyro_vae.evaluate.importance_log_px``) puts several
-  points in one call (:func:`pyro_vae.evaluate.plan_chunks`); the plain-PyTorch floor
+* At K = 10 and K = 100 the fast path (``pyro_vae.scoring.importance_log_px``) puts several
+  points in one call (:func:`pyro_vae.scoring.plan_chunks`); the plain-PyTorch floor
   (``floors.floor_log_px``) runs the same plan. The two alternate over blocks of test images;
   the ratio is the median of the per-block paired ratios. For contrast, the one-point-per-call
   plan of earlier versions is timed on the first images.
 * Chunk size: each cap on the bytes of one call gives a plan (points per call, particles per
   chunk); both routes are timed with each, at K = 5000 and K = 100, to choose the cap
-  (``pyro_vae.evaluate.FAST_CHUNK_BYTES``) that is fastest on this machine.
+  (``pyro_vae.scoring.FAST_CHUNK_BYTES``) that is fastest on this machine.
 
 Timing does not depend on the weights, so the VAE is freshly initialised (seeded).
 """
@@ -23,7 +23,7 @@ import torch
 from benchmarks.common import (Options, Section, clock, describe, interleaved, plural, ratios,
                                scoring_setup, table)
 from benchmarks.floors import floor_log_px
-from pyro_vae.evaluate import FAST_CHUNK_BYTES, Plan, importance_log_px, plan_chunks
+from pyro_vae.scoring import FAST_CHUNK_BYTES, Plan, importance_log_px, plan_chunks
 from pyro_vae.vae import VAE
 
 FLOOR_TARGET = 1.10

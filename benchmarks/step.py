@@ -11,7 +11,7 @@ own densities without Pyro (``vae.log_weights`` for ``trace``, ``vae.elbo_terms`
 ``trace`` at the published protocol's size (``examples/configs/published/fashion-mnist-vae.yaml``:
 gated 2 × 300, latent 40, batch 100).
 
-Epoch: ``pyro_vae.train.fit``, the user's path (Lightning, validation, logging and the
+Epoch: ``pyro_vae.trainer.fit``, the user's path (Lightning, validation, logging and the
 per-epoch checkpoint included), against a plain loop over the same DataLoader that also runs a
 validation pass and saves a checkpoint. A callback added to fit's Trainer times each Lightning
 epoch and runs one plain epoch after it, so the two alternate in one process. The same pairing
@@ -39,9 +39,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from benchmarks.common import (Options, Section, Spread, describe, interleaved, plural, prepared,
                                ratios, spec_from, table)
 from benchmarks.floors import PlainVAE
-from pyro_vae import train
+from pyro_vae import trainer
+from pyro_vae.bundle import with_indices
 from pyro_vae.prepared import Prepared
-from pyro_vae.train import VAEModule
+from pyro_vae.trainer import VAEModule
 
 #: step / plain PyTorch; epoch / bare LightningModule on CPU (what pyro-vae adds to Lightning);
 #: epoch / plain loop on a GPU (a bare LightningModule is already ~1.15× the plain loop on CPU)
@@ -97,10 +98,10 @@ def step_runs(prep: Prepared, steps: int, device: torch.device) -> dict[str, Cal
     untraced = VAEModule(copy.deepcopy(vae), spec)
     untraced_opt = untraced.configure_optimizers()
     plain = PlainVAE(vae).to(device)
-    plain_opt = train.adam(plain.parameters(), spec.train.lr)
+    plain_opt = trainer.adam(plain.parameters(), spec.train.lr)
     textbook = PlainVAE(vae).to(device)
     textbook_opt = torch.optim.Adam(textbook.parameters(), lr=spec.train.lr)
-    loader = train.with_indices(prep.bundle.loader("train", spec.train.batch_size, shuffle=True))
+    loader = with_indices(prep.bundle.loader("train", spec.train.batch_size, shuffle=True))
     pairs = [(x.to(device), idx.to(device))
              for x, idx in itertools.islice(itertools.cycle(loader), steps)]
     batches = [x for x, _ in pairs]
@@ -205,7 +206,7 @@ class _BareModule(L.LightningModule):
         self.trainer.save_checkpoint(self.checkpoint)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return train.adam(self.plain.parameters(), self.lr)
+        return trainer.adam(self.plain.parameters(), self.lr)
 
 
 def epoch_pairs(prep: Prepared, epochs: int,
@@ -214,7 +215,7 @@ def epoch_pairs(prep: Prepared, epochs: int,
     pair, for fit ("pyro-vae") and for :class:`_BareModule` ("bare Lightning")."""
     spec = prep.spec
     plain = PlainVAE(prep.vae).to(device)
-    plain_opt = train.adam(plain.parameters(), spec.train.lr)
+    plain_opt = trainer.adam(plain.parameters(), spec.train.lr)
     batches = prep.bundle.loader("train", spec.train.batch_size, shuffle=True)
     val = prep.bundle.loader("val", spec.train.batch_size, shuffle=False)
     with tempfile.TemporaryDirectory() as tmp:

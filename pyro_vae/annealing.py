@@ -34,8 +34,8 @@ from torch import Tensor
 from inference.ais import (AISResult, ais_log_marginal_likelihood, bdmc, estimated_seconds,
                            sandwich)
 from pyro_vae.atomic import write_json_atomic
-from pyro_vae.evaluate import announce, importance_log_px
-from pyro_vae.evaluate import estimated_seconds as importance_seconds
+from pyro_vae.scoring import announce, importance_log_px
+from pyro_vae.scoring import estimated_seconds as importance_seconds
 from pyro_vae.figures import plot_ais, plot_bdmc
 from pyro_vae.registry import SpecError
 from pyro_vae.rundir import eval_path, figures_path
@@ -90,11 +90,11 @@ class Annealing:
 
 def announce_duration(vae: VAE, x: Tensor, split: str, method: str, options: Annealing,
                       num_samples: int, memory_budget_mb: float) -> None:
-    """:func:`pyro_vae.evaluate.announce` the annealing of the points ``x`` before it starts: the
+    """:func:`pyro_vae.scoring.announce` the annealing of the points ``x`` before it starts: the
     time of a call on the first :data:`POINTS_PER_CALL` points
     (:func:`inference.ais.estimated_seconds`, from two timed transitions) times N / B, for
     both directions with BDMC; with AIS, plus the IS beside it
-    (:func:`pyro_vae.evaluate.estimated_seconds`)."""
+    (:func:`pyro_vae.scoring.estimated_seconds`)."""
     vae.eval()
     chains, steps, leapfrog = options.num_chains, options.num_steps, options.leapfrog_steps
     part, directions = x[:POINTS_PER_CALL], 2 if method == "bdmc" else 1
@@ -122,7 +122,7 @@ def evaluate_ais(vae: VAE, x: Tensor, split: str, options: Annealing, num_sample
                  memory_budget_mb: float, progress: bool = False,
                  log_jacobian: float = 0.0) -> dict[str, Any]:
     """IS and AIS log p̂(x) of each row of ``x`` (on the model's scale), reported on the data's
-    own scale, log p(x) = log p'(x') + ``log_jacobian`` (:mod:`pyro_vae.evaluate`): the summary,
+    own scale, log p(x) = log p'(x') + ``log_jacobian`` (:mod:`pyro_vae.scoring`): the summary,
     with per-point values."""
     vae.eval()
     start = time.perf_counter()

@@ -47,7 +47,7 @@ from pyro_vae.rundir import Run, eval_path, figures_path, run_config
 if TYPE_CHECKING:
     import torch
 
-    from pyro_vae.evaluate import Evaluation
+    from pyro_vae.scoring import Evaluation
     from pyro_vae.prepared import Prepared
 
 EXIT_INTERNAL = 1  # a bug: one line naming the command and a log file with the traceback
@@ -90,9 +90,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from lightning.pytorch.utilities import rank_zero_only
 
     from pyro_vae.engine import Interrupted
-    from pyro_vae.evaluate import device_for
+    from pyro_vae.scoring import device_for
     from pyro_vae.prepared import load_run, prepare
-    from pyro_vae.train import Diverged
+    from pyro_vae.trainer import Diverged
 
     quiet()  # after Lightning's import, which sets its own log level
     if not args.overwrite and run.unscored(spec):
@@ -131,7 +131,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _train(prepared: Prepared, run: Run, overwrite: bool, resume: bool) -> int:
     """Fit, evaluate and draw the figures, with the run locked throughout (by rank 0)."""
-    from pyro_vae.train import fit
+    from pyro_vae.trainer import fit
 
     trainer = fit(prepared, run, overwrite=overwrite, resume=resume)
     return _score(prepared, run, trainer.strategy.root_device, trainer.global_rank == 0)
@@ -143,7 +143,7 @@ def _score(prepared: Prepared, run: Run, device: torch.device, rank0: bool) -> i
     the trained run stays, and the same command (or ``--resume``) scores it
     (:meth:`Run.unscored`)."""
     from pyro_vae.engine import stopped_during
-    from pyro_vae.evaluate import evaluate_run
+    from pyro_vae.scoring import evaluate_run
 
     def where() -> str:
         if run.unscored(prepared.spec):
@@ -196,7 +196,7 @@ def _limit(value: int | None) -> int | None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from pyro_vae.evaluate import device_for, evaluate_run
+    from pyro_vae.scoring import device_for, evaluate_run
     from pyro_vae.prepared import load_run
 
     quiet()

@@ -143,7 +143,7 @@ def evaluation_columns(prepared: Prepared) -> Row:
     """ELBO and importance-sampled log p(x) on the spec's evaluation split and sample count."""
     import pyro
 
-    from pyro_vae.evaluate import evaluate
+    from pyro_vae.scoring import evaluate
 
     spec = prepared.spec
     pyro.set_rng_seed(spec.train.seed)
@@ -167,7 +167,7 @@ def compare_trained(spec: Spec, estimators: Mapping[str, Component], out: Run, r
     import torch
 
     from pyro_vae.prepared import check_step_memory, prepare
-    from pyro_vae.train import fit
+    from pyro_vae.trainer import fit
 
     rows, initial = [], None
     for label, component in estimators.items():
@@ -248,7 +248,7 @@ def _check(out: Path, overwrite: bool, fresh: bool) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    import pyro_vae.train  # noqa: F401  (Lightning's import sets its log level: quiet it after)
+    import pyro_vae.trainer  # noqa: F401  (Lightning's import sets its log level: quiet it after)
 
     quiet()
     estimators = parse_estimators(args.estimators or ESTIMATORS.names())

@@ -21,7 +21,7 @@ import torch
 from pyro_vae.bundle import DataBundle
 from pyro_vae.console import chatty
 from pyro_vae.data import DATASETS, SPLITS
-from pyro_vae.evaluate import particles_per_chunk
+from pyro_vae.scoring import particles_per_chunk
 from pyro_vae.memory import available_memory
 from pyro_vae.registry import Component, SpecError, built
 from pyro_vae.rundir import (TRANSFORM, best_path, data_digest, last_checkpoint, load_weights,

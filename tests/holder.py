@@ -20,9 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pyro_vae.evaluate
+import pyro_vae.scoring
 import pyro_vae.figures
-import pyro_vae.train
+import pyro_vae.trainer
 from pyro_vae.cli import main
 
 PHASES = ("training", "evaluation", "figures")
@@ -43,15 +43,15 @@ def hold_at(signals: Path, phases: set[str]) -> None:
             return function(*args, **kwargs)
         return call
 
-    step = pyro_vae.train.VAEModule.training_step
+    step = pyro_vae.trainer.VAEModule.training_step
 
     def training_step(self: Any, batch: Any, batch_idx: int) -> Any:  # Lightning passes both
         if self.global_step == 3:
             pause("training")
         return step(self, batch, batch_idx)
 
-    pyro_vae.train.VAEModule.training_step = training_step
-    pyro_vae.evaluate.evaluate_run = paused(pyro_vae.evaluate.evaluate_run, "evaluation")
+    pyro_vae.trainer.VAEModule.training_step = training_step
+    pyro_vae.scoring.evaluate_run = paused(pyro_vae.scoring.evaluate_run, "evaluation")
     pyro_vae.figures.plot_training_curves = paused(pyro_vae.figures.plot_training_curves,
                                                    "figures")
 

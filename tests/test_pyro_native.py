@@ -81,7 +81,7 @@ def store():
 
 step()
 settings, before = pyro.settings.get(), store()
-import pyro_vae, pyro_vae.train, pyro_vae.cli, inference, inference.compiled
+import pyro_vae, pyro_vae.trainer, pyro_vae.cli, inference, inference.compiled
 assert pyro.settings.get() == settings, (settings, pyro.settings.get())
 after = store()
 assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in after)
@@ -213,7 +213,7 @@ def trained_by_cli(tmp_path_factory):
     """estimator ↦ (spec, held-out ELBO) of ``pyro-vae train``'s training (prepare + fit), each
     trained once for the module."""
     from pyro_vae.prepared import prepare
-    from pyro_vae.train import fit
+    from pyro_vae.trainer import fit
 
     done: dict[str, tuple] = {}
 

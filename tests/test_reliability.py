@@ -33,11 +33,11 @@ import torch
 from inference.marginal import measure_bytes_per_particle
 from pyro_vae import data
 from pyro_vae.cli import EXIT_INTERRUPTED, EXIT_USER_ERROR, main, parser
-from pyro_vae.evaluate import importance_log_px, particles_per_chunk
+from pyro_vae.scoring import importance_log_px, particles_per_chunk
 from pyro_vae.spec import COMPONENTS, load_spec
 from pyro_vae.prepared import prepare
 from pyro_vae.rundir import checkpoint_step, last_path, Run
-from pyro_vae.train import fit, VAEModule
+from pyro_vae.trainer import fit, VAEModule
 from pyro_vae.vae import VAE
 
 EXE = str(Path(sys.executable).with_name("pyro-vae"))

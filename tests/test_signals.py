@@ -31,7 +31,7 @@ import torch
 
 from pyro_vae.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, main
 from pyro_vae.rundir import LOCK, Run, checkpoint_step, last_path
-from pyro_vae.train import VAEModule
+from pyro_vae.trainer import VAEModule
 # LONG: 200 digits, batch 32, 7 steps per epoch, no periodic checkpoints, so a run's only
 # checkpoint before its first epoch ends is the one a signal made
 from test_reliability import DIGITS, EXE, LONG, STEPS_PER_EPOCH, logged_steps
@@ -167,7 +167,7 @@ def test_sigusr1_the_slurm_warning_saves_at_the_step_and_exits_138(tmp_path, cap
 TWICE = """
 import os, signal, sys
 from pyro_vae.cli import main
-from pyro_vae.train import VAEModule
+from pyro_vae.trainer import VAEModule
 original = VAEModule.training_step
 def training_step(self, x, batch_idx):
     if self.global_step == 5:
@@ -342,7 +342,7 @@ def test_a_stop_signal_during_the_final_evaluation_keeps_the_run_and_the_same_co
     """Training finished, then Ctrl-C (or SIGTERM, SIGUSR1: the same handler) lands in the
     evaluation that ends ``train``: one line, exit 130, the trained run kept and unscored. The
     same command then scores it without training again, with the command's evaluate settings."""
-    from pyro_vae import evaluate
+    from pyro_vae import scoring as evaluate
 
     original = evaluate.evaluate_run
 

@@ -20,7 +20,7 @@ from pyro_vae.engine import AtomicCheckpointIO, parameter_digest
 from pyro_vae.spec import load_spec
 from pyro_vae.prepared import prepare
 from pyro_vae.rundir import checkpoint_step, last_path, Run
-from pyro_vae.train import fit, make_trainer, VAEModule
+from pyro_vae.trainer import fit, make_trainer, VAEModule
 
 TINY = ["data.binarize=dynamic", "data.limit=200", "latent_dim=2", "encoder.hidden=[16]",
         "decoder.hidden=[16]", "train.batch_size=32", "train.lr=3e-3", "train.progress=false",

@@ -20,7 +20,7 @@ from pyro_vae.registry import SpecError
 from pyro_vae.rundir import Run, best_path, last_path, read_checkpoint
 from pyro_vae.spec import load_spec
 from pyro_vae.prepared import evaluated_checkpoint, load_run, prepare
-from pyro_vae.train import fit
+from pyro_vae.trainer import fit
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESETS = ROOT / "examples" / "configs" / "published"

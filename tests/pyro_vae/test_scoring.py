@@ -10,7 +10,7 @@ from ppca import PPCA
 from inference import log_marginal_likelihood
 from inference.marginal import measure_bytes_per_particle
 from pyro_vae.distributions import DiagonalNormal
-from pyro_vae.evaluate import Plan, evaluate, importance_log_px, plan_chunks
+from pyro_vae.scoring import Plan, evaluate, importance_log_px, plan_chunks
 from pyro_vae.networks import MIN_SCALE
 from pyro_vae.spec import load_spec
 from pyro_vae.vae import VAE
