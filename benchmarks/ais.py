@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from benchmarks.common import (Options, Section, describe, interleaved, plural, ratios,
                                scoring_setup, table)
-from inference.ais import ADAPT_RATE, ais_log_marginal_likelihood, beta_schedule
+from inference.ais import ADAPT_RATE, AISOptions, ais_log_marginal_likelihood, beta_schedule
 from pyro_vae.annealing import (POINTS_PER_CALL, Annealing, evaluate_ais, evaluate_bdmc,
                                 merge_ais)
 from pyro_vae.atomic import write_json_atomic
@@ -127,6 +127,9 @@ def run(options: Options, command: str) -> Section:
     prep, vae, test, budget = scoring_setup(options, name, overrides)
     device = options.device
     estimates: dict[str, list[Tensor]] = {"ours": [], "floor": []}
+    ours = AISOptions(num_chains=CHAINS, num_steps=size.steps, leapfrog_steps=LEAPFROG,
+                      step_size=STEP_SIZE, target_accept=TARGET_ACCEPT, adapt_chains=PILOT,
+                      memory_budget_mb=budget)
 
     def block(route: str, fn: Callable[[Tensor], Tensor]) -> Callable[[int], None]:
         def go(b: int) -> None:
@@ -135,9 +138,7 @@ def run(options: Options, command: str) -> Section:
 
     runs = {
         "ours": block("ours", lambda x: ais_log_marginal_likelihood(
-            vae.model, vae.guide, x, num_chains=CHAINS, num_steps=size.steps,
-            leapfrog_steps=LEAPFROG, step_size=STEP_SIZE, target_accept=TARGET_ACCEPT,
-            adapt_chains=PILOT, memory_budget_mb=budget).log_px),
+            vae.model, vae.guide, x, options=ours).log_px),
         "floor": block("floor", lambda x: floor_ais(vae.encoder, vae.decoder, x, size.steps)),
     }
     times = interleaved(runs, size.blocks, device)
@@ -183,11 +184,12 @@ def quality(options: Options, command: str, run_dir: Path, test_points: int,
     one gives. The cheap parts come first (AIS at ``steps[0]``, BDMC, then the longer runs).
     The AIS summaries are merged from the pieces (:func:`merge_ais`); with ``score`` off nothing
     is computed and the section shows the pieces finished so far."""
-    from pyro_vae.rundir import read_checkpoint
-    from pyro_vae.prepared import evaluated_checkpoint, load_run
+    from pyro_vae.checkpoints import read_checkpoint
+    from pyro_vae.prepared import load_run
+    from pyro_vae.rundir import Run
 
     prep = load_run(run_dir)
-    checkpoint = evaluated_checkpoint(run_dir, prep.spec)
+    checkpoint = Run(run_dir).evaluated_checkpoint(prep.spec)
     steps = (3, 5) if options.toy else steps
     k = 16 if options.toy else 5000
     vae: VAE = prep.vae.to(options.device)

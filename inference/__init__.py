@@ -7,7 +7,14 @@ from inference.marginal import (
     log_marginal_likelihood,
     measure_bytes_per_particle,
 )
-from inference.ais import AISResult, BDMCResult, ais_log_marginal_likelihood, bdmc, beta_schedule
+from inference.ais import (
+    AISOptions,
+    AISResult,
+    BDMCResult,
+    ais_log_marginal_likelihood,
+    bdmc,
+    beta_schedule,
+)
 from inference.estimators import (
     ESTIMATORS,
     PointLogWeights,
@@ -18,7 +25,7 @@ from inference.estimators import (
 from inference.gradients import GradientStatistics, GroupStatistics, gradient_statistics
 
 __all__ = [
-    "AISResult", "BDMCResult", "ESTIMATORS", "GradientStatistics", "GroupStatistics",
+    "AISOptions", "AISResult", "BDMCResult", "ESTIMATORS", "GradientStatistics", "GroupStatistics",
     "MarginalResult", "PointLogWeights", "ais_log_marginal_likelihood", "bdmc", "beta_schedule",
     "chunk_size_for_budget", "estimate_from_log_weights", "gradient_statistics",
     "log_marginal_likelihood", "make_estimator", "measure_bytes_per_particle", "particle_traces",

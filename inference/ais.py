@@ -54,6 +54,7 @@ two bounds the error of both, and shrinks to 0 as T grows.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,6 +80,71 @@ SIGMOID_RADIUS = 4.0  # δ of the sigmoidal schedule (Grosse et al. 2015)
 GEOMETRIC_START = 1e-4  # β_1 of the geometric schedule
 ADAPT_RATE = 0.2  # log ε moves by ADAPT_RATE · (acceptance − target) per transition
 PILOT_LEAPFROG = 10  # leapfrog steps of the transitions that estimated_seconds times, at most
+
+
+@dataclass(frozen=True, kw_only=True)
+class AISOptions:
+    """How :func:`ais_log_marginal_likelihood`, :func:`bdmc` and :func:`estimated_seconds` anneal
+    (notation of the module docstring): keyword-only, frozen, checked on construction (a
+    ValueError names the field). It travels as the one keyword ``options=``, so that every other
+    keyword argument of those functions is the model's and guide's.
+
+    =================  ==========================================================================
+    num_chains         C ≥ 1 estimating chains per point: log p̂(x) = log (1/C) Σ_c w_c
+    num_steps          T ≥ 1: targets f_0 … f_T with β_0 = 0 < β_1 < … < β_T = 1, T − 1 HMC
+                       transitions; T = 1 is importance sampling with K = C particles from q₀
+    leapfrog_steps     L ≥ 1 leapfrog steps per transition: C·(T − 1)·L evaluations of the model
+                       with their gradients
+    schedule           the β_t, one of :data:`SCHEDULES` (formulas in :func:`beta_schedule`)
+    init               q₀ among :data:`INITS`: the guide q(z | x) or the prior p(z), in
+                       f_t(z) = q₀(z)^(1 − β_t) · p(x, z)^(β_t)
+    step_size          ε₀ > 0, every point's leapfrog step before adaptation
+    target_accept      a* ∈ (0, 1): after each transition, log ε ← log ε + 0.2 · (ā − a*)
+                       (0.2 = :data:`ADAPT_RATE`), ā the pilot chains' mean acceptance probability
+    adapt_chains       P ≥ 0 pilot chains, which set ε only: their weights are discarded, so
+                       E[w] = p(x) stays exact (P = 0: ε = ε₀ throughout)
+    max_plate_nesting  n ≥ 1 plate dims of the model; the chains' plate is dim −(n + 1)
+    data_plate         the name of the plate over data points (None: the plate every observed
+                       site shares, :func:`inference.traces.find_data_plate`)
+    memory_budget_mb   M > 0 MiB: chains run in chunks of ⌊M · 2²⁰ / m⌋, m the measured bytes
+                       per chain (:func:`inference.marginal.measure_bytes_per_particle`)
+    progress           a tqdm bar counting annealing steps (chunks × T)
+    =================  ==========================================================================
+    """
+
+    num_chains: int = 16
+    num_steps: int = 1000
+    leapfrog_steps: int = 10
+    schedule: str = "sigmoid"
+    init: str = "guide"
+    step_size: float = 0.05
+    target_accept: float = 0.65
+    adapt_chains: int = 4
+    max_plate_nesting: int = 1
+    data_plate: str | None = None
+    memory_budget_mb: float = 512.0
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        for name, low in (("num_chains", 1), ("num_steps", 1), ("leapfrog_steps", 1),
+                          ("adapt_chains", 0), ("max_plate_nesting", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        for name, choices in (("schedule", SCHEDULES), ("init", INITS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}, "
+                                 f"got {getattr(self, name)!r}")
+        for name in ("step_size", "memory_budget_mb"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if not isinstance(self.target_accept, numbers.Real) or not 0 < self.target_accept < 1:
+            raise ValueError(f"target_accept must be in (0, 1), got {self.target_accept!r}")
+        if self.data_plate is not None and not isinstance(self.data_plate, str):
+            raise ValueError(f"data_plate must be a plate's name or None, got {self.data_plate!r}")
+        if not isinstance(self.progress, bool):
+            raise ValueError(f"progress must be True or False, got {self.progress!r}")
 
 
 @dataclass
@@ -181,38 +247,24 @@ def ais_log_marginal_likelihood(
     model: Callable[..., Any],
     guide: Callable[..., Any],
     *args: Any,
-    num_chains: int = 16,
-    num_steps: int = 1000,
-    schedule: str = "sigmoid",
-    init: str = "guide",
-    max_plate_nesting: int = 1,
-    leapfrog_steps: int = 10,
-    step_size: float = 0.05,
-    target_accept: float = 0.65,
-    adapt_chains: int = 4,
-    memory_budget_mb: float = 512.0,
-    data_plate: str | None = None,
-    progress: bool = False,
+    options: AISOptions = AISOptions(),
     **kwargs: Any,
 ) -> AISResult:
     """AIS estimate of log p(x) for each data point of the batch ``model(*args, **kwargs)`` sees.
 
     ``model`` and ``guide`` are any Pyro callables whose sample sites all sit in one data plate
     (as for :func:`inference.log_marginal_likelihood`); the guide must sample every latent site
-    of the model. ``num_steps`` is T (T − 1 HMC transitions of ``leapfrog_steps`` leapfrog steps,
-    about C·(T − 1)·L model evaluations with their gradients); ``schedule`` is one of
-    :data:`SCHEDULES` (:func:`beta_schedule`); ``init`` picks q₀ among :data:`INITS`.
-    ``step_size`` is the initial ε of every point, adapted toward ``target_accept`` on
-    ``adapt_chains`` pilot chains (0: ε stays fixed); see the module docstring for why this keeps
-    the estimator unbiased. Each chain's densities are unscaled: neither the subsample scale N/B
-    nor a KL weight β (``poutine.scale``) enter. Validation of distribution arguments is off
-    inside the leapfrog steps, where a divergent trajectory may pass through non-finite values.
+    of the model. ``options`` (:class:`AISOptions`) sets the chains C, the steps T, the schedule,
+    q₀, HMC and its step-size adaptation (see the module docstring for why the adaptation keeps
+    the estimator unbiased), the memory budget and the progress bar; every other keyword
+    argument goes to the model and guide. Each chain's densities are unscaled: neither the
+    subsample scale N/B nor a KL weight β (``poutine.scale``) enter. Validation of distribution
+    arguments is off inside the leapfrog steps, where a divergent trajectory may pass through
+    non-finite values.
     """
-    sampler = _Sampler(model, guide, args, kwargs, init, max_plate_nesting, data_plate)
-    betas = beta_schedule(schedule, num_steps)
-    sizes = _StepSizes.start(step_size, target_accept, adapt_chains)
-    run = _run(sampler, sampler.draw, betas, num_chains, sizes, adapt_chains, leapfrog_steps,
-               memory_budget_mb, progress)
+    sampler = _Sampler(model, guide, args, kwargs, options)
+    betas = beta_schedule(options.schedule, options.num_steps)
+    run = _run(sampler, sampler.draw, betas, _StepSizes.start(options), options)
     return run.result(betas)
 
 
@@ -222,18 +274,7 @@ def bdmc(
     guide: Callable[..., Any],
     template: Any,
     *args: Any,
-    num_chains: int = 16,
-    num_steps: int = 1000,
-    schedule: str = "sigmoid",
-    init: str = "guide",
-    max_plate_nesting: int = 1,
-    leapfrog_steps: int = 10,
-    step_size: float = 0.05,
-    target_accept: float = 0.65,
-    adapt_chains: int = 4,
-    memory_budget_mb: float = 512.0,
-    data_plate: str | None = None,
-    progress: bool = False,
+    options: AISOptions = AISOptions(),
     **kwargs: Any,
 ) -> BDMCResult:
     """Bidirectional Monte Carlo on data simulated from the model (module docstring).
@@ -243,7 +284,8 @@ def bdmc(
     of the simulated points, its values are not used. (z*, x) is drawn by running the model
     under ``poutine.uncondition``; then forward AIS on ``model(x, *args, **kwargs)`` gives
     ``lower`` and reverse AIS from z*, with the forward run's step-size schedule reversed, gives
-    ``upper``. The other arguments are those of :func:`ais_log_marginal_likelihood`.
+    ``upper``. ``options`` and the other arguments are those of
+    :func:`ais_log_marginal_likelihood`.
     """
     with FixedPoints():  # the simulated points must be the points scored
         simulated = poutine.trace(poutine.uncondition(model)).get_trace(template, *args, **kwargs)
@@ -256,19 +298,17 @@ def bdmc(
                          "template's: bdmc passes the simulated site as the model's first argument")
     posterior = {s["name"]: (s["value"].detach(), s["fn"].event_dim)
                  for s in sample_sites(simulated) if s["name"] != observed[0]}
-    sampler = _Sampler(model, guide, (x, *args), kwargs, init, max_plate_nesting, data_plate)
-    betas = beta_schedule(schedule, num_steps)
-    sizes = _StepSizes.start(step_size, target_accept, adapt_chains)
-    forward = _run(sampler, sampler.draw, betas, num_chains, sizes, adapt_chains, leapfrog_steps,
-                   memory_budget_mb, progress)
+    sampler = _Sampler(model, guide, (x, *args), kwargs, options)
+    betas = beta_schedule(options.schedule, options.num_steps)
+    forward = _run(sampler, sampler.draw, betas, _StepSizes.start(options), options)
 
     def from_posterior(k: int) -> dict[str, Tensor]:
-        return {name: _with_chains(value, k, max_plate_nesting, event_dim)
+        return {name: _with_chains(value, k, options.max_plate_nesting, event_dim)
                 for name, (value, event_dim) in posterior.items()}
 
-    reverse = _run(sampler, from_posterior, betas.flip(0), num_chains,
-                   _StepSizes.replay(forward.schedule.flip(0)), 0, leapfrog_steps,
-                   memory_budget_mb, progress)
+    # Replayed step sizes run no pilot chains (_run).
+    reverse = _run(sampler, from_posterior, betas.flip(0),
+                   _StepSizes.replay(forward.schedule.flip(0)), options)
     return BDMCResult(x=x, lower=forward.result(betas), upper=reverse.result(betas, negate=True))
 
 
@@ -277,37 +317,30 @@ def estimated_seconds(
     model: Callable[..., Any],
     guide: Callable[..., Any],
     *args: Any,
-    num_chains: int = 16,
-    num_steps: int = 1000,
-    init: str = "guide",
-    max_plate_nesting: int = 1,
-    leapfrog_steps: int = 10,
-    step_size: float = 0.05,
-    adapt_chains: int = 4,
-    memory_budget_mb: float = 512.0,
-    data_plate: str | None = None,
+    options: AISOptions = AISOptions(),
     **kwargs: Any,
 ) -> float:
-    """Wall time that :func:`ais_log_marginal_likelihood` with these settings should take on its
-    batch, t · (C + P) · (T − 1) · L / L': t the time per chain of one HMC transition of
+    """Wall time that :func:`ais_log_marginal_likelihood` with these ``options`` should take on
+    its batch, t · (C + P) · (T − 1) · L / L': t the time per chain of one HMC transition of
     L' = min(L, :data:`PILOT_LEAPFROG`) leapfrog steps on the first chunk of chains (the faster
     of two: the first pays for allocations), C + P the estimating and pilot chains, T − 1 the
     transitions. Two short transitions run, so an absurd T or L costs nothing here; the RNG is
     left as it was."""
-    sampler = _Sampler(model, guide, args, kwargs, init, max_plate_nesting, data_plate)
-    pilot = adapt_chains if num_steps > 1 else 0
-    leapfrog = min(leapfrog_steps, PILOT_LEAPFROG)
+    sampler = _Sampler(model, guide, args, kwargs, options)
+    pilot = options.adapt_chains if options.num_steps > 1 else 0
+    leapfrog = min(options.leapfrog_steps, PILOT_LEAPFROG)
     devices = [a.device for a in args if isinstance(a, Tensor) and a.device.type == "cuda"]
     with torch.random.fork_rng(devices=devices[:1]):
-        first = _chunk_counts(sampler, sampler.draw, num_chains, pilot, leapfrog_steps,
-                              memory_budget_mb)[0] + pilot
+        first = _chunk_counts(sampler, sampler.draw, options, pilot)[0] + pilot
         chains, times = sampler.start(sampler.draw(first), leapfrog), []
-        eps = chains.state.a.new_full(chains.layout.shape[1:], step_size, dtype=torch.float64)
+        eps = chains.state.a.new_full(chains.layout.shape[1:], options.step_size,
+                                      dtype=torch.float64)
         for _ in range(2):
             start = time.perf_counter()
             float(chains.transition(0.5, eps).sum())  # a host read: the device has finished
             times.append(time.perf_counter() - start)
-    return min(times) / first * (num_chains + pilot) * (num_steps - 1) * leapfrog_steps / leapfrog
+    moves = (options.num_chains + pilot) * (options.num_steps - 1) * options.leapfrog_steps
+    return min(times) / first * moves / leapfrog
 
 
 # --- the machinery -------------------------------------------------------------------------------
@@ -319,12 +352,10 @@ class _Sampler:
     and :func:`inference.traces.point_log_weights` of the two (unscaled)."""
 
     def __init__(self, model: Callable[..., Any], guide: Callable[..., Any], args: tuple,
-                 kwargs: dict, init: str, max_plate_nesting: int, data_plate: str | None) -> None:
-        if init not in INITS:
-            raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
-        self.model, self.guide = model, guide if init == "guide" else None
+                 kwargs: dict, options: AISOptions) -> None:
+        self.model, self.guide = model, guide if options.init == "guide" else None
         self.args, self.kwargs = args, kwargs
-        self.max_plate_nesting, self.data_plate = max_plate_nesting, data_plate
+        self.max_plate_nesting, self.data_plate = options.max_plate_nesting, options.data_plate
 
     def _plate(self, k: int) -> pyro.plate:
         return pyro.plate(PARTICLE_PLATE, k, dim=-self.max_plate_nesting - 1)
@@ -480,17 +511,15 @@ class _StepSizes:
     """ε per transition and point: adapted on pilot chains and recorded, or replayed."""
 
     def __init__(self, initial: float, target: float | None, table: Tensor | None) -> None:
-        if initial <= 0:
-            raise ValueError(f"step_size must be > 0, got {initial}")
         self.initial, self.target, self.table = initial, target, table
         self.log_eps: Tensor | None = None
 
     @classmethod
-    def start(cls, initial: float, target: float, adapt_chains: int) -> _StepSizes:
-        """Adapted toward ``target`` when there are pilot chains, else fixed at ``initial``."""
-        if not 0 < target < 1:
-            raise ValueError(f"target_accept must be in (0, 1), got {target}")
-        return cls(initial, target if adapt_chains else None, None)
+    def start(cls, options: AISOptions) -> _StepSizes:
+        """Adapted toward ``target_accept`` when there are pilot chains, else fixed at
+        ``step_size``."""
+        target = options.target_accept if options.adapt_chains else None
+        return cls(options.step_size, target, None)
 
     @classmethod
     def replay(cls, table: Tensor) -> _StepSizes:
@@ -539,23 +568,19 @@ class _Run:
 
 
 def _run(sampler: _Sampler, draw: Callable[[int], dict[str, Tensor]], betas: Tensor,
-         num_chains: int, sizes: _StepSizes, adapt_chains: int, leapfrog_steps: int,
-         memory_budget_mb: float, progress: bool) -> _Run:
-    """Anneal ``num_chains`` chains drawn by ``draw`` along ``betas``, in chunks of chains that
-    fit the memory budget; the first chunk carries the pilot chains while ``sizes`` records."""
-    for name, value in (("num_chains", num_chains), ("leapfrog_steps", leapfrog_steps)):
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
-    if adapt_chains < 0:
-        raise ValueError(f"adapt_chains must be >= 0, got {adapt_chains}")
-    transitions = len(betas) - 1 - 1
-    pilot = adapt_chains if transitions and not sizes.frozen and sizes.target is not None else 0
-    counts = _chunk_counts(sampler, draw, num_chains, pilot, leapfrog_steps, memory_budget_mb)
+         sizes: _StepSizes, options: AISOptions) -> _Run:
+    """Anneal ``options.num_chains`` chains drawn by ``draw`` along ``betas``, in chunks of
+    chains that fit the memory budget; the first chunk carries the ``options.adapt_chains`` pilot
+    chains while ``sizes`` records (none when it replays a schedule or has no target)."""
+    num_chains, transitions = options.num_chains, len(betas) - 1 - 1
+    adapting = transitions > 0 and not sizes.frozen and sizes.target is not None
+    pilot = options.adapt_chains if adapting else 0
+    counts = _chunk_counts(sampler, draw, options, pilot)
     log_w, accepted = [], 0.0
     with tqdm(total=len(counts) * (len(betas) - 1), desc="AIS", unit="step",
-              disable=not progress) as bar:
+              disable=not options.progress) as bar:
         for i, n in enumerate(counts):
-            chains = sampler.start(draw(n + (pilot if i == 0 else 0)), leapfrog_steps)
+            chains = sampler.start(draw(n + (pilot if i == 0 else 0)), options.leapfrog_steps)
             sizes.begin(transitions, chains.layout.shape[1], chains.state.a.device)
             lw, acc = _anneal(chains, betas, sizes, n, bar)
             log_w.append(lw)
@@ -567,13 +592,14 @@ def _run(sampler: _Sampler, draw: Callable[[int], dict[str, Tensor]], betas: Ten
     return _Run(log_w, acceptance, sizes.table)
 
 
-def _chunk_counts(sampler: _Sampler, draw: Callable[[int], dict[str, Tensor]], num_chains: int,
-                  pilot: int, leapfrog_steps: int, memory_budget_mb: float) -> list[int]:
+def _chunk_counts(sampler: _Sampler, draw: Callable[[int], dict[str, Tensor]],
+                  options: AISOptions, pilot: int) -> list[int]:
     """Estimating chains per chunk: each chunk holds as many chains as the measured memory per
-    chain (one evaluation with its gradient) fits in ``memory_budget_mb``, the first ``pilot``
-    pilot chains beside its estimating ones."""
+    chain (one evaluation with its gradient) fits in ``options.memory_budget_mb``, the first
+    ``pilot`` pilot chains beside its estimating ones."""
+    num_chains, leapfrog_steps = options.num_chains, options.leapfrog_steps
     per_chain = measure_bytes_per_particle(lambda k: sampler.start(draw(k), leapfrog_steps).state.b)
-    chunk = chunk_size_for_budget(per_chain, memory_budget_mb, num_chains + pilot)
+    chunk = chunk_size_for_budget(per_chain, options.memory_budget_mb, num_chains + pilot)
     first = min(num_chains, max(chunk - pilot, 0))
     return [first] + [min(chunk, num_chains - done) for done in range(first, num_chains, chunk)]
 

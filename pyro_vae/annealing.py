@@ -31,8 +31,8 @@ import pyro
 import torch
 from torch import Tensor
 
-from inference.ais import (AISResult, ais_log_marginal_likelihood, bdmc, estimated_seconds,
-                           sandwich)
+from inference.ais import (AISOptions, AISResult, ais_log_marginal_likelihood, bdmc,
+                           estimated_seconds, sandwich)
 from pyro_vae.atomic import write_json_atomic
 from pyro_vae.scoring import announce, importance_log_px
 from pyro_vae.scoring import estimated_seconds as importance_seconds
@@ -45,15 +45,18 @@ METHODS = ("ais", "bdmc")
 SIMULATED = "simulated"  # the split name of BDMC's data
 BDMC_POINTS = 50  # simulated points when no --limit is given
 POINTS_PER_CALL = 100
+_DEFAULT = AISOptions()  # sigmoid schedule from the guide, adapted step sizes
 
 
 @dataclass(frozen=True)
 class Annealing:
-    """What ``--chains``, ``--steps``, ``--leapfrog`` and ``--limit`` set."""
+    """What ``--chains``, ``--steps``, ``--leapfrog`` and ``--limit`` set: C, T and L of
+    :class:`inference.ais.AISOptions` (:meth:`ais_options`; its defaults for the rest), and the
+    number of points."""
 
-    num_chains: int = 16
-    num_steps: int = 1000
-    leapfrog_steps: int = 10
+    num_chains: int = _DEFAULT.num_chains
+    num_steps: int = _DEFAULT.num_steps
+    leapfrog_steps: int = _DEFAULT.leapfrog_steps
     limit: int | None = None  # the first N points (ais: all of the split; bdmc: 50)
 
     def __post_init__(self) -> None:
@@ -83,9 +86,17 @@ class Annealing:
                             f"evaluate.memory_budget_mb = {memory_budget_mb:g} MiB; lower "
                             "--steps or --chains")
 
+    def ais_options(self, memory_budget_mb: float, progress: bool = False) -> AISOptions:
+        """The options of :mod:`inference.ais` these flags stand for, on ``memory_budget_mb``
+        (``evaluate.memory_budget_mb``)."""
+        return AISOptions(num_chains=self.num_chains, num_steps=self.num_steps,
+                          leapfrog_steps=self.leapfrog_steps, memory_budget_mb=memory_budget_mb,
+                          progress=progress)
+
     def describe(self) -> dict[str, Any]:
         return {"num_chains": self.num_chains, "num_steps": self.num_steps,
-                "leapfrog_steps": self.leapfrog_steps, "schedule": "sigmoid", "init": "guide"}
+                "leapfrog_steps": self.leapfrog_steps, "schedule": _DEFAULT.schedule,
+                "init": _DEFAULT.init}
 
 
 def announce_duration(vae: VAE, x: Tensor, split: str, method: str, options: Annealing,
@@ -99,9 +110,8 @@ def announce_duration(vae: VAE, x: Tensor, split: str, method: str, options: Ann
     chains, steps, leapfrog = options.num_chains, options.num_steps, options.leapfrog_steps
     part, directions = x[:POINTS_PER_CALL], 2 if method == "bdmc" else 1
     with pyro.settings.context(module_local_params=True):
-        seconds = estimated_seconds(vae.model, vae.guide, part, num_chains=chains,
-                                    num_steps=steps, leapfrog_steps=leapfrog,
-                                    memory_budget_mb=memory_budget_mb)
+        seconds = estimated_seconds(vae.model, vae.guide, part,
+                                    options=options.ais_options(memory_budget_mb))
     seconds *= directions * len(x) / len(part)
     moves = directions * len(x) * chains * (steps - 1) * leapfrog
     measured = [f"{seconds / moves * 1e6:.3g} µs per leapfrog step of a chain and point"
@@ -183,9 +193,8 @@ def evaluate_bdmc(vae: VAE, template: Tensor, options: Annealing, memory_budget_
     parts = []
     for part in template.split(POINTS_PER_CALL):
         with pyro.settings.context(module_local_params=True):
-            parts.append(bdmc(vae.model, vae.guide, part, num_chains=options.num_chains,
-                              num_steps=options.num_steps, leapfrog_steps=options.leapfrog_steps,
-                              memory_budget_mb=memory_budget_mb, progress=progress))
+            parts.append(bdmc(vae.model, vae.guide, part,
+                              options=options.ais_options(memory_budget_mb, progress)))
     lower = AISResult.cat([p.lower for p in parts])
     upper = AISResult.cat([p.upper for p in parts])
     gap = (upper.log_px - lower.log_px).double().cpu()
@@ -233,10 +242,8 @@ def lines(summary: dict[str, Any]) -> list[str]:
 def _anneal(vae: VAE, x: Tensor, options: Annealing, memory_budget_mb: float,
             progress: bool) -> AISResult:
     with pyro.settings.context(module_local_params=True):
-        return ais_log_marginal_likelihood(
-            vae.model, vae.guide, x, num_chains=options.num_chains, num_steps=options.num_steps,
-            leapfrog_steps=options.leapfrog_steps, memory_budget_mb=memory_budget_mb,
-            progress=progress)
+        return ais_log_marginal_likelihood(vae.model, vae.guide, x,
+                                           options=options.ais_options(memory_budget_mb, progress))
 
 
 def _mean(t: Tensor) -> float:

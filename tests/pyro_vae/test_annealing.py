@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from inference.ais import AISOptions
 from pyro_vae.annealing import Annealing, evaluate_ais, merge_ais
 from pyro_vae.cli import main
 from pyro_vae.rundir import eval_path, figures_path
@@ -100,3 +101,15 @@ def test_bad_counts_exit_2_with_one_line_and_write_nothing(run: Path, flag: str,
     err = capsys.readouterr().err.strip()
     assert err.startswith("pyro-vae: error:") and flag in err and "\n" not in err
     assert sorted(p.name for p in run.rglob("*")) == before
+
+
+def test_the_flags_stand_for_inference_ais_options() -> None:
+    """``--chains``, ``--steps`` and ``--leapfrog`` are C, T and L of :class:`AISOptions`, the
+    rest its defaults; the summary names the schedule and q₀ those defaults use."""
+    flags = Annealing(3, 4, 2, limit=5)
+    assert flags.ais_options(64.0, progress=True) == AISOptions(
+        num_chains=3, num_steps=4, leapfrog_steps=2, memory_budget_mb=64.0, progress=True)
+    default = AISOptions()
+    assert Annealing().ais_options(default.memory_budget_mb) == default
+    assert flags.describe()["schedule"] == default.schedule
+    assert flags.describe()["init"] == default.init
