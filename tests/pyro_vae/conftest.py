@@ -1,5 +1,5 @@
 """The pyro_vae tests hold parameters in modules, as the training loop does; the tests of Pyro's
-default (global param store) mode live in tests/test_pyro_native.py."""
+default (global param store) mode live in test_vae_pyro_native.py."""
 
 import pyro
 import pytest

@@ -1,26 +1,22 @@
-"""Reliability: every mistake and fault below is one readable line and nothing lost.
+"""The command line's errors: every mistake and fault below is one readable line and nothing lost.
 
 One table of bad inputs and faults through the CLI (most in-process through ``main(argv)``, a few
 through the real ``pyro-vae`` console script). Each row asserts exit code 2, exactly one line on
 stderr, ``pyro-vae: error: ...`` naming the culprit, no traceback, and no partial output: a fresh
 ``--out`` directory absent, an existing run byte-for-byte as it was (names, sizes, mtimes), no
-temporary file anywhere. Then Ctrl-C (a signal sent mid-training, in-process and to the console
-script), a disk that fills up mid-run, and importance sampling with large K in a small budget.
+temporary file anywhere. Then a disk that fills up mid-run. (Ctrl-C mid-training is in
+test_engine_signals.py, importance sampling with large K in a small budget in test_scoring.py.)
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import errno
 import gzip
 import os
 import shutil
-import signal
 import stat
 import subprocess
-import sys
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,23 +26,12 @@ import numpy as np
 import pytest
 import torch
 
-from inference.marginal import measure_bytes_per_particle
+from processes import EXE
 from pyro_vae import data
-from pyro_vae.cli import EXIT_INTERRUPTED, EXIT_USER_ERROR, main, parser
-from pyro_vae.scoring import importance_log_px, particles_per_chunk
-from pyro_vae.spec import COMPONENTS, load_spec
-from pyro_vae.prepared import prepare
-from pyro_vae.rundir import checkpoint_step, last_path, Run
-from pyro_vae.trainer import fit, VAEModule
-from pyro_vae.vae import VAE
-
-EXE = str(Path(sys.executable).with_name("pyro-vae"))
-DIGITS = str(Path("examples/configs/digits.yaml").resolve())
-NETS = ["latent_dim=2", "encoder.hidden=[8]", "decoder.hidden=[8]", "train.batch_size=32",
-        "train.progress=false"]
-# 64 training items: 2 optimizer steps per epoch; a few IS samples.
-TINY = [*NETS, "data.limit=64", "train.max_epochs=1", "evaluate.num_samples=4"]
-SETS = [f"--set={s}" for s in TINY]
+from pyro_vae.cli import EXIT_USER_ERROR, main, parser
+from pyro_vae.rundir import checkpoint_step, last_path
+from pyro_vae.spec import COMPONENTS
+from tiny_runs import DIGITS, LONG, SETS, STEPS_PER_EPOCH, logged_steps
 
 
 # ---- the table --------------------------------------------------------------------------------
@@ -392,86 +377,6 @@ def test_the_table_refuses_something_of_every_command_and_holds_no_case_twice():
     assert len(set(map(repr, runs))) == len(runs)
 
 
-# ---- Ctrl-C -------------------------------------------------------------------------------------
-
-# 200 digits, batch 32: 7 steps per epoch; no periodic checkpoints, so the only checkpoint a run
-# has is the one Ctrl-C made.
-LONG = [*NETS, "data.limit=200", "train.max_epochs=100", "train.log_every_n_steps=1",
-        "train.checkpoint_every_epochs=0", "evaluate.num_samples=20"]
-STEPS_PER_EPOCH = 7
-
-
-def logged_steps(run: Path) -> list[int]:
-    """The steps of metrics.csv's per-step training rows (a row being written is left out)."""
-    path = run / "metrics.csv"
-    lines = path.read_text().splitlines(keepends=True) if path.is_file() else []
-    complete = [line for line in lines if line.endswith("\n")]
-    return [int(r["step"]) for r in csv.DictReader(complete) if r.get("train_loss_step")]
-
-
-@pytest.mark.timing
-def test_ctrl_c_saves_at_the_step_and_resumes_to_the_uninterrupted_result(tmp_path, capsys,
-                                                                          monkeypatch):
-    original = VAEModule.training_step
-
-    def training_step(self, x, batch_idx):  # Ctrl-C arrives during step 10 (global_step 9)
-        if self.global_step == 9:
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(self, x, batch_idx)
-
-    monkeypatch.setattr(VAEModule, "training_step", training_step)
-    run = tmp_path / "run"
-    handler = signal.getsignal(signal.SIGINT)
-    code = main(["train", DIGITS, *(f"--set={s}" for s in LONG), "--out", str(run)])
-    err = capsys.readouterr().err.strip()
-    monkeypatch.undo()
-    assert signal.getsignal(signal.SIGINT) is handler  # restored
-    assert code == EXIT_INTERRUPTED
-    assert "\n" not in err and "Traceback" not in err
-    assert f"{last_path(run)} (step 10)" in err and f"pyro-vae train --resume {run}" in err
-    assert checkpoint_step(last_path(run)) == 10  # the step under way finished, then the save
-    assert not (run / "eval-test.json").exists() and not list(run.rglob("*.tmp"))
-
-    finish = ["train.max_epochs=3"]
-    fit(prepare(Run(run).resume_spec(finish)), run, resume=True)
-    resumed = torch.load(last_path(run), weights_only=True)["state_dict"]
-    whole = prepare(load_spec(DIGITS, [*LONG, *finish]))
-    fit(whole, tmp_path / "whole")
-    for key, value in whole.vae.state_dict().items():  # same batches, draws and Adam states
-        assert torch.equal(value, resumed[f"vae.{key}"]), key
-    assert logged_steps(run) == list(range(3 * STEPS_PER_EPOCH))
-
-
-@pytest.mark.timing
-def test_ctrl_c_to_the_console_script_then_resume_to_completion(tmp_path):
-    """The console script's ``main`` in its own process (tests/holder.py), held still inside
-    step 4 while a Ctrl-C arrives, then let go: it saves at step 4 and exits 130. Holding it
-    leaves nothing to the scheduler (a waiting test could otherwise see the run end first)."""
-    from test_signals import HELD_STEP, WAIT, held, wait_until
-
-    run, signals = tmp_path / "run", tmp_path / "signals"
-    proc = held(signals, [EXE, "train", DIGITS, *(f"--set={s}" for s in LONG), "--out", str(run)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wait_until((signals / "training").exists, proc, "held in step 4")
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(input="", timeout=WAIT)  # the end of stdin lets step 4 go on
-    assert proc.returncode == EXIT_INTERRUPTED, err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    saved = torch.load(last_path(run), weights_only=True)
-    step = saved["global_step"]
-    assert step == HELD_STEP + 1  # no periodic checkpoint: this one was written on Ctrl-C
-    assert f"(step {step})" in err and f"pyro-vae train --resume {run}" in err
-    assert not (run / "eval-test.json").exists() and not list(run.rglob("*.tmp"))
-
-    finish = saved["epoch"] + 1
-    done = subprocess.run([EXE, "train", "--resume", str(run), f"--set=train.max_epochs={finish}"],
-                          capture_output=True, text=True, timeout=WAIT)
-    assert done.returncode == 0, done.stderr
-    assert checkpoint_step(last_path(run)) == finish * STEPS_PER_EPOCH
-    assert logged_steps(run) == list(range(finish * STEPS_PER_EPOCH))  # every step once
-    assert (run / "eval-test.json").is_file()
-
-
 # ---- a disk that fills up mid-run ----------------------------------------------------------------
 
 def test_a_full_disk_mid_run_keeps_the_last_checkpoint_and_the_run_resumes(tmp_path, capsys,
@@ -490,33 +395,3 @@ def test_a_full_disk_mid_run_keeps_the_last_checkpoint_and_the_run_resumes(tmp_p
     assert main(["train", "--resume", str(run)]) == 0
     assert checkpoint_step(last_path(run)) == 2 * STEPS_PER_EPOCH
     assert logged_steps(run) == list(range(2 * STEPS_PER_EPOCH))
-
-
-# ---- importance sampling in a memory budget -----------------------------------------------------
-
-def test_large_k_in_a_small_budget_runs_in_bounded_chunks(monkeypatch):
-    vae = prepare(load_spec(None, TINY)).vae
-    x = torch.bernoulli(torch.full((3, 64), 0.3), generator=torch.Generator().manual_seed(0))
-    k, budget = 20_000, 0.05  # MiB: about a hundred particles of this VAE
-    chunk = particles_per_chunk(vae, x[:1], k, budget)
-    per_particle = measure_bytes_per_particle(vae.log_weights(x[:1]))
-    assert chunk == budget * 2**20 // per_particle and 1 < chunk < k
-
-    sizes: list[int] = []
-    real = VAE.log_weights
-
-    def counted(self, points):
-        draw = real(self, points)
-        return lambda n: sizes.append(n) or draw(n)
-
-    monkeypatch.setattr(VAE, "log_weights", counted)
-    small = importance_log_px(vae, x, k, budget)
-    monkeypatch.undo()
-    drawn = sizes[3:]  # after the three probes that measure the bytes per particle
-    assert max(drawn) == chunk and sum(drawn) == 3 * k
-    assert torch.isfinite(small.log_px).all() and (small.ess >= 1).all() and (small.ess <= k).all()
-    # the chunking changes the draws, not the estimator: the same K in one chunk agrees within
-    # 4 standard errors of the difference of two independent estimates
-    whole = importance_log_px(vae, x, k, 512.0)
-    se = (small.stderr**2 + whole.stderr**2).sqrt()
-    assert ((small.log_px - whole.log_px).abs() <= 4 * se + 1e-9).all()

@@ -15,10 +15,7 @@ import json
 import math
 import os
 import shutil
-import struct
 import subprocess
-import sys
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,14 +24,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pyro_vae.cli import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USER_ERROR, main
+from crafted_files import claim_size
+from processes import EXE, console, ctrl_c_after_first_line, one_line
+from pyro_vae.cli import EXIT_INTERNAL, EXIT_INTERRUPTED, main
 from pyro_vae.registry import MESSAGE_CHARS
-
-EXE = str(Path(sys.executable).with_name("pyro-vae"))
-DIGITS = str(Path("examples/configs/digits.yaml").resolve())
-TINY = ["latent_dim=2", "encoder.hidden=[8]", "decoder.hidden=[8]", "train.batch_size=32",
-        "train.progress=false", "data.limit=64", "train.max_epochs=1", "evaluate.num_samples=4"]
-SETS = [f"--set={s}" for s in TINY]
+from tiny_runs import DIGITS, SETS
 
 
 def tree_hash(root: Path) -> str:
@@ -45,22 +39,6 @@ def tree_hash(root: Path) -> str:
         if path.is_file():
             digest.update(path.read_bytes())
     return digest.hexdigest()
-
-
-def console(argv: list[str], cwd: Path, timeout: float = 300,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``pyro-vae ARGV`` in ``cwd``; its cache (crash logs) beside ``cwd``, not in it."""
-    env = {**os.environ, "XDG_CACHE_HOME": str(cwd.parent / "cache"), **(env or {})}
-    return subprocess.run([EXE, *argv], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=env)
-
-
-def one_line(proc: subprocess.CompletedProcess[str], code: int = EXIT_USER_ERROR) -> str:
-    assert proc.returncode == code, proc.stderr
-    assert "Traceback" not in proc.stderr and not proc.stdout, (proc.stdout, proc.stderr)
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -270,16 +248,6 @@ def test_a_bug_is_one_line_naming_the_command_and_a_log_with_the_traceback(work:
 
 # ---- data bounded from their headers (issue 28, items 3 and 4) -----------------------------------
 
-def claim_size(png: Path, width: int, height: int) -> None:
-    """Rewrite the IHDR chunk of ``png`` (bytes 16-28 after the signature, length and type) to
-    claim ``width`` × ``height``, its CRC (bytes 29-32, over type and data) recomputed: a header
-    of any size in front of a few bytes of pixels."""
-    raw = bytearray(png.read_bytes())
-    raw[16:24] = struct.pack(">II", width, height)
-    raw[29:33] = struct.pack(">I", zlib.crc32(bytes(raw[12:29])))
-    png.write_bytes(bytes(raw))
-
-
 def png_bomb(work: Path) -> None:
     """A 4×4 PNG of 70 bytes whose header claims 20000×20000: Pillow's DecompressionBombError."""
     from PIL import Image
@@ -326,8 +294,6 @@ def announced_then_ctrl_c(argv: list[str], work: Path) -> str:
     """``pyro-vae ARGV`` in ``work``, started as a terminal's foreground command: its first
     stderr line (however long a busy machine takes to start it; a hang fails), then Ctrl-C,
     which must stop it in one more line (exit 130) with nothing written."""
-    from test_signals import ctrl_c_after_first_line
-
     before = tree_hash(work)
     env = {**os.environ, "XDG_CACHE_HOME": str(work.parent / "cache")}
     line, code, out, rest = ctrl_c_after_first_line([EXE, *argv], cwd=work, env=env)

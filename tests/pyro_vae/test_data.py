@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.datasets import load_digits
-from test_reliability_inputs import claim_size
+from crafted_files import claim_size
 
 from pyro_vae import data
 from pyro_vae.bundle import DataBundle

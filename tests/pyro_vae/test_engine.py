@@ -297,7 +297,7 @@ def test_sigkill_mid_epoch_then_resume_loses_only_the_steps_since_the_checkpoint
     """SIGKILL (a session's end) while the run is held still inside step 4 (tests/holder.py),
     its step-2 checkpoint on disk: the resumed run loses only the steps since. Holding it leaves
     nothing to the scheduler (a waiting test could otherwise see it reach an epoch's end)."""
-    from test_signals import HELD_STEP, WAIT, held, wait_until
+    from processes import HELD_STEP, WAIT, held, wait_until
 
     run, signals = tmp_path / "run", tmp_path / "signals"
     sets = [*TINY, "train.max_epochs=200", "train.checkpoint_every_steps=2",

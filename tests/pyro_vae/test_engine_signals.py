@@ -1,14 +1,15 @@
-"""Signals through the ``pyro-vae`` console script: SIGTERM saves at the step and exits 143, a
-second Ctrl-C exits 130 at once, both with one line (SIGUSR1, SLURM's warning, in-process: 138);
-rerunning the same command continues a run that a signal stopped (a requeued cluster job); two
-torchrun "nodes" on 127.0.0.1 train in step, and a SIGTERM mid-run followed by the same command
-ends where an uninterrupted run does.
+"""Signals that stop a training (``pyro_vae.engine``: ``stop_on_signals``, ``Interrupted``),
+through the ``pyro-vae`` console script and its ``main``: SIGTERM saves at the step and exits
+143, a second Ctrl-C exits 130 at once, both with one line (SIGUSR1, SLURM's warning, in-process:
+138); a Ctrl-C saves at the step, exits 130, and ``--resume`` ends where an uninterrupted run
+does; rerunning the same command continues a run that a signal stopped (a requeued cluster job);
+two torchrun "nodes" on 127.0.0.1 train in step, and a SIGTERM mid-run followed by the same
+command ends where an uninterrupted run does.
 
 No test here races the scheduler: a signal meets a run held still at a known step
 (tests/holder.py) or is sent by the run to itself, and every wait is for an event the process
-makes (a file, its exit), guarded only against a hang (:data:`WAIT`). The helpers below serve the
-other signal and timing tests too (``pytest -m timing``, which CI also runs beside two busy
-processes).
+makes (a file, its exit), guarded only against a hang (:data:`processes.WAIT`); the helpers that
+start, hold and signal the processes are in tests/processes.py.
 """
 
 from __future__ import annotations
@@ -16,104 +17,34 @@ from __future__ import annotations
 import json
 import os
 import random
-import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
+from processes import EXE, HELD_STEP, HOLDER, WAIT, held, wait_until
 from pyro_vae.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, main
+from pyro_vae.prepared import prepare
 from pyro_vae.rundir import LOCK, Run, checkpoint_step, last_path
-from pyro_vae.trainer import VAEModule
+from pyro_vae.spec import load_spec
+from pyro_vae.trainer import VAEModule, fit
 # LONG: 200 digits, batch 32, 7 steps per epoch, no periodic checkpoints, so a run's only
 # checkpoint before its first epoch ends is the one a signal made
-from test_reliability import DIGITS, EXE, LONG, STEPS_PER_EPOCH, logged_steps
+from tiny_runs import DIGITS, LONG, STEPS_PER_EPOCH, logged_steps
 
 pytestmark = pytest.mark.timing  # signals, and waits on other processes
 
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent))
-HOLDER = Path(__file__).with_name("holder.py")
-HELD_STEP = 3  # holder.py's "training" phase: held inside step 4, 3 steps done
-
-# The one time limit of these tests, a guard against a hang and never a bet on a speed: a run
-# that takes seconds on a quiet machine takes minutes to start on a busy one (load 6-7 on 2 cores).
-WAIT = 600
-
-# A shell without job control (a script's `make test &`, nohup, some CI runners) starts its
-# background commands with SIGINT ignored, and exec passes that on: Python then leaves SIGINT
-# ignored (no KeyboardInterrupt), so a command under test would go on after its Ctrl-C. A
-# terminal starts its foreground command with SIGINT at the default; ``foreground`` does too.
-FOREGROUND = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-              "os.execv(sys.argv[1], sys.argv[1:])")
-
-
-def foreground(argv: list[str], **kw) -> subprocess.Popen:
-    """``subprocess.Popen(argv, **kw)`` (``argv[0]`` a path) with SIGINT at its default, as in a
-    terminal's foreground command, whatever pytest inherited; the pid is the command's."""
-    return subprocess.Popen([sys.executable, "-c", FOREGROUND, *argv], **kw)
-
-
-def wait_until(done: Callable[[], bool], proc: subprocess.Popen, what: str) -> None:
-    """Wait for ``done()``, an event ``proc`` makes (a file, a logged step): a wait, not a timing
-    assertion. Fails with the process's output if it ends first, or after :data:`WAIT` s."""
-    deadline = time.monotonic() + WAIT
-    while not done():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            out = proc.communicate()
-            raise AssertionError(f"never {what}: exit {proc.returncode}, output {out}")
-        time.sleep(0.05)
-
-
-def ctrl_c_after_first_line(argv: list[str], **kw) -> tuple[str, int, str, str]:
-    """``argv`` in the foreground: its first stderr line (it must come, however long the process
-    takes to start), then a Ctrl-C; the exit status, stdout and the rest of stderr once it has
-    ended. Past :data:`WAIT` s at either wait (a hang) the test fails, showing what came."""
-    proc = foreground(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
-    try:
-        first, deadline = b"", time.monotonic() + WAIT
-        while not first.endswith(b"\n"):  # a byte at a time: the rest is left to communicate()
-            wait = max(0.0, deadline - time.monotonic())
-            byte = (os.read(proc.stderr.fileno(), 1)
-                    if select.select([proc.stderr], [], [], wait)[0] else b"")
-            if not byte:  # the end of stderr (the process ended), or the deadline
-                break
-            first += byte
-        line = first.decode()
-        assert line.endswith("\n"), f"no line on stderr in {WAIT} s: {line!r}, exit {proc.poll()}"
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, rest = proc.communicate(timeout=WAIT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, rest = proc.communicate()
-            raise AssertionError(f"no exit in {WAIT} s after Ctrl-C; after {line!r} it wrote "
-                                 f"{out!r}, {rest!r}") from None
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    return line, proc.returncode, out.decode(), rest.decode()
 
 
 def command(run: Path, *sets: str) -> list[str]:
     return [EXE, "train", DIGITS, *(f"--set={s}" for s in [*LONG, *sets]), "--out", str(run)]
-
-
-def held(signals: Path, argv: list[str], **kw) -> subprocess.Popen:
-    """``pyro-vae ARGV[1:]`` (``argv[0]`` the console script) run by tests/holder.py in the
-    foreground, held still inside step 4 until a line or the end of its stdin: it creates
-    ``signals/training`` when it gets there."""
-    signals.mkdir()
-    return foreground([sys.executable, str(HOLDER), str(signals), "training", *argv[1:]],
-                      stdin=subprocess.PIPE, text=True, **kw)
 
 
 def test_sigterm_saves_at_the_step_exits_143_and_the_same_command_continues(tmp_path):
@@ -191,6 +122,65 @@ def test_a_second_ctrl_c_stops_at_once_with_exit_130_and_one_line(tmp_path):
     # the step under way was not finished or saved: the last checkpoint is step 4's
     assert checkpoint_step(last_path(run)) == 4 and "(step 4)" in lines[0]
     assert Run(run).state() == "stopped" and not (run / LOCK).exists()
+
+
+def test_ctrl_c_saves_at_the_step_and_resumes_to_the_uninterrupted_result(tmp_path, capsys,
+                                                                          monkeypatch):
+    original = VAEModule.training_step
+
+    def training_step(self, x, batch_idx):  # Ctrl-C arrives during step 10 (global_step 9)
+        if self.global_step == 9:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, x, batch_idx)
+
+    monkeypatch.setattr(VAEModule, "training_step", training_step)
+    run = tmp_path / "run"
+    handler = signal.getsignal(signal.SIGINT)
+    code = main(["train", DIGITS, *(f"--set={s}" for s in LONG), "--out", str(run)])
+    err = capsys.readouterr().err.strip()
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGINT) is handler  # restored
+    assert code == EXIT_INTERRUPTED
+    assert "\n" not in err and "Traceback" not in err
+    assert f"{last_path(run)} (step 10)" in err and f"pyro-vae train --resume {run}" in err
+    assert checkpoint_step(last_path(run)) == 10  # the step under way finished, then the save
+    assert not (run / "eval-test.json").exists() and not list(run.rglob("*.tmp"))
+
+    finish = ["train.max_epochs=3"]
+    fit(prepare(Run(run).resume_spec(finish)), run, resume=True)
+    resumed = torch.load(last_path(run), weights_only=True)["state_dict"]
+    whole = prepare(load_spec(DIGITS, [*LONG, *finish]))
+    fit(whole, tmp_path / "whole")
+    for key, value in whole.vae.state_dict().items():  # same batches, draws and Adam states
+        assert torch.equal(value, resumed[f"vae.{key}"]), key
+    assert logged_steps(run) == list(range(3 * STEPS_PER_EPOCH))
+
+
+def test_ctrl_c_to_the_console_script_then_resume_to_completion(tmp_path):
+    """The console script's ``main`` in its own process (tests/holder.py), held still inside
+    step 4 while a Ctrl-C arrives, then let go: it saves at step 4 and exits 130. Holding it
+    leaves nothing to the scheduler (a waiting test could otherwise see the run end first)."""
+    run, signals = tmp_path / "run", tmp_path / "signals"
+    proc = held(signals, [EXE, "train", DIGITS, *(f"--set={s}" for s in LONG), "--out", str(run)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_until((signals / "training").exists, proc, "held in step 4")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(input="", timeout=WAIT)  # the end of stdin lets step 4 go on
+    assert proc.returncode == EXIT_INTERRUPTED, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    saved = torch.load(last_path(run), weights_only=True)
+    step = saved["global_step"]
+    assert step == HELD_STEP + 1  # no periodic checkpoint: this one was written on Ctrl-C
+    assert f"(step {step})" in err and f"pyro-vae train --resume {run}" in err
+    assert not (run / "eval-test.json").exists() and not list(run.rglob("*.tmp"))
+
+    finish = saved["epoch"] + 1
+    done = subprocess.run([EXE, "train", "--resume", str(run), f"--set=train.max_epochs={finish}"],
+                          capture_output=True, text=True, timeout=WAIT)
+    assert done.returncode == 0, done.stderr
+    assert checkpoint_step(last_path(run)) == finish * STEPS_PER_EPOCH
+    assert logged_steps(run) == list(range(finish * STEPS_PER_EPOCH))  # every step once
+    assert (run / "eval-test.json").is_file()
 
 
 def free_port() -> int:

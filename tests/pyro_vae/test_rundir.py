@@ -28,7 +28,8 @@ from pyro_vae import prepared as prepared_module
 from pyro_vae.cli import main
 from pyro_vae.engine import RunCSVLogger
 from pyro_vae.rundir import LOCK, MARKER, Run, last_path
-from test_reliability import DIGITS, EXE, SETS  # SETS: a one-epoch run of 2 steps, tiny nets
+from processes import EXE
+from tiny_runs import DIGITS, SETS  # SETS: a one-epoch run of 2 steps, tiny nets
 
 HOLDER = Path(__file__).parents[1] / "holder.py"
 

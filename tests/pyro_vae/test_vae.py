@@ -209,7 +209,8 @@ def test_from_spec_refuses_a_bad_argument_in_one_line_naming_it(shape, levels, t
     (str(2**62), "reduce likelihood.levels (now 4.61e+18), latent_dim")])
 def test_likelihood_levels_that_do_not_fit_the_data_are_named_by_the_cli(tmp_path, levels, says):
     """Before: 5 levels said "set data.values: integer", set already; 2**62 blamed latent_dim."""
-    from test_reliability_inputs import DIGITS, SETS, console, one_line
+    from processes import console, one_line
+    from tiny_runs import DIGITS, SETS
 
     line = one_line(console(["train", DIGITS, *SETS, "--set=data.binarize=none",
                              "--set=data.values=integer", "--set=likelihood.name=categorical",

@@ -23,7 +23,7 @@ from pyro_vae import VAE, load_run
 from pyro_vae.data import DATASETS
 from pyro_vae.spec import load_spec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "examples" / "configs" / "digits.yaml"
 
 
