@@ -9,8 +9,8 @@
            tells how many steps the model needs.
 
 Each writes a JSON summary with the per-point values under ``points``
-(``rundir.eval_path(run, split, "ais")``, ``eval_path(run, "simulated", "bdmc")``) and a figure
-(``figures/<split>/ais.png``, ``figures/simulated/bdmc.png``). All points of a call of
+(``eval-<split>-ais.json``, ``eval-simulated-bdmc.json``), the same values as arrays in the
+``.npz`` beside it, and a figure (``figures/<split>/ais.png``, ``figures/simulated/bdmc.png``). All points of a call of
 :data:`POINTS_PER_CALL` anneal together; the progress bar counts annealing steps.
 
 Sizes are bounded before anything is allocated: besides its working chunk of chains (sized to
@@ -27,18 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyro
 import torch
 from torch import Tensor
 
 from inference.ais import (AISOptions, AISResult, ais_log_marginal_likelihood, bdmc,
                            estimated_seconds, sandwich)
-from pyro_vae.atomic import write_json_atomic
 from pyro_vae.scoring import announce, importance_log_px
 from pyro_vae.scoring import estimated_seconds as importance_seconds
 from pyro_vae.figures import plot_ais, plot_bdmc
 from pyro_vae.registry import SpecError
-from pyro_vae.rundir import eval_path, figures_path
+from pyro_vae.rundir import Run
 from pyro_vae.vae import VAE
 
 METHODS = ("ais", "bdmc")
@@ -208,17 +208,23 @@ def evaluate_bdmc(vae: VAE, template: Tensor, options: Annealing, memory_budget_
     }
 
 
-def write(run: Path, summary: dict[str, Any]) -> Path:
-    """The summary's JSON file and figure in the run directory; returns the JSON's path."""
+def write(run: Run, summary: dict[str, Any], data_sha256: str) -> Path:
+    """The summary (with the data's digest) and its per-point arrays
+    (:meth:`Run.write_evaluation`: ``index``, and the per-point values of ``summary["points"]``,
+    ``stderr`` as ``log_px_se``) and its figure, in the run directory; returns the JSON's path.
+    A linked figures folder is refused before anything is written."""
     split, method, points = summary["split"], summary["method"], summary["points"]
-    path = eval_path(run, split, method)
-    write_json_atomic(path, summary)
-    folder = figures_path(run, split)
+    run.directory(run.figures_dir(split))
+    arrays = {"index": np.arange(summary["num_points"], dtype=np.int64),
+              **{"log_px_se" if k == "stderr" else k: np.asarray(v, dtype=np.float64)
+                 for k, v in points.items()}}
+    path = run.write_evaluation({**summary, "data_sha256": data_sha256}, arrays, method)
     if method == "ais":
-        plot_ais(points["is_log_px"], points["log_px"], folder / "ais.png",
-                 summary["is_num_samples"], summary["num_chains"], summary["num_steps"])
+        figure = plot_ais(points["is_log_px"], points["log_px"], summary["is_num_samples"],
+                          summary["num_chains"], summary["num_steps"])
     else:
-        plot_bdmc(points["lower"], points["upper"], folder / "bdmc.png")
+        figure = plot_bdmc(points["lower"], points["upper"])
+    run.write_figures({method: figure}, split)
     return path
 
 

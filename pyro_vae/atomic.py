@@ -52,10 +52,14 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def write_json_atomic(path: Path, value: Any) -> None:
+    write_text_atomic(path, json_text(value))
+
+
+def json_text(value: Any) -> str:
     """``value`` as strict JSON (indented): a NaN or ±inf float, which Python would write as a
     bare ``NaN`` that other JSON readers refuse, becomes ``null`` (the standard error of one
     point, the log p̂ of a point whose weights all vanished)."""
-    write_text_atomic(path, json.dumps(_finite(value), indent=2, allow_nan=False) + "\n")
+    return json.dumps(_finite(value), indent=2, allow_nan=False) + "\n"
 
 
 def _finite(value: Any) -> Any:

@@ -26,8 +26,8 @@ from pyro_vae.components.estimators import ESTIMATORS, make_elbo
 from pyro_vae.console import chatty, quiet
 from pyro_vae.data import absolute_paths
 from pyro_vae.registry import Component, SpecError, directory_argument
-from pyro_vae.rundir import CONFIG, LOCK, Run, run_config
-from pyro_vae.spec import Spec, dump_spec, load_spec, parse_yaml
+from pyro_vae.rundir import CONFIG, LOCK, Run
+from pyro_vae.spec import Spec, load_spec, parse_yaml
 
 # torch, Pyro and inference are imported by the functions that use them: the command line
 # imports this module for add_compare_parser, and --help must not wait for them.
@@ -167,7 +167,7 @@ def compare_trained(spec: Spec, estimators: Mapping[str, Component], out: Run, r
     import torch
 
     from pyro_vae.prepared import check_step_memory, prepare
-    from pyro_vae.trainer import fit
+    from pyro_vae.pipeline import fit
 
     rows, initial = [], None
     for label, component in estimators.items():
@@ -180,7 +180,7 @@ def compare_trained(spec: Spec, estimators: Mapping[str, Component], out: Run, r
                               spec.train.batch_size, "--estimators")
             initial = state
             claim(out, overwrite, fresh=True)
-            out.write_text(out.config, dump_spec(spec))
+            out.write_config(spec)
         elif state.keys() != initial.keys() or not all(torch.equal(state[k], v)
                                                        for k, v in initial.items()):
             raise RuntimeError(f"{label}: the VAE did not start from the first estimator's "
@@ -210,7 +210,7 @@ def write_outputs(rows: Sequence[Row], out: Run, description: str) -> str:
     out.write_text(out.root / COMPARE_CSV, csv_text(rows, columns))
     text = f"# Estimator comparison\n\n{description}\n\n{table}\n\n{legend}\n"
     out.write_text(out.root / COMPARE_MD, text)
-    plot_estimator_comparison(rows, out.directory(out.root / FIGURE.parent) / FIGURE.name)
+    out.write_figures({FIGURE.stem: plot_estimator_comparison(rows)})
     return table
 
 
@@ -290,7 +290,7 @@ def score_checkpoint(args: argparse.Namespace, estimators: Mapping[str, Componen
     into_run = out.root.resolve() == run.resolve()
     _check(out.root, args.overwrite, fresh=False)
     if into_run:
-        run_config(run)
+        Run(run).require_config()
         claim(out, args.overwrite, fresh=False)
     prepared = load_run(run)
     check_step_memory(prepared.spec, prepared.bundle.shape, estimators,

@@ -8,10 +8,14 @@ banners and its known-harmless warnings are never shown.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
+from collections.abc import Sequence
+from pathlib import Path
 
 _asked = False  # --verbose
+_noted: set[str] = set()  # each note once per process (a resume reads its checkpoint twice)
 
 
 def chatty() -> bool:
@@ -36,3 +40,44 @@ def quiet() -> None:
         warnings.filterwarnings("ignore", message=pattern)
     if not chatty():
         warnings.simplefilter("ignore")
+
+
+def notice(text: str) -> None:
+    """One ``pyro-vae: note:`` line on stderr where notices are shown (:func:`chatty`), by rank 0
+    of a multi-process run only, once per process."""
+    if text in _noted:
+        return
+    _noted.add(text)
+    if chatty() and os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0":
+        print(f"pyro-vae: note: {text}", file=sys.stderr)
+
+
+def crash_log(command: str, argv: Sequence[str]) -> Path | None:
+    """Write the traceback being handled, with the command line and versions, to a new file in
+    ``$XDG_CACHE_HOME/pyro-vae/logs`` (default ``~/.cache``), else in the temp directory; its
+    path, or None when neither can be written."""
+    import platform
+    import tempfile
+    import time
+    import traceback
+    from importlib.metadata import PackageNotFoundError, version
+
+    from pyro_vae.atomic import write_text_atomic
+    from pyro_vae.cache import cache_dir
+
+    try:
+        release = version("pyro-vae")
+    except PackageNotFoundError:  # run from a source tree
+        release = "(not installed)"
+    name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    text = (f"pyro-vae {release}, Python {platform.python_version()}, "
+            f"{platform.platform()}\ncommand: {command}; argv: {list(argv)!r}\n\n"
+            f"{traceback.format_exc()}")
+    for folder in (cache_dir() / "logs", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(folder / name, text)
+            return folder / name
+        except OSError:
+            continue
+    return None

@@ -45,14 +45,14 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from pyro_vae.atomic import write_atomic, write_text_atomic
 from pyro_vae.ranks import world
 from pyro_vae.rundir import Run
+from pyro_vae.stops import Interrupted
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``torch.save`` into a temporary file in the target's directory, fsync, ``os.replace``
-    (:func:`pyro_vae.atomic.write_atomic`).
+    (:meth:`pyro_vae.rundir.Run.write`, which refuses a linked folder inside the ``run``).
 
     A rename within one file system is atomic, so a reader or a crash finds the previous
     checkpoint or the new one, never a truncated file. (Lightning's own writer goes through an
@@ -61,13 +61,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     weights-only: a checkpoint cannot run code.
     """
 
+    def __init__(self, run: Run) -> None:
+        super().__init__()
+        self.run = run
+
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path,
                         storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(target, lambda f: torch.save(checkpoint, f))
+        self.run.write(Path(path), lambda f: torch.save(checkpoint, f))
 
     def load_checkpoint(self, path: str | Path, map_location: Any = "cpu",
                         weights_only: bool | None = None) -> dict[str, Any]:
@@ -77,31 +79,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 #: The signals that stop a run with a checkpoint at the current step: Ctrl-C, ``kill``/``docker
 #: stop``/SLURM/systemd, and SLURM's requeue warning (``sbatch --signal=USR1@<seconds>``).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
-
-
-def signal_name(signum: int) -> str:
-    return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-
-
-class Interrupted(BaseException):
-    """Training stopped on signal ``signum`` after writing a checkpoint at optimizer step
-    ``step`` (``None``: a second Ctrl-C stopped it at once, at its previous checkpoint);
-    ``where``: what the run directory holds now. Exit status 128 + signum, as shells report a
-    process the signal ended. A BaseException, like KeyboardInterrupt: no ``except Exception``
-    swallows it."""
-
-    def __init__(self, signum: int, step: int | None, where: str = "",
-                 during: str | None = None) -> None:
-        self.signum, self.step = signum, step
-        name = signal_name(signum)
-        what = (f"interrupted ({name}) during {during}" if during else
-                f"stopped at once by a second {name}" if step is None
-                else f"interrupted ({name}) after step {step}")
-        super().__init__(what + (f"; {where}" if where else ""))
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
 
 
 class PeriodicCheckpoint(L.Callback):
@@ -310,12 +287,12 @@ class _ContinuedWriter(ExperimentWriter):
     """Lightning's metrics.csv writer, except that an existing file is kept up to (excluding)
     ``first_step`` instead of deleted: the rows an interrupted run logged after its checkpoint
     are dropped, since the resumed run logs those steps again. The kept rows replace the file
-    by :func:`pyro_vae.atomic.write_atomic` (a uniquely named temporary file beside it, never
+    by :meth:`pyro_vae.rundir.Run.write_text` (a uniquely named temporary file beside it, never
     through a link, removed on failure)."""
 
-    def __init__(self, log_dir: str, first_step: int) -> None:
-        self.first_step = first_step
-        super().__init__(log_dir)
+    def __init__(self, run: Run, first_step: int) -> None:
+        self.run, self.first_step = run, first_step
+        super().__init__(str(run.root))
 
     def _check_log_dir_exists(self) -> None:  # called by the base __init__
         path = Path(self.metrics_file_path)
@@ -332,7 +309,7 @@ class _ContinuedWriter(ExperimentWriter):
         writer = csv.DictWriter(text, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
-        write_text_atomic(path, text.getvalue())
+        self.run.write_text(path, text.getvalue())
 
 
 class RunCSVLogger(CSVLogger):
@@ -341,9 +318,9 @@ class RunCSVLogger(CSVLogger):
     With ``first_step`` (a resumed run), rows from that step on are dropped and the run appends.
     """
 
-    def __init__(self, run_dir: Path, first_step: int | None = None) -> None:
-        super().__init__(save_dir=str(run_dir), name="", version="", flush_logs_every_n_steps=1)
-        self.first_step = first_step
+    def __init__(self, run: Run, first_step: int | None = None) -> None:
+        super().__init__(save_dir=str(run.root), name="", version="", flush_logs_every_n_steps=1)
+        self.run, self.first_step = run, first_step
 
     @property
     @rank_zero_experiment  # other DDP ranks get a no-op stand-in and never touch the file
@@ -352,7 +329,7 @@ class RunCSVLogger(CSVLogger):
             if self.first_step is None:
                 self._experiment = ExperimentWriter(log_dir=self.log_dir)
             else:
-                self._experiment = _ContinuedWriter(self.log_dir, self.first_step)
+                self._experiment = _ContinuedWriter(self.run, self.first_step)
         return self._experiment
 
 

@@ -13,6 +13,10 @@ into. :func:`write_samples` streams them into the .npz batch by batch, so memory
 (and the first ``keep`` rows of x) for any n; :func:`check_samples` first bounds n, by
 arithmetic: at most :data:`MAX_SAMPLES`, and the file (n times the bytes of one sample) within
 the free space of its disk.
+
+:func:`encode_run` and :func:`sample_run` are ``pyro-vae encode`` and ``sample``: they check the
+files they will write before computing anything (the suffix, not a directory, not an existing
+file unless ``overwrite``), and hold the run's lock when a file lies inside the run.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -31,11 +37,15 @@ import torch
 from pyro_vae.atomic import write_atomic
 from pyro_vae.bundle import DataBundle
 from pyro_vae.registry import SpecError
+from pyro_vae.rundir import Run
 from pyro_vae.vae import VAE
 
 BATCH = 1000  # items per encoder or decoder call
 MAX_SAMPLES = 10**9  # samples per call of sample: beyond, n is a typo (or 2**63)
 HEADER_BYTES = 4096  # an upper bound on the .npz's own bytes: two .npy headers, zip records
+PLOTTED = 1024  # samples that sample --png draws, at most: a 32 × 32 grid
+#: the file options of encode and sample, and the suffix each must end in
+SUFFIXES = {"--out": ".npz", "--png": ".png"}
 
 
 @torch.no_grad()
@@ -140,3 +150,101 @@ def _size(nbytes: int) -> str:
         if nbytes >= scale:
             return f"{nbytes / scale:.3g} {unit}"
     return f"{nbytes} bytes"
+
+
+def new_files(overwrite: bool, **outputs: str | Path | None) -> None:
+    """Check the files a command will write (``out=``, ``png=``: the path or None) before it
+    computes anything: the option's suffix, not a directory, and not an existing file unless
+    ``overwrite``, so that no file of the user's is replaced by mistake."""
+    for name, path in outputs.items():
+        flag = f"--{name}"
+        suffix = SUFFIXES[flag]
+        if path is None:
+            continue
+        if not str(path).endswith(suffix):
+            raise SpecError(flag, f"{path}: give a file name ending in {suffix}")
+        if Path(path).is_dir():
+            raise SpecError(flag, f"{path} is a directory; give a file name")
+        if Path(path).exists() and not overwrite:
+            raise SpecError(flag, f"{path} exists; pass --overwrite to replace it, or "
+                            "choose another name")
+
+
+def writing_into(run: Run, *outputs: str | Path | None, command: str) -> AbstractContextManager:
+    """The run's lock (:meth:`Run.locked`), to take before reading the run, when one of
+    ``outputs``, files a command writes, lies inside the run directory; nothing otherwise
+    (reading a run needs no lock: its files are replaced whole)."""
+    root = run.root.resolve()
+    if not any(root in Path(p).resolve().parents for p in outputs if p):
+        return nullcontext()
+    run.require_config()
+    return run.locked(command)
+
+
+def encode_run(run: Run, out: str | Path, split: str = "test", limit: int | None = None,
+               overwrite: bool = False) -> dict[str, np.ndarray]:
+    """``pyro-vae encode``: :func:`encode_split` of a trained run, saved as the .npz ``out``
+    (atomically, exactly that name); returns the arrays."""
+    from pyro_vae.prepared import load_run
+
+    new_files(overwrite, out=out)
+    with writing_into(run, out, command="encode"):
+        prepared = load_run(run)
+        arrays = encode_split(prepared.vae, prepared.bundle, split, limit)
+        write_atomic(Path(out), lambda f: np.savez(f, **arrays))
+    return arrays
+
+
+@dataclass
+class Sampled:
+    """What :func:`sample_run` wrote: n samples of ``shapes`` (item shapes of x and z) in
+    ``out``, and the first ``plotted`` drawn in ``png``."""
+
+    out: Path
+    n: int
+    shapes: dict[str, tuple[int, ...]]
+    means: bool
+    png: Path | None = None
+    plotted: int = 0
+
+    def lines(self) -> list[str]:
+        what = "means E[x|z]" if self.means else "draws x ~ p(x|z)"
+        lines = [f"sample: {self.out}: x {[self.n, *self.shapes['x']]} ({what}), z "
+                 f"{[self.n, *self.shapes['z']]} ~ p(z)"]
+        if self.png is not None:
+            first = f" (the first {self.plotted})" if self.plotted < self.n else ""
+            lines.append(f"sample: {self.png}{first}")
+        return lines
+
+
+def sample_run(run: Run, out: str | Path, n: int = 1000, png: str | Path | None = None,
+               means: bool = False, seed: int | None = None, overwrite: bool = False) -> Sampled:
+    """``pyro-vae sample``: n samples of a trained run into the .npz ``out``, batch by batch
+    (:func:`write_samples`), after bounding n (:func:`check_samples`); ``png`` draws the first
+    :data:`PLOTTED` (a grid for images, a scatter against the test data otherwise); ``seed``
+    defaults to the run's ``train.seed``."""
+    from pyro_vae.figures import is_image_shape, plot_samples, plot_samples_vs_data, save
+    from pyro_vae.prepared import load_run
+
+    if n < 1:
+        raise SpecError("-n", f"must be >= 1, got {n}")
+    new_files(overwrite, out=out, png=png)
+    with writing_into(run, out, png, command="sample"):
+        prepared = load_run(run)
+        bundle, path = prepared.bundle, Path(out)
+        seed = prepared.spec.train.seed if seed is None else seed
+        shapes = check_samples(prepared.vae, bundle, n, path, means=means)
+        head = write_samples(path, prepared.vae, bundle, n, means=means, seed=seed,
+                             keep=PLOTTED if png else 0)
+        done = Sampled(path, n, shapes, means)
+        if png is not None and head is not None:
+            x = head.reshape(len(head), -1)
+            what = "means E[x|z]" if means else "draws x ~ p(x|z)"
+            if is_image_shape(bundle.shape):
+                fig = plot_samples(x, bundle.shape,
+                                   bundle.levels if bundle.integer_values else None,
+                                   title=f"Samples ({what})")
+            else:
+                fig = plot_samples_vs_data(bundle.to_values(bundle.split("test")), x)
+            done.png, done.plotted = save(fig, png), len(x)
+    return done

@@ -2,7 +2,8 @@
 interpolations, training curves, log p(x) histograms and estimator comparisons.
 
 Each function draws on its own ``matplotlib.figure.Figure`` with an Agg canvas (no pyplot, so no
-global figure state and nothing to close), writes one PNG and returns its path. Data are flat
+global figure state and nothing to close) and returns it; a run writes its figures through
+:meth:`pyro_vae.rundir.Run.write_figures`, a file elsewhere is written by :func:`save`. Data are flat
 vectors: a batch is ``(N, P)`` with a per-item ``shape``; ``(C, H, W)`` with C = 1 (grey) or 3 (RGB)
 is an image, anything else a plain vector, for which no image grid is drawn. Image values in [0, 1]
 or integer levels ``0..L-1`` (``levels=L``) are shown on [0, 1]; other values on their own range.
@@ -29,7 +30,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from pyro_vae.atomic import write_atomic
-from pyro_vae.captions import CAPTIONS
 from pyro_vae.registry import SpecError
 
 DPI = 100
@@ -85,9 +85,10 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
-def _save(fig: Figure, path: Path | str) -> Path:
+def save(fig: Figure, path: Path | str) -> Path:
+    """``fig`` written atomically to ``path`` (a file outside a run), in the format its suffix
+    names; returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, lambda f: fig.savefig(f, dpi=DPI, format=path.suffix.lstrip(".") or "png"))
     return path
 
@@ -138,9 +139,9 @@ def _mosaic(images: np.ndarray, pad: int = 1) -> np.ndarray:
     return out
 
 
-def _image_grid(images: np.ndarray, path: Path | str, title: str,
+def _image_grid(images: np.ndarray, title: str,
                 row_labels: Sequence[str] = (), col_labels: Sequence[str] = (),
-                xlabel: str = "") -> Path:
+                xlabel: str = "") -> Figure:
     """Draw ``(R, K, H, W[, 3])`` images as one grid, greyscale, without tick marks."""
     rows, cols, h, w = images.shape[:4]
     cell = 0.7
@@ -156,7 +157,7 @@ def _image_grid(images: np.ndarray, path: Path | str, title: str,
     ax.set_yticks([r * (h + 1) + (h - 1) / 2 for r in range(rows)] if row_labels else [],
                   list(row_labels))
     ax.spines[:].set_visible(False)
-    return _save(fig, path)
+    return fig
 
 
 def _pca_2d(a: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -182,29 +183,29 @@ def _device(vae: Any) -> torch.device:
 
 
 @torch.no_grad()
-def plot_prior_samples(vae: VAELike, shape: Sequence[int], path: Path | str, n: int = 64,
-                       levels: int | None = None) -> Path:
+def plot_prior_samples(vae: VAELike, shape: Sequence[int], n: int = 64,
+                       levels: int | None = None) -> Figure:
     """A square-ish grid of ``n`` decoder means E[x|z], z ~ p(z)."""
-    return plot_samples(vae.sample(n), shape, path, levels)
+    return plot_samples(vae.sample(n), shape, levels)
 
 
-def plot_samples(x: Array, shape: Sequence[int], path: Path | str, levels: int | None = None,
-                 title: str = "Samples from the prior") -> Path:
+def plot_samples(x: Array, shape: Sequence[int], levels: int | None = None,
+                 title: str = "Samples from the prior") -> Figure:
     """A square-ish grid of the images ``x`` (N, P)."""
     x = _numpy(x)
     images = _images(x, shape, _display_range([x], levels))
-    return _image_grid(_rows(images, math.ceil(math.sqrt(len(x)))), path, title)
+    return _image_grid(_rows(images, math.ceil(math.sqrt(len(x)))), title)
 
 
 @torch.no_grad()
-def plot_reconstructions(vae: VAELike, x: torch.Tensor, shape: Sequence[int], path: Path | str,
-                         levels: int | None = None, columns: int = 8) -> Path:
+def plot_reconstructions(vae: VAELike, x: torch.Tensor, shape: Sequence[int],
+                         levels: int | None = None, columns: int = 8) -> Figure:
     """Rows of data x above rows of their reconstructions decode(E_q[z|x])."""
     data, recon = _numpy(x), _numpy(vae.reconstruct(x))
     value_range = _display_range([data, recon], levels)
     columns = min(columns, len(data))
     pairs = np.stack([_rows(_images(a, shape, value_range), columns) for a in (data, recon)], 1)
-    return _image_grid(pairs.reshape(-1, *pairs.shape[2:]), path, "Reconstructions",
+    return _image_grid(pairs.reshape(-1, *pairs.shape[2:]), "Reconstructions",
                        row_labels=["data", "recon."] * len(pairs))
 
 
@@ -221,9 +222,9 @@ def _activity(loc: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def plot_traversals(vae: VAELike, x: torch.Tensor, shape: Sequence[int], path: Path | str,
+def plot_traversals(vae: VAELike, x: torch.Tensor, shape: Sequence[int],
                     levels: int | None = None, index: int = 0, dims: int = 8,
-                    steps: int = 7) -> Path:
+                    steps: int = 7) -> Figure:
     """Decode ``z = mu(x_i) + t s_u e_u`` for t on a grid over [-3, 3], one row per dimension u
     among the ``dims`` most active ones (:func:`latent_activity`, estimated on the batch ``x``).
 
@@ -241,7 +242,7 @@ def plot_traversals(vae: VAELike, x: torch.Tensor, shape: Sequence[int], path: P
         spread[order][:, None] * t[None, :])
     out = _numpy(vae.decode(z.reshape(-1, z.shape[-1]))).reshape(len(order), steps, -1)
     images = _images(out, shape, _display_range([out], levels))
-    return _image_grid(images, path, "Latent traversals",
+    return _image_grid(images, "Latent traversals",
                        row_labels=[f"z{u} (A={activity[u]:.2f})" for u in order.tolist()],
                        col_labels=[f"{v:+.1f}" for v in t.tolist()],
                        xlabel="offset from the posterior mean, in aggregate-posterior sd")
@@ -249,8 +250,8 @@ def plot_traversals(vae: VAELike, x: torch.Tensor, shape: Sequence[int], path: P
 
 @torch.no_grad()
 def plot_interpolation(vae: VAELike, x_start: torch.Tensor, x_end: torch.Tensor,
-                       shape: Sequence[int], path: Path | str, levels: int | None = None,
-                       steps: int = 8) -> Path:
+                       shape: Sequence[int], levels: int | None = None,
+                       steps: int = 8) -> Figure:
     """One row per pair: x_a, decode((1-t) mu(x_a) + t mu(x_b)) for t in [0, 1], then x_b.
 
     The path is linear in z between the posterior means E_q[z|x_a] and E_q[z|x_b].
@@ -262,7 +263,7 @@ def plot_interpolation(vae: VAELike, x_start: torch.Tensor, x_end: torch.Tensor,
     rows = np.concatenate([_numpy(x_start)[:, None], path_x, _numpy(x_end)[:, None]], axis=1)
     images = _images(rows, shape, _display_range([rows], levels))
     labels = ["x_a", *(f"{v:.2f}" for v in t.flatten().tolist()), "x_b"]
-    return _image_grid(images, path, "Interpolation in latent space", col_labels=labels,
+    return _image_grid(images, "Interpolation in latent space", col_labels=labels,
                        xlabel="t: z = (1-t) E_q[z|x_a] + t E_q[z|x_b]")
 
 
@@ -291,8 +292,8 @@ def _scatter(ax: Axes, fig: Figure, xy: np.ndarray, labels: np.ndarray | None) -
 
 
 @torch.no_grad()
-def plot_latent_map(vae: VAELike, x: torch.Tensor, path: Path | str,
-                    labels: Array | None = None) -> Path:
+def plot_latent_map(vae: VAELike, x: torch.Tensor,
+                    labels: Array | None = None) -> Figure:
     """Posterior means E_q[z|x]: as they are for D = 2, on their first two principal axes for
     D > 2, and against the posterior standard deviation for D = 1."""
     loc, scale = (_numpy(a) for a in vae.encode(x))
@@ -308,10 +309,10 @@ def plot_latent_map(vae: VAELike, x: torch.Tensor, path: Path | str,
     ax = fig.add_subplot()
     _scatter(ax, fig, xy, None if labels is None else _numpy(labels).reshape(-1))
     ax.set(title=f"Latent map (posterior means, D={loc.shape[1]})", xlabel=axes[0], ylabel=axes[1])
-    return _save(fig, path)
+    return fig
 
 
-def plot_samples_vs_data(data: Array, samples: Array, path: Path | str) -> Path:
+def plot_samples_vs_data(data: Array, samples: Array) -> Figure:
     """Data and model samples on the data's first two principal axes (raw for P ≤ 2; overlaid
     histograms for P = 1)."""
     data, samples = _numpy(data), _numpy(samples)
@@ -330,7 +331,7 @@ def plot_samples_vs_data(data: Array, samples: Array, path: Path | str) -> Path:
         ax.set(xlabel="PC1 of data" if pca else "x1", ylabel="PC2 of data" if pca else "x2")
     ax.set_title("Model samples and data")
     ax.legend()
-    return _save(fig, path)
+    return fig
 
 
 # ---------------------------------------------------------------------------------- curves, scores
@@ -384,7 +385,7 @@ def curve_series(metrics: Mapping[str, np.ndarray]) -> dict[str, Series]:
     return panels
 
 
-def plot_training_curves(metrics_csv: Path | str, path: Path | str) -> Path:
+def plot_training_curves(metrics_csv: Path | str) -> Figure:
     """One panel per metric family found in metrics.csv: per-step lines, per-epoch markers."""
     metrics = read_metrics(metrics_csv)
     panels = curve_series(metrics)
@@ -407,10 +408,10 @@ def plot_training_curves(metrics_csv: Path | str, path: Path | str) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     fig.suptitle("Training curves")
-    return _save(fig, path)
+    return fig
 
 
-def plot_log_px(log_px: Array, ess: Array, path: Path | str, num_samples: int | None = None) -> Path:
+def plot_log_px(log_px: Array, ess: Array, num_samples: int | None = None) -> Figure:
     """Histograms of per-point log p(x) (importance-sampled: a stochastic lower bound) and of
     the effective sample size ESS = (Σ_k w_k)² / Σ_k w_k² of each point's K weights."""
     log_px, ess = _numpy(log_px).ravel(), _numpy(ess).ravel()
@@ -427,7 +428,7 @@ def plot_log_px(log_px: Array, ess: Array, path: Path | str, num_samples: int | 
     k = f" of K={num_samples}" if num_samples else ""
     right.set(title=f"Effective sample size{k} (median {np.median(ess):.1f})", xlabel="ESS",
               ylabel="data points")
-    return _save(fig, path)
+    return fig
 
 
 #: Estimator-comparison panels: column → axis label. ``{column}_stderr`` gives error bars.
@@ -436,7 +437,7 @@ COMPARISON_METRICS = {"bound": "training bound (nats)", "log_px": "log p(x) (nat
                       "ms_per_step": "ms per step"}
 
 
-def plot_estimator_comparison(rows: Sequence[Mapping[str, Any]], path: Path | str) -> Path:
+def plot_estimator_comparison(rows: Sequence[Mapping[str, Any]]) -> Figure:
     """One panel per metric present in ``rows`` (one row per estimator): points with ±1 standard
     error for the bounds (they are negative; bars from 0 would mislead), bars for SNR and time."""
     metrics = [m for m in COMPARISON_METRICS if any(np.isfinite(_float(r.get(m))) for r in rows)]
@@ -460,54 +461,45 @@ def plot_estimator_comparison(rows: Sequence[Mapping[str, Any]], path: Path | st
     axes[0].set_yticks(y, labels)
     axes[0].invert_yaxis()
     fig.suptitle("Estimator comparison")
-    return _save(fig, path)
+    return fig
 
 
 # ---------------------------------------------------------------------------------- a run's set
 
 
-def write_run_figures(vae: VAELike, data: torch.Tensor, shape: Sequence[int], out_dir: Path | str,
-                      labels: Array | None = None, levels: int | None = None,
-                      metrics_csv: Path | str | None = None, seed: int = 0,
-                      max_points: int = 2000) -> list[Path]:
-    """The figures of a training run, named by the stems of :data:`CAPTIONS`: training curves
-    (when metrics.csv has any), the latent map, and for images prior samples, reconstructions,
-    traversals and interpolations; for plain vectors samples against data instead.
+def run_figures(vae: VAELike, data: torch.Tensor, shape: Sequence[int],
+                labels: Array | None = None, levels: int | None = None, seed: int = 0,
+                max_points: int = 2000) -> dict[str, Figure]:
+    """The figures a run draws from a split, by the names of :data:`pyro_vae.captions.CAPTIONS`: the latent map,
+    and for images prior samples, reconstructions, traversals and interpolations; for plain
+    vectors samples against data instead.
 
     Uses a random subset of at most ``max_points`` data points; the torch RNG is forked and seeded
     with ``seed``, so the figures are deterministic and the caller's RNG state is untouched.
     """
     if len(data) < 1:
-        raise ValueError("write_run_figures needs at least 1 data point, got none")
-    out_dir = Path(out_dir)
-    paths = []
-    if metrics_csv is not None and Path(metrics_csv).is_file():
-        if curve_series(read_metrics(metrics_csv)):  # a run too short to log draws no curves
-            paths.append(plot_training_curves(metrics_csv, out_dir / "training_curves.png"))
+        raise ValueError("run_figures needs at least 1 data point, got none")
     with torch.random.fork_rng(), torch.no_grad():
         torch.manual_seed(seed)
         idx = torch.randperm(len(data))[:max_points]
         x = data[idx.to(data.device)].to(_device(vae))
         subset_labels = None if labels is None else _numpy(labels)[idx.numpy()]
-        paths.append(plot_latent_map(vae, x, out_dir / "latent_map.png", subset_labels))
+        drawn = {"latent_map": plot_latent_map(vae, x, subset_labels)}
         if not is_image_shape(shape):
-            paths.append(plot_samples_vs_data(x, vae.sample(min(len(x), 1000)),
-                                              out_dir / "samples_vs_data.png"))
-            return paths
+            drawn["samples_vs_data"] = plot_samples_vs_data(x, vae.sample(min(len(x), 1000)))
+            return drawn
+        drawn["prior_samples"] = plot_prior_samples(vae, shape, levels=levels)
+        drawn["reconstructions"] = plot_reconstructions(vae, x[:16], shape, levels)
+        drawn["traversals"] = plot_traversals(vae, x, shape, levels)
         pairs = min(4, len(x) // 2)
-        paths += [
-            plot_prior_samples(vae, shape, out_dir / "prior_samples.png", levels=levels),
-            plot_reconstructions(vae, x[:16], shape, out_dir / "reconstructions.png", levels),
-            plot_traversals(vae, x, shape, out_dir / "traversals.png", levels),
-        ]
         if pairs:  # one data point makes no pair
-            paths.append(plot_interpolation(vae, x[:pairs], x[pairs:2 * pairs], shape,
-                                            out_dir / "interpolation.png", levels))
-    return paths
+            drawn["interpolation"] = plot_interpolation(vae, x[:pairs], x[pairs:2 * pairs],
+                                                        shape, levels)
+    return drawn
 
 
-def plot_ais(is_log_px: Array, ais_log_px: Array, path: Path | str, num_samples: int,
-             num_chains: int, num_steps: int) -> Path:
+def plot_ais(is_log_px: Array, ais_log_px: Array, num_samples: int,
+             num_chains: int, num_steps: int) -> Figure:
     """Per point: IS log p̂(x) (K = ``num_samples``) against AIS log p̂(x) (C chains × T steps),
     with the identity line, and the histogram of the gap AIS − IS (both are stochastic lower
     bounds, so a positive gap is how much IS missed)."""
@@ -522,10 +514,10 @@ def plot_ais(is_log_px: Array, ais_log_px: Array, path: Path | str, num_samples:
              ylabel=f"AIS, {num_chains} chains × {num_steps} steps")
     left.legend(fontsize="small")
     _gap_histogram(right, gap, "AIS − IS (nats)")
-    return _save(fig, path)
+    return fig
 
 
-def plot_bdmc(lower: Array, upper: Array, path: Path | str) -> Path:
+def plot_bdmc(lower: Array, upper: Array) -> Figure:
     """Per simulated point: the BDMC bounds (sorted by the lower bound) and their gap."""
     lower, upper = _numpy(lower).ravel(), _numpy(upper).ravel()
     order = np.argsort(lower)
@@ -538,7 +530,7 @@ def plot_bdmc(lower: Array, upper: Array, path: Path | str) -> Path:
              xlabel="simulated point (by lower bound)", ylabel="log p(x) (nats)")
     left.legend(fontsize="small")
     _gap_histogram(right, upper - lower, "upper − lower (nats)")
-    return _save(fig, path)
+    return fig
 
 
 def _gap_histogram(ax: Axes, gap: np.ndarray, label: str) -> None:

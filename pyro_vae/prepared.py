@@ -5,7 +5,6 @@ loaded (:func:`load_run`), as ``evaluate``, ``encode``, ``sample`` and ``train``
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -24,9 +23,9 @@ from pyro_vae.data import DATASETS, SPLITS
 from pyro_vae.scoring import particles_per_chunk
 from pyro_vae.memory import available_memory
 from pyro_vae.registry import Component, SpecError, built
-from pyro_vae.rundir import (TRANSFORM, best_path, data_digest, last_checkpoint, load_weights,
-                             run_config)
-from pyro_vae.spec import Spec, load_run_spec
+from pyro_vae.checkpoints import data_digest
+from pyro_vae.rundir import TRANSFORM, Run
+from pyro_vae.spec import Spec
 from pyro_vae.vae import VAE
 
 #: Where the seed is left for Lightning, whose DDP processes re-seed from it.
@@ -141,26 +140,17 @@ def check_kl_weight(spec: Spec, num_data: int) -> None:
                         f"smallest normal number {tiny:g}: the KL term would vanish")
 
 
-def evaluated_checkpoint(run_dir: Path, spec: Spec) -> Path:
-    """The checkpoint a run is scored with: ``best.ckpt`` (the highest validation ELBO) when
-    the run stops early on it, as the published protocols select; else ``last.ckpt``."""
-    best = best_path(run_dir)
-    if spec.train.early_stopping_patience and best.is_file():
-        return best
-    return last_checkpoint(run_dir)
-
-
-def load_run(run_dir: Path, spec: Spec | None = None) -> Prepared:
+def load_run(run: Path | str | Run, spec: Spec | None = None) -> Prepared:
     """Rebuild a run's VAE from its config.yaml (or ``spec``, e.g. with other ``evaluate``
-    settings) and load the weights of :func:`evaluated_checkpoint` (the best validation ELBO's
-    with early stopping, else the last), checked against the spec and data the checkpoint was
-    trained on; the data transform refitted on loading must equal the one the run saved
+    settings) and load the weights of :meth:`Run.evaluated_checkpoint` (the best validation
+    ELBO's with early stopping, else the last), checked against the spec and data the checkpoint
+    was trained on; the data transform refitted on loading must equal the one the run saved
     (transform.json)."""
-    prepared = prepare(spec or load_run_spec(run_config(run_dir)))
-    load_weights(prepared.vae, evaluated_checkpoint(run_dir, prepared.spec), run_dir,
-                 prepared.spec, lambda: prepared.data_sha256)
-    saved = run_dir / TRANSFORM
-    if saved.is_file() and json.loads(saved.read_text()) != prepared.bundle.transform_state():
-        raise SpecError(str(saved), "the data now give another transform than the run was "
+    run = run if isinstance(run, Run) else Run(run)
+    prepared = prepare(spec or run.spec())
+    run.load_weights(prepared.vae, prepared.spec, lambda: prepared.data_sha256)
+    saved = run.transform_state()
+    if saved is not None and saved != prepared.bundle.transform_state():
+        raise SpecError(str(run.root / TRANSFORM), "the data now give another transform than the run was "
                         "trained with (its training split changed): restore the data file")
     return prepared

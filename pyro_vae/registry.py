@@ -123,6 +123,13 @@ def signature_params(entry: Callable[..., Any]) -> dict[str, inspect.Parameter]:
     }
 
 
+def parameters_text(entry: Callable[..., Any]) -> str:
+    """``key=default, key (required)``: the parameters of ``entry`` as ``pyro-vae datasets``
+    lists them."""
+    return ", ".join(f"{k} (required)" if p.default is inspect.Parameter.empty
+                     else f"{k}={p.default!r}" for k, p in signature_params(entry).items())
+
+
 def coerce(value: Any, annotation: Any, key: str) -> Any:
     """Check ``value`` against a type annotation, converting where the conversion is exact."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)

@@ -85,11 +85,8 @@ def write_report(run_dir: Path | str) -> Path:
     """Write ``run_dir/report.html`` and return its path; :class:`SpecError` when ``run_dir`` is
     not a run directory (it must hold config.yaml), or holds a report.html of someone else's."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise SpecError("", f"{run_dir}: no such run directory")
-    if not (run_dir / "config.yaml").is_file():
-        raise SpecError("", f"{run_dir}: not a run directory (no config.yaml)")
     run = Run(run_dir)
+    run.require_config()
     with run.locked("report"):  # the page shows one state of the run
         page = run.report  # a link is replaced, never written through (its target stays)
         if page.is_file() and not page.is_symlink() and not _ours(page):

@@ -5,7 +5,8 @@
     RUN/config.yaml             the resolved spec
     RUN/checkpoints/last.ckpt   the newest checkpoint; step-<N>.ckpt the last few kept
     RUN/metrics.csv, hparams.yaml, tensorboard/, ddp.json
-    RUN/eval-<split>[-<method>].json, RUN/figures/<split>/, RUN/report.html, compare.*
+    RUN/eval-<split>[-<method>].json  an evaluation's summary; .npz beside it: per point
+    RUN/figures/<split>/, RUN/report.html, compare.*
 
 :class:`Run` owns these names; the commands ask it for paths. Writes go through
 :func:`pyro_vae.atomic.write_atomic` (a temporary sibling renamed over the target: a crash or a
@@ -16,11 +17,8 @@ by renaming it aside in one step and then deleting it. The lock is an ``flock`` 
 holder removes when it lets go: a second writer gets a one-line error naming the holder's pid,
 and the lock of a killed process (which the kernel released) is taken over.
 
-Checkpoints are read with ``torch.load(weights_only=True)`` only, so a planted pickle payload is
-refused without running. Each checkpoint records the resolved spec (flattened to dotted keys)
-and SHA-256 digests of the spec and the data splits; resume and evaluate refuse a config.yaml or
-data that differ from that record in any key other than :data:`RESUMABLE` and ``evaluate.*``
-(keys added to the spec since the checkpoint was written are not compared).
+What a checkpoint holds and how it is checked against the spec and data is
+:mod:`pyro_vae.checkpoints`; the run directory reads it through :class:`Run`.
 """
 
 from __future__ import annotations
@@ -29,29 +27,31 @@ import errno
 import fcntl
 import fnmatch
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
 import socket
 import stat
-import sys
 import time
-import warnings
-import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
-from pyro_vae.atomic import write_atomic
+from pyro_vae.atomic import json_text, write_atomic
 from pyro_vae.captions import CAPTIONS
-from pyro_vae.console import chatty
+from pyro_vae.checkpoints import (RECORD, RESUMABLE, changeable, changed_keys, check_record,
+                                  checkpoint_step, flat, global_step, load_weights,
+                                  read_checkpoint)
 from pyro_vae.registry import SpecError
-from pyro_vae.spec import load_run_spec
+from pyro_vae.spec import dump_spec, load_run_spec
 
-if TYPE_CHECKING:  # torch: imported where a checkpoint or the data are read
-    from pyro_vae.bundle import DataBundle
+if TYPE_CHECKING:  # torch and matplotlib: imported where a checkpoint or figure is handled
+    import numpy as np
+    from matplotlib.figure import Figure
+
     from pyro_vae.spec import Spec
     from pyro_vae.vae import VAE
 
@@ -62,11 +62,13 @@ MARKER = ".pyro-vae-run"
 LOCK = ".pyro-vae.lock"
 REPORT = "report.html"
 TRANSFORM = "transform.json"  # the data transform fitted on the training split
+METRICS = "metrics.csv"
+DDP_REPORT = "ddp.json"  # each rank's parameter digest after a multi-process run
 NO_CHECKPOINT = "no checkpoint had been written"
 #: Top-level names a run writes (``*`` as in glob); anything else makes a directory not a run.
-LAYOUT = (MARKER, LOCK, CONFIG, TRANSFORM, CHECKPOINTS, FIGURES, "metrics.csv", "hparams.yaml",
-          "tensorboard", "ddp.json", "eval.json", "eval-*.json", REPORT, "compare.csv",
-          "compare.md", ".*.tmp")
+LAYOUT = (MARKER, LOCK, CONFIG, TRANSFORM, CHECKPOINTS, FIGURES, METRICS, "hparams.yaml",
+          "tensorboard", DDP_REPORT, "eval.json", "eval-*.json", "eval-*.npz", REPORT,
+          "compare.csv", "compare.md", ".*.tmp")
 #: The figures a run draws, in ``figures/`` or ``figures/<split>/`` (``.png``).
 FIGURE_NAMES = tuple(CAPTIONS)
 #: What a run writes inside its folders (paths relative to the folder, ``*`` as in glob, one
@@ -77,10 +79,8 @@ INSIDE = {
               ".*.tmp", "*/.*.tmp"),
     "tensorboard": None,
 }
-#: Spec keys ``--resume`` may change besides ``evaluate.*``: none alters what a checkpoint means.
-RESUMABLE = ("train.max_epochs", "train.lr", "train.gradient_clip", "train.progress",
-             "train.logger", "train.jit", "train.keep_checkpoints", "train.blowup_factor")
-RECORD = "pyro_vae"  # the checkpoint entry holding the spec and data digests
+METRICS = "metrics.csv"
+DDP_REPORT = "ddp.json"  # each rank's parameter digest after a multi-process run
 T = TypeVar("T")
 
 
@@ -88,28 +88,6 @@ def _matches(path: Path, pattern: str) -> bool:
     """Whether the relative ``path`` matches ``pattern`` part by part (``*`` within one part)."""
     parts = pattern.split("/")
     return len(parts) == len(path.parts) and all(map(fnmatch.fnmatchcase, path.parts, parts))
-
-
-def last_path(run_dir: Path) -> Path:
-    return run_dir / CHECKPOINTS / "last.ckpt"
-
-
-def best_path(run_dir: Path) -> Path:
-    """The weights at the highest validation ELBO, kept when training stops early on it."""
-    return run_dir / CHECKPOINTS / "best.ckpt"
-
-
-def eval_path(run_dir: Path, split: str, method: str = "is") -> Path:
-    """Where an evaluation of ``split`` by ``method`` is written: ``eval-<split>.json`` for
-    importance sampling, ``eval-<split>-<method>.json`` for another method (e.g. ``ais``), so no
-    evaluation overwrites another split's or method's."""
-    suffix = "" if method == "is" else f"-{method}"
-    return run_dir / f"eval-{split}{suffix}.json"
-
-
-def figures_path(run_dir: Path, split: str) -> Path:
-    """The folder of the figures drawn from ``split``: ``figures/<split>/``."""
-    return run_dir / FIGURES / split
 
 
 class RunInUse(SpecError):
@@ -133,21 +111,41 @@ class Run:
 
     @property
     def last(self) -> Path:
-        return last_path(self.root)
+        return self.checkpoint("last")
 
     @property
     def report(self) -> Path:
         return self.root / REPORT
 
+    @property
+    def metrics(self) -> Path:
+        return self.root / METRICS
+
+    def checkpoint(self, name: str = "last") -> Path:
+        """``checkpoints/<name>.ckpt``: ``last`` (the newest, rewritten as training goes) or
+        ``best`` (the weights at the highest validation ELBO, kept with early stopping)."""
+        return self.root / CHECKPOINTS / f"{name}.ckpt"
+
+    def eval_path(self, split: str, method: str = "is", suffix: str = ".json") -> Path:
+        """Where an evaluation of ``split`` by ``method`` is written: ``eval-<split>.json`` for
+        importance sampling, ``eval-<split>-<method>.json`` for another method (e.g. ``ais``),
+        so no evaluation overwrites another split's or method's; ``suffix=".npz"``: its
+        per-point arrays."""
+        return self.root / f"eval-{split}{'' if method == 'is' else f'-{method}'}{suffix}"
+
+    def figures_dir(self, split: str | None = None) -> Path:
+        """``figures/<split>/``, the figures drawn from ``split``; ``figures/`` without one."""
+        return self.root / FIGURES / (split or "")
+
     def kept(self) -> dict[int, Path]:
         """The kept checkpoints ``checkpoints/step-<N>.ckpt`` by step N."""
-        return kept_checkpoints(self.root / CHECKPOINTS)
+        return _kept_checkpoints(self.root / CHECKPOINTS)
 
     # ---- deletions ------------------------------------------------------------------------------
     def keep_checkpoint(self, step: int, keep: int) -> None:
         """``checkpoints/step-<step>.ckpt`` becomes a copy of last.ckpt (a hard link where the
         file system has them), and only the newest ``keep`` such copies stay."""
-        keep_copy(self.last, self.last.with_name(f"step-{step}.ckpt"))
+        _keep_copy(self.last, self.last.with_name(f"step-{step}.ckpt"))
         kept = self.kept()
         for old in sorted(kept)[:-keep]:
             kept[old].unlink(missing_ok=True)
@@ -166,7 +164,7 @@ class Run:
         if step < bad_from:
             return
         if kept:
-            keep_copy(kept[max(kept)], self.last)
+            _keep_copy(kept[max(kept)], self.last)
         else:
             os.replace(self.last, self.last.with_name(f"diverged-step-{step}.ckpt"))
 
@@ -239,7 +237,7 @@ class Run:
         did not (a signal, a crash or a full disk during it or its figures): no
         ``eval-<split>.json`` of the spec's split, or the marker still says :meth:`scoring`."""
         return (self.state() == "finished" and self.trained_from(spec)
-                and (not eval_path(self.root, spec.evaluate.split).is_file()
+                and (not self.eval_path(spec.evaluate.split).is_file()
                      or self._marker().get("scoring") is True))
 
     @contextmanager
@@ -264,11 +262,107 @@ class Run:
         return not changed_keys(record["spec"], flat(spec.to_dict()))
 
     # ---- reading --------------------------------------------------------------------------------
+    def require_config(self) -> Path:
+        """config.yaml; SpecError when root is not a run directory."""
+        if not self.root.exists():
+            raise SpecError(str(self.root), "no such run directory")
+        if not self.config.is_file():
+            raise SpecError(str(self.root), f"not a run directory (no {CONFIG})")
+        return self.config
+
+    def require_checkpoint(self) -> Path:
+        """last.ckpt; SpecError when there is none."""
+        if not self.last.is_file():
+            raise SpecError(str(self.root), f"no checkpoint at {self.last}: is this a finished or "
+                            "interrupted pyro-vae run?")
+        return self.last
+
+    def spec(self) -> Spec:
+        """The run's resolved spec (config.yaml)."""
+        return load_run_spec(self.require_config())
+
+    def where(self, hint: str = "") -> str:
+        """Where a stopped run stands, for its one-line message: its last checkpoint and the
+        command that continues it (plus ``hint``)."""
+        if not self.last.is_file():
+            return NO_CHECKPOINT
+        return (f"last good checkpoint: {self.last} (step {checkpoint_step(self.last)}); "
+                f"continue with pyro-vae train --resume {self.root}{hint}")
+
+    def evaluated_checkpoint(self, spec: Spec) -> Path:
+        """The checkpoint a run is scored with: ``best.ckpt`` (the highest validation ELBO) when
+        the run stops early on it, as the published protocols select; else ``last.ckpt``."""
+        best = self.checkpoint("best")
+        if spec.train.early_stopping_patience and best.is_file():
+            return best
+        return self.require_checkpoint()
+
+    def load_weights(self, vae: VAE, spec: Spec, data: Callable[[], str]) -> dict[str, Any]:
+        """Load :meth:`evaluated_checkpoint`'s weights into ``vae``, checked against ``spec``
+        and the data (``data``: a thunk for their digest); returns the whole checkpoint
+        (:func:`pyro_vae.checkpoints.load_weights`)."""
+        return load_weights(vae, self.evaluated_checkpoint(spec), self.config, spec, data)
+
+    def resume_point(self, vae: VAE, spec: Spec | None = None,
+                     data: Callable[[], str] | None = None) -> int:
+        """The step a resumed run starts at, after checking that last.ckpt holds a whole
+        training state whose weights fit ``vae`` and that it was trained from ``spec`` and the
+        data (else SpecError, before Lightning reads it)."""
+        path = self.require_checkpoint()
+        checkpoint = load_weights(vae, path, self.config)
+        missing = [k for k in ("optimizer_states", "loops", "callbacks") if k not in checkpoint]
+        if missing:
+            raise SpecError(str(path), f"holds weights but no training state (no "
+                            f"{', '.join(missing)}), so it cannot be resumed")
+        step = global_step(checkpoint, path)
+        if spec is not None and data is not None:
+            check_record(checkpoint, path, spec, data, self.config)
+        return step
+
+    def transform_state(self) -> Any:
+        """The data transform the run was trained with (transform.json), None without one."""
+        path = self.root / TRANSFORM
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def evaluation(self, split: str, method: str = "is") -> dict[str, Any]:
+        """The summary of an evaluation (``eval-<split>[-<method>].json``); SpecError when the
+        run has none or it is not a JSON object."""
+        path = self.eval_path(split, method)
+        try:
+            summary = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise SpecError(str(path), f"no {method} evaluation of the {split} split in this "
+                            f"run; score it: pyro-vae evaluate {self.root} --split {split}"
+                            f"{'' if method == 'is' else f' --method {method}'}") from None
+        except (OSError, ValueError) as exc:
+            raise SpecError(str(path), f"cannot read the evaluation: {exc}") from None
+        if not isinstance(summary, dict):
+            raise SpecError(str(path), "cannot read the evaluation: not a JSON object")
+        return summary
+
+    def points(self, split: str, method: str = "is") -> dict[str, np.ndarray]:
+        """The per-point arrays of an evaluation (``eval-<split>[-<method>].npz``, read without
+        pickles), refused unless their SHA-256 is the one its JSON summary records."""
+        import numpy as np
+
+        summary, path = self.evaluation(split, method), self.eval_path(split, method, ".npz")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise SpecError(str(path), f"cannot read the per-point results: "
+                            f"{exc.strerror or exc}") from None
+        if hashlib.sha256(data).hexdigest() != summary.get("points_sha256"):
+            raise SpecError(str(path), f"does not match {self.eval_path(split, method).name} "
+                            "(its SHA-256 differs from the one recorded there): the files come "
+                            "from different evaluations; score the split again")
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            return {k: arrays[k] for k in arrays.files}
+
     def resume_spec(self, overrides: Sequence[str] = ()) -> Spec:
         """A run's config.yaml plus ``overrides`` that only touch :data:`RESUMABLE` keys or
         ``evaluate.*`` (repeating a key's current value is allowed)."""
-        config = run_config(self.root)
-        last_checkpoint(self.root)
+        config = self.require_config()
+        self.require_checkpoint()
         saved = load_run_spec(config)
         spec = load_run_spec(config, overrides)
         old, new = flat(saved.to_dict()), flat(spec.to_dict())
@@ -288,7 +382,7 @@ class Run:
         trained and the run scored, more epochs trained, or early stopping ended it and
         ``max_epochs`` was not raised), else None. A run that a signal stopped after its last step
         has all its epochs but no scores yet: None."""
-        checkpoint = read_checkpoint(last_checkpoint(self.root))
+        checkpoint = read_checkpoint(self.require_checkpoint())
         loops = checkpoint.get("loops", {}).get("fit_loop", {})
         done = loops.get("epoch_progress", {}).get("current", {}).get("processed", 0)
         if done == max_epochs and self.state() != "finished":
@@ -296,7 +390,7 @@ class Run:
         if done >= max_epochs:
             return (f"{done} of {max_epochs} epochs trained" if done == max_epochs else
                     f"{done} epochs trained, train.max_epochs is {max_epochs}")
-        saved = load_run_spec(run_config(self.root)).train.max_epochs
+        saved = load_run_spec(self.require_config()).train.max_epochs
         stopped = [v.get("stopped_epoch", 0) for k, v in checkpoint.get("callbacks", {}).items()
                    if k.startswith("EarlyStopping") and isinstance(v, dict)]
         if any(stopped) and max_epochs <= saved:
@@ -308,7 +402,7 @@ class Run:
         """``folder`` (root or under it), created where missing, after refusing symbolic links
         among its parts inside the run."""
         current = self.root
-        for part in folder.relative_to(self.root).parts:
+        for part in Path(os.path.abspath(folder)).relative_to(os.path.abspath(self.root)).parts:
             current = current / part
             if current.is_symlink():
                 raise SpecError(str(current), "is a symbolic link; pyro-vae does not write "
@@ -327,6 +421,51 @@ class Run:
 
     def write_text(self, path: Path, text: str) -> Path:
         return self.write(path, lambda f: f.write(text.encode()))
+
+    def write_json(self, path: Path, value: Any) -> Path:
+        """``value`` as strict JSON (:func:`pyro_vae.atomic.json_text`)."""
+        return self.write_text(path, json_text(value))
+
+    def write_config(self, spec: Spec) -> Path:
+        return self.write_text(self.config, dump_spec(spec))
+
+    def write_transform(self, state: Any) -> Path:
+        """The data transform fitted on the training split (transform.json)."""
+        return self.write_json(self.root / TRANSFORM, state)
+
+    def write_ddp_report(self, digests: Sequence[str]) -> Path:
+        """Each rank's parameter digest after a multi-process run (ddp.json)."""
+        return self.write_json(self.root / DDP_REPORT, {"world_size": len(digests),
+                                                        "parameter_sha256": list(digests)})
+
+    def write_evaluation(self, summary: Mapping[str, Any], points: Mapping[str, np.ndarray],
+                         method: str = "is") -> Path:
+        """An evaluation of ``summary["split"]``: its per-point arrays (``.npz``) first, then
+        its summary (``.json``) recording their file name and SHA-256, so a reader never pairs
+        a summary with another evaluation's points (:meth:`points`). Returns the JSON's
+        path."""
+        import numpy as np
+
+        buffer = io.BytesIO()
+        np.savez(buffer, **points)
+        data = buffer.getvalue()
+        split = summary["split"]
+        npz = self.write(self.eval_path(split, method, ".npz"), lambda f: f.write(data))
+        record = {**summary, "points_file": npz.name,
+                  "points_sha256": hashlib.sha256(data).hexdigest()}
+        return self.write_json(self.eval_path(split, method), record)
+
+    def write_figure(self, path: Path, figure: Figure) -> Path:
+        """``figure`` as a PNG (or the format ``path``'s suffix names) at ``path``, at the
+        figure's own resolution."""
+        return self.write(path, lambda f: figure.savefig(
+            f, dpi="figure", format=path.suffix.lstrip(".") or "png"))
+
+    def write_figures(self, figures: Mapping[str, Figure], split: str | None = None) -> list[Path]:
+        """Each of ``figures`` (name → figure) as ``figures/<split>/<name>.png``; a linked
+        figures folder is refused before anything is written."""
+        folder = self.directory(self.figures_dir(split))
+        return [self.write_figure(folder / f"{name}.png", fig) for name, fig in figures.items()]
 
     # ---- the lock -------------------------------------------------------------------------------
     @contextmanager
@@ -395,7 +534,7 @@ class Run:
         """Lock the run for ``command``: an existing run to continue (``resume``) or a fresh one
         (:meth:`start`)."""
         if resume:
-            run_config(self.root)
+            self.require_config()
             self.lock(command)
         else:
             self.start(overwrite, command)
@@ -470,13 +609,13 @@ class Run:
             shutil.rmtree(aside, ignore_errors=True)
 
 
-def kept_checkpoints(folder: Path) -> dict[int, Path]:
+def _kept_checkpoints(folder: Path) -> dict[int, Path]:
     """``step-<N>.ckpt`` files in ``folder`` by step N."""
     found = (re.fullmatch(r"step-(\d+)\.ckpt", p.name) for p in folder.glob("step-*.ckpt"))
     return {int(m.group(1)): folder / m.group(0) for m in found if m}
 
 
-def keep_copy(source: Path, target: Path) -> None:
+def _keep_copy(source: Path, target: Path) -> None:
     """``target`` becomes a hard link to ``source`` (a copy where links are not supported),
     through a temporary name and a rename: the target is never half there."""
     tmp = target.with_name(f".{target.name}.tmp")
@@ -491,220 +630,3 @@ def keep_copy(source: Path, target: Path) -> None:
 def _holds_cwd(path: Path) -> bool:
     cwd, target = Path.cwd().resolve(), path.resolve()
     return cwd == target or target in cwd.parents
-
-
-def run_config(run_dir: Path) -> Path:
-    """RUN_DIR/config.yaml; SpecError when RUN_DIR is not a run directory."""
-    if not run_dir.exists():
-        raise SpecError(str(run_dir), "no such run directory")
-    if not (run_dir / CONFIG).is_file():
-        raise SpecError(str(run_dir), f"not a run directory (no {CONFIG})")
-    return run_dir / CONFIG
-
-
-def last_checkpoint(run_dir: Path) -> Path:
-    """The run's last.ckpt; SpecError when there is none."""
-    path = last_path(run_dir)
-    if not path.is_file():
-        raise SpecError(str(run_dir), f"no checkpoint at {path}: is this a finished or "
-                        "interrupted pyro-vae run?")
-    return path
-
-
-def checkpoint_step(path: Path) -> int:
-    """The global step (optimizer steps taken) a checkpoint holds."""
-    return _global_step(read_checkpoint(path), path)
-
-
-def _global_step(checkpoint: dict[str, Any], path: Path) -> int:
-    step = checkpoint.get("global_step")
-    if not isinstance(step, int):
-        raise SpecError(str(path), "holds no training state (no global_step)")
-    return step
-
-
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """``torch.load(weights_only=True)``: a checkpoint never runs code on loading."""
-    import torch
-
-    try:
-        with warnings.catch_warnings():  # about a foreign file's pickle protocol: the error says it
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unpickling failure means a corrupt or foreign file
-        raise SpecError(str(path), f"cannot read checkpoint: {_load_problem(exc, path)}") \
-            from None
-    if not isinstance(state, dict):
-        raise SpecError(str(path), f"cannot read checkpoint: it holds a {type(state).__name__}, "
-                        "not a checkpoint's dictionary")
-    return state
-
-
-def _load_problem(exc: Exception, path: Path) -> str:
-    """torch.load's complaint about ``path`` in short; for a weights-only refusal, what the file
-    asked for."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # torch puts terminal escapes in it
-    refused = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n\n|$)", text, re.S)
-    if refused:
-        return (f"refused by weights-only loading ({refused.group(1)}); a pyro-vae checkpoint "
-                "holds only tensors, numbers and strings")
-    if _cut_off(path):  # torch says OSError: [Errno 22] Invalid argument, or a zip reader's error
-        return "the file ends early: a zip archive cut short (truncated while written or copied)"
-    if isinstance(exc, EOFError) or not text.strip():  # torch says nothing of a cut-off pickle
-        return f"{type(exc).__name__}: the file ends early (truncated, or not a checkpoint)"
-    return f"{type(exc).__name__}: {text.split('. ')[0]}"
-
-
-def _cut_off(path: Path) -> bool:
-    """Whether ``path`` begins as a zip archive, torch's checkpoint format, but lacks the
-    directory that ends a whole one: a file cut short."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == b"PK\x03\x04" and not zipfile.is_zipfile(f)
-    except OSError:
-        return False
-
-
-# ---- what a checkpoint was trained from --------------------------------------------------------
-
-def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested mapping as ``{"a.b": leaf}``."""
-    if not isinstance(tree, Mapping):
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        out.update(flat(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
-
-
-def changeable(key: str) -> bool:
-    """Keys that may differ between a checkpoint's spec and the run's: :data:`RESUMABLE`,
-    ``evaluate.*``."""
-    return key in RESUMABLE or key.startswith("evaluate.")
-
-
-def data_digest(bundle: DataBundle) -> str:
-    """SHA-256 over the train, val and test splits' bytes and shapes."""
-    import torch
-
-    digest = hashlib.sha256()
-    for x in (bundle.train, bundle.val, bundle.test):
-        digest.update(repr(tuple(x.shape)).encode())
-        digest.update(x.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
-    return digest.hexdigest()
-
-
-def spec_record(spec: Spec, data_sha256: str) -> dict[str, Any]:
-    """The checkpoint's ``pyro_vae`` entry: the flattened spec, its digest (over the keys that
-    must not change) and the data's digest."""
-    keys = flat(spec.to_dict())
-    fixed = json.dumps({k: v for k, v in keys.items() if not changeable(k)}, sort_keys=True)
-    return {"spec": keys, "spec_sha256": hashlib.sha256(fixed.encode()).hexdigest(),
-            "data_sha256": data_sha256}
-
-
-def check_record(checkpoint: Mapping[str, Any], path: Path, spec: Spec,
-                 data: Callable[[], str] | None, config: Path) -> None:
-    """SpecError naming the changed keys when ``spec`` (from ``config``) or the data (``data``,
-    a thunk for their digest; None: not checked) differ from what the checkpoint at ``path`` was
-    trained on; a one-line notice for a checkpoint written before checkpoints held that record."""
-    record = checkpoint.get(RECORD)
-    if record is None:
-        notice(f"{path} predates spec and data digests: {config} is used as it is, unchecked")
-        return
-    if not isinstance(record, Mapping) or not isinstance(record.get("spec"), Mapping):
-        raise SpecError(str(path), f"cannot read checkpoint: a malformed {RECORD!r} entry")
-    saved, now = record["spec"], flat(spec.to_dict())
-    changed = changed_keys(saved, now)
-    if changed:
-        text = ", ".join(f"{k} ({saved[k]!r} -> {now[k]!r})" for k in changed[:6])
-        more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
-        raise SpecError(str(config), f"differs from the spec its checkpoint {path} was trained "
-                        f"with: {text}{more}; config.yaml was edited or the checkpoint comes "
-                        "from another run (--resume --set changes the keys that may change)")
-    if data is not None and record.get("data_sha256") != data():
-        raise SpecError(str(path), "was trained on other data: the data splits' SHA-256 "
-                        "differs (the data files or data.* changed since)")
-
-
-def changed_keys(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
-    """The flattened spec keys that are not :func:`changeable` and differ (a key that only one
-    side has was added to the spec or removed from it since, and is not compared)."""
-    return [k for k in sorted(saved.keys() & now.keys())
-            if not changeable(k) and _canonical(saved[k]) != _canonical(now[k])]
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-_noted: set[str] = set()  # each note once per process (a resume reads its checkpoint twice)
-
-
-def notice(text: str) -> None:
-    """One ``pyro-vae: note:`` line on stderr where notices are shown (:func:`chatty`), by rank 0
-    of a multi-process run only, once per process."""
-    if text in _noted:
-        return
-    _noted.add(text)
-    if chatty() and os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0":
-        print(f"pyro-vae: note: {text}", file=sys.stderr)
-
-
-def load_weights(vae: VAE, path: Path, run_dir: Path, spec: Spec | None = None,
-                 data: Callable[[], str] | None = None) -> dict[str, Any]:
-    """Load the checkpoint's VAE weights into ``vae`` and return the whole checkpoint;
-    SpecError when they do not fit the VAE of RUN_DIR/config.yaml, or (given ``spec`` and
-    ``data``, a thunk for the data digest) when the checkpoint was trained from another spec or
-    data (:func:`check_record`)."""
-    checkpoint = read_checkpoint(path)
-    state = checkpoint.get("state_dict")
-    if not isinstance(state, dict):
-        raise SpecError(str(path), "cannot read checkpoint: no state_dict in it")
-    weights = {k.removeprefix("vae."): v for k, v in state.items() if k.startswith("vae.")}
-    try:
-        vae.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise SpecError(str(path), f"checkpoint does not match {run_dir / CONFIG} (trained from "
-                        f"another spec?): {_mismatch(str(exc))}") from None
-    if spec is not None and data is not None:
-        check_record(checkpoint, path, spec, data, run_dir / CONFIG)
-    return checkpoint
-
-
-def _mismatch(text: str) -> str:
-    """load_state_dict's complaint in short: the first tensor whose shape differs, or the text."""
-    sizes = re.findall(r"size mismatch for (\S+): copying a param with shape torch.Size\((.*?)\) "
-                       r"from checkpoint, the shape in current model is torch.Size\((.*?)\)", text)
-    if not sizes:
-        return " ".join(text.split())[:300]
-    name, saved, built = sizes[0]
-    more = f" (and {len(sizes) - 1} more tensors)" if len(sizes) > 1 else ""
-    return f"size mismatch for {name}: {saved} in the checkpoint, {built} from the spec{more}"
-
-
-def resume_point(run_dir: Path, vae: VAE, spec: Spec | None = None,
-                 data: Callable[[], str] | None = None) -> int:
-    """The step a resumed run starts at, after checking that its last checkpoint holds a whole
-    training state whose weights fit ``vae`` and that it was trained from ``spec`` and the data
-    (else SpecError, before Lightning reads it)."""
-    path = last_checkpoint(run_dir)
-    checkpoint = load_weights(vae, path, run_dir)
-    missing = [k for k in ("optimizer_states", "loops", "callbacks") if k not in checkpoint]
-    if missing:
-        raise SpecError(str(path), f"holds weights but no training state (no "
-                        f"{', '.join(missing)}), so it cannot be resumed")
-    step = _global_step(checkpoint, path)
-    if spec is not None and data is not None:
-        check_record(checkpoint, path, spec, data, run_dir / CONFIG)
-    return step
-
-
-def run_state(run: Path, hint: str = "") -> str:
-    """Where a stopped run stands, for its one-line message: its last checkpoint and the command
-    that continues it (plus ``hint``)."""
-    path = last_path(run)
-    if not path.is_file():
-        return NO_CHECKPOINT
-    return (f"last good checkpoint: {path} (step {checkpoint_step(path)}); continue with "
-            f"pyro-vae train --resume {run}{hint}")

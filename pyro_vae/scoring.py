@@ -19,18 +19,17 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyro
 import torch
 from tqdm.auto import tqdm
 
 from inference.marginal import (MarginalResult, chunk_size_for_budget, estimate_from_log_weights,
                                 measure_bytes_per_particle)
-from pyro_vae.atomic import write_json_atomic
 from pyro_vae.ranks import gather_rows, rank_zero, world
 from pyro_vae.registry import SpecError
 from pyro_vae.vae import VAE
@@ -68,10 +67,36 @@ class Evaluation:
     scale: str = "data"  # the scale log_px, elbo and recon are on: always the data's own
     model_scale: str = "data"  # the scale the model sees: data, standardized or dequantized
     log_jacobian: float = 0.0  # log |∂x'/∂x|, added to the model's log p'(x') per point
+    num_dims: int = 0  # P, the values per data point
 
-    def to_json(self, path: Path) -> None:
-        summary = {k: v for k, v in asdict(self).items() if k != "points"}
-        write_json_atomic(path, summary)
+    def summary(self, data_sha256: str) -> dict[str, Any]:
+        """The JSON summary (every field but the per-point arrays), for data of digest
+        ``data_sha256``."""
+        return {**{k: v for k, v in asdict(self).items() if k != "points"},
+                "data_sha256": data_sha256}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Per point i of the first ``num_points`` rows of the split: ``index`` (its row),
+        ``log_px`` = log (1/K) Σ_k w_k, ``log_px_se`` (its Monte Carlo s.e.), ``ess``, ``elbo``
+        = (1/K) Σ_k log w_k, and where defined ``bits_per_dim`` = −log p̂(x)/(P ln 2)."""
+        p = self.points
+        out = {"index": np.arange(self.num_points, dtype=np.int64),
+               "log_px": p.log_px.double().numpy(), "log_px_se": p.stderr.double().numpy(),
+               "ess": p.ess.double().numpy(), "elbo": p.elbo.double().numpy()}
+        if self.bits_per_dim is not None:
+            out["bits_per_dim"] = -out["log_px"] / (self.num_dims * math.log(2))
+        return out
+
+    @classmethod
+    def read(cls, summary: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Evaluation:
+        """An evaluation back from its summary and per-point arrays (:meth:`Run.evaluation`,
+        :meth:`Run.points`)."""
+        names = {f.name for f in fields(cls)} - {"points"}
+        points = MarginalResult(
+            log_px=torch.from_numpy(arrays["log_px"]), stderr=torch.from_numpy(arrays["log_px_se"]),
+            ess=torch.from_numpy(arrays["ess"]), elbo=torch.from_numpy(arrays["elbo"]),
+            num_samples=int(summary["num_samples"]))
+        return cls(**{k: v for k, v in summary.items() if k in names}, points=points)
 
     def lines(self) -> list[str]:
         out = [
@@ -213,7 +238,7 @@ def evaluate(vae: VAE, x: torch.Tensor, split: str, num_samples: int,
         active_units=sum(active), latent_dim=sum(vae.latent_dims), active_per_layer=active,
         latent_dims=list(vae.latent_dims), bits_per_dim=bpd,
         wall_time_s=time.perf_counter() - start, points=is_result,
-        model_scale=model_scale, log_jacobian=log_jacobian,
+        model_scale=model_scale, log_jacobian=log_jacobian, num_dims=int(x.shape[1]),
     )
 
 

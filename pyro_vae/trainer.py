@@ -5,35 +5,27 @@ scaled by N/B (N the full training set, on every rank), so L/N estimates the neg
 per data point. The KL weight at step t is β_t = β · min(1, (t + 1)/T) for a warm-up of T steps
 (β_t > 0 as poutine.scale requires); it derives from the global step, so it resumes by itself.
 
-A run directory holds ``config.yaml`` (the resolved spec), ``checkpoints/last.ckpt`` (rewritten
+The Trainer writes into its :class:`~pyro_vae.rundir.Run`: ``checkpoints/last.ckpt`` (rewritten
 atomically every ``train.checkpoint_every_steps`` steps and every ``checkpoint_every_epochs``
-epochs, at the end, and where Ctrl-C stopped the run), ``metrics.csv``, and after a
-multi-process run ``ddp.json`` (each rank's parameter digest); :mod:`pyro_vae.rundir` reads
-them back. :func:`fit` with ``resume=True`` continues from ``last.ckpt`` with the weights,
-optimizer, scheduler, loop position (mid-epoch included), early-stopping and RNG states.
+epochs, at the end, and where a stop signal ended training; ``best.ckpt`` with early stopping)
+and ``metrics.csv``. A run's life around it (claiming the directory, resuming with the weights,
+optimizer, scheduler, loop position, early-stopping and RNG states, mapping failures to what
+the user sees) is :mod:`pyro_vae.pipeline`'s.
 
 Under ``strategy: ddp`` Lightning re-launches the command once per extra device; rank 0 alone
 writes the run directory. The data plate keeps the global N and each rank sees its own share of
 every epoch's permutation (Pyro's recipe: module-local parameters, the ELBO as an nn.Module).
 
 The training loader yields ``(x, idx)``, the batch and its rows in the training set, for the data
-plate's subsample (``vae.model(x, idx)``). Training runs inside
-``pyro.settings.context(module_local_params=True)``: the parameters stay in the modules, the
-global param store is not touched, and the setting is restored however ``fit`` ends.
+plate's subsample (``vae.model(x, idx)``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import signal
 import statistics
-import sys
-import warnings
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import lightning as L
@@ -41,36 +33,22 @@ import pyro
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
-from lightning.pytorch.utilities import rank_zero_only
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from inference.compiled import TracedLoss, TraceNotice
-from pyro_vae.atomic import remove_partial_files
+from inference.compiled import TracedLoss
 from pyro_vae.bundle import DataBundle, with_indices
 from pyro_vae.components.estimators import make_elbo
+from pyro_vae.checkpoints import RECORD
 from pyro_vae.console import chatty
-from pyro_vae.engine import (AtomicCheckpointIO, EpochMeans, Interrupted, PeriodicCheckpoint,
-                             RngState, RunCSVLogger, Throughput, ranks_in_sync,
-                             resumable, stop_on_signals)
-from pyro_vae.prepared import Prepared, steps_per_epoch
+from pyro_vae.engine import (AtomicCheckpointIO, EpochMeans, PeriodicCheckpoint, RngState,
+                             RunCSVLogger, Throughput, resumable)
+from pyro_vae.prepared import steps_per_epoch
 from pyro_vae.registry import SpecError
-from pyro_vae.rundir import (CHECKPOINTS, RECORD, TRANSFORM, Run, best_path, last_path,
-                             resume_point, run_state, spec_record)
-from pyro_vae.spec import Spec, TrainSpec, dump_spec
+from pyro_vae.rundir import Run
+from pyro_vae.spec import Spec, TrainSpec
+from pyro_vae.stops import Diverged
 from pyro_vae.vae import VAE
 
-DDP_REPORT = "ddp.json"
 RECENT_STEPS = 32  # the blow-up guard's window of per-point losses
-
-
-class Diverged(RuntimeError):
-    """Optimizer step ``step`` was refused (``reason``: a non-finite loss or gradient, or a
-    blow-up); ``where``: the checkpoint to continue from and how."""
-
-    def __init__(self, step: int, reason: str, where: str = "") -> None:
-        self.step, self.reason = step, reason
-        super().__init__(f"training diverged at step {step}: {reason}"
-                         + (f"; {where}" if where else ""))
 
 
 def adam(params: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
@@ -97,7 +75,7 @@ class VAEModule(L.LightningModule):
         super().__init__()
         self.vae = vae
         self.spec = spec
-        self.record = record  # what each checkpoint was trained from (rundir.spec_record)
+        self.record = record  # what each checkpoint was trained from (checkpoints.spec_record)
         self.recent: deque[float] = deque(maxlen=RECENT_STEPS)  # |loss per point|, newest last
         self.theta_start = 0.0  # the largest |parameter| when this process began training
         estimator = make_elbo(spec.estimator)
@@ -298,9 +276,9 @@ def check_devices(train: TrainSpec) -> None:
                             "either way, set train.logger=csv") from None
 
 
-def make_trainer(spec: Spec, out: Path, num_data: int, first_step: int | None = None,
+def make_trainer(spec: Spec, run: Run, num_data: int, first_step: int | None = None,
                  extra: Sequence[L.Callback] = ()) -> L.Trainer:
-    """The Trainer of a run in ``out`` on ``num_data`` training items; ``first_step``: the
+    """The Trainer of ``run`` on ``num_data`` training items; ``first_step``: the
     checkpoint step a resumed run starts at; ``extra``: the caller's own callbacks. Metrics are
     logged every ``log_every_n_steps`` steps, or every epoch's last step when epochs are shorter."""
     t = spec.train
@@ -308,27 +286,27 @@ def make_trainer(spec: Spec, out: Path, num_data: int, first_step: int | None = 
     log_every = min(t.log_every_n_steps, steps_per_epoch(num_data, t.batch_size, world_size))
     callbacks: list[L.Callback] = [
         RngState(), Throughput(),
-        PeriodicCheckpoint(Run(out), t.checkpoint_every_steps, t.checkpoint_every_epochs,
+        PeriodicCheckpoint(run, t.checkpoint_every_steps, t.checkpoint_every_epochs,
                            t.keep_checkpoints),
     ]
     if t.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor="val_elbo", mode="max",
                                        patience=t.early_stopping_patience))
         callbacks.append(ModelCheckpoint(  # best.ckpt: the weights at the highest val ELBO
-            dirpath=best_path(out).parent, filename=best_path(out).stem, monitor="val_elbo",
+            dirpath=run.checkpoint("best").parent, filename="best", monitor="val_elbo",
             mode="max", save_top_k=1, save_weights_only=True, enable_version_counter=False))
     callbacks += extra  # after EarlyStopping: they see this epoch's check
-    loggers: list[Logger] = [RunCSVLogger(out, first_step)]
+    loggers: list[Logger] = [RunCSVLogger(run, first_step)]
     if t.logger == "tensorboard":
         from lightning.pytorch.loggers import TensorBoardLogger
 
-        loggers.append(TensorBoardLogger(save_dir=str(out), name="tensorboard", version="",
+        loggers.append(TensorBoardLogger(save_dir=str(run.root), name="tensorboard", version="",
                                          purge_step=first_step))
     cpu = t.accelerator == "cpu" or not torch.cuda.is_available()
     return L.Trainer(
         max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
         num_nodes=t.num_nodes, strategy=t.strategy, logger=loggers, callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(run)],
         gradient_clip_val=t.gradient_clip or None, log_every_n_steps=log_every,
         # PeriodicCheckpoint instead of Lightning's default; ModelCheckpoint for best.ckpt
         enable_checkpointing=bool(t.early_stopping_patience),
@@ -336,109 +314,3 @@ def make_trainer(spec: Spec, out: Path, num_data: int, first_step: int | None = 
         enable_model_summary=False,
         deterministic=True if cpu else "warn",  # some CUDA kernels have no deterministic twin
     )
-
-
-def fit(prepared: Prepared, out: Path | Run, overwrite: bool = False,
-        resume: bool = False, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
-    """Train in a fresh run directory, or with ``resume`` continue the run in ``out`` from its
-    last checkpoint; ``callbacks`` join the Trainer's own. Rank 0 claims the run
-    (:meth:`Run.claim`) once the spec's devices are checked; given a path, it lets go at the
-    end, given a :class:`Run` the caller does. Raises
-    :class:`Diverged` on a non-finite or blown-up step (last.ckpt then is one from before it),
-    :class:`Interrupted` after saving where a stop signal ended the run, and :class:`SpecError`
-    when a file cannot be written (a fresh run that had saved no checkpoint is removed;
-    otherwise the run stays at its last checkpoint). Rank 0 alone writes; it marks the run
-    ``training``, then ``stopped``, ``diverged`` or ``finished``."""
-    spec, owned = prepared.spec, not isinstance(out, Run)
-    run = Run(out) if owned else out
-    out = run.root
-    check_devices(spec.train)
-    record = spec_record(spec, prepared.data_sha256)
-
-    def start() -> int | None:
-        return (resume_point(out, prepared.vae, spec, lambda: prepared.data_sha256)
-                if resume else None)
-
-    rank0 = rank_zero_only.rank == 0  # Lightning's DDP re-runs this command in each extra process
-    if not rank0:
-        return _fit(prepared, run, record, start(), rank0, callbacks)
-    try:
-        run.claim(overwrite, resume)  # before the checkpoint is read: no live writer moves it
-        return _fit(prepared, run, record, start(), rank0, callbacks)
-    finally:
-        if owned:
-            run.unlock()
-
-
-def _fit(prepared: Prepared, run: Run, record: dict[str, Any], first_step: int | None,
-         rank0: bool, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
-    spec, bundle, out, resume = prepared.spec, prepared.bundle, run.root, first_step is not None
-    try:
-        if rank0:
-            if resume:
-                remove_partial_files(out / CHECKPOINTS)
-            run.write_text(run.config, dump_spec(spec))
-            if bundle.transform != "none":
-                state = json.dumps(bundle.transform_state(), indent=1) + "\n"
-                run.write_text(out / TRANSFORM, state)
-            run.mark("training")
-        module = VAEModule(prepared.vae, spec, record)
-        trainer = make_trainer(spec, out, len(bundle.train), first_step, callbacks)
-        data = VAEData(bundle, spec.train.batch_size, spec.train.seed)
-        checkpoint = next(c for c in trainer.callbacks if isinstance(c, PeriodicCheckpoint))
-        # Lightning's progress bar writes to stdout, which holds results alone
-        with (warnings.catch_warnings(), stop_on_signals(checkpoint),
-              contextlib.redirect_stdout(sys.stderr),
-              pyro.settings.context(module_local_params=True)):
-            # the logger shares the run directory with config.yaml
-            warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
-            # train_* metrics are rank 0's share (a random part of each epoch); val_* are synced
-            warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
-            warnings.filterwarnings("ignore", message="Encountered NaN")  # Diverged says it
-            warnings.showwarning = _one_line_notices(warnings.showwarning)
-            trainer.fit(module, datamodule=data, ckpt_path=last_path(out) if resume else None,
-                        weights_only=True)
-    except Diverged as exc:
-        if rank0:
-            run.fall_back(exc.step - 1)
-            run.mark("diverged")
-        hint = f" --set train.lr={spec.train.lr / 10:g}"
-        where = (run_state(out, hint) if run.last.is_file() else "no checkpoint passed the "
-                 f"guard; start again with --overwrite and a lower train.lr (e.g.{hint})")
-        raise Diverged(exc.step, exc.reason, where) from None
-    except (Interrupted, SIGTERMException) as exc:
-        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGTERM
-        step = exc.step if isinstance(exc, Interrupted) else checkpoint.saved_step
-        if rank0:
-            run.mark("stopped")
-        raise Interrupted(signum, step, run_state(out)) from None
-    except OSError as exc:
-        fresh = rank0 and not resume and not last_path(out).is_file()
-        if fresh:  # nothing worth keeping; a rerun of the same command must not find it
-            run.discard()
-        where = f"nothing was saved; {out} removed" if fresh else run_state(out)
-        raise SpecError(exc.filename or str(out), f"{exc.strerror or exc}; {where}") from None
-    digests = ranks_in_sync(module.vae)
-    if len(digests) > 1:
-        if trainer.global_rank == 0:
-            report = {"world_size": len(digests), "parameter_sha256": digests}
-            run.write_text(out / DDP_REPORT, json.dumps(report, indent=2) + "\n")
-        if len(set(digests)) > 1:
-            raise RuntimeError(f"DDP replicas ended with different parameters: {digests}")
-    if rank0:
-        run.mark("finished")
-    return trainer
-
-
-def _one_line_notices(show: Callable[..., None]) -> Callable[..., None]:
-    """``warnings.showwarning`` that prints a :class:`TraceNotice` as one line on stderr (the
-    loss runs eagerly: nothing for the user to fix) and passes other warnings to ``show``."""
-
-    def showwarning(message: Warning | str, category: type[Warning], *args: Any,
-                    **kwargs: Any) -> None:
-        if issubclass(category, TraceNotice):
-            print(f"pyro-vae: train.jit: {message}", file=sys.stderr)
-        else:
-            show(message, category, *args, **kwargs)
-
-    return showwarning

@@ -11,7 +11,7 @@ import torch
 from inference.ais import AISOptions
 from pyro_vae.annealing import Annealing, evaluate_ais, merge_ais
 from pyro_vae.cli import main
-from pyro_vae.rundir import eval_path, figures_path
+from pyro_vae.rundir import Run
 
 QUICK = ["--set", "train.max_epochs=1", "--set", "train.progress=false", "--set",
          "evaluate.num_samples=20", "--set", "encoder.hidden=[16]", "--set", "decoder.hidden=[16]",
@@ -27,20 +27,20 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_ais_writes_its_summary_with_is_on_the_same_points(run: Path, capsys) -> None:
-    is_file = eval_path(run, "test").read_text()  # written by train
+    is_file = Run(run).eval_path("test").read_text()  # written by train
     capsys.readouterr()
     assert main(["evaluate", str(run), "--method", "ais", *TINY, "--limit", "5"]) == 0
     out = capsys.readouterr().out
     assert "nats on the data scale (AIS, 3 chains × 4 steps, 5 points;" in out and "AIS − IS" in out
-    summary = json.loads(eval_path(run, "test", "ais").read_text())
+    summary = json.loads(Run(run).eval_path("test", "ais").read_text())
     points = summary["points"]
     assert summary["num_points"] == 5 and summary["is_num_samples"] == 20
     assert all(len(v) == 5 for v in points.values())
     gaps = [a - i for a, i in zip(points["log_px"], points["is_log_px"])]
     assert summary["gap"] == pytest.approx(sum(gaps) / 5)
     assert summary["log_px"] == pytest.approx(sum(points["log_px"]) / 5)
-    assert (figures_path(run, "test") / "ais.png").is_file()
-    assert eval_path(run, "test").read_text() == is_file  # the IS file is the IS command's
+    assert (Run(run).figures_dir("test") / "ais.png").is_file()
+    assert Run(run).eval_path("test").read_text() == is_file  # the IS file is the IS command's
 
 
 def test_one_chain_has_no_monte_carlo_error_and_says_so(run: Path, capsys) -> None:
@@ -51,7 +51,7 @@ def test_one_chain_has_no_monte_carlo_error_and_says_so(run: Path, capsys) -> No
     out = capsys.readouterr().out
     assert "AIS, 1 chain × 2 steps" in out and "undefined with one chain" in out
     assert "nan" not in out
-    assert json.loads(eval_path(run, "test", "ais").read_text())["log_px_stderr"] is None
+    assert json.loads(Run(run).eval_path("test", "ais").read_text())["log_px_stderr"] is None
 
 
 def test_merged_pieces_give_the_summary_of_all_their_points(run: Path) -> None:
@@ -82,11 +82,11 @@ def test_merged_pieces_give_the_summary_of_all_their_points(run: Path) -> None:
 
 def test_bdmc_writes_the_sandwich_and_the_report_shows_both(run: Path, capsys) -> None:
     assert main(["evaluate", str(run), "--method", "bdmc", *TINY, "--limit", "3"]) == 0
-    summary = json.loads(eval_path(run, "simulated", "bdmc").read_text())
+    summary = json.loads(Run(run).eval_path("simulated", "bdmc").read_text())
     lower, upper = summary["points"]["lower"], summary["points"]["upper"]
     assert summary["num_points"] == len(lower) == len(upper) == 3
     assert summary["gap"] == pytest.approx(sum(u - lo for u, lo in zip(upper, lower)) / 3)
-    assert (figures_path(run, "simulated") / "bdmc.png").is_file()
+    assert (Run(run).figures_dir("simulated") / "bdmc.png").is_file()
     assert main(["report", str(run)]) == 0
     page = (run / "report.html").read_text()
     assert "How loose is the bound?" in page and "eval-simulated-bdmc.json" in page

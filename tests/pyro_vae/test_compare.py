@@ -18,7 +18,7 @@ from pyro_vae.components.estimators import ESTIMATORS
 from pyro_vae.registry import Component, SpecError
 from pyro_vae.spec import load_spec
 from pyro_vae.prepared import prepare
-from pyro_vae.trainer import fit
+from pyro_vae.pipeline import fit
 
 TINY = ["data.binarize=dynamic", "data.limit=256", "latent_dim=4", "encoder.hidden=[32]",
         "decoder.hidden=[32]", "train.batch_size=32", "train.lr=1e-2", "train.progress=false",

@@ -19,8 +19,10 @@ from pyro_vae.cli import EXIT_DIVERGED, EXIT_USER_ERROR, main
 from pyro_vae.engine import AtomicCheckpointIO, parameter_digest
 from pyro_vae.spec import load_spec
 from pyro_vae.prepared import prepare
-from pyro_vae.rundir import checkpoint_step, last_path, Run
-from pyro_vae.trainer import fit, make_trainer, VAEModule
+from pyro_vae.checkpoints import checkpoint_step
+from pyro_vae.rundir import Run
+from pyro_vae.pipeline import fit
+from pyro_vae.trainer import make_trainer, VAEModule
 
 TINY = ["data.binarize=dynamic", "data.limit=200", "latent_dim=2", "encoder.hidden=[16]",
         "decoder.hidden=[16]", "train.batch_size=32", "train.lr=3e-3", "train.progress=false",
@@ -78,14 +80,14 @@ def test_a_crashed_run_resumes_to_exactly_the_uninterrupted_result(tmp_path, mon
     with pytest.raises(Crash):
         train(tmp_path / "run", *options)
     monkeypatch.undo()
-    saved = checkpoint_step(last_path(tmp_path / "run"))
+    saved = checkpoint_step(Run(tmp_path / "run").last)
     every = int(extra[0].split("=")[1])
     assert saved == crash // every * every and crash - saved < every  # lost < one interval
 
     resumed = train(tmp_path / "run", resume=True)
     for key, value in whole.items():  # same batches, bits, latent draws and optimizer states
         assert torch.equal(value, resumed[key]), key
-    assert checkpoint_step(last_path(tmp_path / "run")) == 3 * STEPS_PER_EPOCH
+    assert checkpoint_step(Run(tmp_path / "run").last) == 3 * STEPS_PER_EPOCH
     a, b = rows(tmp_path / "whole"), rows(tmp_path / "run")
     assert len(a) == len(b)
     crashed = str(saved // STEPS_PER_EPOCH) if saved % STEPS_PER_EPOCH else None
@@ -155,8 +157,8 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
     code = main(["train", DIGITS, *args, "--out", str(run)])
     err = capsys.readouterr().err.strip()
     assert code == EXIT_DIVERGED
-    assert "\n" not in err and "step 11" in err and f"{last_path(run)} (step 9)" in err
-    state = torch.load(last_path(run), weights_only=True)
+    assert "\n" not in err and "step 11" in err and f"{Run(run).last} (step 9)" in err
+    state = torch.load(Run(run).last, weights_only=True)
     assert state["global_step"] == 9
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
     assert not list((run / "checkpoints").glob(".*.tmp"))
@@ -204,17 +206,17 @@ def test_a_blow_up_stops_the_run_and_the_advice_resumes_from_a_checkpoint_that_p
     assert "at step 11" in err and why in err and "train.blowup_factor" in err
     # saved at steps 5, 7 (epoch end) and 10; step 10's weights are suspect, so last.ckpt
     # falls back to step 7 and the kept step-10 file is gone
-    assert f"{last_path(run)} (step 7)" in err
-    assert checkpoint_step(last_path(run)) == 7
+    assert f"{Run(run).last} (step 7)" in err
+    assert checkpoint_step(Run(run).last) == 7
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
         "last.ckpt", "step-5.ckpt", "step-7.ckpt"]
-    state = torch.load(last_path(run), weights_only=True)["state_dict"]
+    state = torch.load(Run(run).last, weights_only=True)["state_dict"]
     assert max(float(v.abs().max()) for v in state.values()) < 100
     advice = err.split("continue with ")[1].split()
     assert advice[:4] == ["pyro-vae", "train", "--resume", str(run)]
     assert advice[4:] == ["--set", "train.lr=0.0003"]
     assert main([*advice[1:], "--set", "train.max_epochs=3"]) == 0  # the advice works
-    assert checkpoint_step(last_path(run)) == 3 * STEPS_PER_EPOCH
+    assert checkpoint_step(Run(run).last) == 3 * STEPS_PER_EPOCH
 
 
 def test_a_real_blow_up_through_the_console_script_keeps_no_checkpoint_it_made(tmp_path):
@@ -228,7 +230,7 @@ def test_a_real_blow_up_through_the_console_script_keeps_no_checkpoint_it_made(t
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert "at step 2: a parameter grew" in lines[0] and "no checkpoint passed" in lines[0]
-    assert not last_path(run).exists() and not list((run / "checkpoints").glob("step-*"))
+    assert not Run(run).last.exists() and not list((run / "checkpoints").glob("step-*"))
     assert (run / "checkpoints" / "diverged-step-1.ckpt").is_file()  # kept for a post-mortem
 
 
@@ -237,7 +239,7 @@ def test_an_interrupted_write_leaves_the_previous_checkpoint(tmp_path):
         def __reduce__(self):
             raise RuntimeError("disk full")
 
-    io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
+    io, path = AtomicCheckpointIO(Run(tmp_path)), tmp_path / "last.ckpt"
     io.save_checkpoint({"global_step": 3, "w": torch.ones(2)}, path)
     with pytest.raises(RuntimeError, match="disk full"):
         io.save_checkpoint({"global_step": 4, "w": Unsaveable()}, path)
@@ -271,11 +273,11 @@ def test_resume_refuses_what_would_change_the_run(tmp_path, capsys):
         (["train", DIGITS, "--resume", str(run)], "--resume"),
         (["train"], "--resume RUN_DIR"),
     ]
-    before = last_path(run).read_bytes()
+    before = Run(run).last.read_bytes()
     for args, fragment in cases:
         code, err = cli(args, capsys)
         assert code == EXIT_USER_ERROR and "\n" not in err and fragment in err, (args, err)
-    assert last_path(run).read_bytes() == before
+    assert Run(run).last.read_bytes() == before
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
@@ -308,7 +310,7 @@ def test_sigkill_mid_epoch_then_resume_loses_only_the_steps_since_the_checkpoint
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL
-    state = torch.load(last_path(run), weights_only=True)
+    state = torch.load(Run(run).last, weights_only=True)
     saved, epoch = state["global_step"], state["epoch"]
     assert saved == HELD_STEP - 1 and saved % STEPS_PER_EPOCH  # a step checkpoint inside an epoch
     logged = [int(r["step"]) for r in rows(run) if "train_loss_step" in r]
@@ -317,7 +319,7 @@ def test_sigkill_mid_epoch_then_resume_loses_only_the_steps_since_the_checkpoint
     done = subprocess.run([EXE, "train", "--resume", str(run), f"--set=train.max_epochs={finish}"],
                           capture_output=True, text=True, timeout=WAIT)
     assert done.returncode == 0, done.stderr
-    assert checkpoint_step(last_path(run)) == finish * STEPS_PER_EPOCH  # every step, once
+    assert checkpoint_step(Run(run).last) == finish * STEPS_PER_EPOCH  # every step, once
     steps = [int(r["step"]) for r in rows(run) if "train_loss_step" in r]
     assert steps == sorted(set(steps)) == list(range(1, finish * STEPS_PER_EPOCH, 2))
     assert [s for s in steps if s < saved] == [s for s in logged if s < saved]
@@ -334,14 +336,14 @@ def test_two_ddp_processes_hold_identical_parameters_and_shard_the_evaluation(tm
     assert done.returncode == 0, done.stderr
     report = json.loads((run / "ddp.json").read_text())
     assert report["world_size"] == 2 and len(set(report["parameter_sha256"])) == 1
-    state = torch.load(last_path(run), weights_only=True)["state_dict"]
+    state = torch.load(Run(run).last, weights_only=True)["state_dict"]
     vae = prepare(load_spec(run / "config.yaml")).vae
     vae.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("vae.")})
     assert parameter_digest(vae) == report["parameter_sha256"][0]
 
     table = rows(run)
     # each rank takes 4 steps of 32 per epoch (100 items each): 3 epochs = 12 global steps
-    assert checkpoint_step(last_path(run)) == 12
+    assert checkpoint_step(Run(run).last) == 12
     losses = [float(r["train_loss_epoch"]) for r in table if "train_loss_epoch" in r]
     assert len(losses) == 3 and losses[-1] < losses[0]
     # the plate scales to the global N = 200: loss/N is minus the batch's mean ELBO (β = 1,

@@ -10,8 +10,10 @@ import matplotlib.image
 import numpy as np
 import pytest
 import torch
+from matplotlib.figure import Figure
 
 from pyro_vae import figures
+from pyro_vae.captions import CAPTIONS
 
 SHAPE = (1, 8, 8)
 
@@ -60,7 +62,18 @@ def blank_variance(tmp_path_factory: pytest.TempPathFactory) -> float:
     """Pixel variance of a figure with a title, labels and empty axes: text alone reaches this."""
     fig = figures._figure(6.0, 5.0)
     fig.add_subplot().set(title="Empty axes", xlabel="x", ylabel="y")
-    return float(pixels(figures._save(fig, tmp_path_factory.mktemp("blank") / "b.png")).var())
+    return float(pixels(saved(fig, tmp_path_factory.mktemp("blank") / "b.png")).var())
+
+
+def saved(fig: Figure, path: Path) -> Path:
+    """A figure written where its test looks at its pixels."""
+    return figures.save(fig, path)
+
+
+def saved_all(drawn: dict[str, Figure], folder: Path) -> list[Path]:
+    """A run's figures (name → figure) written as ``folder/<name>.png``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return [saved(fig, folder / f"{name}.png") for name, fig in drawn.items()]
 
 
 def assert_grid(path: Path, blank_variance: float) -> None:
@@ -99,13 +112,15 @@ def write_metrics_csv(path: Path) -> Path:
 def test_image_figures_are_drawn(tmp_path: Path, blank_variance: float) -> None:
     vae, x = FakeVAE(64), make_data(40, 64)
     paths = [
-        figures.plot_prior_samples(vae, SHAPE, tmp_path / "prior_samples.png", n=30),
-        figures.plot_reconstructions(vae, x[:12], SHAPE, tmp_path / "reconstructions.png"),
-        figures.plot_traversals(vae, x, SHAPE, tmp_path / "traversals.png"),
-        figures.plot_interpolation(vae, x[:3], x[3:6], SHAPE, tmp_path / "interpolation.png"),
-        figures.plot_latent_map(vae, x, tmp_path / "map.png", labels=torch.arange(40) % 4),
-        figures.plot_latent_map(vae, x, tmp_path / "map_text.png", labels=np.array(list("ab") * 20)),
-        figures.plot_latent_map(vae, x, tmp_path / "map_continuous.png", labels=x[:, 0]),
+        saved(figures.plot_prior_samples(vae, SHAPE, n=30), tmp_path / "prior_samples.png"),
+        saved(figures.plot_reconstructions(vae, x[:12], SHAPE), tmp_path / "reconstructions.png"),
+        saved(figures.plot_traversals(vae, x, SHAPE), tmp_path / "traversals.png"),
+        saved(figures.plot_interpolation(vae, x[:3], x[3:6], SHAPE),
+              tmp_path / "interpolation.png"),
+        saved(figures.plot_latent_map(vae, x, labels=torch.arange(40) % 4), tmp_path / "map.png"),
+        saved(figures.plot_latent_map(vae, x, labels=np.array(list("ab") * 20)),
+              tmp_path / "map_text.png"),
+        saved(figures.plot_latent_map(vae, x, labels=x[:, 0]), tmp_path / "map_continuous.png"),
     ]
     for path in paths:
         assert_drawn(path, blank_variance)
@@ -120,13 +135,13 @@ def test_integer_levels_and_rgb_images_are_drawn(tmp_path: Path, blank_variance:
     rgb = figures._images(np.arange(12.0)[None], (3, 2, 2), (0.0, 11.0))
     assert rgb.shape == (1, 2, 2, 3) and rgb[0, 0, 1, 2] == pytest.approx(9 / 11)  # pixel (0,1), blue
     vae = FakeVAE(3 * 16)
-    path = figures.plot_prior_samples(vae, (3, 4, 4), tmp_path / "rgb.png", n=9, levels=256)
+    path = saved(figures.plot_prior_samples(vae, (3, 4, 4), n=9, levels=256), tmp_path / "rgb.png")
     assert_grid(path, blank_variance)
 
 
 def test_traversals_sweep_the_active_dimensions_by_three_aggregate_sd(tmp_path: Path) -> None:
     vae, x = FakeVAE(64), make_data(50, 64)
-    figures.plot_traversals(vae, x, SHAPE, tmp_path / "trav.png", index=7, dims=2, steps=5)
+    saved(figures.plot_traversals(vae, x, SHAPE, index=7, dims=2, steps=5), tmp_path / "trav.png")
     z = vae.decoded[-1].reshape(2, 5, 3)
     loc, scale = vae.encode(x)
     activity = loc.var(0)
@@ -143,7 +158,7 @@ def test_traversals_sweep_the_active_dimensions_by_three_aggregate_sd(tmp_path: 
 
 def test_interpolation_runs_between_the_posterior_means(tmp_path: Path) -> None:
     vae, x = FakeVAE(64), make_data(6, 64)
-    figures.plot_interpolation(vae, x[:2], x[2:4], SHAPE, tmp_path / "interp.png", steps=5)
+    saved(figures.plot_interpolation(vae, x[:2], x[2:4], SHAPE, steps=5), tmp_path / "interp.png")
     z = vae.decoded[-1].reshape(2, 5, 3)
     mu_a, mu_b = vae.encode(x[:2])[0], vae.encode(x[2:4])[0]
     torch.testing.assert_close(z[:, 0], mu_a)
@@ -159,17 +174,18 @@ def test_training_curves_skip_blanks_and_missing_columns(tmp_path: Path,
     x, y = panels["ELBO"]["val_elbo"]
     np.testing.assert_array_equal(x, [4, 9, 14, 19])  # only the 4 rows that carry a val_elbo
     assert len(panels["ELBO"]["train_elbo"][0]) == 20
-    assert_drawn(figures.plot_training_curves(csv_path, tmp_path / "curves.png"), blank_variance)
+    assert_drawn(saved(figures.plot_training_curves(csv_path), tmp_path / "curves.png"),
+                 blank_variance)
     empty = tmp_path / "empty.csv"
     empty.write_text("epoch,step,other\n0,0,1\n")
     with pytest.raises(ValueError, match="no training metrics"):
-        figures.plot_training_curves(empty, tmp_path / "none.png")
+        figures.plot_training_curves(empty)
 
 
 def test_log_px_and_estimator_comparison(tmp_path: Path, blank_variance: float) -> None:
     rng = np.random.default_rng(0)
-    path = figures.plot_log_px(rng.normal(-90, 5, 200), rng.uniform(1, 100, 200),
-                               tmp_path / "log_px.png", num_samples=100)
+    path = saved(figures.plot_log_px(rng.normal(-90, 5, 200), rng.uniform(1, 100, 200),
+                                     num_samples=100), tmp_path / "log_px.png")
     assert_drawn(path, blank_variance)
     rows = [  # as read back from compare.csv: strings, blanks, a missing column
         {"estimator": "trace", "bound": "-95.1", "log_px": "-90.2", "log_px_stderr": "0.3",
@@ -179,39 +195,37 @@ def test_log_px_and_estimator_comparison(tmp_path: Path, blank_variance: float) 
         {"estimator": "dreg", "bound": -91.8, "log_px": -88.9, "snr_guide": 3.1,
          "snr_model": 12.5, "ms_per_step": 16.0},
     ]
-    assert_drawn(figures.plot_estimator_comparison(rows, tmp_path / "cmp.png"), blank_variance)
+    assert_drawn(saved(figures.plot_estimator_comparison(rows), tmp_path / "cmp.png"),
+                 blank_variance)
     with pytest.raises(ValueError, match="no comparison metrics"):
-        figures.plot_estimator_comparison([{"estimator": "trace"}], tmp_path / "none.png")
+        figures.plot_estimator_comparison([{"estimator": "trace"}])
 
 
 def test_run_figures_for_images_are_deterministic(tmp_path: Path, blank_variance: float) -> None:
     vae, x = FakeVAE(64), make_data(30, 64)
-    metrics = write_metrics_csv(tmp_path / "metrics.csv")
     state = torch.get_rng_state()
-    first = figures.write_run_figures(vae, x, SHAPE, tmp_path / "a", labels=np.arange(30) % 3,
-                                      metrics_csv=metrics, seed=3)
+    first = saved_all(figures.run_figures(vae, x, SHAPE, labels=np.arange(30) % 3, seed=3),
+                      tmp_path / "a")
     assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG is left alone
-    assert {p.stem for p in first} == {"training_curves", "latent_map", "prior_samples",
-                                       "reconstructions", "traversals", "interpolation"}
-    assert set(figures.CAPTIONS) >= {p.stem for p in first}
+    assert {p.stem for p in first} == {"latent_map", "prior_samples", "reconstructions",
+                                       "traversals", "interpolation"}
+    assert set(CAPTIONS) >= {p.stem for p in first}
     for path in first:
         assert_drawn(path, blank_variance)
-    again = figures.write_run_figures(vae, x, SHAPE, tmp_path / "b", labels=np.arange(30) % 3,
-                                      metrics_csv=metrics, seed=3)
-    other = figures.write_run_figures(vae, x, SHAPE, tmp_path / "c", seed=4)
+    again = saved_all(figures.run_figures(vae, x, SHAPE, labels=np.arange(30) % 3, seed=3),
+                      tmp_path / "b")
+    saved_all(figures.run_figures(vae, x, SHAPE, seed=4), tmp_path / "c")
     for a, b in zip(first, again):
         assert a.read_bytes() == b.read_bytes(), a.name
     samples = [(tmp_path / d / "prior_samples.png").read_bytes() for d in ("a", "c")]
     assert samples[0] != samples[1]  # another seed, other samples
-    assert "training_curves" not in {p.stem for p in other}  # no metrics.csv given
 
 
 def test_vector_data_get_no_image_grids(tmp_path: Path, blank_variance: float) -> None:
     for p, dim in ((5, 3), (2, 2), (1, 1)):
         vae, x = FakeVAE(p, latent_dim=dim), make_data(40, p)
-        paths = figures.write_run_figures(vae, x, (p,), tmp_path / f"p{p}")
-        assert sorted(q.name for q in (tmp_path / f"p{p}").iterdir()) == ["latent_map.png",
-                                                                         "samples_vs_data.png"]
+        paths = saved_all(figures.run_figures(vae, x, (p,)), tmp_path / f"p{p}")
+        assert sorted(q.name for q in paths) == ["latent_map.png", "samples_vs_data.png"]
         for path in paths:
             assert_drawn(path, blank_variance)
 
@@ -220,14 +234,14 @@ def test_one_point_draws_every_figure_but_the_interpolation(tmp_path: Path,
                                                             blank_variance: float) -> None:
     """A split of one evaluation point: no pair to interpolate, no spread for the traversals'
     ranking (every activity 0) nor for a second principal axis (drawn at 0)."""
-    paths = figures.write_run_figures(FakeVAE(64), make_data(1, 64), SHAPE, tmp_path / "img")
+    paths = saved_all(figures.run_figures(FakeVAE(64), make_data(1, 64), SHAPE), tmp_path / "img")
     assert {p.stem for p in paths} == {"latent_map", "prior_samples", "reconstructions",
                                        "traversals"}
-    vectors = figures.write_run_figures(FakeVAE(5, latent_dim=3), make_data(1, 5), (5,),
-                                        tmp_path / "vec")
+    vectors = saved_all(figures.run_figures(FakeVAE(5, latent_dim=3), make_data(1, 5), (5,)),
+                        tmp_path / "vec")
     assert {p.stem for p in vectors} == {"latent_map", "samples_vs_data"}
     for path in paths + vectors:
         assert path.stat().st_size > 0
     assert_drawn(tmp_path / "img" / "prior_samples.png", blank_variance)
     with pytest.raises(ValueError, match="at least 1 data point"):
-        figures.write_run_figures(FakeVAE(64), make_data(0, 64), SHAPE, tmp_path / "none")
+        figures.run_figures(FakeVAE(64), make_data(0, 64), SHAPE)

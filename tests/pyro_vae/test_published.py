@@ -17,10 +17,11 @@ import yaml
 
 from pyro_vae.components.networks import NETWORKS
 from pyro_vae.registry import SpecError
-from pyro_vae.rundir import Run, best_path, last_path, read_checkpoint
+from pyro_vae.checkpoints import read_checkpoint
+from pyro_vae.rundir import Run
 from pyro_vae.spec import load_spec
-from pyro_vae.prepared import evaluated_checkpoint, load_run, prepare
-from pyro_vae.trainer import fit
+from pyro_vae.prepared import load_run, prepare
+from pyro_vae.pipeline import fit
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESETS = ROOT / "examples" / "configs" / "published"
@@ -128,16 +129,16 @@ def test_early_stopping_keeps_and_evaluates_the_best_validation_checkpoint(tmp_p
     best = max(range(len(vals)), key=vals.__getitem__)
     assert len(vals) == len(snapshots.weights) == 3
     assert best < len(vals) - 1  # lr 0.05: epoch 3 scores below epoch 2 here
-    saved = read_checkpoint(best_path(run))["state_dict"]
+    saved = read_checkpoint(Run(run).checkpoint("best"))["state_dict"]
     for key, value in snapshots.weights[best].items():
         assert torch.equal(saved[f"vae.{key}"], value), key
-    assert evaluated_checkpoint(run, spec) == best_path(run)
+    assert Run(run).evaluated_checkpoint(spec) == Run(run).checkpoint("best")
     loaded = load_run(run).vae.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in snapshots.weights[best].items())
     assert not all(torch.equal(loaded[k], v) for k, v in snapshots.weights[-1].items())
     # without early stopping there is no selection: the last checkpoint is the one evaluated
     plain = load_spec(None, ["train.early_stopping_patience=0"])
-    assert evaluated_checkpoint(run, plain) == last_path(run)
+    assert Run(run).evaluated_checkpoint(plain) == Run(run).last
 
 
 def _published(tmp_path: Path, *args: str) -> str:

@@ -27,7 +27,7 @@ from pyro_vae import report as report_module
 from pyro_vae import prepared as prepared_module
 from pyro_vae.cli import main
 from pyro_vae.engine import RunCSVLogger
-from pyro_vae.rundir import LOCK, MARKER, Run, last_path
+from pyro_vae.rundir import LOCK, MARKER, Run
 from processes import EXE
 from tiny_runs import DIGITS, SETS  # SETS: a one-epoch run of 2 steps, tiny nets
 
@@ -288,7 +288,7 @@ def test_a_foreign_checkpoint_of_the_same_shapes_is_refused(tmp_path, finished):
     assert done.returncode == 0, done.stderr
     run = tmp_path / "run"
     shutil.copytree(finished, run)
-    shutil.copy(last_path(other), last_path(run))
+    shutil.copy(Run(other).last, Run(run).last)
     before = tree_hash(tmp_path)
     for command in (["train", "--resume", run], ["evaluate", run]):
         refused(pyro_vae(*command), "decoder.activation ('relu' -> 'tanh')",
@@ -299,15 +299,15 @@ def test_a_foreign_checkpoint_of_the_same_shapes_is_refused(tmp_path, finished):
 def test_a_checkpoint_from_before_the_record_resumes_with_a_notice(tmp_path, finished):
     run = tmp_path / "run"
     shutil.copytree(finished, run)
-    state = torch.load(last_path(run), weights_only=True)
+    state = torch.load(Run(run).last, weights_only=True)
     del state["pyro_vae"]
-    torch.save(state, last_path(run))
+    torch.save(state, Run(run).last)
     (run / MARKER).unlink()  # runs before this change had no marker either
     done = pyro_vae("train", "--resume", run, "--set=train.max_epochs=2", "--verbose")
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("pyro-vae: note: ") and "predates" in lines[0]
-    assert "pyro_vae" in torch.load(last_path(run), weights_only=True)  # recorded from now on
+    assert "pyro_vae" in torch.load(Run(run).last, weights_only=True)  # recorded from now on
 
 
 # metrics.csv of a run stopped after step 4 (its last row cut short), resumed from step 3
@@ -361,24 +361,24 @@ def test_a_full_disk_while_drawing_the_figures_is_finished_by_the_same_command(t
     same command draw them, scoring again but training nothing and overwriting nothing."""
     from pyro_vae import figures
 
-    run, draw = tmp_path / "run", figures.write_run_figures
+    run, draw = tmp_path / "run", figures.run_figures
 
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(run / "figures" / "x.png"))
 
-    monkeypatch.setattr(figures, "write_run_figures", full)
+    monkeypatch.setattr(figures, "run_figures", full)
     train = ("train", DIGITS, *SETS, "--out", run)
     for args in (train, ("train", "--resume", run)):
         refused(in_process(capsys, *args), f"{run / 'figures' / 'x.png'}: No space left",
                 f"the same command or pyro-vae train --resume {run} scores it")
         assert Run(run).state() == "finished"
-    trained = last_path(run).read_bytes(), (run / "metrics.csv").read_bytes()
-    monkeypatch.setattr(figures, "write_run_figures", draw)
+    trained = Run(run).last.read_bytes(), (run / "metrics.csv").read_bytes()
+    monkeypatch.setattr(figures, "run_figures", draw)
     done = in_process(capsys, *train)
     assert done.returncode == 0 and "run directory" in done.stdout, done.stderr
     drawn = {p.name for p in (run / "figures" / "test").iterdir()}
     assert (run / "eval-test.json").is_file() and {"log_px.png", "reconstructions.png"} <= drawn
-    assert (last_path(run).read_bytes(), (run / "metrics.csv").read_bytes()) == trained
+    assert (Run(run).last.read_bytes(), (run / "metrics.csv").read_bytes()) == trained
     refused(in_process(capsys, *train), "exists and is not empty")  # finished: not this case
 
 
@@ -399,8 +399,8 @@ def test_a_truncated_checkpoint_is_named_as_cut_short_by_load_run(tmp_path, fini
 
     run = tmp_path / "run"
     shutil.copytree(finished, run)
-    whole = last_path(run).read_bytes()
+    whole = Run(run).last.read_bytes()
     for size in (10, 100, len(whole) // 2, len(whole) - 1):
-        last_path(run).write_bytes(whole[:size])
+        Run(run).last.write_bytes(whole[:size])
         with pytest.raises(SpecError, match="cannot read checkpoint: .*the file ends early"):
             pyro_vae.load_run(run)

@@ -53,6 +53,54 @@ def offences(source: str) -> list[str]:
     return found
 
 
+#: Modules that write files outside any run directory, through pyro_vae.atomic, and why.
+OUTSIDE_RUNS = {
+    "export.py": "encode/sample --out and --png: files the user names",
+    "figures.py": "figures.save, for a figure file outside a run (sample --png)",
+    "console.py": "the crash log, in the cache folder",
+    "aggregate.py": "an experiment's aggregate.* files, beside its runs",
+    "spec.py": "dump_spec(spec, path): a spec file the caller names",
+}
+ATOMIC_WRITES = {"write_atomic", "write_text_atomic", "write_json_atomic"}
+
+
+def writes(source: str) -> list[str]:
+    """``line: call`` for each write that bypasses :class:`Run`: the atomic writers, and a
+    path's one-argument ``write_text``/``write_bytes`` (``Run.write_text(path, text)`` takes
+    two)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        if name in ATOMIC_WRITES or (name in ("write_text", "write_bytes")
+                                     and isinstance(func, ast.Attribute) and len(node.args) == 1):
+            found.append(f"{node.lineno}: {name}")
+    return found
+
+
+def test_writes_into_a_run_go_through_run():
+    """Evaluations, per-point arrays, figures, the report, metrics and checkpoints are written
+    by :class:`Run`'s methods; the modules that write elsewhere are named with their reason."""
+    outside = {str(path.relative_to(PACKAGE)): writes(path.read_text())
+               for path in sorted(PACKAGE.rglob("*.py"))
+               if path.name not in OWNERS | OUTSIDE_RUNS.keys()}
+    assert {name: lines for name, lines in outside.items() if lines} == {}
+
+
+@pytest.mark.parametrize("line, caught", [
+    ("write_atomic(path, f)", True),
+    ("write_json_atomic(path, value)", True),
+    ("path.write_text(text)", True),
+    ("path.write_bytes(data)", True),
+    ("run.write_text(path, text)", False),
+    ("run.write_json(path, value)", False),
+])
+def test_the_write_check_catches_what_it_names(line, caught):
+    assert bool(writes(line)) is caught
+
+
 def test_only_rundir_and_atomic_delete_or_open_files_for_writing():
     outside = {str(path.relative_to(PACKAGE)): offences(path.read_text())
                for path in sorted(PACKAGE.rglob("*.py")) if path.name not in OWNERS}

@@ -9,8 +9,8 @@ from inference.compiled import TracedLoss
 from pyro_vae.registry import SpecError
 from pyro_vae.spec import load_spec
 from pyro_vae.prepared import load_run, prepare
-from pyro_vae.rundir import CONFIG
-from pyro_vae.trainer import fit
+from pyro_vae.rundir import CONFIG, Run
+from pyro_vae.pipeline import fit
 
 QUICK = ["data.binarize=dynamic", "latent_dim=4", "encoder.hidden=[64]", "decoder.hidden=[64]",
          "train.batch_size=64", "train.lr=3e-3", "train.progress=false", "evaluate.num_samples=50"]
