@@ -1,13 +1,13 @@
-"""``python -m benchmarks``: the speed benchmarks and the quick quality run; writes BENCHMARKS.md.
+"""``python -m benchmarks``: the speed benchmarks (minutes); writes BENCHMARKS.md.
 
-    python -m benchmarks [--only step,is,is-small,scaling,quality,startup] [--device cuda]
+    python -m benchmarks [--only step,is,is-small,scaling,startup] [--device cuda]
                          [--threads 2]
                          [--toy]
 """
 
 from __future__ import annotations
 
-from benchmarks import importance, quality, scaling, small_k, startup, step
+from benchmarks import importance, scaling, small_k, startup, step
 from benchmarks.cli import Runner, finish, options_from, parser
 
 SECTIONS: dict[str, Runner] = {
@@ -15,16 +15,14 @@ SECTIONS: dict[str, Runner] = {
     "is": importance.run,
     "is-small": small_k.run,
     "scaling": scaling.run,
-    "quality": quality.quick,
     "startup": startup.run,
 }
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = parser("Speed benchmarks against plain-PyTorch floors, plus the quick quality run.")
+    p = parser("Speed benchmarks against plain-PyTorch floors.")
     p.add_argument("--only", default=",".join(SECTIONS),
-                   help=f"comma-separated sections among {', '.join(SECTIONS)} (default: all; "
-                        "quality runs its --quick form here)")
+                   help=f"comma-separated sections among {', '.join(SECTIONS)} (default: all)")
     args = p.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SECTIONS]

@@ -168,7 +168,7 @@ def run(options: Options, command: str) -> Section:
         f"{2.5 / (transitions * LEAPFROG):.0%} of a block here, nothing at T = 1000.",
         "Quality (IS at K = 5000 against AIS at 1 000 and 10 000 steps on 500 test images, BDMC "
         "on 50 simulated images) is `python -m benchmarks.ais --quality RUN_DIR` on a run of "
-        "the published protocol; it adds its own section 5b when run.",
+        "the published protocol; it adds its own part to this section when run.",
     ])
     return section
 
@@ -239,11 +239,13 @@ def quality(options: Options, command: str, run_dir: Path, test_points: int,
         f"trained for {trained} epochs, scored at `{checkpoint.name}` (epoch "
         f"{saved['epoch'] + 1}); the first {len(x)} test images, IS at K = {k} on the same "
         f"images; pieces of {PIECE} images, {plural(options.threads, 'thread')}.",
-        table(["method", "images", "log p(x)", f"IS, K = {k}, same images", "AIS − IS (nats)",
+        table(["method", "images", "log p(x) ± s.e. over images", f"IS, K = {k}, same images",
+               "AIS − IS (nats) ± s.e. over images",
                "acceptance", "s per image"], rows),
         (f"BDMC ({CHAINS} chains × {steps[0]} steps) on {b['num_points']} images simulated "
          f"from the model: lower {b['lower']:.3f}, upper {b['upper']:.3f}, gap **{b['gap']:.3f} "
-         f"± {b['gap_sem']:.3f} nats** ({b['seconds_per_point']:.1f} s per image)." if b else
+         f"± {b['gap_sem']:.3f} nats** (± s.e. over the simulated images; "
+         f"{b['seconds_per_point']:.1f} s per image)." if b else
          f"BDMC ({CHAINS} chains × {steps[0]} steps, {bdmc_points} simulated images): pending."),
         *([f"**In progress:** AIS at {', '.join(map(str, unfinished))} steps has not scored all "
            f"{len(x)} images yet; the figures above are over the images finished so far. "

@@ -68,6 +68,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import REPO, Options, Section, Skip, prepared, spec_from, table
+from benchmarks.report import number
 from pyro_vae.atomic import write_atomic, write_text_atomic
 from pyro_vae.cache import cache_dir
 from pyro_vae.engine import Interrupted
@@ -85,11 +86,11 @@ PROTOCOL = (
     "warm-up over 100 epochs, early stopping on the validation ELBO (patience 50, at most 2000 "
     "epochs), 50 000 / 10 000 train / validation images, the best validation checkpoint scored "
     f"by IS with K = 5000 on all 10 000 test images. Published: {PAPER}.")
-HEADERS = ("model", "seed", "epochs", "best val ELBO", "test log p(x) ± s.e.",
+HEADERS = ("model", "seed", "epochs", "best val ELBO", "test log p(x) ± s.e. over images",
            "published (ours − published)", "test ELBO", "active units", "train time", "eval time")
 EARLIER = ("Under our earlier protocol (784-200-200-50 tanh MLP, 100 epochs, lr 10⁻³, batch 128, "
            "no warm-up, last checkpoint) the VAE scored −237.01 ± 0.51 and the VampPrior "
-           "−237.33 ± 0.71 (3 seeds): no better than N(0, I).")
+           "−237.33 ± 0.71 (mean ± s.d. over 3 seeds): no better than N(0, I).")
 REFERENCE = ("For judging a run in progress: a plain-PyTorch implementation of this protocol, "
              "outside pyro-vae, scored −231.0 at epoch 100, −229.8 at 200, −228.9 at 400 and "
              "−228.7 at 500 on the first 1000 test images with K = 1000, and −229.06 on the "
@@ -572,14 +573,15 @@ def gains_text(gains: dict[str, tuple[float, float]], finished: dict[str, Any],
     the labels of the finished models whose scores are not)."""
     labels = {m.name: m.label for m in MODELS}
     shown = [f"{labels[n]} {g:+.2f} ± {e:.2f}" for n, (g, e) in gains.items()]
-    text = ("The ± of a row is the standard error of its mean over the test images: it holds "
-            "how much log p(x) varies from image to image. Every model is scored on the same "
-            "images, so a gain over the VAE is judged paired, by the standard error of the "
-            "per-image difference (the IS noise of both models included)")
+    text = ("The ± of a row is the s.e. over images (the standard error of its mean over the "
+            "test images): it holds how much log p(x) varies from image to image, not how much "
+            "another seed would differ. Every model is scored on the same images, so a gain "
+            "over the VAE is judged paired, ± the s.e. over images of the per-image difference "
+            "(the IS noise of both models included)")
     text += (": " + "; ".join(shown) + " nats.") if shown else "."
     text += (" Each figure is an IS lower bound, so a gain is one in log p(x) as far as both "
-             "bounds are equally tight; section 5b measures how tight the VAE's is (AIS against "
-             "IS).")
+             "bounds are equally tight; section "
+             f"{number('ais-quality')} measures how tight the VAE's is (AIS against IS).")
     if unkept and "vae" in finished and len(finished) > 1:
         text += (" Per-image scores are missing for " + ", ".join(unkept) + " (scored before "
                  f"they were kept; `make bench-{KEY}` scores them again).")

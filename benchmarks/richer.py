@@ -20,6 +20,7 @@ from pathlib import Path
 
 from benchmarks import quality
 from benchmarks.common import Options, Section, table
+from benchmarks.report import number
 from pyro_vae.atomic import write_text_atomic
 from pyro_vae.registry import SpecError
 
@@ -92,11 +93,13 @@ def run(options: Options, command: str, protocol: quality.Protocol,
         + (" **Toy run on digits with tiny networks (two layers: [4, 2]): a smoke test, not a "
            "measurement. The Fashion-MNIST protocol is `python -m benchmarks.richer` (hours on "
            "these CPUs).**" if options.toy else ""),
-        table(["model", "overrides", "test log p(x)", f"gain over {BASELINE}", "test ELBO",
+        table(["model", "overrides", "test log p(x) (± s.d. over seeds)", f"gain over {BASELINE}",
+               "test ELBO (± s.d. over seeds)",
                "mean MC s.e.", "active units", "s / epoch"], rows),
         *notes,
         *([] if options.toy
-          else [WHAT_IT_SHOWS + (ONE_SEED if len(protocol.seeds) == 1 else "")]),
+          else [(WHAT_IT_SHOWS + (ONE_SEED if len(protocol.seeds) == 1 else ""))
+                .format(published=number("published"))]),
     ])
     return section
 
@@ -108,11 +111,11 @@ WHAT_IT_SHOWS = (
     "has little to work with in 100 epochs; the rows compare the components under one budget, "
     "not at convergence. "
     "The two-layer model under the published protocol (warm-up over 100 epochs, early stopping) "
-    "is the HVAE row of section 3. Seconds per epoch were measured with one torch thread while "
-    "another single-threaded benchmark ran on the other core.")
+    "is the HVAE row of section {published}. Seconds per epoch were measured with one torch "
+    "thread while another single-threaded benchmark ran on the other core.")
 ONE_SEED = (
     " One seed: under the same protocol the one-layer VAE's test log p(x) varied by 0.51 nats "
-    "(standard deviation over 3 seeds, section 3's earlier table), so a difference under about "
+    "(s.d. over 3 seeds, section {published}'s earlier table), so a difference under about "
     "1 nat is within the seed-to-seed noise.")
 
 

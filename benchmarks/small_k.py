@@ -1,5 +1,6 @@
-"""Benchmark 2b: importance-sampled log p(x) at small K on the whole Fashion-MNIST test set, and
-the chunk size of the fast path, with the 784-200-200-50 tanh MLP VAE of benchmark 2.
+"""Benchmark 2, its second part: importance-sampled log p(x) at small K on the whole Fashion-MNIST
+test set, and the chunk size of the fast path, with the 784-200-200-50 tanh MLP VAE of its first
+part (:mod:`benchmarks.importance`).
 
 * At K = 10 and K = 100 the fast path (``pyro_vae.scoring.importance_log_px``) puts several
   points in one call (:func:`pyro_vae.scoring.plan_chunks`); the plain-PyTorch floor
