@@ -11,14 +11,15 @@ own densities without Pyro (``vae.log_weights`` for ``trace``, ``vae.elbo_terms`
 ``trace`` at the published protocol's size (``examples/configs/published/fashion-mnist-vae.yaml``:
 gated 2 × 300, latent 40, batch 100).
 
-Epoch: ``pyro_vae.trainer.fit``, the user's path (Lightning, validation, logging and the
-per-epoch checkpoint included), against a plain loop over the same DataLoader that also runs a
-validation pass and saves a checkpoint. A callback added to fit's Trainer times each Lightning
-epoch and runs one plain epoch after it, so the two alternate in one process. The same pairing
-around a bare LightningModule (:class:`_BareModule`: the plain loss, validation pass and
-checkpoint, nothing logged, no callbacks) gives Lightning's own floor; on CPU the target is
-pyro-vae's epoch over that floor's (what pyro-vae adds to Lightning), on a GPU the epoch over the
-plain loop's.
+Epoch: ``pyro_vae.pipeline.fit``, the user's path (Lightning, validation, logging and the
+per-epoch checkpoint included), against two floors: a plain loop over the same DataLoader that
+also runs a validation pass and saves a checkpoint, and a bare LightningModule
+(:class:`_BareModule`: the plain loss, validation pass and checkpoint, nothing logged, no
+callbacks), Lightning's own floor. A callback added to fit's Trainer times each of its epochs
+and runs one epoch of each floor after it (their order flipping every epoch), so the three
+alternate in one process and every pyro-vae epoch is paired with one epoch of each floor. Both
+ratios are reported, each with its n and spread; on CPU the target divides by the bare
+LightningModule (what pyro-vae adds to Lightning), on a GPU by the plain loop.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from unittest import mock
+from typing import Any
 
 import lightning as L
 import pyro
@@ -39,8 +40,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from benchmarks.common import (Options, Section, Spread, describe, interleaved, plural, prepared,
                                ratios, spec_from, table)
 from benchmarks.floors import PlainVAE
+from benchmarks.report import number
 from pyro_vae import trainer
 from pyro_vae.bundle import with_indices
+from pyro_vae.pipeline import fit
 from pyro_vae.prepared import Prepared
 from pyro_vae.trainer import VAEModule
 
@@ -59,7 +62,7 @@ def config(options: Options) -> tuple[str, list[str], dict[str, int]]:
                                "data.limit=96", "train.batch_size=32"], \
             {"blocks": 2, "steps": 2, "epochs": 1}
     return "fashion-mnist.yaml", ["encoder.hidden=[400]", "decoder.hidden=[400]"], \
-        {"blocks": 30, "steps": 20, "epochs": 3}
+        {"blocks": 30, "steps": 20, "epochs": 10}
 
 
 def gated_config(options: Options) -> tuple[str, list[str]]:
@@ -159,20 +162,22 @@ def host_syncs(fn: Callable[[int], None], steps: int) -> float:
 
 
 class _EpochClock(L.Callback):
-    """Times each Lightning epoch (start to next start, the plain epoch taken out) and runs one
-    plain epoch after it, so Lightning and plain epochs alternate in one process."""
+    """Times each epoch of fit's Trainer (start to next start, the floors' epochs taken out) and
+    after each one runs one epoch of every floor, their order flipping every epoch, so the three
+    alternate in one process: each pyro-vae epoch has a plain-loop epoch and a bare
+    LightningModule epoch beside it, and a drift of the machine's speed cancels in their
+    ratios."""
 
-    def __init__(self, plain_epoch: Callable[[], None]) -> None:
-        self.plain_epoch = plain_epoch
-        self.lightning: list[float] = []
-        self.plain: list[float] = []
+    def __init__(self, floors: dict[str, Callable[[], float]]) -> None:
+        self.floors = floors
+        self.times: dict[str, list[float]] = {PYRO_VAE: [], **{name: [] for name in floors}}
         self._start = 0.0
-        self._plain_time = 0.0
+        self._floor_time = 0.0
 
     def _mark(self) -> None:
         now = time.perf_counter()
         if self._start:
-            self.lightning.append(now - self._start - self._plain_time)
+            self.times[PYRO_VAE].append(now - self._start - self._floor_time)
         self._start = now
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -180,21 +185,40 @@ class _EpochClock(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         start = time.perf_counter()
-        with torch.enable_grad():
-            self.plain_epoch()
-        self._plain_time = time.perf_counter() - start
-        self.plain.append(self._plain_time)
+        names = list(self.floors)
+        if len(self.times[PYRO_VAE]) % 2:
+            names.reverse()
+        for name in names:
+            with torch.enable_grad():
+                self.times[name].append(self.floors[name]())
+        self._floor_time = time.perf_counter() - start
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._mark()
 
 
+class _OneEpoch(L.Callback):
+    """The seconds of a one-epoch fit from its epoch's start to the end of training (validation
+    and the module's checkpoint included; the Trainer's set-up and tear-down left out)."""
+
+    def __init__(self) -> None:
+        self.start = self.seconds = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
 class _BareModule(L.LightningModule):
-    """The plain VAE's loss, validation pass and per-epoch checkpoint in a LightningModule."""
+    """The plain VAE's loss, validation pass and per-epoch checkpoint in a LightningModule; one
+    optimizer for its whole life, so that one-epoch fits continue its Adam state."""
 
     def __init__(self, plain: PlainVAE, lr: float, checkpoint: Path) -> None:
         super().__init__()
-        self.plain, self.lr, self.checkpoint = plain, lr, checkpoint
+        self.plain, self.checkpoint = plain, checkpoint
+        self.optimizer = trainer.adam(self.plain.parameters(), lr)
 
     def training_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
         return self.plain.loss(x)
@@ -206,13 +230,18 @@ class _BareModule(L.LightningModule):
         self.trainer.save_checkpoint(self.checkpoint)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return trainer.adam(self.plain.parameters(), self.lr)
+        return self.optimizer
 
 
-def epoch_pairs(prep: Prepared, epochs: int,
-                device: torch.device) -> dict[str, tuple[list[float], list[float]]]:
-    """Seconds per epoch, {route: (Lightning, plain)}, over ``epochs`` pairs after one warm-up
-    pair, for fit ("pyro-vae") and for :class:`_BareModule` ("bare Lightning")."""
+#: the routes of the epoch comparison
+PYRO_VAE, PLAIN, BARE = "pyro-vae", "plain PyTorch loop", "bare LightningModule"
+
+
+def epoch_times(prep: Prepared, epochs: int, device: torch.device) -> dict[str, list[float]]:
+    """Seconds per epoch of each route over ``epochs`` triples after one warm-up triple:
+    ``pyro_vae.pipeline.fit`` (the user's path), and after each of its epochs one epoch of the
+    plain loop and one of :class:`_BareModule` (a one-epoch fit of a fresh Trainer around the
+    same module and optimizer), run from a callback of fit's Trainer."""
     spec = prep.spec
     plain = PlainVAE(prep.vae).to(device)
     plain_opt = trainer.adam(plain.parameters(), spec.train.lr)
@@ -220,8 +249,10 @@ def epoch_pairs(prep: Prepared, epochs: int,
     val = prep.bundle.loader("val", spec.train.batch_size, shuffle=False)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
+        bare = _BareModule(PlainVAE(prep.vae).to(device), spec.train.lr, out / "bare.ckpt")
 
-        def plain_epoch() -> None:
+        def plain_epoch() -> float:
+            start = time.perf_counter()
             for x in batches:
                 loss = plain.loss(x.to(device))
                 plain_opt.zero_grad()
@@ -231,30 +262,78 @@ def epoch_pairs(prep: Prepared, epochs: int,
                 plain.elbo(x.to(device))
             torch.save({"model": plain.state_dict(), "optimizer": plain_opt.state_dict()},
                        out / "plain.ckpt")
+            return time.perf_counter() - start
 
-        clock = _EpochClock(plain_epoch)
-        make_trainer = train.make_trainer
+        def bare_epoch() -> float:
+            one = _OneEpoch()
+            L.Trainer(max_epochs=1, accelerator="gpu" if device.type == "cuda" else "cpu",
+                      devices=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False,
+                      num_sanity_val_steps=0, callbacks=[one]).fit(bare, batches, val)
+            return one.seconds
 
-        def clocked_trainer(*args: object, **kwargs: object) -> L.Trainer:
-            trainer = make_trainer(*args, **kwargs)
-            trainer.callbacks.append(clock)
-            return trainer
+        clock = _EpochClock({PLAIN: plain_epoch, BARE: bare_epoch})
+        fit(prep, out / "run", callbacks=[clock])
+    return {route: seconds[1:] for route, seconds in clock.times.items()}
 
-        with mock.patch.object(train, "make_trainer", clocked_trainer):
-            train.fit(prep, out / "run")
-        bare_clock = _EpochClock(plain_epoch)
-        bare = L.Trainer(max_epochs=epochs + 1, accelerator="gpu" if device.type == "cuda"
-                         else "cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False,
-                         num_sanity_val_steps=0, callbacks=[bare_clock])
-        bare.fit(_BareModule(PlainVAE(prep.vae), spec.train.lr, out / "bare.ckpt"), batches, val)
-    return {"pyro-vae": (clock.lightning[1:], clock.plain[1:]),
-            "bare Lightning": (bare_clock.lightning[1:], bare_clock.plain[1:])}
+
+def epoch_text(times: dict[str, list[float]], steps_per_epoch: int, step_extra_ms: float,
+               cuda: bool) -> tuple[str, dict[str, Any], str]:
+    """(the epoch table and what it says, the record's data, the note under the targets)."""
+    pairs = {(PYRO_VAE, PLAIN): "pyro-vae / plain PyTorch loop",
+             (PYRO_VAE, BARE): "pyro-vae / bare LightningModule",
+             (BARE, PLAIN): "bare LightningModule / plain PyTorch loop"}
+    spreads = {key: Spread.of([a / b for a, b in zip(times[key[0]], times[key[1]])])
+               for key in pairs}
+    target = (PYRO_VAE, PLAIN) if cuda else (PYRO_VAE, BARE)
+    limit = GPU_EPOCH_TARGET if cuda else EPOCH_TARGET
+    rows = [[label + (" **(the target)**" if key == target else ""),
+             f"**{spreads[key].median:.3f}×**" if key[0] == PYRO_VAE else
+             f"{spreads[key].median:.3f}×",
+             f"{spreads[key].q1:.3f}–{spreads[key].q3:.3f}",
+             f"{spreads[key].low:.3f}–{spreads[key].high:.3f}", spreads[key].n]
+            for key, label in pairs.items()]
+    seconds = table(["route", "s per epoch (median)", "range"],
+                    [[route, f"{Spread.of(t).median:.2f}",
+                      f"{min(t):.2f}–{max(t):.2f}"] for route, t in times.items()])
+    ratios_table = table(["paired ratio (per epoch triple)", "median", "IQR", "range", "n"], rows)
+    extra = {route: (Spread.of(times[route]).median - Spread.of(times[PLAIN]).median)
+             / steps_per_epoch * 1e3 for route in (PYRO_VAE, BARE)}
+    ours, bare = extra[PYRO_VAE], extra[BARE]
+    mine = spreads[target]
+    where = (
+        f"Per step, pyro-vae's epoch costs {ours:.2f} ms more than the plain loop's (medians): "
+        f"the training step itself {step_extra_ms:.2f} ms (`trace` row above), Lightning's own "
+        f"loop {bare:.2f} ms (the bare LightningModule's excess), the other "
+        f"{ours - step_extra_ms - bare:.2f} ms what `VAEModule`/`fit` add (callbacks, the "
+        "resumable sampler, the logging steps' extra forward pass, the finite loss-and-gradient "
+        "check) and noise. "
+        + (f"On a GPU the target divides by the plain loop: ≤ {GPU_EPOCH_TARGET:.2f}×."
+           if cuda else
+           f"On CPU the bare LightningModule alone is {spreads[(BARE, PLAIN)].median:.3f}× the "
+           "plain loop, so the CPU target divides by it: what pyro-vae adds on top of "
+           f"Lightning, ≤ {EPOCH_TARGET:.2f}× (on a GPU the target divides by the plain loop, "
+           f"≤ {GPU_EPOCH_TARGET:.2f}×)."))
+    other = (PYRO_VAE, BARE) if cuda else (PYRO_VAE, PLAIN)
+    floor, other_floor = ("the plain PyTorch loop", "a bare LightningModule") if cuda else \
+        ("a bare LightningModule", "the plain PyTorch loop")
+    note = (f"The epoch row of section {number('step')} divides by **{floor}** "
+            f"({mine.median:.3f}×, IQR {mine.q1:.3f}–{mine.q3:.3f}, n={mine.n} paired epochs; "
+            f"target ≤ {limit:.2f}×); against {other_floor} the same epoch is "
+            f"{spreads[other].median:.3f}× (IQR {spreads[other].q1:.3f}–{spreads[other].q3:.3f}, "
+            f"n={spreads[other].n}), with no target"
+            + ("." if cuda else " on CPU (Lightning's own loop, the bare LightningModule, is "
+               f"{spreads[(BARE, PLAIN)].median:.3f}× the plain one)."))
+    data = {"seconds": times,
+            "ratios": {label: spreads[key].__dict__ for key, label in pairs.items()},
+            "target_divides_by": target[1], "extra_ms_per_step": extra}
+    return "\n\n".join([seconds, ratios_table, where]), data, note
 
 
 def run(options: Options, command: str) -> Section:
     name, overrides, size = config(options)
-    section = Section("step", "Training step and epoch vs plain PyTorch", command)
+    section = Section("step", "Training step vs plain PyTorch; epoch vs plain PyTorch and "
+                      "a bare LightningModule", command)
     rows = []
     base = overrides + ["train.progress=false", f"train.max_epochs={size['epochs'] + 1}"]
     if options.device.type == "cuda":
@@ -299,48 +378,18 @@ def run(options: Options, command: str) -> Section:
     section.data["gated"] = {"ms_per_step": {k: v.__dict__ for k, v in ms.items()},
                              "ratio": ratio.__dict__}
     prep = preps["trace"]
-    pairs = epoch_pairs(prep, size["epochs"], options.device)
+    times = epoch_times(prep, size["epochs"], options.device)
     steps_per_epoch = -(-len(prep.bundle.train) // prep.spec.train.batch_size)
-    section.data["epoch"] = {"steps_per_epoch": steps_per_epoch}
-    epoch_rows, extra_ms, pairs_ratio = [], {}, {}
-    for route, (lightning_s, plain_s) in pairs.items():
-        epoch = Spread.of([a / b for a, b in zip(lightning_s, plain_s)])
-        gap = Spread.of(lightning_s).median - Spread.of(plain_s).median
-        extra_ms[route] = gap / steps_per_epoch * 1e3
-        pairs_ratio[route] = epoch.median
-        section.data["epoch"][route] = {"lightning_s": lightning_s, "plain_s": plain_s,
-                                        "ratio": epoch.__dict__}
-        label = "Lightning (pyro-vae, `trace`)" if route == "pyro-vae" else \
-            "bare LightningModule, plain loss"
-        ratio = f"{epoch.median:.3f}×" if route != "pyro-vae" else f"**{epoch.median:.3f}×**"
-        epoch_rows.append([label, f"{Spread.of(lightning_s).median:.2f}",
-                           f"{Spread.of(plain_s).median:.2f}",
-                           f"{ratio} (range {epoch.low:.3f}–{epoch.high:.3f}, n={epoch.n})"])
-        if route == "pyro-vae" and options.device.type == "cuda":
-            section.target("Lightning epoch (trace) / plain epoch", epoch.median,
-                           GPU_EPOCH_TARGET)
-    over_bare = pairs_ratio["pyro-vae"] / pairs_ratio["bare Lightning"]
-    section.data["epoch"]["over_bare_lightning"] = over_bare
-    if options.device.type != "cuda":
-        section.target("Lightning epoch (trace) / bare LightningModule epoch", over_bare,
-                       EPOCH_TARGET)
-    epoch_text = table(["seconds per epoch (median)", "Lightning", "plain PyTorch loop",
-                        "paired ratio"], epoch_rows)
     trace_ms = section.data["trace"]["ms_per_step"]
     step_extra = trace_ms["pyro-vae"]["median"] - trace_ms["plain PyTorch"]["median"]
-    ours, bare = extra_ms["pyro-vae"], extra_ms["bare Lightning"]
-    where = (f"Per step, the Lightning epoch costs {ours:.2f} ms more than the plain one: the "
-             f"training step itself {step_extra:.2f} ms (`trace` row), Lightning's own loop "
-             f"{bare:.2f} ms (the bare LightningModule's excess), the other "
-             f"{ours - step_extra - bare:.2f} ms what `VAEModule`/`fit` add (callbacks, the "
-             "resumable sampler, the logging steps' extra forward pass, the finite loss-and-"
-             "gradient check) and noise. The bare LightningModule (no callbacks, no logger) "
-             f"is {pairs_ratio['bare Lightning']:.3f}× the plain loop by itself, so the CPU "
-             "target is what pyro-vae adds on top of it: pyro-vae's epoch / the bare "
-             f"LightningModule's = {pairs_ratio['pyro-vae']:.3f} / "
-             f"{pairs_ratio['bare Lightning']:.3f} = **{over_bare:.3f}×** (target ≤ "
-             f"{EPOCH_TARGET:.2f}×, each ratio paired with plain epochs so that the machine's "
-             f"drift cancels); on a GPU the target is ≤ {GPU_EPOCH_TARGET:.2f}× the plain loop.")
+    cuda = options.device.type == "cuda"
+    epoch_body, epoch_data, note = epoch_text(times, steps_per_epoch, step_extra, cuda)
+    section.data["epoch"] = {"steps_per_epoch": steps_per_epoch, **epoch_data}
+    section.data["targets_note"] = note
+    divides_by = epoch_data["target_divides_by"]
+    epoch = epoch_data["ratios"][f"pyro-vae / {divides_by}"]
+    section.target(f"epoch, pyro-vae (`trace`) / {divides_by} (median of n={epoch['n']} paired "
+                   "epochs)", epoch["median"], GPU_EPOCH_TARGET if cuda else EPOCH_TARGET)
     section.body = "\n\n".join([
         f"Setup: {describe(prep, name, overrides)}; Adam lr {prep.spec.train.lr}, "
         f"{plural(options.threads, 'thread')}. {size['blocks']} interleaved blocks of "
@@ -368,10 +417,17 @@ def run(options: Options, command: str) -> Section:
         "into a Python number per step; the trace's are its recorded shape arithmetic "
         "(`aten::Int` on the 0-d int64 CPU tensors of `prim::NumToTensor`), which wait for no "
         "device; fused Adam reads none.",
-        f"Whole epoch ({steps_per_epoch} steps, validation and checkpoint included on all "
-        f"sides, {size['epochs']} pairs after a warm-up pair, each Lightning epoch paired with "
-        "the plain loop's next one):",
-        epoch_text,
-        where,
+        f"Whole epoch ({steps_per_epoch} steps, validation and checkpoint included on every "
+        f"route), {plural(size['epochs'], 'triple')} after a warm-up triple: each epoch of "
+        "`fit` (the "
+        "user's path: Lightning, `VAEModule`, its callbacks and logger) is followed by one "
+        "epoch of the plain PyTorch loop over the same DataLoader (its own validation pass and "
+        "checkpoint) and one of a bare LightningModule (`benchmarks.step._BareModule`: the "
+        "plain loss, "
+        "validation pass and checkpoint, no callbacks, no logger; a one-epoch fit, its "
+        "Trainer's set-up and tear-down not timed), the two floors' order flipping every "
+        "epoch. Each ratio is the median of the per-triple ratios: both are measured on the "
+        "same epochs, so either can be read without the other's noise.",
+        epoch_body,
     ])
     return section
