@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import calendar
 import dataclasses
-import hashlib
 import io
 import json
 import math
@@ -64,7 +63,8 @@ import numpy as np
 
 from pyro_vae.atomic import write_atomic, write_json_atomic, write_text_atomic
 from pyro_vae.registry import SpecError, did_you_mean
-from pyro_vae.rundir import CONFIG, MARKER, Run, flat
+from pyro_vae.checkpoints import flat
+from pyro_vae.rundir import CONFIG, MARKER, Run
 from pyro_vae.spec import load_run_spec, parse_yaml
 
 if TYPE_CHECKING:
@@ -152,45 +152,6 @@ def _search(root: Path) -> list[Path]:
 
 
 # ---- reading a run -----------------------------------------------------------------------------
-
-def _eval_file(run: Path, split: str, method: str, suffix: str) -> Path:
-    return run / f"eval-{split}{'' if method == 'is' else f'-{method}'}{suffix}"
-
-
-# replaced by Run.evaluation/Run.points once they land
-def _evaluation(run: Path, split: str, method: str = "is") -> dict[str, Any]:
-    """The JSON summary of the run's ``method`` evaluation of ``split``."""
-    path = _eval_file(run, split, method, ".json")
-    try:
-        summary = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise SpecError(str(path), f"no {method} evaluation of the {split} split in this run; "
-                        f"score it: pyro-vae evaluate {run} --split {split}"
-                        f"{'' if method == 'is' else f' --method {method}'}") from None
-    except (OSError, ValueError) as exc:
-        raise SpecError(str(path), f"cannot read the evaluation: {exc}") from None
-    if not isinstance(summary, dict):
-        raise SpecError(str(path), "cannot read the evaluation: not a JSON object")
-    return summary
-
-
-# replaced by Run.evaluation/Run.points once they land
-def _points(run: Path, split: str, method: str = "is") -> dict[str, np.ndarray]:
-    """The per-point arrays of the evaluation, refused unless their SHA-256 is the one its JSON
-    summary records."""
-    summary, path = _evaluation(run, split, method), _eval_file(run, split, method, ".npz")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise SpecError(str(path), f"cannot read the per-point results: "
-                        f"{exc.strerror or exc}") from None
-    if hashlib.sha256(data).hexdigest() != summary.get("points_sha256"):
-        raise SpecError(str(path), f"does not match {_eval_file(run, split, method, '.json').name}"
-                        " (its SHA-256 differs from the one recorded there): the files come from "
-                        "different evaluations; score the split again")
-    with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
-        return {k: arrays[k] for k in arrays.files}
-
 
 def run_time(run: Path) -> float:
     """Seconds from the run's start to the end of ``train``: its marker's ``updated −
@@ -379,9 +340,9 @@ def _read_members(runs: Sequence[Path], split: str,
     out = []
     for run in runs:
         spec = flat(load_run_spec(run / CONFIG).to_dict())
-        evaluation = _evaluation(run, split, method)
+        evaluation = Run(run).evaluation(split, method)
         if evaluation.get("split", split) != split:
-            raise SpecError(str(_eval_file(run, split, method, ".json")),
+            raise SpecError(str(Run(run).eval_path(split, method)),
                             f"holds an evaluation of the {evaluation.get('split')!r} split, "
                             f"not {split!r}")
         if evaluation.get("num_samples") is not None:
@@ -475,7 +436,7 @@ def paired_gains(groups: Sequence[Group], baseline: Group, split: str = "test",
 
     def points(member: Member) -> dict[str, np.ndarray]:
         if member.path not in cache:
-            cache[member.path] = _points(member.path, split, method)
+            cache[member.path] = Run(member.path).points(split, method)
         return cache[member.path]
 
     base = {m.seed: m for m in baseline.members}

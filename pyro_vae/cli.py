@@ -128,6 +128,14 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"report: {write_report(Path(args.run_dir))}")
 
 
+def cmd_aggregate(args: argparse.Namespace) -> None:
+    from pyro_vae.aggregate import aggregate
+
+    result = aggregate(args.paths, args.baseline, args.split, args.method)
+    print("\n".join(result.lines()))
+    print("\n".join(f"aggregate: {path}" for path in result.write(args.out)))
+
+
 def cmd_datasets(args: argparse.Namespace) -> None:
     """Every registry entry with its parameters: ``name(key=default, key (required))``."""
     from pyro_vae.registry import parameters_text
@@ -221,6 +229,19 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_report)
 
     add_compare_parser(sub)
+
+    a = sub.add_parser("aggregate", help="runs grouped by spec less the seed: mean ± s.e. over "
+                       "seeds, and paired per-point gains against a baseline group")
+    a.add_argument("paths", nargs="+", metavar="DIR|RUN_DIR",
+                   help="run directories, or folders searched for them (a sweep's --out)")
+    a.add_argument("--baseline", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="the group the others are paired against (default: the first)")
+    a.add_argument("--split", choices=["train", "val", "test"], default="test")
+    a.add_argument("--method", choices=["is", "ais"], default="is",
+                   help="which evaluation's per-point scores to pair (default: is)")
+    a.add_argument("--out", type=directory_argument, help="where aggregate.md, .csv, .json "
+                   "and .png go (default: the runs' common parent folder)")
+    a.set_defaults(func=cmd_aggregate)
 
     d = sub.add_parser("datasets", help="list the registries: data, priors, likelihoods, ...")
     d.set_defaults(func=cmd_datasets)

@@ -328,3 +328,26 @@ def test_groups_without_a_seed_in_common_have_no_gain(tmp_path: Path):
     assert all(g.seeds == () and math.isnan(g.mean) for g in result.gains)
     assert "| beta=2.0 | — | — | — |" in result.gain_table()
     result.write(tmp_path / "out")
+
+
+def test_real_runs_aggregate_through_the_command_line(tmp_path, capsys):
+    """Two groups × two seeds trained and scored by ``pyro-vae train``: ``pyro-vae aggregate``
+    pairs the files the runs really wrote, and its gain equals the NumPy recomputation."""
+    from pyro_vae.cli import main
+    from pyro_vae.rundir import Run
+    from tests.tiny_runs import DIGITS, TINY
+
+    for group, extra in (("base", []), ("beta2", ["beta=2.0"])):
+        for seed in (0, 1):
+            sets = [f"--set={s}" for s in (*TINY, *extra, f"train.seed={seed}")]
+            assert main(["train", DIGITS, *sets, "--out", str(tmp_path / group / f"s{seed}")]) == 0
+    capsys.readouterr()
+    assert main(["aggregate", str(tmp_path), "--baseline", "beta=1.0"]) == 0
+    out = capsys.readouterr().out
+    assert "paired differences against" in out and f"aggregate: {tmp_path / AGGREGATE_JSON}" in out
+    record = json.loads((tmp_path / AGGREGATE_JSON).read_text())
+    gains = [g for g in record["gains"] if g["metric"] == "log_px"]
+    per_seed = [np.mean(Run(tmp_path / "beta2" / f"s{s}").points("test")["log_px"]
+                        - Run(tmp_path / "base" / f"s{s}").points("test")["log_px"])
+                for s in (0, 1)]
+    assert len(gains) == 1 and gains[0]["mean"] == pytest.approx(np.mean(per_seed), abs=1e-9)

@@ -404,3 +404,37 @@ def test_a_truncated_checkpoint_is_named_as_cut_short_by_load_run(tmp_path, fini
         Run(run).last.write_bytes(whole[:size])
         with pytest.raises(SpecError, match="cannot read checkpoint: .*the file ends early"):
             pyro_vae.load_run(run)
+
+
+def test_an_evaluation_keeps_its_per_point_arrays_and_refuses_a_mismatched_pair(tmp_path,
+                                                                                 finished):
+    """``eval-test.npz`` beside ``eval-test.json``: the points' rows, per-point log p̂(x), its
+    Monte Carlo s.e., ESS and ELBO, whose means are the summary's; the summary records the
+    file's SHA-256, so an .npz of another evaluation is refused on reading, and ``--overwrite``
+    still recognises the run."""
+    import numpy as np
+
+    from pyro_vae.registry import SpecError
+    from pyro_vae.scoring import Evaluation
+
+    run = Run(tmp_path / "run")
+    shutil.copytree(finished, run.root)
+    summary, points = run.evaluation("test"), run.points("test")
+    assert summary["points_file"] == "eval-test.npz" and len(summary["data_sha256"]) == 64
+    assert set(points) == {"index", "log_px", "log_px_se", "ess", "elbo", "bits_per_dim"}
+    np.testing.assert_array_equal(points["index"], np.arange(summary["num_points"]))
+    assert np.mean(points["log_px"]) == pytest.approx(summary["log_px"], abs=1e-12)
+    assert np.mean(points["log_px_se"]) == pytest.approx(summary["log_px_stderr"], abs=1e-12)
+    assert np.mean(points["ess"]) == pytest.approx(summary["ess"], abs=1e-12)
+    assert np.mean(points["bits_per_dim"]) == pytest.approx(summary["bits_per_dim"], rel=1e-12)
+    read = Evaluation.read(summary, points)  # what the command printed, back from the files
+    assert read.log_px == summary["log_px"] and f"{summary['log_px']:.3f}" in read.lines()[0]
+    np.testing.assert_array_equal(read.points.log_px.numpy(), points["log_px"])
+    other = dict(points, log_px=points["log_px"] + 1.0)
+    np.savez(run.root / "eval-test.npz", **other)
+    with pytest.raises(SpecError, match="SHA-256 differs"):
+        run.points("test")
+    assert run.is_run() is None  # the .npz belongs to the layout
+    (run.root / "eval-test.npz").unlink()
+    with pytest.raises(SpecError, match="cannot read the per-point results"):
+        run.points("test")
