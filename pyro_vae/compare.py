@@ -2,12 +2,17 @@
 
 Each estimator (``iwae:k=5``, ``renyi:alpha=0.5,k=5``, ...; ``k`` is an alias of ``particles``)
 trains the VAE of one spec from the same initial weights and seed, for the same epochs, in its own
-run directory ``OUT/runs/<label>/``; or, with ``--checkpoint RUN_DIR``, every estimator is scored
-on that run's trained weights without training. Then, per estimator (see
+run directory ``OUT/runs/<label>/seed-<s>/``, once per seed s of ``--seeds R`` (the spec's seed
+and the R − 1 after it); each is an ordinary, scored run (``pyro-vae aggregate OUT`` and
+``report`` read it). Or, with ``--checkpoint RUN_DIR``, every estimator is scored on that run's
+trained weights without training. Then, per estimator (see
 :mod:`inference.compare`): its objective on a fixed validation batch, the signal-to-noise ratio of
 its gradient for the guide (encoder) and the model (decoder, prior, likelihood) parameters over R
 draws, the time of one loss + gradient evaluation, and the trained model's ELBO and
-importance-sampled log p(x) on the evaluation split. Writes ``compare.csv``, ``compare.md`` and
+importance-sampled log p(x) on the evaluation split. With R > 1 seeds, ``compare.md`` shows each
+column's mean ± s.e. over seeds and the log p(x) gain over the first estimator, paired per image
+within each seed (:func:`pyro_vae.aggregate.paired_gains`). Writes ``compare.csv`` (a row per
+estimator and seed), ``compare.md`` and
 ``figures/compare.png`` in OUT, holding OUT's lock (:class:`pyro_vae.rundir.Run`) from its first
 write to its last: a run being trained or written by another command is refused, naming the holder.
 """
@@ -36,6 +41,7 @@ if TYPE_CHECKING:
 
     from inference.compare import Row
     from pyro_vae.prepared import Prepared
+    from pyro_vae.scoring import Evaluation
 
 ALIASES = {"k": "particles"}
 RUNS = "runs"
@@ -43,8 +49,11 @@ COMPARE_CSV, COMPARE_MD, FIGURE = "compare.csv", "compare.md", Path("figures") /
 #: What a comparison that trains writes into OUT (``*`` as in glob).
 TRAINED_LAYOUT = (CONFIG, RUNS, COMPARE_CSV, COMPARE_MD, FIGURE.parts[0], LOCK, ".*.tmp")
 #: The columns of compare.csv and what they mean (the bound and SNR columns: inference.compare).
+#: The columns compare.md shows as mean ± s.e. over seeds when there are several.
+SEED_COLUMNS = ("bound", "snr_guide", "snr_model", "ms_per_step", "elbo", "log_px")
 COLUMNS = {
     "estimator": "the --estimators entry",
+    "seed": "train.seed of the run (the spec's seed with --checkpoint)",
     "bound": "the estimator's objective per data point on the fixed validation batch, at the "
              "spec's β (a lower bound on log p(x) when β = 1; for renyi also α ≥ 0), mean of R "
              "draws (nats)",
@@ -139,19 +148,8 @@ def gradient_rows(prepared: Prepared, estimators: Mapping[str, Component],
                                   num_data=vae.num_data or len(x), seed=spec.train.seed)
 
 
-def evaluation_columns(prepared: Prepared) -> Row:
-    """ELBO and importance-sampled log p(x) on the spec's evaluation split and sample count."""
-    import pyro
-
-    from pyro_vae.scoring import evaluate
-
-    spec = prepared.spec
-    pyro.set_rng_seed(spec.train.seed)
-    x = _on_device(prepared, spec.evaluate.split)
-    bundle = prepared.bundle
-    result = evaluate(prepared.vae, x, spec.evaluate.split, spec.evaluate.num_samples,
-                      spec.evaluate.memory_budget_mb, log_jacobian=bundle.log_jacobian,
-                      model_scale=bundle.scale_name, counts=bundle.transform == "dequantize")
+def evaluation_columns(result: Evaluation) -> Row:
+    """ELBO and importance-sampled log p(x) of an evaluation, with the two standard errors."""
     se = result.points.stderr.double()  # independent across points: the mean's s.e. adds in squares
     return {"elbo": result.elbo, "log_px": result.log_px,
             "log_px_stderr": float(se.square().sum().sqrt() / len(se)),
@@ -159,53 +157,102 @@ def evaluation_columns(prepared: Prepared) -> Row:
 
 
 def compare_trained(spec: Spec, estimators: Mapping[str, Component], out: Run, repeats: int,
-                    overwrite: bool = False) -> list[Row]:
-    """Train ``spec`` once per estimator from the same initial weights (checked) and seed, each in
-    ``out/runs/<label>``; score each trained model. Locks ``out`` (:func:`claim`) and writes
+                    seeds: Sequence[int], overwrite: bool = False) -> list[Row]:
+    """Train ``spec`` once per estimator and seed, the estimators of a seed from the same
+    initial weights (checked), each in ``out/runs/<label>/seed-<s>`` and scored there
+    (:func:`pyro_vae.pipeline.score`). Locks ``out`` (:func:`claim`) and writes
     ``out/config.yaml`` (the spec, estimator aside) once the first model is built, so a data error
     leaves nothing behind; the caller lets the lock go."""
     import torch
 
+    from pyro_vae.pipeline import fit, score
     from pyro_vae.prepared import check_step_memory, prepare
-    from pyro_vae.pipeline import fit
 
-    rows, initial = [], None
-    for label, component in estimators.items():
-        if chatty():
-            print(f"{label}: training {spec.train.max_epochs} epoch(s)", file=sys.stderr)
-        prepared = prepare(dataclasses.replace(spec, estimator=component))
-        state = {k: v.detach().clone() for k, v in prepared.vae.state_dict().items()}
-        if initial is None:
-            check_step_memory(spec, prepared.bundle.shape, estimators,
-                              spec.train.batch_size, "--estimators")
-            initial = state
-            claim(out, overwrite, fresh=True)
-            out.write_config(spec)
-        elif state.keys() != initial.keys() or not all(torch.equal(state[k], v)
-                                                       for k, v in initial.items()):
-            raise RuntimeError(f"{label}: the VAE did not start from the first estimator's "
-                               "weights; the comparison would not be fair")
-        fit(prepared, out.root / RUNS / run_name(label), overwrite=overwrite)
-        [row] = gradient_rows(prepared, {label: component}, repeats)
-        rows.append(row | evaluation_columns(prepared))
+    rows: list[Row] = []
+    for seed in seeds:
+        initial = None
+        for label, component in estimators.items():
+            if chatty():
+                print(f"{label}, seed {seed}: training {spec.train.max_epochs} epoch(s)",
+                      file=sys.stderr)
+            train = dataclasses.replace(spec.train, seed=seed)
+            prepared = prepare(dataclasses.replace(spec, estimator=component, train=train))
+            state = {k: v.detach().clone() for k, v in prepared.vae.state_dict().items()}
+            if initial is None:
+                if not rows:
+                    check_step_memory(spec, prepared.bundle.shape, estimators,
+                                      spec.train.batch_size, "--estimators")
+                    claim(out, overwrite, fresh=True)
+                    out.write_config(spec)
+                initial = state
+            elif state.keys() != initial.keys() or not all(torch.equal(state[k], v)
+                                                           for k, v in initial.items()):
+                raise RuntimeError(f"{label}: the VAE did not start from the first estimator's "
+                                   "weights; the comparison would not be fair")
+            run = Run(out.root / RUNS / run_name(label) / f"seed-{seed}")
+            try:
+                trainer = fit(prepared, run, overwrite=overwrite)
+                result = score(prepared, run, trainer.strategy.root_device, rank0=True)
+            finally:
+                run.unlock()
+            [row] = gradient_rows(prepared, {label: component}, repeats)
+            rows.append({"estimator": label, "seed": seed} | row | evaluation_columns(result))
     return rows
 
 
 def compare_checkpoint(prepared: Prepared, estimators: Mapping[str, Component],
                        repeats: int) -> list[Row]:
     """Every estimator on the same trained weights; the evaluation columns are shared."""
-    evaluation = evaluation_columns(prepared)
-    return [row | evaluation for row in gradient_rows(prepared, estimators, repeats)]
+    import pyro
+
+    from pyro_vae.prepared import train_device
+    from pyro_vae.scoring import evaluate_run
+
+    pyro.set_rng_seed(prepared.spec.train.seed)
+    evaluation = evaluation_columns(evaluate_run(prepared, train_device(prepared.spec)))
+    return [{"estimator": label, "seed": prepared.spec.train.seed} | row | evaluation
+            for label, row in zip(estimators, gradient_rows(prepared, estimators, repeats))]
 
 
-def write_outputs(rows: Sequence[Row], out: Run, description: str) -> str:
-    """compare.csv, compare.md (description, table, column legend) and figures/compare.png in
-    ``out`` (locked: :func:`claim`); returns the table."""
+def seed_table(rows: Sequence[Row], out: Run, split: str) -> str:
+    """Per estimator, each column's mean ± s.e. over seeds, and the gain in log p(x) over the
+    first estimator paired per image within each seed (± the s.e. over seeds)."""
+    from inference.compare import markdown_table
+    from pyro_vae.aggregate import make_groups, mean_se, paired_gains, plus_minus
+
+    labels = list(dict.fromkeys(str(r["estimator"]) for r in rows))
+    runs = {label: [out.root / RUNS / run_name(label) / f"seed-{r['seed']}"
+                    for r in rows if r["estimator"] == label] for label in labels}
+    groups = make_groups([p for paths in runs.values() for p in paths], split)
+    by_label = {label: next(g for g in groups if {m.path for m in g.members} == set(paths))
+                for label, paths in runs.items()}
+    gains = {g.group: g for g in paired_gains(groups, by_label[labels[0]], split)
+             if g.metric == "log_px"}
+    table = []
+    for label in labels:
+        mine = [r for r in rows if r["estimator"] == label]
+        cells: Row = {"estimator": label, "seeds": len(mine)}
+        for column in SEED_COLUMNS:
+            cells[column] = plus_minus(*mean_se([float(r[column]) for r in mine])[:2])
+        gain = gains.get(by_label[label].label)
+        cells["log p(x) gain, paired"] = "—" if gain is None else plus_minus(gain.mean, gain.se)
+        table.append(cells)
+    return markdown_table(table, list(table[0]))
+
+
+def write_outputs(rows: Sequence[Row], out: Run, description: str, split: str) -> str:
+    """compare.csv, compare.md (description, the table over seeds when there are several, the
+    table of runs, the column legend) and figures/compare.png in ``out`` (locked:
+    :func:`claim`); returns the tables."""
     from inference.compare import csv_text, markdown_table
     from pyro_vae.figures import plot_estimator_comparison
 
     columns = [c for c in COLUMNS if any(c in r for r in rows)]
     table = markdown_table(rows, columns)
+    if len({r["seed"] for r in rows}) > 1:
+        table = (f"Mean ± s.e. over seeds; the gain is paired per {split} image within each "
+                 f"seed, against the first estimator:\n\n{seed_table(rows, out, split)}\n\n"
+                 f"Each run:\n\n{table}")
     legend = "\n".join(f"- `{c}`: {COLUMNS[c]}" for c in columns)
     out.write_text(out.root / COMPARE_CSV, csv_text(rows, columns))
     text = f"# Estimator comparison\n\n{description}\n\n{table}\n\n{legend}\n"
@@ -255,10 +302,12 @@ def cmd_compare(args: argparse.Namespace) -> None:
     if args.repeats < 2:
         raise SpecError("--repeats", f"must be >= 2 (a variance needs two draws), got "
                         f"{args.repeats}")
+    if args.seeds < 1:
+        raise SpecError("--seeds", f"must be >= 1, got {args.seeds}")
     if args.checkpoint:
-        if args.config or args.set or args.epochs is not None:
+        if args.config or args.set or args.epochs is not None or args.seeds != 1:
             raise SpecError("--checkpoint", "scores a trained run as it is: give no CONFIG, "
-                            "--set or --epochs with it")
+                            "--set, --epochs or --seeds with it")
         out = Run(args.out if args.out else args.checkpoint)
     elif args.config:
         out = Run(args.out if args.out else Path("runs") / f"compare-{Path(args.config).stem}")
@@ -271,7 +320,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
                        f"{spec.train.batch_size} validation points; ELBO and log p(x) on the "
                        f"{spec.evaluate.split} split with K = {spec.evaluate.num_samples} "
                        "importance samples.")
-        print(write_outputs(rows, out, description))
+        print(write_outputs(rows, out, description, spec.evaluate.split))
         print(f"comparison: {out.root / COMPARE_MD}, {out.root / COMPARE_CSV}, "
               f"{out.root / FIGURE}")
     finally:
@@ -313,10 +362,13 @@ def train_each(args: argparse.Namespace, estimators: Mapping[str, Component],
     if spec.train.devices > 1:
         raise SpecError("train.devices", "compare trains in one process: set it to 1")
     _check(out.root, args.overwrite, fresh=True)
-    rows = compare_trained(spec, estimators, out, args.repeats, args.overwrite)
+    seeds = list(range(spec.train.seed, spec.train.seed + args.seeds))
+    rows = compare_trained(spec, estimators, out, args.repeats, seeds, args.overwrite)
+    which = (f"seed {seeds[0]}" if len(seeds) == 1 else
+             f"each of seeds {seeds[0]}–{seeds[-1]}")
     return rows, spec, (f"Each estimator trained `{args.config}` for {spec.train.max_epochs} "
-                        f"epoch(s) from the same initial weights (seed {spec.train.seed}); runs "
-                        f"in `{out.root / RUNS}`")
+                        f"epoch(s) from the same initial weights ({which}); runs in "
+                        f"`{out.root / RUNS}`")
 
 
 def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -329,6 +381,9 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "(k = particles; default: every registered estimator)")
     c.add_argument("--epochs", type=int, help="training epochs (default: the spec's max_epochs)")
     c.add_argument("--repeats", type=int, default=100, help="R gradient draws (default 100)")
+    c.add_argument("--seeds", type=int, default=1, metavar="S",
+                   help="train each estimator with S seeds (the spec's train.seed and the next "
+                        "S − 1); compare.md then shows mean ± s.e. over seeds and paired gains")
     c.add_argument("--checkpoint", metavar="RUN_DIR",
                    help="score a trained run's weights instead of training")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -56,7 +56,7 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-COLUMNS = ["estimator", "bound", "bound_std", "bound_stderr", "snr_guide", "snr_guide_median",
+COLUMNS = ["estimator", "seed", "bound", "bound_std", "bound_stderr", "snr_guide", "snr_guide_median",
            "snr_model", "snr_model_median", "ms_per_step", "repeats", "elbo", "log_px",
            "log_px_stderr", "log_px_sem"]
 
@@ -75,9 +75,10 @@ def test_compare_trains_each_estimator_then_scores_a_checkpoint(tmp_path, capsys
     assert (out / "figures" / "compare.png").stat().st_size > 0
     assert load_spec(out / "config.yaml").train.max_epochs == 1
     for row in rows:
-        run = out / "runs" / run_name(row["estimator"])
+        run = out / "runs" / run_name(row["estimator"]) / "seed-0"
         assert load_spec(run / "config.yaml").estimator == parse_estimator(row["estimator"])
         assert (run / "checkpoints" / "last.ckpt").is_file()
+        assert (run / "eval-test.json").is_file() and (run / "eval-test.npz").is_file()
         values = {k: float(v) for k, v in row.items() if k != "estimator"}
         assert all(math.isfinite(v) for v in values.values()), row
         # a trained 4-dimensional model: bounds of tens of nats, the IS estimate above the ELBO
@@ -88,7 +89,7 @@ def test_compare_trains_each_estimator_then_scores_a_checkpoint(tmp_path, capsys
         cmd_compare(args)
 
     # Scoring a trained run: no training, the evaluation columns shared, files in the run itself.
-    run = out / "runs" / "trace"
+    run = out / "runs" / "trace" / "seed-0"
     cmd_compare(compare_args("--checkpoint", str(run), "--estimators", "trace", "stl",
                              "--repeats", "3"))
     rows = read_rows(run / "compare.csv")
@@ -186,3 +187,32 @@ def test_out_must_be_empty_or_an_earlier_comparison(tmp_path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(SpecError, match="is not empty and holds no compare.csv"):
         cmd_compare(compare_args(DIGITS, "--out", str(tmp_path)))
+
+
+def test_seeds_give_mean_and_se_over_seeds_and_the_gain_paired_per_image(tmp_path, capsys):
+    """``--seeds 2``: each estimator trained with seeds 0 and 1 into ordinary scored runs; the
+    table over seeds shows each column's mean ± s.e. and the log p(x) gain over the first
+    estimator, which is the mean over seeds of the per-image differences in the runs' files."""
+    import numpy as np
+
+    from pyro_vae.aggregate import mean_se, plus_minus
+    from pyro_vae.rundir import Run
+
+    out = tmp_path / "cmp"
+    sets = [x for s in [*TINY, "data.limit=128"] for x in ("--set", s)]
+    cmd_compare(compare_args(DIGITS, "--estimators", "trace", "iwae:k=3", "--epochs", "1",
+                             "--repeats", "2", "--seeds", "2", "--out", str(out), *sets))
+    rows = read_rows(out / "compare.csv")
+    assert [(r["estimator"], r["seed"]) for r in rows] == [
+        ("trace", "0"), ("iwae:k=3", "0"), ("trace", "1"), ("iwae:k=3", "1")]
+    text = (out / "compare.md").read_text()
+    runs = {(label, seed): Run(out / "runs" / run_name(label) / f"seed-{seed}")
+            for label in ("trace", "iwae:k=3") for seed in (0, 1)}
+    per_seed = [np.mean(runs["iwae:k=3", s].points("test")["log_px"]
+                        - runs["trace", s].points("test")["log_px"]) for s in (0, 1)]
+    mean, se, _ = mean_se(per_seed)
+    assert "Mean ± s.e. over seeds" in text and f"| {plus_minus(mean, se)} |" in text
+    log_px = [float(r["log_px"]) for r in rows if r["estimator"] == "trace"]
+    assert f"| {plus_minus(*mean_se(log_px)[:2])} |" in text
+    with pytest.raises(SpecError, match="--seeds"):
+        cmd_compare(compare_args(DIGITS, "--seeds", "0", "--out", str(tmp_path / "x")))
