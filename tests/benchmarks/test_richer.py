@@ -1,12 +1,12 @@
-"""Smoke test of the richer-models benchmark at toy size (digits, tiny networks, one epoch), in a
-subprocess as ``python -m benchmarks.richer`` runs it."""
+"""Smoke test of the richer-models benchmark (section 6) at toy size (digits, tiny networks, one
+epoch), in a subprocess as ``python -m benchmarks.richer`` runs it."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_richer_benchmark_runs_at_toy_size(tmp_path):
