@@ -29,7 +29,8 @@ import torch
 from processes import EXE
 from pyro_vae import data
 from pyro_vae.cli import EXIT_USER_ERROR, main, parser
-from pyro_vae.rundir import checkpoint_step, last_path
+from pyro_vae.checkpoints import checkpoint_step
+from pyro_vae.rundir import Run
 from pyro_vae.spec import COMPONENTS
 from tiny_runs import DIGITS, LONG, SETS, STEPS_PER_EPOCH, logged_steps
 
@@ -388,10 +389,10 @@ def test_a_full_disk_mid_run_keeps_the_last_checkpoint_and_the_run_resumes(tmp_p
     monkeypatch.undo()
     err = capsys.readouterr().err.strip()
     assert code == EXIT_USER_ERROR and "\n" not in err and "Traceback" not in err
-    assert err.startswith(f"pyro-vae: error: {last_path(run)}: No space left on device")
-    assert f"{last_path(run)} (step 3)" in err and f"pyro-vae train --resume {run}" in err
-    assert checkpoint_step(last_path(run)) == 3 and not list(run.rglob("*.tmp"))
+    assert err.startswith(f"pyro-vae: error: {Run(run).last}: No space left on device")
+    assert f"{Run(run).last} (step 3)" in err and f"pyro-vae train --resume {run}" in err
+    assert checkpoint_step(Run(run).last) == 3 and not list(run.rglob("*.tmp"))
 
     assert main(["train", "--resume", str(run)]) == 0
-    assert checkpoint_step(last_path(run)) == 2 * STEPS_PER_EPOCH
+    assert checkpoint_step(Run(run).last) == 2 * STEPS_PER_EPOCH
     assert logged_steps(run) == list(range(2 * STEPS_PER_EPOCH))

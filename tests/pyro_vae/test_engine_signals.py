@@ -31,9 +31,11 @@ import torch
 from processes import EXE, HELD_STEP, HOLDER, WAIT, held, wait_until
 from pyro_vae.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, main
 from pyro_vae.prepared import prepare
-from pyro_vae.rundir import LOCK, Run, checkpoint_step, last_path
+from pyro_vae.checkpoints import checkpoint_step
+from pyro_vae.rundir import LOCK, Run
 from pyro_vae.spec import load_spec
-from pyro_vae.trainer import VAEModule, fit
+from pyro_vae.pipeline import fit
+from pyro_vae.trainer import VAEModule
 # LONG: 200 digits, batch 32, 7 steps per epoch, no periodic checkpoints, so a run's only
 # checkpoint before its first epoch ends is the one a signal made
 from tiny_runs import DIGITS, LONG, STEPS_PER_EPOCH, logged_steps
@@ -56,7 +58,7 @@ def test_sigterm_saves_at_the_step_exits_143_and_the_same_command_continues(tmp_
     assert proc.returncode == EXIT_TERMINATED, err
     lines = err.splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
-    step = checkpoint_step(last_path(run))
+    step = checkpoint_step(Run(run).last)
     assert step == HELD_STEP + 1  # written on SIGTERM: no periodic checkpoint comes this early
     assert "interrupted (SIGTERM)" in lines[0] and f"(step {step})" in lines[0]
     assert not (run / "eval-test.json").exists() and not (run / LOCK).exists()
@@ -68,7 +70,7 @@ def test_sigterm_saves_at_the_step_exits_143_and_the_same_command_continues(tmp_
     assert done.returncode == 0, done.stderr
     notes = done.stderr.splitlines()
     assert len(notes) == 1 and notes[0].startswith("pyro-vae: note: ") and "continuing" in notes[0]
-    assert checkpoint_step(last_path(run)) == finish * STEPS_PER_EPOCH
+    assert checkpoint_step(Run(run).last) == finish * STEPS_PER_EPOCH
     assert logged_steps(run) == list(range(finish * STEPS_PER_EPOCH))  # every step once
     assert Run(run).state() == "finished" and (run / "eval-test.json").is_file()
 
@@ -90,7 +92,7 @@ def test_sigusr1_the_slurm_warning_saves_at_the_step_and_exits_138(tmp_path, cap
     assert signal.getsignal(signal.SIGUSR1) is handler  # restored
     assert code == 128 + signal.SIGUSR1 == 138
     assert "\n" not in err and "interrupted (SIGUSR1) after step 10" in err
-    assert f"{last_path(run)} (step 10)" in err and checkpoint_step(last_path(run)) == 10
+    assert f"{Run(run).last} (step 10)" in err and checkpoint_step(Run(run).last) == 10
 
 
 # Two Ctrl-C sent from outside may reach Python as one (a signal pending twice runs its handler
@@ -120,7 +122,7 @@ def test_a_second_ctrl_c_stops_at_once_with_exit_130_and_one_line(tmp_path):
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert "stopped at once by a second Ctrl-C" in lines[0]
     # the step under way was not finished or saved: the last checkpoint is step 4's
-    assert checkpoint_step(last_path(run)) == 4 and "(step 4)" in lines[0]
+    assert checkpoint_step(Run(run).last) == 4 and "(step 4)" in lines[0]
     assert Run(run).state() == "stopped" and not (run / LOCK).exists()
 
 
@@ -142,13 +144,13 @@ def test_ctrl_c_saves_at_the_step_and_resumes_to_the_uninterrupted_result(tmp_pa
     assert signal.getsignal(signal.SIGINT) is handler  # restored
     assert code == EXIT_INTERRUPTED
     assert "\n" not in err and "Traceback" not in err
-    assert f"{last_path(run)} (step 10)" in err and f"pyro-vae train --resume {run}" in err
-    assert checkpoint_step(last_path(run)) == 10  # the step under way finished, then the save
+    assert f"{Run(run).last} (step 10)" in err and f"pyro-vae train --resume {run}" in err
+    assert checkpoint_step(Run(run).last) == 10  # the step under way finished, then the save
     assert not (run / "eval-test.json").exists() and not list(run.rglob("*.tmp"))
 
     finish = ["train.max_epochs=3"]
     fit(prepare(Run(run).resume_spec(finish)), run, resume=True)
-    resumed = torch.load(last_path(run), weights_only=True)["state_dict"]
+    resumed = torch.load(Run(run).last, weights_only=True)["state_dict"]
     whole = prepare(load_spec(DIGITS, [*LONG, *finish]))
     fit(whole, tmp_path / "whole")
     for key, value in whole.vae.state_dict().items():  # same batches, draws and Adam states
@@ -168,7 +170,7 @@ def test_ctrl_c_to_the_console_script_then_resume_to_completion(tmp_path):
     _, err = proc.communicate(input="", timeout=WAIT)  # the end of stdin lets step 4 go on
     assert proc.returncode == EXIT_INTERRUPTED, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    saved = torch.load(last_path(run), weights_only=True)
+    saved = torch.load(Run(run).last, weights_only=True)
     step = saved["global_step"]
     assert step == HELD_STEP + 1  # no periodic checkpoint: this one was written on Ctrl-C
     assert f"(step {step})" in err and f"pyro-vae train --resume {run}" in err
@@ -178,7 +180,7 @@ def test_ctrl_c_to_the_console_script_then_resume_to_completion(tmp_path):
     done = subprocess.run([EXE, "train", "--resume", str(run), f"--set=train.max_epochs={finish}"],
                           capture_output=True, text=True, timeout=WAIT)
     assert done.returncode == 0, done.stderr
-    assert checkpoint_step(last_path(run)) == finish * STEPS_PER_EPOCH
+    assert checkpoint_step(Run(run).last) == finish * STEPS_PER_EPOCH
     assert logged_steps(run) == list(range(finish * STEPS_PER_EPOCH))  # every step once
     assert (run / "eval-test.json").is_file()
 
@@ -260,7 +262,7 @@ def finish_nodes(nodes: list[subprocess.Popen], timeout: float = WAIT) -> list[t
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
-    return torch.load(last_path(run), weights_only=True)["state_dict"]
+    return torch.load(Run(run).last, weights_only=True)["state_dict"]
 
 
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed")
@@ -272,7 +274,7 @@ def test_two_torchrun_nodes_train_in_step_and_a_sigterm_then_rerun_ends_as_one_r
         assert code == 0, err
     report = json.loads((whole / "ddp.json").read_text())
     assert report["world_size"] == 2 and len(set(report["parameter_sha256"])) == 1
-    assert checkpoint_step(last_path(whole)) == 12
+    assert checkpoint_step(Run(whole).last) == 12
 
     run, signals = tmp_path / "run", tmp_path / "signals"
     procs = two_nodes(run, epochs, held=signals)
@@ -285,12 +287,12 @@ def test_two_torchrun_nodes_train_in_step_and_a_sigterm_then_rerun_ends_as_one_r
             os.kill(worker, signal.SIGTERM)
         node.stdin.close()  # the end of stdin lets step 4 go on
     finish_nodes(procs)
-    stopped = checkpoint_step(last_path(run))
+    stopped = checkpoint_step(Run(run).last)
     assert stopped == HELD_STEP + 1 and Run(run).state() == "stopped"
 
     for code, err in finish_nodes(two_nodes(run, epochs)):  # the same command resumes
         assert code == 0, err
-    assert checkpoint_step(last_path(run)) == 12
+    assert checkpoint_step(Run(run).last) == 12
     resumed, uninterrupted = weights(run), weights(whole)
     for key, value in uninterrupted.items():
         assert torch.equal(resumed[key], value), key
@@ -313,7 +315,7 @@ def test_a_ctrl_c_during_the_last_step_stops_before_scoring_and_resume_scores(tm
     run = tmp_path / "run"
     assert main(command(run, "train.max_epochs=2")[1:]) == EXIT_INTERRUPTED
     assert f"interrupted (Ctrl-C) after step {last + 1}" in capsys.readouterr().err
-    assert checkpoint_step(last_path(run)) == last + 1 and Run(run).state() == "stopped"
+    assert checkpoint_step(Run(run).last) == last + 1 and Run(run).state() == "stopped"
     assert not (run / "eval-test.json").exists()
 
     monkeypatch.setattr(VAEModule, "training_step", original)
@@ -323,7 +325,7 @@ def test_a_ctrl_c_during_the_last_step_stops_before_scoring_and_resume_scores(tm
     assert (run / "config.yaml").read_bytes() == config and Run(run).state() == "stopped"
     assert main(["train", "--resume", str(run)]) == 0
     assert Run(run).state() == "finished" and (run / "eval-test.json").is_file()
-    assert checkpoint_step(last_path(run)) == last + 1
+    assert checkpoint_step(Run(run).last) == last + 1
     assert logged_steps(run) == list(range(last + 1))
 
 
@@ -349,12 +351,12 @@ def test_a_stop_signal_during_the_final_evaluation_keeps_the_run_and_the_same_co
     assert "\n" not in err and "interrupted (Ctrl-C) during the evaluation" in err, err
     assert f"the same command or pyro-vae train --resume {run} scores it" in err
     assert Run(run).state() == "finished" and not (run / "eval-test.json").exists()
-    trained = (last_path(run).read_bytes(), logged_steps(run))
+    trained = (Run(run).last.read_bytes(), logged_steps(run))
 
     monkeypatch.setattr(evaluate, "evaluate_run", original)
     assert main(command(run, "train.max_epochs=1", "evaluate.num_samples=7")[1:]) == 0
     assert "run directory" in capsys.readouterr().out
     assert json.loads((run / "eval-test.json").read_text())["num_samples"] == 7
-    assert (last_path(run).read_bytes(), logged_steps(run)) == trained
+    assert (Run(run).last.read_bytes(), logged_steps(run)) == trained
     assert main(command(run, "train.max_epochs=1")[1:]) != 0  # scored: no longer this case
     assert "exists" in capsys.readouterr().err

@@ -213,7 +213,7 @@ def trained_by_cli(tmp_path_factory):
     """estimator ↦ (spec, held-out ELBO) of ``pyro-vae train``'s training (prepare + fit), each
     trained once for the module."""
     from pyro_vae.prepared import prepare
-    from pyro_vae.trainer import fit
+    from pyro_vae.pipeline import fit
 
     done: dict[str, tuple] = {}
 
