@@ -29,7 +29,8 @@ if TYPE_CHECKING:  # torch: imported where a checkpoint or the data are read
 
 #: Spec keys ``--resume`` may change besides ``evaluate.*``: none alters what a checkpoint means.
 RESUMABLE = ("train.max_epochs", "train.lr", "train.gradient_clip", "train.progress",
-             "train.logger", "train.jit", "train.keep_checkpoints", "train.blowup_factor")
+             "train.logger", "train.mlflow_uri", "train.mlflow_experiment", "train.jit",
+             "train.keep_checkpoints", "train.blowup_factor")
 RECORD = "pyro_vae"  # the checkpoint entry holding the spec and data digests
 
 

@@ -100,6 +100,7 @@ def train(config: Config | None = None, out: str | Path | None = None,
     run, spec = run_for(config, out, overrides, resume, overwrite)
     from lightning.pytorch.utilities import rank_zero_only
 
+    from pyro_vae import tracking
     from pyro_vae.prepared import load_run, prepare
     from pyro_vae.scoring import device_for
 
@@ -125,6 +126,7 @@ def train(config: Config | None = None, out: str | Path | None = None,
         trainer = fit(prepared, run, overwrite=overwrite, resume=resume is not None or continues)
         rank0 = trainer.global_rank == 0 and rank_zero_only.rank == 0
         result = score(prepared, run, trainer.strategy.root_device, rank0)
+        tracking.finish(trainer, run, result)  # TensorBoard, MLflow: final scores, figures
         return Trained(run, prepared, result if rank0 else None)
     finally:
         run.unlock()

@@ -42,7 +42,12 @@ class TrainSpec:
     end; the newest ``keep_checkpoints`` of them also stay as ``checkpoints/step-<N>.ckpt``.
     ``blowup_factor`` F stops training (exit 3) when the loss per point jumps above F times its
     recent median or a parameter above F times the largest at the start (0: only NaN/inf).
-    ``logger``: metrics.csv always, plus TensorBoard event files with ``tensorboard``.
+    ``logger``: one of ``csv``, ``tensorboard``, ``mlflow`` or a list of them; metrics.csv is
+    written always, TensorBoard event files (``tensorboard/``, the spec and final scores in its
+    HParams view) and an MLflow run besides where named (:mod:`pyro_vae.tracking`). MLflow logs
+    to ``mlflow_uri`` (default: the local store ``mlruns/`` beside the run directory) in the
+    experiment ``mlflow_experiment`` (default: the name of the folder holding the run directory,
+    so a sweep's runs share one), the run named as its directory.
     ``accelerator``/``devices``/``num_nodes``/``strategy`` as in Lightning's Trainer; ``ddp``
     runs one process per device and node (``torchrun`` or SLURM start the nodes). ``jit`` replays the estimator's loss from a ``torch.jit`` trace after its first
     step at each batch shape and β (:class:`inference.compiled.TracedLoss`, checked against the
@@ -63,7 +68,9 @@ class TrainSpec:
     keep_checkpoints: int = 3
     blowup_factor: float = 1000.0
     log_every_n_steps: int = 50
-    logger: Literal["csv", "tensorboard"] = "csv"
+    logger: str | tuple[str, ...] = "csv"
+    mlflow_uri: str | None = None
+    mlflow_experiment: str | None = None
     accelerator: Literal["auto", "cpu", "gpu"] = "cpu"
     devices: int = 1
     num_nodes: int = 1
@@ -85,6 +92,31 @@ class TrainSpec:
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be >= 0, got {value}")
+        _check_loggers(self.logger)
+        for name in ("mlflow_uri", "mlflow_experiment"):
+            if getattr(self, name) is not None and not getattr(self, name).strip():
+                raise SpecError(f"train.{name}", "is empty; leave it out for the default")
+
+    @property
+    def loggers(self) -> tuple[str, ...]:
+        """The logger names, one or several (``csv`` needs none: metrics.csv is always written)."""
+        return (self.logger,) if isinstance(self.logger, str) else self.logger
+
+
+LOGGERS = ("csv", "tensorboard", "mlflow")
+
+
+def _check_loggers(value: str | tuple[str, ...]) -> None:
+    names = (value,) if isinstance(value, str) else value
+    for name in names:
+        if name not in LOGGERS:
+            raise SpecError("train.logger", f"{shown(name)} is not one of: {', '.join(LOGGERS)} "
+                            "(or a list of them; metrics.csv is written either way)"
+                            + did_you_mean(name, LOGGERS))
+    twice = next((name for i, name in enumerate(names) if name in names[:i]), None)
+    if twice is not None:
+        raise SpecError("train.logger", f"{shown(twice)} is named twice; a list names each of "
+                        f"{', '.join(LOGGERS)} at most once")
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,10 @@ per data point. The KL weight at step t is β_t = β · min(1, (t + 1)/T) for a 
 The Trainer writes into its :class:`~pyro_vae.rundir.Run`: ``checkpoints/last.ckpt`` (rewritten
 atomically every ``train.checkpoint_every_steps`` steps and every ``checkpoint_every_epochs``
 epochs, at the end, and where a stop signal ended training; ``best.ckpt`` with early stopping)
-and ``metrics.csv``. A run's life around it (claiming the directory, resuming with the weights,
-optimizer, scheduler, loop position, early-stopping and RNG states, mapping failures to what
-the user sees) is :mod:`pyro_vae.pipeline`'s.
+and ``metrics.csv``, with TensorBoard and MLflow as ``train.logger`` names them
+(:mod:`pyro_vae.tracking`). A run's life around it (claiming the directory, resuming with the
+weights, optimizer, scheduler, loop position, early-stopping and RNG states, mapping failures to
+what the user sees) is :mod:`pyro_vae.pipeline`'s.
 
 Under ``strategy: ddp`` Lightning re-launches the command once per extra device; rank 0 alone
 writes the run directory. The data plate keeps the global N and each rank sees its own share of
@@ -32,7 +33,6 @@ import lightning as L
 import pyro
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import Logger
 
 from inference.compiled import TracedLoss
 from pyro_vae.bundle import DataBundle, with_indices
@@ -40,12 +40,13 @@ from pyro_vae.components.estimators import make_elbo
 from pyro_vae.checkpoints import RECORD
 from pyro_vae.console import chatty
 from pyro_vae.engine import (AtomicCheckpointIO, EpochMeans, PeriodicCheckpoint, RngState,
-                             RunCSVLogger, Throughput, resumable)
+                             Throughput, resumable)
 from pyro_vae.prepared import steps_per_epoch
 from pyro_vae.registry import SpecError
 from pyro_vae.rundir import Run
 from pyro_vae.spec import Spec, TrainSpec
 from pyro_vae.stops import Diverged
+from pyro_vae.tracking import check as check_loggers, loggers
 from pyro_vae.vae import VAE
 
 RECENT_STEPS = 32  # the blow-up guard's window of per-point losses
@@ -267,13 +268,7 @@ def check_devices(train: TrainSpec) -> None:
                         "(torch.cuda.is_available() is False); use cpu or auto")
     if train.accelerator != "cpu" and 0 < gpus < train.devices:
         raise SpecError("train.devices", f"{train.devices} GPUs requested, {gpus} available")
-    if train.logger == "tensorboard":
-        try:
-            import tensorboard  # noqa: F401
-        except ImportError:
-            raise SpecError("train.logger", "tensorboard is not installed (pip install "
-                            "tensorboard, or pyro-vae[tensorboard]); metrics.csv is written "
-                            "either way, set train.logger=csv") from None
+    check_loggers(train)  # tensorboard, mlflow: installed
 
 
 def make_trainer(spec: Spec, run: Run, num_data: int, first_step: int | None = None,
@@ -296,16 +291,11 @@ def make_trainer(spec: Spec, run: Run, num_data: int, first_step: int | None = N
             dirpath=run.checkpoint("best").parent, filename="best", monitor="val_elbo",
             mode="max", save_top_k=1, save_weights_only=True, enable_version_counter=False))
     callbacks += extra  # after EarlyStopping: they see this epoch's check
-    loggers: list[Logger] = [RunCSVLogger(run, first_step)]
-    if t.logger == "tensorboard":
-        from lightning.pytorch.loggers import TensorBoardLogger
-
-        loggers.append(TensorBoardLogger(save_dir=str(run.root), name="tensorboard", version="",
-                                         purge_step=first_step))
     cpu = t.accelerator == "cpu" or not torch.cuda.is_available()
     return L.Trainer(
         max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
-        num_nodes=t.num_nodes, strategy=t.strategy, logger=loggers, callbacks=callbacks,
+        num_nodes=t.num_nodes, strategy=t.strategy, logger=loggers(spec, run, first_step),
+        callbacks=callbacks,
         plugins=[AtomicCheckpointIO(run)],
         gradient_clip_val=t.gradient_clip or None, log_every_n_steps=log_every,
         # PeriodicCheckpoint instead of Lightning's default; ModelCheckpoint for best.ckpt
