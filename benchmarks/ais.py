@@ -184,11 +184,12 @@ def quality(options: Options, command: str, run_dir: Path, test_points: int,
     one gives. The cheap parts come first (AIS at ``steps[0]``, BDMC, then the longer runs).
     The AIS summaries are merged from the pieces (:func:`merge_ais`); with ``score`` off nothing
     is computed and the section shows the pieces finished so far."""
-    from pyro_vae.rundir import read_checkpoint
-    from pyro_vae.prepared import evaluated_checkpoint, load_run
+    from pyro_vae.checkpoints import read_checkpoint
+    from pyro_vae.prepared import load_run
+    from pyro_vae.rundir import Run
 
     prep = load_run(run_dir)
-    checkpoint = evaluated_checkpoint(run_dir, prep.spec)
+    checkpoint = Run(run_dir).evaluated_checkpoint(prep.spec)
     steps = (3, 5) if options.toy else steps
     k = 16 if options.toy else 5000
     vae: VAE = prep.vae.to(options.device)

@@ -74,7 +74,7 @@ from pyro_vae.cache import cache_dir
 from pyro_vae.engine import Interrupted
 from pyro_vae.figures import read_metrics
 from pyro_vae.registry import SpecError
-from pyro_vae.rundir import Run, RunInUse, last_path
+from pyro_vae.rundir import Run, RunInUse
 
 KEY = "published"  # the section key, the results folder and the state folder's suffix
 TITLE = "Quality: the published Fashion-MNIST table, its own protocol"
@@ -271,14 +271,14 @@ def remaining(entry: Entry, max_epochs: int) -> str:
 
 def train_model(entry: Entry, options: Options, max_epochs: int | None) -> dict[str, Any]:
     """Train (or continue) the entry's run until its training ends; its ``done.json``."""
-    from pyro_vae.trainer import fit
+    from pyro_vae.pipeline import fit
 
     done = entry.read(DONE)
     if done is not None:
         return done
     run_dir, callbacks = entry.run_dir, [Progress(entry)]
     start = time.perf_counter()
-    if last_path(run_dir).is_file():
+    if Run(run_dir).last.is_file():
         changed = [f"train.max_epochs={max_epochs}"] if max_epochs is not None else []
         prep = prepared(Run(run_dir).resume_spec(changed))
         print(f"{entry.label}: resuming {run_dir}", flush=True)
@@ -302,12 +302,12 @@ def score(entry: Entry, options: Options) -> tuple[dict[str, Any], np.ndarray]:
     validation ELBO's, as early stopping is on): the figures of a result record and each test
     image's log p̂(x)."""
     from pyro_vae.scoring import evaluate_run
-    from pyro_vae.prepared import evaluated_checkpoint, load_run
+    from pyro_vae.prepared import load_run
 
     prep = load_run(entry.run_dir)
     torch.manual_seed(entry.seed)
     result = evaluate_run(prep, options.device)
-    scored = {"checkpoint": evaluated_checkpoint(entry.run_dir, prep.spec).name,
+    scored = {"checkpoint": Run(entry.run_dir).evaluated_checkpoint(prep.spec).name,
               "log_px": result.log_px, "log_px_sem": result.log_px_sem, "elbo": result.elbo,
               "mc_stderr": result.log_px_stderr, "ess": result.ess,
               "active_units": result.active_units, "latent_dim": result.latent_dim,
@@ -336,14 +336,14 @@ def peek(entry: Entry, points: int, k: int) -> dict[str, Any] | None:
     """A cheap look at a running model: IS log p(x) of its current best checkpoint on the first
     ``points`` test images with K = ``k``, kept in the entry's ``peek.json`` (None: finished or
     not started). A mid-run figure on a subset, not the protocol's."""
-    from pyro_vae.rundir import read_checkpoint
+    from pyro_vae.checkpoints import read_checkpoint
     from pyro_vae.scoring import evaluate_run
-    from pyro_vae.prepared import evaluated_checkpoint, load_run
+    from pyro_vae.prepared import load_run
 
-    if entry.read(DONE) is not None or not last_path(entry.run_dir).is_file():
+    if entry.read(DONE) is not None or not Run(entry.run_dir).last.is_file():
         return None  # finished (scored in full) or not started
     prep = load_run(entry.run_dir)
-    epoch = int(read_checkpoint(evaluated_checkpoint(entry.run_dir, prep.spec))["epoch"]) + 1
+    epoch = int(read_checkpoint(Run(entry.run_dir).evaluated_checkpoint(prep.spec))["epoch"]) + 1
     torch.manual_seed(entry.seed)
     result = evaluate_run(prep, torch.device("cpu"), "test", k, limit=points)
     record = {"epoch": epoch, "log_px": result.log_px, "log_px_sem": result.log_px_sem,

@@ -1,21 +1,34 @@
 """pyro-vae: declarative variational autoencoders in Pyro.
 
-    from pyro_vae import VAE, load_spec, load_run
-    vae = VAE.from_spec(load_spec("examples/configs/digits.yaml"), shape=(1, 8, 8))
-    vae, spec = load_run("runs/digits")          # a trained run: its VAE and resolved spec
+    import pyro_vae
+    run = pyro_vae.train("examples/configs/digits.yaml", out="runs/digits",
+                         overrides=["train.max_epochs=5"])      # trained, scored, figures written
+    run.evaluation("test")          # log p(x) by importance sampling, per point too (.points)
+    run.figures("test")             # matplotlib figures by name
+    pyro_vae.evaluate(run, "val", num_samples=1000)              # score another split
+    run = pyro_vae.load_run("runs/digits")                       # later: run.vae, run.spec, ...
+
+Everything the command line does is here, and as quiet: progress and warnings go to stderr only
+when it is a terminal. Importing the package imports neither torch nor Pyro, and changes no
+global state (no warning filter, log level, param store or ``pyro.settings``).
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from pyro_vae.registry import SpecError
+from pyro_vae.rundir import Run
 from pyro_vae.spec import Spec, dump_spec, load_spec
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pyro_vae.aggregation import Aggregate
+    from pyro_vae.scoring import Evaluation
     from pyro_vae.vae import VAE
+
+PathLike = str | os.PathLike[str]
 
 
 def __getattr__(name: str) -> Any:
@@ -28,29 +41,78 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def load_run(path: str | os.PathLike[str]) -> tuple[VAE, Spec]:
-    """The VAE of the run directory ``path`` with the weights ``pyro-vae evaluate`` scores (in
-    eval mode): ``checkpoints/best.ckpt`` (the best validation ELBO) when the run stops early on
-    it, else the last checkpoint; and the run's spec (its ``config.yaml``). Rebuilding it loads
-    the run's data set (its shape, and the range a VampPrior clips to); a component named
-    ``module:Class`` in the spec must be importable. SpecError when ``path`` is not a run
-    directory or has no checkpoint. The caller's random states (torch, NumPy, Python) are left
-    as they were, though the rebuild seeds them with the run's ``train.seed``."""
-    from pyro_vae.engine import RngState  # Lightning: imported on use only
-    from pyro_vae.prepared import SEED_VARIABLE
-    from pyro_vae.prepared import load_run as load_prepared
+def train(spec: Spec | PathLike, out: PathLike | None = None, overrides: Sequence[str] = (),
+          overwrite: bool = False, resume: PathLike | None = None) -> Run:
+    """Train a VAE from ``spec`` (a :class:`Spec` or a YAML path) plus ``overrides``
+    (``"key=value"``) into the run directory ``out`` (default ``runs/<spec name>``), then score
+    its ``evaluate.split`` and write the figures, as ``pyro-vae train`` does; ``resume``: a run
+    directory to continue instead. A stopped run with the same spec is continued, an unscored
+    one scored. Returns the :class:`Run`, its VAE and data already loaded.
 
-    states, seed = RngState(), os.environ.get(SEED_VARIABLE)
-    saved = states.state_dict()
-    try:
-        prepared = load_prepared(Path(path))
-    finally:
-        states.load_state_dict(saved)
-        if seed is None:
-            os.environ.pop(SEED_VARIABLE, None)
-        else:
-            os.environ[SEED_VARIABLE] = seed
-    return prepared.vae.eval(), prepared.spec
+    >>> run = pyro_vae.train("examples/configs/digits.yaml", overrides=["train.max_epochs=1"])
+    >>> run.evaluation("test").log_px           # doctest: +SKIP
+    """
+    from pyro_vae import pipeline
+    from pyro_vae.console import quieted
+
+    with quieted():
+        config = None if resume is not None else spec
+        trained = pipeline.train(config, out, overrides, overwrite, resume)
+    return trained.run if trained.prepared is None else trained.run.attach(trained.prepared)
 
 
-__all__ = ["VAE", "Spec", "SpecError", "dump_spec", "load_run", "load_spec"]
+def evaluate(run: Run | PathLike, split: str = "test", method: str = "is",
+             num_samples: int | None = None, limit: int | None = None,
+             **annealing: int) -> Evaluation | dict[str, Any]:
+    """Score a trained run's ``split`` as ``pyro-vae evaluate`` does, writing into it:
+    ``method="is"`` (importance sampling, K = ``num_samples``, default the spec's) returns the
+    :class:`~pyro_vae.scoring.Evaluation`; ``"ais"`` or ``"bdmc"`` (``chains=``, ``steps=``,
+    ``leapfrog=``) the annealing summary. ``limit``: the first N points only.
+
+    >>> pyro_vae.evaluate("runs/digits", "val", num_samples=1000).log_px  # doctest: +SKIP
+    """
+    from pyro_vae import pipeline
+    from pyro_vae.console import chatty, quieted
+
+    with quieted():
+        if method == "is":
+            if annealing:
+                raise SpecError("evaluate", f"{', '.join(annealing)}: options of method ais "
+                                "or bdmc, not of is")
+            return pipeline.evaluate(run, split, num_samples, limit, progress=chatty())
+        if method not in ("ais", "bdmc"):
+            raise SpecError("method", f"{method!r}; choose is, ais or bdmc")
+        return pipeline.evaluate_annealed(run, method, split, num_samples, limit,
+                                          progress=chatty(), **annealing)
+
+
+def load_run(path: PathLike) -> Run:
+    """The run directory ``path``: ``.vae`` (the weights ``evaluate`` scores, in eval mode:
+    ``best.ckpt`` when the run stopped early on it, else the last checkpoint), ``.spec``,
+    ``.data``, ``.metrics``, ``.evaluation(split)`` with per-point arrays, ``.figures(split)``.
+    Loading leaves the caller's random states as they were. SpecError when ``path`` is not a
+    run directory, has no checkpoint, or its checkpoint does not fit its spec and data.
+
+    ``vae, spec = load_run(path)``, the form of earlier versions, still works, with a
+    FutureWarning.
+
+    >>> run = pyro_vae.load_run("runs/digits")          # doctest: +SKIP
+    >>> run.vae.sample(16).shape                        # doctest: +SKIP
+    """
+    run = Run(path)
+    run.load()
+    return run
+
+
+def aggregate(paths: Sequence[PathLike], baseline: Sequence[str] = (), split: str = "test",
+              method: str = "is", out: PathLike | None = None) -> Aggregate:
+    """Runs grouped by their spec less the seed, mean ± s.e. over seeds, and paired per-point
+    gains against a baseline group, as ``pyro-vae aggregate`` (:mod:`pyro_vae.aggregation`);
+    written to ``out`` when given."""
+    from pyro_vae.aggregation import aggregate as grouped
+
+    return grouped(paths, baseline, split, method, out)
+
+
+__all__ = ["Run", "Spec", "SpecError", "VAE", "aggregate", "dump_spec", "evaluate", "load_run",
+           "load_spec", "train"]

@@ -11,7 +11,7 @@ its gradient for the guide (encoder) and the model (decoder, prior, likelihood) 
 draws, the time of one loss + gradient evaluation, and the trained model's ELBO and
 importance-sampled log p(x) on the evaluation split. With R > 1 seeds, ``compare.md`` shows each
 column's mean ± s.e. over seeds and the log p(x) gain over the first estimator, paired per image
-within each seed (:func:`pyro_vae.aggregate.paired_gains`). Writes ``compare.csv`` (a row per
+within each seed (:func:`pyro_vae.aggregation.paired_gains`). Writes ``compare.csv`` (a row per
 estimator and seed), ``compare.md`` and
 ``figures/compare.png`` in OUT, holding OUT's lock (:class:`pyro_vae.rundir.Run`) from its first
 write to its last: a run being trained or written by another command is refused, naming the holder.
@@ -218,7 +218,7 @@ def seed_table(rows: Sequence[Row], out: Run, split: str) -> str:
     """Per estimator, each column's mean ± s.e. over seeds, and the gain in log p(x) over the
     first estimator paired per image within each seed (± the s.e. over seeds)."""
     from inference.compare import markdown_table
-    from pyro_vae.aggregate import make_groups, mean_se, paired_gains, plus_minus
+    from pyro_vae.aggregation import make_groups, mean_se, paired_gains, plus_minus
 
     labels = list(dict.fromkeys(str(r["estimator"]) for r in rows))
     runs = {label: [out.root / RUNS / run_name(label) / f"seed-{r['seed']}"

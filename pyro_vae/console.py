@@ -11,7 +11,8 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 _asked = False  # --verbose
@@ -40,6 +41,22 @@ def quiet() -> None:
         warnings.filterwarnings("ignore", message=pattern)
     if not chatty():
         warnings.simplefilter("ignore")
+
+
+@contextmanager
+def quieted() -> Iterator[None]:
+    """:func:`quiet` inside the block only: the warning filters and Lightning's log levels are
+    restored after it, so the Python API is as quiet as the command line and changes nothing
+    global."""
+    names = ("lightning.pytorch", "lightning.fabric", "lightning")
+    levels = {name: logging.getLogger(name).level for name in names}
+    with warnings.catch_warnings():
+        quiet()
+        try:
+            yield
+        finally:
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
 
 
 def notice(text: str) -> None:

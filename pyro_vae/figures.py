@@ -20,7 +20,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import matplotlib
 import numpy as np
@@ -31,6 +31,10 @@ from matplotlib.figure import Figure
 
 from pyro_vae.atomic import write_atomic
 from pyro_vae.registry import SpecError
+
+if TYPE_CHECKING:
+    from pyro_vae.bundle import DataBundle
+    from pyro_vae.scoring import Evaluation
 
 DPI = 100
 Array = np.ndarray | torch.Tensor
@@ -495,6 +499,20 @@ def run_figures(vae: VAELike, data: torch.Tensor, shape: Sequence[int],
         if pairs:  # one data point makes no pair
             drawn["interpolation"] = plot_interpolation(vae, x[:pairs], x[pairs:2 * pairs],
                                                         shape, levels)
+    return drawn
+
+
+def evaluation_figures(vae: Any, bundle: DataBundle, result: Evaluation,
+                       seed: int = 0) -> dict[str, Figure]:
+    """The figures of an evaluated split (``figures/<split>/``): :func:`run_figures` of the
+    VAE on the data's own scale (:class:`OnDataScale`), with the split's labels and levels, on
+    the points ``result`` scored, and the histogram of their log p̂(x) (:func:`plot_log_px`)."""
+    data = bundle.to_data(bundle.split(result.split)[:result.num_points])
+    drawn = run_figures(OnDataScale(vae, bundle.to_model, bundle.to_data), data, bundle.shape,
+                        labels=bundle.labels.get(result.split),
+                        levels=bundle.levels if bundle.integer else None, seed=seed)
+    drawn["log_px"] = plot_log_px(result.points.log_px, result.points.ess,
+                                  num_samples=result.num_samples)
     return drawn
 
 

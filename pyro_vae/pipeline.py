@@ -281,22 +281,15 @@ def write_scores(prepared: Prepared, run: Run, result: Evaluation, curves: bool)
     nothing of another split's; with ``curves`` the training curves too
     (``figures/training_curves.png``). A linked figures folder is refused before anything is
     written."""
-    from pyro_vae.figures import (OnDataScale, curve_series, plot_log_px, plot_training_curves,
-                                  read_metrics, run_figures)
+    from pyro_vae.figures import (curve_series, evaluation_figures, plot_training_curves,
+                                  read_metrics)
 
-    bundle, split = prepared.bundle, result.split
-    run.directory(run.figures_dir(split))
+    run.directory(run.figures_dir(result.split))
     run.write_evaluation(result.summary(prepared.data_sha256), result.arrays())
-    vae = OnDataScale(prepared.vae, bundle.to_model, bundle.to_data)
-    data = bundle.to_data(bundle.split(split)[:result.num_points])
-    drawn = run_figures(vae, data, bundle.shape, labels=bundle.labels.get(split),
-                        levels=bundle.levels if bundle.integer else None,
-                        seed=prepared.spec.train.seed)
-    drawn["log_px"] = plot_log_px(result.points.log_px, result.points.ess,
-                                  num_samples=result.num_samples)
-    run.write_figures(drawn, split)
-    if curves and run.metrics.is_file() and curve_series(read_metrics(run.metrics)):
-        run.write_figures({"training_curves": plot_training_curves(run.metrics)})
+    run.write_figures(evaluation_figures(prepared.vae, prepared.bundle, result,
+                                         prepared.spec.train.seed), result.split)
+    if curves and run.metrics_csv.is_file() and curve_series(read_metrics(run.metrics_csv)):
+        run.write_figures({"training_curves": plot_training_curves(run.metrics_csv)})
 
 
 def evaluate(run: str | Path | Run, split: str | None = None, num_samples: int | None = None,

@@ -9,7 +9,8 @@ import math
 import os
 import random
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -40,6 +41,27 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+@contextmanager
+def random_states_kept() -> Iterator[None]:
+    """Inside the block anything may seed or draw (:func:`seed_everything`); after it Python's,
+    numpy's and torch's (CPU and CUDA) generators and :data:`SEED_VARIABLE` are as before."""
+    python, numpy, cpu = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    seed = os.environ.get(SEED_VARIABLE)
+    try:
+        yield
+    finally:
+        random.setstate(python)
+        np.random.set_state(numpy)
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        if seed is None:
+            os.environ.pop(SEED_VARIABLE, None)
+        else:
+            os.environ[SEED_VARIABLE] = seed
 
 
 def steps_per_epoch(num_data: int, batch_size: int, world_size: int) -> int:
@@ -147,7 +169,7 @@ def load_run(run: Path | str | Run, spec: Spec | None = None) -> Prepared:
     was trained on; the data transform refitted on loading must equal the one the run saved
     (transform.json)."""
     run = run if isinstance(run, Run) else Run(run)
-    prepared = prepare(spec or run.spec())
+    prepared = prepare(spec or run.spec)
     run.load_weights(prepared.vae, prepared.spec, lambda: prepared.data_sha256)
     saved = run.transform_state()
     if saved is not None and saved != prepared.bundle.transform_state():

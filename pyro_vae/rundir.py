@@ -35,6 +35,7 @@ import shutil
 import socket
 import stat
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -52,6 +53,9 @@ if TYPE_CHECKING:  # torch and matplotlib: imported where a checkpoint or figure
     import numpy as np
     from matplotlib.figure import Figure
 
+    from pyro_vae.bundle import DataBundle
+    from pyro_vae.prepared import Prepared
+    from pyro_vae.scoring import Evaluation
     from pyro_vae.spec import Spec
     from pyro_vae.vae import VAE
 
@@ -100,6 +104,7 @@ class Run:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
         self._lock_fd: int | None = None
+        self._prepared: Prepared | None = None
 
     def __repr__(self) -> str:
         return f"Run({str(self.root)!r})"
@@ -118,7 +123,7 @@ class Run:
         return self.root / REPORT
 
     @property
-    def metrics(self) -> Path:
+    def metrics_csv(self) -> Path:
         return self.root / METRICS
 
     def checkpoint(self, name: str = "last") -> Path:
@@ -277,8 +282,11 @@ class Run:
                             "interrupted pyro-vae run?")
         return self.last
 
+    @property
     def spec(self) -> Spec:
-        """The run's resolved spec (config.yaml)."""
+        """The run's resolved spec (config.yaml; the one it was loaded with, once loaded)."""
+        if self._prepared is not None:
+            return self._prepared.spec
         return load_run_spec(self.require_config())
 
     def where(self, hint: str = "") -> str:
@@ -324,7 +332,7 @@ class Run:
         path = self.root / TRANSFORM
         return json.loads(path.read_text()) if path.is_file() else None
 
-    def evaluation(self, split: str, method: str = "is") -> dict[str, Any]:
+    def summary(self, split: str, method: str = "is") -> dict[str, Any]:
         """The summary of an evaluation (``eval-<split>[-<method>].json``); SpecError when the
         run has none or it is not a JSON object."""
         path = self.eval_path(split, method)
@@ -345,7 +353,7 @@ class Run:
         pickles), refused unless their SHA-256 is the one its JSON summary records."""
         import numpy as np
 
-        summary, path = self.evaluation(split, method), self.eval_path(split, method, ".npz")
+        summary, path = self.summary(split, method), self.eval_path(split, method, ".npz")
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -397,6 +405,83 @@ class Run:
             return f"early stopping ended it after {done} epochs"
         return None
 
+    # ---- a trained run, loaded ------------------------------------------------------------------
+    def load(self) -> Prepared:
+        """The run's data and VAE, with the weights it is scored with, in eval mode
+        (:func:`pyro_vae.prepared.load_run`), loaded once; the caller's random states (torch,
+        NumPy, Python) are left as they were, though the rebuild seeds them."""
+        if self._prepared is None:
+            from pyro_vae.prepared import load_run, random_states_kept
+
+            with random_states_kept():
+                self._prepared = load_run(self)
+            self._prepared.vae.eval()
+        return self._prepared
+
+    def attach(self, prepared: Prepared) -> Run:
+        """Use ``prepared`` (the data and VAE just trained here) instead of loading them."""
+        self._prepared = prepared
+        return self
+
+    @property
+    def vae(self) -> VAE:
+        """The trained VAE (:meth:`load`)."""
+        return self.load().vae
+
+    @property
+    def data(self) -> DataBundle:
+        """The run's data set, its splits as the model sees them (:meth:`load`)."""
+        return self.load().bundle
+
+    @property
+    def metrics(self) -> dict[str, np.ndarray]:
+        """metrics.csv as columns (a blank cell is nan); empty before any was logged."""
+        from pyro_vae.figures import read_metrics
+
+        return read_metrics(self.metrics_csv) if self.metrics_csv.is_file() else {}
+
+    def evaluation(self, split: str = "test") -> Evaluation:
+        """The importance-sampled evaluation of ``split`` with its per-point arrays, as
+        ``pyro-vae evaluate`` wrote it (:meth:`summary`, :meth:`points`)."""
+        from pyro_vae.scoring import Evaluation
+
+        return Evaluation.read(self.summary(split), self.points(split))
+
+    def evaluations(self) -> dict[str, Evaluation]:
+        """Every split's importance-sampled evaluation the run holds, by split."""
+        found = (re.fullmatch(r"eval-(train|val|test)\.json", p.name)
+                 for p in sorted(self.root.glob("eval-*.json")))
+        return {m.group(1): self.evaluation(m.group(1)) for m in found if m}
+
+    def figures(self, split: str = "test") -> dict[str, Figure]:
+        """The figures ``train`` and ``evaluate`` write for ``split``, as matplotlib figures by
+        name (:data:`pyro_vae.captions.CAPTIONS`), drawn afresh from the loaded run: the
+        training curves when metrics.csv has any."""
+        from pyro_vae.figures import curve_series, evaluation_figures, plot_training_curves
+
+        prepared = self.load()
+        drawn = evaluation_figures(prepared.vae, prepared.bundle, self.evaluation(split),
+                                   prepared.spec.train.seed)
+        if curve_series(self.metrics):
+            drawn["training_curves"] = plot_training_curves(self.metrics_csv)
+        return drawn
+
+    def __iter__(self) -> Iterator[Any]:
+        """``vae, spec = pyro_vae.load_run(path)``, as before it returned a Run (deprecated)."""
+        warnings.warn("unpacking load_run(path) into (vae, spec) is deprecated: it returns a "
+                      "Run; use run.vae and run.spec", FutureWarning, stacklevel=2)
+        return iter((self.vae, self.spec))
+
+    def lines(self) -> list[str]:
+        """A readable summary: the directory, its state and each split's scores."""
+        out = [f"run {self.root}: {self.state() or 'no marker'}"]
+        for evaluation in self.evaluations().values():
+            out += evaluation.lines()
+        return out
+
+    def _repr_markdown_(self) -> str:
+        return "\n\n".join(self.lines())
+
     # ---- writes ---------------------------------------------------------------------------------
     def directory(self, folder: Path) -> Path:
         """``folder`` (root or under it), created where missing, after refusing symbolic links
@@ -442,18 +527,32 @@ class Run:
                          method: str = "is") -> Path:
         """An evaluation of ``summary["split"]``: its per-point arrays (``.npz``) first, then
         its summary (``.json``) recording their file name and SHA-256, so a reader never pairs
-        a summary with another evaluation's points (:meth:`points`). Returns the JSON's
-        path."""
+        a summary with another evaluation's points (:meth:`points`). Should the summary not be
+        written (a full disk), the earlier pair is put back whole. Returns the JSON's path."""
         import numpy as np
 
         buffer = io.BytesIO()
         np.savez(buffer, **points)
         data = buffer.getvalue()
         split = summary["split"]
-        npz = self.write(self.eval_path(split, method, ".npz"), lambda f: f.write(data))
+        npz = self.eval_path(split, method, ".npz")
         record = {**summary, "points_file": npz.name,
                   "points_sha256": hashlib.sha256(data).hexdigest()}
-        return self.write_json(self.eval_path(split, method), record)
+        kept = npz.with_name(f".{npz.name}.old.tmp")  # the pair before, until the new one is whole
+        kept.unlink(missing_ok=True)
+        if npz.is_file():
+            os.link(npz, kept)
+        try:
+            self.write(npz, lambda f: f.write(data))
+            return self.write_json(self.eval_path(split, method), record)
+        except BaseException:
+            if kept.is_file():
+                os.replace(kept, npz)  # a rename: needs no space on a full disk
+            else:
+                npz.unlink(missing_ok=True)
+            raise
+        finally:
+            kept.unlink(missing_ok=True)
 
     def write_figure(self, path: Path, figure: Figure) -> Path:
         """``figure`` as a PNG (or the format ``path``'s suffix names) at ``path``, at the

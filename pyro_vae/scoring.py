@@ -117,6 +117,12 @@ class Evaluation:
         out.append(f"evaluated in {self.wall_time_s:.1f} s")
         return out
 
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+    def _repr_markdown_(self) -> str:
+        return "\n\n".join(self.lines())
+
     def _active_text(self) -> str:
         """``a/D``, or per layer ``a1/D1 (z1), a2/D2 (z2)``."""
         if len(self.latent_dims) == 1:

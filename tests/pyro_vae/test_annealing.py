@@ -45,7 +45,7 @@ def test_ais_writes_its_summary_with_is_on_the_same_points(run: Path, capsys) ->
     assert list(arrays["index"]) == [0, 1, 2, 3, 4]
     assert list(arrays["log_px"]) == points["log_px"]
     assert list(arrays["log_px_se"]) == points["stderr"]
-    assert summary["data_sha256"] == Run(run).evaluation("test")["data_sha256"]
+    assert summary["data_sha256"] == Run(run).summary("test")["data_sha256"]
 
 
 def test_one_chain_has_no_monte_carlo_error_and_says_so(run: Path, capsys) -> None:

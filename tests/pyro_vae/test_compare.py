@@ -195,7 +195,7 @@ def test_seeds_give_mean_and_se_over_seeds_and_the_gain_paired_per_image(tmp_pat
     estimator, which is the mean over seeds of the per-image differences in the runs' files."""
     import numpy as np
 
-    from pyro_vae.aggregate import mean_se, plus_minus
+    from pyro_vae.aggregation import mean_se, plus_minus
     from pyro_vae.rundir import Run
 
     out = tmp_path / "cmp"

@@ -329,7 +329,7 @@ def test_a_resumed_runs_metrics_are_cut_back_atomically_and_never_through_a_link
     replace = os.replace
     monkeypatch.setattr(os, "replace", lambda a, b: renamed.append((Path(a), Path(b))) or
                         replace(a, b))
-    RunCSVLogger(tmp_path, first_step=3).experiment  # rewrites metrics.csv on creation
+    RunCSVLogger(Run(tmp_path), first_step=3).experiment  # rewrites metrics.csv on creation
     assert precious.read_text() == "precious"
     assert metrics_rows(metrics) == [["epoch", "step", "train_loss"], ["0", "1", "5.0"],
                                      ["0", "2", "4.0"]]
@@ -348,7 +348,7 @@ def test_a_failed_cut_back_of_metrics_leaves_the_file_whole_and_no_temporary(tmp
 
     monkeypatch.setattr(os, "fsync", full)
     with pytest.raises(OSError) as raised:
-        RunCSVLogger(tmp_path, first_step=3).experiment
+        RunCSVLogger(Run(tmp_path), first_step=3).experiment
     assert raised.value.filename == str(metrics)  # the real file, not a temporary one
     assert metrics.read_text() == CUT_SHORT
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
@@ -419,7 +419,7 @@ def test_an_evaluation_keeps_its_per_point_arrays_and_refuses_a_mismatched_pair(
 
     run = Run(tmp_path / "run")
     shutil.copytree(finished, run.root)
-    summary, points = run.evaluation("test"), run.points("test")
+    summary, points = run.summary("test"), run.points("test")
     assert summary["points_file"] == "eval-test.npz" and len(summary["data_sha256"]) == 64
     assert set(points) == {"index", "log_px", "log_px_se", "ess", "elbo", "bits_per_dim"}
     np.testing.assert_array_equal(points["index"], np.arange(summary["num_points"]))

@@ -58,7 +58,8 @@ OUTSIDE_RUNS = {
     "export.py": "encode/sample --out and --png: files the user names",
     "figures.py": "figures.save, for a figure file outside a run (sample --png)",
     "console.py": "the crash log, in the cache folder",
-    "aggregate.py": "an experiment's aggregate.* files, beside its runs",
+    "aggregation.py": "an experiment's aggregate.* files, beside its runs",
+    "experiment.py": "a sweep's experiment.json and sweep.sbatch, beside its runs",
     "spec.py": "dump_spec(spec, path): a spec file the caller names",
 }
 ATOMIC_WRITES = {"write_atomic", "write_text_atomic", "write_json_atomic"}

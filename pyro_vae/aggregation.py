@@ -79,6 +79,8 @@ SEED = "train.seed"  # the replicate axis: runs that differ only here are one gr
 NOT_COMPUTED = (
     "train.progress",                # a progress bar
     "train.logger",                  # TensorBoard files beside metrics.csv
+    "train.mlflow_uri",              # where MLflow records the run
+    "train.mlflow_experiment",
     "train.log_every_n_steps",       # how often metrics.csv gets a row
     "train.jit",                     # a traced replay of the same loss, checked against eager
     "train.keep_checkpoints",        # checkpoint cadence and retention
@@ -340,7 +342,7 @@ def _read_members(runs: Sequence[Path], split: str,
     out = []
     for run in runs:
         spec = flat(load_run_spec(run / CONFIG).to_dict())
-        evaluation = Run(run).evaluation(split, method)
+        evaluation = Run(run).summary(split, method)
         if evaluation.get("split", split) != split:
             raise SpecError(str(Run(run).eval_path(split, method)),
                             f"holds an evaluation of the {evaluation.get('split')!r} split, "

@@ -1,4 +1,4 @@
-"""pyro_vae.aggregate: every figure of the tables recomputed with NumPy from the files a run
+"""pyro_vae.aggregation: every figure of the tables recomputed with NumPy from the files a run
 holds (written here by hand in the run-directory format: config.yaml, the marker,
 eval-<split>.json and its per-point .npz); mismatched points and a missing baseline refused in
 one line. No training: fixture runs hold random per-point values from a seeded generator."""
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from pyro_vae.aggregate import (AGGREGATE_CSV, AGGREGATE_JSON, AGGREGATE_MD, AGGREGATE_PNG,
+from pyro_vae.aggregation import (AGGREGATE_CSV, AGGREGATE_JSON, AGGREGATE_MD, AGGREGATE_PNG,
                                 METRICS, NOT_COMPUTED, Aggregate, aggregate, decimals,
                                 find_runs, plus_minus, t_quantile)
 from pyro_vae.registry import SpecError
@@ -315,7 +315,7 @@ def test_the_module_imports_no_torch():
     import subprocess
     import sys
 
-    code = ("import sys, pyro_vae.aggregate; "
+    code = ("import sys, pyro_vae.aggregation; "
             "assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 

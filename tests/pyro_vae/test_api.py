@@ -1,0 +1,75 @@
+"""The Python API (``pyro_vae.train``, ``evaluate``, ``load_run``, ``Run``): what the command line
+does, returned as objects, as quiet, and without changing global state."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+import pyro_vae
+from pyro_vae.scoring import Evaluation
+from tests.tiny_runs import DIGITS, TINY
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> pyro_vae.Run:
+    return pyro_vae.train(DIGITS, tmp_path_factory.mktemp("api") / "run", TINY)
+
+
+def test_train_returns_the_run_loaded_and_scored(run: pyro_vae.Run) -> None:
+    summary = json.loads((run.root / "eval-test.json").read_text())
+    assert run.state() == "finished" and run._prepared is not None  # no reload needed
+    evaluation = run.evaluation("test")
+    assert isinstance(evaluation, Evaluation) and evaluation.log_px == summary["log_px"]
+    assert len(evaluation.points.log_px) == summary["num_points"]
+    assert run.spec.train.max_epochs == 1 and run.vae.latent_dim == 2
+    assert f"{summary['log_px']:.3f}" in run._repr_markdown_()
+    assert set(run.evaluations()) == {"test"}
+
+
+def test_figures_are_returned_as_matplotlib_figures(run: pyro_vae.Run) -> None:
+    drawn = run.figures("test")
+    assert {"latent_map", "prior_samples", "reconstructions", "log_px"} <= set(drawn)
+    assert all(isinstance(f, Figure) for f in drawn.values())
+    on_disk = {p.stem for p in (run.root / "figures" / "test").glob("*.png")}
+    assert set(drawn) - {"training_curves"} == on_disk  # the figures the run wrote
+
+
+def test_evaluate_scores_another_split_and_annealing_returns_its_summary(run: pyro_vae.Run):
+    result = pyro_vae.evaluate(run, "val", num_samples=4, limit=10)
+    assert isinstance(result, Evaluation) and result.num_points == 10
+    assert run.summary("val")["log_px"] == result.log_px
+    ais = pyro_vae.evaluate(run.root, "val", "ais", num_samples=4, limit=2, chains=2, steps=3,
+                            leapfrog=2)
+    assert ais["method"] == "ais" and ais["num_points"] == 2
+    with pytest.raises(pyro_vae.SpecError, match="chains"):
+        pyro_vae.evaluate(run, "val", chains=2)
+
+
+def test_load_run_keeps_the_callers_random_state(run: pyro_vae.Run) -> None:
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    loaded = pyro_vae.load_run(run.root)
+    weights = {k: v for k, v in loaded.vae.state_dict().items()}
+    assert torch.equal(torch.get_rng_state(), state)
+    for key, value in run.vae.state_dict().items():
+        assert torch.equal(weights[key], value), key
+    with pytest.warns(FutureWarning, match="run.vae and run.spec"):
+        vae, spec = pyro_vae.load_run(run.root)  # the form of earlier versions
+    assert vae is loaded.vae or torch.equal(next(vae.parameters()), next(loaded.vae.parameters()))
+    assert spec == loaded.spec
+    with pytest.raises(pyro_vae.SpecError, match="not a run directory"):
+        pyro_vae.load_run(run.root.parent)
+
+
+def test_the_api_leaves_warning_filters_and_log_levels_as_they_were(tmp_path) -> None:
+    filters = list(warnings.filters)
+    levels = {n: logging.getLogger(n).level for n in ("lightning", "lightning.pytorch")}
+    pyro_vae.train(DIGITS, tmp_path / "run", TINY)
+    assert warnings.filters == filters
+    assert {n: logging.getLogger(n).level for n in levels} == levels
