@@ -136,6 +136,18 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
     print("\n".join(f"aggregate: {path}" for path in result.write(args.out)))
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from pyro_vae.experiment import sweep
+
+    result = sweep(args.experiment, args.out, args.jobs, args.threads, progress=chatty(),
+                   task=args.task, slurm=args.slurm, worker=args.worker)
+    if result.lines():
+        print("\n".join(result.lines()))
+    for line in result.problems():
+        print(f"pyro-vae: {line}", file=sys.stderr)
+    return result.exit_code
+
+
 def cmd_datasets(args: argparse.Namespace) -> None:
     """Every registry entry with its parameters: ``name(key=default, key (required))``."""
     from pyro_vae.registry import parameters_text
@@ -242,6 +254,18 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--out", type=directory_argument, help="where aggregate.md, .csv, .json "
                    "and .png go (default: the runs' common parent folder)")
     a.set_defaults(func=cmd_aggregate)
+
+    w = sub.add_parser("sweep", help="train every run of an experiment file (spec x grid x "
+                       "seeds) into one folder; the same command resumes it")
+    w.add_argument("experiment", metavar="EXPERIMENT.yaml", help="see examples/experiments")
+    w.add_argument("--out", type=directory_argument, help="default runs/<experiment name>")
+    w.add_argument("--jobs", type=int, default=1, metavar="N", help="N worker processes")
+    one = w.add_mutually_exclusive_group()
+    one.add_argument("--task", type=int, metavar="I", help="run I alone ($SLURM_ARRAY_TASK_ID)")
+    one.add_argument("--slurm", action="store_true", help="write DIR/sweep.sbatch, run nothing")
+    one.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    w.add_argument("--threads", type=int, help=argparse.SUPPRESS)
+    w.set_defaults(func=cmd_sweep)
 
     d = sub.add_parser("datasets", help="list the registries: data, priors, likelihoods, ...")
     d.set_defaults(func=cmd_datasets)
