@@ -13,11 +13,10 @@ Per group, over its S seeds (values x_1 … x_S, one per run)::
     mean = Σ_s x_s / S        s.e. = sd(x) / √S, sd with ddof = 1   (no s.e. for S = 1: "—")
 
 of log p(x) (``log_px``, the mean over points of the importance-sampled log p̂), the ELBO,
-active units, bits/dim (where defined) and the run time. **Run time** is wall-clock seconds from
-the run's start to the end of ``train`` as its marker records them (``.pyro-vae-run``:
-``updated − created``, whole seconds): training plus the final scoring and figures, and any wait
-between an interruption and its resume. ``metrics.csv`` holds no clock (only images per second
-over spans that leave validation out), so it is no source of a run's time.
+active units, bits/dim (where defined) and the training time: the wall seconds the run spent
+training, summed over its stops and resumes (:meth:`pyro_vae.rundir.Run.train_seconds`, kept in
+its marker); for a run from before that count, the marker's ``updated − created`` (whole
+seconds, scoring and any wait before a resume included).
 
 **Paired differences** against the baseline group, for log p(x) and for the ELBO: within a seed s
 present in both, over the n points both evaluations scored (the same ``data_sha256`` in both
@@ -97,7 +96,7 @@ NOT_COMPUTED = (
 NUM_SAMPLES = "evaluate.num_samples"
 #: Per-group quantities: JSON key (or ``run_time_s``) → how the tables name it.
 METRICS = {"log_px": "log p(x)", "elbo": "ELBO", "active_units": "active units",
-           "bits_per_dim": "bits/dim", "run_time_s": "run time (s)"}
+           "bits_per_dim": "bits/dim", "run_time_s": "training time (s)"}
 #: The paired differences: per-point array in the ``.npz`` → how the tables name it.
 PAIRED = {"log_px": "Δ log p(x)", "elbo": "Δ ELBO"}
 AGGREGATE_MD, AGGREGATE_CSV, AGGREGATE_JSON, AGGREGATE_PNG = (
@@ -156,8 +155,11 @@ def _search(root: Path) -> list[Path]:
 # ---- reading a run -----------------------------------------------------------------------------
 
 def run_time(run: Path) -> float:
-    """Seconds from the run's start to the end of ``train``: its marker's ``updated −
+    """The run's training seconds (:meth:`Run.train_seconds`), else its marker's ``updated −
     created`` (see the module docstring); nan without a readable marker."""
+    seconds = Run(run).train_seconds()
+    if not math.isnan(seconds):
+        return seconds
     try:
         record = json.loads((run / MARKER).read_text())
         start, end = (time.strptime(record[k], "%Y-%m-%dT%H:%M:%SZ") for k in ("created",
@@ -620,8 +622,9 @@ class Aggregate:
                   "- log p(x): the mean over points of the importance-sampled log p̂(x), a "
                   "stochastic lower bound (nats); ELBO likewise; active units: "
                   "Cov_x(E_q[z_u|x]) > 0.01.",
-                  "- run time: wall clock from the run's start to the end of train (its marker's "
-                  "created → updated): training, the final scoring and figures."]
+                  "- training time: wall seconds spent training, over the run's stops and "
+                  "resumes (for a run from before that count: its marker's created → updated, "
+                  "scoring included)."]
         if self.gains:
             parts += ["- Δ: d_i = value_i(group) − value_i(baseline) per point i within a seed; "
                       "d̄_s its mean over the n points, se_s = sd(d)/√n.",

@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import signal
 import sys
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -176,6 +177,11 @@ def _fit(prepared: Prepared, run: Run, record: dict[str, Any], first_step: int |
     from pyro_vae.trainer import VAEData, VAEModule, make_trainer
 
     spec, bundle, resume = prepared.spec, prepared.bundle, first_step is not None
+    start = time.perf_counter()
+
+    def trained() -> float:
+        return time.perf_counter() - start
+
     try:
         if rank0:
             if resume:
@@ -203,7 +209,7 @@ def _fit(prepared: Prepared, run: Run, record: dict[str, Any], first_step: int |
     except Diverged as exc:
         if rank0:
             run.fall_back(exc.step - 1)
-            run.mark("diverged")
+            run.mark("diverged", trained_s=trained())
         hint = f" --set train.lr={spec.train.lr / 10:g}"
         where = (run.where(hint) if run.last.is_file() else "no checkpoint passed the guard; "
                  f"start again with --overwrite and a lower train.lr (e.g.{hint})")
@@ -212,7 +218,7 @@ def _fit(prepared: Prepared, run: Run, record: dict[str, Any], first_step: int |
         signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGTERM
         step = exc.step if isinstance(exc, Interrupted) else checkpoint.saved_step
         if rank0:
-            run.mark("stopped")
+            run.mark("stopped", trained_s=trained())
         raise Interrupted(signum, step, run.where()) from None
     except OSError as exc:
         fresh = rank0 and not resume and not run.last.is_file()
@@ -228,7 +234,7 @@ def _fit(prepared: Prepared, run: Run, record: dict[str, Any], first_step: int |
         if len(set(digests)) > 1:
             raise RuntimeError(f"DDP replicas ended with different parameters: {digests}")
     if rank0:
-        run.mark("finished")
+        run.mark("finished", trained_s=trained())
     return trainer
 
 

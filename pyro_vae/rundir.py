@@ -29,6 +29,7 @@ import fnmatch
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -214,14 +215,25 @@ class Run:
         state = self._marker().get("state")
         return state if isinstance(state, str) else None
 
-    def mark(self, state: str, scoring: bool = False) -> None:
-        """Write the marker with ``state`` (keeping its creation time), and ``"scoring": true``
-        with ``scoring`` (:meth:`scoring`)."""
+    def mark(self, state: str, scoring: bool = False, trained_s: float = 0.0) -> None:
+        """Write the marker with ``state`` (keeping its creation time and training seconds),
+        ``"scoring": true`` with ``scoring`` (:meth:`scoring`), and ``trained_s`` more seconds
+        of training (:meth:`train_seconds`)."""
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        record = {"pyro_vae_run": 1, "state": state,
-                  "created": self._marker().get("created", now), "updated": now,
-                  **({"scoring": True} if scoring else {})}
+        old = self._marker()
+        seconds = self.train_seconds() if "train_seconds" in old else 0.0
+        record = {"pyro_vae_run": 1, "state": state, "created": old.get("created", now),
+                  "updated": now, **({"scoring": True} if scoring else {}),
+                  **({"train_seconds": round(seconds + trained_s, 3)}
+                     if seconds or trained_s else {})}
         self.write_text(self.root / MARKER, json.dumps(record) + "\n")
+
+    def train_seconds(self) -> float:
+        """Wall seconds spent in training (Lightning's fit, summed over the stops and resumes
+        of the run; evaluation and figures excluded); nan for a run whose marker predates the
+        count."""
+        value = self._marker().get("train_seconds")
+        return float(value) if isinstance(value, (int, float)) else math.nan
 
     def _marker(self) -> dict[str, Any]:
         try:

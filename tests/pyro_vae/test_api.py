@@ -30,6 +30,8 @@ def test_train_returns_the_run_loaded_and_scored(run: pyro_vae.Run) -> None:
     assert run.spec.train.max_epochs == 1 and run.vae.latent_dim == 2
     assert f"{summary['log_px']:.3f}" in run._repr_markdown_()
     assert set(run.evaluations()) == {"test"}
+    marker = json.loads((run.root / ".pyro-vae-run").read_text())
+    assert 0 < run.train_seconds() == marker["train_seconds"]  # training alone, kept in the marker
 
 
 def test_figures_are_returned_as_matplotlib_figures(run: pyro_vae.Run) -> None:
