@@ -1,13 +1,13 @@
 """``python -m benchmarks``: the speed benchmarks (minutes); writes BENCHMARKS.md.
 
-    python -m benchmarks [--only step,is,is-small,scaling,startup] [--device cuda]
+    python -m benchmarks [--only step,is,is-small,scaling,startup,sweep] [--device cuda]
                          [--threads 2]
                          [--toy]
 """
 
 from __future__ import annotations
 
-from benchmarks import importance, scaling, small_k, startup, step
+from benchmarks import importance, scaling, small_k, startup, step, sweep_overhead
 from benchmarks.cli import Runner, finish, options_from, parser
 
 SECTIONS: dict[str, Runner] = {
@@ -16,6 +16,7 @@ SECTIONS: dict[str, Runner] = {
     "is-small": small_k.run,
     "scaling": scaling.run,
     "startup": startup.run,
+    "sweep": sweep_overhead.run,
 }
 
 

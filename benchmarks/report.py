@@ -29,7 +29,7 @@ from typing import Any
 from benchmarks.common import REPO, plural, table
 
 #: the numbered sections, in order: a section's number is its place here
-ORDER = ("step", "is", "published", "scaling", "ais", "richer", "startup")
+ORDER = ("step", "is", "published", "scaling", "ais", "richer", "startup", "sweep")
 #: part key → the section it belongs to (shown after that section's own record)
 PARTS = {"is-small": "is", "ais-quality": "ais"}
 #: keys older generators wrote → the key of the section they are now
@@ -43,7 +43,8 @@ SECTION_COMMANDS = {"step": "python -m benchmarks --only step",
                     "published": "python -m benchmarks.published",
                     "ais": "python -m benchmarks.ais",
                     "richer": "python -m benchmarks.richer",
-                    "startup": "python -m benchmarks --only startup"}
+                    "startup": "python -m benchmarks --only startup",
+                    "sweep": "python -m benchmarks --only sweep"}
 #: what ± means in each section that shows one (see LEGEND), named under its machine line
 PLUS_MINUS = {
     "published": "a row's log p(x): **s.e. over images** (the 10 000 test images, one seed per "

@@ -35,6 +35,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import Options, Section
+from benchmarks.common import table as plain_table
+
 REPO = Path(__file__).resolve().parent.parent
 DIGITS = REPO / "examples" / "configs" / "digits.yaml"
 TINY = {"latent_dim": 2, "encoder.hidden": [8], "decoder.hidden": [8], "train.batch_size": 32,
@@ -149,14 +152,15 @@ def measure(runs: int, threads: int, folder: Path) -> dict[str, Any]:
             "load": os.getloadavg(), "cpus": os.cpu_count()}
 
 
-def table(result: dict[str, Any]) -> list[str]:
+def rows(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, seconds) of each line of the table."""
     w, cli = result["worker"], result["cli"]
     later = w["later_runs_fixed_s"]
 
     def mean(values: list[float]) -> str:
         return f"{statistics.mean(values):.2f}" if values else "—"
 
-    rows = [
+    return [
         ("sweep worker, run 1", f"{w['first_run']['fixed_s']:.2f}"),
         (f"sweep worker, runs 2-{w['runs']} (mean)", mean(later)),
         ("  of which scores and figures written", mean(w["later_runs_scores_and_figures_s"])),
@@ -168,12 +172,41 @@ def table(result: dict[str, Any]) -> list[str]:
          mean([c["fixed_s"] for c in cli])),
         ("  of which scores and figures written", mean([c["scores_and_figures_s"] for c in cli])),
     ]
-    width = max(len(r[0]) for r in rows)
+
+
+def table(result: dict[str, Any]) -> list[str]:
+    """The table as printed: a title line, then the rows of :func:`rows`."""
+    lines = rows(result)
+    width = max(len(r[0]) for r in lines)
     load = ", ".join(f"{x:.1f}" for x in result["load"])
     return [f"fixed cost per run (s): wall less Trainer.fit and the IS evaluation; tiny digits "
             f"runs, {result['threads']} torch thread(s), {result['cpus']} CPUs, load {load}; "
             f"target <= {TARGET_S:g} s in a sweep",
-            *(f"  {label:<{width}}  {value:>6}" for label, value in rows)]
+            *(f"  {label:<{width}}  {value:>6}" for label, value in lines)]
+
+
+def run(options: Options, command: str) -> Section:
+    """The section of BENCHMARKS.md (``python -m benchmarks --only sweep``): the table of
+    :func:`table` from :func:`measure` (2 runs at toy size, else 8), and its target."""
+    runs = 2 if options.toy else 8
+    with tempfile.TemporaryDirectory(prefix="sweep-overhead-") as folder:
+        result = measure(runs, options.threads, Path(folder))
+    later = result["worker"]["later_runs_fixed_s"]
+    section = Section("sweep", "Sweep: the fixed cost of a run", command, data=result)
+    if later:
+        section.target("sweep worker: fixed seconds per run (runs after the first)",
+                       statistics.median(later), TARGET_S, unit=" s", fmt=".2f")
+    section.body = (
+        "What a run costs besides its training and evaluation, in one `pyro-vae sweep` worker "
+        "(runs share the process: imports once; a sweep's runs draw no figures unless the "
+        "experiment asks, `evaluate.figures`) against one `pyro-vae train` process per run "
+        "(which draws them). Tiny digits runs, so that what is left is the fixed cost; "
+        "seconds, wall time less `Trainer.fit` and the importance-sampled evaluation. "
+        f"Target: at most {TARGET_S:g} s per run in a sweep (issue #27: about 11 s per CLI "
+        "call).\n\n"
+        + plain_table(["", "seconds"], [[label.strip(), value] for label, value in
+                                         rows(result)]))
+    return section
 
 
 def main(argv: list[str] | None = None) -> None:

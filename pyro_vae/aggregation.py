@@ -89,6 +89,7 @@ NOT_COMPUTED = (
     "train.accelerator",             # the hardware (the same arithmetic up to rounding)
     "train.strategy",                # how the processes talk, not how many there are
     "evaluate.memory_budget_mb",     # how the K samples are chunked
+    "evaluate.figures",              # whether figures were drawn
     "evaluate.split",                # the split scored at the end of train; --split picks the read
     "data.root",                     # where the data files are found; data_sha256 says what
     "data.download",

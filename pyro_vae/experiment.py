@@ -12,8 +12,9 @@ An experiment file (YAML; every key but ``base`` may be left out)::
       - {estimator.name: iwae, estimator.particles: 5}
     seeds: 3                            # a count n (seeds 0 … n−1) or a list [0, 7, 42]
 
-Each run's spec is ``base`` + ``set`` + its cell's overrides + ``train.seed=<seed>``, applied in
-that order as ``--set`` applies them (a value that is a mapping replaces that node). The seed is
+Each run's spec is ``base`` + :data:`DEFAULTS` (``evaluate.figures=false``: the runs draw no
+figures unless the experiment says so) + ``set`` + its cell's overrides + ``train.seed=<seed>``,
+applied in that order as ``--set`` applies them (a value that is a mapping replaces that node). The seed is
 ``train.seed`` alone: the data split is drawn with ``data.seed`` (default 0, never touched by a
 sweep), so the runs of a cell score the same test points and pair point by point across seeds
 (:mod:`pyro_vae.aggregation`). Everything is checked before anything runs: unknown keys, bad types,
@@ -98,6 +99,9 @@ MAX_NAME = 80  # characters of a cell's directory name
 #: A run's state once this sweep has dealt with it (a worker passes over it).
 SETTLED = ("finished", "skipped", "diverged", "failed", "in use")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)  # as pyro_vae.engine's
+#: Overrides before the experiment's own: a sweep's runs draw no figures (seconds a run; the
+#: experiment's figure is aggregate's forest plot), unless ``set``, a cell or the grid says so.
+DEFAULTS = ("evaluate.figures=false",)
 #: Exit statuses, as pyro_vae.cli's: an internal error, a user error, a divergence.
 EXIT_INTERNAL, EXIT_USER_ERROR, EXIT_DIVERGED = 1, 2, 3
 
@@ -169,7 +173,8 @@ class Experiment:
                 folder = f"{cell.name}/seed-{seed}" if cell.name else f"seed-{seed}"
                 path = str(Path(out) / folder) if out is not None else folder
                 runs.append(PlannedRun(len(runs), cell, seed, path,
-                                       (*self.set_strings(), *cell.strings(), f"{SEED}={seed}")))
+                                       (*DEFAULTS, *self.set_strings(), *cell.strings(),
+                                        f"{SEED}={seed}")))
         return runs
 
     def set_strings(self) -> list[str]:

@@ -283,15 +283,19 @@ def score(prepared: Prepared, run: Run, device: torch.device, rank0: bool) -> Ev
 
 
 def write_scores(prepared: Prepared, run: Run, result: Evaluation, curves: bool) -> None:
-    """``eval-<split>.json`` and ``.npz`` of the evaluated split and ``figures/<split>/``,
-    nothing of another split's; with ``curves`` the training curves too
-    (``figures/training_curves.png``). A linked figures folder is refused before anything is
+    """``eval-<split>.json`` and ``.npz`` of the evaluated split and, unless the spec's
+    ``evaluate.figures`` is false, ``figures/<split>/``, nothing of another split's; with
+    ``curves`` the training curves too (``figures/training_curves.png``). A linked figures folder is refused before anything is
     written."""
     from pyro_vae.figures import (curve_series, evaluation_figures, plot_training_curves,
                                   read_metrics)
 
-    run.directory(run.figures_dir(result.split))
+    draw = prepared.spec.evaluate.figures
+    if draw:
+        run.directory(run.figures_dir(result.split))
     run.write_evaluation(result.summary(prepared.data_sha256), result.arrays())
+    if not draw:
+        return
     run.write_figures(evaluation_figures(prepared.vae, prepared.bundle, result,
                                          prepared.spec.train.seed), result.split)
     if curves and run.metrics_csv.is_file() and curve_series(read_metrics(run.metrics_csv)):

@@ -121,11 +121,14 @@ def _check_loggers(value: str | tuple[str, ...]) -> None:
 
 @dataclass(frozen=True)
 class EvaluateSpec:
-    """Importance-sampled log p(x) with ``num_samples`` particles per data point."""
+    """Importance-sampled log p(x) with ``num_samples`` particles per data point; ``figures``:
+    draw ``figures/<split>/`` when a split is scored (a sweep turns it off unless its experiment
+    says otherwise; :meth:`pyro_vae.rundir.Run.figures` draws them on demand)."""
 
     num_samples: int = 1000
     split: Literal["train", "val", "test"] = "test"
     memory_budget_mb: float = 512.0
+    figures: bool = True
 
     def __post_init__(self) -> None:
         _at_least(self.num_samples, 1, "num_samples")

@@ -70,7 +70,8 @@ def test_a_file_parses_relative_base_counted_seeds_and_the_grid_product(tmp_path
                                           "beta=1,latent_dim=4/seed-0",
                                           "beta=1,latent_dim=8/seed-0"]
     assert [r.seed for r in runs] == [0] * 6 + [1] * 6 + [2] * 6  # a replicate of all first
-    assert runs[7].overrides == ("train.max_epochs=2", "beta=1.0", "latent_dim=4", "train.seed=1")
+    assert runs[7].overrides == ("evaluate.figures=false", "train.max_epochs=2", "beta=1.0",
+                                 "latent_dim=4", "train.seed=1")
     spec = exp.spec(runs[7])
     assert (spec.beta, spec.latent_dim, spec.train.seed, spec.train.max_epochs) == (1.0, 4, 1, 2)
     assert [r.path for r in load_experiment(path).runs()] == [r.path for r in runs]  # stable
@@ -388,3 +389,17 @@ def test_the_exit_status_says_the_worst_outcome(states, code):
 def test_the_experiment_dataclass_alone_needs_no_file(tmp_path):
     exp = Experiment(tmp_path / "e.yaml", Path(DIGITS), grid={"beta": [1.0, 2.0]}, seeds=(4,))
     assert [r.path for r in exp.runs()] == ["beta=1/seed-4", "beta=2/seed-4"]
+
+
+def test_a_sweeps_runs_draw_no_figures_unless_the_experiment_says_so(tmp_path):
+    """Figures cost a sweep most of its fixed seconds per run (benchmarks/sweep_overhead.py):
+    its runs are scored without them, unless ``set`` asks; ``Run.figures`` draws them later."""
+    from pyro_vae.experiment import load_experiment
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"base: {DIGITS}\nseeds: 1\n")
+    [run] = load_experiment(path).runs(tmp_path / "out")
+    assert load_experiment(path).spec(run).evaluate.figures is False
+    path.write_text(f"base: {DIGITS}\nset: {{evaluate.figures: true}}\nseeds: 1\n")
+    [run] = load_experiment(path).runs(tmp_path / "out")
+    assert load_experiment(path).spec(run).evaluate.figures is True
