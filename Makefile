@@ -19,6 +19,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# The wheel and sdist of `python -m build`, installed into a fresh venv from the package index,
+# train and evaluate outside the source tree (tests/test_packaging.py: minutes; make test
+# deselects it, CI runs it).
+.PHONY: test-packaging
+test-packaging: $(STAMP)
+	$(PY) -m pytest -m packaging
+
 bench: $(STAMP)
 	$(PY) -m benchmarks
 

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from pyro_vae.compare import add_compare_parser
-from pyro_vae.console import chatty, configure, crash_log, quiet
+from pyro_vae.console import ShowVersion, chatty, configure, crash_log, quiet
 from pyro_vae.registry import SpecError, clip, directory_argument
 from pyro_vae.rundir import Run
 from pyro_vae.stops import Diverged, Interrupted
@@ -170,6 +170,7 @@ class _Parser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="pyro-vae", description=DESCRIPTION)
+    p.add_argument("--version", action=ShowVersion)
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="fit a VAE from a YAML spec, or resume a run")

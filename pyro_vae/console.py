@@ -7,13 +7,16 @@ banners and its known-harmless warnings are never shown.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
+import re
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 _asked = False  # --verbose
 _noted: set[str] = set()  # each note once per process (a resume reads its checkpoint twice)
@@ -59,6 +62,47 @@ def quieted() -> Iterator[None]:
                 logging.getLogger(name).setLevel(level)
 
 
+def progress_bar(*args: Any, **kwargs: Any) -> Any:
+    """A tqdm bar (arguments as tqdm's): the notebook widget of ``tqdm.auto`` where ipywidgets is
+    installed, else the text bar. Imported in a Jupyter kernel without ipywidgets, ``tqdm.auto``
+    warns "IProgress not found" into the cell, shown or not; Lightning chooses the same way."""
+    from importlib.util import find_spec
+
+    if find_spec("ipywidgets") is None:
+        from tqdm.std import tqdm
+    else:
+        from tqdm.auto import tqdm
+    return tqdm(*args, **kwargs)
+
+
+def release() -> str:
+    """pyro-vae's version: the installed distribution's, else (a source tree that is not
+    installed) the one pyproject.toml beside the package states."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pyro-vae")
+    except PackageNotFoundError:
+        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        text = pyproject.read_text(encoding="utf-8") if pyproject.is_file() else ""
+        found = re.search(r'^version\s*=\s*"([^"]+)"', text, re.MULTILINE)
+        return found.group(1) if found else "(version unknown)"
+
+
+class ShowVersion(argparse.Action):
+    """``--version``: prints ``pyro-vae X.Y.Z`` (:func:`release`, looked up only then, so that
+    building the parser costs nothing) and exits 0."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str = "print the version and exit"):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        print(f"pyro-vae {release()}")
+        parser.exit()
+
+
 def notice(text: str) -> None:
     """One ``pyro-vae: note:`` line on stderr where notices are shown (:func:`chatty`), by rank 0
     of a multi-process run only, once per process."""
@@ -77,17 +121,11 @@ def crash_log(command: str, argv: Sequence[str]) -> Path | None:
     import tempfile
     import time
     import traceback
-    from importlib.metadata import PackageNotFoundError, version
-
     from pyro_vae.atomic import write_text_atomic
     from pyro_vae.cache import cache_dir
 
-    try:
-        release = version("pyro-vae")
-    except PackageNotFoundError:  # run from a source tree
-        release = "(not installed)"
     name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-    text = (f"pyro-vae {release}, Python {platform.python_version()}, "
+    text = (f"pyro-vae {release()}, Python {platform.python_version()}, "
             f"{platform.platform()}\ncommand: {command}; argv: {list(argv)!r}\n\n"
             f"{traceback.format_exc()}")
     for folder in (cache_dir() / "logs", Path(tempfile.gettempdir())):

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyro
 import torch
-from tqdm.auto import tqdm
 
 from inference.marginal import (MarginalResult, chunk_size_for_budget, estimate_from_log_weights,
                                 measure_bytes_per_particle)
+from pyro_vae.console import progress_bar
 from pyro_vae.ranks import gather_rows, rank_zero, world
 from pyro_vae.registry import SpecError
 from pyro_vae.vae import VAE
@@ -200,8 +200,8 @@ def importance_log_px(vae: VAE, x: torch.Tensor, num_samples: int, memory_budget
     out = torch.empty((len(fields), len(x)), dtype=torch.float64, device=x.device)
     starts = range(0, len(x), plan.points)
     with pyro.validation_enabled(False):
-        for i in tqdm(starts, desc=f"log p(x), K={num_samples}", unit="call", disable=not progress,
-                      total=len(starts)):
+        for i in progress_bar(starts, desc=f"log p(x), K={num_samples}", unit="call",
+                              disable=not progress, total=len(starts)):
             fn = vae.log_weights(x[i:i + plan.points])
             part = estimate_from_log_weights(fn, num_samples, plan.particles)
             out[:, i:i + plan.points] = torch.stack([getattr(part, f) for f in fields])
