@@ -26,6 +26,18 @@ test: $(STAMP)
 test-packaging: $(STAMP)
 	$(PY) -m pytest -m packaging
 
+# The documentation site (mkdocs.yml, docs/): site/index.html, opened from the disk. --strict: a
+# broken link or cross-reference, or a docstring naming an object that does not exist, fails it.
+# Needs no network (MathJax is loaded by the reader's browser). Installs the docs extra first.
+DOCS_STAMP := $(VENV)/.installed-docs
+.PHONY: docs
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e '.[docs]'
+	@touch $@
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
