@@ -140,7 +140,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from pyro_vae.experiment import sweep
 
     result = sweep(args.experiment, args.out, args.jobs, args.threads, progress=chatty(),
-                   task=args.task, slurm=args.slurm, worker=args.worker)
+                   task=args.task, slurm=args.slurm, worker=args.worker, search=args.search,
+                   trials=args.trials, storage=args.storage)
     if result.lines():
         print("\n".join(result.lines()))
     for line in result.problems():
@@ -266,6 +267,13 @@ def parser() -> argparse.ArgumentParser:
     one.add_argument("--slurm", action="store_true", help="write DIR/sweep.sbatch, run nothing")
     one.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     w.add_argument("--threads", type=int, help=argparse.SUPPRESS)
+    w.add_argument("--search", choices=["optuna"], help="search the experiment's search: "
+                   "section with Optuna's TPE, scored on the validation split (pip install "
+                   "'pyro-vae[search]')")
+    w.add_argument("--trials", type=int, metavar="N", help="with --search: N trials in the "
+                   "study, over all its workers")
+    w.add_argument("--storage", metavar="URL", help="with --search: an Optuna storage URL "
+                   "shared by several machines (default sqlite:///DIR/.sweep/optuna.db)")
     w.set_defaults(func=cmd_sweep)
 
     d = sub.add_parser("datasets", help="list the registries: data, priors, likelihoods, ...")

@@ -92,7 +92,7 @@ from pyro_vae.stops import Diverged, Interrupted, signal_name
 MANIFEST = "experiment.json"
 SLURM_SCRIPT = "sweep.sbatch"
 STATE_DIR = ".sweep"  # hidden: locks and scheduler logs, skipped by aggregate.find_runs
-KEYS = ("base", "set", "grid", "cells", "seeds")
+KEYS = ("base", "set", "grid", "cells", "seeds", "search")
 SEED = "train.seed"
 MAX_RUNS = 10_000
 MAX_NAME = 80  # characters of a cell's directory name
@@ -146,6 +146,7 @@ class Experiment:
     grid: dict[str, list[Any]] = field(default_factory=dict)
     cell_maps: list[dict[str, Any]] = field(default_factory=list)
     seeds: tuple[int, ...] = (0,)
+    space: dict[str, dict[str, Any]] = field(default_factory=dict)  # its search: (pyro_vae.search)
 
     def cells(self) -> list[Cell]:
         """Each listed cell (or the base alone) crossed with each grid point, in the order
@@ -186,7 +187,8 @@ class Experiment:
     def to_dict(self) -> dict[str, Any]:
         """The file's content, ``base`` absolute: what the manifest records."""
         return {"experiment": str(self.path), "base": str(self.base), "set": self.common,
-                "grid": self.grid, "cells": self.cell_maps, "seeds": list(self.seeds)}
+                "grid": self.grid, "cells": self.cell_maps, "seeds": list(self.seeds),
+                **({"search": self.space} if self.space else {})}
 
 
 def override(key: str, value: Any) -> str:
@@ -226,13 +228,39 @@ def load_experiment(path: str | Path) -> Experiment:
     grid = _grid(raw.get("grid"))
     cell_maps = _cell_maps(raw.get("cells"))
     seeds = _seeds(raw.get("seeds", 1))
+    space = _space(raw, common, seeds)
     _no_overlap(common, grid, cell_maps)
     count = max(1, len(cell_maps)) * _product([len(v) for v in grid.values()]) * len(seeds)
     if count > MAX_RUNS:
         raise SpecError(str(path), f"{count} runs; an experiment holds at most {MAX_RUNS}")
-    experiment = Experiment(path.absolute(), base_path, common, grid, cell_maps, seeds)
+    experiment = Experiment(path.absolute(), base_path, common, grid, cell_maps, seeds, space)
     _check_specs(experiment)
     return experiment
+
+
+def _space(raw: Mapping[str, Any], common: Mapping[str, Any],
+           seeds: tuple[int, ...]) -> dict[str, dict[str, Any]]:
+    """The ``search:`` section (:func:`pyro_vae.search.parse_space`): with no grid or cells,
+    one seed, no key also in ``set``."""
+    if "search" not in raw:
+        return {}
+    from pyro_vae.search import parse_space
+
+    space = parse_space(raw["search"])
+    for key in ("grid", "cells"):
+        if key in raw:
+            raise SpecError(key, "does not combine with search: (a search draws its trials from "
+                            "the search: section alone; search the values instead, as "
+                            "{choices: [...]})")
+    if len(seeds) != 1:
+        raise SpecError("seeds", f"a search trains one seed per trial, got {len(seeds)} seeds; "
+                        "rerun the best trial's parameters as a sweep over seeds")
+    for key in space:
+        for other in common:
+            if _clash(key, other):
+                raise SpecError(f"search.{key}", f"set: also sets {other} for every run; keep "
+                                "it in one place")
+    return space
 
 
 def _product(sizes: Sequence[int]) -> int:
@@ -347,6 +375,16 @@ def _check_specs(experiment: Experiment) -> None:
         load_spec(experiment.base, [*experiment.set_strings(), f"{SEED}={seed}"])
     except SpecError as exc:
         raise _blamed(exc, sources, "set") from None
+    for key, dist in experiment.space.items():
+        from pyro_vae.search import SPLIT, candidates
+
+        for value in candidates(dist):
+            try:
+                load_spec(experiment.base, [*experiment.set_strings(), override(key, value),
+                                            f"{SEED}={seed}", SPLIT])
+            except SpecError as exc:
+                raise SpecError(f"search.{key}", f"value {shown(value)}: "
+                                f"{exc.message if exc.key == key else exc}") from None
     for cell in experiment.cells():
         try:
             load_spec(experiment.base, [*experiment.set_strings(), *cell.strings(),
@@ -720,15 +758,34 @@ class SweepResult:
 
 def sweep(path: str | Path, out: str | Path | None = None, jobs: int = 1,
           threads: int | None = None, progress: bool = True, *, task: int | None = None,
-          slurm: bool = False, worker: bool = False) -> SweepResult:
+          slurm: bool = False, worker: bool = False, search: str | None = None,
+          trials: int | None = None, storage: str | None = None) -> Any:
     """Train every run of the experiment file ``path`` into ``out`` (default
     ``runs/<file stem>``; see the module docstring): in this process (``jobs=1``) or in ``jobs``
     worker processes with ``threads`` torch threads each (default ``cores // jobs``). ``task``:
     only run ``task`` (0-based, of :meth:`Experiment.runs`: a SLURM array task); ``slurm``:
     write ``DIR/sweep.sbatch`` and run nothing; ``worker``: be one of the workers. ``progress``:
     a line on stderr as runs end, where :func:`pyro_vae.console.chatty`. Everything is checked
-    before anything runs (SpecError)."""
+    before anything runs (SpecError). ``search="optuna"``: the experiment's ``search:`` for
+    ``trials`` trials in ``storage`` instead (:func:`pyro_vae.search.search`, a SearchResult)."""
+    if search is not None:
+        from pyro_vae.search import SEARCHERS
+        from pyro_vae.search import search as optuna_search
+
+        if search not in SEARCHERS:
+            raise SpecError("--search", f"unknown searcher {search!r}; valid: "
+                            f"{choices_text(SEARCHERS)}")
+        if task is not None or slurm:
+            raise SpecError("--search", "runs its own workers (--jobs N, or the same command "
+                            "on several machines with one --storage); not --task or --slurm")
+        return optuna_search(path, out, trials, storage, jobs, threads, worker=worker)
+    if trials is not None or storage is not None:
+        raise SpecError("--trials" if trials is not None else "--storage",
+                        "goes with --search optuna")
     experiment = load_experiment(path)
+    if experiment.space:
+        raise SpecError("search", f"{experiment.path} searches: run it with --search optuna "
+                        "--trials N")
     out = Path(out) if out is not None else Path("runs") / experiment.path.stem
     runs = experiment.runs()
     _check_options(jobs, threads, task, len(runs), slurm, worker)
