@@ -423,9 +423,10 @@ class Run:
         (:func:`pyro_vae.prepared.load_run`), loaded once; the caller's random states (torch,
         NumPy, Python) are left as they were, though the rebuild seeds them."""
         if self._prepared is None:
+            from pyro_vae.console import quieted
             from pyro_vae.prepared import load_run, random_states_kept
 
-            with random_states_kept():
+            with random_states_kept(), quieted():  # as quiet as the command line
                 self._prepared = load_run(self)
             self._prepared.vae.eval()
         return self._prepared
