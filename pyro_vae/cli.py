@@ -22,9 +22,9 @@ it. Rerunning ``train CONFIG --out DIR`` on a run that was stopped before it fin
 same spec, continues it (a requeued cluster job).
 
 ``pyro-vae train --resume RUN_DIR`` continues RUN_DIR in place from its last checkpoint, with the
-spec in RUN_DIR/config.yaml; ``--set`` may then change only train.max_epochs, train.lr,
-train.gradient_clip, train.progress, train.logger, train.jit, train.keep_checkpoints,
-train.blowup_factor and evaluate.* (``pyro_vae.checkpoints.RESUMABLE``).
+spec in RUN_DIR/config.yaml; ``--set`` may then change only the keys that do not alter what a
+checkpoint means (``pyro_vae.checkpoints.RESUMABLE``: max_epochs, lr, logging, ...) and
+evaluate.*.
 
 Each command parses its arguments, calls one library function (:mod:`pyro_vae.pipeline`,
 :mod:`pyro_vae.export`, :mod:`pyro_vae.compare`, :mod:`pyro_vae.report`) and prints what it
@@ -129,7 +129,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_aggregate(args: argparse.Namespace) -> None:
-    from pyro_vae.aggregate import aggregate
+    from pyro_vae.aggregation import aggregate
 
     result = aggregate(args.paths, args.baseline, args.split, args.method)
     print("\n".join(result.lines()))
