@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from pyro_vae.compare import add_compare_parser
+from pyro_vae.experiment import add_sweep_parser
 from pyro_vae.console import ShowVersion, chatty, configure, crash_log, quiet
 from pyro_vae.registry import SpecError, clip, directory_argument
 from pyro_vae.rundir import Run
@@ -134,19 +135,6 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
     result = aggregate(args.paths, args.baseline, args.split, args.method)
     print("\n".join(result.lines()))
     print("\n".join(f"aggregate: {path}" for path in result.write(args.out)))
-
-
-def cmd_sweep(args: argparse.Namespace) -> int:
-    from pyro_vae.experiment import sweep
-
-    result = sweep(args.experiment, args.out, args.jobs, args.threads, progress=chatty(),
-                   task=args.task, slurm=args.slurm, worker=args.worker, search=args.search,
-                   trials=args.trials, storage=args.storage)
-    if result.lines():
-        print("\n".join(result.lines()))
-    for line in result.problems():
-        print(f"pyro-vae: {line}", file=sys.stderr)
-    return result.exit_code
 
 
 def cmd_datasets(args: argparse.Namespace) -> None:
@@ -257,24 +245,7 @@ def parser() -> argparse.ArgumentParser:
                    "and .png go (default: the runs' common parent folder)")
     a.set_defaults(func=cmd_aggregate)
 
-    w = sub.add_parser("sweep", help="train every run of an experiment file (spec x grid x "
-                       "seeds) into one folder; the same command resumes it")
-    w.add_argument("experiment", metavar="EXPERIMENT.yaml", help="see examples/experiments")
-    w.add_argument("--out", type=directory_argument, help="default runs/<experiment name>")
-    w.add_argument("--jobs", type=int, default=1, metavar="N", help="N worker processes")
-    one = w.add_mutually_exclusive_group()
-    one.add_argument("--task", type=int, metavar="I", help="run I alone ($SLURM_ARRAY_TASK_ID)")
-    one.add_argument("--slurm", action="store_true", help="write DIR/sweep.sbatch, run nothing")
-    one.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    w.add_argument("--threads", type=int, help=argparse.SUPPRESS)
-    w.add_argument("--search", choices=["optuna"], help="search the experiment's search: "
-                   "section with Optuna's TPE, scored on the validation split (pip install "
-                   "'pyro-vae[search]')")
-    w.add_argument("--trials", type=int, metavar="N", help="with --search: N trials in the "
-                   "study, over all its workers")
-    w.add_argument("--storage", metavar="URL", help="with --search: an Optuna storage URL "
-                   "shared by several machines (default sqlite:///DIR/.sweep/optuna.db)")
-    w.set_defaults(func=cmd_sweep)
+    add_sweep_parser(sub)
 
     d = sub.add_parser("datasets", help="list the registries: data, priors, likelihoods, ...")
     d.set_defaults(func=cmd_datasets)

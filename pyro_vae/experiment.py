@@ -59,6 +59,7 @@ work: ``--slurm`` writes an sbatch array script, one task per run (``--task I``)
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import itertools
@@ -84,7 +85,8 @@ import yaml
 
 from pyro_vae.atomic import write_json_atomic, write_text_atomic
 from pyro_vae.console import chatty, crash_log
-from pyro_vae.registry import SpecError, choices_text, clip, did_you_mean, shown
+from pyro_vae.registry import (SpecError, choices_text, clip, did_you_mean, directory_argument,
+                               shown)
 from pyro_vae.rundir import LOCK, Run, RunInUse, flat
 from pyro_vae.spec import MAX_YAML_BYTES, Spec, load_run_spec, load_spec, parse_yaml
 from pyro_vae.stops import Diverged, Interrupted, signal_name
@@ -1038,3 +1040,38 @@ def write_slurm(experiment: Experiment, out: Path, total: int) -> Path:
         "exit $status\n")
     write_text_atomic(script, text)
     return script
+
+
+# ---- the command line ------------------------------------------------------------------------
+def cmd_sweep(args: argparse.Namespace) -> int:
+    result = sweep(args.experiment, args.out, args.jobs, args.threads, progress=chatty(),
+                   task=args.task, slurm=args.slurm, worker=args.worker, search=args.search,
+                   trials=args.trials, storage=args.storage)
+    if result.lines():
+        print("\n".join(result.lines()))
+    for line in result.problems():
+        print(f"pyro-vae: {line}", file=sys.stderr)
+    return result.exit_code
+
+
+def add_sweep_parser(sub: Any) -> argparse.ArgumentParser:
+    """``pyro-vae sweep`` on an ``add_subparsers()`` object."""
+    w = sub.add_parser("sweep", help="train every run of an experiment file (spec x grid x "
+                       "seeds) into one folder; the same command resumes it")
+    w.add_argument("experiment", metavar="EXPERIMENT.yaml", help="see examples/experiments")
+    w.add_argument("--out", type=directory_argument, help="default runs/<experiment name>")
+    w.add_argument("--jobs", type=int, default=1, metavar="N", help="N worker processes")
+    one = w.add_mutually_exclusive_group()
+    one.add_argument("--task", type=int, metavar="I", help="run I alone ($SLURM_ARRAY_TASK_ID)")
+    one.add_argument("--slurm", action="store_true", help="write DIR/sweep.sbatch, run nothing")
+    one.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    w.add_argument("--threads", type=int, help=argparse.SUPPRESS)
+    w.add_argument("--search", choices=["optuna"], help="search the experiment's search: "
+                   "section with Optuna's TPE, scored on the validation split (pip install "
+                   "'pyro-vae[search]')")
+    w.add_argument("--trials", type=int, metavar="N", help="with --search: N trials in the "
+                   "study, over all its workers")
+    w.add_argument("--storage", metavar="URL", help="with --search: an Optuna storage URL "
+                   "shared by several machines (default sqlite:///DIR/.sweep/optuna.db)")
+    w.set_defaults(func=cmd_sweep)
+    return w
