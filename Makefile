@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .PHONY: demo test bench bench-published bench-published-bg bench-quality bench-quality-bg \
-	bench-ais-bg clean
+	bench-ais-bg reproduce-table clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -93,6 +93,15 @@ endef
 
 bench-published-bg: $(STAMP)
 	$(call background,$(STATE),job$(JOB),benchmarks.published --state $(call path,$(STATE)) $(if $(MODELS),--models $(MODELS)) --seeds $(SEEDS))
+
+# The published table's shipped weights (benchmarks/results/published/*.weights.pt, digests in
+# weights.json there), each scored again by pyro-vae evaluate from a run directory made from its
+# preset, in $(CACHE)/published-weights: benchmarks/weights.py (all 10 000 test images with the
+# row's K = 5000: about 10-20 min a row on a CPU). LIMIT=N scores the first N test images only.
+LIMIT ?=
+reproduce-table: $(STAMP)
+	OMP_NUM_THREADS=$(THREADS) $(PY) -m benchmarks.weights reproduce --threads $(THREADS) \
+		$(if $(LIMIT),--limit $(LIMIT))
 
 # The names these targets had before benchmarks/published.py named them.
 bench-quality: bench-published

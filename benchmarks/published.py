@@ -40,6 +40,10 @@ Earlier versions of this job kept the three files inside the run directory; each
 there when it is not found beside the run, so a run they started continues from where it was,
 and one they finished is scored, not trained again.
 
+The weights a finished row was scored with are shipped beside its result
+(``<model>-seed<s>.weights.pt``, their SHA-256 in ``weights.json``): :mod:`benchmarks.weights`
+exports them from the state folder and scores them again (``make reproduce-table``).
+
 ``--report`` trains nothing: it writes this section (finished rows, epochs reached and validation
 ELBO of the running ones, the learning curves) from what the state and results hold.
 
@@ -115,6 +119,7 @@ DIFFERENCES = (
 PROGRESS, DONE, PEEK = "progress", "done", "peek"
 POINTS = ".log-px.npy"  # suffix of the per-test-image log p̂(x) beside a result record
 CURVES = f"{KEY}-curves.svg"
+WEIGHTS = "weights.json"  # the shipped weights' manifest in <results>/published (weights.py)
 PRESET_EPOCHS = 2000  # train.max_epochs of the presets: the bound of a time-left estimate
 
 
@@ -489,7 +494,7 @@ def section(options: Options, command: str, state: Path, seeds: tuple[int, ...],
         check_targets(out, finished, gains)
     out.body = "\n\n".join([
         PROTOCOL, table(HEADERS, rows), gains_text(gains, finished, unkept),
-        pending_text(pending, state), REFERENCE,
+        pending_text(pending, state), weights_text(results, seeds, state), REFERENCE,
         figure_text(out.data, seeds, options.results / CURVES), EARLIER, DIFFERENCES])
     return out
 
@@ -595,6 +600,47 @@ def pending_text(pending: list[str], state: Path) -> str:
     return ("**Not finished (their targets pending): " + ", ".join(pending) + ".** The job "
             f"continues from its checkpoints: `make bench-{KEY}` (state folder: "
             f"`{_home(state)}`).")
+
+
+def weights_text(results: Path, seeds: tuple[int, ...], state: Path) -> str:
+    """The paragraph on the shipped weights (``<results>/published/weights.json``): which
+    model and seed each file is, with its own row's log p(x) when the table shows other seeds;
+    the table's scored rows without a file, and why (their run is gone, or not exported yet);
+    how ``make reproduce-table`` scores the files again."""
+    files = (_read(results / WEIGHTS) or {}).get("files") or {}
+    labels = {m.name: m.label for m in MODELS}
+    shown = []
+    for name, entry in files.items():
+        record = _read(results / entry["result"]) or {}
+        row = "" if entry["seed"] in seeds or not record else \
+            (f"; its own row, not in the table above: test log p(x) {record['log_px']:.2f} ± "
+             f"{record['log_px_sem']:.2f}, {record['epochs']} epochs ({record['stopped']}), "
+             f"best val ELBO {record['best_val_elbo']:.2f}")
+        shown.append(f"`{name}`: {labels.get(entry['model'], entry['model'])}, **seed "
+                     f"{entry['seed']}**, epoch {entry['epoch']} ({entry['checkpoint']}), "
+                     f"{entry['bytes'] / 1e6:.1f} MB, SHA-256 `{entry['sha256'][:16]}…`{row}")
+    text = ("**Shipped weights** (float32, the VAE's parameters only, in a file that "
+            "`torch.load(weights_only=True)` reads; SHA-256 and sizes in "
+            f"`benchmarks/results/published/{WEIGHTS}`): " + "; ".join(shown) + "."
+            if shown else "**Shipped weights:** none yet.")
+    unshipped = [e for e in entries(MODELS, seeds, state, results)
+                 if e.result.is_file() and f"{e.name}.weights.pt" not in files]
+    gone = [e.label for e in unshipped if not Run(e.run_dir).checkpoint("best").is_file()]
+    waiting = [e.label for e in unshipped if e.label not in gone]
+    if gone:
+        text += (" None for " + ", ".join(gone) + " in the table: their runs are no longer on "
+                 "disk, so their weights cannot be exported.")
+    if waiting:
+        text += (" " + ", ".join(waiting) + ": scored, not exported yet (`python -m "
+                 "benchmarks.weights export` writes the best validation checkpoint's weights "
+                 "and their SHA-256).")
+    return text + (
+        " `make reproduce-table` (`python -m benchmarks.weights reproduce`) makes a run "
+        "directory from the preset and each file (outside the work tree), scores it with "
+        "`pyro-vae evaluate` (the row's K = 5000 on all 10 000 test images; `LIMIT=N`: the "
+        "first N) and pairs each image's log p̂(x) with the committed one: a row is reproduced "
+        "when the mean difference is within 4 s.e. of it, the two estimates differing by their "
+        "Monte Carlo noise only.")
 
 
 def figure_text(data: dict[str, Any], seeds: tuple[int, ...], path: Path) -> str:
