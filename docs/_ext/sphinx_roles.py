@@ -13,9 +13,12 @@ habits, made into the Markdown that mkdocstrings renders. The source files are n
     resolves against the API reference pages (``--strict`` fails when no page renders it);
   - a private one (a name starting with ``_``, which the pages leave out) or one outside the two
     packages (``pyro.infer.ELBO``, ``torch``...): the name in code, unlinked;
-  - a target that does not exist (a name that nothing defines or imports where the docstring
-    is, a dotted path into the two packages that leads nowhere, a module that cannot be found):
-    a warning naming the docstring and the role, which fails ``mkdocs build --strict``.
+  - a name that nothing defines or imports where the docstring is: the one object of the two
+    packages whose path ends so, else (as Sphinx does without nitpicky) another library's
+    object named briefly (``Study.ask``, optuna's, imported inside a function): code;
+  - a target in the two packages that does not exist (a dotted path that leads nowhere, a name
+    in scope whose member is missing, a name that several objects end with): a warning naming
+    the docstring and the role, which fails ``mkdocs build --strict``.
 
   ``~`` shows the last part of the name only, as in Sphinx.
 * reStructuredText's simple tables (``====  ====`` borders, three, or two for a table without a
@@ -67,6 +70,30 @@ def _find(collection: Any, path: str) -> Any | None:
         return obj.final_target if obj.is_alias else obj
     except (griffe.AliasResolutionError, griffe.CyclicAliasError):
         return None
+
+
+_SUFFIXES: dict[int, dict[str, list[str]]] = {}
+
+
+def _by_suffix(collection: Any) -> dict[str, list[str]]:
+    """Every dotted tail of every object's path in the two packages (``Run``, ``Run.lock``,
+    ``rundir.Run.lock``, ...) → the paths that end so."""
+    if id(collection) not in _SUFFIXES:
+        index: dict[str, list[str]] = {}
+
+        def walk(obj: Any) -> None:
+            parts = obj.path.split(".")
+            for i in range(1, len(parts)):
+                index.setdefault(".".join(parts[i:]), []).append(obj.path)
+            for member in obj.members.values():
+                if not member.is_alias:
+                    walk(member)
+
+        for name in PACKAGES:
+            if name in collection:
+                walk(collection[name])
+        _SUFFIXES[id(collection)] = index
+    return _SUFFIXES[id(collection)]
 
 
 def _resolve(obj: Any, target: str) -> str:
@@ -176,9 +203,17 @@ def _roles(line: str, obj: Any, collection: Any) -> str:
         if path.split(".", 1)[0] not in PACKAGES:
             if path != target or importlib.util.find_spec(path.split(".", 1)[0]) is not None:
                 return f"`{title}`"  # resolved to, or named as, another package's object
-            log.warning("broken reference %s in the docstring of %s: %s is not defined there",
-                        match[0], obj.path, target)
-            return f"`{title}`"
+            # A name that nothing in scope defines: one of ours by its unique name, else
+            # (as Sphinx does without nitpicky) another library's, shown as code.
+            matches = _by_suffix(collection).get(target, [])
+            if len(matches) > 1:
+                log.warning("ambiguous reference %s in the docstring of %s: %s",
+                            match[0], obj.path, ", ".join(matches))
+            if len(matches) != 1:
+                log.info("reference %s in the docstring of %s names nothing in pyro_vae or "
+                         "inference: shown as code", match[0], obj.path)
+                return f"`{title}`"
+            path = matches[0]
         found = _find(collection, path)
         if found is None:
             log.warning("broken reference %s in the docstring of %s: no object %s",
