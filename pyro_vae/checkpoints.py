@@ -68,7 +68,9 @@ def _load_problem(exc: Exception, path: Path) -> str:
     """torch.load's complaint about ``path`` in short; for a weights-only refusal, what the file
     asked for."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # torch puts terminal escapes in it
-    refused = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n\n|$)", text, re.S)
+    refused = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n\n|$)", text, re.S) or \
+        re.search(r"((?:Trying to load|Unsupported) .+?)(?:\.\s|\n|$)", text) \
+        if "Weights only load failed" in text or "WeightsUnpickler" in text else None
     if refused:
         return (f"refused by weights-only loading ({refused.group(1)}); a pyro-vae checkpoint "
                 "holds only tensors, numbers and strings")
