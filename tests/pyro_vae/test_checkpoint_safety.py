@@ -44,6 +44,28 @@ def test_a_pickle_payload_in_a_checkpoint_is_refused_without_running(tmp_path):
     assert not marker.exists()
 
 
+class Shell:
+    """Unpickling this calls ``os.system``, a global torch's weights-only loader blocks by
+    module (its wording differs from the one for ``open``)."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("true",))
+
+
+@pytest.mark.parametrize("payload, named", [(Payload("never"), "open"), (Shell(), "system")])
+def test_a_refused_payload_is_named_not_met_with_torchs_advice(tmp_path, payload, named):
+    """The line says what the file asked for, and never repeats torch's advice to load it with
+    ``weights_only=False``."""
+    run = fake_run(tmp_path, lambda p: torch.save({"state_dict": payload}, p))
+    with pytest.raises(SpecError) as info:
+        load_run(run)
+    text = str(info.value)
+    assert "refused by weights-only loading" in text and named in text, text
+    assert "weights_only" not in text and "\n" not in text
+
+
 @pytest.mark.parametrize("content, says", [
     (b"\x80\x04not a checkpoint at all", "cannot read checkpoint"),
     (b"", "cannot read checkpoint: EOFError: the file ends early"),  # torch's own text is empty
