@@ -29,7 +29,7 @@ from typing import Any
 from benchmarks.common import REPO, plural, table
 
 #: the numbered sections, in order: a section's number is its place here
-ORDER = ("step", "is", "published", "scaling", "ais", "richer", "startup", "sweep")
+ORDER = ("step", "is", "published", "scaling", "ais", "richer", "startup", "sweep", "experiment")
 #: part key → the section it belongs to (shown after that section's own record)
 PARTS = {"is-small": "is", "ais-quality": "ais"}
 #: keys older generators wrote → the key of the section they are now
@@ -44,7 +44,8 @@ SECTION_COMMANDS = {"step": "python -m benchmarks --only step",
                     "ais": "python -m benchmarks.ais",
                     "richer": "python -m benchmarks.richer",
                     "startup": "python -m benchmarks --only startup",
-                    "sweep": "python -m benchmarks --only sweep"}
+                    "sweep": "python -m benchmarks --only sweep",
+                    "experiment": "python -m benchmarks.experiment"}
 #: what ± means in each section that shows one (see LEGEND), named under its machine line
 PLUS_MINUS = {
     "published": "a row's log p(x): **s.e. over images** (the 10 000 test images, one seed per "
@@ -53,6 +54,9 @@ PLUS_MINUS = {
     "ais-quality": "**s.e. over images** (log p(x) and AIS − IS over the test images scored; "
                    "the BDMC gap over the simulated images)",
     "richer": "**s.d. over seeds** where a row has several seeds (one seed: no ±)",
+    "experiment": "**s.e. over seeds** (3 seeds) for every mean and every paired gain; the "
+                  "point-level s.e. of a gain (**s.e. over images**, within a seed) is its own "
+                  "column",
 }
 LEGEND = """## How to read ±
 
