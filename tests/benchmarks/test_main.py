@@ -25,7 +25,7 @@ def test_every_speed_benchmark_runs_at_toy_size_and_the_report_holds_every_secti
     assert "quick smoke run" not in report and "3b" not in report  # the dropped section
     assert "skipped" not in report.lower()  # toy sizes need only the embedded digits
     records = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")}
-    assert sorted(records) == ["is", "is-small", "scaling", "startup", "step"]
+    assert sorted(records) == ["is", "is-small", "scaling", "startup", "step", "sweep"]
     for record in records.values():
         assert record["command"].startswith("python -m benchmarks --toy")
         assert record["machine"]["torch_threads"] == 2
