@@ -60,6 +60,7 @@ OUTSIDE_RUNS = {
     "console.py": "the crash log, in the cache folder",
     "aggregation.py": "an experiment's aggregate.* files, beside its runs",
     "experiment.py": "a sweep's experiment.json and sweep.sbatch, beside its runs",
+    "search.py": "a search's search.json, beside its trials",
     "spec.py": "dump_spec(spec, path): a spec file the caller names",
 }
 ATOMIC_WRITES = {"write_atomic", "write_text_atomic", "write_json_atomic"}
