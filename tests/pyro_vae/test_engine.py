@@ -4,7 +4,6 @@ Tiny nets on 200 digits, batch 32: 7 optimizer steps per epoch (the last batch h
 """
 
 import csv
-import importlib.util
 import json
 import math
 import signal
@@ -284,14 +283,6 @@ def test_resume_refuses_what_would_change_the_run(tmp_path, capsys):
 def test_gpu_without_a_gpu_is_a_user_error(tmp_path, capsys):
     code, err = cli(["train", DIGITS, "--accelerator", "gpu", "--out", str(tmp_path / "r")], capsys)
     assert code == EXIT_USER_ERROR and "CUDA" in err and not (tmp_path / "r").exists()
-
-
-@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None,
-                    reason="tensorboard is installed")
-def test_tensorboard_logger_needs_tensorboard(tmp_path, capsys):
-    code, err = cli(["train", DIGITS, "--set", "train.logger=tensorboard", "--out",
-                     str(tmp_path / "r")], capsys)
-    assert code == EXIT_USER_ERROR and "tensorboard" in err and not (tmp_path / "r").exists()
 
 
 @pytest.mark.timing
