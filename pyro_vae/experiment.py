@@ -926,16 +926,24 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def _pool(experiment: Experiment, out: Path, runs: Sequence[PlannedRun], jobs: int,
-          threads: int | None, report: Callable[[], None] | None) -> SweepResult:
-    """``jobs`` worker processes (as many as runs are left, at most) that share the runs by
-    their claims; a stop signal here goes to each once; the result once all have ended."""
-    left = [r for r in _entries(read_manifest(out)).values() if r.get("state") not in SETTLED]
-    count = min(jobs, len(left))
-    threads = threads or max(1, cores() // jobs)
+@dataclass
+class Workers:
+    """What :func:`run_workers` saw: the workers' ``pids``, the stop signal that ended them
+    (None) and a line for each worker that exited otherwise than expected."""
+
+    pids: set[int]
+    signum: int | None
+    notes: list[str]
+
+
+def run_workers(command: Sequence[str], count: int, threads: int, what: str,
+                report: Callable[[], None] | None = None) -> Workers:
+    """``count`` processes ``pyro-vae COMMAND --worker --threads THREADS``, each in a session
+    of its own (a terminal's Ctrl-C reaches them once, from here): a stop signal here is passed
+    to each; ``report()`` every second while they run; if this process ends abnormally, the
+    workers are stopped with it."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    argv = [sys.executable, "-m", "pyro_vae.cli", "sweep", str(experiment.path), "--out",
-            str(out), "--worker", "--threads", str(threads)]
+    argv = [sys.executable, "-m", "pyro_vae.cli", *command, "--worker", "--threads", str(threads)]
     workers: list[subprocess.Popen[bytes]] = []
     tails: list[deque[str]] = []
     signals: list[int] = []
@@ -952,7 +960,6 @@ def _pool(experiment: Experiment, out: Path, runs: Sequence[PlannedRun], jobs: i
         for _ in range(count):
             if signals:
                 break
-            # a session of its own: a terminal's Ctrl-C reaches the workers once, from here
             proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                     start_new_session=True)
@@ -975,22 +982,28 @@ def _pool(experiment: Experiment, out: Path, runs: Sequence[PlannedRun], jobs: i
                 proc.send_signal(signal.SIGINT)
                 proc.wait()
     signum = signals[0] if signals else None
-    pids = {p.pid for p in workers}
+    expected = (0,) if signum is None else (0, 128 + signum)
+    notes = [f"error: {what} worker {proc.pid} exited with status {proc.returncode}: "
+             f"{tail[-1] if tail else 'no output'}"
+             for proc, tail in zip(workers, tails) if proc.returncode not in expected]
+    return Workers({p.pid for p in workers}, signum, notes)
+
+
+def _pool(experiment: Experiment, out: Path, runs: Sequence[PlannedRun], jobs: int,
+          threads: int | None, report: Callable[[], None] | None) -> SweepResult:
+    """``jobs`` worker processes (as many as runs are left, at most) that share the runs by
+    their claims (:func:`run_workers`); the result once all have ended."""
+    left = [r for r in _entries(read_manifest(out)).values() if r.get("state") not in SETTLED]
+    done = run_workers(["sweep", str(experiment.path), "--out", str(out)], min(jobs, len(left)),
+                       threads or max(1, cores() // jobs), "sweep", report)
     gone = {r["path"]: {"state": "stopped", "message": "its worker ended during the run; the "
                         "same command continues it"}
             for r in _entries(read_manifest(out)).values()
-            if r.get("state") == "running" and r.get("pid") in pids}
+            if r.get("state") == "running" and r.get("pid") in done.pids}
     manifest = _update(experiment, out, gone) if gone else read_manifest(out)
     if report:
         report()
-    notes = []
-    for proc, tail in zip(workers, tails):
-        expected = (0,) if signum is None else (0, 128 + signum)
-        if proc.returncode not in expected:
-            last = tail[-1] if tail else "no output"
-            notes.append(f"error: sweep worker {proc.pid} exited with status {proc.returncode}: "
-                         f"{last}")
-    return SweepResult(out, manifest["runs"], signum=signum, notes=notes)
+    return SweepResult(out, manifest["runs"], signum=done.signum, notes=done.notes)
 
 
 def _tail(proc: subprocess.Popen[bytes], keep: int = 5) -> deque[str]:

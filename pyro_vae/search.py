@@ -64,15 +64,11 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import signal
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType, ModuleType
+from types import ModuleType
 from typing import Any
 
 from pyro_vae.atomic import write_json_atomic
@@ -420,53 +416,12 @@ def _summarize(optuna: ModuleType, study: Any, out: Path) -> dict[str, Any]:
 # ---- workers -------------------------------------------------------------------------------------
 def _pool(optuna: ModuleType, experiment: Any, out: Path, trials: int, storage: str, jobs: int,
           threads: int | None) -> SearchResult:
-    """``jobs`` worker processes on one storage; a stop signal here goes to each once."""
-    from pyro_vae.experiment import STOP_SIGNALS, _tail, cores
+    """``jobs`` worker processes on one storage (:func:`pyro_vae.experiment.run_workers`)."""
+    from pyro_vae.experiment import cores, run_workers
 
-    threads = threads or max(1, cores() // jobs)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    argv = [sys.executable, "-m", "pyro_vae.cli", "sweep", str(experiment.path), "--out",
-            str(out), "--search", "optuna", "--trials", str(trials), "--storage", storage,
-            "--worker", "--threads", str(threads)]
-    workers: list[subprocess.Popen[bytes]] = []
-    signals: list[int] = []
-
-    def forward(signum: int, frame: FrameType | None) -> None:
-        signals.append(signum)
-        for proc in workers:
-            if proc.poll() is None:
-                proc.send_signal(signum)
-
-    on_main = threading.current_thread() is threading.main_thread()
-    previous = {s: signal.signal(s, forward) for s in STOP_SIGNALS} if on_main else {}
-    tails = []
-    try:
-        for _ in range(jobs):
-            if signals:
-                break
-            proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                    start_new_session=True)
-            workers.append(proc)
-            tails.append(_tail(proc))
-        for proc in workers:
-            while proc.poll() is None:
-                try:
-                    proc.wait(timeout=1.0)
-                except subprocess.TimeoutExpired:
-                    pass
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
-        for proc in workers:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                proc.wait()
-    signum = signals[0] if signals else None
-    notes = []
-    for proc, tail in zip(workers, tails):
-        if proc.returncode not in ((0,) if signum is None else (0, 128 + signum)):
-            notes.append(f"error: search worker {proc.pid} exited with status "
-                         f"{proc.returncode}: {tail[-1] if tail else 'no output'}")
+    done = run_workers(["sweep", str(experiment.path), "--out", str(out), "--search", "optuna",
+                        "--trials", str(trials), "--storage", storage], jobs,
+                       threads or max(1, cores() // jobs), "search")
     study = optuna.load_study(study_name=experiment.path.stem, storage=storage)
-    return SearchResult(out, _summarize(optuna, study, out), trials, signum, notes=notes)
+    return SearchResult(out, _summarize(optuna, study, out), trials, done.signum,
+                        notes=done.notes)
