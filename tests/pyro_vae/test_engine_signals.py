@@ -75,16 +75,21 @@ def test_sigterm_saves_at_the_step_exits_143_and_the_same_command_continues(tmp_
     assert Run(run).state() == "finished" and (run / "eval-test.json").is_file()
 
 
-def test_sigusr1_the_slurm_warning_saves_at_the_step_and_exits_138(tmp_path, capsys,
-                                                                    monkeypatch):
+def signal_during_step_10(monkeypatch: pytest.MonkeyPatch, signum: int) -> None:
+    """``signum`` arrives in this process while training step 10 (global_step 9) runs."""
     original = VAEModule.training_step
 
-    def training_step(self, x, batch_idx):  # SLURM's warning arrives during step 10
+    def training_step(self, x, batch_idx):
         if self.global_step == 9:
-            os.kill(os.getpid(), signal.SIGUSR1)
+            os.kill(os.getpid(), signum)
         return original(self, x, batch_idx)
 
     monkeypatch.setattr(VAEModule, "training_step", training_step)
+
+
+def test_sigusr1_the_slurm_warning_saves_at_the_step_and_exits_138(tmp_path, capsys,
+                                                                    monkeypatch):
+    signal_during_step_10(monkeypatch, signal.SIGUSR1)  # SLURM's warning
     run = tmp_path / "run"
     handler = signal.getsignal(signal.SIGUSR1)
     code = main(command(run)[1:])
@@ -128,14 +133,7 @@ def test_a_second_ctrl_c_stops_at_once_with_exit_130_and_one_line(tmp_path):
 
 def test_ctrl_c_saves_at_the_step_and_resumes_to_the_uninterrupted_result(tmp_path, capsys,
                                                                           monkeypatch):
-    original = VAEModule.training_step
-
-    def training_step(self, x, batch_idx):  # Ctrl-C arrives during step 10 (global_step 9)
-        if self.global_step == 9:
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(self, x, batch_idx)
-
-    monkeypatch.setattr(VAEModule, "training_step", training_step)
+    signal_during_step_10(monkeypatch, signal.SIGINT)  # Ctrl-C
     run = tmp_path / "run"
     handler = signal.getsignal(signal.SIGINT)
     code = main(["train", DIGITS, *(f"--set={s}" for s in LONG), "--out", str(run)])
