@@ -1,8 +1,8 @@
 """``python -m benchmarks``: the speed benchmarks (minutes); writes BENCHMARKS.md.
 
-    python -m benchmarks [--only step,is,is-small,scaling,startup,sweep] [--device cuda]
-                         [--threads 2]
-                         [--toy]
+python -m benchmarks [--only step,is,is-small,scaling,startup,sweep] [--device cuda]
+                     [--threads 2]
+                     [--toy]
 """
 
 from __future__ import annotations
@@ -22,8 +22,11 @@ SECTIONS: dict[str, Runner] = {
 
 def main(argv: list[str] | None = None) -> None:
     p = parser("Speed benchmarks against plain-PyTorch floors.")
-    p.add_argument("--only", default=",".join(SECTIONS),
-                   help=f"comma-separated sections among {', '.join(SECTIONS)} (default: all)")
+    p.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections among {', '.join(SECTIONS)} (default: all)",
+    )
     args = p.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SECTIONS]

@@ -39,11 +39,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmarks.common import (Options, Section, describe, interleaved, plural, ratios,
-                               scoring_setup, table)
+from benchmarks.common import (
+    Options,
+    Section,
+    describe,
+    interleaved,
+    plural,
+    ratios,
+    scoring_setup,
+    table,
+)
 from inference.ais import ADAPT_RATE, AISOptions, ais_log_marginal_likelihood, beta_schedule
-from pyro_vae.annealing import (POINTS_PER_CALL, Annealing, evaluate_ais, evaluate_bdmc,
-                                merge_ais)
+from pyro_vae.annealing import POINTS_PER_CALL, Annealing, evaluate_ais, evaluate_bdmc, merge_ais
 from pyro_vae.atomic import write_json_atomic
 from pyro_vae.cache import cache_dir
 from pyro_vae.vae import VAE
@@ -63,15 +70,26 @@ class Sizes:
 
 def config(options: Options) -> tuple[str, list[str], Sizes]:
     if options.toy:
-        return "digits.yaml", ["latent_dim=4", "encoder.hidden=[16]", "decoder.hidden=[16]"], \
-            Sizes(4, 3, 2)
+        return (
+            "digits.yaml",
+            ["latent_dim=4", "encoder.hidden=[16]", "decoder.hidden=[16]"],
+            Sizes(4, 3, 2),
+        )
     return "fashion-mnist.yaml", [], Sizes(POINTS_PER_CALL, 11, 12)
 
 
 @torch.no_grad()
-def floor_ais(encoder: nn.Module, decoder: nn.Module, x: Tensor, num_steps: int,
-              num_chains: int = CHAINS, pilot: int = PILOT, leapfrog_steps: int = LEAPFROG,
-              step_size: float = STEP_SIZE, target: float = TARGET_ACCEPT) -> Tensor:
+def floor_ais(
+    encoder: nn.Module,
+    decoder: nn.Module,
+    x: Tensor,
+    num_steps: int,
+    num_chains: int = CHAINS,
+    pilot: int = PILOT,
+    leapfrog_steps: int = LEAPFROG,
+    step_size: float = STEP_SIZE,
+    target: float = TARGET_ACCEPT,
+) -> Tensor:
     """AIS log p̂(x) per row of x, plain PyTorch (module docstring), the algorithm of
     :mod:`inference.ais` for a diagonal-Normal guide, N(0, I) prior and Bernoulli logits."""
     loc, scale = encoder(x)
@@ -127,55 +145,94 @@ def run(options: Options, command: str) -> Section:
     prep, vae, test, budget = scoring_setup(options, name, overrides)
     device = options.device
     estimates: dict[str, list[Tensor]] = {"ours": [], "floor": []}
-    ours = AISOptions(num_chains=CHAINS, num_steps=size.steps, leapfrog_steps=LEAPFROG,
-                      step_size=STEP_SIZE, target_accept=TARGET_ACCEPT, adapt_chains=PILOT,
-                      memory_budget_mb=budget)
+    ours = AISOptions(
+        num_chains=CHAINS,
+        num_steps=size.steps,
+        leapfrog_steps=LEAPFROG,
+        step_size=STEP_SIZE,
+        target_accept=TARGET_ACCEPT,
+        adapt_chains=PILOT,
+        memory_budget_mb=budget,
+    )
 
     def block(route: str, fn: Callable[[Tensor], Tensor]) -> Callable[[int], None]:
         def go(b: int) -> None:
-            estimates[route].append(fn(test[b * size.images:(b + 1) * size.images]))
+            estimates[route].append(fn(test[b * size.images : (b + 1) * size.images]))
+
         return go
 
     runs = {
-        "ours": block("ours", lambda x: ais_log_marginal_likelihood(
-            vae.model, vae.guide, x, options=ours).log_px),
+        "ours": block(
+            "ours",
+            lambda x: ais_log_marginal_likelihood(vae.model, vae.guide, x, options=ours).log_px,
+        ),
         "floor": block("floor", lambda x: floor_ais(vae.encoder, vae.decoder, x, size.steps)),
     }
     times = interleaved(runs, size.blocks, device)
     ratio = ratios(times, "ours", "floor")
     transitions = size.steps - 1
     per_step = {k: sorted(t)[len(t) // 2] / (size.images * transitions) for k, t in times.items()}
-    rows = [[label, f"{per_step[key] * 1e3:.2f}",
-             *(f"{per_step[key] * steps:.1f}" for steps in FULL_STEPS)]
-            for key, label in (("ours", "`inference.ais_log_marginal_likelihood`"),
-                               ("floor", "plain-PyTorch floor"))]
-    section = Section("ais", "Annealed importance sampling: speed against a plain-PyTorch floor",
-                      command)
+    rows = [
+        [
+            label,
+            f"{per_step[key] * 1e3:.2f}",
+            *(f"{per_step[key] * steps:.1f}" for steps in FULL_STEPS),
+        ]
+        for key, label in (
+            ("ours", "`inference.ais_log_marginal_likelihood`"),
+            ("floor", "plain-PyTorch floor"),
+        )
+    ]
+    section = Section(
+        "ais", "Annealed importance sampling: speed against a plain-PyTorch floor", command
+    )
     section.target("AIS / floor, time per image", ratio.median, FLOOR_TARGET)
-    section.data = {"ratio": ratio.__dict__, "seconds_per_image_step": per_step,
-                    "times": times, "images_per_call": size.images, "steps_per_block": size.steps}
-    section.body = "\n\n".join([
-        f"Setup: {describe(prep, name, overrides)}; untrained weights; {CHAINS} chains + "
-        f"{PILOT} pilot chains, {LEAPFROG} leapfrog steps, sigmoidal schedule, {size.images} "
-        f"test images per call (as `pyro-vae evaluate --method ais`), "
-        f"{plural(options.threads, 'thread')}. "
-        f"{size.blocks} interleaved blocks of {size.steps} annealing steps per route; times per "
-        "image below are the median block's time per image and transition, times T.",
-        table(["route", "ms per image and step", *(f"s per image, T = {s}" for s in FULL_STEPS)],
-              rows),
-        f"Paired ratio ours / floor: **{ratio.text()}**. Each of our calls also measures its "
-        "memory per chain and starts its chains (about 2.5 evaluations of the model): about "
-        f"{2.5 / (transitions * LEAPFROG):.0%} of a block here, nothing at T = 1000.",
-        "Quality (IS at K = 5000 against AIS at 1 000 and 10 000 steps on 500 test images, BDMC "
-        "on 50 simulated images) is `python -m benchmarks.ais --quality RUN_DIR` on a run of "
-        "the published protocol; it adds its own part to this section when run.",
-    ])
+    section.data = {
+        "ratio": ratio.__dict__,
+        "seconds_per_image_step": per_step,
+        "times": times,
+        "images_per_call": size.images,
+        "steps_per_block": size.steps,
+    }
+    section.body = "\n\n".join(
+        [
+            (
+                f"Setup: {describe(prep, name, overrides)}; untrained weights; {CHAINS} chains + "
+                f"{PILOT} pilot chains, {LEAPFROG} leapfrog steps, sigmoidal schedule, {size.images} "
+                f"test images per call (as `pyro-vae evaluate --method ais`), "
+                f"{plural(options.threads, 'thread')}. "
+                f"{size.blocks} interleaved blocks of {size.steps} annealing steps per route; times per "
+                "image below are the median block's time per image and transition, times T."
+            ),
+            table(
+                ["route", "ms per image and step", *(f"s per image, T = {s}" for s in FULL_STEPS)],
+                rows,
+            ),
+            (
+                f"Paired ratio ours / floor: **{ratio.text()}**. Each of our calls also measures its "
+                "memory per chain and starts its chains (about 2.5 evaluations of the model): about "
+                f"{2.5 / (transitions * LEAPFROG):.0%} of a block here, nothing at T = 1000."
+            ),
+            (
+                "Quality (IS at K = 5000 against AIS at 1 000 and 10 000 steps on 500 test images, BDMC "
+                "on 50 simulated images) is `python -m benchmarks.ais --quality RUN_DIR` on a run of "
+                "the published protocol; it adds its own part to this section when run."
+            ),
+        ]
+    )
     return section
 
 
-def quality(options: Options, command: str, run_dir: Path, test_points: int,
-            bdmc_points: int, steps: tuple[int, ...] = FULL_STEPS,
-            state: Path | None = None, score: bool = True) -> Section:
+def quality(
+    options: Options,
+    command: str,
+    run_dir: Path,
+    test_points: int,
+    bdmc_points: int,
+    steps: tuple[int, ...] = FULL_STEPS,
+    state: Path | None = None,
+    score: bool = True,
+) -> Section:
     """IS (K = 5000) against AIS at each of ``steps`` (1 000 and 10 000); BDMC at the first.
 
     Hours on a CPU, so the work is cut into pieces of :data:`PIECE` test images (and one BDMC
@@ -196,22 +253,34 @@ def quality(options: Options, command: str, run_dir: Path, test_points: int,
     x = prep.bundle.split("test")[:test_points].to(options.device)
     budget = prep.spec.evaluate.memory_budget_mb
     folder = (state or options.results / "ais-quality") / hashlib.sha256(
-        checkpoint.read_bytes()).hexdigest()[:16]
+        checkpoint.read_bytes()
+    ).hexdigest()[:16]
     pieces = _Pieces(folder, len(x) * sum(steps) + bdmc_points * 2 * steps[0])
 
     def ais(s: int) -> dict[str, Any] | None:
-        done = [r for start, part in zip(range(0, len(x), PIECE), x.split(PIECE))
-                if (r := pieces.score(
-                    f"ais-c{CHAINS}-l{LEAPFROG}-t{s}-k{k}-{start}+{len(part)}", len(part) * s,
+        done = [
+            r
+            for start, part in zip(range(0, len(x), PIECE), x.split(PIECE))
+            if (
+                r := pieces.score(
+                    f"ais-c{CHAINS}-l{LEAPFROG}-t{s}-k{k}-{start}+{len(part)}",
+                    len(part) * s,
                     lambda part=part: evaluate_ais(
-                        vae, part, "test", Annealing(CHAINS, s, LEAPFROG), k, budget)))]
+                        vae, part, "test", Annealing(CHAINS, s, LEAPFROG), k, budget
+                    ),
+                )
+            )
+        ]
         return merge_ais(done) if done else None
 
     def bdmc() -> dict[str, Any] | None:
-        return pieces.score(f"bdmc-c{CHAINS}-l{LEAPFROG}-t{steps[0]}-{bdmc_points}",
-                            bdmc_points * 2 * steps[0], lambda: evaluate_bdmc(
-                                vae, x[:bdmc_points], Annealing(CHAINS, steps[0], LEAPFROG),
-                                budget))
+        return pieces.score(
+            f"bdmc-c{CHAINS}-l{LEAPFROG}-t{steps[0]}-{bdmc_points}",
+            bdmc_points * 2 * steps[0],
+            lambda: evaluate_bdmc(
+                vae, x[:bdmc_points], Annealing(CHAINS, steps[0], LEAPFROG), budget
+            ),
+        )
 
     if score:  # the cheap parts first
         ais(steps[0])
@@ -220,39 +289,72 @@ def quality(options: Options, command: str, run_dir: Path, test_points: int,
             ais(s)
     pieces.compute = False  # the figures: every piece saved by now, by this job or another
     b, scored = bdmc(), {s: r for s in steps if (r := ais(s))}
-    rows = [[f"AIS, {CHAINS} chains × {s} steps", f"{r['num_points']}"
-             + ("" if r["num_points"] == len(x) else " (so far)"),
-             f"{r['log_px']:.3f} ± {r['log_px_sem']:.3f}", f"{r['is_log_px']:.3f}",
-             f"{r['gap']:.3f} ± {r['gap_sem']:.3f}", f"{r['acceptance']:.2f}",
-             f"{r['ais_seconds_per_point']:.1f}"] for s, r in scored.items()]
+    rows = [
+        [
+            f"AIS, {CHAINS} chains × {s} steps",
+            f"{r['num_points']}" + ("" if r["num_points"] == len(x) else " (so far)"),
+            f"{r['log_px']:.3f} ± {r['log_px_sem']:.3f}",
+            f"{r['is_log_px']:.3f}",
+            f"{r['gap']:.3f} ± {r['gap_sem']:.3f}",
+            f"{r['acceptance']:.2f}",
+            f"{r['ais_seconds_per_point']:.1f}",
+        ]
+        for s, r in scored.items()
+    ]
     saved = read_checkpoint(checkpoint)
     done = run_dir / "done.json"
-    trained = (json.loads(done.read_text())["epochs"] if done.is_file()
-               else prep.spec.train.max_epochs)
+    trained = (
+        json.loads(done.read_text())["epochs"] if done.is_file() else prep.spec.train.max_epochs
+    )
     section = Section("ais-quality", "Annealed importance sampling: how loose is IS?", command)
-    section.data = {"ais": {s: {k: v for k, v in r.items() if k != "points"}
-                            for s, r in scored.items()},
-                    "bdmc": b and {k: v for k, v in b.items() if k != "points"}}
+    section.data = {
+        "ais": {s: {k: v for k, v in r.items() if k != "points"} for s, r in scored.items()},
+        "bdmc": b and {k: v for k, v in b.items() if k != "points"},
+    }
     unfinished = [s for s in steps if scored.get(s, {}).get("num_points") != len(x)]
-    section.body = "\n\n".join([
-        f"Run `{run_dir}`: {prep.spec.data.name}, {prep.spec.encoder.name} "
-        f"{list(prep.spec.encoder.params.get('hidden', []))}, latent {prep.spec.latent_dim}, "
-        f"trained for {trained} epochs, scored at `{checkpoint.name}` (epoch "
-        f"{saved['epoch'] + 1}); the first {len(x)} test images, IS at K = {k} on the same "
-        f"images; pieces of {PIECE} images, {plural(options.threads, 'thread')}.",
-        table(["method", "images", "log p(x) ± s.e. over images", f"IS, K = {k}, same images",
-               "AIS − IS (nats) ± s.e. over images",
-               "acceptance", "s per image"], rows),
-        (f"BDMC ({CHAINS} chains × {steps[0]} steps) on {b['num_points']} images simulated "
-         f"from the model: lower {b['lower']:.3f}, upper {b['upper']:.3f}, gap **{b['gap']:.3f} "
-         f"± {b['gap_sem']:.3f} nats** (± s.e. over the simulated images; "
-         f"{b['seconds_per_point']:.1f} s per image)." if b else
-         f"BDMC ({CHAINS} chains × {steps[0]} steps, {bdmc_points} simulated images): pending."),
-        *([f"**In progress:** AIS at {', '.join(map(str, unfinished))} steps has not scored all "
-           f"{len(x)} images yet; the figures above are over the images finished so far. "
-           f"`{command.replace(' --report', '')}` continues (it resumes after the last saved "
-           "piece)."] if unfinished or not b else []),
-    ])
+    section.body = "\n\n".join(
+        [
+            (
+                f"Run `{run_dir}`: {prep.spec.data.name}, {prep.spec.encoder.name} "
+                f"{list(prep.spec.encoder.params.get('hidden', []))}, latent {prep.spec.latent_dim}, "
+                f"trained for {trained} epochs, scored at `{checkpoint.name}` (epoch "
+                f"{saved['epoch'] + 1}); the first {len(x)} test images, IS at K = {k} on the same "
+                f"images; pieces of {PIECE} images, {plural(options.threads, 'thread')}."
+            ),
+            table(
+                [
+                    "method",
+                    "images",
+                    "log p(x) ± s.e. over images",
+                    f"IS, K = {k}, same images",
+                    "AIS − IS (nats) ± s.e. over images",
+                    "acceptance",
+                    "s per image",
+                ],
+                rows,
+            ),
+            (
+                f"BDMC ({CHAINS} chains × {steps[0]} steps) on {b['num_points']} images simulated "
+                f"from the model: lower {b['lower']:.3f}, upper {b['upper']:.3f}, gap **{b['gap']:.3f} "
+                f"± {b['gap_sem']:.3f} nats** (± s.e. over the simulated images; "
+                f"{b['seconds_per_point']:.1f} s per image)."
+                if b
+                else f"BDMC ({CHAINS} chains × {steps[0]} steps, {bdmc_points} simulated images): pending."
+            ),
+            *(
+                [
+                    (
+                        f"**In progress:** AIS at {', '.join(map(str, unfinished))} steps has not scored all "
+                        f"{len(x)} images yet; the figures above are over the images finished so far. "
+                        f"`{command.replace(' --report', '')}` continues (it resumes after the last saved "
+                        "piece)."
+                    )
+                ]
+                if unfinished or not b
+                else []
+            ),
+        ]
+    )
     return section
 
 
@@ -268,8 +370,9 @@ class _Pieces:
         self.folder, self.left, self.compute = folder, total, True
         self.work = self.seconds = 0.0
 
-    def score(self, name: str, work: int,
-              compute: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+    def score(
+        self, name: str, work: int, compute: Callable[[], dict[str, Any]]
+    ) -> dict[str, Any] | None:
         path = self.folder / f"{name}.json"
         self.left -= work
         if path.is_file() or not self.compute:
@@ -294,8 +397,11 @@ class _Pieces:
         self.work += work
         self.seconds += time.perf_counter() - start
         left_h = self.left * self.seconds / self.work / 3600
-        print(f"{name}: {time.perf_counter() - start:.0f} s; about {left_h:.1f} h of work left "
-              "at this job's pace (shared by the jobs scoring these pieces)", flush=True)
+        print(
+            f"{name}: {time.perf_counter() - start:.0f} s; about {left_h:.1f} h of work left "
+            "at this job's pace (shared by the jobs scoring these pieces)",
+            flush=True,
+        )
         return result
 
     @staticmethod
@@ -316,19 +422,33 @@ def main(argv: list[str] | None = None) -> None:
     from benchmarks.cli import finish, options_from, parser
 
     p = parser("AIS: speed against a plain-PyTorch floor; --quality RUN_DIR: IS vs AIS vs BDMC.")
-    p.add_argument("--quality", type=Path, metavar="RUN_DIR",
-                   help="score a trained run (IS K=5000, AIS 1000 and 10000 steps, BDMC)")
+    p.add_argument(
+        "--quality",
+        type=Path,
+        metavar="RUN_DIR",
+        help="score a trained run (IS K=5000, AIS 1000 and 10000 steps, BDMC)",
+    )
     p.add_argument("--test-points", type=int, default=500, help="test images (default 500)")
     p.add_argument("--bdmc-points", type=int, default=50, help="simulated images (default 50)")
-    p.add_argument("--steps", type=int, nargs="+", default=list(FULL_STEPS),
-                   help="AIS steps to compare (default 1000 10000; BDMC runs the first)")
-    p.add_argument("--state", type=Path,
-                   help="where the quality run keeps its finished pieces (default "
-                        f"{cache_dir() / 'ais-quality'}; with --toy, "
-                        "beside the results)")
-    p.add_argument("--report", action="store_true",
-                   help="with --quality: score nothing, write the section from the pieces "
-                        "finished so far")
+    p.add_argument(
+        "--steps",
+        type=int,
+        nargs="+",
+        default=list(FULL_STEPS),
+        help="AIS steps to compare (default 1000 10000; BDMC runs the first)",
+    )
+    p.add_argument(
+        "--state",
+        type=Path,
+        help="where the quality run keeps its finished pieces (default "
+        f"{cache_dir() / 'ais-quality'}; with --toy, "
+        "beside the results)",
+    )
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="with --quality: score nothing, write the section from the pieces finished so far",
+    )
     args = p.parse_args(argv)
     options = options_from(args)
     if args.quality is None:
@@ -338,10 +458,22 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not (args.quality / "config.yaml").is_file():
         raise SystemExit(f"--quality {args.quality}: not a run directory (no config.yaml)")
-    finish(args, options, {"ais-quality": lambda o, c: quality(
-        o, c, args.quality, args.test_points, args.bdmc_points, tuple(args.steps),
-        args.state or (None if o.toy else cache_dir() / "ais-quality"),
-        not args.report)})
+    finish(
+        args,
+        options,
+        {
+            "ais-quality": lambda o, c: quality(
+                o,
+                c,
+                args.quality,
+                args.test_points,
+                args.bdmc_points,
+                tuple(args.steps),
+                args.state or (None if o.toy else cache_dir() / "ais-quality"),
+                not args.report,
+            )
+        },
+    )
 
 
 if __name__ == "__main__":

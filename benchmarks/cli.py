@@ -18,8 +18,16 @@ from pathlib import Path
 import pyro
 import torch
 
-from benchmarks.common import (REPO, Options, Section, Skip, command_line, cpu_seconds, machine,
-                               others_share)
+from benchmarks.common import (
+    REPO,
+    Options,
+    Section,
+    Skip,
+    command_line,
+    cpu_seconds,
+    machine,
+    others_share,
+)
 from benchmarks.report import render
 
 Runner = Callable[[Options, str], Section]
@@ -29,14 +37,22 @@ def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    p.add_argument("--toy", action="store_true",
-                   help="tiny sizes on the embedded digits, for smoke tests (seconds)")
-    p.add_argument("--results", type=Path,
-                   help="folder of JSON records (default benchmarks/results; a temporary one "
-                        "with --toy)")
-    p.add_argument("--out", type=Path,
-                   help="report to write (default BENCHMARKS.md at the repository root; "
-                        "with --toy only when given)")
+    p.add_argument(
+        "--toy",
+        action="store_true",
+        help="tiny sizes on the embedded digits, for smoke tests (seconds)",
+    )
+    p.add_argument(
+        "--results",
+        type=Path,
+        help="folder of JSON records (default benchmarks/results; a temporary one with --toy)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="report to write (default BENCHMARKS.md at the repository root; "
+        "with --toy only when given)",
+    )
     return p
 
 
@@ -70,17 +86,23 @@ def finish(args: argparse.Namespace, options: Options, runners: dict[str, Runner
                 section = Section(key, f"{key} (skipped)", command, body=f"Skipped: {exc}")
             section.wall_s = time.perf_counter() - start
             info["other_processes_cpu_share"] = round(
-                others_share(cpu, cpu_seconds(), section.wall_s), 3)
+                others_share(cpu, cpu_seconds(), section.wall_s), 3
+            )
             after = machine(options)["load_average_1_5_15"]
-            section.machine = {**info, "load_average_after": after,
-                               "load_average_at_start": load_at_start}
+            section.machine = {
+                **info,
+                "load_average_after": after,
+                "load_average_at_start": load_at_start,
+            }
             if options.device.type != "cpu":
                 section.key += f"@{options.device.type}"
             section.save(results)
             print(f"[{section.key}] {section.wall_s:.0f} s")
             for t in section.targets:
-                print(f"  {t['name']}: {t['measured']} (target {t['target']}) "
-                      f"{'met' if t['met'] else 'MISSED'}")
+                print(
+                    f"  {t['name']}: {t['measured']} (target {t['target']}) "
+                    f"{'met' if t['met'] else 'MISSED'}"
+                )
         if out is not None:
             out.write_text(render(results))
             print(f"wrote {out}")

@@ -63,14 +63,27 @@ class Section:
     machine: dict[str, Any] = field(default_factory=dict)
     wall_s: float = 0.0
 
-    def target(self, name: str, measured: float, limit: float, unit: str = "×",
-               at_most: bool = True, fmt: str = ".3g") -> None:
+    def target(
+        self,
+        name: str,
+        measured: float,
+        limit: float,
+        unit: str = "×",
+        at_most: bool = True,
+        fmt: str = ".3g",
+    ) -> None:
         """A target row; ``fmt`` formats the measured figure (``.2f`` for a log-likelihood in
         nats: "-228.62", where three significant digits would print "-229" against ≥ -229)."""
         met = measured <= limit if at_most else measured >= limit
         sign = "≤" if at_most else "≥"
-        self.targets.append({"name": name, "measured": f"{measured:{fmt}}{unit}",
-                             "target": f"{sign} {limit:g}{unit}", "met": bool(met)})
+        self.targets.append(
+            {
+                "name": name,
+                "measured": f"{measured:{fmt}}{unit}",
+                "target": f"{sign} {limit:g}{unit}",
+                "met": bool(met),
+            }
+        )
 
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
@@ -96,9 +109,14 @@ def machine(options: Options) -> dict[str, Any]:
 
     info: dict[str, Any] = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": cpu_model(), "logical_cpus": os.cpu_count(), "torch_threads": options.threads,
-        "python": platform.python_version(), "torch": torch.__version__, "pyro": pyro.__version__,
-        "lightning": lightning.__version__, "device": str(options.device),
+        "cpu": cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": options.threads,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "pyro": pyro.__version__,
+        "lightning": lightning.__version__,
+        "device": str(options.device),
         "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()],
     }
     if options.device.type == "cuda":
@@ -153,12 +171,15 @@ class Spread:
         return cls(statistics.median(v), q[0], q[2], v[0], v[-1], len(v))
 
     def text(self, digits: int = 3) -> str:
-        return (f"{self.median:.{digits}f} (IQR {self.q1:.{digits}f}–{self.q3:.{digits}f}, "
-                f"range {self.low:.{digits}f}–{self.high:.{digits}f}, n={self.n})")
+        return (
+            f"{self.median:.{digits}f} (IQR {self.q1:.{digits}f}–{self.q3:.{digits}f}, "
+            f"range {self.low:.{digits}f}–{self.high:.{digits}f}, n={self.n})"
+        )
 
 
-def interleaved(runs: dict[str, Callable[[int], object]], blocks: int,
-                device: torch.device) -> dict[str, list[float]]:
+def interleaved(
+    runs: dict[str, Callable[[int], object]], blocks: int, device: torch.device
+) -> dict[str, list[float]]:
     """Seconds per block of each run (``run(b)`` does block b's work), the runs alternating
     within every block and their order reversed on every other block; block 0 is run once
     untimed first, as a warm-up."""
@@ -191,8 +212,9 @@ def spec_from(config: str | dict[str, Any], overrides: Sequence[str] = ()) -> Sp
     return load_spec(source, overrides)
 
 
-def scoring_setup(options: Options, config: str, overrides: Sequence[str]
-                  ) -> tuple[Prepared, Any, Any, float]:
+def scoring_setup(
+    options: Options, config: str, overrides: Sequence[str]
+) -> tuple[Prepared, Any, Any, float]:
     """(prepared run, its VAE on the device in eval mode, the test split on the device, the
     spec's memory budget in MiB) for a benchmark that scores test images; the seed set to 0."""
     prep = prepared(spec_from(config, overrides))
@@ -239,7 +261,9 @@ def describe(prep: Prepared, config: str, overrides: Sequence[str]) -> str:
     spec = prep.spec
     command = " ".join([f"`examples/configs/{config}`", *(f"`--set {o}`" for o in overrides)])
     enc = spec.encoder.params
-    return (f"{command}: {spec.data.name}, {len(prep.bundle.train)} "
-            f"training items of {prep.bundle.dim} values, {spec.encoder.name} hidden "
-            f"{list(enc.get('hidden', []))} {enc.get('activation', '')}, latent {spec.latent_dim}, "
-            f"{spec.likelihood.name} likelihood, batch {spec.train.batch_size}")
+    return (
+        f"{command}: {spec.data.name}, {len(prep.bundle.train)} "
+        f"training items of {prep.bundle.dim} values, {spec.encoder.name} hidden "
+        f"{list(enc.get('hidden', []))} {enc.get('activation', '')}, latent {spec.latent_dim}, "
+        f"{spec.likelihood.name} likelihood, batch {spec.train.batch_size}"
+    )

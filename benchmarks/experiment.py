@@ -35,11 +35,19 @@ def toy_experiment(folder: Path) -> Path:
     """The experiment's cells on digits, tiny networks, one epoch, two seeds (a smoke run)."""
     spec = yaml.safe_load(EXPERIMENT.read_text())
     spec["base"] = str(REPO / "examples" / "configs" / "digits.yaml")
-    spec["set"] = {"train.max_epochs": 1, "evaluate.num_samples": 8, "data.limit": 128,
-                   "latent_dim": 2, "encoder.hidden": [8], "decoder.hidden": [8],
-                   "train.progress": False}
-    spec["cells"] = [c | ({"prior.pseudo_inputs": 10} if "prior.pseudo_inputs" in c else {})
-                     for c in spec["cells"]]
+    spec["set"] = {
+        "train.max_epochs": 1,
+        "evaluate.num_samples": 8,
+        "data.limit": 128,
+        "latent_dim": 2,
+        "encoder.hidden": [8],
+        "decoder.hidden": [8],
+        "train.progress": False,
+    }
+    spec["cells"] = [
+        c | ({"prior.pseudo_inputs": 10} if "prior.pseudo_inputs" in c else {})
+        for c in spec["cells"]
+    ]
     spec["seeds"] = 2
     path = folder / "toy.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -66,20 +74,30 @@ def run(options: Options, command: str, state: Path | None = None) -> Section:
     shown = REPO / "docs" / "gallery" / FIGURE
     if not options.toy:
         shutil.copyfile(figure, shown)
-    section = Section("experiment", "An experiment: four priors on Fashion-MNIST, three seeds",
-                      command, data=table.to_dict())
-    section.body = "\n\n".join([
-        "`pyro-vae sweep benchmarks/experiments/priors-fashion-mnist.yaml` then "
-        f"`pyro-vae aggregate DIR --baseline {' '.join(BASELINE)}`: "
-        + ("digits at toy size (`--toy`). " if options.toy else
-           "Fashion-MNIST, dynamically binarized, 784-200-200-50 tanh MLP, 10 epochs for every "
-           "cell, K = 1000 on the 10 000 test images. ")
-        + "A gain is paired per test image within each seed (the same data split for every "
-          "run), then averaged over seeds; its ± is the s.e. over seeds, the point-level s.e. "
-          "beside it is the image-to-image and Monte Carlo noise within a seed.",
-        table.group_table(), table.gain_table(),
-        f"![paired gains](docs/gallery/{FIGURE})" if not options.toy else "",
-    ]).rstrip()
+    section = Section(
+        "experiment",
+        "An experiment: four priors on Fashion-MNIST, three seeds",
+        command,
+        data=table.to_dict(),
+    )
+    section.body = "\n\n".join(
+        [
+            "`pyro-vae sweep benchmarks/experiments/priors-fashion-mnist.yaml` then "
+            f"`pyro-vae aggregate DIR --baseline {' '.join(BASELINE)}`: "
+            + (
+                "digits at toy size (`--toy`). "
+                if options.toy
+                else "Fashion-MNIST, dynamically binarized, 784-200-200-50 tanh MLP, 10 epochs for every "
+                "cell, K = 1000 on the 10 000 test images. "
+            )
+            + "A gain is paired per test image within each seed (the same data split for every "
+            "run), then averaged over seeds; its ± is the s.e. over seeds, the point-level s.e. "
+            "beside it is the image-to-image and Monte Carlo noise within a seed.",
+            table.group_table(),
+            table.gain_table(),
+            f"![paired gains](docs/gallery/{FIGURE})" if not options.toy else "",
+        ]
+    ).rstrip()
     return section
 
 
@@ -87,11 +105,18 @@ def main(argv: list[str] | None = None) -> None:
     from benchmarks.cli import finish, options_from, parser
 
     p = parser("An experiment: four priors on Fashion-MNIST, three seeds (sweep + aggregate).")
-    p.add_argument("--state", type=Path, help="the sweep's folder (default: the cache's "
-                   "sweeps/priors-fashion-mnist; with --toy, a temporary one)")
+    p.add_argument(
+        "--state",
+        type=Path,
+        help="the sweep's folder (default: the cache's "
+        "sweeps/priors-fashion-mnist; with --toy, a temporary one)",
+    )
     args = p.parse_args(argv)
-    finish(args, options_from(args),
-           {"experiment": lambda options, command: run(options, command, args.state)})
+    finish(
+        args,
+        options_from(args),
+        {"experiment": lambda options, command: run(options, command, args.state)},
+    )
 
 
 if __name__ == "__main__":

@@ -55,13 +55,14 @@ class PlainVAE(nn.Module):
 
 
 @torch.no_grad()
-def floor_log_px(encoder: nn.Module, decoder: nn.Module, x: Tensor, num_samples: int,
-                 chunk: int, points: int = 1) -> Tensor:
+def floor_log_px(
+    encoder: nn.Module, decoder: nn.Module, x: Tensor, num_samples: int, chunk: int, points: int = 1
+) -> Tensor:
     """log p̂(x_b) for each row of x, plain PyTorch (module docstring), ``points`` rows per
     encoder call and their particles in chunks of ``chunk``."""
     out = []
     for i in range(0, len(x), points):
-        block = x[i:i + points]
+        block = x[i : i + points]
         loc, scale = encoder(block)
         parts = []
         for start in range(0, num_samples, chunk):
@@ -69,8 +70,9 @@ def floor_log_px(encoder: nn.Module, decoder: nn.Module, x: Tensor, num_samples:
             z = loc + scale * eps
             logits = decoder(z)
             recon = (logits * block).sum(-1) - F.softplus(logits).sum(-1)
-            parts.append(recon - 0.5 * z.square().sum(-1) + 0.5 * eps.square().sum(-1)
-                         + scale.log().sum(-1))
+            parts.append(
+                recon - 0.5 * z.square().sum(-1) + 0.5 * eps.square().sum(-1) + scale.log().sum(-1)
+            )
         out.append(torch.logsumexp(torch.cat(parts), 0) - math.log(num_samples))
     return torch.cat(out)
 

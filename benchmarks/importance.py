@@ -28,8 +28,18 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import (Options, Section, clock, describe, interleaved, plural, prepared,
-                               ratios, spec_from, table)
+from benchmarks.common import (
+    Options,
+    Section,
+    clock,
+    describe,
+    interleaved,
+    plural,
+    prepared,
+    ratios,
+    spec_from,
+    table,
+)
 from benchmarks.floors import copies_log_px, floor_log_px, pyro_importance_log_px
 from inference import log_marginal_likelihood
 from pyro_vae.scoring import FAST_CHUNK_BYTES, Plan, importance_log_px, plan_chunks
@@ -50,8 +60,11 @@ class Sizes:
 
 def config(options: Options) -> tuple[str, list[str], Sizes]:
     if options.toy:
-        return "digits.yaml", ["latent_dim=4", "encoder.hidden=[16]", "decoder.hidden=[16]"], \
-            Sizes(64, 2, 2, 1, 2, 2)
+        return (
+            "digits.yaml",
+            ["latent_dim=4", "encoder.hidden=[16]", "decoder.hidden=[16]"],
+            Sizes(64, 2, 2, 1, 2, 2),
+        )
     # blocks of 8 images: importance_log_px measures its plan once per call (~2 ms)
     return "fashion-mnist.yaml", [], Sizes(5000, 12, 8, 2, 6, 6)
 
@@ -65,8 +78,9 @@ LABELS = {
 }
 
 
-def routes(vae: VAE, num_samples: int, budget_mb: float,
-           plan: Plan) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+def routes(
+    vae: VAE, num_samples: int, budget_mb: float, plan: Plan
+) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     """Each route (keys of :data:`LABELS`) maps images (B, P) to their B estimates of log p(x)."""
     k = num_samples
     return {
@@ -74,8 +88,11 @@ def routes(vae: VAE, num_samples: int, budget_mb: float,
         "b": lambda x: floor_log_px(vae.encoder, vae.decoder, x, k, plan.particles, plan.points),
         "c": lambda x: pyro_importance_log_px(vae, x, k),
         "d": lambda x: copies_log_px(vae.encoder, vae.decoder, x, k),
-        "e": lambda x: log_marginal_likelihood(vae.model, vae.guide, x, num_samples=k,
-                                               memory_budget_mb=budget_mb).log_px,
+        "e": lambda x: (
+            log_marginal_likelihood(
+                vae.model, vae.guide, x, num_samples=k, memory_budget_mb=budget_mb
+            ).log_px
+        ),
     }
 
 
@@ -87,7 +104,7 @@ def run(options: Options, command: str) -> Section:
     vae = prep.vae.to(device).eval()
     test = prep.bundle.split("test").to(device)
     budget = prep.spec.evaluate.memory_budget_mb
-    plan = plan_chunks(vae, test[:size.per_block], k, budget)
+    plan = plan_chunks(vae, test[: size.per_block], k, budget)
     route = routes(vae, k, budget, plan)
     a, b, c, d, e = route
     n_ab = size.blocks * size.per_block
@@ -95,16 +112,18 @@ def run(options: Options, command: str) -> Section:
 
     def block_runner(key: str) -> Callable[[int], None]:
         def go(i: int) -> None:
-            estimates[key][i] = route[key](test[i * size.per_block:(i + 1) * size.per_block])
+            estimates[key][i] = route[key](test[i * size.per_block : (i + 1) * size.per_block])
+
         return go
 
     times = interleaved({a: block_runner(a), b: block_runner(b)}, size.blocks, device)
     per_image = {key: sum(times[key]) / n_ab for key in (a, b)}
     count = {a: n_ab, b: n_ab, c: size.pyro_images, d: size.copies_images, e: size.generic_images}
     for key in (c, d, e):
-        x = test[:count[key]]
-        per_image[key] = clock(lambda: estimates[key].__setitem__(0, route[key](x)),
-                               device) / count[key]
+        x = test[: count[key]]
+        per_image[key] = (
+            clock(lambda: estimates[key].__setitem__(0, route[key](x)), device) / count[key]
+        )
     ratio = ratios(times, a, b)
     mean = {key: float(torch.cat(list(estimates[key].values())).mean()) for key in (a, b)}
     m = min(count[c], size.per_block)  # images every route scored: the first m of block 0
@@ -112,55 +131,118 @@ def run(options: Options, command: str) -> Section:
     speedup = per_image[c] / per_image[a]
     section = Section("is", f"Importance-sampled log p(x), K = {k}", command)
     section.target("(a) / (b) floor, time per image", ratio.median, FLOOR_TARGET)
-    section.target("(c) Pyro Importance / (a), time per image", speedup, PYRO_TARGET, unit="×",
-                   at_most=False)
+    section.target(
+        "(c) Pyro Importance / (a), time per image", speedup, PYRO_TARGET, unit="×", at_most=False
+    )
     probed = [a] if options.toy else [a, b, e]  # toy: one probe keeps the smoke test short
-    peaks = peak_memory(probed, name, overrides, k, budget, options,
-                        {a: 1, b: 1, e: size.generic_images})
+    peaks = peak_memory(
+        probed, name, overrides, k, budget, options, {a: 1, b: 1, e: size.generic_images}
+    )
     rows = []
     for key in route:
         peak = f"{peaks[key]:.0f}" if key in peaks else "–"
-        rows.append([LABELS[key], f"{1 / per_image[key]:.2f}", f"{per_image[key] * 1e3:.1f}",
-                     f"{per_image[key] / per_image[a]:.2f}×", count[key],
-                     f"{subset[key]:.2f}", peak])
+        rows.append(
+            [
+                LABELS[key],
+                f"{1 / per_image[key]:.2f}",
+                f"{per_image[key] * 1e3:.1f}",
+                f"{per_image[key] / per_image[a]:.2f}×",
+                count[key],
+                f"{subset[key]:.2f}",
+                peak,
+            ]
+        )
     full = len(test) * per_image[a]
-    section.data = {"per_image_s": per_image, "images_timed": count, "ratio_a_b": ratio.__dict__,
-                    "speedup_c_over_a": speedup, "plan": plan.__dict__, "mean_log_px_ab": mean,
-                    "mean_log_px_first_images": subset, "peak_mib": peaks,
-                    "test_images": len(test)}
-    section.body = "\n\n".join([
-        f"Setup: {describe(prep, name, overrides)}; untrained weights (speed does not depend on "
-        f"them), K = {k}, default `evaluate.memory_budget_mb` = {budget:g} MiB (the fast path "
-        f"caps a call at {FAST_CHUNK_BYTES // 2**20} MiB: {plural(plan.points, 'image')} per "
-        f"call, {plan.particles} particles per chunk), "
-        f"{plural(options.threads, 'thread')}. (a)/(b): {size.blocks} interleaved blocks of "
-        f"{size.per_block} test images; (c), (d), (e) timed once on the first images and scaled.",
-        table(["route", "images/s", "ms per image", "time vs (a)", "images timed",
-               f"mean log p̂, first {m} images", "peak MiB"], rows),
-        f"(a)/(b) paired ratio: **{ratio.text()}**. (c)/(a): **{speedup:.0f}×**. Mean log p̂ "
-        f"over the {n_ab} images of (a) and (b): {mean[a]:.3f} vs {mean[b]:.3f} nats (independent "
-        f"draws). At (a)'s rate the whole {len(test)}-image test set takes {full:.0f} s.",
-        "Peak memory: growth of the process's resident set during one evaluation (fresh "
-        f"process, {'GPU memory allocated' if device.type == 'cuda' else 'RSS'}), for (a) and "
-        "(b) one image, for (e) its batch of images; it includes allocator slack, not only "
-        "live tensors.",
-    ])
+    section.data = {
+        "per_image_s": per_image,
+        "images_timed": count,
+        "ratio_a_b": ratio.__dict__,
+        "speedup_c_over_a": speedup,
+        "plan": plan.__dict__,
+        "mean_log_px_ab": mean,
+        "mean_log_px_first_images": subset,
+        "peak_mib": peaks,
+        "test_images": len(test),
+    }
+    section.body = "\n\n".join(
+        [
+            (
+                f"Setup: {describe(prep, name, overrides)}; untrained weights (speed does not depend on "
+                f"them), K = {k}, default `evaluate.memory_budget_mb` = {budget:g} MiB (the fast path "
+                f"caps a call at {FAST_CHUNK_BYTES // 2**20} MiB: {plural(plan.points, 'image')} per "
+                f"call, {plan.particles} particles per chunk), "
+                f"{plural(options.threads, 'thread')}. (a)/(b): {size.blocks} interleaved blocks of "
+                f"{size.per_block} test images; (c), (d), (e) timed once on the first images and scaled."
+            ),
+            table(
+                [
+                    "route",
+                    "images/s",
+                    "ms per image",
+                    "time vs (a)",
+                    "images timed",
+                    f"mean log p̂, first {m} images",
+                    "peak MiB",
+                ],
+                rows,
+            ),
+            (
+                f"(a)/(b) paired ratio: **{ratio.text()}**. (c)/(a): **{speedup:.0f}×**. Mean log p̂ "
+                f"over the {n_ab} images of (a) and (b): {mean[a]:.3f} vs {mean[b]:.3f} nats (independent "
+                f"draws). At (a)'s rate the whole {len(test)}-image test set takes {full:.0f} s."
+            ),
+            (
+                "Peak memory: growth of the process's resident set during one evaluation (fresh "
+                f"process, {'GPU memory allocated' if device.type == 'cuda' else 'RSS'}), for (a) and "
+                "(b) one image, for (e) its batch of images; it includes allocator slack, not only "
+                "live tensors."
+            ),
+        ]
+    )
     return section
 
 
-def peak_memory(keys: list[str], config_name: str, overrides: list[str], num_samples: int,
-                budget_mb: float, options: Options, images: dict[str, int]) -> dict[str, float]:
+def peak_memory(
+    keys: list[str],
+    config_name: str,
+    overrides: list[str],
+    num_samples: int,
+    budget_mb: float,
+    options: Options,
+    images: dict[str, int],
+) -> dict[str, float]:
     """MiB of memory growth while each route evaluates ``images[key]`` images, each in a fresh
     process (the processes run side by side: only their memory is measured)."""
+
     def args(key: str) -> list[str]:
-        return [sys.executable, "-m", "benchmarks.importance", "--route", key, "--config",
-                config_name, "--num-samples", str(num_samples), "--budget", str(budget_mb),
-                "--images", str(images[key]), "--threads", str(options.threads),
-                "--device", str(options.device), *(f"--set={o}" for o in overrides)]
+        return [
+            sys.executable,
+            "-m",
+            "benchmarks.importance",
+            "--route",
+            key,
+            "--config",
+            config_name,
+            "--num-samples",
+            str(num_samples),
+            "--budget",
+            str(budget_mb),
+            "--images",
+            str(images[key]),
+            "--threads",
+            str(options.threads),
+            "--device",
+            str(options.device),
+            *(f"--set={o}" for o in overrides),
+        ]
 
     root = Path(__file__).resolve().parent.parent
-    children = {key: subprocess.Popen(args(key), cwd=root, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True) for key in keys}
+    children = {
+        key: subprocess.Popen(
+            args(key), cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for key in keys
+    }
     peaks = {}
     for key, child in children.items():
         out, err = child.communicate()

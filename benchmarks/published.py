@@ -82,23 +82,40 @@ from pyro_vae.rundir import Run, RunInUse
 
 KEY = "published"  # the section key, the results folder and the state folder's suffix
 TITLE = "Quality: the published Fashion-MNIST table, its own protocol"
-PAPER = ("Exemplar VAE (Norouzi et al. 2020), Table 1, Fashion-MNIST, dynamic binarization, "
-         "with the VampPrior code's protocol (Tomczak & Welling 2018)")
+PAPER = (
+    "Exemplar VAE (Norouzi et al. 2020), Table 1, Fashion-MNIST, dynamic binarization, "
+    "with the VampPrior code's protocol (Tomczak & Welling 2018)"
+)
 PROTOCOL = (
     "Protocol (the presets `examples/configs/published/`): gated 2 × 300 networks, latent 40, "
     "encoder log-variance clipped to [−6, 2], Bernoulli decoder, Adam lr 5·10⁻⁴, batch 100, KL "
     "warm-up over 100 epochs, early stopping on the validation ELBO (patience 50, at most 2000 "
     "epochs), 50 000 / 10 000 train / validation images, the best validation checkpoint scored "
-    f"by IS with K = 5000 on all 10 000 test images. Published: {PAPER}.")
-HEADERS = ("model", "seed", "epochs", "best val ELBO", "test log p(x) ± s.e. over images",
-           "published (ours − published)", "test ELBO", "active units", "train time", "eval time")
-EARLIER = ("Under our earlier protocol (784-200-200-50 tanh MLP, 100 epochs, lr 10⁻³, batch 128, "
-           "no warm-up, last checkpoint) the VAE scored −237.01 ± 0.51 and the VampPrior "
-           "−237.33 ± 0.71 (mean ± s.d. over 3 seeds): no better than N(0, I).")
-REFERENCE = ("For judging a run in progress: a plain-PyTorch implementation of this protocol, "
-             "outside pyro-vae, scored −231.0 at epoch 100, −229.8 at 200, −228.9 at 400 and "
-             "−228.7 at 500 on the first 1000 test images with K = 1000, and −229.06 on the "
-             "whole test set with K = 5000 when stopped at epoch 500.")
+    f"by IS with K = 5000 on all 10 000 test images. Published: {PAPER}."
+)
+HEADERS = (
+    "model",
+    "seed",
+    "epochs",
+    "best val ELBO",
+    "test log p(x) ± s.e. over images",
+    "published (ours − published)",
+    "test ELBO",
+    "active units",
+    "train time",
+    "eval time",
+)
+EARLIER = (
+    "Under our earlier protocol (784-200-200-50 tanh MLP, 100 epochs, lr 10⁻³, batch 128, "
+    "no warm-up, last checkpoint) the VAE scored −237.01 ± 0.51 and the VampPrior "
+    "−237.33 ± 0.71 (mean ± s.d. over 3 seeds): no better than N(0, I)."
+)
+REFERENCE = (
+    "For judging a run in progress: a plain-PyTorch implementation of this protocol, "
+    "outside pyro-vae, scored −231.0 at epoch 100, −229.8 at 200, −228.9 at 400 and "
+    "−228.7 at 500 on the first 1000 test images with K = 1000, and −229.06 on the "
+    "whole test set with K = 5000 when stopped at epoch 500."
+)
 DIFFERENCES = (
     "Where our runs knowingly differ from the VampPrior code (checked against its "
     "`utils/training.py`, `utils/perform_experiment.py`, `utils/distributions.py`, "
@@ -114,7 +131,8 @@ DIFFERENCES = (
     "only where a pixel's probability is below 10⁻⁵); (6) the 50 000 / 10 000 split is a "
     "permutation seeded 0 and validation and test are binarized once by torch's generator "
     "seeded 0, theirs by NumPy's (seed 777): other bits, the same distribution. Selection uses "
-    "the validation set only.")
+    "the validation set only."
+)
 #: the job's files beside each run directory, ``<model>-seed<s>.<kind>.json`` (module docstring)
 PROGRESS, DONE, PEEK = "progress", "done", "peek"
 POINTS = ".log-px.npy"  # suffix of the per-test-image log p̂(x) beside a result record
@@ -136,17 +154,33 @@ MODELS = (
     Model("vae", "VAE", "published/fashion-mnist-vae.yaml", published=-228.70),
     Model("vamp", "VampPrior", "published/fashion-mnist-vamp.yaml", published=-227.35),
     Model("hvae", "HVAE (2 layers)", "published/fashion-mnist-hvae.yaml"),
-    Model("iwae-dreg", "IWAE k=5, DReG", "published/fashion-mnist-vae.yaml",
-          ("estimator.name=dreg", "estimator.particles=5")),
+    Model(
+        "iwae-dreg",
+        "IWAE k=5, DReG",
+        "published/fashion-mnist-vae.yaml",
+        ("estimator.name=dreg", "estimator.particles=5"),
+    ),
 )
 #: The targets of BENCHMARKS.md's summary, (model, what, at least): a test log p(x) within
 #: 0.3 nats of the published figure, or "vae+1": a gain of at least 1 nat over our VAE.
-TARGETS = (("vae", "≥ −229.0", -229.0), ("vamp", "≥ −227.6", -227.6), ("vamp", "vae+1", 1.0),
-           ("hvae", "vae+1", 1.0))
+TARGETS = (
+    ("vae", "≥ −229.0", -229.0),
+    ("vamp", "≥ −227.6", -227.6),
+    ("vamp", "vae+1", 1.0),
+    ("hvae", "vae+1", 1.0),
+)
 #: digits stand in for Fashion-MNIST and the networks shrink, so a run takes seconds
-TOY = ("data.name=digits", "data.binarize=dynamic", "data.limit=64", "encoder.hidden=[16]",
-       "decoder.hidden=[16]", "train.batch_size=16", "train.warmup_epochs=1",
-       "train.early_stopping_patience=50", "evaluate.num_samples=16")
+TOY = (
+    "data.name=digits",
+    "data.binarize=dynamic",
+    "data.limit=64",
+    "encoder.hidden=[16]",
+    "decoder.hidden=[16]",
+    "train.batch_size=16",
+    "train.warmup_epochs=1",
+    "train.early_stopping_patience=50",
+    "evaluate.num_samples=16",
+)
 
 
 def default_state() -> Path:
@@ -201,8 +235,9 @@ class Entry:
         write_text_atomic(self.job_file(kind), json.dumps(record, indent=1) + "\n")
 
 
-def entries(models: Sequence[Model], seeds: Sequence[int], state: Path,
-            results: Path) -> list[Entry]:
+def entries(
+    models: Sequence[Model], seeds: Sequence[int], state: Path, results: Path
+) -> list[Entry]:
     """Every (model, seed), seeds innermost."""
     return [Entry(model, seed, state, results) for model in models for seed in seeds]
 
@@ -246,7 +281,7 @@ class Progress(L.Callback):
         share = ran / per_epoch if 0 < ran < per_epoch < math.inf else 1.0
         seconds = (time.perf_counter() - self.start) / share
         epoch = trainer.current_epoch + 1
-        self.seconds = self.seconds[:epoch - 1] + [seconds]
+        self.seconds = self.seconds[: epoch - 1] + [seconds]
         self.session.append(seconds)
         per_epoch = statistics.fmean(self.session)
         val = float(trainer.callback_metrics.get("val_elbo", float("nan")))
@@ -255,13 +290,24 @@ class Progress(L.Callback):
         if stopper is not None:
             best, waited, patience = float(stopper.best_score), stopper.wait_count, stopper.patience
             best, waited = (val, 0) if val > best else (best, waited + 1)
-        self.entry.write(PROGRESS, {"epoch": epoch, "val_elbo": val, "best_val_elbo": best,
-                                    "epochs_since_best": waited, "epoch_seconds": self.seconds})
+        self.entry.write(
+            PROGRESS,
+            {
+                "epoch": epoch,
+                "val_elbo": val,
+                "best_val_elbo": best,
+                "epochs_since_best": waited,
+                "epoch_seconds": self.seconds,
+            },
+        )
         most = (trainer.max_epochs - epoch) * per_epoch
         least = min(max(patience - waited, 0) * per_epoch, most) if patience else most
-        print(f"{self.entry.label}: epoch {epoch}/{trainer.max_epochs}, val ELBO {val:.2f} (best "
-              f"{best:.2f}, {waited} epochs ago), {per_epoch:.1f} s/epoch; left: "
-              f"{_duration(least)} (earliest early stop) to {_duration(most)}", flush=True)
+        print(
+            f"{self.entry.label}: epoch {epoch}/{trainer.max_epochs}, val ELBO {val:.2f} (best "
+            f"{best:.2f}, {waited} epochs ago), {per_epoch:.1f} s/epoch; left: "
+            f"{_duration(least)} (earliest early stop) to {_duration(most)}",
+            flush=True,
+        )
 
 
 def remaining(entry: Entry, max_epochs: int) -> str:
@@ -270,8 +316,10 @@ def remaining(entry: Entry, max_epochs: int) -> str:
     if not progress or not progress["epoch_seconds"]:
         return "not started"
     per_epoch = statistics.fmean(progress["epoch_seconds"][-20:])
-    return (f"epoch {progress['epoch']}/{max_epochs}, {per_epoch:.1f} s/epoch, at most "
-            f"{_duration((max_epochs - progress['epoch']) * per_epoch)} left")
+    return (
+        f"epoch {progress['epoch']}/{max_epochs}, {per_epoch:.1f} s/epoch, at most "
+        f"{_duration((max_epochs - progress['epoch']) * per_epoch)} left"
+    )
 
 
 def train_model(entry: Entry, options: Options, max_epochs: int | None) -> dict[str, Any]:
@@ -289,15 +337,19 @@ def train_model(entry: Entry, options: Options, max_epochs: int | None) -> dict[
         print(f"{entry.label}: resuming {run_dir}", flush=True)
         trainer = fit(prep, run_dir, resume=True, callbacks=callbacks)
     else:
-        prep = prepared(spec_from(entry.model.preset,
-                                  overrides(entry.model, entry.seed, options, max_epochs)))
+        prep = prepared(
+            spec_from(entry.model.preset, overrides(entry.model, entry.seed, options, max_epochs))
+        )
         print(f"{entry.label}: starting {run_dir}", flush=True)
         trainer = fit(prep, run_dir, overwrite=True, callbacks=callbacks)
     stopper = trainer.early_stopping_callback
     early = stopper is not None and stopper.stopped_epoch > 0
-    done = {"epochs": trainer.current_epoch, "stopped": "early stopping" if early else
-            "max_epochs", "best_val_elbo": float(stopper.best_score) if stopper else None,
-            "train_s_this_process": time.perf_counter() - start}
+    done = {
+        "epochs": trainer.current_epoch,
+        "stopped": "early stopping" if early else "max_epochs",
+        "best_val_elbo": float(stopper.best_score) if stopper else None,
+        "train_s_this_process": time.perf_counter() - start,
+    }
     entry.write(DONE, done)
     return done
 
@@ -306,18 +358,25 @@ def score(entry: Entry, options: Options) -> tuple[dict[str, Any], np.ndarray]:
     """IS on the test split (the spec's K) with the checkpoint :func:`load_run` picks (the best
     validation ELBO's, as early stopping is on): the figures of a result record and each test
     image's log p̂(x)."""
-    from pyro_vae.scoring import evaluate_run
     from pyro_vae.prepared import load_run
+    from pyro_vae.scoring import evaluate_run
 
     prep = load_run(entry.run_dir)
     torch.manual_seed(entry.seed)
     result = evaluate_run(prep, options.device)
-    scored = {"checkpoint": Run(entry.run_dir).evaluated_checkpoint(prep.spec).name,
-              "log_px": result.log_px, "log_px_sem": result.log_px_sem, "elbo": result.elbo,
-              "mc_stderr": result.log_px_stderr, "ess": result.ess,
-              "active_units": result.active_units, "latent_dim": result.latent_dim,
-              "test_points": result.num_points, "num_samples": result.num_samples,
-              "eval_s": result.wall_time_s}
+    scored = {
+        "checkpoint": Run(entry.run_dir).evaluated_checkpoint(prep.spec).name,
+        "log_px": result.log_px,
+        "log_px_sem": result.log_px_sem,
+        "elbo": result.elbo,
+        "mc_stderr": result.log_px_stderr,
+        "ess": result.ess,
+        "active_units": result.active_units,
+        "latent_dim": result.latent_dim,
+        "test_points": result.num_points,
+        "num_samples": result.num_samples,
+        "eval_s": result.wall_time_s,
+    }
     return scored, result.points.log_px.double().numpy()
 
 
@@ -342,8 +401,8 @@ def peek(entry: Entry, points: int, k: int) -> dict[str, Any] | None:
     ``points`` test images with K = ``k``, kept in the entry's ``peek.json`` (None: finished or
     not started). A mid-run figure on a subset, not the protocol's."""
     from pyro_vae.checkpoints import read_checkpoint
-    from pyro_vae.scoring import evaluate_run
     from pyro_vae.prepared import load_run
+    from pyro_vae.scoring import evaluate_run
 
     if entry.read(DONE) is not None or not Run(entry.run_dir).last.is_file():
         return None  # finished (scored in full) or not started
@@ -351,11 +410,20 @@ def peek(entry: Entry, points: int, k: int) -> dict[str, Any] | None:
     epoch = int(read_checkpoint(Run(entry.run_dir).evaluated_checkpoint(prep.spec))["epoch"]) + 1
     torch.manual_seed(entry.seed)
     result = evaluate_run(prep, torch.device("cpu"), "test", k, limit=points)
-    record = {"epoch": epoch, "log_px": result.log_px, "log_px_sem": result.log_px_sem,
-              "points": result.num_points, "num_samples": k, "eval_s": result.wall_time_s}
+    record = {
+        "epoch": epoch,
+        "log_px": result.log_px,
+        "log_px_sem": result.log_px_sem,
+        "points": result.num_points,
+        "num_samples": k,
+        "eval_s": result.wall_time_s,
+    }
     entry.write(PEEK, record)
-    print(f"{entry.label}: best checkpoint (epoch {epoch}) log p(x) {result.log_px:.2f} ± "
-          f"{result.log_px_sem:.2f} on the first {points} test images, K = {k}", flush=True)
+    print(
+        f"{entry.label}: best checkpoint (epoch {epoch}) log p(x) {result.log_px:.2f} ± "
+        f"{result.log_px_sem:.2f} on the first {points} test images, K = {k}",
+        flush=True,
+    )
     return record
 
 
@@ -370,14 +438,22 @@ def train_then_score(entry: Entry, options: Options, max_epochs: int | None) -> 
             return
         scored, points = score(entry, options)
         progress = entry.read(PROGRESS) or {"epoch_seconds": []}
-        record = {"model": entry.model.name, "seed": entry.seed, "epochs": done["epochs"],
-                  "stopped": done["stopped"], "best_val_elbo": done["best_val_elbo"], **scored,
-                  "train_s": sum(progress["epoch_seconds"]), "curve": curve(entry.run_dir)}
+        record = {
+            "model": entry.model.name,
+            "seed": entry.seed,
+            "epochs": done["epochs"],
+            "stopped": done["stopped"],
+            "best_val_elbo": done["best_val_elbo"],
+            **scored,
+            "train_s": sum(progress["epoch_seconds"]),
+            "curve": curve(entry.run_dir),
+        }
         out.parent.mkdir(parents=True, exist_ok=True)
         write_points(out, points)  # first: a record without its points gets them scored again
         write_text_atomic(out, json.dumps(record, indent=1) + "\n")
-    print(f"{entry.model.label} seed {entry.seed}: test log p(x) {record['log_px']:.2f}",
-          flush=True)
+    print(
+        f"{entry.model.label} seed {entry.seed}: test log p(x) {record['log_px']:.2f}", flush=True
+    )
 
 
 def score_points_again(entry: Entry, options: Options) -> None:
@@ -397,17 +473,26 @@ def score_points_again(entry: Entry, options: Options) -> None:
             print(f"{entry.label}: cannot be scored again: {exc}", flush=True)
             return
         tolerance = 5 * record["mc_stderr"] / math.sqrt(record["test_points"])
-        same = (again["checkpoint"], again["test_points"], again["num_samples"]) == \
-            (record["checkpoint"], record["test_points"], record["num_samples"])
+        same = (again["checkpoint"], again["test_points"], again["num_samples"]) == (
+            record["checkpoint"],
+            record["test_points"],
+            record["num_samples"],
+        )
         if not same or abs(again["log_px"] - record["log_px"]) > tolerance:
-            print(f"{entry.label}: not kept: scored again, log p(x) is {again['log_px']:.4f} on "
-                  f"{again['test_points']} images with {again['checkpoint']}, the record "
-                  f"{out} says {record['log_px']:.4f} on {record['test_points']} with "
-                  f"{record['checkpoint']} (allowed: ±{tolerance:.4f})", flush=True)
+            print(
+                f"{entry.label}: not kept: scored again, log p(x) is {again['log_px']:.4f} on "
+                f"{again['test_points']} images with {again['checkpoint']}, the record "
+                f"{out} says {record['log_px']:.4f} on {record['test_points']} with "
+                f"{record['checkpoint']} (allowed: ±{tolerance:.4f})",
+                flush=True,
+            )
             return
         write_points(out, points)
-    print(f"{entry.label}: per-image log p(x) kept in {points_path(out)} (mean "
-          f"{again['log_px']:.4f}, recorded {record['log_px']:.4f})", flush=True)
+    print(
+        f"{entry.label}: per-image log p(x) kept in {points_path(out)} (mean "
+        f"{again['log_px']:.4f}, recorded {record['log_px']:.4f})",
+        flush=True,
+    )
 
 
 def train_all(chosen: list[Entry], options: Options, max_epochs: int | None) -> None:
@@ -416,8 +501,10 @@ def train_all(chosen: list[Entry], options: Options, max_epochs: int | None) -> 
     its other seeds."""
     for entry in chosen:
         finished = entry.result.is_file()
-        print(f"  {entry.label}: "
-              f"{'finished' if finished else remaining(entry, max_epochs or PRESET_EPOCHS)}")
+        print(
+            f"  {entry.label}: "
+            f"{'finished' if finished else remaining(entry, max_epochs or PRESET_EPOCHS)}"
+        )
     skipped: set[str] = set()
     for entry in chosen:
         if entry.model.name in skipped or points_path(entry.result).is_file():
@@ -436,9 +523,16 @@ def train_all(chosen: list[Entry], options: Options, max_epochs: int | None) -> 
             raise SystemExit(f"{entry.label}: {exc}") from None
 
 
-def run(options: Options, command: str, state: Path, seeds: tuple[int, ...],
-        names: tuple[str, ...], max_epochs: int | None, train: bool,
-        peek_at: tuple[int, int] | None = None) -> Section:
+def run(
+    options: Options,
+    command: str,
+    state: Path,
+    seeds: tuple[int, ...],
+    names: tuple[str, ...],
+    max_epochs: int | None,
+    train: bool,
+    peek_at: tuple[int, int] | None = None,
+) -> Section:
     """With ``peek_at`` = (points, K), a cheap look at each chosen (model, seed) that is
     running; with ``train``, train and score each one not finished yet; then the section from the
     state folder and the results folder: the whole table, whichever models this job was given
@@ -463,13 +557,17 @@ def curve(run_dir: Path) -> list[list[float]]:
         return []
     if "val_elbo" not in metrics:
         return []
-    rows = {int(e) + 1: float(v) for e, v in zip(metrics["epoch"], metrics["val_elbo"])
-            if v == v}  # NaN: a row without validation
+    rows = {
+        int(e) + 1: float(v)
+        for e, v in zip(metrics["epoch"], metrics["val_elbo"])
+        if not math.isnan(v)
+    }  # NaN: a row without validation
     return [[e, rows[e]] for e in sorted(rows)]
 
 
-def section(options: Options, command: str, state: Path, seeds: tuple[int, ...],
-            results: Path) -> Section:
+def section(
+    options: Options, command: str, state: Path, seeds: tuple[int, ...], results: Path
+) -> Section:
     """The section: a row per (model, seed), finished or not, the gains over the VAE, the
     targets (not at toy size) and the learning curves."""
     out = Section(KEY, TITLE, command)
@@ -488,14 +586,22 @@ def section(options: Options, command: str, state: Path, seeds: tuple[int, ...],
         if not points_path(entry.result).is_file():
             unkept.append(entry.label)
     gains = paired_gains(results, seeds)
-    out.data["gains_over_vae"] = {name: {"gain": g, "stderr": e} for name, (g, e) in
-                                  gains.items()}
+    out.data["gains_over_vae"] = {name: {"gain": g, "stderr": e} for name, (g, e) in gains.items()}
     if not options.toy:  # toy runs are on digits: the published figures do not apply
         check_targets(out, finished, gains)
-    out.body = "\n\n".join([
-        PROTOCOL, table(HEADERS, rows), gains_text(gains, finished, unkept),
-        pending_text(pending, state), weights_text(results, seeds, state), REFERENCE,
-        figure_text(out.data, seeds, options.results / CURVES), EARLIER, DIFFERENCES])
+    out.body = "\n\n".join(
+        [
+            PROTOCOL,
+            table(HEADERS, rows),
+            gains_text(gains, finished, unkept),
+            pending_text(pending, state),
+            weights_text(results, seeds, state),
+            REFERENCE,
+            figure_text(out.data, seeds, options.results / CURVES),
+            EARLIER,
+            DIFFERENCES,
+        ]
+    )
     return out
 
 
@@ -510,12 +616,18 @@ def published_cell(model: Model, toy: bool, log_px: float | None = None) -> str:
 
 def finished_row(entry: Entry, record: dict[str, Any], toy: bool) -> list[object]:
     """The table row of a scored entry, from its result record."""
-    return [entry.model.label, entry.seed, f"{record['epochs']} ({record['stopped']})",
-            f"{record['best_val_elbo']:.2f}",
-            f"**{record['log_px']:.2f} ± {record['log_px_sem']:.2f}**",
-            published_cell(entry.model, toy, record["log_px"]), f"{record['elbo']:.2f}",
-            f"{record['active_units']}/{record['latent_dim']}",
-            f"{record['train_s'] / 3600:.2f} h", f"{record['eval_s']:.0f} s"]
+    return [
+        entry.model.label,
+        entry.seed,
+        f"{record['epochs']} ({record['stopped']})",
+        f"{record['best_val_elbo']:.2f}",
+        f"**{record['log_px']:.2f} ± {record['log_px_sem']:.2f}**",
+        published_cell(entry.model, toy, record["log_px"]),
+        f"{record['elbo']:.2f}",
+        f"{record['active_units']}/{record['latent_dim']}",
+        f"{record['train_s'] / 3600:.2f} h",
+        f"{record['eval_s']:.0f} s",
+    ]
 
 
 def pending_row(entry: Entry, options: Options) -> list[object]:
@@ -523,19 +635,40 @@ def pending_row(entry: Entry, options: Options) -> list[object]:
     (from its ``progress.json``), a ``peek.json`` figure if one was taken, or why it cannot
     start."""
     progress, seen = entry.read(PROGRESS), entry.read(PEEK)
-    where = runnable(entry.model, entry.seed, options) if not progress else \
-        (f"{progress['epoch']} (running; val ELBO {progress['val_elbo']:.2f} now, best "
-         f"{progress['epochs_since_best']} epochs ago)")
+    where = (
+        runnable(entry.model, entry.seed, options)
+        if not progress
+        else (
+            f"{progress['epoch']} (running; val ELBO {progress['val_elbo']:.2f} now, best "
+            f"{progress['epochs_since_best']} epochs ago)"
+        )
+    )
     best = f"{progress['best_val_elbo']:.2f}" if progress else "–"
-    now = "pending" if not seen else \
-        (f"pending; {seen['log_px']:.2f} ± {seen['log_px_sem']:.2f} at epoch {seen['epoch']} on "
-         f"the first {seen['points']} test images, K = {seen['num_samples']}")
-    return [entry.model.label, entry.seed, where, best, now,
-            published_cell(entry.model, options.toy), "–", "–", _seconds(progress), "–"]
+    now = (
+        "pending"
+        if not seen
+        else (
+            f"pending; {seen['log_px']:.2f} ± {seen['log_px_sem']:.2f} at epoch {seen['epoch']} on "
+            f"the first {seen['points']} test images, K = {seen['num_samples']}"
+        )
+    )
+    return [
+        entry.model.label,
+        entry.seed,
+        where,
+        best,
+        now,
+        published_cell(entry.model, options.toy),
+        "–",
+        "–",
+        _seconds(progress),
+        "–",
+    ]
 
 
-def check_targets(out: Section, finished: dict[str, list[dict[str, Any]]],
-                  gains: dict[str, tuple[float, float]]) -> None:
+def check_targets(
+    out: Section, finished: dict[str, list[dict[str, Any]]], gains: dict[str, tuple[float, float]]
+) -> None:
     """The :data:`TARGETS` of the finished models onto ``out``: a "vae+1" gain paired when both
     models' per-image scores are kept, else the difference of their mean log p(x)."""
     for name, what, limit in TARGETS:
@@ -546,10 +679,14 @@ def check_targets(out: Section, finished: dict[str, list[dict[str, Any]]],
         if what != "vae+1":
             out.target(f"{name} test log p(x)", mean, limit, " nats", at_most=False, fmt=".2f")
         elif "vae" in finished:
-            gain = gains[name][0] if name in gains else \
-                mean - statistics.fmean(r["log_px"] for r in finished["vae"])
-            out.target(f"{name} − vae, test log p(x)", gain, limit, " nats", at_most=False,
-                       fmt=".2f")
+            gain = (
+                gains[name][0]
+                if name in gains
+                else mean - statistics.fmean(r["log_px"] for r in finished["vae"])
+            )
+            out.target(
+                f"{name} − vae, test log p(x)", gain, limit, " nats", at_most=False, fmt=".2f"
+            )
 
 
 def paired_gains(results: Path, seeds: tuple[int, ...]) -> dict[str, tuple[float, float]]:
@@ -567,29 +704,38 @@ def paired_gains(results: Path, seeds: tuple[int, ...]) -> dict[str, tuple[float
             d = mine - vae
             per_seed.append((float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))))
         else:
-            gains[model.name] = (statistics.fmean(g for g, _ in per_seed),
-                                 math.sqrt(sum(e * e for _, e in per_seed)) / len(per_seed))
+            gains[model.name] = (
+                statistics.fmean(g for g, _ in per_seed),
+                math.sqrt(sum(e * e for _, e in per_seed)) / len(per_seed),
+            )
     return gains
 
 
-def gains_text(gains: dict[str, tuple[float, float]], finished: dict[str, Any],
-               unkept: list[str]) -> str:
+def gains_text(
+    gains: dict[str, tuple[float, float]], finished: dict[str, Any], unkept: list[str]
+) -> str:
     """The paragraph on gains over the VAE: paired where per-image scores are kept (``unkept``:
     the labels of the finished models whose scores are not)."""
     labels = {m.name: m.label for m in MODELS}
     shown = [f"{labels[n]} {g:+.2f} ± {e:.2f}" for n, (g, e) in gains.items()]
-    text = ("The ± of a row is the s.e. over images (the standard error of its mean over the "
-            "test images): it holds how much log p(x) varies from image to image, not how much "
-            "another seed would differ. Every model is scored on the same images, so a gain "
-            "over the VAE is judged paired, ± the s.e. over images of the per-image difference "
-            "(the IS noise of both models included)")
+    text = (
+        "The ± of a row is the s.e. over images (the standard error of its mean over the "
+        "test images): it holds how much log p(x) varies from image to image, not how much "
+        "another seed would differ. Every model is scored on the same images, so a gain "
+        "over the VAE is judged paired, ± the s.e. over images of the per-image difference "
+        "(the IS noise of both models included)"
+    )
     text += (": " + "; ".join(shown) + " nats.") if shown else "."
-    text += (" Each figure is an IS lower bound, so a gain is one in log p(x) as far as both "
-             "bounds are equally tight; section "
-             f"{number('ais-quality')} measures how tight the VAE's is (AIS against IS).")
+    text += (
+        " Each figure is an IS lower bound, so a gain is one in log p(x) as far as both "
+        "bounds are equally tight; section "
+        f"{number('ais-quality')} measures how tight the VAE's is (AIS against IS)."
+    )
     if unkept and "vae" in finished and len(finished) > 1:
-        text += (" Per-image scores are missing for " + ", ".join(unkept) + " (scored before "
-                 f"they were kept; `make bench-{KEY}` scores them again).")
+        text += (
+            " Per-image scores are missing for " + ", ".join(unkept) + " (scored before "
+            f"they were kept; `make bench-{KEY}` scores them again)."
+        )
     return text
 
 
@@ -597,9 +743,11 @@ def pending_text(pending: list[str], state: Path) -> str:
     """The paragraph naming the entries not scored yet, and how to continue them."""
     if not pending:
         return "All runs finished."
-    return ("**Not finished (their targets pending): " + ", ".join(pending) + ".** The job "
-            f"continues from its checkpoints: `make bench-{KEY}` (state folder: "
-            f"`{_home(state)}`).")
+    return (
+        "**Not finished (their targets pending): " + ", ".join(pending) + ".** The job "
+        f"continues from its checkpoints: `make bench-{KEY}` (state folder: "
+        f"`{_home(state)}`)."
+    )
 
 
 def weights_text(results: Path, seeds: tuple[int, ...], state: Path) -> str:
@@ -612,35 +760,53 @@ def weights_text(results: Path, seeds: tuple[int, ...], state: Path) -> str:
     shown = []
     for name, entry in files.items():
         record = _read(results / entry["result"]) or {}
-        row = "" if entry["seed"] in seeds or not record else \
-            (f"; its own row, not in the table above: test log p(x) {record['log_px']:.2f} ± "
-             f"{record['log_px_sem']:.2f}, {record['epochs']} epochs ({record['stopped']}), "
-             f"best val ELBO {record['best_val_elbo']:.2f}")
-        shown.append(f"`{name}`: {labels.get(entry['model'], entry['model'])}, **seed "
-                     f"{entry['seed']}**, epoch {entry['epoch']} ({entry['checkpoint']}), "
-                     f"{entry['bytes'] / 1e6:.1f} MB, SHA-256 `{entry['sha256'][:16]}…`{row}")
-    text = ("**Shipped weights** (float32, the VAE's parameters only, in a file that "
-            "`torch.load(weights_only=True)` reads; SHA-256 and sizes in "
-            f"`benchmarks/results/published/{WEIGHTS}`): " + "; ".join(shown) + "."
-            if shown else "**Shipped weights:** none yet.")
-    unshipped = [e for e in entries(MODELS, seeds, state, results)
-                 if e.result.is_file() and f"{e.name}.weights.pt" not in files]
+        row = (
+            ""
+            if entry["seed"] in seeds or not record
+            else (
+                f"; its own row, not in the table above: test log p(x) {record['log_px']:.2f} ± "
+                f"{record['log_px_sem']:.2f}, {record['epochs']} epochs ({record['stopped']}), "
+                f"best val ELBO {record['best_val_elbo']:.2f}"
+            )
+        )
+        shown.append(
+            f"`{name}`: {labels.get(entry['model'], entry['model'])}, **seed "
+            f"{entry['seed']}**, epoch {entry['epoch']} ({entry['checkpoint']}), "
+            f"{entry['bytes'] / 1e6:.1f} MB, SHA-256 `{entry['sha256'][:16]}…`{row}"
+        )
+    text = (
+        "**Shipped weights** (float32, the VAE's parameters only, in a file that "
+        "`torch.load(weights_only=True)` reads; SHA-256 and sizes in "
+        f"`benchmarks/results/published/{WEIGHTS}`): " + "; ".join(shown) + "."
+        if shown
+        else "**Shipped weights:** none yet."
+    )
+    unshipped = [
+        e
+        for e in entries(MODELS, seeds, state, results)
+        if e.result.is_file() and f"{e.name}.weights.pt" not in files
+    ]
     gone = [e.label for e in unshipped if not Run(e.run_dir).checkpoint("best").is_file()]
     waiting = [e.label for e in unshipped if e.label not in gone]
     if gone:
-        text += (" None for " + ", ".join(gone) + " in the table: their runs are no longer on "
-                 "disk, so their weights cannot be exported.")
+        text += (
+            " None for " + ", ".join(gone) + " in the table: their runs are no longer on "
+            "disk, so their weights cannot be exported."
+        )
     if waiting:
-        text += (" " + ", ".join(waiting) + ": scored, not exported yet (`python -m "
-                 "benchmarks.weights export` writes the best validation checkpoint's weights "
-                 "and their SHA-256).")
+        text += (
+            " " + ", ".join(waiting) + ": scored, not exported yet (`python -m "
+            "benchmarks.weights export` writes the best validation checkpoint's weights "
+            "and their SHA-256)."
+        )
     return text + (
         " `make reproduce-table` (`python -m benchmarks.weights reproduce`) makes a run "
         "directory from the preset and each file (outside the work tree), scores it with "
         "`pyro-vae evaluate` (the row's K = 5000 on all 10 000 test images; `LIMIT=N`: the "
         "first N) and pairs each image's log p̂(x) with the committed one: a row is reproduced "
         "when the mean difference is within 4 s.e. of it, the two estimates differing by their "
-        "Monte Carlo noise only.")
+        "Monte Carlo noise only."
+    )
 
 
 def figure_text(data: dict[str, Any], seeds: tuple[int, ...], path: Path) -> str:
@@ -674,8 +840,9 @@ def _seconds(progress: dict[str, Any] | None) -> str:
     return f"{sum(progress['epoch_seconds']) / 3600:.2f} h so far"
 
 
-def plot_curves(data: dict[str, Any], models: Sequence[Model], seeds: tuple[int, ...],
-                path: Path) -> Path:
+def plot_curves(
+    data: dict[str, Any], models: Sequence[Model], seeds: tuple[int, ...], path: Path
+) -> Path:
     """Validation ELBO against epoch, one line per (model, seed), the published test log p(x)
     as dashed horizontal lines in the model's colour (a test figure beside validation curves:
     a reference level, not a like-for-like comparison). SVG."""
@@ -694,8 +861,13 @@ def plot_curves(data: dict[str, Any], models: Sequence[Model], seeds: tuple[int,
                 ax.plot(*zip(*line), color=colour, lw=1, label=f"{model.label} (seed {seed})")
                 lows.append(max(v for _, v in line) - 15)
         if model.published is not None:
-            ax.axhline(model.published, color=colour, ls="--", lw=1,
-                       label=f"{model.label}, published test log p(x)")
+            ax.axhline(
+                model.published,
+                color=colour,
+                ls="--",
+                lw=1,
+                label=f"{model.label}, published test log p(x)",
+            )
     if lows:
         ax.set_ylim(bottom=min(lows))
     ax.set_xlabel("epoch")
@@ -711,30 +883,54 @@ def main(argv: list[str] | None = None) -> None:
     from benchmarks.cli import finish, options_from, parser
 
     p = parser("The published Fashion-MNIST protocol (hours; resumes from the state folder).")
-    p.add_argument("--state", type=Path,
-                   help=f"folder of the run directories and the job's files beside them "
-                        f"(default {default_state()}; with --toy, beside the results)")
-    p.add_argument("--models", default=",".join(m.name for m in MODELS),
-                   help="comma-separated, run in this order (default %(default)s)")
+    p.add_argument(
+        "--state",
+        type=Path,
+        help=f"folder of the run directories and the job's files beside them "
+        f"(default {default_state()}; with --toy, beside the results)",
+    )
+    p.add_argument(
+        "--models",
+        default=",".join(m.name for m in MODELS),
+        help="comma-separated, run in this order (default %(default)s)",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="default 0")
-    p.add_argument("--max-epochs", type=int,
-                   help=f"cap every run (default: the presets' {PRESET_EPOCHS})")
-    p.add_argument("--report", action="store_true",
-                   help="train nothing: write the section from the state and results so far")
-    p.add_argument("--peek", type=int, nargs=2, metavar=("POINTS", "K"),
-                   help="with --report: first score each running model's best checkpoint on "
-                        "the first POINTS test images with K samples (cheap, not the protocol)")
+    p.add_argument(
+        "--max-epochs", type=int, help=f"cap every run (default: the presets' {PRESET_EPOCHS})"
+    )
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="train nothing: write the section from the state and results so far",
+    )
+    p.add_argument(
+        "--peek",
+        type=int,
+        nargs=2,
+        metavar=("POINTS", "K"),
+        help="with --report: first score each running model's best checkpoint on "
+        "the first POINTS test images with K samples (cheap, not the protocol)",
+    )
     args = p.parse_args(argv)
     names = tuple(n.strip() for n in args.models.split(",") if n.strip())
     unknown = sorted(set(names) - {m.name for m in MODELS})
     if unknown:
-        p.error(f"--models: unknown {', '.join(unknown)}; choices: "
-                f"{', '.join(m.name for m in MODELS)}")
+        p.error(
+            f"--models: unknown {', '.join(unknown)}; choices: {', '.join(m.name for m in MODELS)}"
+        )
 
     def runner(o: Options, c: str) -> Section:
         state = args.state or (o.results / "state" if o.toy else default_state())
-        return run(o, c, state, tuple(args.seeds), names, args.max_epochs, not args.report,
-                   tuple(args.peek) if args.peek else None)
+        return run(
+            o,
+            c,
+            state,
+            tuple(args.seeds),
+            names,
+            args.max_epochs,
+            not args.report,
+            tuple(args.peek) if args.peek else None,
+        )
 
     finish(args, options_from(args), {KEY: runner})
 

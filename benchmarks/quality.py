@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import Options, prepared, spec_from
-from pyro_vae.scoring import evaluate
 from pyro_vae.pipeline import fit
+from pyro_vae.scoring import evaluate
 
 TOY_NETS = ("latent_dim=4", "encoder.hidden=[16]", "decoder.hidden=[16]")
 
@@ -36,20 +36,31 @@ class Protocol:
 
 
 #: our earlier 100-epoch protocol on our configs (``benchmarks.richer`` trains its rows with it)
-FULL = Protocol(epochs=100, digits_epochs=60, seeds=(0, 1, 2), train_limit=None,
-                test_points=None, num_samples=5000)
-TOY = Protocol(epochs=1, digits_epochs=1, seeds=(0,), train_limit=64, test_points=4,
-               num_samples=16)
+FULL = Protocol(
+    epochs=100,
+    digits_epochs=60,
+    seeds=(0, 1, 2),
+    train_limit=None,
+    test_points=None,
+    num_samples=5000,
+)
+TOY = Protocol(epochs=1, digits_epochs=1, seeds=(0,), train_limit=64, test_points=4, num_samples=16)
 
 
-def overrides_for(config: str, extra: tuple[str, ...], protocol: Protocol,
-                  seed: int, options: Options) -> list[str]:
+def overrides_for(
+    config: str, extra: tuple[str, ...], protocol: Protocol, seed: int, options: Options
+) -> list[str]:
     digits = config.startswith("digits")
     # toy: digits stand in for Fashion-MNIST (a new data.name resets data's other keys: first)
     swap = ["data.name=digits", "data.binarize=dynamic"] if options.toy and not digits else []
-    out = [*swap, *extra, f"train.seed={seed}", "train.progress=false",
-           f"train.max_epochs={protocol.digits_epochs if digits else protocol.epochs}",
-           f"evaluate.num_samples={protocol.num_samples}"]
+    out = [
+        *swap,
+        *extra,
+        f"train.seed={seed}",
+        "train.progress=false",
+        f"train.max_epochs={protocol.digits_epochs if digits else protocol.epochs}",
+        f"evaluate.num_samples={protocol.num_samples}",
+    ]
     if protocol.train_limit and not digits:
         out.append(f"data.limit={protocol.train_limit}")
     if options.toy:
@@ -61,24 +72,38 @@ def overrides_for(config: str, extra: tuple[str, ...], protocol: Protocol,
     return out
 
 
-def train_and_score(config: str, overrides: list[str], protocol: Protocol,
-                    options: Options) -> dict[str, float]:
+def train_and_score(
+    config: str, overrides: list[str], protocol: Protocol, options: Options
+) -> dict[str, float]:
     prep = prepared(spec_from(config, overrides))
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         fit(prep, Path(tmp) / "run")
     train_s = time.perf_counter() - start
-    x = prep.bundle.split("test")[:protocol.test_points].to(options.device)
+    x = prep.bundle.split("test")[: protocol.test_points].to(options.device)
     torch.manual_seed(prep.spec.train.seed)
-    result = evaluate(prep.vae.to(options.device), x, "test", protocol.num_samples,
-                      prep.spec.evaluate.memory_budget_mb)
-    return {"log_px": result.log_px, "log_px_sem": result.log_px_sem, "elbo": result.elbo,
-            "mc_stderr": result.log_px_stderr, "ess": result.ess,
-            "active_units": result.active_units, "latent_dim": result.latent_dim,
-            "active_per_layer": result.active_per_layer,
-            "bits_per_dim": result.bits_per_dim or float("nan"), "test_points": len(x),
-            "train_items": len(prep.bundle.train), "train_s": train_s,
-            "eval_s": result.wall_time_s}
+    result = evaluate(
+        prep.vae.to(options.device),
+        x,
+        "test",
+        protocol.num_samples,
+        prep.spec.evaluate.memory_budget_mb,
+    )
+    return {
+        "log_px": result.log_px,
+        "log_px_sem": result.log_px_sem,
+        "elbo": result.elbo,
+        "mc_stderr": result.log_px_stderr,
+        "ess": result.ess,
+        "active_units": result.active_units,
+        "latent_dim": result.latent_dim,
+        "active_per_layer": result.active_per_layer,
+        "bits_per_dim": result.bits_per_dim or float("nan"),
+        "test_points": len(x),
+        "train_items": len(prep.bundle.train),
+        "train_s": train_s,
+        "eval_s": result.wall_time_s,
+    }
 
 
 def _epochs(n: int) -> str:

@@ -36,27 +36,29 @@ PARTS = {"is-small": "is", "ais-quality": "ais"}
 ALIASES: dict[str, str] = {}
 #: records of sections that were dropped: not shown (see HEADER's note on what was dropped)
 DROPPED = ("quality-quick",)
-SECTION_COMMANDS = {"step": "python -m benchmarks --only step",
-                    "is": "python -m benchmarks --only is",
-                    "is-small": "python -m benchmarks --only is-small",
-                    "scaling": "python -m benchmarks --only scaling",
-                    "published": "python -m benchmarks.published",
-                    "ais": "python -m benchmarks.ais",
-                    "richer": "python -m benchmarks.richer",
-                    "startup": "python -m benchmarks --only startup",
-                    "sweep": "python -m benchmarks --only sweep",
-                    "experiment": "python -m benchmarks.experiment"}
+SECTION_COMMANDS = {
+    "step": "python -m benchmarks --only step",
+    "is": "python -m benchmarks --only is",
+    "is-small": "python -m benchmarks --only is-small",
+    "scaling": "python -m benchmarks --only scaling",
+    "published": "python -m benchmarks.published",
+    "ais": "python -m benchmarks.ais",
+    "richer": "python -m benchmarks.richer",
+    "startup": "python -m benchmarks --only startup",
+    "sweep": "python -m benchmarks --only sweep",
+    "experiment": "python -m benchmarks.experiment",
+}
 #: what ± means in each section that shows one (see LEGEND), named under its machine line
 PLUS_MINUS = {
     "published": "a row's log p(x): **s.e. over images** (the 10 000 test images, one seed per "
-                 "row); a gain over the VAE: **s.e. over images** of the paired per-image "
-                 "difference; the earlier protocol's figures: **s.d. over seeds** (3 seeds)",
+    "row); a gain over the VAE: **s.e. over images** of the paired per-image "
+    "difference; the earlier protocol's figures: **s.d. over seeds** (3 seeds)",
     "ais-quality": "**s.e. over images** (log p(x) and AIS − IS over the test images scored; "
-                   "the BDMC gap over the simulated images)",
+    "the BDMC gap over the simulated images)",
     "richer": "**s.d. over seeds** where a row has several seeds (one seed: no ±)",
     "experiment": "**s.e. over seeds** (3 seeds) for every mean and every paired gain; the "
-                  "point-level s.e. of a gain (**s.e. over images**, within a seed) is its own "
-                  "column",
+    "point-level s.e. of a gain (**s.e. over images**, within a seed) is its own "
+    "column",
 }
 LEGEND = """## How to read ±
 
@@ -139,7 +141,8 @@ MACHINE_LINE = re.compile(
     r"^\*\*Machine\*\* (?P<cpu>.+?) \((?P<cpus>\d+) logical CPUs?[^)]*\) · "
     r"\*\*Date\*\* (?P<date>\d{4}-\d\d-\d\d \d\d:\d\d UTC)[^·]* · "
     r"\*\*Threads\*\* (?P<threads>\d+) torch threads? · "
-    r"\*\*Load\*\* \(1/5/15-min averages\) (?P<load>\d+\.\d\d \d+\.\d\d \d+\.\d\d) ")
+    r"\*\*Load\*\* \(1/5/15-min averages\) (?P<load>\d+\.\d\d \d+\.\d\d \d+\.\d\d) "
+)
 
 
 def machine_line(record: dict[str, Any]) -> str:
@@ -148,24 +151,37 @@ def machine_line(record: dict[str, Any]) -> str:
     m = record["machine"]
     gpu = f", GPU {m['gpu']}" if "gpu" in m else ""
     report_only = "--report" in record["command"].split()
-    when = (" (the section written from saved runs, nothing timed then: each run's own times "
-            "are in its table)" if report_only else "")
+    when = (
+        " (the section written from saved runs, nothing timed then: each run's own times "
+        "are in its table)"
+        if report_only
+        else ""
+    )
     at_start = m.get("load_average_at_start") or m["load_average_1_5_15"]
     share = m.get("other_processes_cpu_share")
-    others = "" if share is None else \
-        f" Other processes used {100 * share:.0f} % of the CPUs during this section."
-    busy = (" **The machine had other load** (other processes shared the cores; the paired "
-            "ratios are designed to survive this, absolute times less so)."
-            if share is not None and share > 0.05 else "")
+    others = (
+        ""
+        if share is None
+        else f" Other processes used {100 * share:.0f} % of the CPUs during this section."
+    )
+    busy = (
+        " **The machine had other load** (other processes shared the cores; the paired "
+        "ratios are designed to survive this, absolute times less so)."
+        if share is not None and share > 0.05
+        else ""
+    )
     after = m.get("load_average_after")
-    return (f"**Machine** {m['cpu']} ({m['logical_cpus']} logical CPUs{gpu}, device "
-            f"`{m['device']}`) · **Date** {m['date']}{when} · **Threads** "
-            f"{plural(m['torch_threads'], 'torch thread')} · **Load** (1/5/15-min averages) "
-            f"{_numbers(at_start)} when the run started, {_numbers(m['load_average_1_5_15'])} "
-            f"before this section (the run's own earlier sections included)"
-            + (f", {_numbers(after)} after it" if after else "") + "."
-            + f"{others}{busy} Wall time {record['wall_s']:.0f} s; Python {m['python']}, torch "
-            f"{m['torch']}, pyro-ppl {m['pyro']}, lightning {m['lightning']}.")
+    return (
+        f"**Machine** {m['cpu']} ({m['logical_cpus']} logical CPUs{gpu}, device "
+        f"`{m['device']}`) · **Date** {m['date']}{when} · **Threads** "
+        f"{plural(m['torch_threads'], 'torch thread')} · **Load** (1/5/15-min averages) "
+        f"{_numbers(at_start)} when the run started, {_numbers(m['load_average_1_5_15'])} "
+        f"before this section (the run's own earlier sections included)"
+        + (f", {_numbers(after)} after it" if after else "")
+        + "."
+        + f"{others}{busy} Wall time {record['wall_s']:.0f} s; Python {m['python']}, torch "
+        f"{m['torch']}, pyro-ppl {m['pyro']}, lightning {m['lightning']}."
+    )
 
 
 def section_text(record: dict[str, Any]) -> str:
@@ -179,15 +195,20 @@ def section_text(record: dict[str, Any]) -> str:
     title = record["title"] + (f" ({device})" if device != "cpu" else "")
     heading = f"### {title}" if base in PARTS else f"## {number(base)}. {title}"
     plus_minus = PLUS_MINUS.get(base)
-    return "\n\n".join([
-        heading,
-        f"Produced by `{record['command']}`"
-        + (f"; this {'part' if base in PARTS else 'section'} alone: `{rerun}`." if rerun
-           else "."),
-        machine_line(record),
-        *([f"± here: {plus_minus}."] if plus_minus and "±" in record["body"] else []),
-        record["body"],
-    ])
+    return "\n\n".join(
+        [
+            heading,
+            f"Produced by `{record['command']}`"
+            + (
+                f"; this {'part' if base in PARTS else 'section'} alone: `{rerun}`."
+                if rerun
+                else "."
+            ),
+            machine_line(record),
+            *([f"± here: {plus_minus}."] if plus_minus and "±" in record["body"] else []),
+            record["body"],
+        ]
+    )
 
 
 def _label(record: dict[str, Any]) -> str:
@@ -198,27 +219,46 @@ def _label(record: dict[str, Any]) -> str:
 def render(folder: Path) -> str:
     records = load(folder)
     keys = sorted(records, key=_sort_key)
-    rows = [[_label(records[k]), t["name"], t["measured"], t["target"],
-             "yes" if t["met"] else "**no**"]
-            for k in keys for t in records[k]["targets"]]
-    notes = [records[k]["data"]["targets_note"] for k in keys
-             if isinstance(records[k].get("data"), dict) and "targets_note" in records[k]["data"]]
+    rows = [
+        [_label(records[k]), t["name"], t["measured"], t["target"], "yes" if t["met"] else "**no**"]
+        for k in keys
+        for t in records[k]["targets"]
+    ]
+    notes = [
+        records[k]["data"]["targets_note"]
+        for k in keys
+        if isinstance(records[k].get("data"), dict) and "targets_note" in records[k]["data"]
+    ]
     cpu = [section_text(records[k]) for k in keys if "@" not in k]
     gpu = [section_text(records[k]) for k in keys if "@" in k]
     gpu_body = "\n\n".join(gpu) if gpu else "Not measured yet: no GPU was available."
     summary = table(["section", "figure", "measured", "target", "met"], rows)
-    parts = [header(), "## Targets\n\n" + "\n\n".join([summary, *notes]), LEGEND,
-             *cpu, GPU.format(body=gpu_body)]
+    parts = [
+        header(),
+        "## Targets\n\n" + "\n\n".join([summary, *notes]),
+        LEGEND,
+        *cpu,
+        GPU.format(body=gpu_body),
+    ]
     return "\n\n".join(p.strip() for p in parts) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Write BENCHMARKS.md again from the JSON records "
-                                            "alone (nothing is measured).")
-    p.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results",
-                   help="folder of JSON records (default benchmarks/results)")
-    p.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md",
-                   help="report to write (default BENCHMARKS.md at the repository root)")
+    p = argparse.ArgumentParser(
+        description="Write BENCHMARKS.md again from the JSON records alone (nothing is measured)."
+    )
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=REPO / "benchmarks" / "results",
+        help="folder of JSON records (default benchmarks/results)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "BENCHMARKS.md",
+        help="report to write (default BENCHMARKS.md at the repository root)",
+    )
     args = p.parse_args(argv)
     args.out.write_text(render(args.results))
     print(f"wrote {args.out}")

@@ -37,8 +37,7 @@ BASELINE = ROWS[0][0]
 RUNS = Path("cache") / "richer.json"
 
 
-def run(options: Options, command: str, protocol: quality.Protocol,
-        train: bool = True) -> Section:
+def run(options: Options, command: str, protocol: quality.Protocol, train: bool = True) -> Section:
     """Train and score every (row, seed) not in the cache (none with ``train`` off), then the
     section from the cache: a row without a finished run is listed as pending."""
     section = Section("richer", "Richer models on Fashion-MNIST", command)
@@ -73,34 +72,63 @@ def run(options: Options, command: str, protocol: quality.Protocol,
             continue
         runs = section.data[label] = finished[label]
         if not runs:
-            notes.append(f"{label}: pending (not trained yet; `python -m benchmarks.richer` "
-                         "continues with it)")
+            notes.append(
+                f"{label}: pending (not trained yet; `python -m benchmarks.richer` "
+                "continues with it)"
+            )
             continue
         log_px = [r["log_px"] for r in runs]
         gain = statistics.fmean(log_px) - statistics.fmean(base) if base else float("nan")
-        rows.append([
-            label, " ".join(f"`--set {o}`" for o in extra) or "–",
-            quality._mean_std(log_px), "–" if label == BASELINE or not base else f"{gain:+.2f}",
-            quality._mean_std([r["elbo"] for r in runs]),
-            f"{statistics.fmean(r['mc_stderr'] for r in runs):.3f}",
-            _active(runs[0]),
-            f"{statistics.fmean(r['train_s'] for r in runs) / protocol.epochs:.1f}"])
-    section.body = "\n\n".join([
-        f"Protocol: `{CONFIG}` with the overrides shown, {quality._epochs(protocol.epochs)} "
-        f"each, seeds "
-        f"{list(protocol.seeds)}, training images {protocol.train_limit or 'all'}, test images "
-        f"scored {protocol.test_points or 'all'}, K = {protocol.num_samples}."
-        + (" **Toy run on digits with tiny networks (two layers: [4, 2]): a smoke test, not a "
-           "measurement. The Fashion-MNIST protocol is `python -m benchmarks.richer` (hours on "
-           "these CPUs).**" if options.toy else ""),
-        table(["model", "overrides", "test log p(x) (± s.d. over seeds)", f"gain over {BASELINE}",
-               "test ELBO (± s.d. over seeds)",
-               "mean MC s.e.", "active units", "s / epoch"], rows),
-        *notes,
-        *([] if options.toy
-          else [(WHAT_IT_SHOWS + (ONE_SEED if len(protocol.seeds) == 1 else ""))
-                .format(published=number("published"))]),
-    ])
+        rows.append(
+            [
+                label,
+                " ".join(f"`--set {o}`" for o in extra) or "–",
+                quality._mean_std(log_px),
+                "–" if label == BASELINE or not base else f"{gain:+.2f}",
+                quality._mean_std([r["elbo"] for r in runs]),
+                f"{statistics.fmean(r['mc_stderr'] for r in runs):.3f}",
+                _active(runs[0]),
+                f"{statistics.fmean(r['train_s'] for r in runs) / protocol.epochs:.1f}",
+            ]
+        )
+    section.body = "\n\n".join(
+        [
+            f"Protocol: `{CONFIG}` with the overrides shown, {quality._epochs(protocol.epochs)} "
+            f"each, seeds "
+            f"{list(protocol.seeds)}, training images {protocol.train_limit or 'all'}, test images "
+            f"scored {protocol.test_points or 'all'}, K = {protocol.num_samples}."
+            + (
+                " **Toy run on digits with tiny networks (two layers: [4, 2]): a smoke test, not a "
+                "measurement. The Fashion-MNIST protocol is `python -m benchmarks.richer` (hours on "
+                "these CPUs).**"
+                if options.toy
+                else ""
+            ),
+            table(
+                [
+                    "model",
+                    "overrides",
+                    "test log p(x) (± s.d. over seeds)",
+                    f"gain over {BASELINE}",
+                    "test ELBO (± s.d. over seeds)",
+                    "mean MC s.e.",
+                    "active units",
+                    "s / epoch",
+                ],
+                rows,
+            ),
+            *notes,
+            *(
+                []
+                if options.toy
+                else [
+                    (WHAT_IT_SHOWS + (ONE_SEED if len(protocol.seeds) == 1 else "")).format(
+                        published=number("published")
+                    )
+                ]
+            ),
+        ]
+    )
     return section
 
 
@@ -112,11 +140,13 @@ WHAT_IT_SHOWS = (
     "not at convergence. "
     "The two-layer model under the published protocol (warm-up over 100 epochs, early stopping) "
     "is the HVAE row of section {published}. Seconds per epoch were measured with one torch "
-    "thread while another single-threaded benchmark ran on the other core.")
+    "thread while another single-threaded benchmark ran on the other core."
+)
 ONE_SEED = (
     " One seed: under the same protocol the one-layer VAE's test log p(x) varied by 0.51 nats "
     "(s.d. over 3 seeds, section {published}'s earlier table), so a difference under about "
-    "1 nat is within the seed-to-seed noise.")
+    "1 nat is within the seed-to-seed noise."
+)
 
 
 def _active(run: dict) -> str:
@@ -133,13 +163,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epochs", type=int, help="override the protocol's epochs")
     p.add_argument("--seeds", type=int, nargs="+", help="override the protocol's seeds")
     p.add_argument("--test-points", type=int, help="score only the first N test images")
-    p.add_argument("--report", action="store_true",
-                   help="train nothing: write the section from the runs finished so far")
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="train nothing: write the section from the runs finished so far",
+    )
     args = p.parse_args(argv)
     options = options_from(args)
     protocol = quality.TOY if options.toy else quality.FULL
-    changes = {"epochs": args.epochs, "seeds": tuple(args.seeds) if args.seeds else None,
-               "test_points": args.test_points}
+    changes = {
+        "epochs": args.epochs,
+        "seeds": tuple(args.seeds) if args.seeds else None,
+        "test_points": args.test_points,
+    }
     protocol = replace(protocol, **{k: v for k, v in changes.items() if v is not None})
     finish(args, options, {"richer": lambda o, c: run(o, c, protocol, not args.report)})
 

@@ -12,11 +12,20 @@ import dataclasses
 
 import torch
 
-from benchmarks.common import (Options, Section, clock, describe, exponent, plural, prepared,
-                               spec_from, table)
+from benchmarks.common import (
+    Options,
+    Section,
+    clock,
+    describe,
+    exponent,
+    plural,
+    prepared,
+    spec_from,
+    table,
+)
 from benchmarks.step import train_step
-from pyro_vae.scoring import importance_log_px
 from pyro_vae.bundle import with_indices
+from pyro_vae.scoring import importance_log_px
 from pyro_vae.trainer import VAEModule
 
 MULTIPLES = (1, 2, 4)
@@ -25,9 +34,11 @@ LINEAR = 1.10  # at most 10 % above linear growth
 
 def config(options: Options) -> tuple[str, list[str], dict[str, int]]:
     if options.toy:
-        return "digits.yaml", ["latent_dim=4", "encoder.hidden=[16]", "decoder.hidden=[16]",
-                               "train.batch_size=16"], \
-            {"points": 32, "samples": 8, "images": 2, "rounds": 1}
+        return (
+            "digits.yaml",
+            ["latent_dim=4", "encoder.hidden=[16]", "decoder.hidden=[16]", "train.batch_size=16"],
+            {"points": 32, "samples": 8, "images": 2, "rounds": 1},
+        )
     return "fashion-mnist.yaml", [], {"points": 8192, "samples": 1250, "images": 16, "rounds": 5}
 
 
@@ -38,7 +49,7 @@ def run(options: Options, command: str) -> Section:
     vae = prep.vae.to(device)
     module = VAEModule(vae, spec)
     optimizer = module.configure_optimizers()
-    test = prep.bundle.split("test")[:size["images"]].to(device)
+    test = prep.bundle.split("test")[: size["images"]].to(device)
     budget = spec.evaluate.memory_budget_mb
     points = [size["points"] * m for m in MULTIPLES]
     samples = [size["samples"] * m for m in MULTIPLES]
@@ -68,18 +79,34 @@ def run(options: Options, command: str) -> Section:
     section = Section("scaling", "Scaling with data size and K", command)
     section.target("exponent: training epoch vs data size", p_epoch, LINEAR, unit="")
     section.target("exponent: importance sampling vs K", p_is, LINEAR, unit="")
-    section.data = {"points": points, "epoch_s": epoch_s, "samples": samples, "is_s": is_s,
-                    "exponent_epoch": p_epoch, "exponent_is": p_is}
-    rows = [[f"{m}×", f"{n} images", f"{t:.3f}", f"{t / epoch_best[0]:.2f}"]
-            for m, n, t in zip(MULTIPLES, points, epoch_best)]
-    rows += [[f"{m}×", f"K = {k} ({size['images']} test images)", f"{t:.3f}",
-              f"{t / is_best[0]:.2f}"] for m, k, t in zip(MULTIPLES, samples, is_best)]
-    section.body = "\n\n".join([
-        f"Setup: {describe(prep, name, overrides)}; {size['rounds']} rounds, sizes alternating; "
-        f"{plural(options.threads, 'thread')}. Epoch = pyro-vae's training step (`trace`) over "
-        "the DataLoader of the first n training images (dynamic binarization included).",
-        table(["size", "what", "seconds (fastest round)", "vs 1×"], rows),
-        f"Fitted exponent p in t ∝ n^p: training epoch vs data size **{p_epoch:.3f}**, "
-        f"importance sampling vs K **{p_is:.3f}** (1 = linear).",
-    ])
+    section.data = {
+        "points": points,
+        "epoch_s": epoch_s,
+        "samples": samples,
+        "is_s": is_s,
+        "exponent_epoch": p_epoch,
+        "exponent_is": p_is,
+    }
+    rows = [
+        [f"{m}×", f"{n} images", f"{t:.3f}", f"{t / epoch_best[0]:.2f}"]
+        for m, n, t in zip(MULTIPLES, points, epoch_best)
+    ]
+    rows += [
+        [f"{m}×", f"K = {k} ({size['images']} test images)", f"{t:.3f}", f"{t / is_best[0]:.2f}"]
+        for m, k, t in zip(MULTIPLES, samples, is_best)
+    ]
+    section.body = "\n\n".join(
+        [
+            (
+                f"Setup: {describe(prep, name, overrides)}; {size['rounds']} rounds, sizes alternating; "
+                f"{plural(options.threads, 'thread')}. Epoch = pyro-vae's training step (`trace`) over "
+                "the DataLoader of the first n training images (dynamic binarization included)."
+            ),
+            table(["size", "what", "seconds (fastest round)", "vs 1×"], rows),
+            (
+                f"Fitted exponent p in t ∝ n^p: training epoch vs data size **{p_epoch:.3f}**, "
+                f"importance sampling vs K **{p_is:.3f}** (1 = linear)."
+            ),
+        ]
+    )
     return section

@@ -21,8 +21,10 @@ from benchmarks.common import REPO, Options, Section, Spread, table
 #: label → the arguments after ``pyro-vae``, and the exit status each must end with.
 COMMANDS: dict[str, tuple[list[str], int]] = {
     "pyro-vae --help": (["--help"], 0),
-    "pyro-vae train examples/configs/digits.yaml --set lattent_dim=4":
-        (["train", "examples/configs/digits.yaml", "--set", "lattent_dim=4"], 2),
+    "pyro-vae train examples/configs/digits.yaml --set lattent_dim=4": (
+        ["train", "examples/configs/digits.yaml", "--set", "lattent_dim=4"],
+        2,
+    ),
     "pyro-vae evaluate --help": (["evaluate", "--help"], 0),
 }
 TARGET_CPU_S = 1.0
@@ -43,8 +45,9 @@ def cpu_seconds_of(argv: list[str], status: int) -> tuple[float, float]:
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
     wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != status:
-        raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}, not {status}: "
-                           f"{done.stderr[-2000:]}")
+        raise RuntimeError(
+            f"{' '.join(argv)} exited {done.returncode}, not {status}: {done.stderr[-2000:]}"
+        )
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return cpu, wall
 
@@ -60,8 +63,7 @@ def run(options: Options, command: str) -> Section:
         wall = statistics.median(w for _, w in runs)
         data[label] = {"cpu_s": [c for c, _ in runs], "wall_s": [w for _, w in runs]}
         rows.append([f"`{label}`", cpu.text(2), f"{wall:.2f}"])
-        section.target(f"{label}: CPU seconds", cpu.median, TARGET_CPU_S, unit=" s",
-                       fmt=".2f")
+        section.target(f"{label}: CPU seconds", cpu.median, TARGET_CPU_S, unit=" s", fmt=".2f")
     section.data = data
     section.body = (
         f"CPU seconds (user + system) of each command in a fresh process, median with "
@@ -69,5 +71,6 @@ def run(options: Options, command: str) -> Section:
         "`lattent_dim` is a typo: the command answers with one line and exits 2. "
         "Target: at most 1 s of CPU each (issue #28: a typo in `--set` took 9.7 s, `--help` "
         "3.6 s, when torch, Pyro and Lightning were imported before the spec was checked).\n\n"
-        + table(["command", "CPU s", "wall s"], rows))
+        + table(["command", "CPU s", "wall s"], rows)
+    )
     return section

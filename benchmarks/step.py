@@ -37,8 +37,18 @@ import pyro
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from benchmarks.common import (Options, Section, Spread, describe, interleaved, plural, prepared,
-                               ratios, spec_from, table)
+from benchmarks.common import (
+    Options,
+    Section,
+    Spread,
+    describe,
+    interleaved,
+    plural,
+    prepared,
+    ratios,
+    spec_from,
+    table,
+)
 from benchmarks.floors import PlainVAE
 from benchmarks.report import number
 from pyro_vae import trainer
@@ -58,25 +68,46 @@ GATED = "published/fashion-mnist-vae.yaml"
 def config(options: Options) -> tuple[str, list[str], dict[str, int]]:
     """(example config, overrides, sizes): Fashion-MNIST 784-400-50, batch 128; toy: digits."""
     if options.toy:
-        return "digits.yaml", ["latent_dim=4", "encoder.hidden=[16]", "decoder.hidden=[16]",
-                               "data.limit=96", "train.batch_size=32"], \
-            {"blocks": 2, "steps": 2, "epochs": 1}
-    return "fashion-mnist.yaml", ["encoder.hidden=[400]", "decoder.hidden=[400]"], \
-        {"blocks": 30, "steps": 20, "epochs": 10}
+        return (
+            "digits.yaml",
+            [
+                "latent_dim=4",
+                "encoder.hidden=[16]",
+                "decoder.hidden=[16]",
+                "data.limit=96",
+                "train.batch_size=32",
+            ],
+            {"blocks": 2, "steps": 2, "epochs": 1},
+        )
+    return (
+        "fashion-mnist.yaml",
+        ["encoder.hidden=[400]", "decoder.hidden=[400]"],
+        {"blocks": 30, "steps": 20, "epochs": 10},
+    )
 
 
 def gated_config(options: Options) -> tuple[str, list[str]]:
     """The published preset (toy: digits, gated 16 units)."""
     if options.toy:
-        return GATED, ["data.name=digits", "data.binarize=dynamic", "latent_dim=4",
-                       "encoder.hidden=[16]", "decoder.hidden=[16]", "data.limit=96",
-                       "train.batch_size=32"]
+        return GATED, [
+            "data.name=digits",
+            "data.binarize=dynamic",
+            "latent_dim=4",
+            "encoder.hidden=[16]",
+            "decoder.hidden=[16]",
+            "data.limit=96",
+            "train.batch_size=32",
+        ]
     return GATED, []
 
 
-def train_step(module: VAEModule, optimizer: torch.optim.Optimizer,
-               batch: tuple[torch.Tensor, torch.Tensor], step: int,
-               loss_fn: Callable[..., torch.Tensor] | None = None) -> None:
+def train_step(
+    module: VAEModule,
+    optimizer: torch.optim.Optimizer,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    step: int,
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+) -> None:
     """What ``VAEModule.training_step`` computes on a batch ``(x, idx)`` (β for the step, the
     estimator's loss with validation off; ``loss_fn`` is ``module.loss``, the traced loss, by
     default, or ``module.loss_module``, Pyro eager), then Lightning's automatic optimisation:
@@ -105,8 +136,10 @@ def step_runs(prep: Prepared, steps: int, device: torch.device) -> dict[str, Cal
     textbook = PlainVAE(vae).to(device)
     textbook_opt = torch.optim.Adam(textbook.parameters(), lr=spec.train.lr)
     loader = with_indices(prep.bundle.loader("train", spec.train.batch_size, shuffle=True))
-    pairs = [(x.to(device), idx.to(device))
-             for x, idx in itertools.islice(itertools.cycle(loader), steps)]
+    pairs = [
+        (x.to(device), idx.to(device))
+        for x, idx in itertools.islice(itertools.cycle(loader), steps)
+    ]
     batches = [x for x, _ in pairs]
     analytic_kl = spec.estimator.name == "mean_field"
 
@@ -135,11 +168,16 @@ def step_runs(prep: Prepared, steps: int, device: torch.device) -> dict[str, Cal
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+
         return run
 
-    return {"pyro-vae": ours, "Pyro eager": pyro_eager, "densities, no Pyro": densities,
-            "plain PyTorch": floor(plain, plain_opt),
-            "plain, default Adam": floor(textbook, textbook_opt)}
+    return {
+        "pyro-vae": ours,
+        "Pyro eager": pyro_eager,
+        "densities, no Pyro": densities,
+        "plain PyTorch": floor(plain, plain_opt),
+        "plain, default Adam": floor(textbook, textbook_opt),
+    }
 
 
 class _HostSyncs(TorchDispatchMode):
@@ -260,16 +298,25 @@ def epoch_times(prep: Prepared, epochs: int, device: torch.device) -> dict[str, 
                 plain_opt.step()
             for x in val:
                 plain.elbo(x.to(device))
-            torch.save({"model": plain.state_dict(), "optimizer": plain_opt.state_dict()},
-                       out / "plain.ckpt")
+            torch.save(
+                {"model": plain.state_dict(), "optimizer": plain_opt.state_dict()},
+                out / "plain.ckpt",
+            )
             return time.perf_counter() - start
 
         def bare_epoch() -> float:
             one = _OneEpoch()
-            L.Trainer(max_epochs=1, accelerator="gpu" if device.type == "cuda" else "cpu",
-                      devices=1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False,
-                      num_sanity_val_steps=0, callbacks=[one]).fit(bare, batches, val)
+            L.Trainer(
+                max_epochs=1,
+                accelerator="gpu" if device.type == "cuda" else "cpu",
+                devices=1,
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                num_sanity_val_steps=0,
+                callbacks=[one],
+            ).fit(bare, batches, val)
             return one.seconds
 
         clock = _EpochClock({PLAIN: plain_epoch, BARE: bare_epoch})
@@ -277,28 +324,46 @@ def epoch_times(prep: Prepared, epochs: int, device: torch.device) -> dict[str, 
     return {route: seconds[1:] for route, seconds in clock.times.items()}
 
 
-def epoch_text(times: dict[str, list[float]], steps_per_epoch: int, step_extra_ms: float,
-               cuda: bool) -> tuple[str, dict[str, Any], str]:
+def epoch_text(
+    times: dict[str, list[float]], steps_per_epoch: int, step_extra_ms: float, cuda: bool
+) -> tuple[str, dict[str, Any], str]:
     """(the epoch table and what it says, the record's data, the note under the targets)."""
-    pairs = {(PYRO_VAE, PLAIN): "pyro-vae / plain PyTorch loop",
-             (PYRO_VAE, BARE): "pyro-vae / bare LightningModule",
-             (BARE, PLAIN): "bare LightningModule / plain PyTorch loop"}
-    spreads = {key: Spread.of([a / b for a, b in zip(times[key[0]], times[key[1]])])
-               for key in pairs}
+    pairs = {
+        (PYRO_VAE, PLAIN): "pyro-vae / plain PyTorch loop",
+        (PYRO_VAE, BARE): "pyro-vae / bare LightningModule",
+        (BARE, PLAIN): "bare LightningModule / plain PyTorch loop",
+    }
+    spreads = {
+        key: Spread.of([a / b for a, b in zip(times[key[0]], times[key[1]])]) for key in pairs
+    }
     target = (PYRO_VAE, PLAIN) if cuda else (PYRO_VAE, BARE)
     limit = GPU_EPOCH_TARGET if cuda else EPOCH_TARGET
-    rows = [[label + (" **(the target)**" if key == target else ""),
-             f"**{spreads[key].median:.3f}×**" if key[0] == PYRO_VAE else
-             f"{spreads[key].median:.3f}×",
-             f"{spreads[key].q1:.3f}–{spreads[key].q3:.3f}",
-             f"{spreads[key].low:.3f}–{spreads[key].high:.3f}", spreads[key].n]
-            for key, label in pairs.items()]
-    seconds = table(["route", "s per epoch (median)", "range"],
-                    [[route, f"{Spread.of(t).median:.2f}",
-                      f"{min(t):.2f}–{max(t):.2f}"] for route, t in times.items()])
+    rows = [
+        [
+            label + (" **(the target)**" if key == target else ""),
+            f"**{spreads[key].median:.3f}×**"
+            if key[0] == PYRO_VAE
+            else f"{spreads[key].median:.3f}×",
+            f"{spreads[key].q1:.3f}–{spreads[key].q3:.3f}",
+            f"{spreads[key].low:.3f}–{spreads[key].high:.3f}",
+            spreads[key].n,
+        ]
+        for key, label in pairs.items()
+    ]
+    seconds = table(
+        ["route", "s per epoch (median)", "range"],
+        [
+            [route, f"{Spread.of(t).median:.2f}", f"{min(t):.2f}–{max(t):.2f}"]
+            for route, t in times.items()
+        ],
+    )
     ratios_table = table(["paired ratio (per epoch triple)", "median", "IQR", "range", "n"], rows)
-    extra = {route: (Spread.of(times[route]).median - Spread.of(times[PLAIN]).median)
-             / steps_per_epoch * 1e3 for route in (PYRO_VAE, BARE)}
+    extra = {
+        route: (Spread.of(times[route]).median - Spread.of(times[PLAIN]).median)
+        / steps_per_epoch
+        * 1e3
+        for route in (PYRO_VAE, BARE)
+    }
     ours, bare = extra[PYRO_VAE], extra[BARE]
     mine = spreads[target]
     where = (
@@ -308,32 +373,50 @@ def epoch_text(times: dict[str, list[float]], steps_per_epoch: int, step_extra_m
         f"{ours - step_extra_ms - bare:.2f} ms what `VAEModule`/`fit` add (callbacks, the "
         "resumable sampler, the logging steps' extra forward pass, the finite loss-and-gradient "
         "check) and noise. "
-        + (f"On a GPU the target divides by the plain loop: ≤ {GPU_EPOCH_TARGET:.2f}×."
-           if cuda else
-           f"On CPU the bare LightningModule alone is {spreads[(BARE, PLAIN)].median:.3f}× the "
-           "plain loop, so the CPU target divides by it: what pyro-vae adds on top of "
-           f"Lightning, ≤ {EPOCH_TARGET:.2f}× (on a GPU the target divides by the plain loop, "
-           f"≤ {GPU_EPOCH_TARGET:.2f}×)."))
+        + (
+            f"On a GPU the target divides by the plain loop: ≤ {GPU_EPOCH_TARGET:.2f}×."
+            if cuda
+            else f"On CPU the bare LightningModule alone is {spreads[(BARE, PLAIN)].median:.3f}× the "
+            "plain loop, so the CPU target divides by it: what pyro-vae adds on top of "
+            f"Lightning, ≤ {EPOCH_TARGET:.2f}× (on a GPU the target divides by the plain loop, "
+            f"≤ {GPU_EPOCH_TARGET:.2f}×)."
+        )
+    )
     other = (PYRO_VAE, BARE) if cuda else (PYRO_VAE, PLAIN)
-    floor, other_floor = ("the plain PyTorch loop", "a bare LightningModule") if cuda else \
-        ("a bare LightningModule", "the plain PyTorch loop")
-    note = (f"The epoch row of section {number('step')} divides by **{floor}** "
-            f"({mine.median:.3f}×, IQR {mine.q1:.3f}–{mine.q3:.3f}, n={mine.n} paired epochs; "
-            f"target ≤ {limit:.2f}×); against {other_floor} the same epoch is "
-            f"{spreads[other].median:.3f}× (IQR {spreads[other].q1:.3f}–{spreads[other].q3:.3f}, "
-            f"n={spreads[other].n}), with no target"
-            + ("." if cuda else " on CPU (Lightning's own loop, the bare LightningModule, is "
-               f"{spreads[(BARE, PLAIN)].median:.3f}× the plain one)."))
-    data = {"seconds": times,
-            "ratios": {label: spreads[key].__dict__ for key, label in pairs.items()},
-            "target_divides_by": target[1], "extra_ms_per_step": extra}
+    floor, other_floor = (
+        ("the plain PyTorch loop", "a bare LightningModule")
+        if cuda
+        else ("a bare LightningModule", "the plain PyTorch loop")
+    )
+    note = (
+        f"The epoch row of section {number('step')} divides by **{floor}** "
+        f"({mine.median:.3f}×, IQR {mine.q1:.3f}–{mine.q3:.3f}, n={mine.n} paired epochs; "
+        f"target ≤ {limit:.2f}×); against {other_floor} the same epoch is "
+        f"{spreads[other].median:.3f}× (IQR {spreads[other].q1:.3f}–{spreads[other].q3:.3f}, "
+        f"n={spreads[other].n}), with no target"
+        + (
+            "."
+            if cuda
+            else " on CPU (Lightning's own loop, the bare LightningModule, is "
+            f"{spreads[(BARE, PLAIN)].median:.3f}× the plain one)."
+        )
+    )
+    data = {
+        "seconds": times,
+        "ratios": {label: spreads[key].__dict__ for key, label in pairs.items()},
+        "target_divides_by": target[1],
+        "extra_ms_per_step": extra,
+    }
     return "\n\n".join([seconds, ratios_table, where]), data, note
 
 
 def run(options: Options, command: str) -> Section:
     name, overrides, size = config(options)
-    section = Section("step", "Training step vs plain PyTorch; epoch vs plain PyTorch and "
-                      "a bare LightningModule", command)
+    section = Section(
+        "step",
+        "Training step vs plain PyTorch; epoch vs plain PyTorch and a bare LightningModule",
+        command,
+    )
     rows = []
     base = overrides + ["train.progress=false", f"train.max_epochs={size['epochs'] + 1}"]
     if options.device.type == "cuda":
@@ -350,33 +433,59 @@ def run(options: Options, command: str) -> Section:
         textbook = ratios(times, "pyro-vae", "plain, default Adam")
         syncs = host_syncs(runs["pyro-vae"], size["steps"])
         floor_syncs = host_syncs(runs["plain PyTorch"], size["steps"])
-        rows.append([f"`{estimator}`", *(f"{ms[k].median:.2f}" for k in runs),
-                     f"**{ratio.median:.3f}×**", f"{ratio.q1:.3f}–{ratio.q3:.3f}",
-                     f"{eager.median:.3f}×", f"{untraced.median:.3f}×",
-                     f"{textbook.median:.3f}×", f"{syncs:g} / {floor_syncs:g}"])
+        rows.append(
+            [
+                f"`{estimator}`",
+                *(f"{ms[k].median:.2f}" for k in runs),
+                f"**{ratio.median:.3f}×**",
+                f"{ratio.q1:.3f}–{ratio.q3:.3f}",
+                f"{eager.median:.3f}×",
+                f"{untraced.median:.3f}×",
+                f"{textbook.median:.3f}×",
+                f"{syncs:g} / {floor_syncs:g}",
+            ]
+        )
         section.target(f"step ({estimator}) / plain PyTorch", ratio.median, STEP_TARGET)
-        section.data[estimator] = {"ms_per_step": {k: v.__dict__ for k, v in ms.items()},
-                                   "ratio": ratio.__dict__, "eager_ratio": eager.__dict__,
-                                   "untraced_ratio": untraced.__dict__,
-                                   "default_adam_ratio": textbook.__dict__,
-                                   "host_syncs_per_step": syncs,
-                                   "floor_host_syncs_per_step": floor_syncs}
+        section.data[estimator] = {
+            "ms_per_step": {k: v.__dict__ for k, v in ms.items()},
+            "ratio": ratio.__dict__,
+            "eager_ratio": eager.__dict__,
+            "untraced_ratio": untraced.__dict__,
+            "default_adam_ratio": textbook.__dict__,
+            "host_syncs_per_step": syncs,
+            "floor_host_syncs_per_step": floor_syncs,
+        }
     gated_name, gated_overrides = gated_config(options)
-    gated = prepared(spec_from(gated_name, gated_overrides + base[len(overrides):]))
-    times = interleaved(step_runs(gated, size["steps"], options.device), size["blocks"],
-                        options.device)
+    gated = prepared(spec_from(gated_name, gated_overrides + base[len(overrides) :]))
+    times = interleaved(
+        step_runs(gated, size["steps"], options.device), size["blocks"], options.device
+    )
     ms = {k: Spread.of([t / size["steps"] * 1e3 for t in v]) for k, v in times.items()}
     ratio = ratios(times, "pyro-vae", "plain PyTorch")
-    rows.append(["`trace`, gated 2×300, batch 100 (published preset)",
-                 *(f"{ms[k].median:.2f}" for k in times), f"**{ratio.median:.3f}×**",
-                 f"{ratio.q1:.3f}–{ratio.q3:.3f}",
-                 *(f"{ratios(times, k, f).median:.3f}×" for k, f in (
-                     ("Pyro eager", "plain PyTorch"), ("densities, no Pyro", "plain PyTorch"),
-                     ("pyro-vae", "plain, default Adam"))), "–"])
-    section.target("step (trace, gated 2×300, batch 100) / plain PyTorch", ratio.median,
-                   STEP_TARGET)
-    section.data["gated"] = {"ms_per_step": {k: v.__dict__ for k, v in ms.items()},
-                             "ratio": ratio.__dict__}
+    rows.append(
+        [
+            "`trace`, gated 2×300, batch 100 (published preset)",
+            *(f"{ms[k].median:.2f}" for k in times),
+            f"**{ratio.median:.3f}×**",
+            f"{ratio.q1:.3f}–{ratio.q3:.3f}",
+            *(
+                f"{ratios(times, k, f).median:.3f}×"
+                for k, f in (
+                    ("Pyro eager", "plain PyTorch"),
+                    ("densities, no Pyro", "plain PyTorch"),
+                    ("pyro-vae", "plain, default Adam"),
+                )
+            ),
+            "–",
+        ]
+    )
+    section.target(
+        "step (trace, gated 2×300, batch 100) / plain PyTorch", ratio.median, STEP_TARGET
+    )
+    section.data["gated"] = {
+        "ms_per_step": {k: v.__dict__ for k, v in ms.items()},
+        "ratio": ratio.__dict__,
+    }
     prep = preps["trace"]
     times = epoch_times(prep, size["epochs"], options.device)
     steps_per_epoch = -(-len(prep.bundle.train) // prep.spec.train.batch_size)
@@ -388,46 +497,70 @@ def run(options: Options, command: str) -> Section:
     section.data["targets_note"] = note
     divides_by = epoch_data["target_divides_by"]
     epoch = epoch_data["ratios"][f"pyro-vae / {divides_by}"]
-    section.target(f"epoch, pyro-vae (`trace`) / {divides_by} (median of n={epoch['n']} paired "
-                   "epochs)", epoch["median"], GPU_EPOCH_TARGET if cuda else EPOCH_TARGET)
-    section.body = "\n\n".join([
-        f"Setup: {describe(prep, name, overrides)}; Adam lr {prep.spec.train.lr}, "
-        f"{plural(options.threads, 'thread')}. {size['blocks']} interleaved blocks of "
-        f"{size['steps']} "
-        "steps per route; ratio = median of the per-block paired ratios (IQR beside it).",
-        table(["estimator", "pyro-vae ms/step", "Pyro eager ms/step",
-               "densities w/o Pyro ms/step", "plain ms/step", "plain, default Adam ms/step",
-               "ratio", "ratio IQR", "Pyro eager ratio", "w/o Pyro ratio",
-               "pyro-vae / plain with default Adam", "host syncs/step (ours / plain)"], rows),
-        "*pyro-vae*: exactly what `VAEModule.training_step` runs: the estimator's loss replayed "
-        "from its `torch.jit` trace (`train.jit`, on by default; "
-        "`inference.compiled.TracedLoss`), then torch's fused Adam. *Pyro eager* "
-        "(`train.jit=false`): the same ELBO module run through Pyro's handlers every step (for "
-        "`trace` and `mean_field` with a reparameterized guide their fast path: the traced "
-        "sites' scaled log densities summed in one graph). *densities w/o Pyro*: the same "
-        "VAE's distributions summed in plain torch (`vae.log_weights` / `vae.elbo_terms`), no "
-        "Pyro messengers. *plain*: the hand-written loss with the same fused Adam, the floor "
-        "of the target. *plain, default Adam*: the same loop with `torch.optim.Adam`'s default "
-        "per-tensor implementation, what a textbook loop runs; its column shows what a user "
-        "gains against it. The gap between Pyro eager and the densities is Pyro's handler "
-        "machinery (plates, trace, replay: Python per sample site), the gap between the "
-        "densities and the floor the `torch.distributions` objects and, for `trace`, the Monte "
-        "Carlo log q − log p in place of the closed-form KL; the trace removes both kinds of "
-        "Python and leaves the tensor ops. *host syncs*: `.item()`-style reads of a tensor "
-        "into a Python number per step; the trace's are its recorded shape arithmetic "
-        "(`aten::Int` on the 0-d int64 CPU tensors of `prim::NumToTensor`), which wait for no "
-        "device; fused Adam reads none.",
-        f"Whole epoch ({steps_per_epoch} steps, validation and checkpoint included on every "
-        f"route), {plural(size['epochs'], 'triple')} after a warm-up triple: each epoch of "
-        "`fit` (the "
-        "user's path: Lightning, `VAEModule`, its callbacks and logger) is followed by one "
-        "epoch of the plain PyTorch loop over the same DataLoader (its own validation pass and "
-        "checkpoint) and one of a bare LightningModule (`benchmarks.step._BareModule`: the "
-        "plain loss, "
-        "validation pass and checkpoint, no callbacks, no logger; a one-epoch fit, its "
-        "Trainer's set-up and tear-down not timed), the two floors' order flipping every "
-        "epoch. Each ratio is the median of the per-triple ratios: both are measured on the "
-        "same epochs, so either can be read without the other's noise.",
-        epoch_body,
-    ])
+    section.target(
+        f"epoch, pyro-vae (`trace`) / {divides_by} (median of n={epoch['n']} paired epochs)",
+        epoch["median"],
+        GPU_EPOCH_TARGET if cuda else EPOCH_TARGET,
+    )
+    section.body = "\n\n".join(
+        [
+            (
+                f"Setup: {describe(prep, name, overrides)}; Adam lr {prep.spec.train.lr}, "
+                f"{plural(options.threads, 'thread')}. {size['blocks']} interleaved blocks of "
+                f"{size['steps']} "
+                "steps per route; ratio = median of the per-block paired ratios (IQR beside it)."
+            ),
+            table(
+                [
+                    "estimator",
+                    "pyro-vae ms/step",
+                    "Pyro eager ms/step",
+                    "densities w/o Pyro ms/step",
+                    "plain ms/step",
+                    "plain, default Adam ms/step",
+                    "ratio",
+                    "ratio IQR",
+                    "Pyro eager ratio",
+                    "w/o Pyro ratio",
+                    "pyro-vae / plain with default Adam",
+                    "host syncs/step (ours / plain)",
+                ],
+                rows,
+            ),
+            (
+                "*pyro-vae*: exactly what `VAEModule.training_step` runs: the estimator's loss replayed "
+                "from its `torch.jit` trace (`train.jit`, on by default; "
+                "`inference.compiled.TracedLoss`), then torch's fused Adam. *Pyro eager* "
+                "(`train.jit=false`): the same ELBO module run through Pyro's handlers every step (for "
+                "`trace` and `mean_field` with a reparameterized guide their fast path: the traced "
+                "sites' scaled log densities summed in one graph). *densities w/o Pyro*: the same "
+                "VAE's distributions summed in plain torch (`vae.log_weights` / `vae.elbo_terms`), no "
+                "Pyro messengers. *plain*: the hand-written loss with the same fused Adam, the floor "
+                "of the target. *plain, default Adam*: the same loop with `torch.optim.Adam`'s default "
+                "per-tensor implementation, what a textbook loop runs; its column shows what a user "
+                "gains against it. The gap between Pyro eager and the densities is Pyro's handler "
+                "machinery (plates, trace, replay: Python per sample site), the gap between the "
+                "densities and the floor the `torch.distributions` objects and, for `trace`, the Monte "
+                "Carlo log q − log p in place of the closed-form KL; the trace removes both kinds of "
+                "Python and leaves the tensor ops. *host syncs*: `.item()`-style reads of a tensor "
+                "into a Python number per step; the trace's are its recorded shape arithmetic "
+                "(`aten::Int` on the 0-d int64 CPU tensors of `prim::NumToTensor`), which wait for no "
+                "device; fused Adam reads none."
+            ),
+            (
+                f"Whole epoch ({steps_per_epoch} steps, validation and checkpoint included on every "
+                f"route), {plural(size['epochs'], 'triple')} after a warm-up triple: each epoch of "
+                "`fit` (the "
+                "user's path: Lightning, `VAEModule`, its callbacks and logger) is followed by one "
+                "epoch of the plain PyTorch loop over the same DataLoader (its own validation pass and "
+                "checkpoint) and one of a bare LightningModule (`benchmarks.step._BareModule`: the "
+                "plain loss, "
+                "validation pass and checkpoint, no callbacks, no logger; a one-epoch fit, its "
+                "Trainer's set-up and tear-down not timed), the two floors' order flipping every "
+                "epoch. Each ratio is the median of the per-triple ratios: both are measured on the "
+                "same epochs, so either can be read without the other's noise."
+            ),
+            epoch_body,
+        ]
+    )
     return section

@@ -40,9 +40,16 @@ from benchmarks.common import table as plain_table
 
 REPO = Path(__file__).resolve().parent.parent
 DIGITS = REPO / "examples" / "configs" / "digits.yaml"
-TINY = {"latent_dim": 2, "encoder.hidden": [8], "decoder.hidden": [8], "train.batch_size": 32,
-        "train.progress": False, "data.limit": 64, "train.max_epochs": 1,
-        "evaluate.num_samples": 4}
+TINY = {
+    "latent_dim": 2,
+    "encoder.hidden": [8],
+    "decoder.hidden": [8],
+    "train.batch_size": 32,
+    "train.progress": False,
+    "data.limit": 64,
+    "train.max_epochs": 1,
+    "evaluate.num_samples": 4,
+}
 TIMINGS = "SWEEP_OVERHEAD_TIMINGS"  # where a probe process writes its timings (JSON)
 TARGET_S = 1.0  # the issue's target for the fixed cost of a run in a sweep
 
@@ -100,11 +107,21 @@ def run_probe(args: list[str], threads: int) -> tuple[float, list[tuple[str, flo
     """Wall seconds of a probe process and the timings it recorded."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         timings = Path(f.name)
-    env = {**os.environ, TIMINGS: str(timings), "OMP_NUM_THREADS": str(threads),
-           "MKL_NUM_THREADS": str(threads)}
+    env = {
+        **os.environ,
+        TIMINGS: str(timings),
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+    }
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "benchmarks.sweep_overhead", "--probe", *args],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=3600)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.sweep_overhead", "--probe", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} exited {done.returncode}: {done.stderr[-2000:]}")
@@ -121,18 +138,30 @@ def measure(runs: int, threads: int, folder: Path) -> dict[str, Any]:
     import yaml
 
     experiment = folder / "overhead.yaml"  # 2 cells × runs/2 seeds
-    experiment.write_text(yaml.safe_dump({"base": str(DIGITS), "set": TINY,
-                                          "grid": {"beta": [1.0, 2.0]},
-                                          "seeds": max(1, runs // 2)}))
+    experiment.write_text(
+        yaml.safe_dump(
+            {
+                "base": str(DIGITS),
+                "set": TINY,
+                "grid": {"beta": [1.0, 2.0]},
+                "seeds": max(1, runs // 2),
+            }
+        )
+    )
     wall, calls = run_probe(["sweep", str(experiment), str(folder / "sweep")], threads)
     count = len(of(calls, "run"))
     fit, ev, run = of(calls, "fit"), of(calls, "evaluation"), of(calls, "run")
     sweep_run = of(calls, "sweep run")
     fixed = [r - f - e for r, f, e in zip(run, fit, ev)]
     worker = {
-        "runs": count, "process_wall_s": wall,
-        "first_run": {"wall_s": run[0], "fit_s": fit[0], "evaluation_s": ev[0],
-                      "fixed_s": fixed[0]},
+        "runs": count,
+        "process_wall_s": wall,
+        "first_run": {
+            "wall_s": run[0],
+            "fit_s": fit[0],
+            "evaluation_s": ev[0],
+            "fixed_s": fixed[0],
+        },
         "later_runs_fixed_s": fixed[1:],
         "later_runs_scores_and_figures_s": of(calls, "scores and figures")[1:],
         "bookkeeping_s": [s - r for s, r in zip(sweep_run, run)],
@@ -140,16 +169,31 @@ def measure(runs: int, threads: int, folder: Path) -> dict[str, Any]:
     }
     cli = []
     for i in range(count):
-        args = ["train", str(DIGITS), "--out", str(folder / f"cli-{i}"),
-                *(f"--set={k}={json.dumps(v)}" for k, v in TINY.items()),
-                f"--set=train.seed={i}"]
+        args = [
+            "train",
+            str(DIGITS),
+            "--out",
+            str(folder / f"cli-{i}"),
+            *(f"--set={k}={json.dumps(v)}" for k, v in TINY.items()),
+            f"--set=train.seed={i}",
+        ]
         wall_i, calls_i = run_probe(args, threads)
-        cli.append({"wall_s": wall_i, "fit_s": sum(of(calls_i, "fit")),
-                    "evaluation_s": sum(of(calls_i, "evaluation")),
-                    "scores_and_figures_s": sum(of(calls_i, "scores and figures"))})
+        cli.append(
+            {
+                "wall_s": wall_i,
+                "fit_s": sum(of(calls_i, "fit")),
+                "evaluation_s": sum(of(calls_i, "evaluation")),
+                "scores_and_figures_s": sum(of(calls_i, "scores and figures")),
+            }
+        )
         cli[-1]["fixed_s"] = cli[-1]["wall_s"] - cli[-1]["fit_s"] - cli[-1]["evaluation_s"]
-    return {"worker": worker, "cli": cli, "threads": threads,
-            "load": os.getloadavg(), "cpus": os.cpu_count()}
+    return {
+        "worker": worker,
+        "cli": cli,
+        "threads": threads,
+        "load": os.getloadavg(),
+        "cpus": os.cpu_count(),
+    }
 
 
 def rows(result: dict[str, Any]) -> list[tuple[str, str]]:
@@ -164,12 +208,18 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str]]:
         ("sweep worker, run 1", f"{w['first_run']['fixed_s']:.2f}"),
         (f"sweep worker, runs 2-{w['runs']} (mean)", mean(later)),
         ("  of which scores and figures written", mean(w["later_runs_scores_and_figures_s"])),
-        ("  of which the sweep's bookkeeping (manifest, claim, check)",
-         mean(w["bookkeeping_s"][1:])),
-        (f"sweep worker, process wall / {w['runs']} runs, less training and evaluation",
-         f"{w['amortized_fixed_s']:.2f}"),
-        (f"pyro-vae train, one process per run (mean of {len(cli)})",
-         mean([c["fixed_s"] for c in cli])),
+        (
+            "  of which the sweep's bookkeeping (manifest, claim, check)",
+            mean(w["bookkeeping_s"][1:]),
+        ),
+        (
+            f"sweep worker, process wall / {w['runs']} runs, less training and evaluation",
+            f"{w['amortized_fixed_s']:.2f}",
+        ),
+        (
+            f"pyro-vae train, one process per run (mean of {len(cli)})",
+            mean([c["fixed_s"] for c in cli]),
+        ),
         ("  of which scores and figures written", mean([c["scores_and_figures_s"] for c in cli])),
     ]
 
@@ -179,10 +229,14 @@ def table(result: dict[str, Any]) -> list[str]:
     lines = rows(result)
     width = max(len(r[0]) for r in lines)
     load = ", ".join(f"{x:.1f}" for x in result["load"])
-    return [f"fixed cost per run (s): wall less Trainer.fit and the IS evaluation; tiny digits "
+    return [
+        (
+            f"fixed cost per run (s): wall less Trainer.fit and the IS evaluation; tiny digits "
             f"runs, {result['threads']} torch thread(s), {result['cpus']} CPUs, load {load}; "
-            f"target <= {TARGET_S:g} s in a sweep",
-            *(f"  {label:<{width}}  {value:>6}" for label, value in lines)]
+            f"target <= {TARGET_S:g} s in a sweep"
+        ),
+        *(f"  {label:<{width}}  {value:>6}" for label, value in lines),
+    ]
 
 
 def run(options: Options, command: str) -> Section:
@@ -194,8 +248,13 @@ def run(options: Options, command: str) -> Section:
     later = result["worker"]["later_runs_fixed_s"]
     section = Section("sweep", "Sweep: the fixed cost of a run", command, data=result)
     if later:
-        section.target("sweep worker: fixed seconds per run (runs after the first)",
-                       statistics.median(later), TARGET_S, unit=" s", fmt=".2f")
+        section.target(
+            "sweep worker: fixed seconds per run (runs after the first)",
+            statistics.median(later),
+            TARGET_S,
+            unit=" s",
+            fmt=".2f",
+        )
     section.body = (
         "What a run costs besides its training and evaluation, in one `pyro-vae sweep` worker "
         "(runs share the process: imports once; a sweep's runs draw no figures unless the "
@@ -204,8 +263,8 @@ def run(options: Options, command: str) -> Section:
         "seconds, wall time less `Trainer.fit` and the importance-sampled evaluation. "
         f"Target: at most {TARGET_S:g} s per run in a sweep (issue #27: about 11 s per CLI "
         "call).\n\n"
-        + plain_table(["", "seconds"], [[label.strip(), value] for label, value in
-                                         rows(result)]))
+        + plain_table(["", "seconds"], [[label.strip(), value] for label, value in rows(result)])
+    )
     return section
 
 

@@ -70,8 +70,18 @@ import numpy as np
 import torch
 
 from benchmarks.common import REPO, Options, spec_from
-from benchmarks.published import (DONE, KEY, MODELS, WEIGHTS, Entry, Model, default_state,
-                                  overrides, points_path, read_points)
+from benchmarks.published import (
+    DONE,
+    KEY,
+    MODELS,
+    WEIGHTS,
+    Entry,
+    Model,
+    default_state,
+    overrides,
+    points_path,
+    read_points,
+)
 from pyro_vae.atomic import write_atomic, write_text_atomic
 from pyro_vae.cache import cache_dir
 from pyro_vae.checkpoints import RECORD, changed_keys, flat, read_checkpoint, spec_record
@@ -82,10 +92,12 @@ MANIFEST = WEIGHTS
 SUFFIX = ".weights.pt"
 PREFIX = "vae."  # the VAE's weights in a pyro-vae checkpoint's state_dict
 Z = 4.0  # a row is reproduced when |mean d_i| ≤ Z · s.e. (module docstring)
-FORMAT = ("torch.save of {state_dict: {vae.<name>: float32 tensor}, spec: the flattened "
-          "resolved spec, data_sha256, model, seed, epoch (1-based), global_step, source}; "
-          "read with torch.load(weights_only=True); python -m benchmarks.weights reproduce "
-          "scores it with pyro-vae evaluate")
+FORMAT = (
+    "torch.save of {state_dict: {vae.<name>: float32 tensor}, spec: the flattened "
+    "resolved spec, data_sha256, model, seed, epoch (1-based), global_step, source}; "
+    "read with torch.load(weights_only=True); python -m benchmarks.weights reproduce "
+    "scores it with pyro-vae evaluate"
+)
 
 
 def default_results() -> Path:
@@ -118,15 +130,22 @@ def read_manifest(folder: Path) -> dict[str, Any]:
 
 # ---- export ------------------------------------------------------------------------------------
 
+
 def finished_entries(state: Path, results: Path) -> list[Entry]:
     """Every (model, seed) with a run directory in ``state``, in :data:`MODELS` order then by
     seed."""
     found = []
     for model in MODELS:
-        seeds = (re.fullmatch(rf"{re.escape(model.name)}-seed(\d+)", p.name)
-                 for p in state.glob(f"{model.name}-seed*") if p.is_dir())
-        found += [Entry(model, int(m.group(1)), state, results)
-                  for m in sorted(seeds, key=lambda m: int(m.group(1))) if m]
+        seeds = (
+            re.fullmatch(rf"{re.escape(model.name)}-seed(\d+)", p.name)
+            for p in state.glob(f"{model.name}-seed*")
+            if p.is_dir()
+        )
+        found += [
+            Entry(model, int(m.group(1)), state, results)
+            for m in sorted(seeds, key=lambda m: int(m.group(1)))
+            if m
+        ]
     return found
 
 
@@ -137,8 +156,11 @@ def weights_payload(entry: Entry, record: dict[str, Any]) -> dict[str, Any]:
     run = Run(entry.run_dir)
     source = run.evaluated_checkpoint(run.spec)
     if source.name != record["checkpoint"]:
-        raise SpecError(str(source), f"the result {entry.result} was scored with "
-                        f"{record['checkpoint']}, not this checkpoint")
+        raise SpecError(
+            str(source),
+            f"the result {entry.result} was scored with "
+            f"{record['checkpoint']}, not this checkpoint",
+        )
     checkpoint = read_checkpoint(source)
     saved = checkpoint.get(RECORD)
     state = checkpoint.get("state_dict")
@@ -149,13 +171,26 @@ def weights_payload(entry: Entry, record: dict[str, Any]) -> dict[str, Any]:
     if curve:  # the weights are those of the curve's best epoch, as the record says
         best = max(curve, key=lambda point: point[1])
         if int(best[0]) != epoch:
-            raise SpecError(str(source), f"holds epoch {epoch}, but the best validation ELBO of "
-                            f"{entry.result} is at epoch {int(best[0])}")
-    weights = {k: (v.float() if v.is_floating_point() else v).detach().clone().contiguous()
-               for k, v in state.items() if k.startswith(PREFIX)}
-    return {"state_dict": weights, "spec": saved["spec"], "data_sha256": saved["data_sha256"],
-            "model": entry.model.name, "seed": entry.seed, "epoch": epoch,
-            "global_step": int(checkpoint["global_step"]), "source": source.name}
+            raise SpecError(
+                str(source),
+                f"holds epoch {epoch}, but the best validation ELBO of "
+                f"{entry.result} is at epoch {int(best[0])}",
+            )
+    weights = {
+        k: (v.float() if v.is_floating_point() else v).detach().clone().contiguous()
+        for k, v in state.items()
+        if k.startswith(PREFIX)
+    }
+    return {
+        "state_dict": weights,
+        "spec": saved["spec"],
+        "data_sha256": saved["data_sha256"],
+        "model": entry.model.name,
+        "seed": entry.seed,
+        "epoch": epoch,
+        "global_step": int(checkpoint["global_step"]),
+        "source": source.name,
+    }
 
 
 def export(state: Path, results: Path) -> list[str]:
@@ -181,14 +216,23 @@ def export(state: Path, results: Path) -> list[str]:
         if not same:
             write_atomic(path, lambda f, data=data: f.write(data))
         manifest["files"][path.name] = {
-            "model": entry.model.name, "seed": entry.seed, "sha256": sha256(data),
-            "bytes": len(data), "epoch": payload["epoch"], "global_step": payload["global_step"],
-            "checkpoint": payload["source"], "result": entry.result.name,
-            "log_px": record["log_px"], "test_points": record["test_points"],
-            "num_samples": record["num_samples"]}
-        lines.append(f"{entry.label}: {'unchanged' if same else 'wrote'} {_shown(path)} "
-                     f"({len(data) / 1e6:.2f} MB, epoch {payload['epoch']}, "
-                     f"{payload['source']}, SHA-256 {sha256(data)})")
+            "model": entry.model.name,
+            "seed": entry.seed,
+            "sha256": sha256(data),
+            "bytes": len(data),
+            "epoch": payload["epoch"],
+            "global_step": payload["global_step"],
+            "checkpoint": payload["source"],
+            "result": entry.result.name,
+            "log_px": record["log_px"],
+            "test_points": record["test_points"],
+            "num_samples": record["num_samples"],
+        }
+        lines.append(
+            f"{entry.label}: {'unchanged' if same else 'wrote'} {_shown(path)} "
+            f"({len(data) / 1e6:.2f} MB, epoch {payload['epoch']}, "
+            f"{payload['source']}, SHA-256 {sha256(data)})"
+        )
     manifest["format"] = FORMAT
     manifest["files"] = dict(sorted(manifest["files"].items()))
     text = json.dumps(manifest, indent=1) + "\n"
@@ -200,6 +244,7 @@ def export(state: Path, results: Path) -> list[str]:
 
 
 # ---- reproduce ---------------------------------------------------------------------------------
+
 
 class Refused(Exception):
     """A shipped file that is not used: the message is the one line that says why."""
@@ -228,15 +273,20 @@ class Row:
 
     def line(self) -> str:
         z = self.difference / self.stderr if self.stderr > 0 else 0.0
-        verdict = (("reproduced" if self.within else "NOT reproduced") if self.judged else
-                   f"not judged (K = {self.num_samples}, the row's is "
-                   f"{self.record['num_samples']}: IS bias differs)")
-        return (f"{self.model.label} (seed {self.seed}): published {self.record['log_px']:.2f} ± "
-                f"{self.record['log_px_sem']:.2f} on {self.record['test_points']} images; on "
-                f"the {self.points} scored, K = {self.num_samples}: published "
-                f"{self.published:.3f}, reproduced {self.reproduced:.3f}, difference "
-                f"{self.difference:+.3f} ± {self.stderr:.3f} (z = {z:+.2f}; within {Z:g} s.e.: "
-                f"{'yes' if self.within else 'no'}): {verdict}; {self.seconds:.0f} s")
+        verdict = (
+            ("reproduced" if self.within else "NOT reproduced")
+            if self.judged
+            else f"not judged (K = {self.num_samples}, the row's is "
+            f"{self.record['num_samples']}: IS bias differs)"
+        )
+        return (
+            f"{self.model.label} (seed {self.seed}): published {self.record['log_px']:.2f} ± "
+            f"{self.record['log_px_sem']:.2f} on {self.record['test_points']} images; on "
+            f"the {self.points} scored, K = {self.num_samples}: published "
+            f"{self.published:.3f}, reproduced {self.reproduced:.3f}, difference "
+            f"{self.difference:+.3f} ± {self.stderr:.3f} (z = {z:+.2f}; within {Z:g} s.e.: "
+            f"{'yes' if self.within else 'no'}): {verdict}; {self.seconds:.0f} s"
+        )
 
 
 def paired(reproduced: np.ndarray, published: np.ndarray) -> tuple[float, float]:
@@ -254,25 +304,33 @@ def checked_payload(path: Path, entry: dict[str, Any]) -> dict[str, Any]:
         raise Refused(f"{path}: refused: cannot read it ({exc.strerror or exc})") from None
     digest = sha256(data)
     if digest != entry.get("sha256") or len(data) != entry.get("bytes"):
-        raise Refused(f"{path}: refused: its SHA-256 {digest} ({len(data)} bytes) is not the "
-                      f"manifest's {entry.get('sha256')} ({entry.get('bytes')} bytes): the file "
-                      "was changed or damaged")
+        raise Refused(
+            f"{path}: refused: its SHA-256 {digest} ({len(data)} bytes) is not the "
+            f"manifest's {entry.get('sha256')} ({entry.get('bytes')} bytes): the file "
+            "was changed or damaged"
+        )
     try:
         payload = read_checkpoint(path)
     except SpecError as exc:
         raise Refused(f"{path}: refused: {exc.message}") from None
     state = payload.get("state_dict")
-    if (not isinstance(state, dict) or not state
-            or not all(k.startswith(PREFIX) and isinstance(v, torch.Tensor)
-                       for k, v in state.items())
-            or not isinstance(payload.get("spec"), dict)
-            or not isinstance(payload.get("data_sha256"), str)):
-        raise Refused(f"{path}: refused: not a weights file (it needs a state_dict of "
-                      f"{PREFIX}* tensors, a spec and a data_sha256)")
+    if (
+        not isinstance(state, dict)
+        or not state
+        or not all(k.startswith(PREFIX) and isinstance(v, torch.Tensor) for k, v in state.items())
+        or not isinstance(payload.get("spec"), dict)
+        or not isinstance(payload.get("data_sha256"), str)
+    ):
+        raise Refused(
+            f"{path}: refused: not a weights file (it needs a state_dict of "
+            f"{PREFIX}* tensors, a spec and a data_sha256)"
+        )
     if (payload.get("model"), payload.get("seed")) != (entry["model"], entry["seed"]):
-        raise Refused(f"{path}: refused: it holds {payload.get('model')} seed "
-                      f"{payload.get('seed')}, the manifest says {entry['model']} seed "
-                      f"{entry['seed']}")
+        raise Refused(
+            f"{path}: refused: it holds {payload.get('model')} seed "
+            f"{payload.get('seed')}, the manifest says {entry['model']} seed "
+            f"{entry['seed']}"
+        )
     return payload
 
 
@@ -283,13 +341,18 @@ def make_run(root: Path, model: Model, seed: int, payload: dict[str, Any], toy: 
     changed = changed_keys(payload["spec"], flat(spec.to_dict()))
     if changed:
         shown = ", ".join(f"{k} ({payload['spec'][k]!r} in the file)" for k in changed[:4])
-        raise Refused(f"{model.label} (seed {seed}): refused: the weights were trained from "
-                      f"another spec than {model.preset} with seed {seed}{' (--toy)' * toy}: "
-                      f"{shown}")
+        raise Refused(
+            f"{model.label} (seed {seed}): refused: the weights were trained from "
+            f"another spec than {model.preset} with seed {seed}{' (--toy)' * toy}: "
+            f"{shown}"
+        )
     name = "best" if spec.train.early_stopping_patience else "last"  # the one evaluate scores
-    checkpoint = {"state_dict": payload["state_dict"], "epoch": int(payload["epoch"]) - 1,
-                  "global_step": int(payload["global_step"]),
-                  RECORD: spec_record(spec, payload["data_sha256"])}
+    checkpoint = {
+        "state_dict": payload["state_dict"],
+        "epoch": int(payload["epoch"]) - 1,
+        "global_step": int(payload["global_step"]),
+        RECORD: spec_record(spec, payload["data_sha256"]),
+    }
     run = Run(root)
     run.start(overwrite=True, command="benchmarks.weights reproduce")
     try:
@@ -301,23 +364,33 @@ def make_run(root: Path, model: Model, seed: int, payload: dict[str, Any], toy: 
     return run
 
 
-def reproduce_one(path: Path, entry: dict[str, Any], results: Path, work: Path,
-                  limit: int | None, num_samples: int | None, toy: bool,
-                  accelerator: str | None) -> Row:
+def reproduce_one(
+    path: Path,
+    entry: dict[str, Any],
+    results: Path,
+    work: Path,
+    limit: int | None,
+    num_samples: int | None,
+    toy: bool,
+    accelerator: str | None,
+) -> Row:
     """Score one shipped file again with ``pyro-vae evaluate``; Refused with its one line."""
     from pyro_vae.cli import main as pyro_vae
 
     model = next((m for m in MODELS if m.name == entry.get("model")), None)
     if model is None:
-        raise Refused(f"{path}: refused: the manifest names an unknown model "
-                      f"{entry.get('model')!r}")
+        raise Refused(
+            f"{path}: refused: the manifest names an unknown model {entry.get('model')!r}"
+        )
     seed = int(entry["seed"])
     payload = checked_payload(path, entry)
     result = results / entry["result"]
     record, published = _read_json(result), read_points(result)
     if record is None or published is None:
-        raise Refused(f"{path}: its row's result {result} or per-image scores "
-                      f"{points_path(result).name} are missing")
+        raise Refused(
+            f"{path}: its row's result {result} or per-image scores "
+            f"{points_path(result).name} are missing"
+        )
     run = make_run(work / f"{model.name}-seed{seed}", model, seed, payload, toy)
     k = num_samples or int(record["num_samples"])
     argv = ["evaluate", str(run.root), "--num-samples", str(k)]
@@ -329,31 +402,57 @@ def reproduce_one(path: Path, entry: dict[str, Any], results: Path, work: Path,
         raise Refused(f"{model.label} (seed {seed}): pyro-vae evaluate failed (above)")
     seconds = time.perf_counter() - start
     mine = run.evaluation("test").points.log_px.double().numpy()
-    theirs = published[:len(mine)]
+    theirs = published[: len(mine)]
     difference, stderr = paired(mine, theirs)
-    return Row(model, seed, record, len(mine), k, float(theirs.mean()), float(mine.mean()),
-               difference, stderr, seconds)
+    return Row(
+        model,
+        seed,
+        record,
+        len(mine),
+        k,
+        float(theirs.mean()),
+        float(mine.mean()),
+        difference,
+        stderr,
+        seconds,
+    )
 
 
-def reproduce(results: Path, work: Path, limit: int | None, num_samples: int | None,
-              toy: bool, models: Sequence[str] | None, seeds: Sequence[int] | None,
-              accelerator: str | None = None) -> int:
+def reproduce(
+    results: Path,
+    work: Path,
+    limit: int | None,
+    num_samples: int | None,
+    toy: bool,
+    models: Sequence[str] | None,
+    seeds: Sequence[int] | None,
+    accelerator: str | None = None,
+) -> int:
     """Every shipped file (of ``models`` and ``seeds`` when given) scored again; 0 when each row
     is reproduced, 1 when one is refused or not reproduced."""
     folder = results / KEY
     files = read_manifest(folder)["files"]
-    chosen = {name: entry for name, entry in files.items()
-              if (not models or entry.get("model") in models)
-              and (not seeds or entry.get("seed") in seeds)}
+    chosen = {
+        name: entry
+        for name, entry in files.items()
+        if (not models or entry.get("model") in models)
+        and (not seeds or entry.get("seed") in seeds)
+    }
     if not chosen:
-        print(f"no shipped weights in {folder / MANIFEST}"
-              f"{' for the models and seeds asked' if files else ''}", file=sys.stderr)
+        print(
+            f"no shipped weights in {folder / MANIFEST}"
+            f"{' for the models and seeds asked' if files else ''}",
+            file=sys.stderr,
+        )
         return 1
     rows, failed = [], 0
     for name, entry in chosen.items():
         try:
-            rows.append(reproduce_one(folder / name, entry, folder, work, limit, num_samples,
-                                      toy, accelerator))
+            rows.append(
+                reproduce_one(
+                    folder / name, entry, folder, work, limit, num_samples, toy, accelerator
+                )
+            )
         except Refused as exc:
             print(exc, file=sys.stderr, flush=True)
             failed += 1
@@ -367,6 +466,7 @@ def reproduce(results: Path, work: Path, limit: int | None, num_samples: int | N
 
 
 # ---- command line ------------------------------------------------------------------------------
+
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
@@ -386,30 +486,57 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.weights",
         description="The published table's weights: export them from the finished runs, or "
-                    "score the shipped ones again with pyro-vae evaluate.")
+        "score the shipped ones again with pyro-vae evaluate.",
+    )
     sub = p.add_subparsers(dest="command", required=True)
-    e = sub.add_parser("export", help="write <results>/published/<model>-seed<s>.weights.pt "
-                       "and weights.json from each finished and scored run")
-    e.add_argument("--state", type=Path, help=f"the job's state folder (default "
-                   f"{default_state()}); only read")
-    r = sub.add_parser("reproduce", help="score each shipped weights file again with "
-                       "pyro-vae evaluate and compare with its row")
-    r.add_argument("--limit", type=int, metavar="N", help="the first N test images only "
-                   "(default: all, as the row)")
-    r.add_argument("--num-samples", type=int, metavar="K", help="IS samples per image (default: "
-                   "the row's; another K is not judged)")
-    r.add_argument("--work", type=Path, help=f"where the run directories are made (default "
-                   f"{default_work()})")
+    e = sub.add_parser(
+        "export",
+        help="write <results>/published/<model>-seed<s>.weights.pt "
+        "and weights.json from each finished and scored run",
+    )
+    e.add_argument(
+        "--state", type=Path, help=f"the job's state folder (default {default_state()}); only read"
+    )
+    r = sub.add_parser(
+        "reproduce",
+        help="score each shipped weights file again with "
+        "pyro-vae evaluate and compare with its row",
+    )
+    r.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="the first N test images only (default: all, as the row)",
+    )
+    r.add_argument(
+        "--num-samples",
+        type=int,
+        metavar="K",
+        help="IS samples per image (default: the row's; another K is not judged)",
+    )
+    r.add_argument(
+        "--work", type=Path, help=f"where the run directories are made (default {default_work()})"
+    )
     r.add_argument("--models", help="comma-separated model names (default: every shipped one)")
     r.add_argument("--seeds", type=int, nargs="+", help="default: every shipped one")
-    r.add_argument("--toy", action="store_true", help="the weights were trained by "
-                   "python -m benchmarks.published --toy (tests)")
+    r.add_argument(
+        "--toy",
+        action="store_true",
+        help="the weights were trained by python -m benchmarks.published --toy (tests)",
+    )
     r.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    r.add_argument("--accelerator", choices=["auto", "cpu", "gpu"],
-                   help="passed to pyro-vae evaluate (default: the run's, cpu)")
+    r.add_argument(
+        "--accelerator",
+        choices=["auto", "cpu", "gpu"],
+        help="passed to pyro-vae evaluate (default: the run's, cpu)",
+    )
     for q in (e, r):
-        q.add_argument("--results", type=Path, help="folder of the records (default "
-                       "benchmarks/results; the files are in its published/)")
+        q.add_argument(
+            "--results",
+            type=Path,
+            help="folder of the records (default "
+            "benchmarks/results; the files are in its published/)",
+        )
     args = p.parse_args(argv)
     results = args.results or default_results()
     if args.command == "export":
@@ -418,8 +545,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     torch.set_num_threads(args.threads)
     models = [m.strip() for m in args.models.split(",")] if args.models else None
-    return reproduce(results, args.work or default_work(), args.limit, args.num_samples,
-                     args.toy, models, args.seeds, args.accelerator)
+    return reproduce(
+        results,
+        args.work or default_work(),
+        args.limit,
+        args.num_samples,
+        args.toy,
+        models,
+        args.seeds,
+        args.accelerator,
+    )
 
 
 if __name__ == "__main__":

@@ -59,7 +59,9 @@ def make_data(seed: int = 0) -> torch.Tensor:
     return torch.randn(N, D, generator=g) @ W.T + 1.0 + noise * torch.randn(N, P, generator=g)
 
 
-def fit(model: nn.Module, guide: nn.Module, x: torch.Tensor, steps: int = 400, batch: int = 100) -> None:
+def fit(
+    model: nn.Module, guide: nn.Module, x: torch.Tensor, steps: int = 400, batch: int = 100
+) -> None:
     loss = pyro.infer.Trace_ELBO()(model, guide)
     opt = torch.optim.Adam(loss.parameters(), lr=0.05)
     for _ in range(steps):

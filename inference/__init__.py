@@ -1,12 +1,5 @@
 """How any Pyro model and guide is fitted and scored. Never imports pyro_vae."""
 
-from inference.marginal import (
-    MarginalResult,
-    chunk_size_for_budget,
-    estimate_from_log_weights,
-    log_marginal_likelihood,
-    measure_bytes_per_particle,
-)
 from inference.ais import (
     AISOptions,
     AISResult,
@@ -23,11 +16,32 @@ from inference.estimators import (
     point_log_weights,
 )
 from inference.gradients import GradientStatistics, GroupStatistics, gradient_statistics
+from inference.marginal import (
+    MarginalResult,
+    chunk_size_for_budget,
+    estimate_from_log_weights,
+    log_marginal_likelihood,
+    measure_bytes_per_particle,
+)
 
 __all__ = [
-    "AISOptions", "AISResult", "BDMCResult", "ESTIMATORS", "GradientStatistics", "GroupStatistics",
-    "MarginalResult", "PointLogWeights", "ais_log_marginal_likelihood", "bdmc", "beta_schedule",
-    "chunk_size_for_budget", "estimate_from_log_weights", "gradient_statistics",
-    "log_marginal_likelihood", "make_estimator", "measure_bytes_per_particle", "particle_traces",
+    "ESTIMATORS",
+    "AISOptions",
+    "AISResult",
+    "BDMCResult",
+    "GradientStatistics",
+    "GroupStatistics",
+    "MarginalResult",
+    "PointLogWeights",
+    "ais_log_marginal_likelihood",
+    "bdmc",
+    "beta_schedule",
+    "chunk_size_for_budget",
+    "estimate_from_log_weights",
+    "gradient_statistics",
+    "log_marginal_likelihood",
+    "make_estimator",
+    "measure_bytes_per_particle",
+    "particle_traces",
     "point_log_weights",
 ]

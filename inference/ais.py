@@ -69,10 +69,19 @@ from torch import Tensor
 from torch.distributions import biject_to
 from tqdm.auto import tqdm
 
-from inference.marginal import (MarginalResult, chunk_size_for_budget, estimate_from_log_weights,
-                                measure_bytes_per_particle)
-from inference.traces import (PARTICLE_PLATE, FixedPoints, point_log_weights, sample_sites,
-                              sum_to_points)
+from inference.marginal import (
+    MarginalResult,
+    chunk_size_for_budget,
+    estimate_from_log_weights,
+    measure_bytes_per_particle,
+)
+from inference.traces import (
+    PARTICLE_PLATE,
+    FixedPoints,
+    point_log_weights,
+    sample_sites,
+    sum_to_points,
+)
 
 SCHEDULES = ("linear", "geometric", "sigmoid")
 INITS = ("guide", "prior")
@@ -126,15 +135,21 @@ class AISOptions:
     progress: bool = False
 
     def __post_init__(self) -> None:
-        for name, low in (("num_chains", 1), ("num_steps", 1), ("leapfrog_steps", 1),
-                          ("adapt_chains", 0), ("max_plate_nesting", 1)):
+        for name, low in (
+            ("num_chains", 1),
+            ("num_steps", 1),
+            ("leapfrog_steps", 1),
+            ("adapt_chains", 0),
+            ("max_plate_nesting", 1),
+        ):
             value = getattr(self, name)
             if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         for name, choices in (("schedule", SCHEDULES), ("init", INITS)):
             if getattr(self, name) not in choices:
-                raise ValueError(f"{name} must be one of {', '.join(choices)}, "
-                                 f"got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}"
+                )
         for name in ("step_size", "memory_budget_mb"):
             value = getattr(self, name)
             if not isinstance(value, numbers.Real) or not 0 < value < math.inf:
@@ -165,20 +180,30 @@ class AISResult(MarginalResult):
         if len(steps) != 1:
             raise ValueError(f"results must share num_steps, got {sorted(steps)}")
         base = MarginalResult.cat(results)
-        return cls(**vars(base), acceptance=torch.cat([r.acceptance for r in results]),
-                   step_size=torch.cat([r.step_size for r in results]), num_steps=steps.pop())
+        return cls(
+            **vars(base),
+            acceptance=torch.cat([r.acceptance for r in results]),
+            step_size=torch.cat([r.step_size for r in results]),
+            num_steps=steps.pop(),
+        )
 
     def summary(self) -> dict[str, float]:
         """:meth:`MarginalResult.summary` plus mean acceptance, median step size and T."""
-        return {**super().summary(), "acceptance": self.acceptance.mean().item(),
-                "step_size": self.step_size.median().item(), "num_steps": self.num_steps}
+        return {
+            **super().summary(),
+            "acceptance": self.acceptance.mean().item(),
+            "step_size": self.step_size.median().item(),
+            "num_steps": self.num_steps,
+        }
 
     def __str__(self) -> str:
         s = self.summary()
-        return (f"log p(x) = {s['log_px']:.2f} ± {s['log_px_sem']:.2f} (AIS, {s['num_samples']} "
-                f"chains × {s['num_steps']} steps, {s['num_points']} points, ± is the s.e. over "
-                f"points; mean Monte Carlo s.e. {s['stderr']:.3f}, acceptance "
-                f"{s['acceptance']:.2f}, median step size {s['step_size']:.3g})")
+        return (
+            f"log p(x) = {s['log_px']:.2f} ± {s['log_px_sem']:.2f} (AIS, {s['num_samples']} "
+            f"chains × {s['num_steps']} steps, {s['num_points']} points, ± is the s.e. over "
+            f"points; mean Monte Carlo s.e. {s['stderr']:.3f}, acceptance "
+            f"{s['acceptance']:.2f}, median step size {s['step_size']:.3g})"
+        )
 
 
 @dataclass
@@ -198,17 +223,23 @@ class BDMCResult:
 
     def summary(self) -> dict[str, float]:
         n = self.gap.numel()
-        return {"lower": self.lower.log_px.mean().item(), "upper": self.upper.log_px.mean().item(),
-                "gap": self.gap.mean().item(),
-                "gap_sem": self.gap.std().item() / math.sqrt(n) if n > 1 else math.nan,
-                "num_chains": self.lower.num_samples, "num_steps": self.lower.num_steps,
-                "num_points": n}
+        return {
+            "lower": self.lower.log_px.mean().item(),
+            "upper": self.upper.log_px.mean().item(),
+            "gap": self.gap.mean().item(),
+            "gap_sem": self.gap.std().item() / math.sqrt(n) if n > 1 else math.nan,
+            "num_chains": self.lower.num_samples,
+            "num_steps": self.lower.num_steps,
+            "num_points": n,
+        }
 
     def __str__(self) -> str:
         s = self.summary()
-        return (f"BDMC on {s['num_points']} simulated points ({s['num_chains']} chains × "
-                f"{s['num_steps']} steps): {sandwich(s['lower'], s['upper'])}, "
-                f"gap {s['gap']:.3f} ± {s['gap_sem']:.3f} nats")
+        return (
+            f"BDMC on {s['num_points']} simulated points ({s['num_chains']} chains × "
+            f"{s['num_steps']} steps): {sandwich(s['lower'], s['upper'])}, "
+            f"gap {s['gap']:.3f} ± {s['gap_sem']:.3f} nats"
+        )
 
 
 def sandwich(lower: float, upper: float, digits: int = 2) -> str:
@@ -217,16 +248,18 @@ def sandwich(lower: float, upper: float, digits: int = 2) -> str:
     lo, up = f"{lower:.{digits}f}", f"{upper:.{digits}f}"
     if lower <= upper:
         return f"{lo} ≤ log p(x) ≤ {up} nats"
-    return (f"lower {lo} > upper {up} nats: the bounds cross, as they may when Monte Carlo noise "
-            f"exceeds the gap")
+    return (
+        f"lower {lo} > upper {up} nats: the bounds cross, as they may when Monte Carlo noise "
+        f"exceeds the gap"
+    )
 
 
 def beta_schedule(name: str, num_steps: int) -> Tensor:
     """β_0 = 0 < β_1 < … < β_T = 1 (float64, T + 1 values, T = ``num_steps``):
 
-        linear     β_t = t / T
-        geometric  β_t = 10^(−4 (T − t)/(T − 1)),  t ≥ 1   (β_1 = 10⁻⁴)
-        sigmoid    β_t = (σ(δ(2t/T − 1)) − σ(−δ)) / (σ(δ) − σ(−δ)),  δ = 4   (Grosse et al. 2015)
+    linear     β_t = t / T
+    geometric  β_t = 10^(−4 (T − t)/(T − 1)),  t ≥ 1   (β_1 = 10⁻⁴)
+    sigmoid    β_t = (σ(δ(2t/T − 1)) − σ(−δ)) / (σ(δ) − σ(−δ)),  δ = 4   (Grosse et al. 2015)
     """
     if name not in SCHEDULES:
         raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {name!r}")
@@ -294,21 +327,29 @@ def bdmc(
         raise ValueError(f"bdmc needs a model with one observed site, found {observed}")
     x = simulated.nodes[observed[0]]["value"].detach()
     if x.shape != torch.as_tensor(template).shape:
-        raise ValueError(f"the observed site '{observed[0]}' has shape {tuple(x.shape)}, not the "
-                         "template's: bdmc passes the simulated site as the model's first argument")
-    posterior = {s["name"]: (s["value"].detach(), s["fn"].event_dim)
-                 for s in sample_sites(simulated) if s["name"] != observed[0]}
+        raise ValueError(
+            f"the observed site '{observed[0]}' has shape {tuple(x.shape)}, not the "
+            "template's: bdmc passes the simulated site as the model's first argument"
+        )
+    posterior = {
+        s["name"]: (s["value"].detach(), s["fn"].event_dim)
+        for s in sample_sites(simulated)
+        if s["name"] != observed[0]
+    }
     sampler = _Sampler(model, guide, (x, *args), kwargs, options)
     betas = beta_schedule(options.schedule, options.num_steps)
     forward = _run(sampler, sampler.draw, betas, _StepSizes.start(options), options)
 
     def from_posterior(k: int) -> dict[str, Tensor]:
-        return {name: _with_chains(value, k, options.max_plate_nesting, event_dim)
-                for name, (value, event_dim) in posterior.items()}
+        return {
+            name: _with_chains(value, k, options.max_plate_nesting, event_dim)
+            for name, (value, event_dim) in posterior.items()
+        }
 
     # Replayed step sizes run no pilot chains (_run).
-    reverse = _run(sampler, from_posterior, betas.flip(0),
-                   _StepSizes.replay(forward.schedule.flip(0)), options)
+    reverse = _run(
+        sampler, from_posterior, betas.flip(0), _StepSizes.replay(forward.schedule.flip(0)), options
+    )
     return BDMCResult(x=x, lower=forward.result(betas), upper=reverse.result(betas, negate=True))
 
 
@@ -333,8 +374,9 @@ def estimated_seconds(
     with torch.random.fork_rng(devices=devices[:1]):
         first = _chunk_counts(sampler, sampler.draw, options, pilot)[0] + pilot
         chains, times = sampler.start(sampler.draw(first), leapfrog), []
-        eps = chains.state.a.new_full(chains.layout.shape[1:], options.step_size,
-                                      dtype=torch.float64)
+        eps = chains.state.a.new_full(
+            chains.layout.shape[1:], options.step_size, dtype=torch.float64
+        )
         for _ in range(2):
             start = time.perf_counter()
             float(chains.transition(0.5, eps).sum())  # a host read: the device has finished
@@ -351,8 +393,14 @@ class _Sampler:
     ``init="prior"``, the model itself) replayed on the values, the model replayed on that trace,
     and :func:`inference.traces.point_log_weights` of the two (unscaled)."""
 
-    def __init__(self, model: Callable[..., Any], guide: Callable[..., Any], args: tuple,
-                 kwargs: dict, options: AISOptions) -> None:
+    def __init__(
+        self,
+        model: Callable[..., Any],
+        guide: Callable[..., Any],
+        args: tuple,
+        kwargs: dict,
+        options: AISOptions,
+    ) -> None:
         self.model, self.guide = model, guide if options.init == "guide" else None
         self.args, self.kwargs = args, kwargs
         self.max_plate_nesting, self.data_plate = options.max_plate_nesting, options.data_plate
@@ -375,13 +423,16 @@ class _Sampler:
         for name, value in values.items():
             given.add_node(name, type="sample", is_observed=False, value=value, infer={})
         if self.guide is None:
-            q_trace = model_trace = poutine.trace(poutine.replay(
-                self._plate(k)(self.model), trace=given)).get_trace(*self.args, **self.kwargs)
+            q_trace = model_trace = poutine.trace(
+                poutine.replay(self._plate(k)(self.model), trace=given)
+            ).get_trace(*self.args, **self.kwargs)
         else:
-            q_trace = poutine.trace(poutine.replay(self._plate(k)(self.guide), trace=given)) \
-                .get_trace(*self.args, **self.kwargs)
-            model_trace = poutine.trace(poutine.replay(self._plate(k)(self.model), trace=q_trace)) \
-                .get_trace(*self.args, **self.kwargs)
+            q_trace = poutine.trace(
+                poutine.replay(self._plate(k)(self.guide), trace=given)
+            ).get_trace(*self.args, **self.kwargs)
+            model_trace = poutine.trace(
+                poutine.replay(self._plate(k)(self.model), trace=q_trace)
+            ).get_trace(*self.args, **self.kwargs)
         model_trace.compute_log_prob()
         q_trace.compute_log_prob()
         return model_trace, q_trace
@@ -394,10 +445,13 @@ class _Sampler:
         latent = {s["name"]: s for s in sample_sites(model_trace) if not s["is_observed"]}
         missing, extra = sorted(set(latent) - set(values)), sorted(set(values) - set(latent))
         if missing or extra:
-            raise ValueError(f"AIS needs q₀ to sample exactly the model's latent sites: the guide "
-                             f"misses {missing}, and the model lacks {extra}")
-        weights = point_log_weights(model_trace, q_trace, self.max_plate_nesting, unscaled=True,
-                                    data_plate=self.data_plate)
+            raise ValueError(
+                f"AIS needs q₀ to sample exactly the model's latent sites: the guide "
+                f"misses {missing}, and the model lacks {extra}"
+            )
+        weights = point_log_weights(
+            model_trace, q_trace, self.max_plate_nesting, unscaled=True, data_plate=self.data_plate
+        )
         transforms = {name: biject_to(latent[name]["fn"].support) for name in values}
         layout = _Layout(weights.batch_dims, weights.data_dim, weights.log_p.shape)
         return _Chains(self, transforms, layout, leapfrog_steps, values)
@@ -450,8 +504,14 @@ class _State:
 class _Chains:
     """HMC on f_β(z) in the unconstrained space, for k chains over B points at once."""
 
-    def __init__(self, sampler: _Sampler, transforms: dict[str, Transform], layout: _Layout,
-                 leapfrog_steps: int, values: dict[str, Tensor]) -> None:
+    def __init__(
+        self,
+        sampler: _Sampler,
+        transforms: dict[str, Transform],
+        layout: _Layout,
+        leapfrog_steps: int,
+        values: dict[str, Tensor],
+    ) -> None:
         self.sampler, self.transforms, self.layout = sampler, transforms, layout
         self.leapfrog_steps = leapfrog_steps
         self.state = self.evaluate({n: t.inv(values[n]) for n, t in transforms.items()})
@@ -464,17 +524,29 @@ class _Chains:
             u = {n: v.detach().requires_grad_() for n, v in u.items()}
             z = {n: self.transforms[n](v) for n, v in u.items()}
             model_trace, q_trace = self.sampler.traces(z, k)
-            w = point_log_weights(model_trace, q_trace, self.sampler.max_plate_nesting,
-                                  unscaled=True, data_plate=self.sampler.data_plate)
-            jacobian = sum(self.layout.points(t.log_abs_det_jacobian(u[n], z[n]))
-                           for n, t in self.transforms.items())
+            w = point_log_weights(
+                model_trace,
+                q_trace,
+                self.sampler.max_plate_nesting,
+                unscaled=True,
+                data_plate=self.sampler.data_plate,
+            )
+            jacobian = sum(
+                self.layout.points(t.log_abs_det_jacobian(u[n], z[n]))
+                for n, t in self.transforms.items()
+            )
             a, b = w.log_q + jacobian, w.log_p + jacobian
             leaves = list(u.values())
             grad_b = _grad(b, leaves, retain_graph=True)
             grad_a = _grad(a, leaves, retain_graph=False)
         names = list(u)
-        return _State({n: v.detach() for n, v in u.items()}, a.detach(), b.detach(),
-                      dict(zip(names, grad_a)), dict(zip(names, grad_b)))
+        return _State(
+            {n: v.detach() for n, v in u.items()},
+            a.detach(),
+            b.detach(),
+            dict(zip(names, grad_a)),
+            dict(zip(names, grad_b)),
+        )
 
     def kinetic(self, rho: dict[str, Tensor]) -> Tensor:
         return 0.5 * sum(self.layout.points(r.square()) for r in rho.values())
@@ -501,9 +573,13 @@ class _Chains:
         def pick(new_t: dict[str, Tensor], old_t: dict[str, Tensor]) -> dict[str, Tensor]:
             return {n: torch.where(spread(accept, v), v, old_t[n]) for n, v in new_t.items()}
 
-        self.state = _State(pick(new.u, old.u), torch.where(accept, new.a, old.a),
-                            torch.where(accept, new.b, old.b), pick(new.grad_a, old.grad_a),
-                            pick(new.grad_b, old.grad_b))
+        self.state = _State(
+            pick(new.u, old.u),
+            torch.where(accept, new.a, old.a),
+            torch.where(accept, new.b, old.b),
+            pick(new.grad_a, old.grad_a),
+            pick(new.grad_b, old.grad_b),
+        )
         return accept_prob
 
 
@@ -562,13 +638,25 @@ class _Run:
         r = estimate_from_log_weights(lambda k: self.log_w, num_chains, num_chains)
         sign = -1.0 if negate else 1.0
         last = self.schedule[-1] if len(self.schedule) else torch.full_like(r.log_px, math.nan)
-        return AISResult(log_px=sign * r.log_px, stderr=r.stderr, ess=r.ess, elbo=sign * r.elbo,
-                         num_samples=num_chains, acceptance=self.acceptance, step_size=last,
-                         num_steps=len(betas) - 1)
+        return AISResult(
+            log_px=sign * r.log_px,
+            stderr=r.stderr,
+            ess=r.ess,
+            elbo=sign * r.elbo,
+            num_samples=num_chains,
+            acceptance=self.acceptance,
+            step_size=last,
+            num_steps=len(betas) - 1,
+        )
 
 
-def _run(sampler: _Sampler, draw: Callable[[int], dict[str, Tensor]], betas: Tensor,
-         sizes: _StepSizes, options: AISOptions) -> _Run:
+def _run(
+    sampler: _Sampler,
+    draw: Callable[[int], dict[str, Tensor]],
+    betas: Tensor,
+    sizes: _StepSizes,
+    options: AISOptions,
+) -> _Run:
     """Anneal ``options.num_chains`` chains drawn by ``draw`` along ``betas``, in chunks of
     chains that fit the memory budget; the first chunk carries the ``options.adapt_chains`` pilot
     chains while ``sizes`` records (none when it replays a schedule or has no target)."""
@@ -577,8 +665,9 @@ def _run(sampler: _Sampler, draw: Callable[[int], dict[str, Tensor]], betas: Ten
     pilot = options.adapt_chains if adapting else 0
     counts = _chunk_counts(sampler, draw, options, pilot)
     log_w, accepted = [], 0.0
-    with tqdm(total=len(counts) * (len(betas) - 1), desc="AIS", unit="step",
-              disable=not options.progress) as bar:
+    with tqdm(
+        total=len(counts) * (len(betas) - 1), desc="AIS", unit="step", disable=not options.progress
+    ) as bar:
         for i, n in enumerate(counts):
             chains = sampler.start(draw(n + (pilot if i == 0 else 0)), options.leapfrog_steps)
             sizes.begin(transitions, chains.layout.shape[1], chains.state.a.device)
@@ -587,13 +676,17 @@ def _run(sampler: _Sampler, draw: Callable[[int], dict[str, Tensor]], betas: Ten
             accepted = accepted + acc
             sizes.freeze()
     log_w = torch.cat(log_w)
-    acceptance = accepted / (num_chains * transitions) if transitions else \
-        torch.full_like(log_w[0], math.nan)
+    acceptance = (
+        accepted / (num_chains * transitions)
+        if transitions
+        else torch.full_like(log_w[0], math.nan)
+    )
     return _Run(log_w, acceptance, sizes.table)
 
 
-def _chunk_counts(sampler: _Sampler, draw: Callable[[int], dict[str, Tensor]],
-                  options: AISOptions, pilot: int) -> list[int]:
+def _chunk_counts(
+    sampler: _Sampler, draw: Callable[[int], dict[str, Tensor]], options: AISOptions, pilot: int
+) -> list[int]:
     """Estimating chains per chunk: each chunk holds as many chains as the measured memory per
     chain (one evaluation with its gradient) fits in ``options.memory_budget_mb``, the first
     ``pilot`` pilot chains beside its estimating ones."""
@@ -604,8 +697,9 @@ def _chunk_counts(sampler: _Sampler, draw: Callable[[int], dict[str, Tensor]],
     return [first] + [min(chunk, num_chains - done) for done in range(first, num_chains, chunk)]
 
 
-def _anneal(chains: _Chains, betas: Tensor, sizes: _StepSizes, estimating: int,
-            bar: tqdm) -> tuple[Tensor, Tensor]:
+def _anneal(
+    chains: _Chains, betas: Tensor, sizes: _StepSizes, estimating: int, bar: tqdm
+) -> tuple[Tensor, Tensor]:
     """log w of the first ``estimating`` chains (float64, (n, B)) and the sum of their acceptance
     probabilities per point; the chains after them are pilots."""
     log_w = chains.state.a.new_zeros(chains.layout.shape, dtype=torch.float64)

@@ -33,17 +33,26 @@ from inference.gradients import gradient_statistics
 Row = dict[str, Any]
 
 
-def estimator_row(label: str, model, guide, estimator: ELBO, *args: Any, repeats: int = 100,
-                  params: Mapping[str, Iterable[Tensor]] | None = None, num_data: int = 1,
-                  **kwargs: Any) -> Row:
+def estimator_row(
+    label: str,
+    model,
+    guide,
+    estimator: ELBO,
+    *args: Any,
+    repeats: int = 100,
+    params: Mapping[str, Iterable[Tensor]] | None = None,
+    num_data: int = 1,
+    **kwargs: Any,
+) -> Row:
     """The row of ``estimator`` (named ``label``) on ``model(*args, **kwargs)`` and
     ``guide(*args, **kwargs)``: see the module docstring. ``num_data`` is N, the data size the data
     plate scales the loss to (1 leaves the bound as Pyro's total); ``params`` groups parameters as
     in :func:`~inference.gradients.gradient_statistics` (default "guide" and "model")."""
     if num_data < 1:
         raise ValueError(f"num_data must be >= 1, got {num_data}")
-    stats = gradient_statistics(model, guide, estimator, *args, repeats=repeats, params=params,
-                                **kwargs)
+    stats = gradient_statistics(
+        model, guide, estimator, *args, repeats=repeats, params=params, **kwargs
+    )
     row: Row = {
         "estimator": label,
         "bound": stats.objective_mean / num_data,
@@ -58,9 +67,17 @@ def estimator_row(label: str, model, guide, estimator: ELBO, *args: Any, repeats
     return row
 
 
-def compare_estimators(model, guide, estimators: Mapping[str, ELBO], *args: Any,
-                       repeats: int = 100, params: Mapping[str, Iterable[Tensor]] | None = None,
-                       num_data: int = 1, seed: int | None = None, **kwargs: Any) -> list[Row]:
+def compare_estimators(
+    model,
+    guide,
+    estimators: Mapping[str, ELBO],
+    *args: Any,
+    repeats: int = 100,
+    params: Mapping[str, Iterable[Tensor]] | None = None,
+    num_data: int = 1,
+    seed: int | None = None,
+    **kwargs: Any,
+) -> list[Row]:
     """:func:`estimator_row` for each ``label → estimator`` on the same model, guide and batch
     (parameters are not updated); with ``seed`` the RNG is reset to it before each estimator."""
     groups = None if params is None else {k: list(v) for k, v in params.items()}
@@ -68,8 +85,19 @@ def compare_estimators(model, guide, estimators: Mapping[str, ELBO], *args: Any,
     for label, estimator in estimators.items():
         if seed is not None:
             pyro.set_rng_seed(seed)
-        rows.append(estimator_row(label, model, guide, estimator, *args, repeats=repeats,
-                                  params=groups, num_data=num_data, **kwargs))
+        rows.append(
+            estimator_row(
+                label,
+                model,
+                guide,
+                estimator,
+                *args,
+                repeats=repeats,
+                params=groups,
+                num_data=num_data,
+                **kwargs,
+            )
+        )
     return rows
 
 
@@ -84,20 +112,24 @@ def _cell(value: Any, digits: int) -> str:
     return "" if value is None else str(value).replace("|", "\\|")
 
 
-def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None,
-                   digits: int = 5) -> str:
+def markdown_table(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None, digits: int = 5
+) -> str:
     """A GitHub-flavoured markdown table of ``columns`` (default: every key), floats to ``digits``
     significant figures, numbers right-aligned; a key a row lacks is an empty cell."""
     columns = list(columns or columns_of(rows))
     numeric = [any(isinstance(r.get(c), (int, float)) for r in rows) for c in columns]
-    lines = ["| " + " | ".join(columns) + " |",
-             "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
+    lines = [
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join("---:" if n else "---" for n in numeric) + "|",
+    ]
     lines += ["| " + " | ".join(_cell(r.get(c), digits) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 
-def write_csv(rows: Sequence[Mapping[str, Any]], path: Path | str,
-              columns: Sequence[str] | None = None) -> Path:
+def write_csv(
+    rows: Sequence[Mapping[str, Any]], path: Path | str, columns: Sequence[str] | None = None
+) -> Path:
     """The rows as CSV with a header, floats at full precision; ``columns`` (default: every key)
     selects and orders the columns, and a key a row lacks is an empty cell."""
     path = Path(path)
@@ -108,8 +140,9 @@ def write_csv(rows: Sequence[Mapping[str, Any]], path: Path | str,
 def csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
     """What :func:`write_csv` writes, as a string."""
     out = io.StringIO(newline="")
-    writer = csv.DictWriter(out, fieldnames=list(columns or columns_of(rows)), restval="",
-                            extrasaction="ignore")
+    writer = csv.DictWriter(
+        out, fieldnames=list(columns or columns_of(rows)), restval="", extrasaction="ignore"
+    )
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()

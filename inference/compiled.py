@@ -87,8 +87,13 @@ class TracedLoss:
     the eager program where the check failed.
     """
 
-    def __init__(self, loss: Callable[..., Tensor], owner: nn.Module, rtol: float = RTOL,
-                 inputs: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        loss: Callable[..., Tensor],
+        owner: nn.Module,
+        rtol: float = RTOL,
+        inputs: Iterable[str] = (),
+    ) -> None:
         self.program = _Program(owner, loss)
         self.rtol = rtol
         skip = set(inputs)
@@ -110,8 +115,12 @@ class TracedLoss:
         return values
 
     def __call__(self, *args: Tensor, key: Hashable = None) -> Tensor:
-        signature = (key, torch.is_grad_enabled(),
-                     tuple((a.shape, a.dtype, a.device) for a in args), self.constants())
+        signature = (
+            key,
+            torch.is_grad_enabled(),
+            tuple((a.shape, a.dtype, a.device) for a in args),
+            self.constants(),
+        )
         program = self.traces.get(signature)
         if program is not None:
             with torch.jit.optimized_execution(False):
@@ -128,13 +137,19 @@ class TracedLoss:
                     self.traces[signature] = candidate
                     with torch.jit.optimized_execution(False):
                         return candidate(*args)
-                self._refuse(signature, "the traced loss or its gradient differs from the eager "
-                             "one on new data with the same draws")
-        except Exception as exc:  # noqa: BLE001 - whatever the tracer cannot handle: run eagerly
+                self._refuse(
+                    signature,
+                    "the traced loss or its gradient differs from the eager "
+                    "one on new data with the same draws",
+                )
+        except Exception as exc:
             self.candidates.pop(signature, None)
             message = " ".join(str(exc).split())[:200]
-            self._refuse(signature, f"the loss cannot be traced ({type(exc).__name__}"
-                         + (f": {message})" if message else ")"))
+            self._refuse(
+                signature,
+                f"the loss cannot be traced ({type(exc).__name__}"
+                + (f": {message})" if message else ")"),
+            )
         return self.program(*args)
 
     def _refuse(self, signature: Hashable, why: str) -> None:
@@ -142,8 +157,9 @@ class TracedLoss:
         self.refused.add(signature)
         if not self.noticed:
             self.noticed = True
-            warnings.warn(f"{why}; the program runs eagerly for these inputs", TraceNotice,
-                          stacklevel=3)
+            warnings.warn(
+                f"{why}; the program runs eagerly for these inputs", TraceNotice, stacklevel=3
+            )
 
     def _trace(self, args: tuple[Tensor, ...]) -> Callable[..., Tensor]:
         with torch.random.fork_rng(devices=_devices(args)):
@@ -162,8 +178,11 @@ class TracedLoss:
                 torch.manual_seed(seed)
                 with torch.jit.optimized_execution(False):
                     loss = program(*args)
-                grads = (torch.autograd.grad(loss, params, allow_unused=True)
-                         if loss.requires_grad else ())
+                grads = (
+                    torch.autograd.grad(loss, params, allow_unused=True)
+                    if loss.requires_grad
+                    else ()
+                )
                 results.append((loss.detach(), grads))
         (eager, eager_grads), (replayed, replayed_grads) = results
         if not torch.allclose(replayed, eager, rtol=self.rtol, atol=0.0, equal_nan=True):
@@ -172,7 +191,8 @@ class TracedLoss:
             if (got is None) != (want is None):
                 return False
             if want is not None and not torch.allclose(
-                    got, want, rtol=0.0, atol=self.rtol * float(want.abs().max()), equal_nan=True):
+                got, want, rtol=0.0, atol=self.rtol * float(want.abs().max()), equal_nan=True
+            ):
                 return False
         return True
 
@@ -184,12 +204,17 @@ def constant_slots(*roots: object) -> list[tuple[dict[str, Any], str]]:
     containers): the constants a trace may fold."""
     objects: dict[int, object] = {}
     for root in roots:
-        objects.update((id(m), m) for m in (root.modules() if isinstance(root, nn.Module)
-                                            else [root]))
+        objects.update(
+            (id(m), m) for m in (root.modules() if isinstance(root, nn.Module) else [root])
+        )
     for obj in list(objects.values()):
         objects.update((id(v), v) for v in _attributes(obj) if _is_plain_object(v))
-    return [(vars(obj), name) for obj in objects.values() for name, value in vars(obj).items()
-            if not name.startswith("_") and _is_constant(value)]
+    return [
+        (vars(obj), name)
+        for obj in objects.values()
+        for name, value in vars(obj).items()
+        if not name.startswith("_") and _is_constant(value)
+    ]
 
 
 def _attributes(obj: object) -> Iterable[Any]:
@@ -197,8 +222,11 @@ def _attributes(obj: object) -> Iterable[Any]:
 
 
 def _is_plain_object(value: Any) -> bool:
-    return (hasattr(value, "__dict__") and not isinstance(value, (nn.Module, Tensor, type))
-            and not inspect.isroutine(value))
+    return (
+        hasattr(value, "__dict__")
+        and not isinstance(value, (nn.Module, Tensor, type))
+        and not inspect.isroutine(value)
+    )
 
 
 def _is_constant(value: Any) -> bool:
@@ -211,4 +239,4 @@ def _devices(args: tuple[Tensor, ...]) -> list[int]:
     return sorted({a.device.index or 0 for a in args if a.device.type == "cuda"})
 
 
-__all__ = ["TracedLoss", "TraceNotice", "RTOL", "constant_slots"]
+__all__ = ["RTOL", "TraceNotice", "TracedLoss", "constant_slots"]

@@ -49,8 +49,15 @@ from torch import Tensor
 from torch.distributions import kl_divergence
 
 # PointLogWeights and particle_traces are part of this module's API (re-exported from traces).
-from inference.traces import (PointLogWeights, deterministic, particle_traces, point_log_weights,
-                              replayed_traces, sample_sites, site_log_prob)
+from inference.traces import (
+    PointLogWeights,
+    deterministic,
+    particle_traces,
+    point_log_weights,
+    replayed_traces,
+    sample_sites,
+    site_log_prob,
+)
 
 
 def _check_int(name: str, value: int, minimum: int) -> None:
@@ -104,11 +111,16 @@ class _FastPathELBO(ELBO):
     def differentiable_loss(self, model, guide, *args, **kwargs) -> Tensor:
         if is_validation_enabled() or isinstance(poutine.unwrap(guide), Messenger):
             return super().differentiable_loss(model, guide, *args, **kwargs)
-        model_trace, guide_trace = replayed_traces(self._vectorized_num_particles(model),
-                                                   self._vectorized_num_particles(guide),
-                                                   args, kwargs)
-        reparameterized = all(site["fn"].has_rsample and not site["infer"].get("enumerate")
-                              for site in sample_sites(guide_trace))
+        model_trace, guide_trace = replayed_traces(
+            self._vectorized_num_particles(model),
+            self._vectorized_num_particles(guide),
+            args,
+            kwargs,
+        )
+        reparameterized = all(
+            site["fn"].has_rsample and not site["infer"].get("enumerate")
+            for site in sample_sites(guide_trace)
+        )
         elbo = self._elbo(model_trace, guide_trace) if reparameterized else None
         if elbo is None:
             replayed = poutine.replay(guide, trace=guide_trace)
@@ -185,7 +197,9 @@ class _PointwiseELBO(ELBO):
         self.data_plate = data_plate
 
     def _get_trace(self, model, guide, args, kwargs) -> tuple[Trace, Trace]:
-        return particle_traces(model, guide, args, kwargs, self.num_particles, self.max_plate_nesting)
+        return particle_traces(
+            model, guide, args, kwargs, self.num_particles, self.max_plate_nesting
+        )
 
     @abstractmethod
     def objective(self, weights: PointLogWeights) -> tuple[Tensor, Tensor]:
@@ -194,12 +208,19 @@ class _PointwiseELBO(ELBO):
     def differentiable_loss(self, model, guide, *args, **kwargs) -> Tensor:
         """−(N/B) Σ_b bound_b in value; −(N/B) Σ_b ∇ surrogate_b in gradient."""
         model_trace, guide_trace = self._get_trace(model, guide, args, kwargs)
-        weights = point_log_weights(model_trace, guide_trace, self.max_plate_nesting,
-                                    self.stop_guide_params, data_plate=self.data_plate)
+        weights = point_log_weights(
+            model_trace,
+            guide_trace,
+            self.max_plate_nesting,
+            self.stop_guide_params,
+            data_plate=self.data_plate,
+        )
         for site in guide_trace.nodes.values():
             if site["type"] == "sample" and not site["is_observed"] and not site["fn"].has_rsample:
-                raise ValueError(f"guide site {site['name']!r} ({type(site['fn']).__name__}) is not "
-                                 "reparameterized; importance-weighted estimators need rsample")
+                raise ValueError(
+                    f"guide site {site['name']!r} ({type(site['fn']).__name__}) is not "
+                    "reparameterized; importance-weighted estimators need rsample"
+                )
         bound, surrogate = self.objective(weights)
         return -weights.scale * (bound.detach() + (surrogate - surrogate.detach())).sum()
 
@@ -223,8 +244,9 @@ class IWAE(_PointwiseELBO):
     normalized weights w̃_j = w_j / Σ_i w_i.
     """
 
-    def __init__(self, particles: int = 5, max_plate_nesting: int = 1,
-                 data_plate: str | None = None) -> None:
+    def __init__(
+        self, particles: int = 5, max_plate_nesting: int = 1, data_plate: str | None = None
+    ) -> None:
         super().__init__(particles, max_plate_nesting, data_plate)
 
     def objective(self, weights: PointLogWeights) -> tuple[Tensor, Tensor]:
@@ -241,11 +263,18 @@ class Renyi(_PointwiseELBO):
     Gradient: reparameterized, Σ_j w̃_j^(α) ∇ log w_j with w̃_j^(α) ∝ w_j^(1−α).
     """
 
-    def __init__(self, alpha: float = 0.5, particles: int = 5, max_plate_nesting: int = 1,
-                 data_plate: str | None = None) -> None:
+    def __init__(
+        self,
+        alpha: float = 0.5,
+        particles: int = 5,
+        max_plate_nesting: int = 1,
+        data_plate: str | None = None,
+    ) -> None:
         if not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha == 1:
-            raise ValueError(f"alpha must be a finite number other than 1 (alpha = 1 is the ELBO: "
-                             f"use 'trace'), got {alpha!r}")
+            raise ValueError(
+                f"alpha must be a finite number other than 1 (alpha = 1 is the ELBO: "
+                f"use 'trace'), got {alpha!r}"
+            )
         self.alpha = float(alpha)
         super().__init__(particles, max_plate_nesting, data_plate)
 
@@ -268,8 +297,9 @@ class STL(_PointwiseELBO):
 
     stop_guide_params = True
 
-    def __init__(self, particles: int = 1, max_plate_nesting: int = 1,
-                 data_plate: str | None = None) -> None:
+    def __init__(
+        self, particles: int = 1, max_plate_nesting: int = 1, data_plate: str | None = None
+    ) -> None:
         super().__init__(particles, max_plate_nesting, data_plate)
 
     def objective(self, weights: PointLogWeights) -> tuple[Tensor, Tensor]:
@@ -301,8 +331,9 @@ class DReG(_PointwiseELBO):
     stop_guide_params = True
     traceable = False  # the hook is Python: a torch.jit trace (inference.compiled) drops it
 
-    def __init__(self, particles: int = 5, max_plate_nesting: int = 1,
-                 data_plate: str | None = None) -> None:
+    def __init__(
+        self, particles: int = 5, max_plate_nesting: int = 1, data_plate: str | None = None
+    ) -> None:
         super().__init__(particles, max_plate_nesting, data_plate)
 
     def objective(self, weights: PointLogWeights) -> tuple[Tensor, Tensor]:
@@ -311,8 +342,7 @@ class DReG(_PointwiseELBO):
         # (one particle) is far slower on CPU than this expression.
         normalized = (log_w.detach() - log_w.detach().logsumexp(0)).exp()
         for site in weights.guide_trace.nodes.values():
-            if site["type"] == "sample" and site["value"].requires_grad \
-                    and not deterministic(site):
+            if site["type"] == "sample" and site["value"].requires_grad and not deterministic(site):
                 factor = weights.broadcast_to(normalized, site)
                 beta = site["scale"] / weights.scale  # β_s: the site's scale over N/B
                 if site["mask"] is not None or not (isinstance(beta, float) and beta == 1.0):
@@ -341,6 +371,7 @@ def make_estimator(name: str, **params: Any) -> ELBO:
     accepted = inspect.signature(cls).parameters
     for key in params:
         if key not in accepted:
-            raise ValueError(f"estimator {name!r} has no parameter {key!r}; "
-                             f"parameters: {', '.join(accepted)}")
+            raise ValueError(
+                f"estimator {name!r} has no parameter {key!r}; parameters: {', '.join(accepted)}"
+            )
     return cls(**params)

@@ -66,14 +66,17 @@ def _default_groups(model, guide) -> dict[str, list[Tensor]]:
     return {"guide": list(guide.parameters()), "model": list(model.parameters())}
 
 
-def _gradient_fn(estimator: ELBO, model, guide, args: tuple, kwargs: dict,
-                 params: list[Tensor]) -> Callable[[], tuple[float, list[Tensor | None]]]:
+def _gradient_fn(
+    estimator: ELBO, model, guide, args: tuple, kwargs: dict, params: list[Tensor]
+) -> Callable[[], tuple[float, list[Tensor | None]]]:
     """One draw of (loss, gradients of ``params``), through ``differentiable_loss`` where the
     estimator has one, else through ``loss_and_grads`` with the ``.grad`` fields restored."""
     if hasattr(estimator, "differentiable_loss"):
+
         def draw() -> tuple[float, list[Tensor | None]]:
             loss = estimator.differentiable_loss(model, guide, *args, **kwargs)
             return loss.item(), list(torch.autograd.grad(loss, params, allow_unused=True))
+
         return draw
 
     def draw_via_backward() -> tuple[float, list[Tensor | None]]:
@@ -85,12 +88,19 @@ def _gradient_fn(estimator: ELBO, model, guide, args: tuple, kwargs: dict,
         for p, g in zip(params, saved):
             p.grad = g
         return float(loss), grads
+
     return draw_via_backward
 
 
-def gradient_statistics(model, guide, estimator: ELBO, *args, repeats: int = 100,
-                        params: Mapping[str, Iterable[Tensor]] | None = None,
-                        **kwargs) -> GradientStatistics:
+def gradient_statistics(
+    model,
+    guide,
+    estimator: ELBO,
+    *args,
+    repeats: int = 100,
+    params: Mapping[str, Iterable[Tensor]] | None = None,
+    **kwargs,
+) -> GradientStatistics:
     """Draw ``repeats`` gradient estimates of ``estimator``'s loss on ``model(*args, **kwargs)``
     and ``guide(*args, **kwargs)``; summarize them per group of ``params`` (default: "guide" and
     "model", the parameters of the two nn.Modules). Mean and variance accumulate in float64 by
@@ -119,7 +129,10 @@ def gradient_statistics(model, guide, estimator: ELBO, *args, repeats: int = 100
 
     def group(ps: list[Tensor]) -> GroupStatistics:
         def cat(ts: list[Tensor]) -> Tensor:
-            return torch.cat([ts[index[id(p)]].cpu() for p in ps] + [torch.zeros(0, dtype=torch.float64)])
+            return torch.cat(
+                [ts[index[id(p)]].cpu() for p in ps] + [torch.zeros(0, dtype=torch.float64)]
+            )
+
         return GroupStatistics(mean=cat(mean), variance=cat(m2) / (repeats - 1))
 
     return GradientStatistics(

@@ -163,7 +163,9 @@ def estimate_from_log_weights(
     )
 
 
-def chunk_size_for_budget(bytes_per_particle: int, memory_budget_mb: float, num_samples: int) -> int:
+def chunk_size_for_budget(
+    bytes_per_particle: int, memory_budget_mb: float, num_samples: int
+) -> int:
     """Largest number of particles per chunk, ``min(K, floor(budget / bytes_per_particle))``.
 
     ``memory_budget_mb`` is in MiB (2²⁰ bytes). Raises ValueError when one particle does not fit.
@@ -233,11 +235,14 @@ def log_marginal_likelihood(
 
     def log_weights(k: int) -> Tensor:
         traces = particle_traces(model, guide, args, kwargs, k, max_plate_nesting)
-        return point_log_weights(*traces, max_plate_nesting, unscaled=True, data_plate=data_plate).log_w
+        return point_log_weights(
+            *traces, max_plate_nesting, unscaled=True, data_plate=data_plate
+        ).log_w
 
     with FixedPoints():
-        chunk = chunk_size_for_budget(measure_bytes_per_particle(log_weights), memory_budget_mb,
-                                      num_samples)
+        chunk = chunk_size_for_budget(
+            measure_bytes_per_particle(log_weights), memory_budget_mb, num_samples
+        )
         return estimate_from_log_weights(log_weights, num_samples, chunk, progress)
 
 

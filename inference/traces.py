@@ -39,17 +39,25 @@ from torch import Tensor
 PARTICLE_PLATE = "num_particles_vectorized"
 
 
-def particle_traces(model: Callable[..., Any], guide: Callable[..., Any], args: tuple,
-                    kwargs: dict, particles: int, max_plate_nesting: int) -> tuple[Trace, Trace]:
+def particle_traces(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    args: tuple,
+    kwargs: dict,
+    particles: int,
+    max_plate_nesting: int,
+) -> tuple[Trace, Trace]:
     """Model and guide traces of ``particles`` samples drawn in one plate at dim
     −(max_plate_nesting + 1), with log densities computed and shapes validated."""
     plate = pyro.plate(PARTICLE_PLATE, particles, dim=-max_plate_nesting - 1)
-    return get_importance_trace("flat", max_plate_nesting + 1, plate(model), plate(guide),
-                                args, kwargs)
+    return get_importance_trace(
+        "flat", max_plate_nesting + 1, plate(model), plate(guide), args, kwargs
+    )
 
 
-def replayed_traces(model: Callable[..., Any], guide: Callable[..., Any], args: tuple,
-                    kwargs: dict) -> tuple[Trace, Trace]:
+def replayed_traces(
+    model: Callable[..., Any], guide: Callable[..., Any], args: tuple, kwargs: dict
+) -> tuple[Trace, Trace]:
     """(model trace, guide trace): the guide run once and the model replayed on its draws, as in
     Pyro's ``get_importance_trace``, without its checks and with no log density computed yet."""
     guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
@@ -63,32 +71,42 @@ def site_log_prob(site: dict[str, Any]) -> Tensor:
     return scale_and_mask(log_prob, site["scale"], site["mask"])
 
 
-def find_data_plate(model_trace: Trace, guide_trace: Trace,
-                    name: str | None = None) -> CondIndepStackFrame:
+def find_data_plate(
+    model_trace: Trace, guide_trace: Trace, name: str | None = None
+) -> CondIndepStackFrame:
     """The data plate: the plate named ``name``, else the vectorized plate all observed model sites
     share (among several, the one holding every sample site). Every sample site must sit in it:
     per-point weights are undefined with global latents."""
     sites = sample_sites(model_trace) + sample_sites(guide_trace)
     observed = [_plates(site) for site in sample_sites(model_trace) if site["is_observed"]]
     if not observed:
-        raise ValueError("the model has no observed site: per-point log weights need "
-                         "observations in a data plate")
+        raise ValueError(
+            "the model has no observed site: per-point log weights need "
+            "observations in a data plate"
+        )
     if name is None:
         shared = set.intersection(*(set(plates) for plates in observed))
         if not shared:
-            raise ValueError("the observed sites share no plate: per-point log weights need every "
-                             "sample site inside one vectorized data plate, e.g. "
-                             "pyro.plate('data', N)")
-        if len(shared) > 1:  # nested plates around the observations: the data plate holds every site
+            raise ValueError(
+                "the observed sites share no plate: per-point log weights need every "
+                "sample site inside one vectorized data plate, e.g. "
+                "pyro.plate('data', N)"
+            )
+        if (
+            len(shared) > 1
+        ):  # nested plates around the observations: the data plate holds every site
             shared = {n for n in shared if all(n in _plates(site) for site in sites)} or shared
         if len(shared) > 1:
-            raise ValueError(f"cannot tell the data plate among {sorted(shared)}: "
-                             "pass data_plate=<name>")
+            raise ValueError(
+                f"cannot tell the data plate among {sorted(shared)}: pass data_plate=<name>"
+            )
         (name,) = shared
     for site in sites:
         if name not in _plates(site):
-            raise ValueError(f"site '{site['name']}' is outside the data plate '{name}': "
-                             "per-point log weights are undefined with global latents")
+            raise ValueError(
+                f"site '{site['name']}' is outside the data plate '{name}': "
+                "per-point log weights are undefined with global latents"
+            )
     return _plates(sites[0])[name]
 
 
@@ -120,9 +138,15 @@ class PointLogWeights:
         return t.reshape(shape)
 
 
-def point_log_weights(model_trace: Trace, guide_trace: Trace, max_plate_nesting: int,
-                      stop_guide_params: bool = False, *, unscaled: bool = False,
-                      data_plate: str | None = None) -> PointLogWeights:
+def point_log_weights(
+    model_trace: Trace,
+    guide_trace: Trace,
+    max_plate_nesting: int,
+    stop_guide_params: bool = False,
+    *,
+    unscaled: bool = False,
+    data_plate: str | None = None,
+) -> PointLogWeights:
     """Per-point log p and log q of the particle traces (see :class:`PointLogWeights`).
 
     ``unscaled`` leaves out every scale (β and N/B): log p̂(x) is then the log-mean-exp of log_w.
@@ -142,8 +166,9 @@ def point_log_weights(model_trace: Trace, guide_trace: Trace, max_plate_nesting:
     scale = (data.full_size or data.size) / data.size
     batch_dims = max_plate_nesting + 1
     guide_sites = [s for s in sample_sites(guide_trace) if not s["is_observed"]]
-    model_sites = [s for s in sample_sites(model_trace)
-                   if s["is_observed"] or s["name"] in guide_trace.nodes]
+    model_sites = [
+        s for s in sample_sites(model_trace) if s["is_observed"] or s["name"] in guide_trace.nodes
+    ]
     particles = next(f for f in model_sites[0]["cond_indep_stack"] if f.name == PARTICLE_PLATE)
     shape = torch.Size((particles.size, data.size))
 
@@ -156,8 +181,9 @@ def point_log_weights(model_trace: Trace, guide_trace: Trace, max_plate_nesting:
         factor = 1.0 if unscaled else site["scale"] / scale
         lp = torch.as_tensor(scale_and_mask(log_prob, factor, site["mask"]))
         if lp.dim() > batch_dims:
-            raise ValueError(f"site '{site['name']}' has more plate dims than max_plate_nesting "
-                             "allows")
+            raise ValueError(
+                f"site '{site['name']}' has more plate dims than max_plate_nesting allows"
+            )
         return sum_to_points(lp, batch_dims, data.dim, shape)
 
     log_p = sum(per_point(s) for s in model_sites)  # the observed sites make it a (k, B) tensor
@@ -191,20 +217,30 @@ class FixedPoints(Messenger):
 
     def _pyro_sample(self, msg: dict[str, Any]) -> None:
         fn = msg["fn"]
-        if site_is_subsample(msg) and msg["value"] is None \
-                and fn.subsample_size is not None and fn.subsample_size < fn.size:
+        if (
+            site_is_subsample(msg)
+            and msg["value"] is None
+            and fn.subsample_size is not None
+            and fn.subsample_size < fn.size
+        ):
             raise ValueError(
                 f"the plate '{msg['name']}' draws a random subsample of {fn.subsample_size} of its "
                 f"{fn.size} points at each run, so there are no fixed points to score: pass the "
                 f"indices, pyro.plate('{msg['name']}', {fn.size}, subsample=idx), or no "
-                "subsample_size")
+                "subsample_size"
+            )
 
 
 def sample_sites(trace: Trace) -> list[dict[str, Any]]:
     """The trace's sample sites, without the index draws of subsampling plates."""
-    return [site for site in trace.nodes.values()
-            if site["type"] == "sample" and not site_is_subsample(site)]
+    return [
+        site
+        for site in trace.nodes.values()
+        if site["type"] == "sample" and not site_is_subsample(site)
+    ]
 
 
 def _plates(site: dict[str, Any]) -> dict[str, CondIndepStackFrame]:
-    return {f.name: f for f in site["cond_indep_stack"] if f.vectorized and f.name != PARTICLE_PLATE}
+    return {
+        f.name: f for f in site["cond_indep_stack"] if f.vectorized and f.name != PARTICLE_PLATE
+    }

@@ -41,8 +41,13 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def train(spec: Spec | PathLike, out: PathLike | None = None, overrides: Sequence[str] = (),
-          overwrite: bool = False, resume: PathLike | None = None) -> Run:
+def train(
+    spec: Spec | PathLike,
+    out: PathLike | None = None,
+    overrides: Sequence[str] = (),
+    overwrite: bool = False,
+    resume: PathLike | None = None,
+) -> Run:
     """Train a VAE from ``spec`` (a :class:`Spec` or a YAML path) plus ``overrides``
     (``"key=value"``) into the run directory ``out`` (default ``runs/<spec name>``), then score
     its ``evaluate.split`` and write the figures, as ``pyro-vae train`` does; ``resume``: a run
@@ -61,9 +66,14 @@ def train(spec: Spec | PathLike, out: PathLike | None = None, overrides: Sequenc
     return trained.run if trained.prepared is None else trained.run.attach(trained.prepared)
 
 
-def evaluate(run: Run | PathLike, split: str = "test", method: str = "is",
-             num_samples: int | None = None, limit: int | None = None,
-             **annealing: int) -> Evaluation | dict[str, Any]:
+def evaluate(
+    run: Run | PathLike,
+    split: str = "test",
+    method: str = "is",
+    num_samples: int | None = None,
+    limit: int | None = None,
+    **annealing: int,
+) -> Evaluation | dict[str, Any]:
     """Score a trained run's ``split`` as ``pyro-vae evaluate`` does, writing into it:
     ``method="is"`` (importance sampling, K = ``num_samples``, default the spec's) returns the
     :class:`~pyro_vae.scoring.Evaluation`; ``"ais"`` or ``"bdmc"`` (``chains=``, ``steps=``,
@@ -77,13 +87,15 @@ def evaluate(run: Run | PathLike, split: str = "test", method: str = "is",
     with quieted():
         if method == "is":
             if annealing:
-                raise SpecError("evaluate", f"{', '.join(annealing)}: options of method ais "
-                                "or bdmc, not of is")
+                raise SpecError(
+                    "evaluate", f"{', '.join(annealing)}: options of method ais or bdmc, not of is"
+                )
             return pipeline.evaluate(run, split, num_samples, limit, progress=chatty())
         if method not in ("ais", "bdmc"):
             raise SpecError("method", f"{method!r}; choose is, ais or bdmc")
-        return pipeline.evaluate_annealed(run, method, split, num_samples, limit,
-                                          progress=chatty(), **annealing)
+        return pipeline.evaluate_annealed(
+            run, method, split, num_samples, limit, progress=chatty(), **annealing
+        )
 
 
 def load_run(path: PathLike) -> Run:
@@ -104,8 +116,13 @@ def load_run(path: PathLike) -> Run:
     return run
 
 
-def aggregate(paths: Sequence[PathLike], baseline: Sequence[str] = (), split: str = "test",
-              method: str = "is", out: PathLike | None = None) -> Aggregate:
+def aggregate(
+    paths: Sequence[PathLike],
+    baseline: Sequence[str] = (),
+    split: str = "test",
+    method: str = "is",
+    out: PathLike | None = None,
+) -> Aggregate:
     """Runs grouped by their spec less the seed, mean ± s.e. over seeds, and paired per-point
     gains against a baseline group, as ``pyro-vae aggregate`` (:mod:`pyro_vae.aggregation`);
     written to ``out`` when given."""
@@ -114,5 +131,15 @@ def aggregate(paths: Sequence[PathLike], baseline: Sequence[str] = (), split: st
     return grouped(paths, baseline, split, method, out)
 
 
-__all__ = ["Run", "Spec", "SpecError", "VAE", "aggregate", "dump_spec", "evaluate", "load_run",
-           "load_spec", "train"]
+__all__ = [
+    "VAE",
+    "Run",
+    "Spec",
+    "SpecError",
+    "aggregate",
+    "dump_spec",
+    "evaluate",
+    "load_run",
+    "load_spec",
+    "train",
+]

@@ -49,6 +49,7 @@ from __future__ import annotations
 import calendar
 import dataclasses
 import io
+import itertools
 import json
 import math
 import os
@@ -61,8 +62,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pyro_vae.atomic import write_atomic, write_json_atomic, write_text_atomic
-from pyro_vae.registry import SpecError, did_you_mean
 from pyro_vae.checkpoints import flat
+from pyro_vae.registry import SpecError, did_you_mean
 from pyro_vae.rundir import CONFIG, MARKER, Run
 from pyro_vae.spec import load_run_spec, parse_yaml
 
@@ -76,42 +77,54 @@ SEED = "train.seed"  # the replicate axis: runs that differ only here are one gr
 #: ``train.max_epochs``, ``train.lr`` and every other optimisation key, ``data.*`` but the two
 #: below, and ``evaluate.num_samples`` (read from the evaluation itself).
 NOT_COMPUTED = (
-    "train.progress",                # a progress bar
-    "train.logger",                  # TensorBoard files beside metrics.csv
-    "train.mlflow_uri",              # where MLflow records the run
+    "train.progress",  # a progress bar
+    "train.logger",  # TensorBoard files beside metrics.csv
+    "train.mlflow_uri",  # where MLflow records the run
     "train.mlflow_experiment",
-    "train.log_every_n_steps",       # how often metrics.csv gets a row
-    "train.jit",                     # a traced replay of the same loss, checked against eager
-    "train.keep_checkpoints",        # checkpoint cadence and retention
+    "train.log_every_n_steps",  # how often metrics.csv gets a row
+    "train.jit",  # a traced replay of the same loss, checked against eager
+    "train.keep_checkpoints",  # checkpoint cadence and retention
     "train.checkpoint_every_steps",
     "train.checkpoint_every_epochs",
-    "train.blowup_factor",           # when a diverging run is stopped; a finished run ran through
-    "train.accelerator",             # the hardware (the same arithmetic up to rounding)
-    "train.strategy",                # how the processes talk, not how many there are
-    "evaluate.memory_budget_mb",     # how the K samples are chunked
-    "evaluate.figures",              # whether figures were drawn
-    "evaluate.split",                # the split scored at the end of train; --split picks the read
-    "data.root",                     # where the data files are found; data_sha256 says what
+    "train.blowup_factor",  # when a diverging run is stopped; a finished run ran through
+    "train.accelerator",  # the hardware (the same arithmetic up to rounding)
+    "train.strategy",  # how the processes talk, not how many there are
+    "evaluate.memory_budget_mb",  # how the K samples are chunked
+    "evaluate.figures",  # whether figures were drawn
+    "evaluate.split",  # the split scored at the end of train; --split picks the read
+    "data.root",  # where the data files are found; data_sha256 says what
     "data.download",
 )
 NUM_SAMPLES = "evaluate.num_samples"
 #: Per-group quantities: JSON key (or ``run_time_s``) → how the tables name it.
-METRICS = {"log_px": "log p(x)", "elbo": "ELBO", "active_units": "active units",
-           "bits_per_dim": "bits/dim", "run_time_s": "training time (s)"}
+METRICS = {
+    "log_px": "log p(x)",
+    "elbo": "ELBO",
+    "active_units": "active units",
+    "bits_per_dim": "bits/dim",
+    "run_time_s": "training time (s)",
+}
 #: The paired differences: per-point array in the ``.npz`` → how the tables name it.
 PAIRED = {"log_px": "Δ log p(x)", "elbo": "Δ ELBO"}
 AGGREGATE_MD, AGGREGATE_CSV, AGGREGATE_JSON, AGGREGATE_PNG = (
-    "aggregate.md", "aggregate.csv", "aggregate.json", "aggregate.png")
+    "aggregate.md",
+    "aggregate.csv",
+    "aggregate.json",
+    "aggregate.png",
+)
 DPI = 100
 Z975 = 1.959963984540054  # the standard normal's 0.975 quantile
 DASH = "—"
-CAPTION = ("Paired differences against the baseline, each with its 95 % interval: mean ± "
-           "t_{0.975, S−1} · s.e. over the S seeds (S ≥ 2), or, with one seed, mean ± "
-           "z_{0.975} · point-level s.e. (marked 'point-level'). Right of 0: better than the "
-           "baseline.")
+CAPTION = (
+    "Paired differences against the baseline, each with its 95 % interval: mean ± "
+    "t_{0.975, S−1} · s.e. over the S seeds (S ≥ 2), or, with one seed, mean ± "
+    "z_{0.975} · point-level s.e. (marked 'point-level'). Right of 0: better than the "
+    "baseline."
+)
 
 
 # ---- finding runs ------------------------------------------------------------------------------
+
 
 def find_runs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """The run directories named by ``paths``: each is a run directory (it holds config.yaml)
@@ -122,14 +135,19 @@ def find_runs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     for arg in paths:
         path = Path(arg)
         if not path.is_dir():
-            raise SpecError(str(path), "no such directory" if not path.exists() else
-                            "is not a directory; give run directories or folders holding them")
+            raise SpecError(
+                str(path),
+                "no such directory"
+                if not path.exists()
+                else "is not a directory; give run directories or folders holding them",
+            )
         runs = [path] if _is_run(path) else _search(path)
         if not runs and (path / CONFIG).is_file():
             runs = [path]  # a config.yaml and no marker: a run written before markers existed
         if not runs:
-            raise SpecError(str(path), f"holds no pyro-vae run (a run directory holds {CONFIG} "
-                            f"and {MARKER})")
+            raise SpecError(
+                str(path), f"holds no pyro-vae run (a run directory holds {CONFIG} and {MARKER})"
+            )
         for run in runs:
             found.setdefault(run.resolve(), run)
     if not found:
@@ -155,6 +173,7 @@ def _search(root: Path) -> list[Path]:
 
 # ---- reading a run -----------------------------------------------------------------------------
 
+
 def run_time(run: Path) -> float:
     """The run's training seconds (:meth:`Run.train_seconds`), else its marker's ``updated −
     created`` (see the module docstring); nan without a readable marker."""
@@ -163,8 +182,9 @@ def run_time(run: Path) -> float:
         return seconds
     try:
         record = json.loads((run / MARKER).read_text())
-        start, end = (time.strptime(record[k], "%Y-%m-%dT%H:%M:%SZ") for k in ("created",
-                                                                                 "updated"))
+        start, end = (
+            time.strptime(record[k], "%Y-%m-%dT%H:%M:%SZ") for k in ("created", "updated")
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return math.nan
     return float(calendar.timegm(end) - calendar.timegm(start))
@@ -185,6 +205,7 @@ class Member:
 
 
 # ---- statistics --------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Estimate:
@@ -270,8 +291,13 @@ class Gain:
     interval: str  # how [low, high] was formed
 
     @classmethod
-    def of(cls, group: str, baseline: str, metric: str,
-           pairs: Sequence[tuple[int, np.ndarray, np.ndarray]]) -> Gain:
+    def of(
+        cls,
+        group: str,
+        baseline: str,
+        metric: str,
+        pairs: Sequence[tuple[int, np.ndarray, np.ndarray]],
+    ) -> Gain:
         """From (seed, group's per-point values, baseline's per-point values), points aligned."""
         seeds, means, ses, counts = [], [], [], []
         for seed, mine, theirs in pairs:
@@ -288,10 +314,23 @@ class Gain:
             q, interval = t_quantile(0.975, S - 1), f"t_0.975,{S - 1} x s.e. over {S} seeds"
             half = q * se
         else:
-            interval = ("z_0.975 x point-level s.e. (one seed)" if S else "no seed in common")
+            interval = "z_0.975 x point-level s.e. (one seed)" if S else "no seed in common"
             half = Z975 * point_se
-        return cls(group, baseline, metric, tuple(seeds), tuple(means), tuple(ses),
-                   tuple(counts), mean, se, point_se, mean - half, mean + half, interval)
+        return cls(
+            group,
+            baseline,
+            metric,
+            tuple(seeds),
+            tuple(means),
+            tuple(ses),
+            tuple(counts),
+            mean,
+            se,
+            point_se,
+            mean - half,
+            mean + half,
+            interval,
+        )
 
     @property
     def point_level(self) -> bool:
@@ -300,6 +339,7 @@ class Gain:
 
 
 # ---- groups ------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Group:
@@ -340,16 +380,18 @@ def _shown(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
-def _read_members(runs: Sequence[Path], split: str,
-                  method: str) -> list[tuple[dict[str, Any], Member]]:
+def _read_members(
+    runs: Sequence[Path], split: str, method: str
+) -> list[tuple[dict[str, Any], Member]]:
     out = []
     for run in runs:
         spec = flat(load_run_spec(run / CONFIG).to_dict())
         evaluation = Run(run).summary(split, method)
         if evaluation.get("split", split) != split:
-            raise SpecError(str(Run(run).eval_path(split, method)),
-                            f"holds an evaluation of the {evaluation.get('split')!r} split, "
-                            f"not {split!r}")
+            raise SpecError(
+                str(Run(run).eval_path(split, method)),
+                f"holds an evaluation of the {evaluation.get('split')!r} split, not {split!r}",
+            )
         if evaluation.get("num_samples") is not None:
             spec[NUM_SAMPLES] = evaluation["num_samples"]  # the K of the scores read
         out.append((spec, Member(run, int(spec[SEED]), evaluation, run_time(run))))
@@ -367,22 +409,30 @@ def make_groups(runs: Sequence[Path], split: str = "test", method: str = "is") -
     groups = []
     for key, members in buckets.values():
         members.sort(key=lambda m: m.seed)
-        for a, b in zip(members, members[1:]):
+        for a, b in itertools.pairwise(members):
             if a.seed == b.seed:
-                raise SpecError(str(b.path), f"and {a.path} have the same spec and {SEED}="
-                                f"{a.seed}: one group holds one run per seed; aggregate one of "
-                                "them")
+                raise SpecError(
+                    str(b.path),
+                    f"and {a.path} have the same spec and {SEED}="
+                    f"{a.seed}: one group holds one run per seed; aggregate one of "
+                    "them",
+                )
         label = group_label(key, differing, [k for k, _ in buckets.values()])
         metrics = {m: Estimate.of(r.value(m) for r in members) for m in METRICS}
         groups.append(Group(label, key, tuple(members), metrics))
     if len({g.label for g in groups}) < len(groups):  # cannot happen; never merge two groups
-        groups = [dataclasses.replace(g, label=", ".join(
-            f"{k}={_shown(g.spec.get(k))}" for k in differing)) for g in groups]
+        groups = [
+            dataclasses.replace(
+                g, label=", ".join(f"{k}={_shown(g.spec.get(k))}" for k in differing)
+            )
+            for g in groups
+        ]
     return sorted(groups, key=lambda g: g.label)
 
 
-def group_label(spec: Mapping[str, Any], differing: Sequence[str],
-                specs: Sequence[Mapping[str, Any]]) -> str:
+def group_label(
+    spec: Mapping[str, Any], differing: Sequence[str], specs: Sequence[Mapping[str, Any]]
+) -> str:
     """``key=value`` for each key of ``differing`` that ``spec`` has, but a component's
     parameter (``prior.pseudo_inputs``) where the component's name differs between groups and
     every group of this one's component agrees on it; ``all`` for nothing."""
@@ -413,27 +463,37 @@ def choose_baseline(groups: Sequence[Group], baseline: Sequence[str] = ()) -> Gr
         if not (key and equals):
             raise SpecError("--baseline", f"expected KEY=VALUE, got {item!r}")
         if key == SEED or key in NOT_COMPUTED:
-            raise SpecError(key, "does not tell groups apart (runs that differ only in it are "
-                            "one group); choose a key in which the groups differ")
+            raise SpecError(
+                key,
+                "does not tell groups apart (runs that differ only in it are "
+                "one group); choose a key in which the groups differ",
+            )
         if key not in keys:
             raise SpecError(key, "is not a spec key" + did_you_mean(key, keys))
         value = parse_yaml(text, f"--baseline {key}")
         match = [g for g in left if g.spec.get(key) == value or _shown(g.spec.get(key)) == text]
         if not match:
             values = sorted({_shown(g.spec.get(key)) for g in left})
-            raise SpecError(key, f"no group has {key}={text}; the groups"
-                            f"{' left' if len(left) < len(groups) else ''} have "
-                            f"{key} = {', '.join(values)}")
+            raise SpecError(
+                key,
+                f"no group has {key}={text}; the groups"
+                f"{' left' if len(left) < len(groups) else ''} have "
+                f"{key} = {', '.join(values)}",
+            )
         left = match
     if len(left) > 1:
-        raise SpecError("--baseline", f"{len(left)} groups match {' '.join(baseline)}: "
-                        f"{'; '.join(g.label for g in left)}; add a KEY=VALUE that tells them "
-                        "apart")
+        raise SpecError(
+            "--baseline",
+            f"{len(left)} groups match {' '.join(baseline)}: "
+            f"{'; '.join(g.label for g in left)}; add a KEY=VALUE that tells them "
+            "apart",
+        )
     return left[0]
 
 
-def paired_gains(groups: Sequence[Group], baseline: Group, split: str = "test",
-                 method: str = "is") -> list[Gain]:
+def paired_gains(
+    groups: Sequence[Group], baseline: Group, split: str = "test", method: str = "is"
+) -> list[Gain]:
     """For each group but the baseline and each of :data:`PAIRED`, the :class:`Gain` over the
     seeds both hold. SpecError naming both runs when a seed's two evaluations did not score the
     same points (:func:`check_same_points`)."""
@@ -453,8 +513,14 @@ def paired_gains(groups: Sequence[Group], baseline: Group, split: str = "test",
         for mine, theirs in shared:
             check_same_points(mine, theirs, points(mine), points(theirs))
         for metric in PAIRED:
-            pairs = [(mine.seed, _array(points(mine), metric, mine),
-                      _array(points(theirs), metric, theirs)) for mine, theirs in shared]
+            pairs = [
+                (
+                    mine.seed,
+                    _array(points(mine), metric, mine),
+                    _array(points(theirs), metric, theirs),
+                )
+                for mine, theirs in shared
+            ]
             gains.append(Gain.of(group.label, baseline.label, metric, pairs))
     return gains
 
@@ -465,28 +531,45 @@ def _array(points: Mapping[str, np.ndarray], name: str, member: Member) -> np.nd
     return np.asarray(points[name], dtype=np.float64)
 
 
-def check_same_points(mine: Member, theirs: Member, my_points: Mapping[str, np.ndarray],
-                      their_points: Mapping[str, np.ndarray]) -> None:
+def check_same_points(
+    mine: Member,
+    theirs: Member,
+    my_points: Mapping[str, np.ndarray],
+    their_points: Mapping[str, np.ndarray],
+) -> None:
     """SpecError, one line naming both runs, unless both evaluations record the same
     ``data_sha256`` and hold the same ``index`` array (the same rows of the same split)."""
     where = f"and {theirs.path} (the baseline, {SEED}={theirs.seed})"
     a, b = mine.evaluation.get("data_sha256"), theirs.evaluation.get("data_sha256")
     if not a or not b:
-        raise SpecError(str(mine.path), f"{where} cannot be paired point by point: "
-                        f"{'its' if not a else 'the baseline’s'} evaluation records no "
-                        "data_sha256; score it again")
+        raise SpecError(
+            str(mine.path),
+            f"{where} cannot be paired point by point: "
+            f"{'its' if not a else 'the baseline’s'} evaluation records no "
+            "data_sha256; score it again",
+        )
     if a != b:
-        raise SpecError(str(mine.path), f"{where} were scored on different data (data_sha256 "
-                        f"{a[:12]}… and {b[:12]}…); paired differences need the same points")
+        raise SpecError(
+            str(mine.path),
+            f"{where} were scored on different data (data_sha256 "
+            f"{a[:12]}… and {b[:12]}…); paired differences need the same points",
+        )
     i, j = (np.asarray(p.get("index", ())) for p in (my_points, their_points))
     if i.shape != j.shape or not np.array_equal(i, j):
-        what = (f"{i.size} and {j.size} points" if i.size != j.size else
-                f"the same number of points ({i.size}) but other rows or another order")
-        raise SpecError(str(mine.path), f"{where} were scored on different points ({what}: "
-                        "their index arrays differ); paired differences need the same points")
+        what = (
+            f"{i.size} and {j.size} points"
+            if i.size != j.size
+            else f"the same number of points ({i.size}) but other rows or another order"
+        )
+        raise SpecError(
+            str(mine.path),
+            f"{where} were scored on different points ({what}: "
+            "their index arrays differ); paired differences need the same points",
+        )
 
 
 # ---- the result --------------------------------------------------------------------------------
+
 
 def plus_minus(mean: float, se: float) -> str:
     """``mean ± se`` to two significant digits of the s.e. (at least 2 decimals, at most 6);
@@ -533,23 +616,29 @@ class Aggregate:
         s.e. and n, and each paired gain's mean, both s.e.'s and interval (full precision)."""
         rows = []
         for group in self.groups:
-            row: dict[str, Any] = {"group": group.label,
-                                   "baseline": group is self.baseline,
-                                   **{k: _shown(group.spec[k]) if k in group.spec else ""
-                                      for k in self.differing},
-                                   "seeds": " ".join(map(str, group.seeds)),
-                                   "n_seeds": len(group.members)}
+            row: dict[str, Any] = {
+                "group": group.label,
+                "baseline": group is self.baseline,
+                **{k: _shown(group.spec[k]) if k in group.spec else "" for k in self.differing},
+                "seeds": " ".join(map(str, group.seeds)),
+                "n_seeds": len(group.members),
+            }
             for name, est in group.metrics.items():
                 row |= {f"{name}_mean": est.mean, f"{name}_se": est.se, f"{name}_n": est.n}
             for metric in PAIRED:
                 gain = self.gain(group.label, metric)
                 if gain is not None:
-                    row |= {f"gain_{metric}": gain.mean, f"gain_{metric}_se": gain.se,
-                            f"gain_{metric}_point_se": gain.point_se,
-                            f"gain_{metric}_low": gain.low, f"gain_{metric}_high": gain.high,
-                            f"gain_{metric}_seeds": len(gain.seeds)}
-            rows.append({k: ("" if isinstance(v, float) and math.isnan(v) else v)
-                         for k, v in row.items()})
+                    row |= {
+                        f"gain_{metric}": gain.mean,
+                        f"gain_{metric}_se": gain.se,
+                        f"gain_{metric}_point_se": gain.point_se,
+                        f"gain_{metric}_low": gain.low,
+                        f"gain_{metric}_high": gain.high,
+                        f"gain_{metric}_seeds": len(gain.seeds),
+                    }
+            rows.append(
+                {k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+            )
         return rows
 
     def columns(self) -> list[str]:
@@ -568,21 +657,26 @@ class Aggregate:
         return out.getvalue()
 
     def group_table(self) -> str:
-        heads = ["group", "seeds", *(f"{name}, mean ± s.e. over seeds" for name in
-                                     METRICS.values())]
+        heads = [
+            "group",
+            "seeds",
+            *(f"{name}, mean ± s.e. over seeds" for name in METRICS.values()),
+        ]
         lines = [_row(heads), "|---|---|" + "---:|" * len(METRICS)]
         for g in self.groups:
             label = f"{g.label} (baseline)" if g is self.baseline and self.gains else g.label
-            cells = [label, ", ".join(map(str, g.seeds)),
-                     *(g.metrics[m].text() for m in METRICS)]
+            cells = [label, ", ".join(map(str, g.seeds)), *(g.metrics[m].text() for m in METRICS)]
             lines.append(_row(cells))
         return "\n".join(lines)
 
     def gain_table(self) -> str:
         heads = ["group", "paired seeds", "points per seed"]
         for name in PAIRED.values():
-            heads += [f"{name}, mean ± s.e. over seeds", f"{name}: point-level s.e.",
-                      f"{name}: 95 % interval"]
+            heads += [
+                f"{name}, mean ± s.e. over seeds",
+                f"{name}: point-level s.e.",
+                f"{name}: 95 % interval",
+            ]
         lines = [_row(heads), "|---|---|---:|" + "---:|" * 3 * len(PAIRED)]
         for group in self.groups:
             if group is self.baseline:
@@ -591,16 +685,25 @@ class Aggregate:
             first = gains[0]
             assert first is not None
             counts = sorted(set(first.points))
-            cells = [group.label, ", ".join(map(str, first.seeds)) or DASH,
-                     ", ".join(map(str, counts)) or DASH]
+            cells = [
+                group.label,
+                ", ".join(map(str, first.seeds)) or DASH,
+                ", ".join(map(str, counts)) or DASH,
+            ]
             for gain in gains:
                 assert gain is not None
                 digits = decimals(gain.se if len(gain.seeds) > 1 else gain.point_se)
-                interval = (DASH if math.isnan(gain.mean) else
-                            f"[{gain.low:.{digits}f}, {gain.high:.{digits}f}]"
-                            f"{' point-level' if gain.point_level else ''}")
-                cells += [plus_minus(gain.mean, gain.se),
-                          _number(gain.point_se, decimals(gain.point_se)), interval]
+                interval = (
+                    DASH
+                    if math.isnan(gain.mean)
+                    else f"[{gain.low:.{digits}f}, {gain.high:.{digits}f}]"
+                    f"{' point-level' if gain.point_level else ''}"
+                )
+                cells += [
+                    plus_minus(gain.mean, gain.se),
+                    _number(gain.point_se, decimals(gain.point_se)),
+                    interval,
+                ]
             lines.append(_row(cells))
         return "\n".join(lines)
 
@@ -609,31 +712,62 @@ class Aggregate:
         runs = sum(len(g.members) for g in self.groups)
         method = "importance sampling" if self.method == "is" else self.method
         what = f"{self.split} split, {method}"
-        parts = [f"# Aggregate: {what}", "",
-                 f"{runs} runs in {len(self.groups)} group(s): runs whose resolved specs differ "
-                 f"only in {SEED} (and in keys that do not change what is computed) are one "
-                 "group's seeds.", "", self.group_table(), ""]
+        parts = [
+            f"# Aggregate: {what}",
+            "",
+            (
+                f"{runs} runs in {len(self.groups)} group(s): runs whose resolved specs differ "
+                f"only in {SEED} (and in keys that do not change what is computed) are one "
+                "group's seeds."
+            ),
+            "",
+            self.group_table(),
+            "",
+        ]
         if self.gains:
-            parts += [f"## Paired differences against {self.baseline.label}", "",
-                      "Within a seed, the mean over the points both runs scored (the same data "
-                      "and rows) of each point's difference; then the mean over seeds.", "",
-                      self.gain_table(), ""]
-        parts += ["- mean ± s.e. over seeds: mean of the S runs' values ± sd/√S (ddof 1); — "
-                  "where S = 1.",
-                  "- log p(x): the mean over points of the importance-sampled log p̂(x), a "
-                  "stochastic lower bound (nats); ELBO likewise; active units: "
-                  "Cov_x(E_q[z_u|x]) > 0.01.",
-                  "- training time: wall seconds spent training, over the run's stops and "
-                  "resumes (for a run from before that count: its marker's created → updated, "
-                  "scoring included)."]
+            parts += [
+                f"## Paired differences against {self.baseline.label}",
+                "",
+                (
+                    "Within a seed, the mean over the points both runs scored (the same data "
+                    "and rows) of each point's difference; then the mean over seeds."
+                ),
+                "",
+                self.gain_table(),
+                "",
+            ]
+        parts += [
+            (
+                "- mean ± s.e. over seeds: mean of the S runs' values ± sd/√S (ddof 1); — "
+                "where S = 1."
+            ),
+            (
+                "- log p(x): the mean over points of the importance-sampled log p̂(x), a "
+                "stochastic lower bound (nats); ELBO likewise; active units: "
+                "Cov_x(E_q[z_u|x]) > 0.01."
+            ),
+            (
+                "- training time: wall seconds spent training, over the run's stops and "
+                "resumes (for a run from before that count: its marker's created → updated, "
+                "scoring included)."
+            ),
+        ]
         if self.gains:
-            parts += ["- Δ: d_i = value_i(group) − value_i(baseline) per point i within a seed; "
-                      "d̄_s its mean over the n points, se_s = sd(d)/√n.",
-                      "- Δ, mean ± s.e. over seeds: mean of d̄_s ± sd(d̄)/√S.",
-                      "- point-level s.e.: √(Σ_s se_s²)/S, the s.e. if each seed's model were "
-                      "exact and only the points were drawn.",
-                      "- 95 % interval: mean ± t_{0.975,S−1} · s.e. over seeds (S ≥ 2); with one "
-                      "seed, mean ± 1.96 · point-level s.e. (marked point-level)."]
+            parts += [
+                (
+                    "- Δ: d_i = value_i(group) − value_i(baseline) per point i within a seed; "
+                    "d̄_s its mean over the n points, se_s = sd(d)/√n."
+                ),
+                "- Δ, mean ± s.e. over seeds: mean of d̄_s ± sd(d̄)/√S.",
+                (
+                    "- point-level s.e.: √(Σ_s se_s²)/S, the s.e. if each seed's model were "
+                    "exact and only the points were drawn."
+                ),
+                (
+                    "- 95 % interval: mean ± t_{0.975,S−1} · s.e. over seeds (S ≥ 2); with one "
+                    "seed, mean ± 1.96 · point-level s.e. (marked point-level)."
+                ),
+            ]
         return "\n".join(parts) + "\n"
 
     def lines(self) -> list[str]:
@@ -654,25 +788,52 @@ class Aggregate:
         """Everything: the groups with their specs, runs and per-seed values, the gains with
         their per-seed means, s.e.'s and point counts (nan and ±inf become null on writing)."""
         return {
-            "split": self.split, "method": self.method, "baseline": self.baseline.label,
-            "group_keys": self.differing, "excluded_keys": [SEED, *NOT_COMPUTED],
-            "groups": [{
-                "label": g.label, "baseline": g is self.baseline, "spec": g.spec,
-                "runs": [{"path": str(m.path), "seed": m.seed, "run_time_s": m.run_time_s,
-                          **{k: m.evaluation.get(k) for k in
-                             ("log_px", "elbo", "active_units", "bits_per_dim", "num_points",
-                              "num_samples", "data_sha256", "points_sha256")}}
-                         for m in g.members],
-                "metrics": {k: dataclasses.asdict(e) for k, e in g.metrics.items()},
-            } for g in self.groups],
+            "split": self.split,
+            "method": self.method,
+            "baseline": self.baseline.label,
+            "group_keys": self.differing,
+            "excluded_keys": [SEED, *NOT_COMPUTED],
+            "groups": [
+                {
+                    "label": g.label,
+                    "baseline": g is self.baseline,
+                    "spec": g.spec,
+                    "runs": [
+                        {
+                            "path": str(m.path),
+                            "seed": m.seed,
+                            "run_time_s": m.run_time_s,
+                            **{
+                                k: m.evaluation.get(k)
+                                for k in (
+                                    "log_px",
+                                    "elbo",
+                                    "active_units",
+                                    "bits_per_dim",
+                                    "num_points",
+                                    "num_samples",
+                                    "data_sha256",
+                                    "points_sha256",
+                                )
+                            },
+                        }
+                        for m in g.members
+                    ],
+                    "metrics": {k: dataclasses.asdict(e) for k, e in g.metrics.items()},
+                }
+                for g in self.groups
+            ],
             "gains": [dataclasses.asdict(g) for g in self.gains],
         }
 
     def figure(self) -> Figure:
         """The forest plot: one panel per paired metric, one row per group, its gain with its
         95 % interval (:data:`CAPTION`), a vertical line at 0."""
-        return forest_plot(self.gains, [g.label for g in self.groups if g is not self.baseline],
-                           self.baseline.label)
+        return forest_plot(
+            self.gains,
+            [g.label for g in self.groups if g is not self.baseline],
+            self.baseline.label,
+        )
 
     def write(self, out: str | os.PathLike[str] | None = None) -> list[Path]:
         """aggregate.md, .csv, .json and .png in ``out`` (created where missing; default: the
@@ -684,8 +845,9 @@ class Aggregate:
             raise SpecError("--out", f"cannot create {folder}: {exc.strerror}") from None
         if not folder.is_dir():
             raise SpecError("--out", f"{folder} is not a directory")
-        paths = [folder / name for name in (AGGREGATE_MD, AGGREGATE_CSV, AGGREGATE_JSON,
-                                            AGGREGATE_PNG)]
+        paths = [
+            folder / name for name in (AGGREGATE_MD, AGGREGATE_CSV, AGGREGATE_JSON, AGGREGATE_PNG)
+        ]
         write_text_atomic(paths[0], self.markdown())
         write_text_atomic(paths[1], self.csv())
         write_json_atomic(paths[2], self.to_dict())
@@ -706,14 +868,19 @@ def forest_plot(gains: Sequence[Gain], labels: Sequence[str], baseline: str) -> 
 
     ticks = [f"{label} ({_seeds(gains, label)})" for label in labels]
     width = 3.6 * len(PAIRED) + 0.065 * max((len(t) for t in ticks), default=0) + 0.5
-    fig = Figure(figsize=(width, 0.45 * max(len(labels), 1) + 2.4), dpi=DPI,
-                 layout="constrained")
+    fig = Figure(figsize=(width, 0.45 * max(len(labels), 1) + 2.4), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(PAIRED), sharey=True, squeeze=False)[0]
     if not labels:
         for ax in axes:
-            ax.text(0.5, 0.5, "one group: nothing to pair", ha="center", va="center",
-                    transform=ax.transAxes)
+            ax.text(
+                0.5,
+                0.5,
+                "one group: nothing to pair",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+            )
             ax.set_axis_off()
         fig.suptitle(f"Aggregate: {baseline}")
         return fig
@@ -726,8 +893,14 @@ def forest_plot(gains: Sequence[Gain], labels: Sequence[str], baseline: str) -> 
                 continue
             low, high = gain.mean - gain.low, gain.high - gain.mean
             err = None if math.isnan(low) else [[low], [high]]
-            ax.errorbar([gain.mean], [row], xerr=err, fmt="s" if gain.point_level else "o",
-                        color="tab:orange" if gain.point_level else "tab:blue", capsize=3)
+            ax.errorbar(
+                [gain.mean],
+                [row],
+                xerr=err,
+                fmt="s" if gain.point_level else "o",
+                color="tab:orange" if gain.point_level else "tab:blue",
+                capsize=3,
+            )
         ax.axvline(0.0, color="black", linewidth=0.8)
         ax.set(title=f"{name} (nats)", xlabel=f"{name} vs baseline")
         ax.grid(axis="x", alpha=0.3)
@@ -746,9 +919,13 @@ def _seeds(gains: Sequence[Gain], label: str) -> str:
     return "1 seed, point-level" if n == 1 else f"{n} seeds"
 
 
-def aggregate(paths: Iterable[str | os.PathLike[str]], baseline: Sequence[str] = (),
-              split: str = "test", method: str = "is",
-              out: str | os.PathLike[str] | None = None) -> Aggregate:
+def aggregate(
+    paths: Iterable[str | os.PathLike[str]],
+    baseline: Sequence[str] = (),
+    split: str = "test",
+    method: str = "is",
+    out: str | os.PathLike[str] | None = None,
+) -> Aggregate:
     """Aggregate the runs under ``paths`` (:func:`find_runs`) on ``split`` by ``method``: groups
     (:func:`make_groups`), the baseline (:func:`choose_baseline`) and the paired gains
     (:func:`paired_gains`); with ``out``, also written there (:meth:`Aggregate.write`)."""
@@ -756,8 +933,7 @@ def aggregate(paths: Iterable[str | os.PathLike[str]], baseline: Sequence[str] =
     groups = make_groups(runs, split, method)
     base = choose_baseline(groups, baseline)
     gains = paired_gains(groups, base, split, method)
-    result = Aggregate(groups, base, gains, split, method,
-                       differing_keys([g.spec for g in groups]))
+    result = Aggregate(groups, base, gains, split, method, differing_keys([g.spec for g in groups]))
     if out is not None:
         result.write(out)
     return result

@@ -32,13 +32,19 @@ import pyro
 import torch
 from torch import Tensor
 
-from inference.ais import (AISOptions, AISResult, ais_log_marginal_likelihood, bdmc,
-                           estimated_seconds, sandwich)
-from pyro_vae.scoring import announce, importance_log_px
-from pyro_vae.scoring import estimated_seconds as importance_seconds
+from inference.ais import (
+    AISOptions,
+    AISResult,
+    ais_log_marginal_likelihood,
+    bdmc,
+    estimated_seconds,
+    sandwich,
+)
 from pyro_vae.figures import plot_ais, plot_bdmc
 from pyro_vae.registry import SpecError
 from pyro_vae.rundir import Run
+from pyro_vae.scoring import announce, importance_log_px
+from pyro_vae.scoring import estimated_seconds as importance_seconds
 from pyro_vae.vae import VAE
 
 METHODS = ("ais", "bdmc")
@@ -60,8 +66,12 @@ class Annealing:
     limit: int | None = None  # the first N points (ais: all of the split; bdmc: 50)
 
     def __post_init__(self) -> None:
-        for flag, value in (("--chains", self.num_chains), ("--steps", self.num_steps),
-                            ("--leapfrog", self.leapfrog_steps), ("--limit", self.limit)):
+        for flag, value in (
+            ("--chains", self.num_chains),
+            ("--steps", self.num_steps),
+            ("--leapfrog", self.leapfrog_steps),
+            ("--limit", self.limit),
+        ):
             if value is not None and value < 1:
                 raise SpecError(flag, f"must be >= 1, got {value}")
 
@@ -80,27 +90,45 @@ class Annealing:
         need, b = self.kept_bytes(points, method), min(points, POINTS_PER_CALL)
         if need > memory_budget_mb * 2**20:
             flag = "--steps" if self.num_steps - 1 >= 2 * self.num_chains else "--chains"
-            raise SpecError(flag, f"{self.num_chains} chains × {self.num_steps} steps on {b} "
-                            f"points at a time keep {need / 2**20:.3g} MiB of step sizes and "
-                            f"weights (8 bytes × (T + 1 + (T − 1 + 2C)·B)), more than "
-                            f"evaluate.memory_budget_mb = {memory_budget_mb:g} MiB; lower "
-                            "--steps or --chains")
+            raise SpecError(
+                flag,
+                f"{self.num_chains} chains × {self.num_steps} steps on {b} "
+                f"points at a time keep {need / 2**20:.3g} MiB of step sizes and "
+                f"weights (8 bytes × (T + 1 + (T − 1 + 2C)·B)), more than "
+                f"evaluate.memory_budget_mb = {memory_budget_mb:g} MiB; lower "
+                "--steps or --chains",
+            )
 
     def ais_options(self, memory_budget_mb: float, progress: bool = False) -> AISOptions:
         """The options of :mod:`inference.ais` these flags stand for, on ``memory_budget_mb``
         (``evaluate.memory_budget_mb``)."""
-        return AISOptions(num_chains=self.num_chains, num_steps=self.num_steps,
-                          leapfrog_steps=self.leapfrog_steps, memory_budget_mb=memory_budget_mb,
-                          progress=progress)
+        return AISOptions(
+            num_chains=self.num_chains,
+            num_steps=self.num_steps,
+            leapfrog_steps=self.leapfrog_steps,
+            memory_budget_mb=memory_budget_mb,
+            progress=progress,
+        )
 
     def describe(self) -> dict[str, Any]:
-        return {"num_chains": self.num_chains, "num_steps": self.num_steps,
-                "leapfrog_steps": self.leapfrog_steps, "schedule": _DEFAULT.schedule,
-                "init": _DEFAULT.init}
+        return {
+            "num_chains": self.num_chains,
+            "num_steps": self.num_steps,
+            "leapfrog_steps": self.leapfrog_steps,
+            "schedule": _DEFAULT.schedule,
+            "init": _DEFAULT.init,
+        }
 
 
-def announce_duration(vae: VAE, x: Tensor, split: str, method: str, options: Annealing,
-                      num_samples: int, memory_budget_mb: float) -> None:
+def announce_duration(
+    vae: VAE,
+    x: Tensor,
+    split: str,
+    method: str,
+    options: Annealing,
+    num_samples: int,
+    memory_budget_mb: float,
+) -> None:
     """:func:`pyro_vae.scoring.announce` the annealing of the points ``x`` before it starts: the
     time of a call on the first :data:`POINTS_PER_CALL` points
     (:func:`inference.ais.estimated_seconds`, from two timed transitions) times N / B, for
@@ -110,15 +138,19 @@ def announce_duration(vae: VAE, x: Tensor, split: str, method: str, options: Ann
     chains, steps, leapfrog = options.num_chains, options.num_steps, options.leapfrog_steps
     part, directions = x[:POINTS_PER_CALL], 2 if method == "bdmc" else 1
     with pyro.settings.context(module_local_params=True):
-        seconds = estimated_seconds(vae.model, vae.guide, part,
-                                    options=options.ais_options(memory_budget_mb))
+        seconds = estimated_seconds(
+            vae.model, vae.guide, part, options=options.ais_options(memory_budget_mb)
+        )
     seconds *= directions * len(x) / len(part)
     moves = directions * len(x) * chains * (steps - 1) * leapfrog
-    measured = [f"{seconds / moves * 1e6:.3g} µs per leapfrog step of a chain and point"
-                ] if moves else []
-    what = (f"{method.upper()} of {len(x)} {SIMULATED if method == 'bdmc' else split} "
-            f"point{'s' if len(x) > 1 else ''} ({chains} chains × {steps} "
-            f"step{'s' if steps > 1 else ''} × {leapfrog} leapfrog steps)")
+    measured = (
+        [f"{seconds / moves * 1e6:.3g} µs per leapfrog step of a chain and point"] if moves else []
+    )
+    what = (
+        f"{method.upper()} of {len(x)} {SIMULATED if method == 'bdmc' else split} "
+        f"point{'s' if len(x) > 1 else ''} ({chains} chains × {steps} "
+        f"step{'s' if steps > 1 else ''} × {leapfrog} leapfrog steps)"
+    )
     if method == "ais":
         is_seconds = importance_seconds(vae, x, num_samples, memory_budget_mb)
         seconds += is_seconds
@@ -128,9 +160,16 @@ def announce_duration(vae: VAE, x: Tensor, split: str, method: str, options: Ann
 
 
 @torch.no_grad()
-def evaluate_ais(vae: VAE, x: Tensor, split: str, options: Annealing, num_samples: int,
-                 memory_budget_mb: float, progress: bool = False,
-                 log_jacobian: float = 0.0) -> dict[str, Any]:
+def evaluate_ais(
+    vae: VAE,
+    x: Tensor,
+    split: str,
+    options: Annealing,
+    num_samples: int,
+    memory_budget_mb: float,
+    progress: bool = False,
+    log_jacobian: float = 0.0,
+) -> dict[str, Any]:
     """IS and AIS log p̂(x) of each row of ``x`` (on the model's scale), reported on the data's
     own scale, log p(x) = log p'(x') + ``log_jacobian`` (:mod:`pyro_vae.scoring`): the summary,
     with per-point values."""
@@ -138,15 +177,27 @@ def evaluate_ais(vae: VAE, x: Tensor, split: str, options: Annealing, num_sample
     start = time.perf_counter()
     is_result = importance_log_px(vae, x, num_samples, memory_budget_mb)
     is_time = time.perf_counter() - start
-    ais = AISResult.cat([_anneal(vae, part, options, memory_budget_mb, progress)
-                         for part in x.split(POINTS_PER_CALL)])
+    ais = AISResult.cat(
+        [
+            _anneal(vae, part, options, memory_budget_mb, progress)
+            for part in x.split(POINTS_PER_CALL)
+        ]
+    )
     ais_time = time.perf_counter() - start - is_time
-    head = {"split": split, "method": "ais", **options.describe(), "log_jacobian": log_jacobian,
-            "is_num_samples": num_samples}
-    points = {"log_px": _list(ais.log_px.double().cpu() + log_jacobian),
-              "stderr": _list(ais.stderr),
-              "is_log_px": _list(is_result.log_px.double().cpu() + log_jacobian),
-              "acceptance": _list(ais.acceptance), "step_size": _list(ais.step_size)}
+    head = {
+        "split": split,
+        "method": "ais",
+        **options.describe(),
+        "log_jacobian": log_jacobian,
+        "is_num_samples": num_samples,
+    }
+    points = {
+        "log_px": _list(ais.log_px.double().cpu() + log_jacobian),
+        "stderr": _list(ais.stderr),
+        "is_log_px": _list(is_result.log_px.double().cpu() + log_jacobian),
+        "acceptance": _list(ais.acceptance),
+        "step_size": _list(ais.step_size),
+    }
     return _ais_summary(head, points, ais_time, is_time)
 
 
@@ -158,34 +209,59 @@ def merge_ais(pieces: list[dict[str, Any]]) -> dict[str, Any]:
     if any({k: v for k, v in p.items() if k in _AIS_HEAD} != head for p in pieces):
         raise ValueError("merge_ais: the pieces were scored with different settings")
     points = {k: [v for p in pieces for v in p["points"][k]] for k in first["points"]}
-    seconds = {k: sum(p[k] * p["num_points"] for p in pieces)
-               for k in ("ais_seconds_per_point", "is_seconds_per_point")}
+    seconds = {
+        k: sum(p[k] * p["num_points"] for p in pieces)
+        for k in ("ais_seconds_per_point", "is_seconds_per_point")
+    }
     return _ais_summary(head, points, *seconds.values())
 
 
-_AIS_HEAD = ("split", "method", "num_chains", "num_steps", "leapfrog_steps", "schedule", "init",
-             "log_jacobian", "is_num_samples")
+_AIS_HEAD = (
+    "split",
+    "method",
+    "num_chains",
+    "num_steps",
+    "leapfrog_steps",
+    "schedule",
+    "init",
+    "log_jacobian",
+    "is_num_samples",
+)
 
 
-def _ais_summary(head: dict[str, Any], points: dict[str, list[float]], ais_seconds: float,
-                 is_seconds: float) -> dict[str, Any]:
+def _ais_summary(
+    head: dict[str, Any], points: dict[str, list[float]], ais_seconds: float, is_seconds: float
+) -> dict[str, Any]:
     """The summary of per-point AIS and IS values: means over points, their standard errors
     s/√n, and the gap AIS − IS."""
     v = {k: torch.tensor(values, dtype=torch.float64) for k, values in points.items()}
     gap, n = v["log_px"] - v["is_log_px"], len(v["log_px"])
     return {
-        **head, "num_points": n, "log_px": _mean(v["log_px"]), "log_px_sem": _sem(v["log_px"]),
-        "log_px_stderr": _mean(v["stderr"]), "is_log_px": _mean(v["is_log_px"]),
-        "gap": _mean(gap), "gap_sem": _sem(gap), "acceptance": _mean(v["acceptance"]),
+        **head,
+        "num_points": n,
+        "log_px": _mean(v["log_px"]),
+        "log_px_sem": _sem(v["log_px"]),
+        "log_px_stderr": _mean(v["stderr"]),
+        "is_log_px": _mean(v["is_log_px"]),
+        "gap": _mean(gap),
+        "gap_sem": _sem(gap),
+        "acceptance": _mean(v["acceptance"]),
         "step_size": float(v["step_size"].median()),
-        "ais_seconds_per_point": ais_seconds / n, "is_seconds_per_point": is_seconds / n,
+        "ais_seconds_per_point": ais_seconds / n,
+        "is_seconds_per_point": is_seconds / n,
         "points": points,
     }
 
 
 @torch.no_grad()
-def evaluate_bdmc(vae: VAE, template: Tensor, options: Annealing, memory_budget_mb: float,
-                  progress: bool = False, scale: str = "data") -> dict[str, Any]:
+def evaluate_bdmc(
+    vae: VAE,
+    template: Tensor,
+    options: Annealing,
+    memory_budget_mb: float,
+    progress: bool = False,
+    scale: str = "data",
+) -> dict[str, Any]:
     """BDMC on as many points simulated from the model as ``template`` has rows; the bounds are
     on the model's own scale (named by ``scale``), where the simulated points live."""
     vae.eval()
@@ -193,18 +269,35 @@ def evaluate_bdmc(vae: VAE, template: Tensor, options: Annealing, memory_budget_
     parts = []
     for part in template.split(POINTS_PER_CALL):
         with pyro.settings.context(module_local_params=True):
-            parts.append(bdmc(vae.model, vae.guide, part,
-                              options=options.ais_options(memory_budget_mb, progress)))
+            parts.append(
+                bdmc(
+                    vae.model,
+                    vae.guide,
+                    part,
+                    options=options.ais_options(memory_budget_mb, progress),
+                )
+            )
     lower = AISResult.cat([p.lower for p in parts])
     upper = AISResult.cat([p.upper for p in parts])
     gap = (upper.log_px - lower.log_px).double().cpu()
     return {
-        "split": SIMULATED, "method": "bdmc", "num_points": len(template), **options.describe(),
-        "scale": scale, "lower": _mean(lower.log_px), "upper": _mean(upper.log_px),
-        "gap": _mean(gap), "gap_sem": _sem(gap), "acceptance": _mean(lower.acceptance),
+        "split": SIMULATED,
+        "method": "bdmc",
+        "num_points": len(template),
+        **options.describe(),
+        "scale": scale,
+        "lower": _mean(lower.log_px),
+        "upper": _mean(upper.log_px),
+        "gap": _mean(gap),
+        "gap_sem": _sem(gap),
+        "acceptance": _mean(lower.acceptance),
         "seconds_per_point": (time.perf_counter() - start) / len(template),
-        "points": {"lower": _list(lower.log_px), "upper": _list(upper.log_px),
-                   "lower_stderr": _list(lower.stderr), "upper_stderr": _list(upper.stderr)},
+        "points": {
+            "lower": _list(lower.log_px),
+            "upper": _list(upper.log_px),
+            "lower_stderr": _list(lower.stderr),
+            "upper_stderr": _list(upper.stderr),
+        },
     }
 
 
@@ -215,13 +308,22 @@ def write(run: Run, summary: dict[str, Any], data_sha256: str) -> Path:
     A linked figures folder is refused before anything is written."""
     split, method, points = summary["split"], summary["method"], summary["points"]
     run.directory(run.figures_dir(split))
-    arrays = {"index": np.arange(summary["num_points"], dtype=np.int64),
-              **{"log_px_se" if k == "stderr" else k: np.asarray(v, dtype=np.float64)
-                 for k, v in points.items()}}
+    arrays = {
+        "index": np.arange(summary["num_points"], dtype=np.int64),
+        **{
+            "log_px_se" if k == "stderr" else k: np.asarray(v, dtype=np.float64)
+            for k, v in points.items()
+        },
+    }
     path = run.write_evaluation({**summary, "data_sha256": data_sha256}, arrays, method)
     if method == "ais":
-        figure = plot_ais(points["is_log_px"], points["log_px"], summary["is_num_samples"],
-                          summary["num_chains"], summary["num_steps"])
+        figure = plot_ais(
+            points["is_log_px"],
+            points["log_px"],
+            summary["is_num_samples"],
+            summary["num_chains"],
+            summary["num_steps"],
+        )
     else:
         figure = plot_bdmc(points["lower"], points["upper"])
     run.write_figures({method: figure}, split)
@@ -233,23 +335,35 @@ def lines(summary: dict[str, Any]) -> list[str]:
     s, chains = summary, summary["num_chains"]
     runs = f"{chains} chain{'s' if chains > 1 else ''} × {s['num_steps']} steps"
     if s["method"] == "ais":
-        mc = (f"{s['log_px_stderr']:.3f}" if chains > 1 else "undefined with one chain")
-        return [f"{s['split']}: log p(x) ≥ {s['log_px']:.3f} ± {s['log_px_sem']:.3f} nats on the "
+        mc = f"{s['log_px_stderr']:.3f}" if chains > 1 else "undefined with one chain"
+        return [
+            (
+                f"{s['split']}: log p(x) ≥ {s['log_px']:.3f} ± {s['log_px_sem']:.3f} nats on the "
                 f"data scale (AIS, {runs}, {s['num_points']} points; ± is the s.e. over points, "
-                f"the mean Monte Carlo s.e. {mc}; acceptance {s['acceptance']:.2f})",
+                f"the mean Monte Carlo s.e. {mc}; acceptance {s['acceptance']:.2f})"
+            ),
+            (
                 f"{s['split']}: IS at K={s['is_num_samples']} on the same points "
-                f"{s['is_log_px']:.3f}; AIS − IS = {s['gap']:.3f} ± {s['gap_sem']:.3f} nats",
-                f"AIS took {s['ais_seconds_per_point']:.2f} s per point"]
-    return [f"{SIMULATED}: {sandwich(s['lower'], s['upper'], 3)} (BDMC, {runs}, "
-            f"{s['num_points']} points); gap {s['gap']:.3f} ± {s['gap_sem']:.3f} nats",
-            f"BDMC took {s['seconds_per_point']:.2f} s per point"]
+                f"{s['is_log_px']:.3f}; AIS − IS = {s['gap']:.3f} ± {s['gap_sem']:.3f} nats"
+            ),
+            f"AIS took {s['ais_seconds_per_point']:.2f} s per point",
+        ]
+    return [
+        (
+            f"{SIMULATED}: {sandwich(s['lower'], s['upper'], 3)} (BDMC, {runs}, "
+            f"{s['num_points']} points); gap {s['gap']:.3f} ± {s['gap_sem']:.3f} nats"
+        ),
+        f"BDMC took {s['seconds_per_point']:.2f} s per point",
+    ]
 
 
-def _anneal(vae: VAE, x: Tensor, options: Annealing, memory_budget_mb: float,
-            progress: bool) -> AISResult:
+def _anneal(
+    vae: VAE, x: Tensor, options: Annealing, memory_budget_mb: float, progress: bool
+) -> AISResult:
     with pyro.settings.context(module_local_params=True):
-        return ais_log_marginal_likelihood(vae.model, vae.guide, x,
-                                           options=options.ais_options(memory_budget_mb, progress))
+        return ais_log_marginal_likelihood(
+            vae.model, vae.guide, x, options=options.ais_options(memory_budget_mb, progress)
+        )
 
 
 def _mean(t: Tensor) -> float:

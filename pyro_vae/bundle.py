@@ -96,8 +96,9 @@ class DataBundle:
     @property
     def scale_name(self) -> str:
         """The scale the model sees: ``standardized``, ``dequantized`` or ``data``."""
-        return {"standardize": "standardized", "dequantize": "dequantized"}.get(self.transform,
-                                                                                "data")
+        return {"standardize": "standardized", "dequantize": "dequantized"}.get(
+            self.transform, "data"
+        )
 
     def to_data(self, x: Tensor) -> Tensor:
         """Model scale → the data's own: x = μ + s x' for standardize, else x itself."""
@@ -129,18 +130,28 @@ class DataBundle:
 
     def transform_state(self) -> dict[str, object]:
         """The fitted transform as JSON-ready values (a run saves it beside its config)."""
-        return {"transform": self.transform, "log_jacobian": self.log_jacobian,
-                **{k: None if v is None else v.tolist() for k, v in
-                   (("loc", self.loc), ("scale", self.scale))}}
+        return {
+            "transform": self.transform,
+            "log_jacobian": self.log_jacobian,
+            **{
+                k: None if v is None else v.tolist()
+                for k, v in (("loc", self.loc), ("scale", self.scale))
+            },
+        }
 
     def describe(self) -> str:
         """One line: the set, its splits, item shape, values and transform."""
         sizes = "/".join(str(len(getattr(self, s))) for s in SPLITS)
-        values = (f"{self.levels} levels" + (" (integers)" if self.integer else "")
-                  if self.levels else "real values")
+        values = (
+            f"{self.levels} levels" + (" (integers)" if self.integer else "")
+            if self.levels
+            else "real values"
+        )
         extra = "" if self.transform == "none" else f", {self.transform}d"
-        return (f"{self.name}: train/val/test {sizes}, items {'×'.join(map(str, self.shape))}, "
-                f"{values}{extra}" + "".join(f"; {n}" for n in self.notes))
+        return (
+            f"{self.name}: train/val/test {sizes}, items {'×'.join(map(str, self.shape))}, "
+            f"{values}{extra}" + "".join(f"; {n}" for n in self.notes)
+        )
 
     def split(self, name: str) -> Tensor:
         """The split as the model sees it, to score or draw: for ``train`` with a training
@@ -162,37 +173,72 @@ class DataBundle:
             raise SpecError("split", f"the {name} split of {self.name} is empty")
         return x
 
-    def loader(self, split: str, batch_size: int, shuffle: bool,
-               generator: torch.Generator | None = None) -> DataLoader:
+    def loader(
+        self, split: str, batch_size: int, shuffle: bool, generator: torch.Generator | None = None
+    ) -> DataLoader:
         """A standard DataLoader yielding plain ``x`` batches of shape (B, P), not tuples; the
         training split's batches drawn afresh through its collate."""
         collate = self.collate if split == "train" and self.collate else _as_batch
-        return DataLoader(_Rows(self._rows(split)), batch_size=batch_size, shuffle=shuffle,
-                          generator=generator, collate_fn=collate)
+        return DataLoader(
+            _Rows(self._rows(split)),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            collate_fn=collate,
+        )
 
 
-def make_bundle(name: str, arrays: Mapping[str, tuple[np.ndarray, np.ndarray | None]], *,
-                shape: tuple[int, ...], levels: int | None, integer: bool, divisor: float,
-                binarize: Binarize, transform: Transform, seed: int, source: str,
-                notes: tuple[str, ...] = ()) -> DataBundle:
+def make_bundle(
+    name: str,
+    arrays: Mapping[str, tuple[np.ndarray, np.ndarray | None]],
+    *,
+    shape: tuple[int, ...],
+    levels: int | None,
+    integer: bool,
+    divisor: float,
+    binarize: Binarize,
+    transform: Transform,
+    seed: int,
+    source: str,
+    notes: tuple[str, ...] = (),
+) -> DataBundle:
     """The bundle of the splits ``arrays`` (split → items (N, ...) and labels or None): items
     as float32 rows (N, prod(shape)) divided by ``divisor``, checked to stay finite, then
     binarized and transformed, every draw seeded with ``seed``. ``levels``: integer levels of the
     items (None: real values), kept as the raw levels when ``integer``; ``source`` names the data
     in messages; ``notes``: what loading decided on its own."""
     with np.errstate(over="ignore"):  # values beyond float32's range: counted just below
-        x = {s: torch.from_numpy(np.array(a, np.float32).reshape(len(a), math.prod(shape)))
-             .div_(divisor) for s, (a, _) in arrays.items()}
+        x = {
+            s: torch.from_numpy(np.array(a, np.float32).reshape(len(a), math.prod(shape))).div_(
+                divisor
+            )
+            for s, (a, _) in arrays.items()
+        }
     bad = sum(v.numel() - int(torch.isfinite(v).sum()) for v in x.values())
     if bad:
-        raise SpecError("data", f"{source}: {bad} values beyond float32's range "
-                        f"(|x| > {np.finfo(np.float32).max:.4g}) would become inf")
-    labels = {s: None if y is None else torch.from_numpy(np.asarray(y, np.int64))
-              for s, (_, y) in arrays.items()}
+        raise SpecError(
+            "data",
+            f"{source}: {bad} values beyond float32's range "
+            f"(|x| > {np.finfo(np.float32).max:.4g}) would become inf",
+        )
+    labels = {
+        s: None if y is None else torch.from_numpy(np.asarray(y, np.int64))
+        for s, (_, y) in arrays.items()
+    }
     if binarize != "none":
         x = _binarized(x, binarize == "static", seed, source)
-    bundle = DataBundle(name=name, shape=shape, labels=labels, levels=levels, binarize=binarize,
-                        transform=transform, notes=notes, seed=seed, integer=integer, **x)
+    bundle = DataBundle(
+        name=name,
+        shape=shape,
+        labels=labels,
+        levels=levels,
+        binarize=binarize,
+        transform=transform,
+        notes=notes,
+        seed=seed,
+        integer=integer,
+        **x,
+    )
     if binarize == "dynamic":
         bundle.collate = _resample
     if transform == "dequantize":
@@ -207,8 +253,11 @@ def _binarized(x: dict[str, Tensor], static: bool, seed: int, source: str) -> di
     grey training split kept otherwise (its collate draws it afresh)."""
     for split, v in x.items():
         if len(v) and (v.min() < 0 or v.max() > 1):
-            raise SpecError("data.binarize", f"needs values in [0, 1]; the {split} split of "
-                            f"{source} spans [{v.min():g}, {v.max():g}]")
+            raise SpecError(
+                "data.binarize",
+                f"needs values in [0, 1]; the {split} split of "
+                f"{source} spans [{v.min():g}, {v.max():g}]",
+            )
     g = torch.Generator().manual_seed(seed)
     out = {s: torch.bernoulli(x[s], generator=g) for s in ("val", "test")}
     return {**out, "train": torch.bernoulli(x["train"], generator=g) if static else x["train"]}
@@ -268,5 +317,9 @@ def with_indices(loader: torch.utils.data.DataLoader) -> torch.utils.data.DataLo
         x, idx = batch
         return collate(x), idx
 
-    return torch.utils.data.DataLoader(_Indexed(loader.dataset), batch_size=loader.batch_size,
-                                       sampler=loader.sampler, collate_fn=pair)
+    return torch.utils.data.DataLoader(
+        _Indexed(loader.dataset),
+        batch_size=loader.batch_size,
+        sampler=loader.sampler,
+        collate_fn=pair,
+    )

@@ -42,8 +42,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from pyro_vae.compare import add_compare_parser
-from pyro_vae.experiment import add_sweep_parser
 from pyro_vae.console import ShowVersion, chatty, configure, crash_log, quiet
+from pyro_vae.experiment import add_sweep_parser
 from pyro_vae.registry import SpecError, clip, directory_argument
 from pyro_vae.rundir import Run
 from pyro_vae.stops import Diverged, Interrupted
@@ -54,15 +54,21 @@ EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
-DESCRIPTION = ("pyro-vae: train variational autoencoders from YAML specs, score them by "
-               "importance sampling, export latents and samples. Results go to stdout; progress "
-               "and warnings to stderr, only on a terminal unless --verbose.")
+DESCRIPTION = (
+    "pyro-vae: train variational autoencoders from YAML specs, score them by "
+    "importance sampling, export latents and samples. Results go to stdout; progress "
+    "and warnings to stderr, only on a terminal unless --verbose."
+)
 
 
 def device_overrides(args: argparse.Namespace) -> list[str]:
     """--accelerator/--devices/--num-nodes/--strategy as ``train.*`` overrides."""
-    flags = {"accelerator": args.accelerator, "devices": args.devices,
-             "num_nodes": args.num_nodes, "strategy": args.strategy}
+    flags = {
+        "accelerator": args.accelerator,
+        "devices": args.devices,
+        "num_nodes": args.num_nodes,
+        "strategy": args.strategy,
+    }
     return [f"train.{k}={v}" for k, v in flags.items() if v is not None]
 
 
@@ -89,15 +95,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pyro_vae import pipeline
 
     if args.method == "is":
-        result = pipeline.evaluate(args.run_dir, args.split, args.num_samples, args.limit,
-                                   args.accelerator, progress=chatty())
+        result = pipeline.evaluate(
+            args.run_dir,
+            args.split,
+            args.num_samples,
+            args.limit,
+            args.accelerator,
+            progress=chatty(),
+        )
         print("\n".join(result.lines()))
         return 0
     from pyro_vae import annealing
 
     summary = pipeline.evaluate_annealed(
-        args.run_dir, args.method, args.split, args.num_samples, args.limit, args.accelerator,
-        chains=args.chains, steps=args.steps, leapfrog=args.leapfrog, progress=chatty())
+        args.run_dir,
+        args.method,
+        args.split,
+        args.num_samples,
+        args.limit,
+        args.accelerator,
+        chains=args.chains,
+        steps=args.steps,
+        leapfrog=args.leapfrog,
+        progress=chatty(),
+    )
     print("\n".join(annealing.lines(summary)))
     return 0
 
@@ -118,8 +139,15 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from pyro_vae.export import sample_run
 
     quiet()
-    done = sample_run(Run(args.run_dir), args.out, args.n, png=args.png, means=args.means,
-                      seed=args.seed, overwrite=args.overwrite)
+    done = sample_run(
+        Run(args.run_dir),
+        args.out,
+        args.n,
+        png=args.png,
+        means=args.means,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
     print("\n".join(done.lines()))
 
 
@@ -164,49 +192,88 @@ def parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="fit a VAE from a YAML spec, or resume a run")
     t.add_argument("config", nargs="?", help="YAML spec (see examples/configs)")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a spec key, e.g. --set prior.name=vamp (repeatable)")
-    t.add_argument("--out", type=directory_argument,
-                   help="run directory (default runs/<config name>)")
-    t.add_argument("--overwrite", action="store_true",
-                   help="replace the pyro-vae run in --out (never a directory that is not a run)")
-    t.add_argument("--resume", metavar="RUN_DIR",
-                   help="continue RUN_DIR from its last checkpoint (no CONFIG, --out, --overwrite)")
+    t.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec key, e.g. --set prior.name=vamp (repeatable)",
+    )
+    t.add_argument(
+        "--out", type=directory_argument, help="run directory (default runs/<config name>)"
+    )
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the pyro-vae run in --out (never a directory that is not a run)",
+    )
+    t.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue RUN_DIR from its last checkpoint (no CONFIG, --out, --overwrite)",
+    )
     t.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], help="sets train.accelerator")
     t.add_argument("--devices", type=int, metavar="N", help="sets train.devices (per node)")
-    t.add_argument("--num-nodes", type=int, metavar="N",
-                   help="sets train.num_nodes (machines started by torchrun or SLURM)")
-    t.add_argument("--strategy", choices=["auto", "ddp"],
-                   help="sets train.strategy (ddp: one process per device)")
+    t.add_argument(
+        "--num-nodes",
+        type=int,
+        metavar="N",
+        help="sets train.num_nodes (machines started by torchrun or SLURM)",
+    )
+    t.add_argument(
+        "--strategy",
+        choices=["auto", "ddp"],
+        help="sets train.strategy (ddp: one process per device)",
+    )
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="importance-sampled log p(x) of a trained run")
     e.add_argument("run_dir")
     e.add_argument("--num-samples", type=int, help="K importance samples per data point")
-    e.add_argument("--split", choices=["train", "val", "test"],
-                   help="the split to score (default: the run's evaluate.split); writes "
-                        "eval-SPLIT.json and figures/SPLIT/ only")
-    e.add_argument("--limit", type=int, metavar="N", help="score the first N points only "
-                   "(bdmc: simulate N points, default 50)")
-    e.add_argument("--accelerator", choices=["auto", "cpu", "gpu"],
-                   help="where to evaluate (default: the run's train.accelerator)")
-    e.add_argument("--method", choices=["is", "ais", "bdmc"], default="is",
-                   help="is: importance sampling (default); ais: annealed importance sampling "
-                        "beside IS, writes eval-SPLIT-ais.json; bdmc: bounds on simulated data, "
-                        "writes eval-simulated-bdmc.json")
+    e.add_argument(
+        "--split",
+        choices=["train", "val", "test"],
+        help="the split to score (default: the run's evaluate.split); writes "
+        "eval-SPLIT.json and figures/SPLIT/ only",
+    )
+    e.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="score the first N points only (bdmc: simulate N points, default 50)",
+    )
+    e.add_argument(
+        "--accelerator",
+        choices=["auto", "cpu", "gpu"],
+        help="where to evaluate (default: the run's train.accelerator)",
+    )
+    e.add_argument(
+        "--method",
+        choices=["is", "ais", "bdmc"],
+        default="is",
+        help="is: importance sampling (default); ais: annealed importance sampling "
+        "beside IS, writes eval-SPLIT-ais.json; bdmc: bounds on simulated data, "
+        "writes eval-simulated-bdmc.json",
+    )
     e.add_argument("--chains", type=int, default=16, help="AIS chains per point (default 16)")
     e.add_argument("--steps", type=int, default=1000, help="AIS annealing steps (default 1000)")
-    e.add_argument("--leapfrog", type=int, default=10,
-                   help="leapfrog steps per HMC transition (default 10)")
+    e.add_argument(
+        "--leapfrog", type=int, default=10, help="leapfrog steps per HMC transition (default 10)"
+    )
     e.set_defaults(func=cmd_evaluate)
 
     n = sub.add_parser("encode", help="posterior means and scales of a split, as an .npz")
     n.add_argument("run_dir")
-    n.add_argument("--split", choices=["train", "val", "test"], default="test",
-                   help="default: test")
-    n.add_argument("--out", required=True, metavar="FILE.npz",
-                   help="writes arrays mean and scale (N, latent_dim), and labels (N,) where "
-                        "the data have them")
+    n.add_argument(
+        "--split", choices=["train", "val", "test"], default="test", help="default: test"
+    )
+    n.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE.npz",
+        help="writes arrays mean and scale (N, latent_dim), and labels (N,) where "
+        "the data have them",
+    )
     n.add_argument("--limit", type=int, metavar="N", help="the first N items only")
     n.add_argument("--overwrite", action="store_true", help="replace FILE.npz if it exists")
     n.set_defaults(func=cmd_encode)
@@ -214,16 +281,27 @@ def parser() -> argparse.ArgumentParser:
     m = sub.add_parser("sample", help="samples from the model, as an .npz (and a PNG)")
     m.add_argument("run_dir")
     m.add_argument("-n", type=int, default=1000, help="number of samples (default 1000)")
-    m.add_argument("--out", required=True, metavar="FILE.npz",
-                   help="writes arrays x (n, *item shape), on the data's own scale, and "
-                        "z (n, latent_dim)")
-    m.add_argument("--means", action="store_true",
-                   help="x = E[x|z] (decoder means) instead of draws from p(x|z)")
-    m.add_argument("--png", metavar="FILE.png", help="also draw them: a grid for images, "
-                   "a scatter against the test data on its first two principal axes otherwise")
+    m.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE.npz",
+        help="writes arrays x (n, *item shape), on the data's own scale, and z (n, latent_dim)",
+    )
+    m.add_argument(
+        "--means",
+        action="store_true",
+        help="x = E[x|z] (decoder means) instead of draws from p(x|z)",
+    )
+    m.add_argument(
+        "--png",
+        metavar="FILE.png",
+        help="also draw them: a grid for images, "
+        "a scatter against the test data on its first two principal axes otherwise",
+    )
     m.add_argument("--seed", type=int, help="default: the run's train.seed")
-    m.add_argument("--overwrite", action="store_true",
-                   help="replace FILE.npz and FILE.png if they exist")
+    m.add_argument(
+        "--overwrite", action="store_true", help="replace FILE.npz and FILE.png if they exist"
+    )
     m.set_defaults(func=cmd_sample)
 
     r = sub.add_parser("report", help="write RUN_DIR/report.html: one self-contained page")
@@ -232,17 +310,37 @@ def parser() -> argparse.ArgumentParser:
 
     add_compare_parser(sub)
 
-    a = sub.add_parser("aggregate", help="runs grouped by spec less the seed: mean ± s.e. over "
-                       "seeds, and paired per-point gains against a baseline group")
-    a.add_argument("paths", nargs="+", metavar="DIR|RUN_DIR",
-                   help="run directories, or folders searched for them (a sweep's --out)")
-    a.add_argument("--baseline", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="the group the others are paired against (default: the first)")
+    a = sub.add_parser(
+        "aggregate",
+        help="runs grouped by spec less the seed: mean ± s.e. over "
+        "seeds, and paired per-point gains against a baseline group",
+    )
+    a.add_argument(
+        "paths",
+        nargs="+",
+        metavar="DIR|RUN_DIR",
+        help="run directories, or folders searched for them (a sweep's --out)",
+    )
+    a.add_argument(
+        "--baseline",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="the group the others are paired against (default: the first)",
+    )
     a.add_argument("--split", choices=["train", "val", "test"], default="test")
-    a.add_argument("--method", choices=["is", "ais"], default="is",
-                   help="which evaluation's per-point scores to pair (default: is)")
-    a.add_argument("--out", type=directory_argument, help="where aggregate.md, .csv, .json "
-                   "and .png go (default: the runs' common parent folder)")
+    a.add_argument(
+        "--method",
+        choices=["is", "ais"],
+        default="is",
+        help="which evaluation's per-point scores to pair (default: is)",
+    )
+    a.add_argument(
+        "--out",
+        type=directory_argument,
+        help="where aggregate.md, .csv, .json "
+        "and .png go (default: the runs' common parent folder)",
+    )
     a.set_defaults(func=cmd_aggregate)
 
     add_sweep_parser(sub)
@@ -250,8 +348,12 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("datasets", help="list the registries: data, priors, likelihoods, ...")
     d.set_defaults(func=cmd_datasets)
     for command in sub.choices.values():
-        command.add_argument("--verbose", action="store_true", help="show progress bars, "
-                             "notices and warnings on stderr even when it is not a terminal")
+        command.add_argument(
+            "--verbose",
+            action="store_true",
+            help="show progress bars, "
+            "notices and warnings on stderr even when it is not a terminal",
+        )
     return p
 
 

@@ -55,22 +55,22 @@ COLUMNS = {
     "estimator": "the --estimators entry",
     "seed": "train.seed of the run (the spec's seed with --checkpoint)",
     "bound": "the estimator's objective per data point on the fixed validation batch, at the "
-             "spec's β (a lower bound on log p(x) when β = 1; for renyi also α ≥ 0), mean of R "
-             "draws (nats)",
+    "spec's β (a lower bound on log p(x) when β = 1; for renyi also α ≥ 0), mean of R "
+    "draws (nats)",
     "bound_std": "standard deviation of one draw of the objective (nats)",
     "bound_stderr": "Monte Carlo standard error of bound: bound_std / √R",
     "snr_guide": "gradient signal-to-noise ratio |E g| / √Var g, mean over the encoder's "
-                 "parameters whose gradient is noisy (Rainforth et al. 2018; an exact gradient's "
-                 "∞ is left out)",
+    "parameters whose gradient is noisy (Rainforth et al. 2018; an exact gradient's "
+    "∞ is left out)",
     "snr_guide_median": "the same, median over the encoder's parameters",
     "snr_model": "gradient SNR, mean over the other parameters (decoder, prior, likelihood)",
     "snr_model_median": "the same, median over the other parameters",
     "ms_per_step": "mean wall time of one loss + gradient evaluation on the batch (ms; the "
-                   "estimators run one after another, so a busy machine skews it)",
+    "estimators run one after another, so a busy machine skews it)",
     "repeats": "R, gradient draws",
     "elbo": "one-sample ELBO per data point of the trained model on the evaluation split (nats)",
     "log_px": "importance-sampled log p(x) per data point on the evaluation split, a stochastic "
-              "lower bound (nats)",
+    "lower bound (nats)",
     "log_px_stderr": "Monte Carlo standard error of log_px: √(Σ_n se_n²) / N",
     "log_px_sem": "standard error of log_px over data points (the data's spread)",
 }
@@ -87,8 +87,11 @@ def parse_estimator(text: str) -> Component:
                 raise SpecError("", f"expected NAME[:KEY=VALUE,...] (e.g. iwae:k=5), got {item!r}")
             param = ALIASES.get(key, key)
             if param in raw:
-                note = "".join(f" ({alias} is an alias of {param})"
-                               for alias, target in ALIASES.items() if target == param)
+                note = "".join(
+                    f" ({alias} is an alias of {param})"
+                    for alias, target in ALIASES.items()
+                    if target == param
+                )
                 raise SpecError("", f"{param} given twice{note}")
             raw[param] = parse_yaml(value, key)
         return ESTIMATORS.parse(raw, "estimator")
@@ -126,8 +129,9 @@ def _on_device(prepared: Prepared, split: str) -> torch.Tensor:
     return prepared.bundle.split(split).to(device)
 
 
-def gradient_rows(prepared: Prepared, estimators: Mapping[str, Component],
-                  repeats: int) -> list[Row]:
+def gradient_rows(
+    prepared: Prepared, estimators: Mapping[str, Component], repeats: int
+) -> list[Row]:
     """Rows of :func:`inference.compare.compare_estimators` for ``prepared.vae`` on the first
     ``batch_size`` validation points, at the spec's β, seeded with the spec's seed."""
     import pyro
@@ -135,7 +139,7 @@ def gradient_rows(prepared: Prepared, estimators: Mapping[str, Component],
     from inference.compare import compare_estimators
 
     vae, spec = prepared.vae, prepared.spec
-    x = _on_device(prepared, "val")[:spec.train.batch_size]
+    x = _on_device(prepared, "val")[: spec.train.batch_size]
     vae.train()
     vae.kl_scale = spec.beta
     guide = list(vae.posteriors.parameters())
@@ -143,21 +147,37 @@ def gradient_rows(prepared: Prepared, estimators: Mapping[str, Component],
     model = [p for p in vae.parameters() if id(p) not in in_guide]
     elbos = {label: make_elbo(c) for label, c in estimators.items()}
     with pyro.validation_enabled(False), pyro.settings.context(module_local_params=True):
-        return compare_estimators(vae.model, vae.guide, elbos, x, repeats=repeats,
-                                  params={"guide": guide, "model": model},
-                                  num_data=vae.num_data or len(x), seed=spec.train.seed)
+        return compare_estimators(
+            vae.model,
+            vae.guide,
+            elbos,
+            x,
+            repeats=repeats,
+            params={"guide": guide, "model": model},
+            num_data=vae.num_data or len(x),
+            seed=spec.train.seed,
+        )
 
 
 def evaluation_columns(result: Evaluation) -> Row:
     """ELBO and importance-sampled log p(x) of an evaluation, with the two standard errors."""
     se = result.points.stderr.double()  # independent across points: the mean's s.e. adds in squares
-    return {"elbo": result.elbo, "log_px": result.log_px,
-            "log_px_stderr": float(se.square().sum().sqrt() / len(se)),
-            "log_px_sem": result.log_px_sem}
+    return {
+        "elbo": result.elbo,
+        "log_px": result.log_px,
+        "log_px_stderr": float(se.square().sum().sqrt() / len(se)),
+        "log_px_sem": result.log_px_sem,
+    }
 
 
-def compare_trained(spec: Spec, estimators: Mapping[str, Component], out: Run, repeats: int,
-                    seeds: Sequence[int], overwrite: bool = False) -> list[Row]:
+def compare_trained(
+    spec: Spec,
+    estimators: Mapping[str, Component],
+    out: Run,
+    repeats: int,
+    seeds: Sequence[int],
+    overwrite: bool = False,
+) -> list[Row]:
     """Train ``spec`` once per estimator and seed, the estimators of a seed from the same
     initial weights (checked), each in ``out/runs/<label>/seed-<s>`` and scored there
     (:func:`pyro_vae.pipeline.score`). Locks ``out`` (:func:`claim`) and writes
@@ -173,22 +193,32 @@ def compare_trained(spec: Spec, estimators: Mapping[str, Component], out: Run, r
         initial = None
         for label, component in estimators.items():
             if chatty():
-                print(f"{label}, seed {seed}: training {spec.train.max_epochs} epoch(s)",
-                      file=sys.stderr)
+                print(
+                    f"{label}, seed {seed}: training {spec.train.max_epochs} epoch(s)",
+                    file=sys.stderr,
+                )
             train = dataclasses.replace(spec.train, seed=seed)
             prepared = prepare(dataclasses.replace(spec, estimator=component, train=train))
             state = {k: v.detach().clone() for k, v in prepared.vae.state_dict().items()}
             if initial is None:
                 if not rows:
-                    check_step_memory(spec, prepared.bundle.shape, estimators,
-                                      spec.train.batch_size, "--estimators")
+                    check_step_memory(
+                        spec,
+                        prepared.bundle.shape,
+                        estimators,
+                        spec.train.batch_size,
+                        "--estimators",
+                    )
                     claim(out, overwrite, fresh=True)
                     out.write_config(spec)
                 initial = state
-            elif state.keys() != initial.keys() or not all(torch.equal(state[k], v)
-                                                           for k, v in initial.items()):
-                raise RuntimeError(f"{label}: the VAE did not start from the first estimator's "
-                                   "weights; the comparison would not be fair")
+            elif state.keys() != initial.keys() or not all(
+                torch.equal(state[k], v) for k, v in initial.items()
+            ):
+                raise RuntimeError(
+                    f"{label}: the VAE did not start from the first estimator's "
+                    "weights; the comparison would not be fair"
+                )
             run = Run(out.root / RUNS / run_name(label) / f"seed-{seed}")
             try:
                 trainer = fit(prepared, run, overwrite=overwrite)
@@ -200,8 +230,9 @@ def compare_trained(spec: Spec, estimators: Mapping[str, Component], out: Run, r
     return rows
 
 
-def compare_checkpoint(prepared: Prepared, estimators: Mapping[str, Component],
-                       repeats: int) -> list[Row]:
+def compare_checkpoint(
+    prepared: Prepared, estimators: Mapping[str, Component], repeats: int
+) -> list[Row]:
     """Every estimator on the same trained weights; the evaluation columns are shared."""
     import pyro
 
@@ -210,8 +241,10 @@ def compare_checkpoint(prepared: Prepared, estimators: Mapping[str, Component],
 
     pyro.set_rng_seed(prepared.spec.train.seed)
     evaluation = evaluation_columns(evaluate_run(prepared, train_device(prepared.spec)))
-    return [{"estimator": label, "seed": prepared.spec.train.seed} | row | evaluation
-            for label, row in zip(estimators, gradient_rows(prepared, estimators, repeats))]
+    return [
+        {"estimator": label, "seed": prepared.spec.train.seed} | row | evaluation
+        for label, row in zip(estimators, gradient_rows(prepared, estimators, repeats))
+    ]
 
 
 def seed_table(rows: Sequence[Row], out: Run, split: str) -> str:
@@ -221,13 +254,22 @@ def seed_table(rows: Sequence[Row], out: Run, split: str) -> str:
     from pyro_vae.aggregation import make_groups, mean_se, paired_gains, plus_minus
 
     labels = list(dict.fromkeys(str(r["estimator"]) for r in rows))
-    runs = {label: [out.root / RUNS / run_name(label) / f"seed-{r['seed']}"
-                    for r in rows if r["estimator"] == label] for label in labels}
+    runs = {
+        label: [
+            out.root / RUNS / run_name(label) / f"seed-{r['seed']}"
+            for r in rows
+            if r["estimator"] == label
+        ]
+        for label in labels
+    }
     groups = make_groups([p for paths in runs.values() for p in paths], split)
-    by_label = {label: next(g for g in groups if {m.path for m in g.members} == set(paths))
-                for label, paths in runs.items()}
-    gains = {g.group: g for g in paired_gains(groups, by_label[labels[0]], split)
-             if g.metric == "log_px"}
+    by_label = {
+        label: next(g for g in groups if {m.path for m in g.members} == set(paths))
+        for label, paths in runs.items()
+    }
+    gains = {
+        g.group: g for g in paired_gains(groups, by_label[labels[0]], split) if g.metric == "log_px"
+    }
     table = []
     for label in labels:
         mine = [r for r in rows if r["estimator"] == label]
@@ -250,9 +292,11 @@ def write_outputs(rows: Sequence[Row], out: Run, description: str, split: str) -
     columns = [c for c in COLUMNS if any(c in r for r in rows)]
     table = markdown_table(rows, columns)
     if len({r["seed"] for r in rows}) > 1:
-        table = (f"Mean ± s.e. over seeds; the gain is paired per {split} image within each "
-                 f"seed, against the first estimator:\n\n{seed_table(rows, out, split)}\n\n"
-                 f"Each run:\n\n{table}")
+        table = (
+            f"Mean ± s.e. over seeds; the gain is paired per {split} image within each "
+            f"seed, against the first estimator:\n\n{seed_table(rows, out, split)}\n\n"
+            f"Each run:\n\n{table}"
+        )
     legend = "\n".join(f"- `{c}`: {COLUMNS[c]}" for c in columns)
     out.write_text(out.root / COMPARE_CSV, csv_text(rows, columns))
     text = f"# Estimator comparison\n\n{description}\n\n{table}\n\n{legend}\n"
@@ -276,22 +320,31 @@ def _check(out: Path, overwrite: bool, fresh: bool) -> None:
         raise SpecError("--out", f"{out} is not a directory")
     if (out / COMPARE_CSV).is_file():
         if not overwrite:
-            raise SpecError("--out", f"{out} already holds {COMPARE_CSV}; pass --overwrite or "
-                            "choose another directory")
+            raise SpecError(
+                "--out",
+                f"{out} already holds {COMPARE_CSV}; pass --overwrite or choose another directory",
+            )
         others = sorted(p.name for p in out.iterdir()) if fresh else []
         others = [n for n in others if not any(Path(n).match(g) for g in TRAINED_LAYOUT)]
         if others:
-            raise SpecError("--out", f"{out} holds {', '.join(others[:3])} beside its "
-                            f"{COMPARE_CSV} (a run compared with --checkpoint?), which training "
-                            "a comparison there would not keep; choose another directory")
+            raise SpecError(
+                "--out",
+                f"{out} holds {', '.join(others[:3])} beside its "
+                f"{COMPARE_CSV} (a run compared with --checkpoint?), which training "
+                "a comparison there would not keep; choose another directory",
+            )
         return
     if fresh and out.is_dir() and any(p.name != LOCK for p in out.iterdir()):
-        raise SpecError("--out", f"{out} is not empty and holds no {COMPARE_CSV}; choose another "
-                        "directory")
+        raise SpecError(
+            "--out", f"{out} is not empty and holds no {COMPARE_CSV}; choose another directory"
+        )
     taken = [str(name) for name in (COMPARE_MD, FIGURE) if (out / name).exists()]
     if taken:
-        raise SpecError("--out", f"{out} holds {' and '.join(taken)} but no {COMPARE_CSV}, so "
-                        "not a comparison to replace; choose another directory")
+        raise SpecError(
+            "--out",
+            f"{out} holds {' and '.join(taken)} but no {COMPARE_CSV}, so "
+            "not a comparison to replace; choose another directory",
+        )
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -300,14 +353,17 @@ def cmd_compare(args: argparse.Namespace) -> None:
     quiet()
     estimators = parse_estimators(args.estimators or ESTIMATORS.names())
     if args.repeats < 2:
-        raise SpecError("--repeats", f"must be >= 2 (a variance needs two draws), got "
-                        f"{args.repeats}")
+        raise SpecError(
+            "--repeats", f"must be >= 2 (a variance needs two draws), got {args.repeats}"
+        )
     if args.seeds < 1:
         raise SpecError("--seeds", f"must be >= 1, got {args.seeds}")
     if args.checkpoint:
         if args.config or args.set or args.epochs is not None or args.seeds != 1:
-            raise SpecError("--checkpoint", "scores a trained run as it is: give no CONFIG, "
-                            "--set, --epochs or --seeds with it")
+            raise SpecError(
+                "--checkpoint",
+                "scores a trained run as it is: give no CONFIG, --set, --epochs or --seeds with it",
+            )
         out = Run(args.out if args.out else args.checkpoint)
     elif args.config:
         out = Run(args.out if args.out else Path("runs") / f"compare-{Path(args.config).stem}")
@@ -315,20 +371,23 @@ def cmd_compare(args: argparse.Namespace) -> None:
         raise SpecError("compare", "give a CONFIG to train from, or --checkpoint RUN_DIR")
     try:
         rows, spec, what = (score_checkpoint if args.checkpoint else train_each)(
-            args, estimators, out)
-        description = (f"{what}. Gradient statistics over R = {args.repeats} draws on the first "
-                       f"{spec.train.batch_size} validation points; ELBO and log p(x) on the "
-                       f"{spec.evaluate.split} split with K = {spec.evaluate.num_samples} "
-                       "importance samples.")
+            args, estimators, out
+        )
+        description = (
+            f"{what}. Gradient statistics over R = {args.repeats} draws on the first "
+            f"{spec.train.batch_size} validation points; ELBO and log p(x) on the "
+            f"{spec.evaluate.split} split with K = {spec.evaluate.num_samples} "
+            "importance samples."
+        )
         print(write_outputs(rows, out, description, spec.evaluate.split))
-        print(f"comparison: {out.root / COMPARE_MD}, {out.root / COMPARE_CSV}, "
-              f"{out.root / FIGURE}")
+        print(f"comparison: {out.root / COMPARE_MD}, {out.root / COMPARE_CSV}, {out.root / FIGURE}")
     finally:
         out.unlock()
 
 
-def score_checkpoint(args: argparse.Namespace, estimators: Mapping[str, Component],
-                     out: Run) -> tuple[list[Row], Spec, str]:
+def score_checkpoint(
+    args: argparse.Namespace, estimators: Mapping[str, Component], out: Run
+) -> tuple[list[Row], Spec, str]:
     """``--checkpoint RUN_DIR``: the rows, the run's spec and what was compared. ``out`` is
     locked (:func:`claim`) before anything is scored: into the run itself, before its weights
     are read (what is written comes from one state of the run); elsewhere, once the run has
@@ -342,17 +401,22 @@ def score_checkpoint(args: argparse.Namespace, estimators: Mapping[str, Componen
         Run(run).require_config()
         claim(out, args.overwrite, fresh=False)
     prepared = load_run(run)
-    check_step_memory(prepared.spec, prepared.bundle.shape, estimators,
-                      min(prepared.spec.train.batch_size, len(prepared.bundle.val)),
-                      "--estimators")
+    check_step_memory(
+        prepared.spec,
+        prepared.bundle.shape,
+        estimators,
+        min(prepared.spec.train.batch_size, len(prepared.bundle.val)),
+        "--estimators",
+    )
     if not into_run:
         claim(out, args.overwrite, fresh=False)
     rows = compare_checkpoint(prepared, estimators, args.repeats)
     return rows, prepared.spec, f"Every estimator on the trained weights of `{args.checkpoint}`"
 
 
-def train_each(args: argparse.Namespace, estimators: Mapping[str, Component],
-               out: Run) -> tuple[list[Row], Spec, str]:
+def train_each(
+    args: argparse.Namespace, estimators: Mapping[str, Component], out: Run
+) -> tuple[list[Row], Spec, str]:
     """CONFIG: the rows of :func:`compare_trained`, the spec and what was compared."""
     if args.epochs is not None and args.epochs < 1:
         raise SpecError("--epochs", f"must be >= 1, got {args.epochs}")
@@ -364,33 +428,58 @@ def train_each(args: argparse.Namespace, estimators: Mapping[str, Component],
     _check(out.root, args.overwrite, fresh=True)
     seeds = list(range(spec.train.seed, spec.train.seed + args.seeds))
     rows = compare_trained(spec, estimators, out, args.repeats, seeds, args.overwrite)
-    which = (f"seed {seeds[0]}" if len(seeds) == 1 else
-             f"each of seeds {seeds[0]}–{seeds[-1]}")
-    return rows, spec, (f"Each estimator trained `{args.config}` for {spec.train.max_epochs} "
-                        f"epoch(s) from the same initial weights ({which}); runs in "
-                        f"`{out.root / RUNS}`")
+    which = f"seed {seeds[0]}" if len(seeds) == 1 else f"each of seeds {seeds[0]}–{seeds[-1]}"
+    return (
+        rows,
+        spec,
+        (
+            f"Each estimator trained `{args.config}` for {spec.train.max_epochs} "
+            f"epoch(s) from the same initial weights ({which}); runs in "
+            f"`{out.root / RUNS}`"
+        ),
+    )
 
 
 def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
     """``pyro-vae compare`` on an ``add_subparsers()`` object."""
-    c = subparsers.add_parser("compare", help="train with several ELBO estimators from one "
-                              "initialization; compare bounds, gradient SNR, time and log p(x)")
+    c = subparsers.add_parser(
+        "compare",
+        help="train with several ELBO estimators from one "
+        "initialization; compare bounds, gradient SNR, time and log p(x)",
+    )
     c.add_argument("config", nargs="?", help="YAML spec to train from (or --checkpoint)")
-    c.add_argument("--estimators", nargs="+", metavar="NAME[:KEY=VALUE,...]",
-                   help="e.g. trace mean_field iwae:k=5 dreg:k=5 stl renyi:alpha=0.5,k=5 "
-                        "(k = particles; default: every registered estimator)")
+    c.add_argument(
+        "--estimators",
+        nargs="+",
+        metavar="NAME[:KEY=VALUE,...]",
+        help="e.g. trace mean_field iwae:k=5 dreg:k=5 stl renyi:alpha=0.5,k=5 "
+        "(k = particles; default: every registered estimator)",
+    )
     c.add_argument("--epochs", type=int, help="training epochs (default: the spec's max_epochs)")
     c.add_argument("--repeats", type=int, default=100, help="R gradient draws (default 100)")
-    c.add_argument("--seeds", type=int, default=1, metavar="S",
-                   help="train each estimator with S seeds (the spec's train.seed and the next "
-                        "S − 1); compare.md then shows mean ± s.e. over seeds and paired gains")
-    c.add_argument("--checkpoint", metavar="RUN_DIR",
-                   help="score a trained run's weights instead of training")
-    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a spec key (repeatable)")
-    c.add_argument("--out", type=directory_argument,
-                   help="output directory (default runs/compare-<config name>, or RUN_DIR with "
-                        "--checkpoint)")
+    c.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        metavar="S",
+        help="train each estimator with S seeds (the spec's train.seed and the next "
+        "S − 1); compare.md then shows mean ± s.e. over seeds and paired gains",
+    )
+    c.add_argument(
+        "--checkpoint", metavar="RUN_DIR", help="score a trained run's weights instead of training"
+    )
+    c.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec key (repeatable)",
+    )
+    c.add_argument(
+        "--out",
+        type=directory_argument,
+        help="output directory (default runs/compare-<config name>, or RUN_DIR with --checkpoint)",
+    )
     c.add_argument("--overwrite", action="store_true", help="replace an earlier comparison")
     c.set_defaults(func=cmd_compare)
     return c

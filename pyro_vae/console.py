@@ -39,8 +39,13 @@ def quiet() -> None:
     which sets its own log level), and every warning when :func:`chatty` is false."""
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    for pattern in (".*exists and is not empty.*", ".*does not have many workers.*",
-                    ".*LeafSpec.*", ".*litlogger.*", ".*Checkpoint directory.*"):
+    for pattern in (
+        ".*exists and is not empty.*",
+        ".*does not have many workers.*",
+        ".*LeafSpec.*",
+        ".*litlogger.*",
+        ".*Checkpoint directory.*",
+    ):
         warnings.filterwarnings("ignore", message=pattern)
     if not chatty():
         warnings.simplefilter("ignore")
@@ -93,12 +98,22 @@ class ShowVersion(argparse.Action):
     """``--version``: prints ``pyro-vae X.Y.Z`` (:func:`release`, looked up only then, so that
     building the parser costs nothing) and exits 0."""
 
-    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
-                 default: str = argparse.SUPPRESS, help: str = "print the version and exit"):
+    def __init__(
+        self,
+        option_strings: Sequence[str],
+        dest: str = argparse.SUPPRESS,
+        default: str = argparse.SUPPRESS,
+        help: str = "print the version and exit",
+    ):
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: object, option_string: str | None = None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
         print(f"pyro-vae {release()}")
         parser.exit()
 
@@ -121,13 +136,16 @@ def crash_log(command: str, argv: Sequence[str]) -> Path | None:
     import tempfile
     import time
     import traceback
+
     from pyro_vae.atomic import write_text_atomic
     from pyro_vae.cache import cache_dir
 
     name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-    text = (f"pyro-vae {release()}, Python {platform.python_version()}, "
-            f"{platform.platform()}\ncommand: {command}; argv: {list(argv)!r}\n\n"
-            f"{traceback.format_exc()}")
+    text = (
+        f"pyro-vae {release()}, Python {platform.python_version()}, "
+        f"{platform.platform()}\ncommand: {command}; argv: {list(argv)!r}\n\n"
+        f"{traceback.format_exc()}"
+    )
     for folder in (cache_dir() / "logs", Path(tempfile.gettempdir())):
         try:
             folder.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ The closed-form KL divergences between them are registered for ``TraceMeanField_
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from pyro.distributions import TorchDistribution, constraints
@@ -37,8 +38,10 @@ HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 class DiagonalNormal(TorchDistribution):
     """N(μ, diag σ²) over the last dimension of ``loc``/``scale`` (module docstring)."""
 
-    arg_constraints = {"loc": constraints.real_vector,
-                       "scale": constraints.independent(constraints.positive, 1)}
+    arg_constraints: ClassVar[dict] = {
+        "loc": constraints.real_vector,
+        "scale": constraints.independent(constraints.positive, 1),
+    }
     support = constraints.real_vector
     has_rsample = True
 
@@ -49,13 +52,15 @@ class DiagonalNormal(TorchDistribution):
         self._draw: tuple[Tensor, Tensor] | None = None  # (z, ε) of the last rsample
         super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=validate_args)
 
-    def expand(self, batch_shape: torch.Size, _instance: DiagonalNormal | None = None
-               ) -> DiagonalNormal:
+    def expand(
+        self, batch_shape: torch.Size, _instance: DiagonalNormal | None = None
+    ) -> DiagonalNormal:
         new = self._get_checked_instance(DiagonalNormal, _instance)
         shape = torch.Size(batch_shape) + self.event_shape
         new.loc, new.scale, new._draw = self.loc.expand(shape), self.scale.expand(shape), None
-        super(DiagonalNormal, new).__init__(torch.Size(batch_shape), self.event_shape,
-                                            validate_args=False)
+        super(DiagonalNormal, new).__init__(
+            torch.Size(batch_shape), self.event_shape, validate_args=False
+        )
         new._validate_args = self._validate_args
         return new
 
@@ -68,8 +73,9 @@ class DiagonalNormal(TorchDistribution):
         return self.scale.square()
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
-        eps = torch.randn(self._extended_shape(sample_shape), dtype=self.loc.dtype,
-                          device=self.loc.device)
+        eps = torch.randn(
+            self._extended_shape(sample_shape), dtype=self.loc.dtype, device=self.loc.device
+        )
         z = self.loc + self.scale * eps
         self._draw = (z, eps)
         return z
@@ -95,17 +101,22 @@ class DiagonalNormal(TorchDistribution):
 class StandardNormal(TorchDistribution):
     """N(0, I) over ℝᴰ, any batch shape; ``like`` (D,) gives D, dtype and device."""
 
-    arg_constraints: dict = {}
+    arg_constraints: ClassVar[dict] = {}
     support = constraints.real_vector
     has_rsample = True
 
-    def __init__(self, like: Tensor, batch_shape: torch.Size = torch.Size(),
-                 validate_args: bool | None = None) -> None:
+    def __init__(
+        self,
+        like: Tensor,
+        batch_shape: torch.Size = torch.Size(),
+        validate_args: bool | None = None,
+    ) -> None:
         self.like = like
         super().__init__(torch.Size(batch_shape), like.shape[-1:], validate_args=validate_args)
 
-    def expand(self, batch_shape: torch.Size, _instance: StandardNormal | None = None
-               ) -> StandardNormal:
+    def expand(
+        self, batch_shape: torch.Size, _instance: StandardNormal | None = None
+    ) -> StandardNormal:
         new = self._get_checked_instance(StandardNormal, _instance)
         StandardNormal.__init__(new, self.like, torch.Size(batch_shape), validate_args=False)
         new._validate_args = self._validate_args
@@ -120,14 +131,16 @@ class StandardNormal(TorchDistribution):
         return self.like.new_ones(self.batch_shape + self.event_shape)
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
-        return torch.randn(self._extended_shape(sample_shape), dtype=self.like.dtype,
-                           device=self.like.device)
+        return torch.randn(
+            self._extended_shape(sample_shape), dtype=self.like.dtype, device=self.like.device
+        )
 
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        return _batched(-0.5 * value.square().sum(-1) - self.event_shape[0] * HALF_LOG_2PI,
-                        self.batch_shape)
+        return _batched(
+            -0.5 * value.square().sum(-1) - self.event_shape[0] * HALF_LOG_2PI, self.batch_shape
+        )
 
     def entropy(self) -> Tensor:
         d = self.event_shape[0]
@@ -136,7 +149,7 @@ class StandardNormal(TorchDistribution):
 
 def _batched(t: Tensor, batch_shape: torch.Size) -> Tensor:
     """t broadcast to the distribution's batch shape (a no-op in the usual case)."""
-    if t.shape[t.ndim - len(batch_shape):] == batch_shape:
+    if t.shape[t.ndim - len(batch_shape) :] == batch_shape:
         return t
     return t.expand(torch.broadcast_shapes(t.shape, batch_shape))
 
@@ -156,8 +169,9 @@ def _kl_diagonal_diagonal(q: DiagonalNormal, p: DiagonalNormal) -> Tensor:
 
 @kl.register_kl(MultivariateNormal, StandardNormal)
 @kl.register_kl(LowRankMultivariateNormal, StandardNormal)
-def _kl_gaussian_standard(q: MultivariateNormal | LowRankMultivariateNormal,
-                          p: StandardNormal) -> Tensor:
+def _kl_gaussian_standard(
+    q: MultivariateNormal | LowRankMultivariateNormal, p: StandardNormal
+) -> Tensor:
     """−H[q] − E_q[log N(z; 0, I)], the cross-entropy in closed form."""
     d = q.event_shape[0]
     cross = 0.5 * (q.variance.sum(-1) + q.loc.square().sum(-1)) + d * HALF_LOG_2PI

@@ -65,14 +65,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         super().__init__()
         self.run = run
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path,
-                        storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
+    ) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
         self.run.write(Path(path), lambda f: torch.save(checkpoint, f))
 
-    def load_checkpoint(self, path: str | Path, map_location: Any = "cpu",
-                        weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any = "cpu", weights_only: bool | None = None
+    ) -> dict[str, Any]:
         return super().load_checkpoint(path, map_location=map_location, weights_only=True)
 
 
@@ -145,8 +147,14 @@ class PeriodicCheckpoint(L.Callback):
 
     on_train_batch_start = on_train_epoch_start = _stop
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
-                           batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         stop = self._signal(trainer)
         if stop or (self.every_steps and trainer.global_step % self.every_steps == 0):
             if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
@@ -201,6 +209,7 @@ def stopped_during(what: str, where: Callable[[], str]) -> Iterator[None]:
     """A stop signal inside the block raises :class:`Interrupted` (``during`` ``what``, the run
     holding ``where()`` then) instead of ending the process without a word, as the default
     SIGTERM and SIGUSR1 handlers do; the handlers before it are restored after."""
+
     def stop(signum: int, frame: FrameType | None) -> None:
         raise Interrupted(signum, None, where(), during=what)
 
@@ -220,8 +229,12 @@ class RngState(L.Callback):
         return {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "numpy": {
+                "keys": torch.from_numpy(keys.astype(np.int64)),
+                "pos": int(pos),
+                "has_gauss": int(has_gauss),
+                "gauss": float(gauss),
+            },
             "python": random.getstate(),
         }
 
@@ -230,8 +243,9 @@ class RngState(L.Callback):
         if state["cuda"] and len(state["cuda"]) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(state["cuda"])
         n = state["numpy"]
-        np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"],
-                             n["has_gauss"], n["gauss"]))
+        np.random.set_state(
+            ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+        )
         random.setstate(state["python"])
 
 
@@ -277,10 +291,13 @@ class ResumableLoader(DataLoader):
 
 def resumable(loader: DataLoader, seed: int, rank: int, world_size: int) -> ResumableLoader:
     """``loader`` (dataset, batch size, collate) with an :class:`EpochSampler` for this rank."""
-    return ResumableLoader(loader.dataset, batch_size=loader.batch_size,
-                           sampler=EpochSampler(loader.dataset, seed, rank, world_size),
-                           collate_fn=loader.collate_fn,
-                           generator=torch.Generator().manual_seed(seed))
+    return ResumableLoader(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=EpochSampler(loader.dataset, seed, rank, world_size),
+        collate_fn=loader.collate_fn,
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 class _ContinuedWriter(ExperimentWriter):
@@ -345,8 +362,14 @@ class Throughput(L.Callback):
 
     on_train_start = on_train_epoch_start  # a run resumed mid-epoch starts without the epoch hook
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
-                           batch: torch.Tensor | tuple[torch.Tensor, ...], batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: torch.Tensor | tuple[torch.Tensor, ...],
+        batch_idx: int,
+    ) -> None:
         now = time.perf_counter()
         size = len(batch[0]) if isinstance(batch, (tuple, list)) else len(batch)  # (x, idx)
         images, seconds = size * trainer.world_size, now - self.clock
@@ -355,13 +378,22 @@ class Throughput(L.Callback):
             tally[0] += images
             tally[1] += seconds
         if trainer.global_step % trainer.log_every_n_steps == 0:
-            pl_module.log("images_per_s_step", self.window[0] / self.window[1], on_step=True,
-                          on_epoch=False, batch_size=size)
+            pl_module.log(
+                "images_per_s_step",
+                self.window[0] / self.window[1],
+                on_step=True,
+                on_epoch=False,
+                batch_size=size,
+            )
             self.window = [0, 0.0]
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pl_module.log("images_per_s_epoch", self.epoch[0] / max(self.epoch[1], 1e-9),
-                      on_step=False, on_epoch=True)
+        pl_module.log(
+            "images_per_s_epoch",
+            self.epoch[0] / max(self.epoch[1], 1e-9),
+            on_step=False,
+            on_epoch=True,
+        )
 
 
 class EpochMeans:
@@ -399,7 +431,7 @@ def ranks_in_sync(module: torch.nn.Module) -> list[str]:
     """Every rank's :func:`parameter_digest` (one entry without a process group). DDP keeps
     replicas identical bit for bit, so the entries must all be equal."""
     digest = parameter_digest(module)
-    rank, size = world()
+    _rank, size = world()
     if size == 1:
         return [digest]
     digests: list[Any] = [None] * size

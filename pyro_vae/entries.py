@@ -60,8 +60,7 @@ class NetworkEntry(ABC):
         """x ↦ (μ, σ) (and ``extra`` more features) over a latent of ``latent_dim``."""
 
     @abstractmethod
-    def decoder(self, latent_dim: int, shape: tuple[int, ...], params_per_dim: int
-                ) -> nn.Module:
+    def decoder(self, latent_dim: int, shape: tuple[int, ...], params_per_dim: int) -> nn.Module:
         """z ↦ the likelihood's ``params_per_dim`` parameters per value of ``shape``."""
 
 

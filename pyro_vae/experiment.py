@@ -85,8 +85,7 @@ import yaml
 
 from pyro_vae.atomic import write_json_atomic, write_text_atomic
 from pyro_vae.console import chatty, crash_log
-from pyro_vae.registry import (SpecError, choices_text, clip, did_you_mean, directory_argument,
-                               shown)
+from pyro_vae.registry import SpecError, choices_text, clip, did_you_mean, directory_argument, shown
 from pyro_vae.rundir import LOCK, Run, RunInUse, flat
 from pyro_vae.spec import MAX_YAML_BYTES, Spec, load_run_spec, load_spec, parse_yaml
 from pyro_vae.stops import Diverged, Interrupted, signal_name
@@ -159,8 +158,9 @@ class Experiment:
         for i, cell in enumerate(listed):
             for point in points:
                 items = (*cell.items(), *zip(self.grid, point))
-                origin = " × ".join([f"cells[{i}]"] * bool(self.cell_maps)
-                                    + ["grid"] * bool(self.grid))
+                origin = " × ".join(
+                    [f"cells[{i}]"] * bool(self.cell_maps) + ["grid"] * bool(self.grid)
+                )
                 raw.append(Cell(tuple(items), origin if items else "base"))
         names = cell_names([c.overrides for c in raw])
         return [dataclasses.replace(c, name=n) for c, n in zip(raw, names)]
@@ -175,9 +175,15 @@ class Experiment:
             for cell in cells:
                 folder = f"{cell.name}/seed-{seed}" if cell.name else f"seed-{seed}"
                 path = str(Path(out) / folder) if out is not None else folder
-                runs.append(PlannedRun(len(runs), cell, seed, path,
-                                       (*DEFAULTS, *self.set_strings(), *cell.strings(),
-                                        f"{SEED}={seed}")))
+                runs.append(
+                    PlannedRun(
+                        len(runs),
+                        cell,
+                        seed,
+                        path,
+                        (*DEFAULTS, *self.set_strings(), *cell.strings(), f"{SEED}={seed}"),
+                    )
+                )
         return runs
 
     def set_strings(self) -> list[str]:
@@ -188,9 +194,15 @@ class Experiment:
 
     def to_dict(self) -> dict[str, Any]:
         """The file's content, ``base`` absolute: what the manifest records."""
-        return {"experiment": str(self.path), "base": str(self.base), "set": self.common,
-                "grid": self.grid, "cells": self.cell_maps, "seeds": list(self.seeds),
-                **({"search": self.space} if self.space else {})}
+        return {
+            "experiment": str(self.path),
+            "base": str(self.base),
+            "set": self.common,
+            "grid": self.grid,
+            "cells": self.cell_maps,
+            "seeds": list(self.seeds),
+            **({"search": self.space} if self.space else {}),
+        }
 
 
 def override(key: str, value: Any) -> str:
@@ -204,27 +216,42 @@ def load_experiment(path: str | Path) -> Experiment:
     """Read and check an experiment file (see the module docstring); SpecError naming the key."""
     path = Path(path)
     if path.is_dir() or not path.is_file():
-        raise SpecError(str(path), "is a directory; give an experiment file (YAML)"
-                        if path.is_dir() else "experiment file not found")
+        raise SpecError(
+            str(path),
+            "is a directory; give an experiment file (YAML)"
+            if path.is_dir()
+            else "experiment file not found",
+        )
     try:
         if path.stat().st_size > MAX_YAML_BYTES:
-            raise SpecError(str(path), f"{path.stat().st_size} bytes; an experiment file holds "
-                            f"at most {MAX_YAML_BYTES}")
+            raise SpecError(
+                str(path),
+                f"{path.stat().st_size} bytes; an experiment file holds at most {MAX_YAML_BYTES}",
+            )
         raw = parse_yaml(path.read_text(encoding="utf-8"), str(path))
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(str(path), f"cannot read the experiment file: {exc}") from None
     if not isinstance(raw, Mapping):
-        raise SpecError(str(path), "an experiment file is a mapping of base, set, grid, cells "
-                        f"and seeds; got {type(raw).__name__}")
+        raise SpecError(
+            str(path),
+            "an experiment file is a mapping of base, set, grid, cells "
+            f"and seeds; got {type(raw).__name__}",
+        )
     for key in raw:
         if key not in KEYS:
-            raise SpecError(str(key), f"unknown key of an experiment file; valid keys: "
-                            f"{choices_text(KEYS)}{did_you_mean(str(key), KEYS)}")
+            raise SpecError(
+                str(key),
+                f"unknown key of an experiment file; valid keys: "
+                f"{choices_text(KEYS)}{did_you_mean(str(key), KEYS)}",
+            )
     base = raw.get("base")
     if not isinstance(base, str) or not base.strip():
-        raise SpecError("base", "missing: the spec file every run starts from (relative to the "
-                        "experiment file)" if base is None else
-                        f"expected the path of a spec file, got {shown(base)}")
+        raise SpecError(
+            "base",
+            "missing: the spec file every run starts from (relative to the experiment file)"
+            if base is None
+            else f"expected the path of a spec file, got {shown(base)}",
+        )
     base_path = Path(os.path.normpath((path.parent / Path(base).expanduser()).absolute()))
     common = _overrides(raw.get("set"), "set")
     grid = _grid(raw.get("grid"))
@@ -240,8 +267,9 @@ def load_experiment(path: str | Path) -> Experiment:
     return experiment
 
 
-def _space(raw: Mapping[str, Any], common: Mapping[str, Any],
-           seeds: tuple[int, ...]) -> dict[str, dict[str, Any]]:
+def _space(
+    raw: Mapping[str, Any], common: Mapping[str, Any], seeds: tuple[int, ...]
+) -> dict[str, dict[str, Any]]:
     """The ``search:`` section (:func:`pyro_vae.search.parse_space`): with no grid or cells,
     one seed, no key also in ``set``."""
     if "search" not in raw:
@@ -251,17 +279,24 @@ def _space(raw: Mapping[str, Any], common: Mapping[str, Any],
     space = parse_space(raw["search"])
     for key in ("grid", "cells"):
         if key in raw:
-            raise SpecError(key, "does not combine with search: (a search draws its trials from "
-                            "the search: section alone; search the values instead, as "
-                            "{choices: [...]})")
+            raise SpecError(
+                key,
+                "does not combine with search: (a search draws its trials from "
+                "the search: section alone; search the values instead, as "
+                "{choices: [...]})",
+            )
     if len(seeds) != 1:
-        raise SpecError("seeds", f"a search trains one seed per trial, got {len(seeds)} seeds; "
-                        "rerun the best trial's parameters as a sweep over seeds")
+        raise SpecError(
+            "seeds",
+            f"a search trains one seed per trial, got {len(seeds)} seeds; "
+            "rerun the best trial's parameters as a sweep over seeds",
+        )
     for key in space:
         for other in common:
             if _clash(key, other):
-                raise SpecError(f"search.{key}", f"set: also sets {other} for every run; keep "
-                                "it in one place")
+                raise SpecError(
+                    f"search.{key}", f"set: also sets {other} for every run; keep it in one place"
+                )
     return space
 
 
@@ -278,8 +313,9 @@ def _key(key: Any, where: str) -> str:
     if "=" in key or not all(part.strip() for part in key.split(".")) or key != key.strip():
         raise SpecError(f"{where}.{key}", "is not a dotted spec key (like train.max_epochs)")
     if key == SEED:
-        raise SpecError(f"{where}.{key}", "the seed of each run is set by seeds: (a count, or "
-                        "a list of seeds)")
+        raise SpecError(
+            f"{where}.{key}", "the seed of each run is set by seeds: (a count, or a list of seeds)"
+        )
     return key
 
 
@@ -287,8 +323,10 @@ def _overrides(raw: Any, where: str) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
-        raise SpecError(where, f"expected a mapping of dotted keys to values (train.max_epochs: "
-                        f"30), got {shown(raw)}")
+        raise SpecError(
+            where,
+            f"expected a mapping of dotted keys to values (train.max_epochs: 30), got {shown(raw)}",
+        )
     return {_key(k, where): v for k, v in raw.items()}
 
 
@@ -303,7 +341,7 @@ def _grid(raw: Any) -> dict[str, list[Any]]:
             raise SpecError(f"grid.{key}", f"expected a list of values, got {shown(values)}")
         if not values:
             raise SpecError(f"grid.{key}", "an empty list: the grid would hold no run")
-        _no_repeats(values, lambda i, j: SpecError(f"grid.{key}", f"repeats {shown(values[j])}"))
+        _no_repeats(values, lambda i, j: SpecError(f"grid.{key}", f"repeats {shown(values[j])}"))  # noqa: B023 (called at once)
     return grid
 
 
@@ -313,8 +351,9 @@ def _cell_maps(raw: Any) -> list[dict[str, Any]]:
     if not isinstance(raw, list):
         raise SpecError("cells", f"expected a list of override maps, got {shown(raw)}")
     if not raw:
-        raise SpecError("cells", "an empty list; give at least one map ({} is the base), or "
-                        "leave cells out")
+        raise SpecError(
+            "cells", "an empty list; give at least one map ({} is the base), or leave cells out"
+        )
     cells = [_overrides({} if c is None else c, f"cells[{i}]") for i, c in enumerate(raw)]
     _no_repeats(cells, lambda i, j: SpecError(f"cells[{j}]", f"repeats cells[{i}]"))
     return cells
@@ -336,8 +375,10 @@ def _seeds(raw: Any) -> tuple[int, ...]:
             raise SpecError("seeds", f"{raw} seeds; an experiment holds at most {MAX_RUNS} runs")
         return tuple(range(raw))
     if not isinstance(raw, list) or not raw:
-        raise SpecError("seeds", f"expected a count (seeds 0 … n−1) or a non-empty list of "
-                        f"seeds, got {shown(raw)}")
+        raise SpecError(
+            "seeds",
+            f"expected a count (seeds 0 … n−1) or a non-empty list of seeds, got {shown(raw)}",
+        )
     for i, seed in enumerate(raw):
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise SpecError(f"seeds[{i}]", f"expected an integer >= 0, got {shown(seed)}")
@@ -350,18 +391,23 @@ def _clash(a: str, b: str) -> bool:
     return a == b or a.startswith(b + ".") or b.startswith(a + ".")
 
 
-def _no_overlap(common: Mapping[str, Any], grid: Mapping[str, Any],
-                cells: Sequence[Mapping[str, Any]]) -> None:
+def _no_overlap(
+    common: Mapping[str, Any], grid: Mapping[str, Any], cells: Sequence[Mapping[str, Any]]
+) -> None:
     for key in grid:
         for other in common:
             if _clash(key, other):
-                raise SpecError(f"grid.{key}", f"set: also sets {other} for every run; keep it "
-                                "in one place")
+                raise SpecError(
+                    f"grid.{key}", f"set: also sets {other} for every run; keep it in one place"
+                )
         for i, cell in enumerate(cells):
             for other in cell:
                 if _clash(key, other):
-                    raise SpecError(f"cells[{i}].{other}", f"also set by grid.{key}; a cell is "
-                                    "crossed with every grid point, so keep it in one place")
+                    raise SpecError(
+                        f"cells[{i}].{other}",
+                        f"also set by grid.{key}; a cell is "
+                        "crossed with every grid point, so keep it in one place",
+                    )
 
 
 def _check_specs(experiment: Experiment) -> None:
@@ -382,15 +428,20 @@ def _check_specs(experiment: Experiment) -> None:
 
         for value in candidates(dist):
             try:
-                load_spec(experiment.base, [*experiment.set_strings(), override(key, value),
-                                            f"{SEED}={seed}", SPLIT])
+                load_spec(
+                    experiment.base,
+                    [*experiment.set_strings(), override(key, value), f"{SEED}={seed}", SPLIT],
+                )
             except SpecError as exc:
-                raise SpecError(f"search.{key}", f"value {shown(value)}: "
-                                f"{exc.message if exc.key == key else exc}") from None
+                raise SpecError(
+                    f"search.{key}",
+                    f"value {shown(value)}: {exc.message if exc.key == key else exc}",
+                ) from None
     for cell in experiment.cells():
         try:
-            load_spec(experiment.base, [*experiment.set_strings(), *cell.strings(),
-                                        f"{SEED}={seed}"])
+            load_spec(
+                experiment.base, [*experiment.set_strings(), *cell.strings(), f"{SEED}={seed}"]
+            )
         except SpecError as exc:
             origins = [(_origin(cell, k, experiment), k, v) for k, v in cell.overrides]
             what = f"{cell.origin} ({', '.join(cell.strings())})"
@@ -450,8 +501,10 @@ def _text(value: Any) -> str:
         return "-".join(_text(v) for v in value) or "empty"
     if isinstance(value, Mapping):
         named = [_text(value["name"])] if "name" in value else []
-        return "_".join([*named, *(f"{k}-{_text(v)}" for k, v in value.items() if k != "name")]) \
+        return (
+            "_".join([*named, *(f"{k}-{_text(v)}" for k, v in value.items() if k != "name")])
             or "empty"
+        )
     return str(value)
 
 
@@ -465,19 +518,18 @@ def cell_names(cells: Sequence[Sequence[tuple[str, Any]]]) -> list[str]:
     key of the cells ends with; "" for a lone cell. Distinct, even ignoring case."""
     values = [dict(c) for c in cells]
     keys = list(dict.fromkeys(k for c in cells for k, _ in c))
-    differing = [k for k in keys
-                 if len({_canonical(v.get(k, "\0absent")) for v in values}) > 1]
+    differing = [k for k in keys if len({_canonical(v.get(k, "\0absent")) for v in values}) > 1]
     names = []
     for cell, overrides in zip(values, cells):
         parts = [f"{_label(k, keys)}={_text(cell[k])}" for k in differing if k in cell]
         name = ",".join(_sanitized(p) for p in parts) or ("base" if len(cells) > 1 else "")
         if len(name) > MAX_NAME:
-            name = f"{name[:MAX_NAME - 10]}-{_digest(overrides)}"
+            name = f"{name[: MAX_NAME - 10]}-{_digest(overrides)}"
         names.append(name)
     folded = [n.lower() for n in names]
     for i, name in enumerate(names):
         if folded.count(name.lower()) > 1:
-            names[i] = f"{name[:MAX_NAME - 10]}-{_digest(cells[i])}"
+            names[i] = f"{name[: MAX_NAME - 10]}-{_digest(cells[i])}"
     if len({n.lower() for n in names}) < len(names):  # two cells with equal digests: not seen
         raise SpecError("cells", "two cells get the same directory name; make them differ more")
     return names
@@ -520,12 +572,16 @@ def read_manifest(out: str | Path) -> dict[str, Any]:
 
 def _entries(manifest: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     runs = manifest.get("runs")
-    return {r["path"]: r for r in runs if isinstance(r, dict) and isinstance(r.get("path"), str)} \
-        if isinstance(runs, list) else {}
+    return (
+        {r["path"]: r for r in runs if isinstance(r, dict) and isinstance(r.get("path"), str)}
+        if isinstance(runs, list)
+        else {}
+    )
 
 
-def _update(experiment: Experiment, out: Path, changes: Mapping[str, Mapping[str, Any]],
-            reset: bool = False) -> dict[str, Any]:
+def _update(
+    experiment: Experiment, out: Path, changes: Mapping[str, Mapping[str, Any]], reset: bool = False
+) -> dict[str, Any]:
     """Rewrite the manifest under its lock: one entry per run of ``experiment`` (kept from the
     file where it has one), ``changes`` (path → fields) applied; ``attempts`` counts up where
     a change says ``"attempt": True``. Returns what was written."""
@@ -533,11 +589,23 @@ def _update(experiment: Experiment, out: Path, changes: Mapping[str, Mapping[str
         old = _entries(read_manifest(out))
         entries = []
         for run in experiment.runs():
-            entry = {"index": run.index, "path": run.path, "cell": run.cell.as_dict(),
-                     "seed": run.seed, "overrides": list(run.overrides), "state": "pending",
-                     "message": None, "attempts": 0}
-            entry.update({k: v for k, v in old.get(run.path, {}).items()
-                          if k not in ("index", "cell", "seed", "overrides")})
+            entry = {
+                "index": run.index,
+                "path": run.path,
+                "cell": run.cell.as_dict(),
+                "seed": run.seed,
+                "overrides": list(run.overrides),
+                "state": "pending",
+                "message": None,
+                "attempts": 0,
+            }
+            entry.update(
+                {
+                    k: v
+                    for k, v in old.get(run.path, {}).items()
+                    if k not in ("index", "cell", "seed", "overrides")
+                }
+            )
             change = dict(changes.get(run.path, {}))
             if change.pop("attempt", False):
                 change["attempts"] = int(entry.get("attempts") or 0) + 1
@@ -545,8 +613,13 @@ def _update(experiment: Experiment, out: Path, changes: Mapping[str, Mapping[str
                 change["attempts"] = 0
             entry.update(change)
             entries.append(entry)
-        manifest = {"pyro_vae_experiment": 1, **experiment.to_dict(), "out": str(out.absolute()),
-                    "updated": _now(), "runs": entries}
+        manifest = {
+            "pyro_vae_experiment": 1,
+            **experiment.to_dict(),
+            "out": str(out.absolute()),
+            "updated": _now(),
+            "runs": entries,
+        }
         write_json_atomic(out / MANIFEST, manifest)
     return manifest
 
@@ -562,8 +635,9 @@ def _inspect(run: Run, spec: Spec) -> tuple[str, str]:
         return "train", ""
     why = run.is_run()
     if why:
-        return "failed", (f"{root} is not a pyro-vae run ({why}); the sweep leaves it alone: "
-                          "move it away")
+        return "failed", (
+            f"{root} is not a pyro-vae run ({why}); the sweep leaves it alone: move it away"
+        )
     if not run.last.is_file() and run.state() != "diverged":  # nothing trained: start it again
         return "afresh", ""
     try:
@@ -571,35 +645,57 @@ def _inspect(run: Run, spec: Spec) -> tuple[str, str]:
     except SpecError as exc:
         return "failed", f"{root}: {exc}"
     now = flat(spec.to_dict())
-    changed = [f"{k}: {shown(saved.get(k))} ≠ {shown(now.get(k))}"
-               for k in sorted(saved.keys() | now.keys())
-               if _canonical(saved.get(k)) != _canonical(now.get(k))]
+    changed = [
+        f"{k}: {shown(saved.get(k))} ≠ {shown(now.get(k))}"
+        for k in sorted(saved.keys() | now.keys())
+        if _canonical(saved.get(k)) != _canonical(now.get(k))
+    ]
     if changed:
-        return "failed", (f"{root} holds a run of another spec ({'; '.join(changed[:3])}"
-                          f"{' ...' if len(changed) > 3 else ''}); remove it, or sweep into "
-                          "another --out")
+        return "failed", (
+            f"{root} holds a run of another spec ({'; '.join(changed[:3])}"
+            f"{' ...' if len(changed) > 3 else ''}); remove it, or sweep into "
+            "another --out"
+        )
     if run.state() == "diverged":
-        return "diverged", (f"{root} diverged before; remove it to train it afresh (e.g. with a "
-                            "lower train.lr in the experiment)")
+        return "diverged", (
+            f"{root} diverged before; remove it to train it afresh (e.g. with a "
+            "lower train.lr in the experiment)"
+        )
     if run.state() == "finished" and not run.unscored(spec):
         return "skipped", ""
     return "train", ""
 
 
-def _run_one(experiment: Experiment, out: Path, planned: PlannedRun,
-             started: Callable[[], None] = lambda: None) -> dict[str, Any]:
+def _run_one(
+    experiment: Experiment,
+    out: Path,
+    planned: PlannedRun,
+    started: Callable[[], None] = lambda: None,
+) -> dict[str, Any]:
     """Inspect run ``planned`` and train, continue or score it in this process (the caller holds
     its claim); the manifest records it running (then ``started()``), then its end. An
     :class:`Interrupted` is recorded (``stopped``) and raised again."""
     from pyro_vae import pipeline
 
-    run, spec = pipeline.run_for(experiment.base, out / planned.path, planned.overrides, None,
-                                 False)
+    run, spec = pipeline.run_for(
+        experiment.base, out / planned.path, planned.overrides, None, False
+    )
     what, message = _inspect(run, spec)
     if what not in ("train", "afresh"):
         return _record(experiment, out, planned, state=what, message=message or None)
-    _record(experiment, out, planned, state="running", message=None, pid=os.getpid(),
-            host=socket.gethostname(), started=_now(), ended=None, seconds=None, attempt=True)
+    _record(
+        experiment,
+        out,
+        planned,
+        state="running",
+        message=None,
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        started=_now(),
+        ended=None,
+        seconds=None,
+        attempt=True,
+    )
     started()
     start = time.perf_counter()
     end: dict[str, Any]
@@ -613,20 +709,29 @@ def _run_one(experiment: Experiment, out: Path, planned: PlannedRun,
     except SpecError as exc:
         end = {"state": "failed", "message": str(exc)}
     except Interrupted as exc:
-        _record(experiment, out, planned, state="stopped", message=str(exc), ended=_now(),
-                seconds=round(time.perf_counter() - start, 3))
+        _record(
+            experiment,
+            out,
+            planned,
+            state="stopped",
+            message=str(exc),
+            ended=_now(),
+            seconds=round(time.perf_counter() - start, 3),
+        )
         raise
     except Exception as exc:  # a bug: its traceback to a crash log, the other runs go on
         log = crash_log("pyro-vae sweep", [str(experiment.path), "--out", str(out)])
         where = f"traceback in {log}" if log else "no log could be written"
         bug = clip(" ".join(f"{type(exc).__name__}: {exc}".split()), 300)
         end = {"state": "failed", "internal": True, "message": f"internal error: {bug}; {where}"}
-    return _record(experiment, out, planned, ended=_now(),
-                   seconds=round(time.perf_counter() - start, 3), **end)
+    return _record(
+        experiment, out, planned, ended=_now(), seconds=round(time.perf_counter() - start, 3), **end
+    )
 
 
-def _record(experiment: Experiment, out: Path, planned: PlannedRun,
-            **fields: Any) -> dict[str, Any]:
+def _record(
+    experiment: Experiment, out: Path, planned: PlannedRun, **fields: Any
+) -> dict[str, Any]:
     fields.setdefault("internal", False)
     manifest = _update(experiment, out, {planned.path: fields})
     return manifest["runs"][planned.index]
@@ -669,8 +774,13 @@ def _claim(out: Path, planned: PlannedRun) -> Iterator[bool]:
         claim.unlock()
 
 
-def _work(experiment: Experiment, out: Path, runs: Sequence[PlannedRun],
-          changed: Callable[[], None] = lambda: None, orphan: bool = False) -> None:
+def _work(
+    experiment: Experiment,
+    out: Path,
+    runs: Sequence[PlannedRun],
+    changed: Callable[[], None] = lambda: None,
+    orphan: bool = False,
+) -> None:
     """A worker: each run in order that is not settled and whose claim is free, inspected and
     trained here; with ``orphan``, it stops taking runs once its parent process (the sweep that
     started it) has gone. ``changed()`` when a run starts and ends."""
@@ -714,14 +824,27 @@ class SweepResult:
             return []
         manifest = self.out / MANIFEST
         if self.script is not None:
-            return [f"sweep: {self.script}: {len(self.runs)} runs, one SLURM array task each "
+            return [
+                (
+                    f"sweep: {self.script}: {len(self.runs)} runs, one SLURM array task each "
                     f"({self.count('skipped')} finished already); submit it with: sbatch "
-                    f"{shlex.quote(str(self.script))}", f"sweep: manifest {manifest}"]
+                    f"{shlex.quote(str(self.script))}"
+                ),
+                f"sweep: manifest {manifest}",
+            ]
         if self.task is not None:
             entry = self.runs[0]
             return [f"sweep: task {self.task}: {self.out / entry['path']}: {entry['state']}"]
-        states = ("finished", "skipped", "stopped", "diverged", "failed", "in use", "running",
-                  "pending")
+        states = (
+            "finished",
+            "skipped",
+            "stopped",
+            "diverged",
+            "failed",
+            "in use",
+            "running",
+            "pending",
+        )
         counts = ", ".join(f"{self.count(s)} {s}" for s in states if self.count(s))
         return [f"sweep: {len(self.runs)} runs in {self.out}: {counts}; manifest {manifest}"]
 
@@ -733,16 +856,20 @@ class SweepResult:
         out = list(self.notes)
         if self.signum is not None:
             stopped = self.count("stopped", "running")
-            out.append(f"sweep interrupted ({signal_name(self.signum)}): {stopped} run"
-                       f"{'' if stopped == 1 else 's'} stopped, each kept at its last "
-                       "checkpoint; the same command continues")
+            out.append(
+                f"sweep interrupted ({signal_name(self.signum)}): {stopped} run"
+                f"{'' if stopped == 1 else 's'} stopped, each kept at its last "
+                "checkpoint; the same command continues"
+            )
         for r in self.runs:
             state = r.get("state")
             if state in ("diverged", "failed", "in use"):
                 out.append(f"error: {self.out / r['path']}: {state}: {r.get('message')}")
             elif state in ("pending", "running", "stopped") and self.signum is None:
-                out.append(f"error: {self.out / r['path']}: not finished ({state}); the same "
-                           "command continues it")
+                out.append(
+                    f"error: {self.out / r['path']}: not finished ({state}); the same "
+                    "command continues it"
+                )
         return out
 
     @property
@@ -758,10 +885,20 @@ class SweepResult:
         return EXIT_DIVERGED if self.count("diverged") else 0
 
 
-def sweep(path: str | Path, out: str | Path | None = None, jobs: int = 1,
-          threads: int | None = None, progress: bool = True, *, task: int | None = None,
-          slurm: bool = False, worker: bool = False, search: str | None = None,
-          trials: int | None = None, storage: str | None = None) -> Any:
+def sweep(
+    path: str | Path,
+    out: str | Path | None = None,
+    jobs: int = 1,
+    threads: int | None = None,
+    progress: bool = True,
+    *,
+    task: int | None = None,
+    slurm: bool = False,
+    worker: bool = False,
+    search: str | None = None,
+    trials: int | None = None,
+    storage: str | None = None,
+) -> Any:
     """Train every run of the experiment file ``path`` into ``out`` (default
     ``runs/<file stem>``; see the module docstring): in this process (``jobs=1``) or in ``jobs``
     worker processes with ``threads`` torch threads each (default ``cores // jobs``). ``task``:
@@ -775,19 +912,25 @@ def sweep(path: str | Path, out: str | Path | None = None, jobs: int = 1,
         from pyro_vae.search import search as optuna_search
 
         if search not in SEARCHERS:
-            raise SpecError("--search", f"unknown searcher {search!r}; valid: "
-                            f"{choices_text(SEARCHERS)}")
+            raise SpecError(
+                "--search", f"unknown searcher {search!r}; valid: {choices_text(SEARCHERS)}"
+            )
         if task is not None or slurm:
-            raise SpecError("--search", "runs its own workers (--jobs N, or the same command "
-                            "on several machines with one --storage); not --task or --slurm")
+            raise SpecError(
+                "--search",
+                "runs its own workers (--jobs N, or the same command "
+                "on several machines with one --storage); not --task or --slurm",
+            )
         return optuna_search(path, out, trials, storage, jobs, threads, worker=worker)
     if trials is not None or storage is not None:
-        raise SpecError("--trials" if trials is not None else "--storage",
-                        "goes with --search optuna")
+        raise SpecError(
+            "--trials" if trials is not None else "--storage", "goes with --search optuna"
+        )
     experiment = load_experiment(path)
     if experiment.space:
-        raise SpecError("search", f"{experiment.path} searches: run it with --search optuna "
-                        "--trials N")
+        raise SpecError(
+            "search", f"{experiment.path} searches: run it with --search optuna --trials N"
+        )
     out = Path(out) if out is not None else Path("runs") / experiment.path.stem
     runs = experiment.runs()
     _check_options(jobs, threads, task, len(runs), slurm, worker)
@@ -819,8 +962,9 @@ def sweep(path: str | Path, out: str | Path | None = None, jobs: int = 1,
     return _pool(experiment, out, runs, jobs, threads, report)
 
 
-def _check_options(jobs: int, threads: int | None, task: int | None, total: int, slurm: bool,
-                   worker: bool) -> None:
+def _check_options(
+    jobs: int, threads: int | None, task: int | None, total: int, slurm: bool, worker: bool
+) -> None:
     if jobs < 1:
         raise SpecError("--jobs", f"must be >= 1, got {jobs}")
     if threads is not None and threads < 1:
@@ -828,16 +972,19 @@ def _check_options(jobs: int, threads: int | None, task: int | None, total: int,
     if sum([task is not None, slurm, worker]) > 1 or (jobs > 1 and (task is not None or slurm)):
         raise SpecError("sweep", "--task, --slurm and --jobs N go one at a time")
     if task is not None and not 0 <= task < total:
-        raise SpecError("--task", f"{task} is not a run of this experiment: its runs are "
-                        f"0 … {total - 1}")
+        raise SpecError(
+            "--task", f"{task} is not a run of this experiment: its runs are 0 … {total - 1}"
+        )
 
 
 def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise SpecError("--out", f"{out} exists and is not a directory")
     if Run(out).is_run() is None:
-        raise SpecError("--out", f"{out} is a run directory; a sweep's --out holds one run "
-                        "directory per cell and seed")
+        raise SpecError(
+            "--out",
+            f"{out} is a run directory; a sweep's --out holds one run directory per cell and seed",
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -874,8 +1021,13 @@ def _task(experiment: Experiment, out: Path, planned: PlannedRun) -> SweepResult
     with _stops_raise(f"sweep task {planned.index}"):
         with _claim(out, planned) as mine:
             if not mine:
-                entry = _record(experiment, out, planned, state="in use",
-                                message="another worker or task of this sweep holds it")
+                entry = _record(
+                    experiment,
+                    out,
+                    planned,
+                    state="in use",
+                    message="another worker or task of this sweep holds it",
+                )
             else:
                 try:
                     entry = _run_one(experiment, out, planned)
@@ -897,13 +1049,17 @@ class _Progress:
         runs = list(_entries(read_manifest(self.out)).values())
         done = sum(r.get("state") in SETTLED for r in runs)
         running = sum(r.get("state") == "running" for r in runs)
-        times = [r["seconds"] for r in runs
-                 if r.get("state") == "finished" and isinstance(r.get("seconds"), (int, float))]
+        times = [
+            r["seconds"]
+            for r in runs
+            if r.get("state") == "finished" and isinstance(r.get("seconds"), (int, float))
+        ]
         line = f"sweep: {done}/{self.total} runs done, {running} running"
         left = self.total - done
         if times and left:
-            line += f", about {duration(sum(times) / len(times) * left / min(self.jobs, left))}" \
-                    " left"
+            line += (
+                f", about {duration(sum(times) / len(times) * left / min(self.jobs, left))} left"
+            )
         if line != self.last and (running or done == self.total):  # not between two runs
             self.last = line
             print(line, file=sys.stderr, flush=True)
@@ -936,8 +1092,13 @@ class Workers:
     notes: list[str]
 
 
-def run_workers(command: Sequence[str], count: int, threads: int, what: str,
-                report: Callable[[], None] | None = None) -> Workers:
+def run_workers(
+    command: Sequence[str],
+    count: int,
+    threads: int,
+    what: str,
+    report: Callable[[], None] | None = None,
+) -> Workers:
     """``count`` processes ``pyro-vae COMMAND --worker --threads THREADS``, each in a session
     of its own (a terminal's Ctrl-C reaches them once, from here): a stop signal here is passed
     to each; ``report()`` every second while they run; if this process ends abnormally, the
@@ -960,9 +1121,14 @@ def run_workers(command: Sequence[str], count: int, threads: int, what: str,
         for _ in range(count):
             if signals:
                 break
-            proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
             workers.append(proc)
             tails.append(_tail(proc))
         while any(p.poll() is None for p in workers):
@@ -983,23 +1149,41 @@ def run_workers(command: Sequence[str], count: int, threads: int, what: str,
                 proc.wait()
     signum = signals[0] if signals else None
     expected = (0,) if signum is None else (0, 128 + signum)
-    notes = [f"error: {what} worker {proc.pid} exited with status {proc.returncode}: "
-             f"{tail[-1] if tail else 'no output'}"
-             for proc, tail in zip(workers, tails) if proc.returncode not in expected]
+    notes = [
+        f"error: {what} worker {proc.pid} exited with status {proc.returncode}: "
+        f"{tail[-1] if tail else 'no output'}"
+        for proc, tail in zip(workers, tails)
+        if proc.returncode not in expected
+    ]
     return Workers({p.pid for p in workers}, signum, notes)
 
 
-def _pool(experiment: Experiment, out: Path, runs: Sequence[PlannedRun], jobs: int,
-          threads: int | None, report: Callable[[], None] | None) -> SweepResult:
+def _pool(
+    experiment: Experiment,
+    out: Path,
+    runs: Sequence[PlannedRun],
+    jobs: int,
+    threads: int | None,
+    report: Callable[[], None] | None,
+) -> SweepResult:
     """``jobs`` worker processes (as many as runs are left, at most) that share the runs by
     their claims (:func:`run_workers`); the result once all have ended."""
     left = [r for r in _entries(read_manifest(out)).values() if r.get("state") not in SETTLED]
-    done = run_workers(["sweep", str(experiment.path), "--out", str(out)], min(jobs, len(left)),
-                       threads or max(1, cores() // jobs), "sweep", report)
-    gone = {r["path"]: {"state": "stopped", "message": "its worker ended during the run; the "
-                        "same command continues it"}
-            for r in _entries(read_manifest(out)).values()
-            if r.get("state") == "running" and r.get("pid") in done.pids}
+    done = run_workers(
+        ["sweep", str(experiment.path), "--out", str(out)],
+        min(jobs, len(left)),
+        threads or max(1, cores() // jobs),
+        "sweep",
+        report,
+    )
+    gone = {
+        r["path"]: {
+            "state": "stopped",
+            "message": "its worker ended during the run; the same command continues it",
+        }
+        for r in _entries(read_manifest(out)).values()
+        if r.get("state") == "running" and r.get("pid") in done.pids
+    }
     manifest = _update(experiment, out, gone) if gone else read_manifest(out)
     if report:
         report()
@@ -1047,19 +1231,30 @@ def write_slurm(experiment: Experiment, out: Path, total: int) -> Path:
         "#SBATCH --requeue\n"
         "#SBATCH --signal=USR1@120\n"
         f"{output}"
-        f"srun pyro-vae sweep {exp} --out {folder} --task \"$SLURM_ARRAY_TASK_ID\"\n"
+        f'srun pyro-vae sweep {exp} --out {folder} --task "$SLURM_ARRAY_TASK_ID"\n'
         "status=$?\n"
-        "if [ $status -eq 138 ]; then scontrol requeue \"$SLURM_JOB_ID\"; fi  # SIGUSR1: again\n"
-        "exit $status\n")
+        'if [ $status -eq 138 ]; then scontrol requeue "$SLURM_JOB_ID"; fi  # SIGUSR1: again\n'
+        "exit $status\n"
+    )
     write_text_atomic(script, text)
     return script
 
 
 # ---- the command line ------------------------------------------------------------------------
 def cmd_sweep(args: argparse.Namespace) -> int:
-    result = sweep(args.experiment, args.out, args.jobs, args.threads, progress=chatty(),
-                   task=args.task, slurm=args.slurm, worker=args.worker, search=args.search,
-                   trials=args.trials, storage=args.storage)
+    result = sweep(
+        args.experiment,
+        args.out,
+        args.jobs,
+        args.threads,
+        progress=chatty(),
+        task=args.task,
+        slurm=args.slurm,
+        worker=args.worker,
+        search=args.search,
+        trials=args.trials,
+        storage=args.storage,
+    )
     if result.lines():
         print("\n".join(result.lines()))
     for line in result.problems():
@@ -1069,8 +1264,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def add_sweep_parser(sub: Any) -> argparse.ArgumentParser:
     """``pyro-vae sweep`` on an ``add_subparsers()`` object."""
-    w = sub.add_parser("sweep", help="train every run of an experiment file (spec x grid x "
-                       "seeds) into one folder; the same command resumes it")
+    w = sub.add_parser(
+        "sweep",
+        help="train every run of an experiment file (spec x grid x "
+        "seeds) into one folder; the same command resumes it",
+    )
     w.add_argument("experiment", metavar="EXPERIMENT.yaml", help="see examples/experiments")
     w.add_argument("--out", type=directory_argument, help="default runs/<experiment name>")
     w.add_argument("--jobs", type=int, default=1, metavar="N", help="N worker processes")
@@ -1079,12 +1277,24 @@ def add_sweep_parser(sub: Any) -> argparse.ArgumentParser:
     one.add_argument("--slurm", action="store_true", help="write DIR/sweep.sbatch, run nothing")
     one.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     w.add_argument("--threads", type=int, help=argparse.SUPPRESS)
-    w.add_argument("--search", choices=["optuna"], help="search the experiment's search: "
-                   "section with Optuna's TPE, scored on the validation split (pip install "
-                   "'pyro-vae[search]')")
-    w.add_argument("--trials", type=int, metavar="N", help="with --search: N trials in the "
-                   "study, over all its workers")
-    w.add_argument("--storage", metavar="URL", help="with --search: an Optuna storage URL "
-                   "shared by several machines (default sqlite:///DIR/.sweep/optuna.db)")
+    w.add_argument(
+        "--search",
+        choices=["optuna"],
+        help="search the experiment's search: "
+        "section with Optuna's TPE, scored on the validation split (pip install "
+        "'pyro-vae[search]')",
+    )
+    w.add_argument(
+        "--trials",
+        type=int,
+        metavar="N",
+        help="with --search: N trials in the study, over all its workers",
+    )
+    w.add_argument(
+        "--storage",
+        metavar="URL",
+        help="with --search: an Optuna storage URL "
+        "shared by several machines (default sqlite:///DIR/.sweep/optuna.db)",
+    )
     w.set_defaults(func=cmd_sweep)
     return w

@@ -49,15 +49,18 @@ SUFFIXES = {"--out": ".npz", "--png": ".png"}
 
 
 @torch.no_grad()
-def encode_split(vae: VAE, bundle: DataBundle, split: str,
-                 limit: int | None = None) -> dict[str, np.ndarray]:
+def encode_split(
+    vae: VAE, bundle: DataBundle, split: str, limit: int | None = None
+) -> dict[str, np.ndarray]:
     """``mean`` and ``scale`` (N, D) of q(z | x) for the first ``limit`` items of ``split``
     (all by default), and ``labels`` (N,) where the data set has them."""
     x = bundle.split(split)[:limit]
     vae.eval()
-    parts = [vae.encode(x[i:i + BATCH]) for i in range(0, len(x), BATCH)]
-    out = {"mean": torch.cat([p[0] for p in parts]).numpy(),
-           "scale": torch.cat([p[1] for p in parts]).numpy()}
+    parts = [vae.encode(x[i : i + BATCH]) for i in range(0, len(x), BATCH)]
+    out = {
+        "mean": torch.cat([p[0] for p in parts]).numpy(),
+        "scale": torch.cat([p[1] for p in parts]).numpy(),
+    }
     labels = bundle.labels.get(split)
     if labels is not None:
         out["labels"] = labels[:limit].numpy()
@@ -65,8 +68,14 @@ def encode_split(vae: VAE, bundle: DataBundle, split: str,
 
 
 @torch.no_grad()
-def draw(vae: VAE, bundle: DataBundle, n: int, each: Callable[[np.ndarray, np.ndarray], object],
-         means: bool = False, seed: int = 0) -> None:
+def draw(
+    vae: VAE,
+    bundle: DataBundle,
+    n: int,
+    each: Callable[[np.ndarray, np.ndarray], object],
+    means: bool = False,
+    seed: int = 0,
+) -> None:
     """``each(x, z)`` for successive batches of at most :data:`BATCH` of n samples: ``z`` (b, D)
     drawn from the prior (z_1, drawn top-down, with stochastic layers) and ``x`` (b, *shape)
     drawn from p(x | z), or its mean with ``means``, on the data's own scale; seeded, the
@@ -81,16 +90,18 @@ def draw(vae: VAE, bundle: DataBundle, n: int, each: Callable[[np.ndarray, np.nd
             each(bundle.to_values(x.float()).reshape(len(z), *bundle.shape).numpy(), z.numpy())
 
 
-def sample(vae: VAE, bundle: DataBundle, n: int, means: bool = False,
-           seed: int = 0) -> dict[str, np.ndarray]:
+def sample(
+    vae: VAE, bundle: DataBundle, n: int, means: bool = False, seed: int = 0
+) -> dict[str, np.ndarray]:
     """The n samples of :func:`draw` in memory: ``x`` (n, *shape) and ``z`` (n, D)."""
     parts: list[tuple[np.ndarray, np.ndarray]] = []
     draw(vae, bundle, n, lambda x, z: parts.append((x, z)), means, seed)
     return {"x": np.concatenate([x for x, _ in parts]), "z": np.concatenate([z for _, z in parts])}
 
 
-def check_samples(vae: VAE, bundle: DataBundle, n: int, path: Path,
-                  means: bool = False) -> dict[str, tuple[int, ...]]:
+def check_samples(
+    vae: VAE, bundle: DataBundle, n: int, path: Path, means: bool = False
+) -> dict[str, tuple[int, ...]]:
     """The item shape of each array of the .npz of n samples (``x``, ``z``), after a SpecError
     naming ``-n`` where n > :data:`MAX_SAMPLES`, or where the file, n·b bytes (b those of one
     sample, drawn apart from the caller's RNG) plus :data:`HEADER_BYTES`, and the temporary copy
@@ -99,19 +110,32 @@ def check_samples(vae: VAE, bundle: DataBundle, n: int, path: Path,
     one = sample(vae, bundle, 1, means)
     size = n * sum(a.nbytes for a in one.values()) + HEADER_BYTES
     if n > MAX_SAMPLES:
-        raise SpecError("-n", f"{n} samples would take {_size(size)}; at most {MAX_SAMPLES} "
-                        "per call (split them over calls with --seed)")
+        raise SpecError(
+            "-n",
+            f"{n} samples would take {_size(size)}; at most {MAX_SAMPLES} "
+            "per call (split them over calls with --seed)",
+        )
     folder = path.absolute().parent
     need, free = size + n * one["z"].nbytes, shutil.disk_usage(folder).free
     if need > free:
-        raise SpecError("-n", f"{n} samples need {_size(need)} on disk ({_size(size)} of .npz "
-                        f"and a temporary copy of z), more than the {_size(free)} free in "
-                        f"{folder}; lower -n or choose another --out")
+        raise SpecError(
+            "-n",
+            f"{n} samples need {_size(need)} on disk ({_size(size)} of .npz "
+            f"and a temporary copy of z), more than the {_size(free)} free in "
+            f"{folder}; lower -n or choose another --out",
+        )
     return {name: a.shape[1:] for name, a in one.items()}
 
 
-def write_samples(path: Path, vae: VAE, bundle: DataBundle, n: int, means: bool = False,
-                  seed: int = 0, keep: int = 0) -> np.ndarray | None:
+def write_samples(
+    path: Path,
+    vae: VAE,
+    bundle: DataBundle,
+    n: int,
+    means: bool = False,
+    seed: int = 0,
+    keep: int = 0,
+) -> np.ndarray | None:
     """The n samples of :func:`draw` written to the .npz ``path`` (atomically) as
     ``numpy.savez(path, x=x, z=z)`` writes them, batch by batch: a zip holds one entry after
     another, so z goes to an unnamed temporary file beside ``path`` while x is written, and is
@@ -120,14 +144,24 @@ def write_samples(path: Path, vae: VAE, bundle: DataBundle, n: int, means: bool 
     headers: dict[str, dict[str, object]] = {}
 
     def write(f: BinaryIO) -> None:
-        with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf, \
-                tempfile.TemporaryFile(dir=path.absolute().parent) as z_file:
+        with (
+            zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf,
+            tempfile.TemporaryFile(dir=path.absolute().parent) as z_file,
+        ):
             with zf.open("x.npy", mode="w", force_zip64=True) as x_file:
+
                 def each(x: np.ndarray, z: np.ndarray) -> None:
                     if not headers:  # C order, as the bytes are written
-                        headers.update({name: {**np.lib.format.header_data_from_array_1_0(a),
-                                               "fortran_order": False, "shape": (n, *a.shape[1:])}
-                                        for name, a in (("x", x), ("z", z))})
+                        headers.update(
+                            {
+                                name: {
+                                    **np.lib.format.header_data_from_array_1_0(a),
+                                    "fortran_order": False,
+                                    "shape": (n, *a.shape[1:]),
+                                }
+                                for name, a in (("x", x), ("z", z))
+                            }
+                        )
                         np.lib.format.write_array_header_1_0(x_file, headers["x"])
                     x_file.write(x.tobytes())
                     z_file.write(z.tobytes())
@@ -166,8 +200,9 @@ def new_files(overwrite: bool, **outputs: str | Path | None) -> None:
         if Path(path).is_dir():
             raise SpecError(flag, f"{path} is a directory; give a file name")
         if Path(path).exists() and not overwrite:
-            raise SpecError(flag, f"{path} exists; pass --overwrite to replace it, or "
-                            "choose another name")
+            raise SpecError(
+                flag, f"{path} exists; pass --overwrite to replace it, or choose another name"
+            )
 
 
 def writing_into(run: Run, *outputs: str | Path | None, command: str) -> AbstractContextManager:
@@ -181,8 +216,13 @@ def writing_into(run: Run, *outputs: str | Path | None, command: str) -> Abstrac
     return run.locked(command)
 
 
-def encode_run(run: Run, out: str | Path, split: str = "test", limit: int | None = None,
-               overwrite: bool = False) -> dict[str, np.ndarray]:
+def encode_run(
+    run: Run,
+    out: str | Path,
+    split: str = "test",
+    limit: int | None = None,
+    overwrite: bool = False,
+) -> dict[str, np.ndarray]:
     """``pyro-vae encode``: :func:`encode_split` of a trained run, saved as the .npz ``out``
     (atomically, exactly that name); returns the arrays."""
     from pyro_vae.prepared import load_run
@@ -209,16 +249,27 @@ class Sampled:
 
     def lines(self) -> list[str]:
         what = "means E[x|z]" if self.means else "draws x ~ p(x|z)"
-        lines = [f"sample: {self.out}: x {[self.n, *self.shapes['x']]} ({what}), z "
-                 f"{[self.n, *self.shapes['z']]} ~ p(z)"]
+        lines = [
+            (
+                f"sample: {self.out}: x {[self.n, *self.shapes['x']]} ({what}), z "
+                f"{[self.n, *self.shapes['z']]} ~ p(z)"
+            )
+        ]
         if self.png is not None:
             first = f" (the first {self.plotted})" if self.plotted < self.n else ""
             lines.append(f"sample: {self.png}{first}")
         return lines
 
 
-def sample_run(run: Run, out: str | Path, n: int = 1000, png: str | Path | None = None,
-               means: bool = False, seed: int | None = None, overwrite: bool = False) -> Sampled:
+def sample_run(
+    run: Run,
+    out: str | Path,
+    n: int = 1000,
+    png: str | Path | None = None,
+    means: bool = False,
+    seed: int | None = None,
+    overwrite: bool = False,
+) -> Sampled:
     """``pyro-vae sample``: n samples of a trained run into the .npz ``out``, batch by batch
     (:func:`write_samples`), after bounding n (:func:`check_samples`); ``png`` draws the first
     :data:`PLOTTED` (a grid for images, a scatter against the test data otherwise); ``seed``
@@ -234,16 +285,20 @@ def sample_run(run: Run, out: str | Path, n: int = 1000, png: str | Path | None 
         bundle, path = prepared.bundle, Path(out)
         seed = prepared.spec.train.seed if seed is None else seed
         shapes = check_samples(prepared.vae, bundle, n, path, means=means)
-        head = write_samples(path, prepared.vae, bundle, n, means=means, seed=seed,
-                             keep=PLOTTED if png else 0)
+        head = write_samples(
+            path, prepared.vae, bundle, n, means=means, seed=seed, keep=PLOTTED if png else 0
+        )
         done = Sampled(path, n, shapes, means)
         if png is not None and head is not None:
             x = head.reshape(len(head), -1)
             what = "means E[x|z]" if means else "draws x ~ p(x|z)"
             if is_image_shape(bundle.shape):
-                fig = plot_samples(x, bundle.shape,
-                                   bundle.levels if bundle.integer_values else None,
-                                   title=f"Samples ({what})")
+                fig = plot_samples(
+                    x,
+                    bundle.shape,
+                    bundle.levels if bundle.integer_values else None,
+                    title=f"Samples ({what})",
+                )
             else:
                 fig = plot_samples_vs_data(bundle.to_values(bundle.split("test")), x)
             done.png, done.plotted = save(fig, png), len(x)

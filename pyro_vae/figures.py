@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 DPI = 100
 Array = np.ndarray | torch.Tensor
 
+
 class VAELike(Protocol):
     latent_dim: int
 
@@ -139,27 +140,34 @@ def _mosaic(images: np.ndarray, pad: int = 1) -> np.ndarray:
     out = np.ones((rows * (h + pad) - pad, cols * (w + pad) - pad, *images.shape[4:]))
     for r in range(rows):
         for k in range(cols):
-            out[r * (h + pad):r * (h + pad) + h, k * (w + pad):k * (w + pad) + w] = images[r, k]
+            out[r * (h + pad) : r * (h + pad) + h, k * (w + pad) : k * (w + pad) + w] = images[r, k]
     return out
 
 
-def _image_grid(images: np.ndarray, title: str,
-                row_labels: Sequence[str] = (), col_labels: Sequence[str] = (),
-                xlabel: str = "") -> Figure:
+def _image_grid(
+    images: np.ndarray,
+    title: str,
+    row_labels: Sequence[str] = (),
+    col_labels: Sequence[str] = (),
+    xlabel: str = "",
+) -> Figure:
     """Draw ``(R, K, H, W[, 3])`` images as one grid, greyscale, without tick marks."""
     rows, cols, h, w = images.shape[:4]
     cell = 0.7
-    fig = _figure(cols * cell + (1.2 if row_labels else 0.3),
-                  rows * cell + 0.7 + (0.4 if xlabel else 0.0))
+    fig = _figure(
+        cols * cell + (1.2 if row_labels else 0.3), rows * cell + 0.7 + (0.4 if xlabel else 0.0)
+    )
     ax = fig.add_subplot()
     ax.imshow(_mosaic(images), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.tick_params(length=0, labelsize="small")
-    ax.set_xticks([k * (w + 1) + (w - 1) / 2 for k in range(cols)] if col_labels else [],
-                  list(col_labels))
-    ax.set_yticks([r * (h + 1) + (h - 1) / 2 for r in range(rows)] if row_labels else [],
-                  list(row_labels))
+    ax.set_xticks(
+        [k * (w + 1) + (w - 1) / 2 for k in range(cols)] if col_labels else [], list(col_labels)
+    )
+    ax.set_yticks(
+        [r * (h + 1) + (h - 1) / 2 for r in range(rows)] if row_labels else [], list(row_labels)
+    )
     ax.spines[:].set_visible(False)
     return fig
 
@@ -171,9 +179,9 @@ def _pca_2d(a: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarra
     mean = reference.mean(0)
     _, s, vt = np.linalg.svd(reference - mean, full_matrices=False)
     xy = np.zeros((len(a), 2))
-    xy[:, :len(vt[:2])] = (a - mean) @ vt[:2].T
+    xy[:, : len(vt[:2])] = (a - mean) @ vt[:2].T
     explained, power = np.zeros(2), s.astype(np.float64) ** 2  # float32 would flush 1e-300 to 0
-    explained[:len(s[:2])] = power[:2] / max(float(power.sum()), 1e-300)
+    explained[: len(s[:2])] = power[:2] / max(float(power.sum()), 1e-300)
     return xy, explained
 
 
@@ -187,14 +195,16 @@ def _device(vae: Any) -> torch.device:
 
 
 @torch.no_grad()
-def plot_prior_samples(vae: VAELike, shape: Sequence[int], n: int = 64,
-                       levels: int | None = None) -> Figure:
+def plot_prior_samples(
+    vae: VAELike, shape: Sequence[int], n: int = 64, levels: int | None = None
+) -> Figure:
     """A square-ish grid of ``n`` decoder means E[x|z], z ~ p(z)."""
     return plot_samples(vae.sample(n), shape, levels)
 
 
-def plot_samples(x: Array, shape: Sequence[int], levels: int | None = None,
-                 title: str = "Samples from the prior") -> Figure:
+def plot_samples(
+    x: Array, shape: Sequence[int], levels: int | None = None, title: str = "Samples from the prior"
+) -> Figure:
     """A square-ish grid of the images ``x`` (N, P)."""
     x = _numpy(x)
     images = _images(x, shape, _display_range([x], levels))
@@ -202,15 +212,19 @@ def plot_samples(x: Array, shape: Sequence[int], levels: int | None = None,
 
 
 @torch.no_grad()
-def plot_reconstructions(vae: VAELike, x: torch.Tensor, shape: Sequence[int],
-                         levels: int | None = None, columns: int = 8) -> Figure:
+def plot_reconstructions(
+    vae: VAELike, x: torch.Tensor, shape: Sequence[int], levels: int | None = None, columns: int = 8
+) -> Figure:
     """Rows of data x above rows of their reconstructions decode(E_q[z|x])."""
     data, recon = _numpy(x), _numpy(vae.reconstruct(x))
     value_range = _display_range([data, recon], levels)
     columns = min(columns, len(data))
     pairs = np.stack([_rows(_images(a, shape, value_range), columns) for a in (data, recon)], 1)
-    return _image_grid(pairs.reshape(-1, *pairs.shape[2:]), "Reconstructions",
-                       row_labels=["data", "recon."] * len(pairs))
+    return _image_grid(
+        pairs.reshape(-1, *pairs.shape[2:]),
+        "Reconstructions",
+        row_labels=["data", "recon."] * len(pairs),
+    )
 
 
 @torch.no_grad()
@@ -226,9 +240,15 @@ def _activity(loc: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def plot_traversals(vae: VAELike, x: torch.Tensor, shape: Sequence[int],
-                    levels: int | None = None, index: int = 0, dims: int = 8,
-                    steps: int = 7) -> Figure:
+def plot_traversals(
+    vae: VAELike,
+    x: torch.Tensor,
+    shape: Sequence[int],
+    levels: int | None = None,
+    index: int = 0,
+    dims: int = 8,
+    steps: int = 7,
+) -> Figure:
     """Decode ``z = mu(x_i) + t s_u e_u`` for t on a grid over [-3, 3], one row per dimension u
     among the ``dims`` most active ones (:func:`latent_activity`, estimated on the batch ``x``).
 
@@ -243,19 +263,28 @@ def plot_traversals(vae: VAELike, x: torch.Tensor, shape: Sequence[int],
     t = torch.linspace(-3.0, 3.0, steps, dtype=loc.dtype, device=loc.device)
     z = loc[index].repeat(len(order), steps, 1)
     z[torch.arange(len(order))[:, None], torch.arange(steps)[None, :], order[:, None]] += (
-        spread[order][:, None] * t[None, :])
+        spread[order][:, None] * t[None, :]
+    )
     out = _numpy(vae.decode(z.reshape(-1, z.shape[-1]))).reshape(len(order), steps, -1)
     images = _images(out, shape, _display_range([out], levels))
-    return _image_grid(images, "Latent traversals",
-                       row_labels=[f"z{u} (A={activity[u]:.2f})" for u in order.tolist()],
-                       col_labels=[f"{v:+.1f}" for v in t.tolist()],
-                       xlabel="offset from the posterior mean, in aggregate-posterior sd")
+    return _image_grid(
+        images,
+        "Latent traversals",
+        row_labels=[f"z{u} (A={activity[u]:.2f})" for u in order.tolist()],
+        col_labels=[f"{v:+.1f}" for v in t.tolist()],
+        xlabel="offset from the posterior mean, in aggregate-posterior sd",
+    )
 
 
 @torch.no_grad()
-def plot_interpolation(vae: VAELike, x_start: torch.Tensor, x_end: torch.Tensor,
-                       shape: Sequence[int], levels: int | None = None,
-                       steps: int = 8) -> Figure:
+def plot_interpolation(
+    vae: VAELike,
+    x_start: torch.Tensor,
+    x_end: torch.Tensor,
+    shape: Sequence[int],
+    levels: int | None = None,
+    steps: int = 8,
+) -> Figure:
     """One row per pair: x_a, decode((1-t) mu(x_a) + t mu(x_b)) for t in [0, 1], then x_b.
 
     The path is linear in z between the posterior means E_q[z|x_a] and E_q[z|x_b].
@@ -267,8 +296,12 @@ def plot_interpolation(vae: VAELike, x_start: torch.Tensor, x_end: torch.Tensor,
     rows = np.concatenate([_numpy(x_start)[:, None], path_x, _numpy(x_end)[:, None]], axis=1)
     images = _images(rows, shape, _display_range([rows], levels))
     labels = ["x_a", *(f"{v:.2f}" for v in t.flatten().tolist()), "x_b"]
-    return _image_grid(images, "Interpolation in latent space", col_labels=labels,
-                       xlabel="t: z = (1-t) E_q[z|x_a] + t E_q[z|x_b]")
+    return _image_grid(
+        images,
+        "Interpolation in latent space",
+        col_labels=labels,
+        xlabel="t: z = (1-t) E_q[z|x_a] + t E_q[z|x_b]",
+    )
 
 
 # ---------------------------------------------------------------------------------- scatter plots
@@ -285,19 +318,31 @@ def _scatter(ax: Axes, fig: Figure, xy: np.ndarray, labels: np.ndarray | None) -
         colours = matplotlib.colormaps["tab10" if len(classes) <= 10 else "tab20"]
         for i, c in enumerate(classes):
             keep = codes == i
-            ax.scatter(xy[keep, 0], xy[keep, 1], s=6, alpha=0.7, color=colours(i),
-                       label=f"{c:g}" if numeric else str(c))
-        ax.legend(title="label", loc="center left", bbox_to_anchor=(1.0, 0.5),
-                  markerscale=2.0, fontsize="small", frameon=False)
+            ax.scatter(
+                xy[keep, 0],
+                xy[keep, 1],
+                s=6,
+                alpha=0.7,
+                color=colours(i),
+                label=f"{c:g}" if numeric else str(c),
+            )
+        ax.legend(
+            title="label",
+            loc="center left",
+            bbox_to_anchor=(1.0, 0.5),
+            markerscale=2.0,
+            fontsize="small",
+            frameon=False,
+        )
     else:
-        points = ax.scatter(xy[:, 0], xy[:, 1], s=6, alpha=0.7, c=labels if numeric else codes,
-                            cmap="viridis")
+        points = ax.scatter(
+            xy[:, 0], xy[:, 1], s=6, alpha=0.7, c=labels if numeric else codes, cmap="viridis"
+        )
         fig.colorbar(points, ax=ax, label="label")
 
 
 @torch.no_grad()
-def plot_latent_map(vae: VAELike, x: torch.Tensor,
-                    labels: Array | None = None) -> Figure:
+def plot_latent_map(vae: VAELike, x: torch.Tensor, labels: Array | None = None) -> Figure:
     """Posterior means E_q[z|x]: as they are for D = 2, on their first two principal axes for
     D > 2, and against the posterior standard deviation for D = 1."""
     loc, scale = (_numpy(a) for a in vae.encode(x))
@@ -307,8 +352,9 @@ def plot_latent_map(vae: VAELike, x: torch.Tensor,
         xy, axes = loc, ("z1", "z2")
     else:
         xy, explained = _pca_2d(loc, loc)
-        axes = tuple(f"PC{i + 1} of E_q[z|x] ({100 * e:.0f}% of variance)"
-                     for i, e in enumerate(explained))
+        axes = tuple(
+            f"PC{i + 1} of E_q[z|x] ({100 * e:.0f}% of variance)" for i, e in enumerate(explained)
+        )
     fig = _figure(6.0, 5.0)
     ax = fig.add_subplot()
     _scatter(ax, fig, xy, None if labels is None else _numpy(labels).reshape(-1))
@@ -348,8 +394,9 @@ def read_text(path: Path | str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecError(str(path), f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset "
-                        f"{exc.start}") from None
+        raise SpecError(
+            str(path), f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start}"
+        ) from None
 
 
 def read_metrics(path: Path | str) -> dict[str, np.ndarray]:
@@ -361,8 +408,13 @@ def read_metrics(path: Path | str) -> dict[str, np.ndarray]:
 
 #: Training-curve panels: (title, metric family); a family matches e.g. ``train_elbo``,
 #: ``val_elbo``, ``train_elbo_epoch``, ``beta``, ``lr-Adam``.
-CURVE_PANELS = (("ELBO", "elbo"), ("KL divergence", "kl"), ("reconstruction", "recon"),
-                ("KL weight β", "beta"), ("learning rate", "lr"))
+CURVE_PANELS = (
+    ("ELBO", "elbo"),
+    ("KL divergence", "kl"),
+    ("reconstruction", "recon"),
+    ("KL weight β", "beta"),
+    ("learning rate", "lr"),
+)
 
 
 def _x_axis(metrics: Mapping[str, np.ndarray]) -> tuple[str, np.ndarray]:
@@ -394,8 +446,10 @@ def plot_training_curves(metrics_csv: Path | str) -> Figure:
     metrics = read_metrics(metrics_csv)
     panels = curve_series(metrics)
     if not panels:
-        raise ValueError(f"{metrics_csv}: no training metrics to plot (looked for "
-                         f"{', '.join(f for _, f in CURVE_PANELS)} columns)")
+        raise ValueError(
+            f"{metrics_csv}: no training metrics to plot (looked for "
+            f"{', '.join(f for _, f in CURVE_PANELS)} columns)"
+        )
     x_name = _x_axis(metrics)[0]
     cols = min(2, len(panels))
     rows = -(-len(panels) // cols)
@@ -404,8 +458,14 @@ def plot_training_curves(metrics_csv: Path | str) -> Figure:
         ax = fig.add_subplot(rows, cols, i + 1)
         for column, (x, y) in series.items():
             per_epoch = column.startswith("val") or column.endswith("epoch")
-            ax.plot(x, y, marker="o" if per_epoch else None, markersize=3,
-                    linewidth=1.0 if per_epoch else 0.8, label=column)
+            ax.plot(
+                x,
+                y,
+                marker="o" if per_epoch else None,
+                markersize=3,
+                linewidth=1.0 if per_epoch else 0.8,
+                label=column,
+            )
         if title == "learning rate" and all((y > 0).all() for _, y in series.values()):
             ax.set_yscale("log")
         ax.set(title=title, xlabel=x_name, ylabel=title)
@@ -425,20 +485,30 @@ def plot_log_px(log_px: Array, ess: Array, num_samples: int | None = None) -> Fi
     left, right = fig.subplots(1, 2)
     left.hist(log_px, bins=30, color="tab:blue", alpha=0.8)
     left.axvline(mean, color="black", linestyle="--", label=f"mean {mean:.2f} ± {sem:.2f}")
-    left.set(title=f"log p(x) per data point (N={len(log_px)})", xlabel="log p(x) (nats)",
-             ylabel="data points")
+    left.set(
+        title=f"log p(x) per data point (N={len(log_px)})",
+        xlabel="log p(x) (nats)",
+        ylabel="data points",
+    )
     left.legend(fontsize="small")
     right.hist(ess, bins=30, color="tab:orange", alpha=0.8)
     k = f" of K={num_samples}" if num_samples else ""
-    right.set(title=f"Effective sample size{k} (median {np.median(ess):.1f})", xlabel="ESS",
-              ylabel="data points")
+    right.set(
+        title=f"Effective sample size{k} (median {np.median(ess):.1f})",
+        xlabel="ESS",
+        ylabel="data points",
+    )
     return fig
 
 
 #: Estimator-comparison panels: column → axis label. ``{column}_stderr`` gives error bars.
-COMPARISON_METRICS = {"bound": "training bound (nats)", "log_px": "log p(x) (nats)",
-                      "snr_guide": "gradient SNR, guide", "snr_model": "gradient SNR, model",
-                      "ms_per_step": "ms per step"}
+COMPARISON_METRICS = {
+    "bound": "training bound (nats)",
+    "log_px": "log p(x) (nats)",
+    "snr_guide": "gradient SNR, guide",
+    "snr_model": "gradient SNR, model",
+    "ms_per_step": "ms per step",
+}
 
 
 def plot_estimator_comparison(rows: Sequence[Mapping[str, Any]]) -> Figure:
@@ -446,8 +516,9 @@ def plot_estimator_comparison(rows: Sequence[Mapping[str, Any]]) -> Figure:
     error for the bounds (they are negative; bars from 0 would mislead), bars for SNR and time."""
     metrics = [m for m in COMPARISON_METRICS if any(np.isfinite(_float(r.get(m))) for r in rows)]
     if not metrics:
-        raise ValueError("no comparison metrics in rows (looked for "
-                         f"{', '.join(COMPARISON_METRICS)})")
+        raise ValueError(
+            f"no comparison metrics in rows (looked for {', '.join(COMPARISON_METRICS)})"
+        )
     labels = [str(r.get("estimator", f"row {i}")) for i, r in enumerate(rows)]
     y = np.arange(len(rows))
     fig = _figure(3.2 * len(metrics) + 1.0, 0.4 * len(rows) + 1.6)
@@ -471,9 +542,15 @@ def plot_estimator_comparison(rows: Sequence[Mapping[str, Any]]) -> Figure:
 # ---------------------------------------------------------------------------------- a run's set
 
 
-def run_figures(vae: VAELike, data: torch.Tensor, shape: Sequence[int],
-                labels: Array | None = None, levels: int | None = None, seed: int = 0,
-                max_points: int = 2000) -> dict[str, Figure]:
+def run_figures(
+    vae: VAELike,
+    data: torch.Tensor,
+    shape: Sequence[int],
+    labels: Array | None = None,
+    levels: int | None = None,
+    seed: int = 0,
+    max_points: int = 2000,
+) -> dict[str, Figure]:
     """The figures a run draws from a split, by the names of :data:`pyro_vae.captions.CAPTIONS`: the latent map,
     and for images prior samples, reconstructions, traversals and interpolations; for plain
     vectors samples against data instead.
@@ -497,27 +574,36 @@ def run_figures(vae: VAELike, data: torch.Tensor, shape: Sequence[int],
         drawn["traversals"] = plot_traversals(vae, x, shape, levels)
         pairs = min(4, len(x) // 2)
         if pairs:  # one data point makes no pair
-            drawn["interpolation"] = plot_interpolation(vae, x[:pairs], x[pairs:2 * pairs],
-                                                        shape, levels)
+            drawn["interpolation"] = plot_interpolation(
+                vae, x[:pairs], x[pairs : 2 * pairs], shape, levels
+            )
     return drawn
 
 
-def evaluation_figures(vae: Any, bundle: DataBundle, result: Evaluation,
-                       seed: int = 0) -> dict[str, Figure]:
+def evaluation_figures(
+    vae: Any, bundle: DataBundle, result: Evaluation, seed: int = 0
+) -> dict[str, Figure]:
     """The figures of an evaluated split (``figures/<split>/``): :func:`run_figures` of the
     VAE on the data's own scale (:class:`OnDataScale`), with the split's labels and levels, on
     the points ``result`` scored, and the histogram of their log p̂(x) (:func:`plot_log_px`)."""
-    data = bundle.to_data(bundle.split(result.split)[:result.num_points])
-    drawn = run_figures(OnDataScale(vae, bundle.to_model, bundle.to_data), data, bundle.shape,
-                        labels=bundle.labels.get(result.split),
-                        levels=bundle.levels if bundle.integer else None, seed=seed)
-    drawn["log_px"] = plot_log_px(result.points.log_px, result.points.ess,
-                                  num_samples=result.num_samples)
+    data = bundle.to_data(bundle.split(result.split)[: result.num_points])
+    drawn = run_figures(
+        OnDataScale(vae, bundle.to_model, bundle.to_data),
+        data,
+        bundle.shape,
+        labels=bundle.labels.get(result.split),
+        levels=bundle.levels if bundle.integer else None,
+        seed=seed,
+    )
+    drawn["log_px"] = plot_log_px(
+        result.points.log_px, result.points.ess, num_samples=result.num_samples
+    )
     return drawn
 
 
-def plot_ais(is_log_px: Array, ais_log_px: Array, num_samples: int,
-             num_chains: int, num_steps: int) -> Figure:
+def plot_ais(
+    is_log_px: Array, ais_log_px: Array, num_samples: int, num_chains: int, num_steps: int
+) -> Figure:
     """Per point: IS log p̂(x) (K = ``num_samples``) against AIS log p̂(x) (C chains × T steps),
     with the identity line, and the histogram of the gap AIS − IS (both are stochastic lower
     bounds, so a positive gap is how much IS missed)."""
@@ -528,8 +614,11 @@ def plot_ais(is_log_px: Array, ais_log_px: Array, num_samples: int,
     left.scatter(is_, ais, s=8, alpha=0.6, color="tab:blue")
     lo, hi = min(is_.min(), ais.min()), max(is_.max(), ais.max())
     left.plot([lo, hi], [lo, hi], "k--", linewidth=1, label="AIS = IS")
-    left.set(title=f"log p(x) per data point (N={len(gap)})", xlabel=f"IS, K={num_samples}",
-             ylabel=f"AIS, {num_chains} chains × {num_steps} steps")
+    left.set(
+        title=f"log p(x) per data point (N={len(gap)})",
+        xlabel=f"IS, K={num_samples}",
+        ylabel=f"AIS, {num_chains} chains × {num_steps} steps",
+    )
     left.legend(fontsize="small")
     _gap_histogram(right, gap, "AIS − IS (nats)")
     return fig
@@ -544,8 +633,11 @@ def plot_bdmc(lower: Array, upper: Array) -> Figure:
     x = np.arange(len(lower))
     left.plot(x, lower[order], "^", color="tab:blue", markersize=4, label="lower (forward AIS)")
     left.plot(x, upper[order], "v", color="tab:red", markersize=4, label="upper (reverse AIS)")
-    left.set(title=f"BDMC bounds on log p(x) (N={len(lower)})",
-             xlabel="simulated point (by lower bound)", ylabel="log p(x) (nats)")
+    left.set(
+        title=f"BDMC bounds on log p(x) (N={len(lower)})",
+        xlabel="simulated point (by lower bound)",
+        ylabel="log p(x) (nats)",
+    )
     left.legend(fontsize="small")
     _gap_histogram(right, upper - lower, "upper − lower (nats)")
     return fig
@@ -554,7 +646,8 @@ def plot_bdmc(lower: Array, upper: Array) -> Figure:
 def _gap_histogram(ax: Axes, gap: np.ndarray, label: str) -> None:
     sem = gap.std(ddof=1) / math.sqrt(len(gap)) if len(gap) > 1 else 0.0
     ax.hist(gap, bins=30, color="tab:orange", alpha=0.8)
-    ax.axvline(gap.mean(), color="black", linestyle="--",
-               label=f"mean {gap.mean():.3f} ± {sem:.3f}")
+    ax.axvline(
+        gap.mean(), color="black", linestyle="--", label=f"mean {gap.mean():.3f} ± {sem:.3f}"
+    )
     ax.set(title="Gap per data point", xlabel=label, ylabel="data points")
     ax.legend(fontsize="small")

@@ -96,8 +96,9 @@ class FlowPosterior(Posterior):
 
     def forward(self, x: torch.Tensor) -> dist.TorchDistribution:
         loc, scale, context = self.encoder.features(x)
-        return dist.TransformedDistribution(DiagonalNormal(loc, scale),
-                                            [f.condition(context) for f in self.flows])
+        return dist.TransformedDistribution(
+            DiagonalNormal(loc, scale), [f.condition(context) for f in self.flows]
+        )
 
     def summary(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(f(μ), σ): the flow's image of the base mean (E_q[z | x] has no closed form) and the

@@ -70,9 +70,11 @@ class BernoulliLikelihood(Likelihood):
         ok = (x == 0) | (x == 1)
         if bool(ok.all()):
             return None
-        fix = ("set data.binarize to dynamic or static, or use likelihood continuous_bernoulli"
-               if bool(((x >= 0) & (x <= 1)).all()) else
-               "the data leave [0, 1], so binarizing cannot help: use likelihood normal or laplace")
+        fix = (
+            "set data.binarize to dynamic or static, or use likelihood continuous_bernoulli"
+            if bool(((x >= 0) & (x <= 1)).all())
+            else "the data leave [0, 1], so binarizing cannot help: use likelihood normal or laplace"
+        )
         return f"bernoulli needs data in {{0, 1}}, found {_first_bad(x, ok)}; {fix}"
 
 
@@ -145,8 +147,10 @@ class CategoricalLikelihood(Likelihood):
         ok = (x >= 0) & (x <= self.levels - 1) & (x == x.round())
         if bool(ok.all()):
             return None
-        return (f"categorical with {self.levels} levels needs integers in 0..{self.levels - 1}, "
-                f"found {_first_bad(x, ok)}; set data.values: integer")
+        return (
+            f"categorical with {self.levels} levels needs integers in 0..{self.levels - 1}, "
+            f"found {_first_bad(x, ok)}; set data.values: integer"
+        )
 
 
 class DiscretizedLogisticMixture(dist.TorchDistribution):
@@ -162,11 +166,18 @@ class DiscretizedLogisticMixture(dist.TorchDistribution):
     k/(L−1) with ``unit`` (a relabelling of the same masses: no Jacobian).
     """
 
-    arg_constraints: dict = {}
+    arg_constraints: ClassVar[dict] = {}
     support = constraints.real
 
-    def __init__(self, logits: torch.Tensor, loc: torch.Tensor, log_scale: torch.Tensor,
-                 levels: int, unit: bool = False, validate_args: bool | None = None) -> None:
+    def __init__(
+        self,
+        logits: torch.Tensor,
+        loc: torch.Tensor,
+        log_scale: torch.Tensor,
+        levels: int,
+        unit: bool = False,
+        validate_args: bool | None = None,
+    ) -> None:
         self.logits = logits.log_softmax(-1)
         self.loc, self.log_scale = loc, log_scale.clamp(min=-7.0)
         self.levels, self.step = levels, 1.0 / (levels - 1) if unit else 1.0
@@ -178,8 +189,11 @@ class DiscretizedLogisticMixture(dist.TorchDistribution):
         inv_scale, half = (-self.log_scale).exp(), 1.0 / (self.levels - 1)
         a, b = (y + half - self.loc) * inv_scale, (y - half - self.loc) * inv_scale
         top, bottom = k == self.levels - 1, k == 0
-        log_p = (torch.where(top, 0.0, -F.softplus(-a)) + torch.where(bottom, 0.0, -F.softplus(b))
-                 + torch.where(top | bottom, 0.0, torch.log(-torch.expm1(b - a))))
+        log_p = (
+            torch.where(top, 0.0, -F.softplus(-a))
+            + torch.where(bottom, 0.0, -F.softplus(b))
+            + torch.where(top | bottom, 0.0, torch.log(-torch.expm1(b - a)))
+        )
         return torch.logsumexp(self.logits + log_p, -1)
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
@@ -213,16 +227,22 @@ class DiscretizedLogisticLikelihood(Likelihood):
 
     def forward(self, out: torch.Tensor) -> dist.TorchDistribution:
         params = out.unflatten(-1, (self.params_per_dim, self.data_dim)).transpose(-1, -2)
-        return DiscretizedLogisticMixture(*params.split(self.components, -1), self.levels,
-                                          self.unit, validate_args=False).to_event(1)
+        return DiscretizedLogisticMixture(
+            *params.split(self.components, -1), self.levels, self.unit, validate_args=False
+        ).to_event(1)
 
     def support_error(self, x: torch.Tensor) -> str | None:
         k = x * (self.levels - 1) if self.unit else x
         ok = (k >= 0) & (k <= self.levels - 1) & ((k - k.round()).abs() < 1e-3)
         if bool(ok.all()):
             return None
-        grid = (f"{{0, 1/{self.levels - 1}, …, 1}}" if self.unit
-                else f"the integers 0..{self.levels - 1}")
+        grid = (
+            f"{{0, 1/{self.levels - 1}, …, 1}}"
+            if self.unit
+            else f"the integers 0..{self.levels - 1}"
+        )
         form = "unit" if self.unit else "integer"
-        return (f"discretized_logistic with values: {form} needs data on {grid}, found "
-                f"{_first_bad(x, ok)}; set likelihood.values as data.values")
+        return (
+            f"discretized_logistic with values: {form} needs data on {grid}, found "
+            f"{_first_bad(x, ok)}; set likelihood.values as data.values"
+        )

@@ -14,6 +14,7 @@ Sizes are bounded before anything is allocated: :func:`check_fits` builds a mode
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 
@@ -26,8 +27,12 @@ from pyro_vae.memory import available_memory
 from pyro_vae.registry import SpecError
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "softplus": nn.Softplus,
-    "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "elu": nn.ELU,
+    "softplus": nn.Softplus,
+    "leaky_relu": nn.LeakyReLU,
+    "gelu": nn.GELU,
 }
 MIN_SCALE = 1e-4
 #: Training holds per parameter a float32 weight, its gradient and Adam's two moments.
@@ -55,7 +60,7 @@ class GaussianHead(nn.Module):
 def mlp(sizes: list[int], activation: str) -> nn.Sequential:
     """Linear layers with ``activation`` between them (none after the last)."""
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(ACTIVATIONS[activation]())
@@ -75,8 +80,9 @@ def check_fits(build: Callable[[], nn.Module], hint: str) -> None:
             module = build()
     except (NotImplementedError, RuntimeError, TypeError) as exc:
         if "overflow" in str(exc).lower():
-            raise SpecError("model", f"too large to build ({str(exc).splitlines()[0]}); reduce "
-                            f"{hint}") from None
+            raise SpecError(
+                "model", f"too large to build ({str(exc).splitlines()[0]}); reduce {hint}"
+            ) from None
         return
     seen: set[int] = set()
     parts: dict[str, int] = {}
@@ -88,18 +94,22 @@ def check_fits(build: Callable[[], nn.Module], hint: str) -> None:
     need = total * BYTES_PER_PARAMETER
     if memory is not None and need > memory:
         split = ", ".join(f"{name} {n:.3g}" for name, n in parts.items() if n)
-        raise SpecError("model", f"{total:.3g} parameters ({split or 'one part'}) need "
-                        f"{need / 2**30:.3g} GiB to train ({BYTES_PER_PARAMETER} bytes each: "
-                        "weight, gradient, Adam's two moments), more than the "
-                        f"{memory / 2**30:.3g} GiB of memory available; reduce {hint}")
+        raise SpecError(
+            "model",
+            f"{total:.3g} parameters ({split or 'one part'}) need "
+            f"{need / 2**30:.3g} GiB to train ({BYTES_PER_PARAMETER} bytes each: "
+            "weight, gradient, Adam's two moments), more than the "
+            f"{memory / 2**30:.3g} GiB of memory available; reduce {hint}",
+        )
 
 
 class LogVarHead(GaussianHead):
     """A GaussianHead whose σ has log σ² = clip(s, lo, hi), σ = exp(½ clip(s, lo, hi)):
     Tomczak & Welling's ``Hardtanh(-6, 2)`` on the log-variance, so σ ∈ [e⁻³, e]."""
 
-    def __init__(self, body: nn.Module, latent_dim: int, low: float, high: float,
-                 extra: int = 0) -> None:
+    def __init__(
+        self, body: nn.Module, latent_dim: int, low: float, high: float, extra: int = 0
+    ) -> None:
         super().__init__(body, latent_dim, extra)
         self.low, self.high = low, high
 
@@ -131,15 +141,21 @@ def he_init(module: nn.Module) -> nn.Module:
 
 def gated(sizes: list[int]) -> nn.Sequential:
     """GatedDense layers through ``sizes[:-1]``, then a plain Linear to ``sizes[-1]``, He-init."""
-    layers: list[nn.Module] = [GatedDense(a, b) for a, b in zip(sizes[:-2], sizes[1:-1])]
+    layers: list[nn.Module] = [GatedDense(a, b) for a, b in itertools.pairwise(sizes)]
     return he_init(nn.Sequential(*layers, nn.Linear(sizes[-2], sizes[-1])))
 
 
 class ConvEncoderBody(nn.Module):
     """(..., C·H·W) → conv stride 2 (×len(channels)) → linear hidden → out."""
 
-    def __init__(self, shape: tuple[int, int, int], channels: tuple[int, ...], hidden: int,
-                 out: int, act: type[nn.Module]) -> None:
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        channels: tuple[int, ...],
+        hidden: int,
+        out: int,
+        act: type[nn.Module],
+    ) -> None:
         super().__init__()
         self.shape = shape
         convs: list[nn.Module] = []
@@ -159,16 +175,24 @@ class ConvEncoderBody(nn.Module):
 class ConvDecoder(nn.Module):
     """z → linear → (c, h, w) → transposed conv stride 2 (×len(channels)) → crop to (m·C, H, W)."""
 
-    def __init__(self, latent_dim: int, shape: tuple[int, int, int], m: int,
-                 channels: tuple[int, ...], hidden: int, act: type[nn.Module]) -> None:
+    def __init__(
+        self,
+        latent_dim: int,
+        shape: tuple[int, int, int],
+        m: int,
+        channels: tuple[int, ...],
+        hidden: int,
+        act: type[nn.Module],
+    ) -> None:
         super().__init__()
         C, self.H, self.W = shape
         n = len(channels)
         h, w = -(-self.H // 2**n), -(-self.W // 2**n)
         rev = list(reversed(channels))
         self.seed_shape = (rev[0], h, w)
-        self.head = nn.Sequential(nn.Linear(latent_dim, hidden), act(),
-                                  nn.Linear(hidden, rev[0] * h * w), act())
+        self.head = nn.Sequential(
+            nn.Linear(latent_dim, hidden), act(), nn.Linear(hidden, rev[0] * h * w), act()
+        )
         ups: list[nn.Module] = []
         for i, c in enumerate(rev):
             c_out = rev[i + 1] if i + 1 < n else m * C

@@ -59,17 +59,29 @@ class Trained:
     def lines(self) -> list[str]:
         """What ``pyro-vae train`` prints."""
         if self.finished:
-            return [f"{self.run.root}: finished ({self.finished}); nothing to train. Raise "
+            return [
+                (
+                    f"{self.run.root}: finished ({self.finished}); nothing to train. Raise "
                     f"train.max_epochs to continue (--set train.max_epochs=N), or score it: "
-                    f"pyro-vae evaluate {self.run.root}"]
+                    f"pyro-vae evaluate {self.run.root}"
+                )
+            ]
         if self.evaluation is None or self.prepared is None:
             return []
-        return [f"data: {self.prepared.bundle.describe()}", *self.evaluation.lines(),
-                f"run directory: {self.run.root}"]
+        return [
+            f"data: {self.prepared.bundle.describe()}",
+            *self.evaluation.lines(),
+            f"run directory: {self.run.root}",
+        ]
 
 
-def run_for(config: Config | None, out: str | Path | None, overrides: Sequence[str],
-            resume: str | Path | None, overwrite: bool) -> tuple[Run, Spec]:
+def run_for(
+    config: Config | None,
+    out: str | Path | None,
+    overrides: Sequence[str],
+    resume: str | Path | None,
+    overwrite: bool,
+) -> tuple[Run, Spec]:
     """The run directory and the spec of a ``train``: ``config`` (a YAML path or a
     :class:`Spec`) plus ``overrides`` into ``out`` (default ``runs/<config's name>``), or with
     ``resume`` that run's own config.yaml, whose ``overrides`` may change only what a resumed
@@ -78,8 +90,11 @@ def run_for(config: Config | None, out: str | Path | None, overrides: Sequence[s
 
     if resume is not None:
         if config is not None or out is not None or overwrite:
-            raise SpecError("--resume", "takes the run directory alone: the spec is its "
-                            "config.yaml and the run continues in place")
+            raise SpecError(
+                "--resume",
+                "takes the run directory alone: the spec is its "
+                "config.yaml and the run continues in place",
+            )
         run = Run(resume)
         return run, run.resume_spec(overrides)
     if config is None:
@@ -92,9 +107,13 @@ def run_for(config: Config | None, out: str | Path | None, overrides: Sequence[s
     return Run(out or default), dataclasses.replace(spec, data=absolute_paths(spec.data))
 
 
-def train(config: Config | None = None, out: str | Path | None = None,
-          overrides: Sequence[str] = (), overwrite: bool = False,
-          resume: str | Path | None = None) -> Trained:
+def train(
+    config: Config | None = None,
+    out: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    overwrite: bool = False,
+    resume: str | Path | None = None,
+) -> Trained:
     """Train, score and draw a run (see the module docstring): a fresh one from ``config``, a
     stopped one with the same spec continued, an unscored one scored, or ``resume`` (a run
     directory) continued in place. The spec is checked before Lightning is imported."""
@@ -108,16 +127,20 @@ def train(config: Config | None = None, out: str | Path | None = None,
     quiet()  # after Lightning's import, which sets its own log level
     try:
         if not overwrite and run.unscored(spec):
-            notice(f"{run.root} holds this spec's run, trained but stopped before its "
-                   "evaluation and figures were all written: scoring it")
+            notice(
+                f"{run.root} holds this spec's run, trained but stopped before its "
+                "evaluation and figures were all written: scoring it"
+            )
             with run.locked("train"):
                 prepared = load_run(run, spec)
                 result = score(prepared, run, device_for(spec.train.accelerator), rank0=True)
             return Trained(run, prepared, result)
         continues = resume is None and not overwrite and run.continues(spec)
         if continues:
-            notice(f"{run.root} holds this spec's run, stopped ({run.state()}) before it "
-                   "finished: continuing it")
+            notice(
+                f"{run.root} holds this spec's run, stopped ({run.state()}) before it "
+                "finished: continuing it"
+            )
         prepared = prepare(spec)
         if resume is not None:  # the checkpoint fits the spec and data, finished or not
             run.resume_point(prepared.vae, spec, lambda: prepared.data_sha256)
@@ -133,8 +156,13 @@ def train(config: Config | None = None, out: str | Path | None = None,
         run.unlock()
 
 
-def fit(prepared: Prepared, out: Path | Run, overwrite: bool = False,
-        resume: bool = False, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
+def fit(
+    prepared: Prepared,
+    out: Path | Run,
+    overwrite: bool = False,
+    resume: bool = False,
+    callbacks: Sequence[L.Callback] = (),
+) -> L.Trainer:
     """Train in a fresh run directory, or with ``resume`` continue the run in ``out`` from its
     last checkpoint; ``callbacks`` join the Trainer's own. Rank 0 claims the run
     (:meth:`Run.claim`) once the spec's devices are checked; given a path, it lets go at the
@@ -151,8 +179,9 @@ def fit(prepared: Prepared, out: Path | Run, overwrite: bool = False,
     record = spec_record(spec, prepared.data_sha256)
 
     def start() -> int | None:
-        return run.resume_point(prepared.vae, spec, lambda: prepared.data_sha256) \
-            if resume else None
+        return (
+            run.resume_point(prepared.vae, spec, lambda: prepared.data_sha256) if resume else None
+        )
 
     rank0 = rank_zero_only.rank == 0  # Lightning's DDP re-runs this command in each extra process
     if not rank0:
@@ -165,8 +194,14 @@ def fit(prepared: Prepared, out: Path | Run, overwrite: bool = False,
             run.unlock()
 
 
-def _fit(prepared: Prepared, run: Run, record: dict[str, Any], first_step: int | None,
-         rank0: bool, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
+def _fit(
+    prepared: Prepared,
+    run: Run,
+    record: dict[str, Any],
+    first_step: int | None,
+    rank0: bool,
+    callbacks: Sequence[L.Callback] = (),
+) -> L.Trainer:
     import pyro
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -195,24 +230,32 @@ def _fit(prepared: Prepared, run: Run, record: dict[str, Any], first_step: int |
         data = VAEData(bundle, spec.train.batch_size, spec.train.seed)
         checkpoint = next(c for c in trainer.callbacks if isinstance(c, PeriodicCheckpoint))
         # Lightning's progress bar writes to stdout, which holds results alone
-        with (warnings.catch_warnings(), stop_on_signals(checkpoint),
-              contextlib.redirect_stdout(sys.stderr),
-              pyro.settings.context(module_local_params=True)):
+        with (
+            warnings.catch_warnings(),
+            stop_on_signals(checkpoint),
+            contextlib.redirect_stdout(sys.stderr),
+            pyro.settings.context(module_local_params=True),
+        ):
             # the logger shares the run directory with config.yaml
             warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
             # train_* metrics are rank 0's share (a random part of each epoch); val_* are synced
             warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
             warnings.filterwarnings("ignore", message="Encountered NaN")  # Diverged says it
             warnings.showwarning = _one_line_notices(warnings.showwarning)
-            trainer.fit(module, datamodule=data, ckpt_path=run.last if resume else None,
-                        weights_only=True)
+            trainer.fit(
+                module, datamodule=data, ckpt_path=run.last if resume else None, weights_only=True
+            )
     except Diverged as exc:
         if rank0:
             run.fall_back(exc.step - 1)
             run.mark("diverged", trained_s=trained())
         hint = f" --set train.lr={spec.train.lr / 10:g}"
-        where = (run.where(hint) if run.last.is_file() else "no checkpoint passed the guard; "
-                 f"start again with --overwrite and a lower train.lr (e.g.{hint})")
+        where = (
+            run.where(hint)
+            if run.last.is_file()
+            else "no checkpoint passed the guard; "
+            f"start again with --overwrite and a lower train.lr (e.g.{hint})"
+        )
         raise Diverged(exc.step, exc.reason, where) from None
     except (Interrupted, SIGTERMException) as exc:
         signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGTERM
@@ -225,8 +268,7 @@ def _fit(prepared: Prepared, run: Run, record: dict[str, Any], first_step: int |
         if fresh:  # nothing worth keeping; a rerun of the same command must not find it
             run.discard()
         where = f"nothing was saved; {run.root} removed" if fresh else run.where()
-        raise SpecError(exc.filename or str(run.root), f"{exc.strerror or exc}; {where}") \
-            from None
+        raise SpecError(exc.filename or str(run.root), f"{exc.strerror or exc}; {where}") from None
     digests = ranks_in_sync(module.vae)
     if len(digests) > 1:
         if trainer.global_rank == 0:
@@ -244,8 +286,9 @@ def _one_line_notices(show: Callable[..., None]) -> Callable[..., None]:
     warnings to ``show``."""
     from inference.compiled import TraceNotice
 
-    def showwarning(message: Warning | str, category: type[Warning], *args: Any,
-                    **kwargs: Any) -> None:
+    def showwarning(
+        message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any
+    ) -> None:
         if issubclass(category, TraceNotice):
             print(f"pyro-vae: train.jit: {message}", file=sys.stderr)
         else:
@@ -265,8 +308,10 @@ def score(prepared: Prepared, run: Run, device: torch.device, rank0: bool) -> Ev
 
     def where() -> str:
         if run.unscored(prepared.spec):
-            return (f"{run.root} keeps the trained run; the same command or pyro-vae train "
-                    f"--resume {run.root} scores it")
+            return (
+                f"{run.root} keeps the trained run; the same command or pyro-vae train "
+                f"--resume {run.root} scores it"
+            )
         return f"its scores and figures are written in {run.root}"
 
     progress = prepared.spec.train.progress and chatty()
@@ -277,8 +322,9 @@ def score(prepared: Prepared, run: Run, device: torch.device, rank0: bool) -> Ev
                 with run.scoring():
                     write_scores(prepared, run, result, curves=True)
             except OSError as exc:
-                raise SpecError(exc.filename or str(run.root),
-                                f"{exc.strerror or exc}; {where()}") from None
+                raise SpecError(
+                    exc.filename or str(run.root), f"{exc.strerror or exc}; {where()}"
+                ) from None
     return result
 
 
@@ -287,8 +333,12 @@ def write_scores(prepared: Prepared, run: Run, result: Evaluation, curves: bool)
     ``evaluate.figures`` is false, ``figures/<split>/``, nothing of another split's; with
     ``curves`` the training curves too (``figures/training_curves.png``). A linked figures folder is refused before anything is
     written."""
-    from pyro_vae.figures import (curve_series, evaluation_figures, plot_training_curves,
-                                  read_metrics)
+    from pyro_vae.figures import (
+        curve_series,
+        evaluation_figures,
+        plot_training_curves,
+        read_metrics,
+    )
 
     draw = prepared.spec.evaluate.figures
     if draw:
@@ -296,15 +346,22 @@ def write_scores(prepared: Prepared, run: Run, result: Evaluation, curves: bool)
     run.write_evaluation(result.summary(prepared.data_sha256), result.arrays())
     if not draw:
         return
-    run.write_figures(evaluation_figures(prepared.vae, prepared.bundle, result,
-                                         prepared.spec.train.seed), result.split)
+    run.write_figures(
+        evaluation_figures(prepared.vae, prepared.bundle, result, prepared.spec.train.seed),
+        result.split,
+    )
     if curves and run.metrics_csv.is_file() and curve_series(read_metrics(run.metrics_csv)):
         run.write_figures({"training_curves": plot_training_curves(run.metrics_csv)})
 
 
-def evaluate(run: str | Path | Run, split: str | None = None, num_samples: int | None = None,
-             limit: int | None = None, accelerator: str | None = None,
-             progress: bool = False) -> Evaluation:
+def evaluate(
+    run: str | Path | Run,
+    split: str | None = None,
+    num_samples: int | None = None,
+    limit: int | None = None,
+    accelerator: str | None = None,
+    progress: bool = False,
+) -> Evaluation:
     """Score a trained run by importance sampling (the spec's ``evaluate`` section unless
     given), holding its lock: ``eval-<split>.json``/``.npz`` and ``figures/<split>/`` written,
     nothing of another split's."""
@@ -319,8 +376,7 @@ def evaluate(run: str | Path | Run, split: str | None = None, num_samples: int |
     with run.locked("evaluate"):  # before reading: scores of one checkpoint
         prepared = load_run(run)
         device = device_for(accelerator or prepared.spec.train.accelerator)
-        result = evaluate_run(prepared, device, split, num_samples, progress=progress,
-                              limit=limit)
+        result = evaluate_run(prepared, device, split, num_samples, progress=progress, limit=limit)
         write_scores(prepared, run, result, curves=False)
     return result
 
@@ -331,10 +387,18 @@ def check_positive(flag: str, value: int | None) -> None:
         raise SpecError(flag, f"must be >= 1, got {value}")
 
 
-def evaluate_annealed(run: str | Path | Run, method: str = "ais", split: str | None = None,
-                      num_samples: int | None = None, limit: int | None = None,
-                      accelerator: str | None = None, chains: int = 16, steps: int = 1000,
-                      leapfrog: int = 10, progress: bool = False) -> dict[str, Any]:
+def evaluate_annealed(
+    run: str | Path | Run,
+    method: str = "ais",
+    split: str | None = None,
+    num_samples: int | None = None,
+    limit: int | None = None,
+    accelerator: str | None = None,
+    chains: int = 16,
+    steps: int = 1000,
+    leapfrog: int = 10,
+    progress: bool = False,
+) -> dict[str, Any]:
     """AIS beside IS on the first ``limit`` points of a split (``method="ais"``), or BDMC on
     points simulated from the model (``"bdmc"``), holding the run's lock
     (:mod:`pyro_vae.annealing`): what C chains × T steps keep in memory checked first, a long
@@ -355,15 +419,24 @@ def evaluate_annealed(run: str | Path | Run, method: str = "ais", split: str | N
         spec, bundle = prepared.spec.evaluate, prepared.bundle
         split, vae = split or spec.split, prepared.vae.to(device)
         default = annealing.BDMC_POINTS if method == "bdmc" else None
-        x = bundle.split(split)[:options.limit or default].to(device)
+        x = bundle.split(split)[: options.limit or default].to(device)
         k = num_samples or spec.num_samples
         options.check_memory(len(x), method, spec.memory_budget_mb)
         annealing.announce_duration(vae, x, split, method, options, k, spec.memory_budget_mb)
         if method == "ais":
-            summary = annealing.evaluate_ais(vae, x, split, options, k, spec.memory_budget_mb,
-                                             progress=progress, log_jacobian=bundle.log_jacobian)
+            summary = annealing.evaluate_ais(
+                vae,
+                x,
+                split,
+                options,
+                k,
+                spec.memory_budget_mb,
+                progress=progress,
+                log_jacobian=bundle.log_jacobian,
+            )
         else:  # the split's rows set the simulated points' number and shape, not their values
-            summary = annealing.evaluate_bdmc(vae, x, options, spec.memory_budget_mb,
-                                              progress=progress, scale=bundle.scale_name)
+            summary = annealing.evaluate_bdmc(
+                vae, x, options, spec.memory_budget_mb, progress=progress, scale=bundle.scale_name
+            )
         annealing.write(run, summary, prepared.data_sha256)
     return summary

@@ -19,13 +19,13 @@ import numpy as np
 import torch
 
 from pyro_vae.bundle import DataBundle
+from pyro_vae.checkpoints import data_digest
 from pyro_vae.console import chatty
 from pyro_vae.data import DATASETS, SPLITS
-from pyro_vae.scoring import particles_per_chunk
 from pyro_vae.memory import available_memory
 from pyro_vae.registry import Component, SpecError, built
-from pyro_vae.checkpoints import data_digest
 from pyro_vae.rundir import TRANSFORM, Run
+from pyro_vae.scoring import particles_per_chunk
 from pyro_vae.spec import Spec
 from pyro_vae.vae import VAE
 
@@ -85,14 +85,22 @@ class Prepared:
 def prepare(spec: Spec) -> Prepared:
     """Load the data, build the VAE and check the data against the likelihood's support."""
     seed_everything(spec.train.seed)
-    bundle = built(DATASETS.instantiate(spec.data, "data").load(), DataBundle, "data.name",
-                   spec.data.name)
+    bundle = built(
+        DATASETS.instantiate(spec.data, "data").load(), DataBundle, "data.name", spec.data.name
+    )
     if spec.train.batch_size > len(bundle.train):
-        raise SpecError("train.batch_size", f"{spec.train.batch_size} is larger than the "
-                        f"{len(bundle.train)} training items")
+        raise SpecError(
+            "train.batch_size",
+            f"{spec.train.batch_size} is larger than the {len(bundle.train)} training items",
+        )
     check_kl_weight(spec, len(bundle.train))
-    check_step_memory(spec, bundle.shape, {spec.estimator.name: spec.estimator},
-                      spec.train.batch_size, "estimator.particles")
+    check_step_memory(
+        spec,
+        bundle.shape,
+        {spec.estimator.name: spec.estimator},
+        spec.train.batch_size,
+        "estimator.particles",
+    )
     vae = VAE.from_spec(spec, bundle.shape, bundle.levels, bundle.train)  # checks its sizes
     plate = spec.estimator.params.get("data_plate")
     if plate not in (None, "data"):
@@ -102,22 +110,34 @@ def prepare(spec: Spec) -> Prepared:
         if len(x) == 0:  # training validates every epoch; evaluation needs its split
             if split == "val" or split == spec.evaluate.split:
                 use = "training validates on it" if split == "val" else f"evaluate.split is {split}"
-                raise SpecError(f"data.{split}_fraction", f"leaves the {split} split of "
-                                f"{bundle.name} empty, but {use}")
+                raise SpecError(
+                    f"data.{split}_fraction",
+                    f"leaves the {split} split of {bundle.name} empty, but {use}",
+                )
             continue
         if split == "train" and bundle.collate is not None:  # as training batches will be
             x = bundle.collate(x[:1000])
         vae.check_data(x, f"data ({spec.data.name}, {split} split)")
     vae.num_data = len(bundle.train)
     with torch.random.fork_rng(devices=[]), torch.no_grad():
-        if (spec.estimator.name == "mean_field" and chatty()
-                and not vae.elbo_terms(bundle.train[:1]).analytic_kl):
-            print(f"pyro-vae: note: mean_field takes the KL term by Monte Carlo, log q(z|x) − "
-                  f"log p(z) at one draw: guide {spec.guide.name} and prior {spec.prior.name} "
-                  "have no closed-form KL", file=sys.stderr)
+        if (
+            spec.estimator.name == "mean_field"
+            and chatty()
+            and not vae.elbo_terms(bundle.train[:1]).analytic_kl
+        ):
+            print(
+                f"pyro-vae: note: mean_field takes the KL term by Monte Carlo, log q(z|x) − "
+                f"log p(z) at one draw: guide {spec.guide.name} and prior {spec.prior.name} "
+                "have no closed-form KL",
+                file=sys.stderr,
+            )
     with torch.random.fork_rng(devices=[]):  # one particle must fit evaluate.memory_budget_mb
-        particles_per_chunk(vae, bundle.split(spec.evaluate.split)[:1],
-                            spec.evaluate.num_samples, spec.evaluate.memory_budget_mb)
+        particles_per_chunk(
+            vae,
+            bundle.split(spec.evaluate.split)[:1],
+            spec.evaluate.num_samples,
+            spec.evaluate.memory_budget_mb,
+        )
     return Prepared(spec, bundle, vae)
 
 
@@ -127,8 +147,9 @@ def train_device(spec: Spec) -> torch.device:
     return torch.device("cuda" if gpu else "cpu")
 
 
-def check_step_memory(spec: Spec, shape: tuple[int, ...], estimators: Mapping[str, Component],
-                      points: int, key: str) -> None:
+def check_step_memory(
+    spec: Spec, shape: tuple[int, ...], estimators: Mapping[str, Component], points: int, key: str
+) -> None:
     """SpecError naming ``key`` when a step of one of ``estimators`` (label → component)
     cannot fit, checked by arithmetic before training or scoring starts: k particles of
     B = ``points`` data points, each decoded to the P values of an item of ``shape``, hold at
@@ -142,10 +163,13 @@ def check_step_memory(spec: Spec, shape: tuple[int, ...], estimators: Mapping[st
         k = component.params.get("particles", 1)
         need = 4 * k * points * size
         if free is not None and need > free:
-            raise SpecError(key, f"{label}: {k} particles × {points} points × {size} values = "
-                            f"{k * points * size:.3g} floats per step, at least "
-                            f"{need / 2**30:.3g} GiB, more than the {free / 2**30:.3g} GiB of "
-                            "memory free; lower the particles or train.batch_size")
+            raise SpecError(
+                key,
+                f"{label}: {k} particles × {points} points × {size} values = "
+                f"{k * points * size:.3g} floats per step, at least "
+                f"{need / 2**30:.3g} GiB, more than the {free / 2**30:.3g} GiB of "
+                "memory free; lower the particles or train.batch_size",
+            )
 
 
 def check_kl_weight(spec: Spec, num_data: int) -> None:
@@ -157,9 +181,12 @@ def check_kl_weight(spec: Spec, num_data: int) -> None:
     first, tiny = spec.beta * min(1.0, 1.0 / steps) if steps else spec.beta, 1.2e-38
     if not first >= tiny:
         key = "train.warmup_epochs" if steps > 1 else "beta"
-        raise SpecError(key, f"makes the first step's KL weight β·min(1, 1/T) = {first:.3g} "
-                        f"(β = {spec.beta:g}, T = {steps:g} warm-up steps), below float32's "
-                        f"smallest normal number {tiny:g}: the KL term would vanish")
+        raise SpecError(
+            key,
+            f"makes the first step's KL weight β·min(1, 1/T) = {first:.3g} "
+            f"(β = {spec.beta:g}, T = {steps:g} warm-up steps), below float32's "
+            f"smallest normal number {tiny:g}: the KL term would vanish",
+        )
 
 
 def load_run(run: Path | str | Run, spec: Spec | None = None) -> Prepared:
@@ -173,6 +200,9 @@ def load_run(run: Path | str | Run, spec: Spec | None = None) -> Prepared:
     run.load_weights(prepared.vae, prepared.spec, lambda: prepared.data_sha256)
     saved = run.transform_state()
     if saved is not None and saved != prepared.bundle.transform_state():
-        raise SpecError(str(run.root / TRANSFORM), "the data now give another transform than the run was "
-                        "trained with (its training split changed): restore the data file")
+        raise SpecError(
+            str(run.root / TRANSFORM),
+            "the data now give another transform than the run was "
+            "trained with (its training split changed): restore the data file",
+        )
     return prepared

@@ -49,23 +49,38 @@ class DiagonalNormalMixture(dist.MixtureSameFamily):
     trained on digits (K = 100, D = 8) is off by 7·10⁻⁶. All in the input dtype: nothing is upcast.
     """
 
-    def __init__(self, logits: torch.Tensor, locs: torch.Tensor, scales: torch.Tensor,
-                 validate_args: bool | None = None) -> None:
+    def __init__(
+        self,
+        logits: torch.Tensor,
+        locs: torch.Tensor,
+        scales: torch.Tensor,
+        validate_args: bool | None = None,
+    ) -> None:
         if logits.dim() != 1 or locs.dim() != 2:
-            raise ValueError(f"logits must be (K,) and locs, scales (K, D), got "
-                             f"{tuple(logits.shape)} and {tuple(locs.shape)}")
-        super().__init__(dist.Categorical(logits=logits), dist.Normal(locs, scales).to_event(1),
-                         validate_args=validate_args)
+            raise ValueError(
+                f"logits must be (K,) and locs, scales (K, D), got "
+                f"{tuple(logits.shape)} and {tuple(locs.shape)}"
+            )
+        super().__init__(
+            dist.Categorical(logits=logits),
+            dist.Normal(locs, scales).to_event(1),
+            validate_args=validate_args,
+        )
         self._log_pi = self.mixture_distribution.logits  # normalised
         self._locs, self._scales = locs, scales
         self._centre = locs.detach().mean(0)  # m: log p(z) does not depend on it
         shifted, precision = locs - self._centre, scales.pow(-2)
         self._weights = torch.cat([-0.5 * precision, shifted * precision], -1)  # (K, 2D)
-        self._bias = (self._log_pi - 0.5 * (shifted.square() * precision).sum(-1)
-                      - scales.log().sum(-1) - locs.shape[-1] * gaussians.HALF_LOG_2PI)
+        self._bias = (
+            self._log_pi
+            - 0.5 * (shifted.square() * precision).sum(-1)
+            - scales.log().sum(-1)
+            - locs.shape[-1] * gaussians.HALF_LOG_2PI
+        )
 
-    def expand(self, batch_shape: torch.Size,
-               _instance: DiagonalNormalMixture | None = None) -> DiagonalNormalMixture:
+    def expand(
+        self, batch_shape: torch.Size, _instance: DiagonalNormalMixture | None = None
+    ) -> DiagonalNormalMixture:
         new = self._get_checked_instance(DiagonalNormalMixture, _instance)
         new = super().expand(batch_shape, _instance=new)
         for name in ("_log_pi", "_locs", "_scales", "_centre", "_weights", "_bias"):
@@ -77,11 +92,13 @@ class DiagonalNormalMixture(dist.MixtureSameFamily):
             self._validate_sample(value)
         centred = value - self._centre
         features = torch.cat([centred.square(), centred], -1)
-        scores = torch.addmm(self._bias, features.reshape(-1, features.shape[-1]),
-                             self._weights.mT).reshape(*features.shape[:-1], -1)
+        scores = torch.addmm(
+            self._bias, features.reshape(-1, features.shape[-1]), self._weights.mT
+        ).reshape(*features.shape[:-1], -1)
         top, k = scores.max(-1)
-        exact = self._log_pi[k] + gaussians.DiagonalNormal(self._locs[k],
-                                                           self._scales[k]).log_prob(value)
+        exact = self._log_pi[k] + gaussians.DiagonalNormal(self._locs[k], self._scales[k]).log_prob(
+            value
+        )
         # logsumexp_k a_k − a_k* + exact, with a_k* as the shift
         log_p = exact + (scores - top.unsqueeze(-1)).exp().sum(-1).log()
         return log_p.expand(torch.broadcast_shapes(log_p.shape, self.batch_shape))
@@ -137,8 +154,9 @@ class VampPrior(Prior):
     buffers: a checkpoint restores the same u.
     """
 
-    def __init__(self, encoder: nn.Module, pseudo_inputs: torch.Tensor, low: float,
-                 high: float) -> None:
+    def __init__(
+        self, encoder: nn.Module, pseudo_inputs: torch.Tensor, low: float, high: float
+    ) -> None:
         super().__init__()
         self.encoder = encoder  # shared with the guide: not a copy
         self.register_buffer("low", torch.tensor(float(low)))
@@ -168,9 +186,11 @@ class FlowPrior(Prior):
     def __init__(self, latent_dim: int, flows: int, hidden: tuple[int, ...]) -> None:
         super().__init__()
         self.register_buffer("loc", torch.zeros(latent_dim))
-        self.flows = nn.ModuleList([transforms.affine_autoregressive(latent_dim, list(hidden))
-                                    for _ in range(flows)])
+        self.flows = nn.ModuleList(
+            [transforms.affine_autoregressive(latent_dim, list(hidden)) for _ in range(flows)]
+        )
 
     def forward(self) -> dist.TorchDistribution:
-        return dist.TransformedDistribution(gaussians.StandardNormal(self.loc),
-                                            [f.inv for f in reversed(self.flows)])
+        return dist.TransformedDistribution(
+            gaussians.StandardNormal(self.loc), [f.inv for f in reversed(self.flows)]
+        )

@@ -42,10 +42,10 @@ def gather_rows(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> 
     part = fn(x[rank::size])
     length = -(-len(x) // size)
     padded = torch.zeros((length, *part.shape[1:]), dtype=part.dtype, device=part.device)
-    padded[:len(part)] = part
+    padded[: len(part)] = part
     shards = [torch.empty_like(padded) for _ in range(size)]
     dist.all_gather(shards, padded)
     out = torch.empty((len(x), *part.shape[1:]), dtype=part.dtype, device=part.device)
     for r, shard in enumerate(shards):
-        out[r::size] = shard[:len(range(r, len(x), size))]
+        out[r::size] = shard[: len(range(r, len(x), size))]
     return out

@@ -79,8 +79,9 @@ def directory_argument(text: str) -> str:
     """An argparse ``type`` for a directory option: an empty string is an error, not the
     default (``--out ''`` would otherwise mean ``runs/<config name>``)."""
     if not text.strip():
-        raise argparse.ArgumentTypeError("empty; give a directory, or leave the option out for "
-                                         "the default")
+        raise argparse.ArgumentTypeError(
+            "empty; give a directory, or leave the option out for the default"
+        )
     return text
 
 
@@ -126,8 +127,10 @@ def signature_params(entry: Callable[..., Any]) -> dict[str, inspect.Parameter]:
 def parameters_text(entry: Callable[..., Any]) -> str:
     """``key=default, key (required)``: the parameters of ``entry`` as ``pyro-vae datasets``
     lists them."""
-    return ", ".join(f"{k} (required)" if p.default is inspect.Parameter.empty
-                     else f"{k}={p.default!r}" for k, p in signature_params(entry).items())
+    return ", ".join(
+        f"{k} (required)" if p.default is inspect.Parameter.empty else f"{k}={p.default!r}"
+        for k, p in signature_params(entry).items()
+    )
 
 
 def coerce(value: Any, annotation: Any, key: str) -> Any:
@@ -148,11 +151,18 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
     if origin is Literal:
         if value in args:
             return value
-        raise SpecError(key, f"{shown(value)} is not one of: {', '.join(map(str, args))}"
-                        + did_you_mean(value, map(str, args)))
+        raise SpecError(
+            key,
+            f"{shown(value)} is not one of: {', '.join(map(str, args))}"
+            + did_you_mean(value, map(str, args)),
+        )
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            value = [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+            value = (
+                [value]
+                if isinstance(value, (int, float)) and not isinstance(value, bool)
+                else value
+            )
         if not isinstance(value, (list, tuple)):
             raise SpecError(key, f"expected a list, got {shown(value)}")
         item = args[0] if args else Any
@@ -167,8 +177,7 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
         if not isinstance(value, int) or isinstance(value, bool):
             raise SpecError(key, f"expected an integer, got {shown(value)}")
         if not -INT_LIMIT <= value < INT_LIMIT:
-            raise SpecError(key, f"{shown(value)} is out of range: integers lie in "
-                            "[-2**63, 2**63)")
+            raise SpecError(key, f"{shown(value)} is out of range: integers lie in [-2**63, 2**63)")
         return value
     if annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -196,16 +205,17 @@ def parse_kwargs(entry: Callable[..., Any], values: Mapping[str, Any], key: str)
     unknown = [k for k in values if k not in params]
     if unknown:
         k = unknown[0]
-        raise SpecError(f"{key}.{k}" if key else k,
-                        f"unknown key; valid keys: {choices_text(params)}" + did_you_mean(k, params))
+        raise SpecError(
+            f"{key}.{k}" if key else k,
+            f"unknown key; valid keys: {choices_text(params)}" + did_you_mean(k, params),
+        )
     out: dict[str, Any] = {}
     for name, p in params.items():
         sub = f"{key}.{name}" if key else name
         if name in values:
             out[name] = coerce(values[name], p.annotation, sub)
             if name == "seed" and isinstance(out[name], int) and not 0 <= out[name] < SEED_LIMIT:
-                raise SpecError(sub, f"{shown(out[name])} is out of range: seeds lie in "
-                                "[0, 2**32)")
+                raise SpecError(sub, f"{shown(out[name])} is out of range: seeds lie in [0, 2**32)")
         elif p.default is inspect.Parameter.empty:
             raise SpecError(sub, "missing required key")
         else:
@@ -235,8 +245,9 @@ class Registry(Generic[T]):
             if name in self.entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             if not (inspect.isclass(entry) and issubclass(entry, self.base)):
-                raise TypeError(f"{self.kind} {name!r}: {entry!r} does not subclass "
-                                f"{kind_name(self.base)}")
+                raise TypeError(
+                    f"{self.kind} {name!r}: {entry!r} does not subclass {kind_name(self.base)}"
+                )
             self.entries[name] = entry
             return entry
 
@@ -263,9 +274,13 @@ class Registry(Generic[T]):
         if isinstance(name, str) and name in plugins:
             return self._checked(_load(plugins[name], key), name, key)
         choices = [*self.entries, *plugins]
-        raise SpecError(key, f"unknown {self.kind} {shown(name)}; choices: "
-                        f"{choices_text(choices)}" + did_you_mean(str(name), choices)
-                        + "; or 'package.module:Class' from your own module")
+        raise SpecError(
+            key,
+            f"unknown {self.kind} {shown(name)}; choices: "
+            f"{choices_text(choices)}"
+            + did_you_mean(str(name), choices)
+            + "; or 'package.module:Class' from your own module",
+        )
 
     def _base_of(self, entry: Any, key: str) -> type | None:
         """The base that ``entry`` subclasses: :attr:`base`, else the :attr:`foreign` one (its
@@ -281,12 +296,19 @@ class Registry(Generic[T]):
         """``entry`` when it is a concrete subclass of the base (or the foreign base) whose
         parameters can be read; nothing of it is called."""
         if self._base_of(entry, key) is None:
-            what = f"the class {entry.__qualname__}" if inspect.isclass(entry) else \
-                f"a {type(entry).__name__}"
-            bases = kind_name(self.base) + (f" or of {self.foreign.replace(':', '.')}"
-                                             if self.foreign else "")
-            raise SpecError(key, f"{name!r} is {what}, not a {self.kind} class: a {self.kind} "
-                            f"is a subclass of {bases} (README, \"Write your own component\")")
+            what = (
+                f"the class {entry.__qualname__}"
+                if inspect.isclass(entry)
+                else f"a {type(entry).__name__}"
+            )
+            bases = kind_name(self.base) + (
+                f" or of {self.foreign.replace(':', '.')}" if self.foreign else ""
+            )
+            raise SpecError(
+                key,
+                f"{name!r} is {what}, not a {self.kind} class: a {self.kind} "
+                f'is a subclass of {bases} (README, "Write your own component")',
+            )
         if inspect.isabstract(entry):
             missing = ", ".join(sorted(getattr(entry, "__abstractmethods__", ())))
             raise SpecError(key, f"{name!r} does not implement {missing}")
@@ -330,8 +352,7 @@ class Registry(Generic[T]):
             raise
         except ValueError as exc:
             raise SpecError(key or self.kind, str(exc)) from None
-        return built(made, self._base_of(entry, name_key) or self.base, name_key,
-                     component.name)
+        return built(made, self._base_of(entry, name_key) or self.base, name_key, component.name)
 
 
 def built(value: Any, kind: type[T] | tuple[type, ...], key: str, name: str) -> T:
@@ -340,8 +361,11 @@ def built(value: Any, kind: type[T] | tuple[type, ...], key: str, name: str) -> 
     if isinstance(value, kind):
         return value
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    raise SpecError(key, f"{name!r} returned a {type(value).__module__}.{type(value).__qualname__}"
-                    f", not a {' or '.join(kind_name(k) for k in kinds)}")
+    raise SpecError(
+        key,
+        f"{name!r} returned a {type(value).__module__}.{type(value).__qualname__}"
+        f", not a {' or '.join(kind_name(k) for k in kinds)}",
+    )
 
 
 def import_entry(name: str, key: str) -> Any:
@@ -353,10 +377,13 @@ def import_entry(name: str, key: str) -> Any:
         raise SpecError(key, f"{name!r} is not of the form 'package.module:Attribute'")
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - not found, or the module's own error on import
-        raise SpecError(key, f"cannot import module {module_name!r} for {name!r} ("
-                        f"{type(exc).__name__}: {exc}); put its folder on PYTHONPATH or install "
-                        "its package") from None
+    except Exception as exc:
+        raise SpecError(
+            key,
+            f"cannot import module {module_name!r} for {name!r} ("
+            f"{type(exc).__name__}: {exc}); put its folder on PYTHONPATH or install "
+            "its package",
+        ) from None
     try:
         entry = operator.attrgetter(attribute)(module)
     except AttributeError:
@@ -367,9 +394,12 @@ def import_entry(name: str, key: str) -> Any:
 def _load(entry_point: EntryPoint, key: str) -> Any:
     try:
         return entry_point.load()
-    except Exception as exc:  # noqa: BLE001 - a broken plugin is the user's error, one line
-        raise SpecError(key, f"cannot load entry point {entry_point.name!r} = "
-                        f"{entry_point.value!r} ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:
+        raise SpecError(
+            key,
+            f"cannot load entry point {entry_point.name!r} = "
+            f"{entry_point.value!r} ({type(exc).__name__}: {exc})",
+        ) from None
 
 
 def frozen_params(cls: type[T]) -> type[T]:

@@ -90,8 +90,11 @@ def write_report(run_dir: Path | str) -> Path:
     with run.locked("report"):  # the page shows one state of the run
         page = run.report  # a link is replaced, never written through (its target stays)
         if page.is_file() and not page.is_symlink() and not _ours(page):
-            raise SpecError("", f"{run.report} exists and is not a pyro-vae report; nothing "
-                            "was changed: move it away to write one")
+            raise SpecError(
+                "",
+                f"{run.report} exists and is not a pyro-vae report; nothing "
+                "was changed: move it away to write one",
+            )
         return run.write_text(page, _page(run_dir))  # atomic: a full disk leaves the old one
 
 
@@ -103,26 +106,39 @@ def _ours(page: Path) -> bool:
 
 def _page(run_dir: Path) -> str:
     title = f"pyro-vae run {run_dir.resolve().name}"
-    evaluations = [(f"Evaluation: {label}", _evaluation(path))
-                   for label, path in _evaluation_files(run_dir)]
-    split_figures = [(f"Figures: {folder.name} split", _figures(folder))
-                     for folder in sorted(p for p in (run_dir / "figures").glob("*") if p.is_dir())]
+    evaluations = [
+        (f"Evaluation: {label}", _evaluation(path)) for label, path in _evaluation_files(run_dir)
+    ]
+    split_figures = [
+        (f"Figures: {folder.name} split", _figures(folder))
+        for folder in sorted(p for p in (run_dir / "figures").glob("*") if p.is_dir())
+    ]
     sections = [
         ("Spec (config.yaml)", f"<pre>{_esc(read_text(run_dir / 'config.yaml'))}</pre>"),
         ("Training metrics (metrics.csv)", _metrics(run_dir / "metrics.csv")),
-        *(evaluations or [("Evaluation", _note("Not evaluated: no eval-<split>.json (run "
-                                               "`pyro-vae evaluate RUN_DIR`)."))]),
+        *(
+            evaluations
+            or [
+                (
+                    "Evaluation",
+                    _note("Not evaluated: no eval-<split>.json (run `pyro-vae evaluate RUN_DIR`)."),
+                )
+            ]
+        ),
         ("Estimator comparison (compare.csv)", _comparison(run_dir / "compare.csv")),
         ("How loose is the bound? AIS and BDMC", _annealing(run_dir)),
         ("Figures" if not split_figures else "Figures: training", _figures(run_dir / "figures")),
         *split_figures,
     ]
-    body = "\n".join(f"<section>\n<h2>{_esc(h)}</h2>\n{content}\n</section>"
-                     for h, content in sections)
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f"<title>{_esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
-            f"<h1>{_esc(title)}</h1>\n<p class=\"note\">{_esc(str(run_dir))}</p>\n{body}\n"
-            "</body>\n</html>\n")
+    body = "\n".join(
+        f"<section>\n<h2>{_esc(h)}</h2>\n{content}\n</section>" for h, content in sections
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{_esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
+        f'<h1>{_esc(title)}</h1>\n<p class="note">{_esc(str(run_dir))}</p>\n{body}\n'
+        "</body>\n</html>\n"
+    )
 
 
 def _esc(text: str) -> str:
@@ -140,7 +156,9 @@ def _fmt(value: Any) -> str:
     if isinstance(value, (int, np.integer)):
         return str(int(value))
     if isinstance(value, (float, np.floating)):
-        return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:.6g}"
+        return (
+            str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:.6g}"
+        )
     return json.dumps(value)
 
 
@@ -180,8 +198,10 @@ def _metrics(path: Path) -> str:
     best = ""
     if elbo:
         i = int(np.nanargmax(metrics[elbo[0]]))
-        best = (f"<p>Best {_esc(elbo[0])}: <b>{_esc(_fmt(metrics[elbo[0]][i]))}</b> at epoch "
-                f"{_esc(_fmt(epoch[i]))} (higher is better).</p>\n")
+        best = (
+            f"<p>Best {_esc(elbo[0])}: <b>{_esc(_fmt(metrics[elbo[0]][i]))}</b> at epoch "
+            f"{_esc(_fmt(epoch[i]))} (higher is better).</p>\n"
+        )
     return best + _table(["metric", "final", "min", "max", "final at epoch"], rows)
 
 
@@ -193,8 +213,9 @@ def _evaluation_files(run_dir: Path) -> list[tuple[str, Path]]:
         split, _, method = path.stem.removeprefix("eval-").partition("-")
         if method in ("ais", "bdmc"):  # their own section: _annealing
             continue
-        files.append((f"{split} split" + (f", {method}" if method else "") + f" ({path.name})",
-                      path))
+        files.append(
+            (f"{split} split" + (f", {method}" if method else "") + f" ({path.name})", path)
+        )
     legacy = run_dir / "eval.json"
     if legacy.is_file():
         try:
@@ -212,8 +233,9 @@ def _evaluation(path: Path) -> str:
         return _note(f"eval.json could not be read: {exc}")
     if not isinstance(summary, Mapping):
         return f"<pre>{_esc(json.dumps(summary, indent=2))}</pre>"
-    return _table(["key", "value", "meaning"],
-                  [(k, v, EVAL_KEYS.get(k, "")) for k, v in summary.items()])
+    return _table(
+        ["key", "value", "meaning"], [(k, v, EVAL_KEYS.get(k, "")) for k, v in summary.items()]
+    )
 
 
 def _comparison(path: Path) -> str:
@@ -229,8 +251,10 @@ def _annealing(run_dir: Path) -> str:
     values left out); their figures are among the split's figures."""
     paths = sorted(run_dir.glob("eval-*-ais.json")) + sorted(run_dir.glob("eval-*-bdmc.json"))
     if not paths:
-        return _note("No AIS or BDMC evaluation (run `pyro-vae evaluate RUN_DIR --method ais`, "
-                     "or `--method bdmc`).")
+        return _note(
+            "No AIS or BDMC evaluation (run `pyro-vae evaluate RUN_DIR --method ais`, "
+            "or `--method bdmc`)."
+        )
     parts = []
     for path in paths:
         try:
@@ -240,19 +264,27 @@ def _annealing(run_dir: Path) -> str:
             parts.append(_note(f"{path.name} could not be read: {exc}"))
             continue
         rows = [(k, v, ANNEALING_KEYS.get(k, "")) for k, v in summary.items() if k != "points"]
-        parts.append(f"<h3>{_esc(path.name)}</h3>\n" + _table(["key", "value", "meaning"], rows)
-                     + _note(f"Per-point values: under \"points\" in the file; figure: "
-                             f"figures/{split}/{method}.png, in the figures of the {split} split."))
+        parts.append(
+            f"<h3>{_esc(path.name)}</h3>\n"
+            + _table(["key", "value", "meaning"], rows)
+            + _note(
+                f'Per-point values: under "points" in the file; figure: '
+                f"figures/{split}/{method}.png, in the figures of the {split} split."
+            )
+        )
     return "\n".join(parts)
 
 
 def _figures(folder: Path) -> str:
-    rank = {stem: i for i, stem in enumerate(CAPTIONS)}  # a run's figures in story order, then others
+    rank = {
+        stem: i for i, stem in enumerate(CAPTIONS)
+    }  # a run's figures in story order, then others
     pngs = sorted(folder.glob("*.png"), key=lambda p: (rank.get(p.stem, len(rank)), p.name))
     if not pngs:
         return _note("No figures in figures/.")
     return "\n".join(
         f'<figure>\n<img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" '
         f'alt="{_esc(p.stem)}">\n<figcaption><b>{_esc(p.name)}</b>: '
-        f'{_esc(CAPTIONS.get(p.stem, p.stem.replace("_", " ")))}</figcaption>\n</figure>'
-        for p in pngs)
+        f"{_esc(CAPTIONS.get(p.stem, p.stem.replace('_', ' ')))}</figcaption>\n</figure>"
+        for p in pngs
+    )

@@ -44,9 +44,18 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from pyro_vae.atomic import json_text, write_atomic
 from pyro_vae.captions import CAPTIONS
-from pyro_vae.checkpoints import (RECORD, RESUMABLE, changeable, changed_keys, check_record,
-                                  checkpoint_step, flat, global_step, load_weights,
-                                  read_checkpoint)
+from pyro_vae.checkpoints import (
+    RECORD,
+    RESUMABLE,
+    changeable,
+    changed_keys,
+    check_record,
+    checkpoint_step,
+    flat,
+    global_step,
+    load_weights,
+    read_checkpoint,
+)
 from pyro_vae.registry import SpecError
 from pyro_vae.spec import dump_spec, load_run_spec
 
@@ -71,17 +80,36 @@ METRICS = "metrics.csv"
 DDP_REPORT = "ddp.json"  # each rank's parameter digest after a multi-process run
 NO_CHECKPOINT = "no checkpoint had been written"
 #: Top-level names a run writes (``*`` as in glob); anything else makes a directory not a run.
-LAYOUT = (MARKER, LOCK, CONFIG, TRANSFORM, CHECKPOINTS, FIGURES, METRICS, "hparams.yaml",
-          "tensorboard", DDP_REPORT, "eval.json", "eval-*.json", "eval-*.npz", REPORT,
-          "compare.csv", "compare.md", ".*.tmp")
+LAYOUT = (
+    MARKER,
+    LOCK,
+    CONFIG,
+    TRANSFORM,
+    CHECKPOINTS,
+    FIGURES,
+    METRICS,
+    "hparams.yaml",
+    "tensorboard",
+    DDP_REPORT,
+    "eval.json",
+    "eval-*.json",
+    "eval-*.npz",
+    REPORT,
+    "compare.csv",
+    "compare.md",
+    ".*.tmp",
+)
 #: The figures a run draws, in ``figures/`` or ``figures/<split>/`` (``.png``).
 FIGURE_NAMES = tuple(CAPTIONS)
 #: What a run writes inside its folders (paths relative to the folder, ``*`` as in glob, one
 #: pattern part per path part); anything else there is the user's. tensorboard/ is the logger's.
 INSIDE = {
     CHECKPOINTS: ("*.ckpt", ".*.tmp"),
-    FIGURES: (*(f"{folder}{name}.png" for folder in ("", "*/") for name in FIGURE_NAMES),
-              ".*.tmp", "*/.*.tmp"),
+    FIGURES: (
+        *(f"{folder}{name}.png" for folder in ("", "*/") for name in FIGURE_NAMES),
+        ".*.tmp",
+        "*/.*.tmp",
+    ),
     "tensorboard": None,
 }
 METRICS = "metrics.csv"
@@ -205,8 +233,10 @@ class Run:
             return f"no {CONFIG}"
         foreign = self.foreign()
         if foreign:
-            return f"it holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, " \
-                   "which a run does not write"
+            return (
+                f"it holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, "
+                "which a run does not write"
+            )
         return None
 
     def state(self) -> str | None:
@@ -222,10 +252,14 @@ class Run:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         old = self._marker()
         seconds = self.train_seconds() if "train_seconds" in old else 0.0
-        record = {"pyro_vae_run": 1, "state": state, "created": old.get("created", now),
-                  "updated": now, **({"scoring": True} if scoring else {}),
-                  **({"train_seconds": round(seconds + trained_s, 3)}
-                     if seconds or trained_s else {})}
+        record = {
+            "pyro_vae_run": 1,
+            "state": state,
+            "created": old.get("created", now),
+            "updated": now,
+            **({"scoring": True} if scoring else {}),
+            **({"train_seconds": round(seconds + trained_s, 3)} if seconds or trained_s else {}),
+        }
         self.write_text(self.root / MARKER, json.dumps(record) + "\n")
 
     def train_seconds(self) -> float:
@@ -253,9 +287,14 @@ class Run:
         """Whether training from ``spec`` finished here but the evaluation that ends ``train``
         did not (a signal, a crash or a full disk during it or its figures): no
         ``eval-<split>.json`` of the spec's split, or the marker still says :meth:`scoring`."""
-        return (self.state() == "finished" and self.trained_from(spec)
-                and (not self.eval_path(spec.evaluate.split).is_file()
-                     or self._marker().get("scoring") is True))
+        return (
+            self.state() == "finished"
+            and self.trained_from(spec)
+            and (
+                not self.eval_path(spec.evaluate.split).is_file()
+                or self._marker().get("scoring") is True
+            )
+        )
 
     @contextmanager
     def scoring(self) -> Iterator[None]:
@@ -290,8 +329,10 @@ class Run:
     def require_checkpoint(self) -> Path:
         """last.ckpt; SpecError when there is none."""
         if not self.last.is_file():
-            raise SpecError(str(self.root), f"no checkpoint at {self.last}: is this a finished or "
-                            "interrupted pyro-vae run?")
+            raise SpecError(
+                str(self.root),
+                f"no checkpoint at {self.last}: is this a finished or interrupted pyro-vae run?",
+            )
         return self.last
 
     @property
@@ -306,8 +347,10 @@ class Run:
         command that continues it (plus ``hint``)."""
         if not self.last.is_file():
             return NO_CHECKPOINT
-        return (f"last good checkpoint: {self.last} (step {checkpoint_step(self.last)}); "
-                f"continue with pyro-vae train --resume {self.root}{hint}")
+        return (
+            f"last good checkpoint: {self.last} (step {checkpoint_step(self.last)}); "
+            f"continue with pyro-vae train --resume {self.root}{hint}"
+        )
 
     def evaluated_checkpoint(self, spec: Spec) -> Path:
         """The checkpoint a run is scored with: ``best.ckpt`` (the highest validation ELBO) when
@@ -323,8 +366,9 @@ class Run:
         (:func:`pyro_vae.checkpoints.load_weights`)."""
         return load_weights(vae, self.evaluated_checkpoint(spec), self.config, spec, data)
 
-    def resume_point(self, vae: VAE, spec: Spec | None = None,
-                     data: Callable[[], str] | None = None) -> int:
+    def resume_point(
+        self, vae: VAE, spec: Spec | None = None, data: Callable[[], str] | None = None
+    ) -> int:
         """The step a resumed run starts at, after checking that last.ckpt holds a whole
         training state whose weights fit ``vae`` and that it was trained from ``spec`` and the
         data (else SpecError, before Lightning reads it)."""
@@ -332,8 +376,11 @@ class Run:
         checkpoint = load_weights(vae, path, self.config)
         missing = [k for k in ("optimizer_states", "loops", "callbacks") if k not in checkpoint]
         if missing:
-            raise SpecError(str(path), f"holds weights but no training state (no "
-                            f"{', '.join(missing)}), so it cannot be resumed")
+            raise SpecError(
+                str(path),
+                f"holds weights but no training state (no "
+                f"{', '.join(missing)}), so it cannot be resumed",
+            )
         step = global_step(checkpoint, path)
         if spec is not None and data is not None:
             check_record(checkpoint, path, spec, data, self.config)
@@ -351,9 +398,12 @@ class Run:
         try:
             summary = json.loads(path.read_text())
         except FileNotFoundError:
-            raise SpecError(str(path), f"no {method} evaluation of the {split} split in this "
-                            f"run; score it: pyro-vae evaluate {self.root} --split {split}"
-                            f"{'' if method == 'is' else f' --method {method}'}") from None
+            raise SpecError(
+                str(path),
+                f"no {method} evaluation of the {split} split in this "
+                f"run; score it: pyro-vae evaluate {self.root} --split {split}"
+                f"{'' if method == 'is' else f' --method {method}'}",
+            ) from None
         except (OSError, ValueError) as exc:
             raise SpecError(str(path), f"cannot read the evaluation: {exc}") from None
         if not isinstance(summary, dict):
@@ -369,12 +419,16 @@ class Run:
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise SpecError(str(path), f"cannot read the per-point results: "
-                            f"{exc.strerror or exc}") from None
+            raise SpecError(
+                str(path), f"cannot read the per-point results: {exc.strerror or exc}"
+            ) from None
         if hashlib.sha256(data).hexdigest() != summary.get("points_sha256"):
-            raise SpecError(str(path), f"does not match {self.eval_path(split, method).name} "
-                            "(its SHA-256 differs from the one recorded there): the files come "
-                            "from different evaluations; score the split again")
+            raise SpecError(
+                str(path),
+                f"does not match {self.eval_path(split, method).name} "
+                "(its SHA-256 differs from the one recorded there): the files come "
+                "from different evaluations; score the split again",
+            )
         with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
             return {k: arrays[k] for k in arrays.files}
 
@@ -388,13 +442,19 @@ class Run:
         old, new = flat(saved.to_dict()), flat(spec.to_dict())
         for key in sorted(old.keys() | new.keys()):
             if old.get(key) != new.get(key) and not changeable(key):
-                raise SpecError(key, f"cannot change when resuming (the run has {old.get(key)!r}); "
-                                f"--resume accepts --set for {', '.join(RESUMABLE)} and evaluate.*")
+                raise SpecError(
+                    key,
+                    f"cannot change when resuming (the run has {old.get(key)!r}); "
+                    f"--resume accepts --set for {', '.join(RESUMABLE)} and evaluate.*",
+                )
         if spec.train.lr_schedule == "cosine":
             for key in ("train.max_epochs", "train.lr"):
                 if old[key] != new[key]:
-                    raise SpecError(key, "cannot change when resuming a cosine lr_schedule: the "
-                                    "schedule was laid out over the original run")
+                    raise SpecError(
+                        key,
+                        "cannot change when resuming a cosine lr_schedule: the "
+                        "schedule was laid out over the original run",
+                    )
         return spec
 
     def finished(self, max_epochs: int) -> str | None:
@@ -408,11 +468,17 @@ class Run:
         if done == max_epochs and self.state() != "finished":
             return None
         if done >= max_epochs:
-            return (f"{done} of {max_epochs} epochs trained" if done == max_epochs else
-                    f"{done} epochs trained, train.max_epochs is {max_epochs}")
+            return (
+                f"{done} of {max_epochs} epochs trained"
+                if done == max_epochs
+                else f"{done} epochs trained, train.max_epochs is {max_epochs}"
+            )
         saved = load_run_spec(self.require_config()).train.max_epochs
-        stopped = [v.get("stopped_epoch", 0) for k, v in checkpoint.get("callbacks", {}).items()
-                   if k.startswith("EarlyStopping") and isinstance(v, dict)]
+        stopped = [
+            v.get("stopped_epoch", 0)
+            for k, v in checkpoint.get("callbacks", {}).items()
+            if k.startswith("EarlyStopping") and isinstance(v, dict)
+        ]
         if any(stopped) and max_epochs <= saved:
             return f"early stopping ended it after {done} epochs"
         return None
@@ -462,8 +528,10 @@ class Run:
 
     def evaluations(self) -> dict[str, Evaluation]:
         """Every split's importance-sampled evaluation the run holds, by split."""
-        found = (re.fullmatch(r"eval-(train|val|test)\.json", p.name)
-                 for p in sorted(self.root.glob("eval-*.json")))
+        found = (
+            re.fullmatch(r"eval-(train|val|test)\.json", p.name)
+            for p in sorted(self.root.glob("eval-*.json"))
+        )
         return {m.group(1): self.evaluation(m.group(1)) for m in found if m}
 
     def figures(self, split: str = "test") -> dict[str, Figure]:
@@ -473,16 +541,21 @@ class Run:
         from pyro_vae.figures import curve_series, evaluation_figures, plot_training_curves
 
         prepared = self.load()
-        drawn = evaluation_figures(prepared.vae, prepared.bundle, self.evaluation(split),
-                                   prepared.spec.train.seed)
+        drawn = evaluation_figures(
+            prepared.vae, prepared.bundle, self.evaluation(split), prepared.spec.train.seed
+        )
         if curve_series(self.metrics):
             drawn["training_curves"] = plot_training_curves(self.metrics_csv)
         return drawn
 
     def __iter__(self) -> Iterator[Any]:
         """``vae, spec = pyro_vae.load_run(path)``, as before it returned a Run (deprecated)."""
-        warnings.warn("unpacking load_run(path) into (vae, spec) is deprecated: it returns a "
-                      "Run; use run.vae and run.spec", FutureWarning, stacklevel=2)
+        warnings.warn(
+            "unpacking load_run(path) into (vae, spec) is deprecated: it returns a "
+            "Run; use run.vae and run.spec",
+            FutureWarning,
+            stacklevel=2,
+        )
         return iter((self.vae, self.spec))
 
     def lines(self) -> list[str]:
@@ -503,8 +576,11 @@ class Run:
         for part in Path(os.path.abspath(folder)).relative_to(os.path.abspath(self.root)).parts:
             current = current / part
             if current.is_symlink():
-                raise SpecError(str(current), "is a symbolic link; pyro-vae does not write "
-                                "through links inside a run directory")
+                raise SpecError(
+                    str(current),
+                    "is a symbolic link; pyro-vae does not write "
+                    "through links inside a run directory",
+                )
             current.mkdir(exist_ok=True)
         return folder
 
@@ -533,11 +609,13 @@ class Run:
 
     def write_ddp_report(self, digests: Sequence[str]) -> Path:
         """Each rank's parameter digest after a multi-process run (ddp.json)."""
-        return self.write_json(self.root / DDP_REPORT, {"world_size": len(digests),
-                                                        "parameter_sha256": list(digests)})
+        return self.write_json(
+            self.root / DDP_REPORT, {"world_size": len(digests), "parameter_sha256": list(digests)}
+        )
 
-    def write_evaluation(self, summary: Mapping[str, Any], points: Mapping[str, np.ndarray],
-                         method: str = "is") -> Path:
+    def write_evaluation(
+        self, summary: Mapping[str, Any], points: Mapping[str, np.ndarray], method: str = "is"
+    ) -> Path:
         """An evaluation of ``summary["split"]``: its per-point arrays (``.npz``) first, then
         its summary (``.json``) recording their file name and SHA-256, so a reader never pairs
         a summary with another evaluation's points (:meth:`points`). Should the summary not be
@@ -549,8 +627,11 @@ class Run:
         data = buffer.getvalue()
         split = summary["split"]
         npz = self.eval_path(split, method, ".npz")
-        record = {**summary, "points_file": npz.name,
-                  "points_sha256": hashlib.sha256(data).hexdigest()}
+        record = {
+            **summary,
+            "points_file": npz.name,
+            "points_sha256": hashlib.sha256(data).hexdigest(),
+        }
         kept = npz.with_name(f".{npz.name}.old.tmp")  # the pair before, until the new one is whole
         kept.unlink(missing_ok=True)
         if npz.is_file():
@@ -570,8 +651,9 @@ class Run:
     def write_figure(self, path: Path, figure: Figure) -> Path:
         """``figure`` as a PNG (or the format ``path``'s suffix names) at ``path``, at the
         figure's own resolution."""
-        return self.write(path, lambda f: figure.savefig(
-            f, dpi="figure", format=path.suffix.lstrip(".") or "png"))
+        return self.write(
+            path, lambda f: figure.savefig(f, dpi="figure", format=path.suffix.lstrip(".") or "png")
+        )
 
     def write_figures(self, figures: Mapping[str, Figure], split: str | None = None) -> list[Path]:
         """Each of ``figures`` (name → figure) as ``figures/<split>/<name>.png``; a linked
@@ -599,24 +681,31 @@ class Run:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
             except OSError as exc:
-                raise SpecError(str(path), f"cannot open the run's lock file ({exc.strerror})") \
-                    from None
+                raise SpecError(
+                    str(path), f"cannot open the run's lock file ({exc.strerror})"
+                ) from None
             if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or a device takes no lock
                 os.close(fd)
-                raise SpecError(str(path), "is not a regular file, so it cannot be the run's "
-                                "lock file; remove it (no pyro-vae process makes one)")
+                raise SpecError(
+                    str(path),
+                    "is not a regular file, so it cannot be the run's "
+                    "lock file; remove it (no pyro-vae process makes one)",
+                )
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
                 holder = os.pread(fd, 300, 0).decode(errors="replace").split(maxsplit=2)
                 os.close(fd)
                 if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
-                    raise SpecError(str(self.root), f"cannot lock the run ({exc.strerror})") \
-                        from None
+                    raise SpecError(
+                        str(self.root), f"cannot lock the run ({exc.strerror})"
+                    ) from None
                 pid, host, what = (holder + ["?", "?", "?"])[:3]
-                raise RunInUse(str(self.root), f"in use by another pyro-vae process (pid {pid} "
-                               f"on {host}: {what.strip()}); wait for it to end or stop it") \
-                    from None
+                raise RunInUse(
+                    str(self.root),
+                    f"in use by another pyro-vae process (pid {pid} "
+                    f"on {host}: {what.strip()}); wait for it to end or stop it",
+                ) from None
             try:  # the holder we waited on may have removed the file: lock the one at the path
                 same = os.fstat(fd).st_ino == os.stat(path, follow_symlinks=False).st_ino
             except FileNotFoundError:
@@ -641,8 +730,7 @@ class Run:
         """Whether this object holds the run's lock."""
         return self._lock_fd is not None
 
-    def claim(self, overwrite: bool = False, resume: bool = False,
-              command: str = "train") -> None:
+    def claim(self, overwrite: bool = False, resume: bool = False, command: str = "train") -> None:
         """Lock the run for ``command``: an existing run to continue (``resume``) or a fresh one
         (:meth:`start`)."""
         if resume:
@@ -691,15 +779,24 @@ class Run:
         if not self.root.is_dir() or not any(p.name != LOCK for p in self.root.iterdir()):
             return False
         if not overwrite:
-            raise SpecError("--out", f"{self.root} exists and is not empty; pass --overwrite to "
-                            "replace the run there, or choose another directory")
+            raise SpecError(
+                "--out",
+                f"{self.root} exists and is not empty; pass --overwrite to "
+                "replace the run there, or choose another directory",
+            )
         why = self.is_run()
         if why:
-            raise SpecError("--out", f"{self.root} is not a pyro-vae run ({why}); --overwrite "
-                            "replaces only a run directory, so nothing was changed")
+            raise SpecError(
+                "--out",
+                f"{self.root} is not a pyro-vae run ({why}); --overwrite "
+                "replaces only a run directory, so nothing was changed",
+            )
         if _holds_cwd(self.root):
-            raise SpecError("--out", f"{self.root} is the working directory or one of its "
-                            "parents; --overwrite never replaces it")
+            raise SpecError(
+                "--out",
+                f"{self.root} is the working directory or one of its "
+                "parents; --overwrite never replaces it",
+            )
         return True
 
     def replace(self, command: str) -> None:

@@ -27,8 +27,12 @@ import numpy as np
 import pyro
 import torch
 
-from inference.marginal import (MarginalResult, chunk_size_for_budget, estimate_from_log_weights,
-                                measure_bytes_per_particle)
+from inference.marginal import (
+    MarginalResult,
+    chunk_size_for_budget,
+    estimate_from_log_weights,
+    measure_bytes_per_particle,
+)
 from pyro_vae.console import progress_bar
 from pyro_vae.ranks import gather_rows, rank_zero, world
 from pyro_vae.registry import SpecError
@@ -72,17 +76,23 @@ class Evaluation:
     def summary(self, data_sha256: str) -> dict[str, Any]:
         """The JSON summary (every field but the per-point arrays), for data of digest
         ``data_sha256``."""
-        return {**{k: v for k, v in asdict(self).items() if k != "points"},
-                "data_sha256": data_sha256}
+        return {
+            **{k: v for k, v in asdict(self).items() if k != "points"},
+            "data_sha256": data_sha256,
+        }
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Per point i of the first ``num_points`` rows of the split: ``index`` (its row),
         ``log_px`` = log (1/K) Σ_k w_k, ``log_px_se`` (its Monte Carlo s.e.), ``ess``, ``elbo``
         = (1/K) Σ_k log w_k, and where defined ``bits_per_dim`` = −log p̂(x)/(P ln 2)."""
         p = self.points
-        out = {"index": np.arange(self.num_points, dtype=np.int64),
-               "log_px": p.log_px.double().numpy(), "log_px_se": p.stderr.double().numpy(),
-               "ess": p.ess.double().numpy(), "elbo": p.elbo.double().numpy()}
+        out = {
+            "index": np.arange(self.num_points, dtype=np.int64),
+            "log_px": p.log_px.double().numpy(),
+            "log_px_se": p.stderr.double().numpy(),
+            "ess": p.ess.double().numpy(),
+            "elbo": p.elbo.double().numpy(),
+        }
         if self.bits_per_dim is not None:
             out["bits_per_dim"] = -out["log_px"] / (self.num_dims * math.log(2))
         return out
@@ -93,25 +103,35 @@ class Evaluation:
         :meth:`Run.points`)."""
         names = {f.name for f in fields(cls)} - {"points"}
         points = MarginalResult(
-            log_px=torch.from_numpy(arrays["log_px"]), stderr=torch.from_numpy(arrays["log_px_se"]),
-            ess=torch.from_numpy(arrays["ess"]), elbo=torch.from_numpy(arrays["elbo"]),
-            num_samples=int(summary["num_samples"]))
+            log_px=torch.from_numpy(arrays["log_px"]),
+            stderr=torch.from_numpy(arrays["log_px_se"]),
+            ess=torch.from_numpy(arrays["ess"]),
+            elbo=torch.from_numpy(arrays["elbo"]),
+            num_samples=int(summary["num_samples"]),
+        )
         return cls(**{k: v for k, v in summary.items() if k in names}, points=points)
 
     def lines(self) -> list[str]:
         out = [
-            f"{self.split}: log p(x) ≥ {self.log_px:.3f} ± {self.log_px_sem:.3f} nats on the "
-            f"data scale (importance sampling, K={self.num_samples}, {self.num_points} points; "
-            f"± is the s.e. over points, the mean Monte Carlo s.e. {self.log_px_stderr:.3f}; "
-            f"mean ESS {self.ess:.1f})",
-            f"{self.split}: ELBO {self.elbo:.3f} = recon {self.recon:.3f} − KL {self.kl:.3f}"
-            f"{'' if self.analytic_kl else ' (Monte Carlo KL, one sample)'}; "
-            f"active units {self._active_text()}",
+            (
+                f"{self.split}: log p(x) ≥ {self.log_px:.3f} ± {self.log_px_sem:.3f} nats on the "
+                f"data scale (importance sampling, K={self.num_samples}, {self.num_points} points; "
+                f"± is the s.e. over points, the mean Monte Carlo s.e. {self.log_px_stderr:.3f}; "
+                f"mean ESS {self.ess:.1f})"
+            ),
+            (
+                f"{self.split}: ELBO {self.elbo:.3f} = recon {self.recon:.3f} − KL {self.kl:.3f}"
+                f"{'' if self.analytic_kl else ' (Monte Carlo KL, one sample)'}; "
+                f"active units {self._active_text()}"
+            ),
         ]
         if self.model_scale != "data":
-            out.insert(1, f"{self.split}: = {self.log_px - self.log_jacobian:.3f} on the "
-                       f"{self.model_scale} scale the model sees + log-Jacobian "
-                       f"{self.log_jacobian:.3f}")
+            out.insert(
+                1,
+                f"{self.split}: = {self.log_px - self.log_jacobian:.3f} on the "
+                f"{self.model_scale} scale the model sees + log-Jacobian "
+                f"{self.log_jacobian:.3f}",
+            )
         if self.bits_per_dim is not None:
             out.append(f"{self.split}: {self.bits_per_dim:.4f} bits/dim")
         out.append(f"evaluated in {self.wall_time_s:.1f} s")
@@ -127,8 +147,10 @@ class Evaluation:
         """``a/D``, or per layer ``a1/D1 (z1), a2/D2 (z2)``."""
         if len(self.latent_dims) == 1:
             return f"{self.active_units}/{self.latent_dim}"
-        return ", ".join(f"{a}/{d} (z{i + 1})" for i, (a, d) in
-                         enumerate(zip(self.active_per_layer, self.latent_dims)))
+        return ", ".join(
+            f"{a}/{d} (z{i + 1})"
+            for i, (a, d) in enumerate(zip(self.active_per_layer, self.latent_dims))
+        )
 
 
 @dataclass(frozen=True)
@@ -141,8 +163,13 @@ class Plan:
 
 
 @torch.no_grad()
-def plan_chunks(vae: VAE, x: torch.Tensor, num_samples: int, memory_budget_mb: float,
-                cap_bytes: int = FAST_CHUNK_BYTES) -> Plan:
+def plan_chunks(
+    vae: VAE,
+    x: torch.Tensor,
+    num_samples: int,
+    memory_budget_mb: float,
+    cap_bytes: int = FAST_CHUNK_BYTES,
+) -> Plan:
     """The (particle, point) pairs one call may hold, ``cells = ⌊budget / b⌋`` with the budget
     capped at ``cap_bytes`` and b the bytes one particle of one point costs, measured on ``x[:1]``
     (:func:`inference.marginal.measure_bytes_per_particle`): ⌊cells / K⌋ points per call with
@@ -151,33 +178,41 @@ def plan_chunks(vae: VAE, x: torch.Tensor, num_samples: int, memory_budget_mb: f
     with pyro.validation_enabled(False):
         per_particle = measure_bytes_per_particle(vae.log_weights(x[:1]))
     try:
-        cells = chunk_size_for_budget(per_particle, min(memory_budget_mb, cap_bytes / 2**20),
-                                      max(num_samples, len(x) * num_samples))
+        cells = chunk_size_for_budget(
+            per_particle,
+            min(memory_budget_mb, cap_bytes / 2**20),
+            max(num_samples, len(x) * num_samples),
+        )
     except ValueError:
-        raise SpecError("evaluate.memory_budget_mb", f"{memory_budget_mb:g} MiB is too small for "
-                        f"one importance sample of one data point, which needs "
-                        f"{per_particle / 2**20:.3g} MiB; raise it") from None
+        raise SpecError(
+            "evaluate.memory_budget_mb",
+            f"{memory_budget_mb:g} MiB is too small for "
+            f"one importance sample of one data point, which needs "
+            f"{per_particle / 2**20:.3g} MiB; raise it",
+        ) from None
     if cells >= num_samples:
         return Plan(points=max(1, min(len(x), cells // num_samples)), particles=num_samples)
     return Plan(points=1, particles=cells)
 
 
-def particles_per_chunk(vae: VAE, x: torch.Tensor, num_samples: int,
-                        memory_budget_mb: float) -> int:
+def particles_per_chunk(
+    vae: VAE, x: torch.Tensor, num_samples: int, memory_budget_mb: float
+) -> int:
     """Particles drawn at once for one point of ``x`` (:func:`plan_chunks`)."""
     return plan_chunks(vae, x[:1], num_samples, memory_budget_mb).particles
 
 
 @torch.no_grad()
-def estimated_seconds(vae: VAE, x: torch.Tensor, num_samples: int,
-                      memory_budget_mb: float) -> float:
+def estimated_seconds(
+    vae: VAE, x: torch.Tensor, num_samples: int, memory_budget_mb: float
+) -> float:
     """Wall time that :func:`importance_log_px` should take on the points ``x``: t·K·N, with t
     the time per (particle, point) of one call of the fast path's :func:`plan_chunks` (the
     faster of two calls; the first pays for allocations). The RNG is left as it was."""
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), pyro.validation_enabled(False):
         plan = plan_chunks(vae, x, num_samples, memory_budget_mb)
-        draw, times = vae.log_weights(x[:plan.points]), []
+        draw, times = vae.log_weights(x[: plan.points]), []
         for _ in range(2):
             start = time.perf_counter()
             float(draw(plan.particles).sum())  # a host read: the device has finished
@@ -186,8 +221,14 @@ def estimated_seconds(vae: VAE, x: torch.Tensor, num_samples: int,
 
 
 @torch.no_grad()
-def importance_log_px(vae: VAE, x: torch.Tensor, num_samples: int, memory_budget_mb: float,
-                      progress: bool = False, plan: Plan | None = None) -> MarginalResult:
+def importance_log_px(
+    vae: VAE,
+    x: torch.Tensor,
+    num_samples: int,
+    memory_budget_mb: float,
+    progress: bool = False,
+    plan: Plan | None = None,
+) -> MarginalResult:
     """Per-point IS estimate through the VAE's fast path (plain torch, no tracing), split as
     :func:`plan_chunks` says (or as ``plan`` says).
 
@@ -200,20 +241,32 @@ def importance_log_px(vae: VAE, x: torch.Tensor, num_samples: int, memory_budget
     out = torch.empty((len(fields), len(x)), dtype=torch.float64, device=x.device)
     starts = range(0, len(x), plan.points)
     with pyro.validation_enabled(False):
-        for i in progress_bar(starts, desc=f"log p(x), K={num_samples}", unit="call",
-                              disable=not progress, total=len(starts)):
-            fn = vae.log_weights(x[i:i + plan.points])
+        for i in progress_bar(
+            starts,
+            desc=f"log p(x), K={num_samples}",
+            unit="call",
+            disable=not progress,
+            total=len(starts),
+        ):
+            fn = vae.log_weights(x[i : i + plan.points])
             part = estimate_from_log_weights(fn, num_samples, plan.particles)
-            out[:, i:i + plan.points] = torch.stack([getattr(part, f) for f in fields])
+            out[:, i : i + plan.points] = torch.stack([getattr(part, f) for f in fields])
     return MarginalResult(*out, num_samples=num_samples)
 
 
 @torch.no_grad()
-def evaluate(vae: VAE, x: torch.Tensor, split: str, num_samples: int,
-             memory_budget_mb: float, progress: bool = False,
-             log_px: Callable[..., MarginalResult] = importance_log_px,
-             log_jacobian: float = 0.0, model_scale: str = "data",
-             counts: bool = False) -> Evaluation:
+def evaluate(
+    vae: VAE,
+    x: torch.Tensor,
+    split: str,
+    num_samples: int,
+    memory_budget_mb: float,
+    progress: bool = False,
+    log_px: Callable[..., MarginalResult] = importance_log_px,
+    log_jacobian: float = 0.0,
+    model_scale: str = "data",
+    counts: bool = False,
+) -> Evaluation:
     """``log_px(vae, x, num_samples, memory_budget_mb, progress=...)`` gives the per-point IS
     estimates (the training engine passes one that shards the points over DDP ranks).
 
@@ -223,9 +276,13 @@ def evaluate(vae: VAE, x: torch.Tensor, split: str, num_samples: int,
     vae.eval()
     start = time.perf_counter()
     model = log_px(vae, x, num_samples, memory_budget_mb, progress=progress)
-    is_result = MarginalResult(log_px=model.log_px + log_jacobian, stderr=model.stderr,
-                               ess=model.ess, elbo=model.elbo + log_jacobian,
-                               num_samples=num_samples)
+    is_result = MarginalResult(
+        log_px=model.log_px + log_jacobian,
+        stderr=model.stderr,
+        ess=model.ess,
+        elbo=model.elbo + log_jacobian,
+        num_samples=num_samples,
+    )
     with pyro.validation_enabled(False):
         terms = vae.elbo_terms(x)
         layers = vae.encode_layers(x)
@@ -236,23 +293,38 @@ def evaluate(vae: VAE, x: torch.Tensor, split: str, num_samples: int,
     discrete = vae.likelihood.discrete or counts
     bpd = -mean_log_px / (x.shape[1] * math.log(2)) if discrete else None
     return Evaluation(
-        split=split, num_points=len(x), num_samples=num_samples,
-        log_px=mean_log_px, log_px_sem=sem,
-        log_px_stderr=float(is_result.stderr.mean()), ess=float(is_result.ess.mean()),
-        elbo=float(terms.elbo.mean()) + log_jacobian, kl=float(terms.kl.mean()),
-        recon=float(terms.recon.mean()) + log_jacobian, analytic_kl=terms.analytic_kl,
-        active_units=sum(active), latent_dim=sum(vae.latent_dims), active_per_layer=active,
-        latent_dims=list(vae.latent_dims), bits_per_dim=bpd,
-        wall_time_s=time.perf_counter() - start, points=is_result,
-        model_scale=model_scale, log_jacobian=log_jacobian, num_dims=int(x.shape[1]),
+        split=split,
+        num_points=len(x),
+        num_samples=num_samples,
+        log_px=mean_log_px,
+        log_px_sem=sem,
+        log_px_stderr=float(is_result.stderr.mean()),
+        ess=float(is_result.ess.mean()),
+        elbo=float(terms.elbo.mean()) + log_jacobian,
+        kl=float(terms.kl.mean()),
+        recon=float(terms.recon.mean()) + log_jacobian,
+        analytic_kl=terms.analytic_kl,
+        active_units=sum(active),
+        latent_dim=sum(vae.latent_dims),
+        active_per_layer=active,
+        latent_dims=list(vae.latent_dims),
+        bits_per_dim=bpd,
+        wall_time_s=time.perf_counter() - start,
+        points=is_result,
+        model_scale=model_scale,
+        log_jacobian=log_jacobian,
+        num_dims=int(x.shape[1]),
     )
 
 
 def device_for(accelerator: str) -> torch.device:
     """The device a single-process evaluation runs on."""
     if accelerator == "gpu" and not torch.cuda.is_available():
-        raise SpecError("--accelerator", "gpu (given, or the run's train.accelerator) but torch "
-                        "finds no CUDA device; pass --accelerator cpu")
+        raise SpecError(
+            "--accelerator",
+            "gpu (given, or the run's train.accelerator) but torch "
+            "finds no CUDA device; pass --accelerator cpu",
+        )
     return torch.device("cuda" if accelerator != "cpu" and torch.cuda.is_available() else "cpu")
 
 
@@ -261,19 +333,27 @@ def announce(what: str, seconds: float, measured: str) -> None:
     timed pilot, whose cost per unit ``measured`` names) exceeds ``LONG_EVALUATION_S``: one line,
     ``pyro-vae: WHAT will take about …``, so an absurd size does not run for hours silently."""
     if rank_zero() and seconds > LONG_EVALUATION_S:
-        print(f"pyro-vae: {what} will take about {_duration(seconds)} ({measured} measured); "
-              "Ctrl-C stops it", file=sys.stderr, flush=True)
+        print(
+            f"pyro-vae: {what} will take about {_duration(seconds)} ({measured} measured); "
+            "Ctrl-C stops it",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
-def announce_duration(vae: VAE, x: torch.Tensor, split: str, k: int, budget: float,
-                      world_size: int = 1) -> None:
+def announce_duration(
+    vae: VAE, x: torch.Tensor, split: str, k: int, budget: float, world_size: int = 1
+) -> None:
     """:func:`announce` an importance-sampled evaluation: its time from a measured cost per
     particle (:func:`estimated_seconds`), shared by ``world_size`` ranks."""
     seconds = estimated_seconds(vae, x, k, budget) / world_size
     per = seconds * world_size / (k * len(x))
     points = f"{len(x)} {split} point{'s' if len(x) > 1 else ''}"
-    announce(f"log p(x) of {points} with K={k} importance samples", seconds,
-             f"{per * 1e6:.3g} µs per particle")
+    announce(
+        f"log p(x) of {points} with K={k} importance samples",
+        seconds,
+        f"{per * 1e6:.3g} µs per particle",
+    )
 
 
 def _duration(seconds: float) -> str:
@@ -283,9 +363,14 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.3g} s"
 
 
-def evaluate_run(prepared: Prepared, device: torch.device, split: str | None = None,
-                 num_samples: int | None = None, progress: bool = False,
-                 limit: int | None = None) -> Evaluation:
+def evaluate_run(
+    prepared: Prepared,
+    device: torch.device,
+    split: str | None = None,
+    num_samples: int | None = None,
+    progress: bool = False,
+    limit: int | None = None,
+) -> Evaluation:
     """Importance-sampled evaluation on ``device`` (the spec's ``evaluate`` section by default)
     of the first ``limit`` points of the split (all by default), on the data's own scale.
 
@@ -297,8 +382,9 @@ def evaluate_run(prepared: Prepared, device: torch.device, split: str | None = N
     rank, size = world()
     fields = ("log_px", "stderr", "ess", "elbo")
 
-    def log_px(vae: VAE, x: torch.Tensor, num: int, budget: float,
-               progress: bool = False) -> MarginalResult:
+    def log_px(
+        vae: VAE, x: torch.Tensor, num: int, budget: float, progress: bool = False
+    ) -> MarginalResult:
         def rows(part: torch.Tensor) -> torch.Tensor:
             result = importance_log_px(vae, part, num, budget, progress=progress and rank == 0)
             return torch.stack([getattr(result, f).double() for f in fields], dim=1)
@@ -308,15 +394,29 @@ def evaluate_run(prepared: Prepared, device: torch.device, split: str | None = N
 
     vae = prepared.vae.to(device)
     try:
-        announce_duration(vae, prepared.bundle.split(split)[:limit].to(device), split, k,
-                          spec.memory_budget_mb, size)
+        announce_duration(
+            vae,
+            prepared.bundle.split(split)[:limit].to(device),
+            split,
+            k,
+            spec.memory_budget_mb,
+            size,
+        )
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             if size > 1:  # ranks share one RNG stream after training: give each its own
                 torch.manual_seed(prepared.spec.train.seed + 1 + rank)
             bundle = prepared.bundle
-            return evaluate(vae, bundle.split(split)[:limit].to(device), split, k,
-                            spec.memory_budget_mb, progress=progress, log_px=log_px,
-                            log_jacobian=bundle.log_jacobian, model_scale=bundle.scale_name,
-                            counts=bundle.transform == "dequantize")
+            return evaluate(
+                vae,
+                bundle.split(split)[:limit].to(device),
+                split,
+                k,
+                spec.memory_budget_mb,
+                progress=progress,
+                log_px=log_px,
+                log_jacobian=bundle.log_jacobian,
+                model_scale=bundle.scale_name,
+                counts=bundle.transform == "dequantize",
+            )
     finally:
         vae.cpu()

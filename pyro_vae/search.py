@@ -99,33 +99,49 @@ def parse_space(raw: Any) -> dict[str, dict[str, Any]]:
     """The ``search:`` section checked (see the module docstring): dotted key → ``{low, high,
     log, int}`` or ``{choices}``, normalized. SpecError naming the key."""
     if not isinstance(raw, Mapping) or not raw:
-        raise SpecError("search", f"expected a mapping of dotted spec keys to distributions "
-                        f"({{low: 1.0e-4, high: 1.0e-2, log: true}} or {{choices: [2, 8]}}), "
-                        f"got {shown(raw)}")
+        raise SpecError(
+            "search",
+            f"expected a mapping of dotted spec keys to distributions "
+            f"({{low: 1.0e-4, high: 1.0e-2, log: true}} or {{choices: [2, 8]}}), "
+            f"got {shown(raw)}",
+        )
     space: dict[str, dict[str, Any]] = {}
     for key, dist in raw.items():
-        if not isinstance(key, str) or not key.strip() or "=" in key or key != key.strip() \
-                or not all(part.strip() for part in key.split(".")):
+        if (
+            not isinstance(key, str)
+            or not key.strip()
+            or "=" in key
+            or key != key.strip()
+            or not all(part.strip() for part in key.split("."))
+        ):
             raise SpecError("search", f"a key is a dotted spec key (train.lr), got {shown(key)}")
         where = f"search.{key}"
         if key in NOT_SEARCHED:
-            raise SpecError(where, "is not searched: a search scores the validation split and "
-                            "trains the experiment's one seed (seeds:)")
+            raise SpecError(
+                where,
+                "is not searched: a search scores the validation split and "
+                "trains the experiment's one seed (seeds:)",
+            )
         if not isinstance(dist, Mapping):
-            raise SpecError(where, f"expected {{low: ..., high: ...}} or {{choices: [...]}}, "
-                            f"got {shown(dist)}")
+            raise SpecError(
+                where, f"expected {{low: ..., high: ...}} or {{choices: [...]}}, got {shown(dist)}"
+            )
         valid = CHOICE_KEYS if "choices" in dist else RANGE_KEYS
         for k in dist:
             if k not in valid:
-                raise SpecError(f"{where}.{k}", f"unknown key of a distribution; valid keys: "
-                                f"{choices_text(valid)}{did_you_mean(str(k), valid)}")
+                raise SpecError(
+                    f"{where}.{k}",
+                    f"unknown key of a distribution; valid keys: "
+                    f"{choices_text(valid)}{did_you_mean(str(k), valid)}",
+                )
         if "choices" in dist:
             space[key] = {"choices": _choices(dist["choices"], f"{where}.choices")}
             continue
         for k in ("low", "high"):
             if k not in dist:
-                raise SpecError(f"{where}.{k}", "missing: a range has low and high (or give "
-                                "choices: [...])")
+                raise SpecError(
+                    f"{where}.{k}", "missing: a range has low and high (or give choices: [...])"
+                )
         for k in ("log", "int"):
             if not isinstance(dist.get(k, False), bool):
                 raise SpecError(f"{where}.{k}", f"expected true or false, got {shown(dist[k])}")
@@ -134,15 +150,19 @@ def parse_space(raw: Any) -> dict[str, dict[str, Any]]:
         if integer:
             for k, v in (("low", low), ("high", high)):
                 if not isinstance(v, int):
-                    raise SpecError(f"{where}.{k}", f"int: true takes integer bounds, got "
-                                    f"{shown(v)}")
+                    raise SpecError(
+                        f"{where}.{k}", f"int: true takes integer bounds, got {shown(v)}"
+                    )
         if low >= high:
-            raise SpecError(f"{where}.high", f"must be above low ({shown(low)}), got "
-                            f"{shown(high)}")
+            raise SpecError(f"{where}.high", f"must be above low ({shown(low)}), got {shown(high)}")
         if log and low <= 0:
             raise SpecError(f"{where}.low", f"log: true needs low > 0, got {shown(low)}")
-        space[key] = {"low": low if integer else float(low),
-                      "high": high if integer else float(high), "log": log, "int": integer}
+        space[key] = {
+            "low": low if integer else float(low),
+            "high": high if integer else float(high),
+            "log": log,
+            "int": integer,
+        }
     return space
 
 
@@ -152,8 +172,11 @@ def _choices(raw: Any, where: str) -> list[Any]:
     seen = set()
     for i, value in enumerate(raw):
         if value is not None and not isinstance(value, (str, int, float, bool)):
-            raise SpecError(f"{where}[{i}]", f"a choice is a scalar (str, number, bool, null), "
-                            f"got {shown(value)}; a list or mapping cannot be stored by Optuna")
+            raise SpecError(
+                f"{where}[{i}]",
+                f"a choice is a scalar (str, number, bool, null), "
+                f"got {shown(value)}; a list or mapping cannot be stored by Optuna",
+            )
         marker = (type(value).__name__, value)
         if marker in seen:
             raise SpecError(where, f"repeats {shown(value)}")
@@ -172,8 +195,9 @@ def import_optuna() -> ModuleType:
     try:
         import optuna
     except ImportError:
-        raise SpecError("--search optuna", "Optuna is not installed: pip install "
-                        "'pyro-vae[search]'") from None
+        raise SpecError(
+            "--search optuna", "Optuna is not installed: pip install 'pyro-vae[search]'"
+        ) from None
     optuna.logging.set_verbosity(optuna.logging.INFO if chatty() else optuna.logging.WARNING)
     return optuna
 
@@ -203,22 +227,24 @@ class SearchResult:
         if self.worker:
             return []
         best = self.summary.get("best")
-        line = (f"search: {self.count('COMPLETE')} of {self.wanted} trials complete in "
-                f"{self.out}")
+        line = f"search: {self.count('COMPLETE')} of {self.wanted} trials complete in {self.out}"
         if best:
-            line += (f"; best trial {best['number']}: val log p(x) {best['value']:.3f} with "
-                     f"{best['params']} ({self.out / best['run']})")
+            line += (
+                f"; best trial {best['number']}: val log p(x) {best['value']:.3f} with "
+                f"{best['params']} ({self.out / best['run']})"
+            )
         return [line, f"search: summary {self.out / SUMMARY}"]
 
     def problems(self) -> list[str]:
         out = list(self.notes)
         if self.signum is not None:
-            out.append(f"search interrupted ({signal_name(self.signum)}): each trial in training "
-                       "kept at its last checkpoint; the same command continues it")
+            out.append(
+                f"search interrupted ({signal_name(self.signum)}): each trial in training "
+                "kept at its last checkpoint; the same command continues it"
+            )
         for t in self.summary.get("trials", []):
             if t.get("state") == "FAIL" and t.get("message") and not t.get("stopped"):
-                out.append(f"error: trial {t['number']} ({self.out / t['run']}): "
-                           f"{t['message']}")
+                out.append(f"error: trial {t['number']} ({self.out / t['run']}): {t['message']}")
         return out
 
     @property
@@ -227,16 +253,25 @@ class SearchResult:
             return 128 + self.signum
         if self.worker:  # its failed trials are the parent's to report
             return 0
-        failed = [t for t in self.summary.get("trials", []) if t.get("state") == "FAIL"
-                  and t.get("message") and not t.get("stopped")]
+        failed = [
+            t
+            for t in self.summary.get("trials", [])
+            if t.get("state") == "FAIL" and t.get("message") and not t.get("stopped")
+        ]
         if any(t.get("internal") for t in failed):
             return EXIT_INTERNAL
         return EXIT_USER_ERROR if failed or self.notes else 0
 
 
-def search(path: str | Path, out: str | Path | None = None, trials: int | None = None,
-           storage: str | None = None, jobs: int = 1, threads: int | None = None,
-           worker: bool = False) -> SearchResult:
+def search(
+    path: str | Path,
+    out: str | Path | None = None,
+    trials: int | None = None,
+    storage: str | None = None,
+    jobs: int = 1,
+    threads: int | None = None,
+    worker: bool = False,
+) -> SearchResult:
     """Run the Optuna search of the experiment file ``path`` into ``out`` (default
     ``runs/<file stem>``) until ``trials`` trials count in the study (see the module docstring),
     in this process or in ``jobs`` worker processes. Checked before anything runs."""
@@ -244,16 +279,23 @@ def search(path: str | Path, out: str | Path | None = None, trials: int | None =
 
     optuna = import_optuna()
     if trials is None or trials < 1:
-        raise SpecError("--trials", "a search needs --trials N (N >= 1)" if trials is None
-                        else f"must be >= 1, got {trials}")
+        raise SpecError(
+            "--trials",
+            "a search needs --trials N (N >= 1)"
+            if trials is None
+            else f"must be >= 1, got {trials}",
+        )
     if jobs < 1:
         raise SpecError("--jobs", f"must be >= 1, got {jobs}")
     if threads is not None and threads < 1:
         raise SpecError("--threads", f"must be >= 1, got {threads}")
     experiment = load_experiment(path)
     if not experiment.space:
-        raise SpecError("search", f"{experiment.path} has no search: section (dotted keys to "
-                        "{low, high} or {choices}); a grid runs without --search")
+        raise SpecError(
+            "search",
+            f"{experiment.path} has no search: section (dotted keys to "
+            "{low, high} or {choices}); a grid runs without --search",
+        )
     out = Path(out) if out is not None else Path("runs") / experiment.path.stem
     _check_out(out)
     storage = storage or default_storage(out)
@@ -270,13 +312,18 @@ def search(path: str | Path, out: str | Path | None = None, trials: int | None =
 def _study(optuna: ModuleType, experiment: Any, storage: str, worker: bool) -> Any:
     for attempt in range(5):  # workers starting at once may race to create the tables
         try:
-            study = optuna.create_study(study_name=experiment.path.stem, storage=storage,
-                                        direction="maximize", load_if_exists=True)
+            study = optuna.create_study(
+                study_name=experiment.path.stem,
+                storage=storage,
+                direction="maximize",
+                load_if_exists=True,
+            )
             break
         except Exception as exc:  # a bad URL, an unreachable database: the user's to fix
             if attempt == 4:
-                raise SpecError("--storage", clip(f"{storage}: {type(exc).__name__}: {exc}",
-                                                  300)) from None
+                raise SpecError(
+                    "--storage", clip(f"{storage}: {type(exc).__name__}: {exc}", 300)
+                ) from None
             time.sleep(0.5 + attempt)
     key = f"{experiment.seeds[0]}:{len(study.trials)}:{os.getpid() if worker else 0}"
     seed = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
@@ -303,8 +350,11 @@ def _work(optuna: ModuleType, study: Any, experiment: Any, out: Path, wanted: in
                 if not waiting and sum(map(_counts, trials)) >= wanted:
                     return None
                 trial = study.ask()
-                before = [t for t in study.get_trials(deepcopy=False)
-                          if t.number < trial.number and _counts(t)]
+                before = [
+                    t
+                    for t in study.get_trials(deepcopy=False)
+                    if t.number < trial.number and _counts(t)
+                ]
                 if len(before) >= wanted:  # another worker took the last place meanwhile
                     _give_back(study, trial, state)
                     return None
@@ -336,8 +386,13 @@ def overrides(experiment: Any, params: Mapping[str, Any]) -> list[str]:
     """A trial's ``--set`` list: defaults, ``set``, its parameters, the seed, the val split."""
     from pyro_vae.experiment import DEFAULTS, SEED, override
 
-    return [*DEFAULTS, *experiment.set_strings(), *(override(k, v) for k, v in params.items()),
-            f"{SEED}={experiment.seeds[0]}", SPLIT]
+    return [
+        *DEFAULTS,
+        *experiment.set_strings(),
+        *(override(k, v) for k, v in params.items()),
+        f"{SEED}={experiment.seeds[0]}",
+        SPLIT,
+    ]
 
 
 def _trial(optuna: ModuleType, study: Any, trial: Any, experiment: Any, out: Path) -> None:
@@ -361,8 +416,9 @@ def _trial(optuna: ModuleType, study: Any, trial: Any, experiment: Any, out: Pat
             value = run.evaluation("val").log_px
         elif what in ("train", "afresh"):
             trained = pipeline.train(experiment.base, run.root, sets, overwrite=what == "afresh")
-            value = trained.evaluation.log_px if trained.evaluation else \
-                run.evaluation("val").log_px
+            value = (
+                trained.evaluation.log_px if trained.evaluation else run.evaluation("val").log_px
+            )
         else:
             message = why
     except (Diverged, RunInUse, SpecError) as exc:
@@ -377,8 +433,10 @@ def _trial(optuna: ModuleType, study: Any, trial: Any, experiment: Any, out: Pat
     except Exception as exc:  # a bug: its traceback to a crash log, the search goes on
         log = crash_log("pyro-vae sweep --search", [str(experiment.path), "--out", str(out)])
         where = f"traceback in {log}" if log else "no log could be written"
-        message = f"internal error: {clip(' '.join(f'{type(exc).__name__}: {exc}'.split()), 300)}" \
-                  f"; {where}"
+        message = (
+            f"internal error: {clip(' '.join(f'{type(exc).__name__}: {exc}'.split()), 300)}"
+            f"; {where}"
+        )
         internal = True
     trial.set_user_attr("seconds", round(time.perf_counter() - start, 3))
     if value is not None and math.isfinite(value):
@@ -400,28 +458,61 @@ def _summarize(optuna: ModuleType, study: Any, out: Path) -> dict[str, Any]:
     for t in study.get_trials(deepcopy=False):
         if t.user_attrs.get("superfluous"):
             continue
-        trials.append({"number": t.number, "state": t.state.name, "params": t.params,
-                       "value": t.value, "run": t.user_attrs.get("run", f"trial-{t.number}"),
-                       **{k: v for k, v in t.user_attrs.items() if k != "run"}})
+        trials.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "params": t.params,
+                "value": t.value,
+                "run": t.user_attrs.get("run", f"trial-{t.number}"),
+                **{k: v for k, v in t.user_attrs.items() if k != "run"},
+            }
+        )
     done = [t for t in trials if t["state"] == complete.name]
     best = max(done, key=lambda t: t["value"]) if done else None
-    summary = {"pyro_vae_search": 1, "study": study.study_name, "direction": "maximize",
-               "objective": "validation IS log p(x) (eval-val.json log_px)",
-               "updated": _now(), "best": best, "trials": trials}
+    summary = {
+        "pyro_vae_search": 1,
+        "study": study.study_name,
+        "direction": "maximize",
+        "objective": "validation IS log p(x) (eval-val.json log_px)",
+        "updated": _now(),
+        "best": best,
+        "trials": trials,
+    }
     with _manifest_lock(out):
         write_json_atomic(out / SUMMARY, summary)
     return summary
 
 
 # ---- workers -------------------------------------------------------------------------------------
-def _pool(optuna: ModuleType, experiment: Any, out: Path, trials: int, storage: str, jobs: int,
-          threads: int | None) -> SearchResult:
+def _pool(
+    optuna: ModuleType,
+    experiment: Any,
+    out: Path,
+    trials: int,
+    storage: str,
+    jobs: int,
+    threads: int | None,
+) -> SearchResult:
     """``jobs`` worker processes on one storage (:func:`pyro_vae.experiment.run_workers`)."""
     from pyro_vae.experiment import cores, run_workers
 
-    done = run_workers(["sweep", str(experiment.path), "--out", str(out), "--search", "optuna",
-                        "--trials", str(trials), "--storage", storage], jobs,
-                       threads or max(1, cores() // jobs), "search")
+    done = run_workers(
+        [
+            "sweep",
+            str(experiment.path),
+            "--out",
+            str(out),
+            "--search",
+            "optuna",
+            "--trials",
+            str(trials),
+            "--storage",
+            storage,
+        ],
+        jobs,
+        threads or max(1, cores() // jobs),
+        "search",
+    )
     study = optuna.load_study(study_name=experiment.path.stem, storage=storage)
-    return SearchResult(out, _summarize(optuna, study, out), trials, done.signum,
-                        notes=done.notes)
+    return SearchResult(out, _summarize(optuna, study, out), trials, done.signum, notes=done.notes)

@@ -26,8 +26,16 @@ from pyro_vae.components.likelihoods import LIKELIHOODS
 from pyro_vae.components.networks import NETWORKS
 from pyro_vae.components.priors import PRIORS
 from pyro_vae.data import DATASETS
-from pyro_vae.registry import (Component, Registry, SpecError, choices_text, did_you_mean,
-                               parse_kwargs, shown, signature_params)
+from pyro_vae.registry import (
+    Component,
+    Registry,
+    SpecError,
+    choices_text,
+    did_you_mean,
+    parse_kwargs,
+    shown,
+    signature_params,
+)
 
 
 @dataclass(frozen=True)
@@ -85,7 +93,11 @@ class TrainSpec:
         _at_least(self.num_nodes, 1, "num_nodes")
         _at_least(self.keep_checkpoints, 1, "keep_checkpoints")
         _at_least(self.log_every_n_steps, 1, "log_every_n_steps")
-        for name in ("early_stopping_patience", "checkpoint_every_steps", "checkpoint_every_epochs"):
+        for name in (
+            "early_stopping_patience",
+            "checkpoint_every_steps",
+            "checkpoint_every_epochs",
+        ):
             _at_least(getattr(self, name), 0, name)
         _positive(self.lr, "lr")
         for name in ("warmup_epochs", "gradient_clip", "blowup_factor"):
@@ -110,13 +122,19 @@ def _check_loggers(value: str | tuple[str, ...]) -> None:
     names = (value,) if isinstance(value, str) else value
     for name in names:
         if name not in LOGGERS:
-            raise SpecError("train.logger", f"{shown(name)} is not one of: {', '.join(LOGGERS)} "
-                            "(or a list of them; metrics.csv is written either way)"
-                            + did_you_mean(name, LOGGERS))
+            raise SpecError(
+                "train.logger",
+                f"{shown(name)} is not one of: {', '.join(LOGGERS)} "
+                "(or a list of them; metrics.csv is written either way)"
+                + did_you_mean(name, LOGGERS),
+            )
     twice = next((name for i, name in enumerate(names) if name in names[:i]), None)
     if twice is not None:
-        raise SpecError("train.logger", f"{shown(twice)} is named twice; a list names each of "
-                        f"{', '.join(LOGGERS)} at most once")
+        raise SpecError(
+            "train.logger",
+            f"{shown(twice)} is named twice; a list names each of "
+            f"{', '.join(LOGGERS)} at most once",
+        )
 
 
 @dataclass(frozen=True)
@@ -146,8 +164,13 @@ def _positive(value: float, name: str) -> None:
 
 
 COMPONENTS: dict[str, Registry] = {
-    "data": DATASETS, "prior": PRIORS, "likelihood": LIKELIHOODS,
-    "encoder": NETWORKS, "decoder": NETWORKS, "guide": GUIDES, "estimator": ESTIMATORS,
+    "data": DATASETS,
+    "prior": PRIORS,
+    "likelihood": LIKELIHOODS,
+    "encoder": NETWORKS,
+    "decoder": NETWORKS,
+    "guide": GUIDES,
+    "estimator": ESTIMATORS,
 }
 SECTIONS: dict[str, type] = {"train": TrainSpec, "evaluate": EvaluateSpec}
 DEFAULTS: dict[str, Any] = {
@@ -189,8 +212,11 @@ class Spec:
         valid = [f.name for f in dataclasses.fields(cls)]
         for key in raw:
             if key not in valid:
-                raise SpecError(str(key), f"unknown key; valid keys: {choices_text(valid)}"
-                                + did_you_mean(str(key), valid))
+                raise SpecError(
+                    str(key),
+                    f"unknown key; valid keys: {choices_text(valid)}"
+                    + did_you_mean(str(key), valid),
+                )
         values: dict[str, Any] = {}
         for key, registry in COMPONENTS.items():
             value = raw.get(key)
@@ -211,7 +237,9 @@ class Spec:
                 if isinstance(exc, SpecError):
                     raise
                 raise SpecError(key, str(exc)) from None
-        scalars = parse_kwargs(_Scalars, {k: raw[k] for k in ("latent_dim", "beta") if k in raw}, "")
+        scalars = parse_kwargs(
+            _Scalars, {k: raw[k] for k in ("latent_dim", "beta") if k in raw}, ""
+        )
         _Scalars(**scalars)
         spec = cls(**values, **scalars)
         _check_combinations(spec)
@@ -257,9 +285,12 @@ def _following_data(likelihood: Any, data: Component) -> Any:
     """The likelihood's entry with ``values`` (how the data hold their levels) taken from
     ``data.values`` where the likelihood has that parameter and the spec leaves it out."""
     entry = {"name": likelihood} if isinstance(likelihood, str) else likelihood
-    if (not isinstance(entry, Mapping) or "values" in entry or "values" not in data.params
-            or "values" not in signature_params(LIKELIHOODS.entry(entry.get("name"),
-                                                                  "likelihood.name"))):
+    if (
+        not isinstance(entry, Mapping)
+        or "values" in entry
+        or "values" not in data.params
+        or "values" not in signature_params(LIKELIHOODS.entry(entry.get("name"), "likelihood.name"))
+    ):
         return likelihood
     return {**entry, "values": data.params["values"]}
 
@@ -275,20 +306,30 @@ def _check_combinations(spec: Spec) -> None:
     estimator, guide = spec.estimator.name, spec.guide.name
     stops = getattr(ESTIMATORS.entry(estimator, "estimator.name"), "stop_guide_params", False)
     if stops and guide in NO_STOPPED_DENSITY:
-        raise SpecError("estimator.name", f"{estimator} scores each draw with the guide's "
-                        f"parameters stopped, which needs the inverse of the guide's flow, and "
-                        f"{guide} flows have none; use guide iaf or another estimator")
+        raise SpecError(
+            "estimator.name",
+            f"{estimator} scores each draw with the guide's "
+            f"parameters stopped, which needs the inverse of the guide's flow, and "
+            f"{guide} flows have none; use guide iaf or another estimator",
+        )
     if len(spec.latent_dims) == 1:
         return
     if stops or estimator == "mean_field":
-        why = ("stops the guide's parameters inside each layer's density, which also cuts "
-               "q(z2|z1)'s dependence on z1" if stops else
-               "takes KL(q(z1|x) ‖ p(z1|z2)) in closed form at a z2 drawn given z1: biased")
-        raise SpecError("estimator.name", f"{estimator} {why}; with stochastic layers use trace, "
-                        "iwae or renyi")
+        why = (
+            "stops the guide's parameters inside each layer's density, which also cuts "
+            "q(z2|z1)'s dependence on z1"
+            if stops
+            else "takes KL(q(z1|x) ‖ p(z1|z2)) in closed form at a z2 drawn given z1: biased"
+        )
+        raise SpecError(
+            "estimator.name", f"{estimator} {why}; with stochastic layers use trace, iwae or renyi"
+        )
     if spec.prior.name == "vamp":
-        raise SpecError("prior.name", "vamp mixes the one-layer guide's q(z|u_k); with "
-                        "stochastic layers use standard_normal, normal, mixture or flow")
+        raise SpecError(
+            "prior.name",
+            "vamp mixes the one-layer guide's q(z|u_k); with "
+            "stochastic layers use standard_normal, normal, mixture or flow",
+        )
 
 
 MAX_YAML_BYTES = 2**20  # a spec is a few hundred bytes; a document may hold at most 1 MiB
@@ -320,8 +361,12 @@ class SpecLoader(yaml.SafeLoader):
     def _count(self, size: int, mark: yaml.Mark) -> None:
         self.expanded += size
         if self.expanded > MAX_YAML_NODES:
-            raise _Refused(None, None, f"more than {MAX_YAML_NODES} values once its aliases are "
-                           "expanded (an alias bomb?)", mark)
+            raise _Refused(
+                None,
+                None,
+                f"more than {MAX_YAML_NODES} values once its aliases are expanded (an alias bomb?)",
+                mark,
+            )
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
         event = self.peek_event()
@@ -329,14 +374,20 @@ class SpecLoader(yaml.SafeLoader):
             target = self.anchors.get(event.anchor)
             if target is not None:  # else PyYAML's own error: an undefined alias
                 if id(target) not in self.sizes:
-                    raise _Refused(None, None, f"alias *{event.anchor} refers to a node that "
-                                   "contains it (a recursive structure)", event.start_mark)
+                    raise _Refused(
+                        None,
+                        None,
+                        f"alias *{event.anchor} refers to a node that "
+                        "contains it (a recursive structure)",
+                        event.start_mark,
+                    )
                 self._count(self.sizes[id(target)], event.start_mark)
             return super().compose_node(parent, index)
         self.depth += 1
         if self.depth > MAX_YAML_DEPTH:
-            raise _Refused(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels",
-                           event.start_mark)
+            raise _Refused(
+                None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", event.start_mark
+            )
         before = self.expanded
         self._count(1, event.start_mark)
         node = super().compose_node(parent, index)
@@ -351,8 +402,12 @@ class SpecLoader(yaml.SafeLoader):
             if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
                 key, line = self.construct_object(key_node), key_node.start_mark.line + 1
                 if key in seen:
-                    raise _Refused(None, None, f"duplicate key {shown(key)} (first on line "
-                                   f"{seen[key]})", key_node.start_mark)
+                    raise _Refused(
+                        None,
+                        None,
+                        f"duplicate key {shown(key)} (first on line {seen[key]})",
+                        key_node.start_mark,
+                    )
                 seen[key] = line
         return super().construct_mapping(node, deep)
 
@@ -360,8 +415,9 @@ class SpecLoader(yaml.SafeLoader):
         try:
             return super().construct_yaml_int(node)
         except ValueError:  # int() of more than 4300 digits
-            raise _Refused(None, None, f"integer of {len(node.value)} characters is too long",
-                           node.start_mark) from None
+            raise _Refused(
+                None, None, f"integer of {len(node.value)} characters is too long", node.start_mark
+            ) from None
 
 
 SpecLoader.add_constructor("tag:yaml.org,2002:int", SpecLoader.construct_yaml_int)
@@ -371,8 +427,9 @@ def parse_yaml(text: str, source: str = "<spec>") -> Any:
     """YAML → Python through :class:`SpecLoader`, at most :data:`MAX_YAML_BYTES` of text; a
     syntax error or a refused document becomes one line with the line and column."""
     if len(text) > MAX_YAML_BYTES:
-        raise SpecError(source, f"{len(text)} characters of YAML; a spec holds at most "
-                        f"{MAX_YAML_BYTES}")
+        raise SpecError(
+            source, f"{len(text)} characters of YAML; a spec holds at most {MAX_YAML_BYTES}"
+        )
     try:
         return yaml.load(text, Loader=SpecLoader)
     except yaml.MarkedYAMLError as exc:
@@ -409,7 +466,12 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
                 raise SpecError(".".join(keys[: i + 1]), f"is {shown(child)}, not a mapping")
             node = child
         leaf = keys[-1]
-        if leaf == "name" and keys[0] in COMPONENTS and len(keys) == 2 and node.get("name") != value:
+        if (
+            leaf == "name"
+            and keys[0] in COMPONENTS
+            and len(keys) == 2
+            and node.get("name") != value
+        ):
             node.clear()
         node[leaf] = value
     return out
@@ -423,8 +485,9 @@ def _deep_copy(value: Any) -> Any:
     return value
 
 
-def load_spec(source: str | Path | Mapping[str, Any] | None = None,
-              overrides: Sequence[str] = ()) -> Spec:
+def load_spec(
+    source: str | Path | Mapping[str, Any] | None = None, overrides: Sequence[str] = ()
+) -> Spec:
     """A spec from a YAML file path, a dict, or None (all defaults), plus ``key=value`` overrides."""
     if source is None:
         raw: Any = {}
@@ -442,9 +505,11 @@ def load_run_spec(config: Path, overrides: Sequence[str] = ()) -> Spec:
     raw = apply_overrides(_mapping(_read_yaml(config)), overrides)
     outside = outside_code(raw)
     if outside:
-        _trust_notice(f"pyro-vae: {config} imports code from outside pyro-vae: "
-                      f"{'; '.join(outside)}. Reading a run runs the code it names: trust it "
-                      "as you trust that code (README, \"Security\")")
+        _trust_notice(
+            f"pyro-vae: {config} imports code from outside pyro-vae: "
+            f"{'; '.join(outside)}. Reading a run runs the code it names: trust it "
+            'as you trust that code (README, "Security")'
+        )
     return Spec.from_dict(raw)
 
 
@@ -462,8 +527,9 @@ def outside_code(raw: Mapping[str, Any]) -> list[str]:
             continue
         plugin = registry.plugins().get(name)
         if plugin is not None:
-            out.append(f"{key}.name: {shown(plugin.value.partition(':')[0])} (entry point "
-                       f"{shown(name)})")
+            out.append(
+                f"{key}.name: {shown(plugin.value.partition(':')[0])} (entry point {shown(name)})"
+            )
     return out
 
 
@@ -481,14 +547,16 @@ def _trust_notice(text: str) -> None:
 def _read_yaml(path: Path) -> Any:
     """A spec file's YAML, at most :data:`MAX_YAML_BYTES`."""
     if path.is_dir():
-        raise SpecError(str(path), "is a directory; CONFIG is a YAML spec file (see "
-                        "examples/configs)")
+        raise SpecError(
+            str(path), "is a directory; CONFIG is a YAML spec file (see examples/configs)"
+        )
     if not path.is_file():
         raise SpecError(str(path), "spec file not found")
     try:
         if path.stat().st_size > MAX_YAML_BYTES:
-            raise SpecError(str(path), f"{path.stat().st_size} bytes; a spec holds at most "
-                            f"{MAX_YAML_BYTES}")
+            raise SpecError(
+                str(path), f"{path.stat().st_size} bytes; a spec holds at most {MAX_YAML_BYTES}"
+            )
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(str(path), f"cannot read spec file: {exc}") from None

@@ -14,8 +14,9 @@ class Diverged(RuntimeError):
 
     def __init__(self, step: int, reason: str, where: str = "") -> None:
         self.step, self.reason = step, reason
-        super().__init__(f"training diverged at step {step}: {reason}"
-                         + (f"; {where}" if where else ""))
+        super().__init__(
+            f"training diverged at step {step}: {reason}" + (f"; {where}" if where else "")
+        )
 
 
 def signal_name(signum: int) -> str:
@@ -29,13 +30,18 @@ class Interrupted(BaseException):
     process the signal ended. A BaseException, like KeyboardInterrupt: no ``except Exception``
     swallows it."""
 
-    def __init__(self, signum: int, step: int | None, where: str = "",
-                 during: str | None = None) -> None:
+    def __init__(
+        self, signum: int, step: int | None, where: str = "", during: str | None = None
+    ) -> None:
         self.signum, self.step = signum, step
         name = signal_name(signum)
-        what = (f"interrupted ({name}) during {during}" if during else
-                f"stopped at once by a second {name}" if step is None
-                else f"interrupted ({name}) after step {step}")
+        what = (
+            f"interrupted ({name}) during {during}"
+            if during
+            else f"stopped at once by a second {name}"
+            if step is None
+            else f"interrupted ({name}) after step {step}"
+        )
         super().__init__(what + (f"; {where}" if where else ""))
 
     @property

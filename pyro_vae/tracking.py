@@ -75,14 +75,18 @@ def check(train: TrainSpec) -> None:
         try:
             importlib.import_module(MODULES[name])
         except ImportError:
-            raise SpecError("train.logger", f"{name} is not installed: pip install "
-                            f"'pyro-vae[{name}]' (metrics.csv is written either way; leave "
-                            f"{name} out of train.logger to train without it)") from None
+            raise SpecError(
+                "train.logger",
+                f"{name} is not installed: pip install "
+                f"'pyro-vae[{name}]' (metrics.csv is written either way; leave "
+                f"{name} out of train.logger to train without it)",
+            ) from None
 
 
 def params(spec: Spec) -> dict[str, str | int | float | bool]:
     """The spec flattened to dotted keys, each value a scalar or a string: a list as
     ``[200, 200]``, null as ``null``."""
+
     def scalar(value: Any) -> str | int | float | bool:
         if isinstance(value, (list, tuple)):
             return "[" + ", ".join(str(scalar(v)) for v in value) + "]"
@@ -131,15 +135,19 @@ class RunTensorBoard(TensorBoardLogger):
 
     def __init__(self, run: Run, spec_params: Mapping[str, Any], first_step: int | None) -> None:
         # no hp_metric: the HParams view keeps the first hparams entry it reads, the final one
-        super().__init__(save_dir=str(run.root), name="tensorboard", version="",
-                         purge_step=first_step, default_hp_metric=False)
+        super().__init__(
+            save_dir=str(run.root),
+            name="tensorboard",
+            version="",
+            purge_step=first_step,
+            default_hp_metric=False,
+        )
         self.spec_params = dict(spec_params)
         self.hparams.update(self.spec_params)  # hparams.yaml, written when the logger first saves
         _quiet()
 
     @rank_zero_only
-    def finish(self, run: Run, evaluation: Evaluation, val_elbo: float | None,
-               step: int) -> None:
+    def finish(self, run: Run, evaluation: Evaluation, val_elbo: float | None, step: int) -> None:
         import matplotlib.image
 
         metrics = {f"hp/{evaluation.split}_log_px": evaluation.log_px}
@@ -156,17 +164,21 @@ class RunTensorBoard(TensorBoardLogger):
 class RunMLflow(MLFlowLogger):
     """One MLflow run per run directory (see the module docstring)."""
 
-    def __init__(self, run: Run, train: TrainSpec, spec_params: Mapping[str, Any],
-                 first_step: int | None) -> None:
+    def __init__(
+        self, run: Run, train: TrainSpec, spec_params: Mapping[str, Any], first_step: int | None
+    ) -> None:
         root = run.root.resolve()
         uri = train.mlflow_uri or (root.parent / "mlruns").as_uri()
         if _local(uri):
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         key = hashlib.sha256(str(root).encode()).hexdigest()[:32]
         with _mlflow_errors(uri):
-            super().__init__(experiment_name=train.mlflow_experiment or root.parent.name or "runs",
-                             run_name=root.name, tracking_uri=uri,
-                             tags={RUN_KEY: key, RUN_DIR: str(root)})
+            super().__init__(
+                experiment_name=train.mlflow_experiment or root.parent.name or "runs",
+                run_name=root.name,
+                tracking_uri=uri,
+                tags={RUN_KEY: key, RUN_DIR: str(root)},
+            )
         _quiet()
         self.spec_params, self.key, self.resumed = dict(spec_params), key, first_step is not None
         self.log_hyperparams({})  # rank 0: the run and its params now, a bad URI an error now
@@ -194,8 +206,11 @@ class RunMLflow(MLFlowLogger):
         if experiment is None:
             return None
         found = self._mlflow_client.search_runs(
-            [experiment.experiment_id], filter_string=f"tags.`{RUN_KEY}` = '{self.key}'",
-            order_by=["attributes.start_time DESC"], max_results=1)
+            [experiment.experiment_id],
+            filter_string=f"tags.`{RUN_KEY}` = '{self.key}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
         return found[0].info.run_id if found else None
 
     @rank_zero_only
@@ -206,30 +221,44 @@ class RunMLflow(MLFlowLogger):
         from mlflow.entities import Param
         from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
-        values = {k: _cut(str(v), MAX_PARAM_VAL_LENGTH)
-                  for k, v in {**self.spec_params, **flat(dict(params or {}))}.items()}
+        values = {
+            k: _cut(str(v), MAX_PARAM_VAL_LENGTH)
+            for k, v in {**self.spec_params, **flat(dict(params or {}))}.items()
+        }
         with _mlflow_errors(self._tracking_uri):
             client, run_id = self.experiment, self.run_id
             logged = client.get_run(run_id).data.params
             new = [Param(k, v) for k, v in values.items() if k not in logged]
             for i in range(0, len(new), 100):  # MLflow takes 100 params a batch
-                client.log_batch(run_id, params=new[i:i + 100])
+                client.log_batch(run_id, params=new[i : i + 100])
             changed = [f"{k}={v}" for k, v in values.items() if k in logged and logged[k] != v]
             if changed:
                 client.set_tag(run_id, RESUMED, _cut(", ".join(changed), MAX_PARAM_VAL_LENGTH))
 
     @rank_zero_only
     def finish(self, run: Run, evaluation: Evaluation, step: int) -> None:
-        summary = {"log_px": evaluation.log_px, "log_px_sem": evaluation.log_px_sem,
-                   "log_px_stderr": evaluation.log_px_stderr, "ess": evaluation.ess,
-                   "elbo": evaluation.elbo, "kl": evaluation.kl, "recon": evaluation.recon,
-                   "active_units": evaluation.active_units,
-                   "bits_per_dim": evaluation.bits_per_dim}
-        files = [run.config, run.report, *sorted(run.root.glob("eval-*.json")),
-                 *sorted(run.root.glob("eval-*.npz"))]
+        summary = {
+            "log_px": evaluation.log_px,
+            "log_px_sem": evaluation.log_px_sem,
+            "log_px_stderr": evaluation.log_px_stderr,
+            "ess": evaluation.ess,
+            "elbo": evaluation.elbo,
+            "kl": evaluation.kl,
+            "recon": evaluation.recon,
+            "active_units": evaluation.active_units,
+            "bits_per_dim": evaluation.bits_per_dim,
+        }
+        files = [
+            run.config,
+            run.report,
+            *sorted(run.root.glob("eval-*.json")),
+            *sorted(run.root.glob("eval-*.npz")),
+        ]
         with _mlflow_errors(self._tracking_uri):
-            self.log_metrics({f"{evaluation.split}_{k}": float(v) for k, v in summary.items()
-                              if v is not None}, step)
+            self.log_metrics(
+                {f"{evaluation.split}_{k}": float(v) for k, v in summary.items() if v is not None},
+                step,
+            )
             client, run_id = self.experiment, self.run_id
             for path in files:
                 if path.is_file():
@@ -241,7 +270,7 @@ class RunMLflow(MLFlowLogger):
 
 
 def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit - len(CUT)] + CUT
+    return text if len(text) <= limit else text[: limit - len(CUT)] + CUT
 
 
 def _local(uri: str) -> bool:

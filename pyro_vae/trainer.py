@@ -36,17 +36,24 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from inference.compiled import TracedLoss
 from pyro_vae.bundle import DataBundle, with_indices
-from pyro_vae.components.estimators import make_elbo
 from pyro_vae.checkpoints import RECORD
+from pyro_vae.components.estimators import make_elbo
 from pyro_vae.console import chatty
-from pyro_vae.engine import (AtomicCheckpointIO, EpochMeans, PeriodicCheckpoint, RngState,
-                             Throughput, resumable)
+from pyro_vae.engine import (
+    AtomicCheckpointIO,
+    EpochMeans,
+    PeriodicCheckpoint,
+    RngState,
+    Throughput,
+    resumable,
+)
 from pyro_vae.prepared import steps_per_epoch
 from pyro_vae.registry import SpecError
 from pyro_vae.rundir import Run
 from pyro_vae.spec import Spec, TrainSpec
 from pyro_vae.stops import Diverged
-from pyro_vae.tracking import check as check_loggers, loggers
+from pyro_vae.tracking import check as check_loggers
+from pyro_vae.tracking import loggers
 from pyro_vae.vae import VAE
 
 RECENT_STEPS = 32  # the blow-up guard's window of per-point losses
@@ -84,16 +91,18 @@ class VAEModule(L.LightningModule):
         jit = spec.train.jit and getattr(estimator, "traceable", True)
         self.traced_loss = TracedLoss(self.loss_module, vae) if jit else None
         # β ≠ 1 (a warm-up's changes every step) enters one trace as an input tensor
-        self.traced_scaled = (TracedLoss(self._scaled_loss, vae, inputs=("kl_scale",))
-                              if jit else None)
+        self.traced_scaled = (
+            TracedLoss(self._scaled_loss, vae, inputs=("kl_scale",)) if jit else None
+        )
         self.warmup_steps = 0.0
         self.last_loss = torch.zeros(())
         self.epoch_means = EpochMeans()  # training: a run resumed mid-epoch continues it
         self.eval_means = EpochMeans()  # validation or test: started afresh by each pass
 
     def steps_per_epoch(self) -> int:
-        return steps_per_epoch(self.vae.num_data or 0, self.spec.train.batch_size,
-                               self.trainer.world_size)
+        return steps_per_epoch(
+            self.vae.num_data or 0, self.spec.train.batch_size, self.trainer.world_size
+        )
 
     def on_train_start(self) -> None:
         self.warmup_steps = self.spec.train.warmup_epochs * self.steps_per_epoch()
@@ -106,8 +115,9 @@ class VAEModule(L.LightningModule):
             return self.spec.beta
         return self.spec.beta * min(1.0, (step + 1) / self.warmup_steps)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor],
-                      batch_idx: int) -> torch.Tensor:
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
         x, idx = batch
         self.vae.kl_scale = self.kl_scale(self.global_step)
         with pyro.validation_enabled(False):
@@ -119,8 +129,14 @@ class VAEModule(L.LightningModule):
         self.epoch_means.add(scalars, b)
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
             for name, value in scalars.items():
-                self.log(f"{name}_step", value, prog_bar=name == "train_loss", on_step=True,
-                         on_epoch=False, batch_size=b)
+                self.log(
+                    f"{name}_step",
+                    value,
+                    prog_bar=name == "train_loss",
+                    on_step=True,
+                    on_epoch=False,
+                    batch_size=b,
+                )
             with torch.no_grad():
                 for name, value in self._elbo_terms(x, "train").items():
                     self.log(name, value, batch_size=b, on_step=True, on_epoch=True)
@@ -133,14 +149,17 @@ class VAEModule(L.LightningModule):
         Python constants (:class:`~inference.compiled.TracedLoss`)."""
         beta = self.vae.kl_scale
         if beta == 1.0:
-            return self.loss_module(x, idx) if self.traced_loss is None else \
-                self.traced_loss(x, idx)
+            return (
+                self.loss_module(x, idx) if self.traced_loss is None else self.traced_loss(x, idx)
+            )
         b = torch.tensor(beta, device=x.device)  # eager too: the same program, jit or not
-        return self._scaled_loss(x, idx, b) if self.traced_scaled is None else \
-            self.traced_scaled(x, idx, b)
+        return (
+            self._scaled_loss(x, idx, b)
+            if self.traced_scaled is None
+            else self.traced_scaled(x, idx, b)
+        )
 
-    def _scaled_loss(self, x: torch.Tensor, idx: torch.Tensor,
-                     beta: torch.Tensor) -> torch.Tensor:
+    def _scaled_loss(self, x: torch.Tensor, idx: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
         """The estimator's loss with ``poutine.scale(β)`` on the latents, β a tensor."""
         scale, self.vae.kl_scale = self.vae.kl_scale, beta
         try:
@@ -150,8 +169,9 @@ class VAEModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         for name, value in self.epoch_means.pop().items():
-            self.log(f"{name}_epoch", value, prog_bar=name == "train_loss", on_step=False,
-                     on_epoch=True)
+            self.log(
+                f"{name}_epoch", value, prog_bar=name == "train_loss", on_step=False, on_epoch=True
+            )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.record is not None:
@@ -177,8 +197,9 @@ class VAEModule(L.LightningModule):
         # min and max of each tensor, no |θ| copies: 0.15 against 0.26 ms a step (784-200-200-50)
         extremes = torch.stack([e for p in params for e in torch.aminmax(p.detach())])
         grad_sum = torch.stack([g.sum() for g in grads]).sum() if grads else 0.0
-        s, loss, theta = torch.stack([self.last_loss + grad_sum, self.last_loss / n,
-                                      extremes.abs().max().to(self.last_loss)]).tolist()
+        s, loss, theta = torch.stack(
+            [self.last_loss + grad_sum, self.last_loss / n, extremes.abs().max().to(self.last_loss)]
+        ).tolist()
         reason = self._blowup(s, loss, theta)
         if not self.trainer.strategy.reduce_boolean_decision(reason is None, all=True):
             raise Diverged(self.global_step + 1, reason or "another rank diverged")
@@ -193,19 +214,25 @@ class VAEModule(L.LightningModule):
         typical = statistics.median(self.recent) if self.recent else abs(loss)
         self.recent.append(abs(loss))
         if factor and theta > factor * max(1.0, self.theta_start):
-            return (f"a parameter grew to |θ| = {theta:.3g}, over {factor:g}× the largest at the "
-                    f"start, {self.theta_start:.3g} (train.blowup_factor)")
+            return (
+                f"a parameter grew to |θ| = {theta:.3g}, over {factor:g}× the largest at the "
+                f"start, {self.theta_start:.3g} (train.blowup_factor)"
+            )
         if factor and abs(loss) > factor * max(1.0, typical):
-            return (f"the loss per point jumped to {loss:.3g}, over {factor:g}× its recent "
-                    f"median {typical:.3g} (train.blowup_factor)")
+            return (
+                f"the loss per point jumped to {loss:.3g}, over {factor:g}× its recent "
+                f"median {typical:.3g} (train.blowup_factor)"
+            )
         return None
 
     def _elbo_terms(self, x: torch.Tensor, prefix: str) -> dict[str, torch.Tensor]:
         """The batch means of the one-sample ELBO, KL and reconstruction term, named."""
         with pyro.validation_enabled(False):
             terms = self.vae.elbo_terms(x)
-        return {f"{prefix}_{name}": value.mean()
-                for name, value in (("elbo", terms.elbo), ("kl", terms.kl), ("recon", terms.recon))}
+        return {
+            f"{prefix}_{name}": value.mean()
+            for name, value in (("elbo", terms.elbo), ("kl", terms.kl), ("recon", terms.recon))
+        }
 
     def on_validation_epoch_start(self) -> None:
         self.eval_means = EpochMeans()
@@ -223,8 +250,15 @@ class VAEModule(L.LightningModule):
         all ranks' items."""
         weight = self.eval_means.weight
         for name, value in self.eval_means.pop().items():
-            self.log(name, value, prog_bar=name == "val_elbo", batch_size=weight,
-                     on_step=False, on_epoch=True, sync_dist=True)
+            self.log(
+                name,
+                value,
+                prog_bar=name == "val_elbo",
+                batch_size=weight,
+                on_step=False,
+                on_epoch=True,
+                sync_dist=True,
+            )
 
     on_test_epoch_end = on_validation_epoch_end
 
@@ -256,23 +290,35 @@ class VAEData(L.LightningDataModule):
         return self._fixed("test")
 
     def _fixed(self, split: str) -> torch.utils.data.DataLoader:
-        return self.bundle.loader(split, self.batch_size, shuffle=False,
-                                  generator=torch.Generator().manual_seed(self.seed))
+        return self.bundle.loader(
+            split,
+            self.batch_size,
+            shuffle=False,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
 
 
 def check_devices(train: TrainSpec) -> None:
     """SpecError for an accelerator or device count this machine does not have."""
     gpus = torch.cuda.device_count()
     if train.accelerator == "gpu" and gpus == 0:
-        raise SpecError("train.accelerator", "gpu requested, but torch finds no CUDA device "
-                        "(torch.cuda.is_available() is False); use cpu or auto")
+        raise SpecError(
+            "train.accelerator",
+            "gpu requested, but torch finds no CUDA device "
+            "(torch.cuda.is_available() is False); use cpu or auto",
+        )
     if train.accelerator != "cpu" and 0 < gpus < train.devices:
         raise SpecError("train.devices", f"{train.devices} GPUs requested, {gpus} available")
     check_loggers(train)  # tensorboard, mlflow: installed
 
 
-def make_trainer(spec: Spec, run: Run, num_data: int, first_step: int | None = None,
-                 extra: Sequence[L.Callback] = ()) -> L.Trainer:
+def make_trainer(
+    spec: Spec,
+    run: Run,
+    num_data: int,
+    first_step: int | None = None,
+    extra: Sequence[L.Callback] = (),
+) -> L.Trainer:
     """The Trainer of ``run`` on ``num_data`` training items; ``first_step``: the
     checkpoint step a resumed run starts at; ``extra``: the caller's own callbacks. Metrics are
     logged every ``log_every_n_steps`` steps, or every epoch's last step when epochs are shorter."""
@@ -280,27 +326,44 @@ def make_trainer(spec: Spec, run: Run, num_data: int, first_step: int | None = N
     world_size = t.devices * t.num_nodes
     log_every = min(t.log_every_n_steps, steps_per_epoch(num_data, t.batch_size, world_size))
     callbacks: list[L.Callback] = [
-        RngState(), Throughput(),
-        PeriodicCheckpoint(run, t.checkpoint_every_steps, t.checkpoint_every_epochs,
-                           t.keep_checkpoints),
+        RngState(),
+        Throughput(),
+        PeriodicCheckpoint(
+            run, t.checkpoint_every_steps, t.checkpoint_every_epochs, t.keep_checkpoints
+        ),
     ]
     if t.early_stopping_patience:
-        callbacks.append(EarlyStopping(monitor="val_elbo", mode="max",
-                                       patience=t.early_stopping_patience))
-        callbacks.append(ModelCheckpoint(  # best.ckpt: the weights at the highest val ELBO
-            dirpath=run.checkpoint("best").parent, filename="best", monitor="val_elbo",
-            mode="max", save_top_k=1, save_weights_only=True, enable_version_counter=False))
+        callbacks.append(
+            EarlyStopping(monitor="val_elbo", mode="max", patience=t.early_stopping_patience)
+        )
+        callbacks.append(
+            ModelCheckpoint(  # best.ckpt: the weights at the highest val ELBO
+                dirpath=run.checkpoint("best").parent,
+                filename="best",
+                monitor="val_elbo",
+                mode="max",
+                save_top_k=1,
+                save_weights_only=True,
+                enable_version_counter=False,
+            )
+        )
     callbacks += extra  # after EarlyStopping: they see this epoch's check
     cpu = t.accelerator == "cpu" or not torch.cuda.is_available()
     return L.Trainer(
-        max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
-        num_nodes=t.num_nodes, strategy=t.strategy, logger=loggers(spec, run, first_step),
+        max_epochs=t.max_epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        logger=loggers(spec, run, first_step),
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO(run)],
-        gradient_clip_val=t.gradient_clip or None, log_every_n_steps=log_every,
+        gradient_clip_val=t.gradient_clip or None,
+        log_every_n_steps=log_every,
         # PeriodicCheckpoint instead of Lightning's default; ModelCheckpoint for best.ckpt
         enable_checkpointing=bool(t.early_stopping_patience),
-        num_sanity_val_steps=0, enable_progress_bar=t.progress and chatty(),
+        num_sanity_val_steps=0,
+        enable_progress_bar=t.progress and chatty(),
         enable_model_summary=False,
         deterministic=True if cpu else "warn",  # some CUDA kernels have no deterministic twin
     )

@@ -33,6 +33,7 @@ they stay in the modules and nothing is registered. Importing this module change
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 from collections.abc import Callable, Sequence
@@ -86,9 +87,17 @@ class VAE(PyroModule):
     Python on every step.
     """
 
-    def __init__(self, posteriors: Sequence[Posterior], decoder: nn.Module, prior: Prior,
-                 likelihood: Likelihood, latent_dims: Sequence[int], shape: tuple[int, ...],
-                 conditionals: Sequence[nn.Module] = (), num_data: int | None = None) -> None:
+    def __init__(
+        self,
+        posteriors: Sequence[Posterior],
+        decoder: nn.Module,
+        prior: Prior,
+        likelihood: Likelihood,
+        latent_dims: Sequence[int],
+        shape: tuple[int, ...],
+        conditionals: Sequence[nn.Module] = (),
+        num_data: int | None = None,
+    ) -> None:
         super().__init__()
         if not len(posteriors) == len(latent_dims) == len(conditionals) + 1:
             raise ValueError("one posterior per layer and one conditional between layers")
@@ -104,8 +113,13 @@ class VAE(PyroModule):
         self.kl_scale = 1.0  # β × warm-up factor, set by the trainer
 
     @classmethod
-    def from_spec(cls, spec: Spec, shape: Sequence[int], levels: int | None = None,
-                  train_data: torch.Tensor | None = None) -> VAE:
+    def from_spec(
+        cls,
+        spec: Spec,
+        shape: Sequence[int],
+        levels: int | None = None,
+        train_data: torch.Tensor | None = None,
+    ) -> VAE:
         """Build prior, likelihood and networks from the spec's registry choices for items of
         ``shape`` (e.g. ``(1, 28, 28)``) whose values are ``levels`` integer levels (None: real
         values), a VampPrior's pseudo-inputs starting from ``train_data``, (N, P) items (None:
@@ -119,29 +133,42 @@ class VAE(PyroModule):
         return cls._build(spec, shape, levels, train_data)
 
     @classmethod
-    def _build(cls, spec: Spec, shape: tuple[int, ...], levels: int | None,
-               train_data: torch.Tensor | None) -> VAE:
+    def _build(
+        cls, spec: Spec, shape: tuple[int, ...], levels: int | None, train_data: torch.Tensor | None
+    ) -> VAE:
         """:meth:`from_spec` of checked arguments."""
         data_dim = int(torch.Size(shape).numel())
 
         def made(value: Any, kind: type, key: str) -> Any:  # what an own component returned
             return built(value, kind, f"{key}.name", getattr(spec, key).name)
 
-        lik = made(LIKELIHOODS.instantiate(spec.likelihood, "likelihood").build(data_dim, levels),
-                   Likelihood, "likelihood")
+        lik = made(
+            LIKELIHOODS.instantiate(spec.likelihood, "likelihood").build(data_dim, levels),
+            Likelihood,
+            "likelihood",
+        )
         enc_entry = NETWORKS.instantiate(spec.encoder, "encoder")
         dec_entry = NETWORKS.instantiate(spec.decoder, "decoder")
         family, dims = GUIDES.instantiate(spec.guide, "guide"), spec.latent_dims
         inputs = [tuple(shape)] + [(d,) for d in dims[:-1]]  # what each layer's q conditions on
-        posteriors = [made(family.build(enc_entry, below, d), Posterior, "guide")
-                      for below, d in zip(inputs, dims)]
-        conditionals = [made(dec_entry.encoder((above,), d), nn.Module, "decoder")
-                        for d, above in zip(dims, dims[1:])]
+        posteriors = [
+            made(family.build(enc_entry, below, d), Posterior, "guide")
+            for below, d in zip(inputs, dims)
+        ]
+        conditionals = [
+            made(dec_entry.encoder((above,), d), nn.Module, "decoder")
+            for d, above in itertools.pairwise(dims)
+        ]
         decoder = made(dec_entry.decoder(dims[0], shape, lik.params_per_dim), nn.Module, "decoder")
         if train_data is None:  # pseudo-inputs of a VampPrior then start uniform on [0, 1]
             train_data = torch.rand(256, data_dim)
-        prior = made(PRIORS.instantiate(spec.prior, "prior").build(
-            dims[-1], posteriors[0].encoder, train_data), Prior, "prior")
+        prior = made(
+            PRIORS.instantiate(spec.prior, "prior").build(
+                dims[-1], posteriors[0].encoder, train_data
+            ),
+            Prior,
+            "prior",
+        )
         return cls(posteriors, decoder, prior, lik, dims, shape, conditionals)
 
     @property
@@ -150,22 +177,29 @@ class VAE(PyroModule):
         return self.posteriors[0].encoder
 
     @classmethod
-    def build(cls, shape: tuple[int, ...], levels: int | None = None,
-              train_data: torch.Tensor | None = None, **spec: object) -> VAE:
+    def build(
+        cls,
+        shape: tuple[int, ...],
+        levels: int | None = None,
+        train_data: torch.Tensor | None = None,
+        **spec: object,
+    ) -> VAE:
         """Keyword arguments as in a spec: ``VAE.build((1, 8, 8), latent_dim=4, prior="vamp")``."""
         return cls.from_spec(load_spec(spec), shape, levels, train_data)
 
     # --- the Pyro program -----------------------------------------------------------------------
 
-    def data_plate(self, x: torch.Tensor | None = None, idx: torch.Tensor | None = None,
-                   num: int | None = None) -> pyro.plate:
+    def data_plate(
+        self, x: torch.Tensor | None = None, idx: torch.Tensor | None = None, num: int | None = None
+    ) -> pyro.plate:
         """The data plate of ``model(x, idx, num)`` (module docstring); also the
         ``create_plates`` of an autoguide, ``AutoNormal(vae.model, create_plates=vae.data_plate)``,
         which otherwise draws its own random subsample."""
         if idx is not None:
             if self.num_data is None:
-                raise ValueError("idx holds rows of the full data set: set vae.num_data to its "
-                                 "size N first")
+                raise ValueError(
+                    "idx holds rows of the full data set: set vae.num_data to its size N first"
+                )
             return pyro.plate("data", self.num_data, subsample=idx)
         if x is not None:
             rows = torch.arange(x.shape[0], device=x.device)
@@ -183,8 +217,9 @@ class VAE(PyroModule):
         if not pyro.settings.get("module_local_params"):
             pyro.module("vae", self, update_module_params=True)
 
-    def model(self, x: torch.Tensor | None = None, idx: torch.Tensor | None = None,
-              num: int | None = None) -> None:
+    def model(
+        self, x: torch.Tensor | None = None, idx: torch.Tensor | None = None, num: int | None = None
+    ) -> None:
         """p(z_L) Π p(z_l | z_{l+1}) p(x | z_1) over the data plate, top-down; with ``x=None``
         the likelihood is sampled."""
         self._register()
@@ -195,8 +230,9 @@ class VAE(PyroModule):
                     z = pyro.sample(self.sites[layer], self._prior_of(layer, z))
             pyro.sample("x", self.likelihood.forward(self.decoder(z)), obs=x)
 
-    def guide(self, x: torch.Tensor | None = None, idx: torch.Tensor | None = None,
-              num: int | None = None) -> None:
+    def guide(
+        self, x: torch.Tensor | None = None, idx: torch.Tensor | None = None, num: int | None = None
+    ) -> None:
         """q(z_1 | x) Π q(z_{l+1} | z_l) over the data plate, bottom-up (``num`` is accepted for
         the model's signature)."""
         if x is None:
@@ -292,8 +328,9 @@ class VAE(PyroModule):
 
         return draw
 
-    def _draw(self, q: dist.TorchDistribution, shape: torch.Size
-              ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def _draw(
+        self, q: dist.TorchDistribution, shape: torch.Size
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """z_1 ~ q (``shape`` draws), then z_{l+1} ~ q(z_{l+1} | z_l) up the stack, and
         log q(z_1..L | x)."""
         zs = [q.rsample(shape)]
@@ -304,8 +341,9 @@ class VAE(PyroModule):
             log_q = log_q + q.log_prob(zs[-1])
         return zs, log_q
 
-    def _log_prior(self, zs: list[torch.Tensor], top: dist.TorchDistribution | None = None
-                   ) -> torch.Tensor:
+    def _log_prior(
+        self, zs: list[torch.Tensor], top: dist.TorchDistribution | None = None
+    ) -> torch.Tensor:
         """log p(z_L) + Σ_l log p(z_l | z_{l+1})."""
         log_p = (self.prior.forward() if top is None else top).log_prob(zs[-1])
         for layer in range(len(zs) - 1):
@@ -313,18 +351,25 @@ class VAE(PyroModule):
         return log_p
 
 
-
 def _item_shape(shape: Sequence[int]) -> tuple[int, ...]:
     """``shape`` as a tuple: a SpecError unless it is one or more positive integers whose
     product int64 holds."""
-    ok = (isinstance(shape, (tuple, list)) and len(shape) > 0
-          and all(_whole(d) and d >= 1 for d in shape))
+    ok = (
+        isinstance(shape, (tuple, list))
+        and len(shape) > 0
+        and all(_whole(d) and d >= 1 for d in shape)
+    )
     if not ok:
-        raise SpecError("shape", f"the item shape is one or more positive integers, e.g. "
-                        f"(1, 28, 28); got {shown(shape)}")
+        raise SpecError(
+            "shape",
+            f"the item shape is one or more positive integers, e.g. "
+            f"(1, 28, 28); got {shown(shape)}",
+        )
     if math.prod(shape) >= INT_LIMIT:
-        raise SpecError("shape", f"{tuple(shape)} holds {math.prod(shape):.3g} values per item, "
-                        "more than int64 counts")
+        raise SpecError(
+            "shape",
+            f"{tuple(shape)} holds {math.prod(shape):.3g} values per item, more than int64 counts",
+        )
     return tuple(int(d) for d in shape)
 
 
@@ -337,15 +382,21 @@ def _check_levels(spec: Spec, levels: int | None) -> None:
     """SpecError unless the data's ``levels`` are None (real values) or an integer >= 2, and
     ``likelihood.levels``, where set, covers them (binarized data excepted: they hold 0 and 1)."""
     if levels is not None and not (_whole(levels) and levels >= 2):
-        raise SpecError("levels", f"the data's number of levels is an integer >= 2, or None for "
-                        f"real values; got {shown(levels)}")
+        raise SpecError(
+            "levels",
+            f"the data's number of levels is an integer >= 2, or None for "
+            f"real values; got {shown(levels)}",
+        )
     own = spec.likelihood.params.get("levels")
     binarized = spec.data.params.get("binarize", "none") != "none"
     if isinstance(own, int) and levels is not None and own < levels and not binarized:
-        raise SpecError("likelihood.levels", f"{own} is fewer than the {levels} levels of the "
-                        f"data ({spec.data.name}), so values {own} to {levels - 1} would have no "
-                        f"probability; leave likelihood.levels out to take the data's, or set it "
-                        f"to {levels} or more")
+        raise SpecError(
+            "likelihood.levels",
+            f"{own} is fewer than the {levels} levels of the "
+            f"data ({spec.data.name}), so values {own} to {levels - 1} would have no "
+            f"probability; leave likelihood.levels out to take the data's, or set it "
+            f"to {levels} or more",
+        )
 
 
 def _check_train_data(train_data: torch.Tensor | None, data_dim: int) -> None:
@@ -356,8 +407,11 @@ def _check_train_data(train_data: torch.Tensor | None, data_dim: int) -> None:
     shape = tuple(train_data.shape) if isinstance(train_data, torch.Tensor) else None
     if shape is None or len(shape) != 2 or shape[0] < 1 or shape[1] != data_dim:
         got = f"shape {shape}" if shape is not None else f"a {type(train_data).__name__}"
-        raise SpecError("train_data", f"expected a tensor of N >= 1 items of {data_dim} values, "
-                        f"shape (N, {data_dim}); got {got}")
+        raise SpecError(
+            "train_data",
+            f"expected a tensor of N >= 1 items of {data_dim} values, "
+            f"shape (N, {data_dim}); got {got}",
+        )
 
 
 def _size_keys(spec: Spec, levels: int | None) -> str:
@@ -375,4 +429,4 @@ def _legacy_keys(state: dict, prefix: str, *args: object) -> None:
     """Checkpoints from before the guide registry named the diagonal guide's network
     ``encoder``; it is ``posteriors.0.encoder`` now."""
     for key in [k for k in state if k.startswith(prefix + "encoder.")]:
-        state[prefix + "posteriors.0." + key[len(prefix):]] = state.pop(key)
+        state[prefix + "posteriors.0." + key[len(prefix) :]] = state.pop(key)

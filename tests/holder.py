@@ -20,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pyro_vae.scoring
 import pyro_vae.figures
+import pyro_vae.scoring
 import pyro_vae.trainer
 from pyro_vae.cli import main
 
@@ -41,6 +41,7 @@ def hold_at(signals: Path, phases: set[str]) -> None:
         def call(*args: Any, **kwargs: Any) -> Any:
             pause(phase)
             return function(*args, **kwargs)
+
         return call
 
     step = pyro_vae.trainer.VAEModule.training_step
@@ -52,8 +53,7 @@ def hold_at(signals: Path, phases: set[str]) -> None:
 
     pyro_vae.trainer.VAEModule.training_step = training_step
     pyro_vae.scoring.evaluate_run = paused(pyro_vae.scoring.evaluate_run, "evaluation")
-    pyro_vae.figures.plot_training_curves = paused(pyro_vae.figures.plot_training_curves,
-                                                   "figures")
+    pyro_vae.figures.plot_training_curves = paused(pyro_vae.figures.plot_training_curves, "figures")
 
 
 if __name__ == "__main__":

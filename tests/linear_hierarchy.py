@@ -53,10 +53,12 @@ class LinearHierarchy:
         return self.A @ self.A.T + self.s1**2 * torch.eye(self.dims[1], dtype=torch.float64)
 
     def log_px(self, x: torch.Tensor) -> torch.Tensor:
-        cov = self.B @ self.c1() @ self.B.T + self.s0**2 * torch.eye(self.dims[0],
-                                                                      dtype=torch.float64)
-        return dist.MultivariateNormal(torch.zeros(self.dims[0], dtype=torch.float64),
-                                       covariance_matrix=cov).log_prob(x.double())
+        cov = self.B @ self.c1() @ self.B.T + self.s0**2 * torch.eye(
+            self.dims[0], dtype=torch.float64
+        )
+        return dist.MultivariateNormal(
+            torch.zeros(self.dims[0], dtype=torch.float64), covariance_matrix=cov
+        ).log_prob(x.double())
 
     def posterior_maps(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(K₁, Σ₁, K₂, Σ₂): E[z₁ | x] = K₁ x, E[z₂ | z₁] = K₂ z₁."""
@@ -78,14 +80,22 @@ class LinearHierarchy:
         k1, sigma1, k2, sigma2 = self.posterior_maps()
         _set_linear(vae.decoder[0], self.B, None)
         _set_linear(vae.conditionals[0].body[0], self.A, torch.full((self.dims[1],), self.s1))
-        for posterior, gain, cov in ((vae.posteriors[0], k1, sigma1),
-                                     (vae.posteriors[1], k2, sigma2)):
+        for posterior, gain, cov in (
+            (vae.posteriors[0], k1, sigma1),
+            (vae.posteriors[1], k2, sigma2),
+        ):
             tril = torch.linalg.cholesky(cov) * scale_mult
-            _set_linear(posterior.encoder.body[0], gain, tril.diagonal(),
-                        tril[posterior.rows, posterior.cols], loc_shift)
+            _set_linear(
+                posterior.encoder.body[0],
+                gain,
+                tril.diagonal(),
+                tril[posterior.rows, posterior.cols],
+                loc_shift,
+            )
 
-    def guide_joint(self, x: torch.Tensor, loc_shift: float, scale_mult: float
-                    ) -> dist.MultivariateNormal:
+    def guide_joint(
+        self, x: torch.Tensor, loc_shift: float, scale_mult: float
+    ) -> dist.MultivariateNormal:
         """q(z₁, z₂ | x) of :meth:`set_exact` with the same mismatch."""
         k1, sigma1, k2, sigma2 = self.posterior_maps()
         l1, l2 = (torch.linalg.cholesky(c) * scale_mult for c in (sigma1, sigma2))
@@ -97,14 +107,24 @@ def _joint(k1, sigma1, k2, sigma2, x, shift: float = 0.0) -> dist.MultivariateNo
     d1 = k1.shape[0]
     m1 = x @ k1.T + shift
     m2 = m1 @ k2.T + shift
-    cov = torch.cat([torch.cat([sigma1, sigma1 @ k2.T], 1),
-                     torch.cat([k2 @ sigma1, k2 @ sigma1 @ k2.T + sigma2], 1)], 0)
+    cov = torch.cat(
+        [
+            torch.cat([sigma1, sigma1 @ k2.T], 1),
+            torch.cat([k2 @ sigma1, k2 @ sigma1 @ k2.T + sigma2], 1),
+        ],
+        0,
+    )
     assert cov.shape[0] == d1 + k2.shape[0]
     return dist.MultivariateNormal(torch.cat([m1, m2], -1), covariance_matrix=cov)
 
 
-def _set_linear(layer: torch.nn.Linear, gain: torch.Tensor, scale: torch.Tensor | None,
-                lower: torch.Tensor | None = None, loc_shift: float = 0.0) -> None:
+def _set_linear(
+    layer: torch.nn.Linear,
+    gain: torch.Tensor,
+    scale: torch.Tensor | None,
+    lower: torch.Tensor | None = None,
+    loc_shift: float = 0.0,
+) -> None:
     """out = (gain·in + loc_shift, raw with softplus(raw) + ε = scale, the strictly lower
     Cholesky entries), all rows after the first constant."""
     d = gain.shape[0]
@@ -114,8 +134,9 @@ def _set_linear(layer: torch.nn.Linear, gain: torch.Tensor, scale: torch.Tensor 
     layer.bias[:d] = loc_shift
     if scale is not None:
         target = (scale - MIN_SCALE).double()
-        layer.bias[d:2 * d] = (target + torch.log(-torch.expm1(-target))).float()  # softplus⁻¹
-        assert torch.allclose(F.softplus(layer.bias[d:2 * d]).double() + MIN_SCALE, scale.double(),
-                              atol=1e-6)
+        layer.bias[d : 2 * d] = (target + torch.log(-torch.expm1(-target))).float()  # softplus⁻¹
+        assert torch.allclose(
+            F.softplus(layer.bias[d : 2 * d]).double() + MIN_SCALE, scale.double(), atol=1e-6
+        )
     if lower is not None:
-        layer.bias[2 * d:] = lower.float()
+        layer.bias[2 * d :] = lower.float()

@@ -27,8 +27,9 @@ class PPCA:
     sigma: float
 
     @classmethod
-    def make(cls, P: int = 6, d: int = 2, sigma: float = 0.5, seed: int = 0,
-             orthogonal: bool = True) -> PPCA:
+    def make(
+        cls, P: int = 6, d: int = 2, sigma: float = 0.5, seed: int = 0, orthogonal: bool = True
+    ) -> PPCA:
         g = torch.Generator().manual_seed(seed)
         Q, _ = torch.linalg.qr(torch.randn(P, d, generator=g, dtype=torch.float64))
         col_norms = torch.linspace(2.0, 1.0, d, dtype=torch.float64)

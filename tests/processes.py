@@ -35,16 +35,20 @@ WAIT = 600
 # background commands with SIGINT ignored, and exec passes that on: Python then leaves SIGINT
 # ignored (no KeyboardInterrupt), so a command under test would go on after its Ctrl-C. A
 # terminal starts its foreground command with SIGINT at the default; ``foreground`` does too.
-FOREGROUND = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-              "os.execv(sys.argv[1], sys.argv[1:])")
+FOREGROUND = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
 
 
-def console(argv: list[str], cwd: Path, timeout: float = 300,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def console(
+    argv: list[str], cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """``pyro-vae ARGV`` in ``cwd``; its cache (crash logs) beside ``cwd``, not in it."""
     env = {**os.environ, "XDG_CACHE_HOME": str(cwd.parent / "cache"), **(env or {})}
-    return subprocess.run([EXE, *argv], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=env)
+    return subprocess.run(
+        [EXE, *argv], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def one_line(proc: subprocess.CompletedProcess[str], code: int = EXIT_USER_ERROR) -> str:
@@ -82,8 +86,11 @@ def ctrl_c_after_first_line(argv: list[str], **kw) -> tuple[str, int, str, str]:
         first, deadline = b"", time.monotonic() + WAIT
         while not first.endswith(b"\n"):  # a byte at a time: the rest is left to communicate()
             wait = max(0.0, deadline - time.monotonic())
-            byte = (os.read(proc.stderr.fileno(), 1)
-                    if select.select([proc.stderr], [], [], wait)[0] else b"")
+            byte = (
+                os.read(proc.stderr.fileno(), 1)
+                if select.select([proc.stderr], [], [], wait)[0]
+                else b""
+            )
             if not byte:  # the end of stderr (the process ended), or the deadline
                 break
             first += byte
@@ -95,8 +102,9 @@ def ctrl_c_after_first_line(argv: list[str], **kw) -> tuple[str, int, str, str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             out, rest = proc.communicate()
-            raise AssertionError(f"no exit in {WAIT} s after Ctrl-C; after {line!r} it wrote "
-                                 f"{out!r}, {rest!r}") from None
+            raise AssertionError(
+                f"no exit in {WAIT} s after Ctrl-C; after {line!r} it wrote {out!r}, {rest!r}"
+            ) from None
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -109,5 +117,9 @@ def held(signals: Path, argv: list[str], **kw) -> subprocess.Popen:
     foreground, held still inside step 4 until a line or the end of its stdin: it creates
     ``signals/training`` when it gets there."""
     signals.mkdir()
-    return foreground([sys.executable, str(HOLDER), str(signals), "training", *argv[1:]],
-                      stdin=subprocess.PIPE, text=True, **kw)
+    return foreground(
+        [sys.executable, str(HOLDER), str(signals), "training", *argv[1:]],
+        stdin=subprocess.PIPE,
+        text=True,
+        **kw,
+    )

@@ -15,8 +15,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NEEDED = ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python", "pymdownx",
-          "mkdocs_autorefs")
+NEEDED = (
+    "mkdocs",
+    "material",
+    "mkdocstrings",
+    "mkdocstrings_handlers.python",
+    "pymdownx",
+    "mkdocs_autorefs",
+)
 
 
 def _missing() -> list[str]:
@@ -30,22 +36,44 @@ def _missing() -> list[str]:
     return missing
 
 
-@pytest.mark.skipif(bool(_missing()), reason=f"the docs extra is not installed (missing: "
-                    f"{', '.join(_missing())}): pip install -e '.[docs]', or make docs")
+@pytest.mark.skipif(
+    bool(_missing()),
+    reason=f"the docs extra is not installed (missing: "
+    f"{', '.join(_missing())}): pip install -e '.[docs]', or make docs",
+)
 def test_site_builds_strict(tmp_path: Path) -> None:
     site = tmp_path / "site"
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict",
-                           "--config-file", str(ROOT / "mkdocs.yml"), "--site-dir", str(site)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    problems = [line for line in (done.stdout + done.stderr).splitlines()
-                if line and not line.startswith("INFO")]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--config-file",
+            str(ROOT / "mkdocs.yml"),
+            "--site-dir",
+            str(site),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    problems = [
+        line
+        for line in (done.stdout + done.stderr).splitlines()
+        if line and not line.startswith("INFO")
+    ]
     assert done.returncode == 0, "\n".join(problems)
 
     from pyro_vae.cli import parser
 
-    commands = next(a for a in parser()._actions
-                    if isinstance(a, argparse._SubParsersAction)).choices
+    commands = next(
+        a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)
+    ).choices
     cli = (site / "cli.html").read_text(encoding="utf-8")
     for name in commands:
         assert f'id="pyro-vae-{name}"' in cli, f"pyro-vae {name} is missing from the CLI reference"

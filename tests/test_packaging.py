@@ -24,12 +24,15 @@ import pytest
 pytestmark = pytest.mark.packaging
 
 ROOT = Path(__file__).resolve().parents[1]
-VERSION = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(),
-                    re.MULTILINE).group(1)
+VERSION = re.search(
+    r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE
+).group(1)
 #: pip's words when it cannot reach the index at all (as opposed to a missing or bad package)
-UNREACHABLE = re.compile(r"NewConnectionError|Failed to establish a new connection|"
-                         r"Temporary failure in name resolution|Network is unreachable|"
-                         r"ConnectTimeout|Could not resolve host|ProxyError")
+UNREACHABLE = re.compile(
+    r"NewConnectionError|Failed to establish a new connection|"
+    r"Temporary failure in name resolution|Network is unreachable|"
+    r"ConnectTimeout|Could not resolve host|ProxyError"
+)
 TINY_SPEC = """\
 data: {name: digits, binarize: dynamic, limit: 200}
 latent_dim: 2
@@ -43,18 +46,38 @@ evaluate: {num_samples: 10}
 def run(argv: list[str | Path], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     """``argv`` with the environment of a user's shell: no PYTHONPATH, no virtual environment of
     ours active, so nothing of the source tree can be imported by accident."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "PYTHONSTARTUP")}
-    return subprocess.run([str(a) for a in argv], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "PYTHONSTARTUP")
+    }
+    return subprocess.run(
+        [str(a) for a in argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def pip(venv: Path, *args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
-    done = run([venv / "bin" / "python", "-m", "pip", "install", "--retries", "1", "--timeout",
-                "60", "--disable-pip-version-check", *args], cwd, timeout=1200)
+    done = run(
+        [
+            venv / "bin" / "python",
+            "-m",
+            "pip",
+            "install",
+            "--retries",
+            "1",
+            "--timeout",
+            "60",
+            "--disable-pip-version-check",
+            *args,
+        ],
+        cwd,
+        timeout=1200,
+    )
     if done.returncode != 0 and UNREACHABLE.search(done.stdout + done.stderr):
-        pytest.skip("the package index is unreachable: "
-                    + UNREACHABLE.search(done.stdout + done.stderr).group(0))
+        pytest.skip(
+            "the package index is unreachable: "
+            + UNREACHABLE.search(done.stdout + done.stderr).group(0)
+        )
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     return done
 
@@ -62,11 +85,17 @@ def pip(venv: Path, *args: str | Path, cwd: Path) -> subprocess.CompletedProcess
 def source_copy(target: Path) -> Path:
     """The files git tracks or would track (not ignored), copied: building never writes into the
     work tree (egg-info), and leaves out what a fresh clone would not have."""
-    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others",
-                             "--exclude-standard"], capture_output=True, text=True)
+    listed = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True,
+        text=True,
+    )
     if listed.returncode != 0:  # not a git checkout (an unpacked sdist): all of it
-        shutil.copytree(ROOT, target, ignore=shutil.ignore_patterns(".venv", "*.egg-info",
-                                                                    "__pycache__", "runs"))
+        shutil.copytree(
+            ROOT,
+            target,
+            ignore=shutil.ignore_patterns(".venv", "*.egg-info", "__pycache__", "runs"),
+        )
         return target
     for name in filter(None, listed.stdout.split("\0")):
         source = ROOT / name
@@ -93,29 +122,41 @@ def test_build_makes_a_wheel_and_an_sdist_with_both_packages(dist):
     import tarfile
     import zipfile
 
-    wheel, = dist.glob(f"pyro_vae-{VERSION}-py3-none-any.whl")
-    sdist, = dist.glob(f"pyro_vae-{VERSION}.tar.gz")
+    (wheel,) = dist.glob(f"pyro_vae-{VERSION}-py3-none-any.whl")
+    (sdist,) = dist.glob(f"pyro_vae-{VERSION}.tar.gz")
     names = zipfile.ZipFile(wheel).namelist()
-    for module in ("pyro_vae/__init__.py", "pyro_vae/cli.py", "pyro_vae/components/priors.py",
-                   "inference/__init__.py", "inference/ais.py",
-                   f"pyro_vae-{VERSION}.dist-info/licenses/LICENSE"):
+    for module in (
+        "pyro_vae/__init__.py",
+        "pyro_vae/cli.py",
+        "pyro_vae/components/priors.py",
+        "inference/__init__.py",
+        "inference/ais.py",
+        f"pyro_vae-{VERSION}.dist-info/licenses/LICENSE",
+    ):
         assert module in names
     assert not [n for n in names if n.startswith(("tests/", "benchmarks/", "examples/"))]
     metadata = zipfile.ZipFile(wheel).read(f"pyro_vae-{VERSION}.dist-info/METADATA").decode()
     assert "License-Expression: MIT" in metadata
-    assert "pyro-vae = pyro_vae.cli:main" in zipfile.ZipFile(wheel).read(
-        f"pyro_vae-{VERSION}.dist-info/entry_points.txt").decode()
+    assert (
+        "pyro-vae = pyro_vae.cli:main"
+        in zipfile.ZipFile(wheel).read(f"pyro_vae-{VERSION}.dist-info/entry_points.txt").decode()
+    )
     with tarfile.open(sdist) as archive:
         members = {m.name.split("/", 1)[1] for m in archive.getmembers() if "/" in m.name}
-    assert {"pyproject.toml", "README.md", "LICENSE", "pyro_vae/__init__.py",
-            "inference/__init__.py"} <= members
+    assert {
+        "pyproject.toml",
+        "README.md",
+        "LICENSE",
+        "pyro_vae/__init__.py",
+        "inference/__init__.py",
+    } <= members
 
 
 def test_installed_wheel_trains_and_evaluates_outside_the_source_tree(dist, tmp_path):
     venv = tmp_path / "venv"
     done = run([sys.executable, "-m", "venv", venv], tmp_path)
     assert done.returncode == 0, done.stderr
-    wheel, = dist.glob("*.whl")
+    (wheel,) = dist.glob("*.whl")
     pip(venv, "-c", ROOT / "constraints.txt", wheel, cwd=tmp_path)
 
     work = tmp_path / "elsewhere"
@@ -123,8 +164,14 @@ def test_installed_wheel_trains_and_evaluates_outside_the_source_tree(dist, tmp_
     (work / "tiny.yaml").write_text(TINY_SPEC)
     exe = venv / "bin" / "pyro-vae"
 
-    where = run([venv / "bin" / "python", "-c", "import inference, pyro_vae; "
-                 "print(pyro_vae.__file__); print(inference.__file__)"], work)
+    where = run(
+        [
+            venv / "bin" / "python",
+            "-c",
+            ("import inference, pyro_vae; print(pyro_vae.__file__); print(inference.__file__)"),
+        ],
+        work,
+    )
     assert where.returncode == 0, where.stderr
     for path in where.stdout.split():
         assert Path(path).resolve().is_relative_to(venv.resolve()), where.stdout  # not ROOT
@@ -143,16 +190,26 @@ def test_installed_wheel_trains_and_evaluates_outside_the_source_tree(dist, tmp_
     scored = run([exe, "evaluate", "run", "--split", "val", "--num-samples", "20"], work)
     assert scored.returncode == 0, scored.stderr[-4000:]
     assert re.match(r"val: log p\(x\) ≥ -\d+\.\d+ ± \d.*K=20, 180 points", scored.stdout)
-    assert {"config.yaml", "eval-test.json", "eval-val.json", "eval-val.npz",
-            "metrics.csv"} <= {p.name for p in (work / "run").iterdir()}
+    assert {"config.yaml", "eval-test.json", "eval-val.json", "eval-val.npz", "metrics.csv"} <= {
+        p.name for p in (work / "run").iterdir()
+    }
 
     # the sdist, installed over the wheel (its dependencies are there): imports, --version
-    sdist, = dist.glob("*.tar.gz")
+    (sdist,) = dist.glob("*.tar.gz")
     pip(venv, "--no-deps", "--force-reinstall", sdist, cwd=tmp_path)
     version = run([exe, "--version"], work)
     assert (version.returncode, version.stdout) == (0, f"pyro-vae {VERSION}\n")
-    imported = run([venv / "bin" / "python", "-c", "import inference.ais, pyro_vae.cli; "
-                    "import importlib.metadata as m; "
-                    "print(m.distribution('pyro-vae').read_text('direct_url.json'))"], work)
+    imported = run(
+        [
+            venv / "bin" / "python",
+            "-c",
+            (
+                "import inference.ais, pyro_vae.cli; "
+                "import importlib.metadata as m; "
+                "print(m.distribution('pyro-vae').read_text('direct_url.json'))"
+            ),
+        ],
+        work,
+    )
     assert imported.returncode == 0, imported.stderr
     assert sdist.name in imported.stdout  # installed from the sdist, not the wheel

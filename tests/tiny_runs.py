@@ -8,16 +8,27 @@ import csv
 from pathlib import Path
 
 DIGITS = str(Path("examples/configs/digits.yaml").resolve())
-NETS = ["latent_dim=2", "encoder.hidden=[8]", "decoder.hidden=[8]", "train.batch_size=32",
-        "train.progress=false"]
+NETS = [
+    "latent_dim=2",
+    "encoder.hidden=[8]",
+    "decoder.hidden=[8]",
+    "train.batch_size=32",
+    "train.progress=false",
+]
 # 64 training items: 2 optimizer steps per epoch; a few IS samples.
 TINY = [*NETS, "data.limit=64", "train.max_epochs=1", "evaluate.num_samples=4"]
 SETS = [f"--set={s}" for s in TINY]
 
 # 200 digits, batch 32: 7 steps per epoch; no periodic checkpoints, so the only checkpoint a run
 # has before its first epoch ends is the one a signal (Ctrl-C, SIGTERM) made.
-LONG = [*NETS, "data.limit=200", "train.max_epochs=100", "train.log_every_n_steps=1",
-        "train.checkpoint_every_epochs=0", "evaluate.num_samples=20"]
+LONG = [
+    *NETS,
+    "data.limit=200",
+    "train.max_epochs=100",
+    "train.log_every_n_steps=1",
+    "train.checkpoint_every_epochs=0",
+    "evaluate.num_samples=20",
+]
 STEPS_PER_EPOCH = 7
 
 

@@ -82,22 +82,34 @@ def reexports(module: str) -> tuple[list[str], dict[str, str]]:
             for name in node.names:
                 imported[name.asname or name.name] = f"{node.module}.{name.name}"
         elif isinstance(node, ast.Assign) and any(
-                isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+        ):
             exported = list(ast.literal_eval(node.value))
     for node in tree.body:
-        names = [node.name] if isinstance(node, (ast.FunctionDef, ast.ClassDef)) else \
-            [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)]
+        names = (
+            [node.name]
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef))
+            else [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)]
+        )
         defined += [n for n in names if not n.startswith("_")]
-    moved = {name: origin(*imported[name].rsplit(".", 1)) for name in exported
-             if name in imported}
+    moved = {name: origin(*imported[name].rsplit(".", 1)) for name in exported if name in imported}
     return (defined, moved) if moved else ([], {})
 
 
 def origin(module: str, name: str) -> str:
     """Where ``module.name`` is defined, following ``from X import name`` re-imports."""
     parts = module.split(".")
-    path = next((p for p in (ROOT.joinpath(*parts).with_suffix(".py"),
-                             ROOT.joinpath(*parts, "__init__.py")) if p.is_file()), None)
+    path = next(
+        (
+            p
+            for p in (
+                ROOT.joinpath(*parts).with_suffix(".py"),
+                ROOT.joinpath(*parts, "__init__.py"),
+            )
+            if p.is_file()
+        ),
+        None,
+    )
     if path is None:
         return f"{module}.{name}"
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -111,8 +123,11 @@ def origin(module: str, name: str) -> str:
 def module_page(module: str, elsewhere: dict[str, str]) -> str:
     """``::: module``, less the members that a guide page renders (linked instead); a package
     that re-exports names lists them as links to their own modules' pages."""
-    moved = sorted(name[len(module) + 1:] for name in elsewhere
-                   if name.startswith(module + ".") and "." not in name[len(module) + 1:])
+    moved = sorted(
+        name[len(module) + 1 :]
+        for name in elsewhere
+        if name.startswith(module + ".") and "." not in name[len(module) + 1 :]
+    )
     options = ["      show_root_heading: false"]
     intro = []
     if moved:
@@ -125,8 +140,14 @@ def module_page(module: str, elsewhere: dict[str, str]) -> str:
         options.append(f"      members: {json.dumps(own) if own else 'false'}")
         links = ", ".join(f"[`{name}`][{target}]" for name, target in exported.items())
         intro.append(f"Also importable from here (documented in their modules): {links}.")
-    lines = [f"# `{module}`", "", *(f"{line}\n" for line in intro),
-             f"::: {module}", "    options:", *options]
+    lines = [
+        f"# `{module}`",
+        "",
+        *(f"{line}\n" for line in intro),
+        f"::: {module}",
+        "    options:",
+        *options,
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -136,9 +157,10 @@ def on_config(config: Any, **kwargs: Any) -> Any:
     elsewhere = guide_objects(Path(config.docs_dir))
     for item in config.nav or []:
         if isinstance(item, dict) and API_SECTION in item:
-            item[API_SECTION] = [*item[API_SECTION],
-                                 *({module: elsewhere.get(module, api_path(module))}
-                                   for module in modules())]
+            item[API_SECTION] = [
+                *item[API_SECTION],
+                *({module: elsewhere.get(module, api_path(module))} for module in modules()),
+            ]
             break
     else:
         raise ValueError(f"mkdocs.yml: the nav has no section {API_SECTION!r}")
@@ -149,14 +171,20 @@ def on_files(files: Any, config: Any, **kwargs: Any) -> Any:
     elsewhere = guide_objects(Path(config.docs_dir))
     for module in modules():
         if module not in elsewhere:
-            files.append(File.generated(config, api_path(module),
-                                        content=module_page(module, elsewhere)))
+            files.append(
+                File.generated(config, api_path(module), content=module_page(module, elsewhere))
+            )
     return files
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
-    generators = {"cli": cli_reference, "spec": spec_reference, "registries": registries,
-                  "captions": captions, "readme": readme_first_screen}
+    generators = {
+        "cli": cli_reference,
+        "spec": spec_reference,
+        "registries": registries,
+        "captions": captions,
+        "readme": readme_first_screen,
+    }
     for name, generate in generators.items():
         marker = f"<!-- generated: {name} -->"
         if marker in markdown:
@@ -165,6 +193,7 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
 
 
 # --- the command line ----------------------------------------------------------------------------
+
 
 def _cell(text: Any) -> str:
     """A Markdown table cell: pipes escaped, ``<``/``>`` as entities, one line."""
@@ -192,8 +221,10 @@ def _argument(action: argparse.Action) -> tuple[str, str, str]:
         value = ""
         if action.nargs != 0:
             value = action.metavar or (
-                "{" + ",".join(map(str, action.choices)) + "}" if action.choices
-                else action.dest.upper())
+                "{" + ",".join(map(str, action.choices)) + "}"
+                if action.choices
+                else action.dest.upper()
+            )
             if action.nargs in ("+", "*"):
                 value = f"{value} ..."
         name = ", ".join(_code(f"{flag} {value}".strip()) for flag in action.option_strings)
@@ -206,8 +237,11 @@ def _argument(action: argparse.Action) -> tuple[str, str, str]:
     if action.choices and action.metavar and action.nargs != 0:
         name += " — one of " + ", ".join(_code(c) for c in action.choices)
     default = action.default
-    shown = "" if default in (None, False, [], argparse.SUPPRESS) or action.nargs == 0 \
+    shown = (
+        ""
+        if default in (None, False, [], argparse.SUPPRESS) or action.nargs == 0
         else _code(default)
+    )
     if getattr(action, "required", False) and action.option_strings:
         shown = "required"
     return name, shown, _cell(action.help or "")
@@ -225,23 +259,38 @@ def cli_reference() -> str:
     parser = make_parser()
     sub, helps = _commands(parser)
     lines = [_cell(parser.description or ""), "", "| command | what it does |", "|---|---|"]
-    lines += [f"| [`{parser.prog} {name}`](#{parser.prog}-{name}) | {_cell(helps.get(name, ''))} |"
-              for name in sub.choices]
+    lines += [
+        f"| [`{parser.prog} {name}`](#{parser.prog}-{name}) | {_cell(helps.get(name, ''))} |"
+        for name in sub.choices
+    ]
     for name, command in sub.choices.items():
         command.formatter_class = lambda prog: argparse.HelpFormatter(prog, width=72)
         usage = command.format_usage().strip()
-        lines += ["", f"## `{parser.prog} {name}` {{#{parser.prog}-{name}}}", "",
-                  _cell(helps.get(name, "")), "", "```text", usage, "```", ""]
+        lines += [
+            "",
+            f"## `{parser.prog} {name}` {{#{parser.prog}-{name}}}",
+            "",
+            _cell(helps.get(name, "")),
+            "",
+            "```text",
+            usage,
+            "```",
+            "",
+        ]
         if command.description:
             lines += [_cell(command.description), ""]
-        rows = [_argument(action) for action in command._actions
-                if action.help != argparse.SUPPRESS and not isinstance(action, argparse._HelpAction)]
+        rows = [
+            _argument(action)
+            for action in command._actions
+            if action.help != argparse.SUPPRESS and not isinstance(action, argparse._HelpAction)
+        ]
         lines += ["| argument | default | meaning |", "|---|---|---|"]
         lines += [f"| {name} | {default} | {help_} |" for name, default, help_ in rows]
     return "\n".join(lines) + "\n"
 
 
 # --- the spec and the registries -----------------------------------------------------------------
+
 
 def _first_sentence(doc: str | None) -> str:
     """The first sentence of a docstring's first paragraph (roles shown as code)."""
@@ -257,7 +306,11 @@ def _plain(value: Any) -> Any:
 
 
 def _type_text(annotation: Any) -> str:
-    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", repr(annotation))
+    text = (
+        annotation
+        if isinstance(annotation, str)
+        else getattr(annotation, "__name__", repr(annotation))
+    )
     return text.replace("typing.", "")
 
 
@@ -268,21 +321,34 @@ def spec_reference() -> str:
     for field in dataclasses.fields(Spec):
         if field.name in COMPONENTS:
             default = _code(_yaml(DEFAULTS[field.name]))
-            lines.append(f"| `{field.name}` | a component: [{field.name} registry]"
-                         f"(#registry-{field.name if field.name != 'decoder' else 'encoder'}) "
-                         f"| {default} |")
+            lines.append(
+                f"| `{field.name}` | a component: [{field.name} registry]"
+                f"(#registry-{field.name if field.name != 'decoder' else 'encoder'}) "
+                f"| {default} |"
+            )
         elif field.name in SECTIONS:
             lines.append(f"| `{field.name}` | the section below | |")
         else:
-            lines.append(f"| `{field.name}` | {_code(_type_text(field.type))} | "
-                         f"{_code(_yaml(_plain(field.default)))} |")
+            lines.append(
+                f"| `{field.name}` | {_code(_type_text(field.type))} | "
+                f"{_code(_yaml(_plain(field.default)))} |"
+            )
     for name, section in SECTIONS.items():
-        lines += ["", f"### `{name}`", "", _cell(_first_sentence(section.__doc__))
-                  + f" (the whole docstring: [`{section.__name__}`]"
-                  f"[{section.__module__}.{section.__name__}])", "",
-                  "| key | type | default |", "|---|---|---|"]
-        lines += [f"| `{name}.{f.name}` | {_code(_type_text(f.type))} | {_code(_yaml(_plain(f.default)))} |"
-                  for f in dataclasses.fields(section)]
+        lines += [
+            "",
+            f"### `{name}`",
+            "",
+            _cell(_first_sentence(section.__doc__))
+            + f" (the whole docstring: [`{section.__name__}`]"
+            f"[{section.__module__}.{section.__name__}])",
+            "",
+            "| key | type | default |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| `{name}.{f.name}` | {_code(_type_text(f.type))} | {_code(_yaml(_plain(f.default)))} |"
+            for f in dataclasses.fields(section)
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -295,23 +361,35 @@ def registries() -> str:
         if kind == "decoder":
             continue
         title = "encoder, decoder" if kind == "encoder" else kind
-        lines += ["", f"### {title} {{#registry-{kind}}}", "",
-                  f"Base class: [`{registry.base.__name__}`]"
-                  f"[{registry.base.__module__}.{registry.base.__qualname__}]"
-                  + (f", or a subclass of `{registry.foreign.replace(':', '.')}`"
-                     if registry.foreign else "")
-                  + f"; entry-point group `{registry.group}`.", "",
-                  "| name | parameters (defaults) | what it is |", "|---|---|---|"]
+        lines += [
+            "",
+            f"### {title} {{#registry-{kind}}}",
+            "",
+            f"Base class: [`{registry.base.__name__}`]"
+            f"[{registry.base.__module__}.{registry.base.__qualname__}]"
+            + (
+                f", or a subclass of `{registry.foreign.replace(':', '.')}`"
+                if registry.foreign
+                else ""
+            )
+            + f"; entry-point group `{registry.group}`.",
+            "",
+            "| name | parameters (defaults) | what it is |",
+            "|---|---|---|",
+        ]
         for name in registry.names():
             entry = registry[name]
             params = ", ".join(
-                f"`{k}` (required)" if p.default is inspect.Parameter.empty
+                f"`{k}` (required)"
+                if p.default is inspect.Parameter.empty
                 else _code(f"{k}: {_yaml(_plain(p.default))}")
-                for k, p in signature_params(entry).items())
+                for k, p in signature_params(entry).items()
+            )
             path = f"{entry.__module__}.{entry.__qualname__}"
             shown = f"[`{name}`][{path}]" if path.split(".")[0] in PACKAGES else f"`{name}`"
-            lines.append(f"| {shown} | {_cell(params) or '—'} | "
-                         f"{_cell(_first_sentence(entry.__doc__))} |")
+            lines.append(
+                f"| {shown} | {_cell(params) or '—'} | {_cell(_first_sentence(entry.__doc__))} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -331,7 +409,7 @@ def _link(match: re.Match[str]) -> str:
     if re.match(r"^[a-z]+:|^#", target):
         return match[0]
     if target.startswith("docs/"):
-        return f"{bang}[{text}]({target[len('docs/'):]})"
+        return f"{bang}[{text}]({target[len('docs/') :]})"
     return f"{text} (`{target}` in the repository)"
 
 
@@ -340,6 +418,12 @@ def readme_first_screen() -> str:
     section), links into docs/ made relative to the site and others named as files."""
     lines = (ROOT / "README.md").read_text(encoding="utf-8").split("\n")
     start = 1 if lines and lines[0].startswith("# ") else 0
-    end = next((i for i in range(start, len(lines))
-                if lines[i].startswith("## ") or "make docs" in lines[i]), len(lines))
+    end = next(
+        (
+            i
+            for i in range(start, len(lines))
+            if lines[i].startswith("## ") or "make docs" in lines[i]
+        ),
+        len(lines),
+    )
     return LINK.sub(_link, "\n".join(lines[start:end]).strip()) + "\n"

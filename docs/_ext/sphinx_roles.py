@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import itertools
 import logging
 import re
 import tokenize
@@ -51,8 +52,10 @@ PACKAGES = ("pyro_vae", "inference")
 # Named under "mkdocs.", so that mkdocs counts its warnings (and --strict fails on them).
 log = logging.getLogger("mkdocs.plugins.pyro_vae_docs")
 
-ROLE = re.compile(r":(?:py:)?(?:func|class|mod|meth|data|attr|exc|obj|const|type):"
-                  r"`(?P<tilde>~?)(?P<target>[^`<>\s]+)`")
+ROLE = re.compile(
+    r":(?:py:)?(?:func|class|mod|meth|data|attr|exc|obj|const|type):"
+    r"`(?P<tilde>~?)(?P<target>[^`<>\s]+)`"
+)
 BORDER = re.compile(r"^(?P<indent> *)=+(?: +=+)+ *$")
 TAG = re.compile(r"<(/?[A-Za-z][\w.-]*)>")
 EMPHASIS = re.compile(r"\*\*[^*]+\*\*|(?<![\w*])\*(?=[^\s*])[^*]*?[^\s*]\*(?![\w*])")
@@ -168,7 +171,7 @@ def _comment_lines(path: Path) -> tuple[dict[int, str], dict[int, str]]:
         if token.type != tokenize.COMMENT:
             continue
         line = token.start[0]
-        if token.line[:token.start[1]].strip():
+        if token.line[: token.start[1]].strip():
             trailing[line] = token.string[1:].strip()
         elif token.string.startswith("#:"):
             alone[line] = token.string[2:].strip()
@@ -207,20 +210,30 @@ def _roles(line: str, obj: Any, collection: Any) -> str:
             # (as Sphinx does without nitpicky) another library's, shown as code.
             matches = _by_suffix(collection).get(target, [])
             if len(matches) > 1:
-                log.warning("ambiguous reference %s in the docstring of %s: %s",
-                            match[0], obj.path, ", ".join(matches))
+                log.warning(
+                    "ambiguous reference %s in the docstring of %s: %s",
+                    match[0],
+                    obj.path,
+                    ", ".join(matches),
+                )
             if len(matches) != 1:
-                log.info("reference %s in the docstring of %s names nothing in pyro_vae or "
-                         "inference: shown as code", match[0], obj.path)
+                log.info(
+                    "reference %s in the docstring of %s names nothing in pyro_vae or "
+                    "inference: shown as code",
+                    match[0],
+                    obj.path,
+                )
                 return f"`{title}`"
             path = matches[0]
         found = _find(collection, path)
         if found is None:
-            log.warning("broken reference %s in the docstring of %s: no object %s",
-                        match[0], obj.path, path)
+            log.warning(
+                "broken reference %s in the docstring of %s: no object %s", match[0], obj.path, path
+            )
             return f"`{title}`"
-        if any(part.startswith("_") and not part.startswith("__")
-               for part in found.path.split(".")):
+        if any(
+            part.startswith("_") and not part.startswith("__") for part in found.path.split(".")
+        ):
             return f"`{title}`"
         return f"[`{title}`][{found.path}]"
 
@@ -237,7 +250,7 @@ def _stars(line: str) -> str:
         return f"\x00{len(kept) - 1}\x00"
 
     marker = re.match(r"\s*\* ", line)  # a list item's bullet
-    head, line = (line[:marker.end()], line[marker.end():]) if marker else ("", line)
+    head, line = (line[: marker.end()], line[marker.end() :]) if marker else ("", line)
     line = EMPHASIS.sub(keep, line)
     line = head + re.sub(r"(?<![*\\])\*(?!\*)", r"\\*", line)
     return re.sub("\x00(\\d+)\x00", lambda m: kept[int(m[1])], line)
@@ -278,7 +291,7 @@ def _outside_code(line: str, change: Any) -> str:
     open none)."""
     out, at = [], 0
     for span in CODE_SPAN.finditer(line):
-        out += [change(line[at:span.start()]), span[0]]
+        out += [change(line[at : span.start()]), span[0]]
         at = span.end()
     return "".join([*out, change(line[at:])])
 
@@ -299,8 +312,10 @@ def _aligned(text: str) -> str:
     paragraphs = re.split(r"(\n[ \t]*\n)", text)
     for i, para in enumerate(paragraphs):
         lines = para.split("\n")
-        if len(lines) >= 2 and all(line.strip() and not line.startswith(" ")
-                                   and re.search(r"\S {3,}\S", line) for line in lines):
+        if len(lines) >= 2 and all(
+            line.strip() and not line.startswith(" ") and re.search(r"\S {3,}\S", line)
+            for line in lines
+        ):
             paragraphs[i] = "\n".join("    " + line.replace("``", "") for line in lines)
     return "".join(paragraphs)
 
@@ -343,7 +358,7 @@ def _tables(text: str) -> str:
             out.append(lines[i])
             i += 1
             continue
-        out.extend(_table(lines[i:end + 1], len(match["indent"])))
+        out.extend(_table(lines[i : end + 1], len(match["indent"])))
         i = end + 1
     return "\n".join(out)
 
@@ -371,7 +386,7 @@ def _table(block: list[str], indent: int) -> list[str]:
         # refuse it; a reader does not mind): the next cell then starts after the next gap of
         # two spaces.
         starts = [spans[0][0]]
-        for (_, gap), (start, _) in zip(spans, spans[1:]):
+        for (_, gap), (start, _) in itertools.pairwise(spans):
             if line[gap:start].strip():
                 at = line.find("  ", gap)
                 start = len(line) if at < 0 else len(line) - len(line[at:].lstrip())
@@ -395,8 +410,12 @@ def _table(block: list[str], indent: int) -> list[str]:
     pad = " " * indent
 
     def row(values: list[str]) -> str:
-        return pad + "| " + " | ".join(_outside_code(v, lambda s: s.replace("|", r"\|"))
-                                       for v in values) + " |"
+        return (
+            pad
+            + "| "
+            + " | ".join(_outside_code(v, lambda s: s.replace("|", r"\|")) for v in values)
+            + " |"
+        )
 
     table = [row(header or [""] * len(spans)), pad + "|" + "|".join("---" for _ in spans) + "|"]
     return ["", *table, *(row(r) for r in rows), ""]

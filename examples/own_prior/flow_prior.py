@@ -34,11 +34,14 @@ class SplineFlowPrior(Prior):
             raise ValueError(f"a coupling flow needs latent_dim >= 2, got {latent_dim}")
         generator = torch.Generator().manual_seed(seed)
         self.register_buffer("loc", torch.zeros(latent_dim))
-        self.register_buffer("permutations", torch.stack(
-            [torch.randperm(latent_dim, generator=generator) for _ in range(flows)]))
+        self.register_buffer(
+            "permutations",
+            torch.stack([torch.randperm(latent_dim, generator=generator) for _ in range(flows)]),
+        )
         self.couplings = nn.ModuleList(
             transforms.spline_coupling(latent_dim, hidden_dims=[hidden], count_bins=bins)
-            for _ in range(flows))
+            for _ in range(flows)
+        )
 
     def forward(self) -> dist.TorchDistribution:
         steps: list[dist.transforms.Transform] = []

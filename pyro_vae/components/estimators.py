@@ -15,8 +15,9 @@ from pyro_vae.registry import Component, Registry, built, frozen_params
 if TYPE_CHECKING:  # pragma: no cover
     from pyro.infer import ELBO
 
-ESTIMATORS: Registry[EstimatorEntry] = Registry("estimator", EstimatorEntry,
-                                                foreign="pyro.infer:ELBO")
+ESTIMATORS: Registry[EstimatorEntry] = Registry(
+    "estimator", EstimatorEntry, foreign="pyro.infer:ELBO"
+)
 
 
 def make_elbo(component: Component, key: str = "estimator") -> ELBO:
@@ -98,8 +99,10 @@ class Renyi(_Inference):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not math.isfinite(self.alpha) or self.alpha == 1:
-            raise ValueError(f"alpha must be a finite number other than 1 (alpha = 1 is the "
-                             f"ELBO: use 'trace'), got {self.alpha!r}")
+            raise ValueError(
+                f"alpha must be a finite number other than 1 (alpha = 1 is the "
+                f"ELBO: use 'trace'), got {self.alpha!r}"
+            )
 
 
 @ESTIMATORS.register("stl")

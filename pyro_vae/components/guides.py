@@ -99,7 +99,8 @@ class IAF(_Flow):
         from pyro.distributions import transforms
 
         return transforms.conditional_affine_autoregressive(
-            latent_dim, self.context, hidden_dims=list(self.hidden), stable=True)
+            latent_dim, self.context, hidden_dims=list(self.hidden), stable=True
+        )
 
 
 @GUIDES.register("planar")

@@ -81,8 +81,10 @@ class _Levelled(LikelihoodEntry):
         """``levels``, else the data set's; a SpecError when neither is known."""
         n = self.levels or data_levels
         if n is None:
-            raise SpecError("likelihood.levels", "this data set has no known number of levels; "
-                            "set likelihood.levels")
+            raise SpecError(
+                "likelihood.levels",
+                "this data set has no known number of levels; set likelihood.levels",
+            )
         return n
 
 
@@ -114,5 +116,6 @@ class DiscretizedLogistic(_Levelled):
     def build(self, data_dim: int, levels: int | None) -> Likelihood:
         from pyro_vae.likelihoods import DiscretizedLogisticLikelihood
 
-        return DiscretizedLogisticLikelihood(data_dim, self._levels(levels), self.components,
-                                             self.values == "unit")
+        return DiscretizedLogisticLikelihood(
+            data_dim, self._levels(levels), self.components, self.values == "unit"
+        )

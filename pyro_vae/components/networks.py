@@ -43,8 +43,11 @@ class MLP(NetworkEntry):
     def encoder(self, shape: tuple[int, ...], latent_dim: int, extra: int = 0) -> GaussianHead:
         from pyro_vae.networks import GaussianHead, mlp
 
-        return GaussianHead(mlp([math.prod(shape), *self.hidden, 2 * latent_dim + extra],
-                                self.activation), latent_dim, extra)
+        return GaussianHead(
+            mlp([math.prod(shape), *self.hidden, 2 * latent_dim + extra], self.activation),
+            latent_dim,
+            extra,
+        )
 
     def decoder(self, latent_dim: int, shape: tuple[int, ...], m: int) -> nn.Module:
         from pyro_vae.networks import mlp
@@ -68,22 +71,36 @@ class Conv(NetworkEntry):
     @staticmethod
     def _image(shape: tuple[int, ...], key: str) -> tuple[int, int, int]:
         if len(shape) != 3:
-            raise SpecError(f"{key}.name", f"conv needs image data of shape (C, H, W), this data "
-                            f"set has items of shape {tuple(shape)}; use mlp")
+            raise SpecError(
+                f"{key}.name",
+                f"conv needs image data of shape (C, H, W), this data "
+                f"set has items of shape {tuple(shape)}; use mlp",
+            )
         return shape  # type: ignore[return-value]
 
     def encoder(self, shape: tuple[int, ...], latent_dim: int, extra: int = 0) -> GaussianHead:
         from pyro_vae.networks import ACTIVATIONS, ConvEncoderBody, GaussianHead
 
-        body = ConvEncoderBody(self._image(shape, "encoder"), self.channels, self.hidden,
-                               2 * latent_dim + extra, ACTIVATIONS[self.activation])
+        body = ConvEncoderBody(
+            self._image(shape, "encoder"),
+            self.channels,
+            self.hidden,
+            2 * latent_dim + extra,
+            ACTIVATIONS[self.activation],
+        )
         return GaussianHead(body, latent_dim, extra)
 
     def decoder(self, latent_dim: int, shape: tuple[int, ...], m: int) -> nn.Module:
         from pyro_vae.networks import ACTIVATIONS, ConvDecoder
 
-        return ConvDecoder(latent_dim, self._image(shape, "decoder"), m, self.channels,
-                           self.hidden, ACTIVATIONS[self.activation])
+        return ConvDecoder(
+            latent_dim,
+            self._image(shape, "decoder"),
+            m,
+            self.channels,
+            self.hidden,
+            ACTIVATIONS[self.activation],
+        )
 
 
 @NETWORKS.register("gated_mlp")

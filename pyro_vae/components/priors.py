@@ -93,8 +93,10 @@ class Vamp(PriorEntry):
         if self.pseudo_inputs < 1:
             raise ValueError(f"pseudo_inputs must be >= 1, got {self.pseudo_inputs}")
         if not 0 <= self.init_level <= 1:
-            raise ValueError(f"init_level must be in [0, 1] (a fraction of the data range), "
-                             f"got {self.init_level}")
+            raise ValueError(
+                f"init_level must be in [0, 1] (a fraction of the data range), "
+                f"got {self.init_level}"
+            )
         if not 0 <= self.init_std < math.inf:
             raise ValueError(f"init_std must be a finite number >= 0, got {self.init_std}")
 

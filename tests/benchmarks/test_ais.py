@@ -12,8 +12,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(*args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=240)
+    done = subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=240
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -26,15 +27,39 @@ def _figures(data: dict) -> dict:
 
 def test_ais_benchmark_runs_at_toy_size_with_and_without_a_trained_run(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    _run("pyro_vae.cli", "train", "examples/configs/digits.yaml", "--out", str(run),
-         "--set", "train.max_epochs=1", "--set", "train.progress=false", "--set",
-         "evaluate.num_samples=8", "--set", "encoder.hidden=[16]", "--set", "decoder.hidden=[16]",
-         "--set", "latent_dim=2")
+    _run(
+        "pyro_vae.cli",
+        "train",
+        "examples/configs/digits.yaml",
+        "--out",
+        str(run),
+        "--set",
+        "train.max_epochs=1",
+        "--set",
+        "train.progress=false",
+        "--set",
+        "evaluate.num_samples=8",
+        "--set",
+        "encoder.hidden=[16]",
+        "--set",
+        "decoder.hidden=[16]",
+        "--set",
+        "latent_dim=2",
+    )
     results, out = tmp_path / "results", tmp_path / "BENCHMARKS.md"
     common = ["--toy", "--results", str(results), "--out", str(out)]
     _run("benchmarks.ais", *common)
-    quality = [*common, "--quality", str(run), "--test-points", "30", "--bdmc-points", "2",
-               "--state", str(tmp_path / "state")]
+    quality = [
+        *common,
+        "--quality",
+        str(run),
+        "--test-points",
+        "30",
+        "--bdmc-points",
+        "2",
+        "--state",
+        str(tmp_path / "state"),
+    ]
     _run("benchmarks.ais", *quality, "--report")  # nothing scored yet: all pending
     assert "BDMC (16 chains × 3 steps, 2 simulated images): pending" in out.read_text()
     assert not list((tmp_path / "state").glob("*/*.json"))
@@ -80,5 +105,6 @@ def test_ais_benchmark_runs_at_toy_size_with_and_without_a_trained_run(tmp_path:
     assert all(p.stat().st_mtime_ns == t for p, t in kept.items() if p != pieces[1])
     _run("benchmarks.ais", *quality)
     assert pieces[1].is_file() and not lock.exists() and "In progress" not in out.read_text()
-    assert _figures(json.loads((results / "ais-quality.json").read_text())["data"]) \
-        == _figures(scored)
+    assert _figures(json.loads((results / "ais-quality.json").read_text())["data"]) == _figures(
+        scored
+    )

@@ -14,13 +14,33 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_every_speed_benchmark_runs_at_toy_size_and_the_report_holds_every_section(tmp_path):
     out = tmp_path / "BENCHMARKS.md"
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--toy", "--results", str(tmp_path / "results"),
-         "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=240)
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--toy",
+            "--results",
+            str(tmp_path / "results"),
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = out.read_text()
-    for heading in ("## Targets", "## How to read ±", "## 1. Training step",
-                    "## 2. Importance-sampled", "### Importance-sampled log p(x) at small K",
-                    "## 4. Scaling", "## 7. CLI start-up", "## GPU"):
+    for heading in (
+        "## Targets",
+        "## How to read ±",
+        "## 1. Training step",
+        "## 2. Importance-sampled",
+        "### Importance-sampled log p(x) at small K",
+        "## 4. Scaling",
+        "## 7. CLI start-up",
+        "## GPU",
+    ):
         assert heading in report, heading
     assert "quick smoke run" not in report and "3b" not in report  # the dropped section
     assert "skipped" not in report.lower()  # toy sizes need only the embedded digits
@@ -41,23 +61,43 @@ def test_the_epoch_is_measured_against_the_plain_loop_and_a_bare_lightning_modul
     by."""
     out = tmp_path / "BENCHMARKS.md"
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--toy", "--only", "step", "--results",
-         str(tmp_path / "results"), "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=240)
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--toy",
+            "--only",
+            "step",
+            "--results",
+            str(tmp_path / "results"),
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     epoch = json.loads((tmp_path / "results" / "step.json").read_text())["data"]["epoch"]
     seconds = epoch["seconds"]
     assert set(seconds) == {"pyro-vae", "plain PyTorch loop", "bare LightningModule"}
     assert len({len(s) for s in seconds.values()}) == 1 and all(
-        t > 0 for s in seconds.values() for t in s)  # one epoch of each per triple
+        t > 0 for s in seconds.values() for t in s
+    )  # one epoch of each per triple
     for name in ("pyro-vae / plain PyTorch loop", "pyro-vae / bare LightningModule"):
         ratio = epoch["ratios"][name]
-        assert ratio["n"] == len(seconds["pyro-vae"]) and ratio["low"] <= ratio["median"] \
-            <= ratio["high"], name
+        assert (
+            ratio["n"] == len(seconds["pyro-vae"])
+            and ratio["low"] <= ratio["median"] <= ratio["high"]
+        ), name
     assert epoch["target_divides_by"] == "bare LightningModule"  # on CPU
     report = out.read_text()
-    row = next(line for line in report.splitlines() if line.startswith("| 1 ")
-               and "| epoch, pyro-vae" in line)
+    row = next(
+        line
+        for line in report.splitlines()
+        if line.startswith("| 1 ") and "| epoch, pyro-vae" in line
+    )
     assert "/ bare LightningModule (median of n=1 paired epochs)" in row, row
     assert "The epoch row of section 1 divides by **a bare LightningModule**" in report
     assert "against the plain PyTorch loop the same epoch is" in report

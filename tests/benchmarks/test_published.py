@@ -24,10 +24,22 @@ def test_a_published_protocol_run_killed_mid_model_continues_from_its_checkpoint
     checkpoint), each time started again: the run resumes from ``last.ckpt`` and ends exactly as
     an uninterrupted run of the same length (Lightning restores weights, optimizer, loop and
     RNG)."""
+
     def command(state: Path, epochs: int) -> list[str]:
-        return [sys.executable, "-m", "benchmarks.published", "--toy", "--models", "vae",
-                "--max-epochs", str(epochs), "--state", str(state),
-                "--results", str(state.parent / f"{state.name}-results")]
+        return [
+            sys.executable,
+            "-m",
+            "benchmarks.published",
+            "--toy",
+            "--models",
+            "vae",
+            "--max-epochs",
+            str(epochs),
+            "--state",
+            str(state),
+            "--results",
+            str(state.parent / f"{state.name}-results"),
+        ]
 
     progress = tmp_path / "state" / "vae-seed0.progress.json"
 
@@ -36,8 +48,13 @@ def test_a_published_protocol_run_killed_mid_model_continues_from_its_checkpoint
 
     logs = []
     for stop in (signal.SIGINT, signal.SIGKILL):
-        job = subprocess.Popen(command(tmp_path / "state", 1000), cwd=ROOT, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        job = subprocess.Popen(
+            command(tmp_path / "state", 1000),
+            cwd=ROOT,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         start, deadline = epoch(), time.monotonic() + 600  # a guard against a hang, not a speed
         while epoch() < start + 2:  # of 1000 epochs: the signal comes long before the end
             assert job.poll() is None and time.monotonic() < deadline, job.communicate()[0][-3000:]
@@ -48,9 +65,13 @@ def test_a_published_protocol_run_killed_mid_model_continues_from_its_checkpoint
     end = epoch() + 2  # last.ckpt holds this epoch or the next one: one more at least
     # the report of a job in progress: epochs reached, and a cheap look at the best checkpoint
     report = tmp_path / "partial.md"
-    done = subprocess.run([*command(tmp_path / "state", 1000), "--report", "--peek", "8", "16",
-                           "--out", str(report)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=240)
+    done = subprocess.run(
+        [*command(tmp_path / "state", 1000), "--report", "--peek", "8", "16", "--out", str(report)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     row = next(line for line in report.read_text().splitlines() if line.startswith("| VAE |"))
     assert "running" in row and "on the first 8 test images, K = 16" in row, row
@@ -58,18 +79,24 @@ def test_a_published_protocol_run_killed_mid_model_continues_from_its_checkpoint
     assert end < 1000
     out = {}
     for name, state in (("resumed", tmp_path / "state"), ("straight", tmp_path / "straight")):
-        done = subprocess.run(command(state, end), cwd=ROOT, capture_output=True, text=True,
-                              timeout=240)
+        done = subprocess.run(
+            command(state, end), cwd=ROOT, capture_output=True, text=True, timeout=240
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         out[name] = done.stdout
     assert "VAE (seed 0): resuming" in out["resumed"] and "resuming" not in out["straight"]
     metrics = (tmp_path / "state" / "vae-seed0" / "metrics.csv").read_text().splitlines()
     header = metrics[0].split(",")
-    epochs = [int(row.split(",")[header.index("epoch")]) for row in metrics[1:]
-              if row.split(",")[header.index("val_elbo")]]
+    epochs = [
+        int(row.split(",")[header.index("epoch")])
+        for row in metrics[1:]
+        if row.split(",")[header.index("val_elbo")]
+    ]
     assert epochs == list(range(end))  # every epoch validated once: none lost, none repeated
-    results = [json.loads((tmp_path / f"{s}-results" / "published" / "vae-seed0.json")
-                          .read_text()) for s in ("state", "straight")]
+    results = [
+        json.loads((tmp_path / f"{s}-results" / "published" / "vae-seed0.json").read_text())
+        for s in ("state", "straight")
+    ]
     assert results[0]["epochs"] == results[1]["epochs"] == end
     for key in ("best_val_elbo", "log_px", "elbo"):
         assert results[0][key] == results[1][key], key
@@ -84,14 +111,16 @@ def test_a_published_protocol_run_killed_mid_model_continues_from_its_checkpoint
     points.unlink()
     honest = record.read_text()
     record.write_text(json.dumps({**results[0], "log_px": results[0]["log_px"] + 1}))
-    again = subprocess.run(command(tmp_path / "state", end), cwd=ROOT, capture_output=True,
-                           text=True, timeout=240)
+    again = subprocess.run(
+        command(tmp_path / "state", end), cwd=ROOT, capture_output=True, text=True, timeout=240
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "VAE (seed 0): not kept: scored again" in again.stdout, again.stdout[-3000:]
     assert not points.exists()
     record.write_text(honest)
-    again = subprocess.run(command(tmp_path / "state", end), cwd=ROOT, capture_output=True,
-                           text=True, timeout=240)
+    again = subprocess.run(
+        command(tmp_path / "state", end), cwd=ROOT, capture_output=True, text=True, timeout=240
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "VAE (seed 0): per-image log p(x) kept in" in again.stdout, again.stdout[-3000:]
     assert "resuming" not in again.stdout and record.read_text() == honest
@@ -108,10 +137,27 @@ def test_a_published_protocol_job_leaves_a_run_another_job_holds_and_trains_the_
 
     def job() -> subprocess.CompletedProcess:
         done = subprocess.run(
-            [sys.executable, "-m", "benchmarks.published", "--toy", "--models", "vae,vamp",
-             "--max-epochs", "1", "--state", str(state), "--results", str(results),
-             "--out", str(tmp_path / "BENCHMARKS.md")],
-            cwd=ROOT, capture_output=True, text=True, timeout=240)
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.published",
+                "--toy",
+                "--models",
+                "vae,vamp",
+                "--max-epochs",
+                "1",
+                "--state",
+                str(state),
+                "--results",
+                str(results),
+                "--out",
+                str(tmp_path / "BENCHMARKS.md"),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         return done
 
@@ -125,33 +171,54 @@ def test_a_published_protocol_job_leaves_a_run_another_job_holds_and_trains_the_
     report = (tmp_path / "BENCHMARKS.md").read_text()
     rows = [line.split(" | ")[0] for line in report.splitlines() if line.startswith("| ")]
     assert {"| VAE", "| VampPrior", "| HVAE (2 layers)", "| IWAE k=5, DReG"} <= set(rows), rows
-    assert ("Not finished (their targets pending): VAE (seed 0), HVAE (2 layers) (seed 0), "
-            "IWAE k=5, DReG (seed 0).") in report
+    assert (
+        "Not finished (their targets pending): VAE (seed 0), HVAE (2 layers) (seed 0), "
+        "IWAE k=5, DReG (seed 0)."
+    ) in report
     # the VAE's run free again: trained and scored; the VampPrior's gain over it is paired
     done = job()
     assert "VAE seed 0: test log p(x)" in done.stdout, done.stdout[-3000:]
     assert "VampPrior seed 0: test log p(x)" not in done.stdout  # finished: left as it is
     assert "VampPrior (seed 0): scoring" not in done.stdout
-    d = (np.load(results / "published" / "vamp-seed0.log-px.npy", allow_pickle=False)
-         - np.load(results / "published" / "vae-seed0.log-px.npy", allow_pickle=False))
+    d = np.load(results / "published" / "vamp-seed0.log-px.npy", allow_pickle=False) - np.load(
+        results / "published" / "vae-seed0.log-px.npy", allow_pickle=False
+    )
     gain = f"VampPrior {d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f} nats"
     assert gain in (tmp_path / "BENCHMARKS.md").read_text(), gain
 
 
-@pytest.mark.skipif(shutil.which("make") is None or shutil.which("git") is None,
-                    reason="needs make and git")
-@pytest.mark.parametrize("target, variable, folder", [
-    ("bench-published-bg", "STATE", "job-vae"), ("bench-ais-bg", "AIS_STATE", "job")])
-def test_a_background_target_never_touches_a_folder_it_did_not_make(tmp_path, target, variable,
-                                                                    folder):
+@pytest.mark.skipif(
+    shutil.which("make") is None or shutil.which("git") is None, reason="needs make and git"
+)
+@pytest.mark.parametrize(
+    "target, variable, folder",
+    [("bench-published-bg", "STATE", "job-vae"), ("bench-ais-bg", "AIS_STATE", "job")],
+)
+def test_a_background_target_never_touches_a_folder_it_did_not_make(
+    tmp_path, target, variable, folder
+):
     """``make bench-published-bg STATE=...`` replaces the snapshot in its job folder; pointed at a
     directory where a folder of that name is the user's, it refuses and changes nothing."""
     mine = tmp_path / folder / "code" / "mine.txt"
     mine.parent.mkdir(parents=True)
     mine.write_text("the user's")
-    done = subprocess.run(["make", "-s", "-o", ".venv/.installed", target, f"{variable}={tmp_path}",
-                           "MODELS=vae", f"RUN={tmp_path}", "THREADS=1"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            "make",
+            "-s",
+            "-o",
+            ".venv/.installed",
+            target,
+            f"{variable}={tmp_path}",
+            "MODELS=vae",
+            f"RUN={tmp_path}",
+            "THREADS=1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode != 0
     assert "is not a pyro-vae job folder; nothing was changed" in done.stderr
     assert mine.read_text() == "the user's"
@@ -159,21 +226,38 @@ def test_a_background_target_never_touches_a_folder_it_did_not_make(tmp_path, ta
 
 
 @pytest.mark.timing
-@pytest.mark.skipif(shutil.which("make") is None or shutil.which("git") is None
-                    or shutil.which("setsid") is None, reason="needs make, git and setsid")
+@pytest.mark.skipif(
+    shutil.which("make") is None or shutil.which("git") is None or shutil.which("setsid") is None,
+    reason="needs make, git and setsid",
+)
 def test_a_background_target_takes_a_state_folder_with_spaces_and_quotes(tmp_path):
     """``make bench-quality-bg STATE="..."`` with a space and a quote in the path: the job folder
     is made there, the job (a stand-in python recording its arguments) gets the path as one
     argument, and a refusal names the whole path (before: an empty one, split at the space)."""
     record, fake = tmp_path / "argv", tmp_path / "python"
-    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$PWD" "$@" > "{record}.tmp" && '
-                    f'mv "{record}.tmp" "{record}"\n')
+    fake.write_text(
+        f'#!/bin/sh\nprintf "%s\\n" "$PWD" "$@" > "{record}.tmp" && mv "{record}.tmp" "{record}"\n'
+    )
     fake.chmod(0o755)
 
     def make(state: Path) -> subprocess.CompletedProcess:
-        return subprocess.run(["make", "-s", "-o", ".venv/.installed", "bench-quality-bg",
-                               f"STATE={state}", "MODELS=vae", "THREADS=1", f"PY={fake}"],
-                              cwd=ROOT, capture_output=True, text=True, timeout=600)
+        return subprocess.run(
+            [
+                "make",
+                "-s",
+                "-o",
+                ".venv/.installed",
+                "bench-quality-bg",
+                f"STATE={state}",
+                "MODELS=vae",
+                "THREADS=1",
+                f"PY={fake}",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     theirs = tmp_path / "their state" / "job-vae"
     theirs.mkdir(parents=True)

@@ -11,9 +11,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_richer_benchmark_runs_at_toy_size(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.richer", "--toy", "--results",
-         str(tmp_path / "results"), "--out", str(tmp_path / "BENCHMARKS.md")],
-        cwd=ROOT, capture_output=True, text=True, timeout=240)
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.richer",
+            "--toy",
+            "--results",
+            str(tmp_path / "results"),
+            "--out",
+            str(tmp_path / "BENCHMARKS.md"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = (tmp_path / "BENCHMARKS.md").read_text()
     assert "## 6. Richer models on Fashion-MNIST" in report
@@ -28,9 +40,22 @@ def test_richer_benchmark_runs_at_toy_size(tmp_path):
     cache.pop(next(iter(cache)))
     cache_path.write_text(json.dumps(cache))
     again = subprocess.run(
-        [sys.executable, "-m", "benchmarks.richer", "--toy", "--report", "--results",
-         str(tmp_path / "results"), "--out", str(tmp_path / "BENCHMARKS.md")],
-        cwd=ROOT, capture_output=True, text=True, timeout=240)
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.richer",
+            "--toy",
+            "--report",
+            "--results",
+            str(tmp_path / "results"),
+            "--out",
+            str(tmp_path / "BENCHMARKS.md"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(json.loads(cache_path.read_text())) == 3  # nothing trained
     assert "diagonal, one layer: pending" in (tmp_path / "BENCHMARKS.md").read_text()

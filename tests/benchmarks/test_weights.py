@@ -25,8 +25,9 @@ Z = 4.0  # benchmarks.weights.Z: |mean d_i| ≤ Z · s.e. (its docstring)
 
 
 def command(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def weights(*args: str) -> subprocess.CompletedProcess:
@@ -48,15 +49,32 @@ def toy(tmp_path_factory) -> dict[str, Path]:
     """A toy VAE trained and scored by the published job (one epoch), then exported."""
     root = tmp_path_factory.mktemp("toy")
     state, results = root / "state", root / "results"
-    done = command("-m", "benchmarks.published", "--toy", "--threads", "1", "--models", "vae",
-                   "--max-epochs", "1", "--state", str(state), "--results", str(results))
+    done = command(
+        "-m",
+        "benchmarks.published",
+        "--toy",
+        "--threads",
+        "1",
+        "--models",
+        "vae",
+        "--max-epochs",
+        "1",
+        "--state",
+        str(state),
+        "--results",
+        str(results),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     done = weights("export", "--state", str(state), "--results", str(results))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "VAE (seed 0): wrote" in done.stdout, done.stdout
-    return {"state": state, "results": results, "folder": results / "published",
-            "file": results / "published" / "vae-seed0.weights.pt",
-            "manifest": results / "published" / "weights.json"}
+    return {
+        "state": state,
+        "results": results,
+        "folder": results / "published",
+        "file": results / "published" / "vae-seed0.weights.pt",
+        "manifest": results / "published" / "weights.json",
+    }
 
 
 def copy_of(toy: dict[str, Path], tmp_path: Path) -> Path:
@@ -66,8 +84,17 @@ def copy_of(toy: dict[str, Path], tmp_path: Path) -> Path:
 
 
 def reproduce(results: Path, work: Path, *args: str) -> subprocess.CompletedProcess:
-    return weights("reproduce", "--toy", "--threads", "1", "--results", str(results), "--work",
-                   str(work), *args)
+    return weights(
+        "reproduce",
+        "--toy",
+        "--threads",
+        "1",
+        "--results",
+        str(results),
+        "--work",
+        str(work),
+        *args,
+    )
 
 
 def test_export_writes_the_vae_weights_in_float32_with_their_digest_once(toy):
@@ -80,8 +107,12 @@ def test_export_writes_the_vae_weights_in_float32_with_their_digest_once(toy):
     entry = manifest["files"]["vae-seed0.weights.pt"]
     assert entry["sha256"] == sha256(toy["file"]) and entry["bytes"] == toy["file"].stat().st_size
     record = json.loads((toy["folder"] / "vae-seed0.json").read_text())
-    assert (entry["model"], entry["seed"], entry["checkpoint"], entry["result"]) == \
-        ("vae", 0, record["checkpoint"], "vae-seed0.json")
+    assert (entry["model"], entry["seed"], entry["checkpoint"], entry["result"]) == (
+        "vae",
+        0,
+        record["checkpoint"],
+        "vae-seed0.json",
+    )
     assert entry["log_px"] == record["log_px"]
     shipped = torch.load(toy["file"], map_location="cpu", weights_only=True)
     source = read_checkpoint(toy["state"] / "vae-seed0" / "checkpoints" / "best.ckpt")
@@ -131,14 +162,16 @@ def test_reproduce_scores_the_shipped_weights_within_their_monte_carlo_error(toy
         torch.manual_seed(0)
         scored.append(evaluate_run(prepared, torch.device("cpu")).points.log_px.numpy())
     np.testing.assert_array_equal(scored[0], scored[1])
-    np.testing.assert_allclose(scored[0], np.load(toy["folder"] / "vae-seed0.log-px.npy"),
-                               rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        scored[0], np.load(toy["folder"] / "vae-seed0.log-px.npy"), rtol=0, atol=1e-9
+    )
     # other weights under a matching digest: scored, and judged not reproduced
     results = copy_of(toy, tmp_path)
     path = results / "published" / "vae-seed0.weights.pt"
     payload = torch.load(path, weights_only=True)
-    bias = [k for k in payload["state_dict"] if k.startswith("vae.decoder") and
-            k.endswith("bias")][-1]  # the output layer's: each pixel's logit
+    bias = [k for k in payload["state_dict"] if k.startswith("vae.decoder") and k.endswith("bias")][
+        -1
+    ]  # the output layer's: each pixel's logit
     payload["state_dict"][bias] += 5.0  # every pixel nearly always on: far less likely images
     torch.save(payload, path)
     manifest = json.loads((results / "published" / "weights.json").read_text())
@@ -165,8 +198,7 @@ def test_a_tampered_weights_file_is_refused_with_one_line(toy, tmp_path):
     assert not (tmp_path / "work").exists()
 
 
-def test_a_weights_file_holding_a_pickle_payload_is_refused_by_weights_only_loading(toy,
-                                                                                   tmp_path):
+def test_a_weights_file_holding_a_pickle_payload_is_refused_by_weights_only_loading(toy, tmp_path):
     """A file that would run code when unpickled, its digest in the manifest (a manifest changed
     along with it): weights-only loading refuses it, in one line, and the code never runs."""
     results = copy_of(toy, tmp_path)
@@ -176,6 +208,7 @@ def test_a_weights_file_holding_a_pickle_payload_is_refused_by_weights_only_load
     class Payload:
         def __reduce__(self):
             import os
+
             return os.system, (f"touch {planted}",)
 
     payload = torch.load(path, weights_only=True)
@@ -196,12 +229,28 @@ def test_section_3_says_which_seed_each_shipped_file_is_and_how_to_reproduce(toy
     """The published section (``--report``) names each shipped file's model and seed, gives
     its own row when the table shows other seeds, and says how to score it again."""
     results, out = copy_of(toy, tmp_path), tmp_path / "BENCHMARKS.md"
-    done = command("-m", "benchmarks.published", "--toy", "--threads", "1", "--models", "vae",
-                   "--report", "--seeds", "1", "--state", str(toy["state"]), "--results",
-                   str(results), "--out", str(out))
+    done = command(
+        "-m",
+        "benchmarks.published",
+        "--toy",
+        "--threads",
+        "1",
+        "--models",
+        "vae",
+        "--report",
+        "--seeds",
+        "1",
+        "--state",
+        str(toy["state"]),
+        "--results",
+        str(results),
+        "--out",
+        str(out),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    text = next(line for line in out.read_text().splitlines()
-                if line.startswith("**Shipped weights**"))
+    text = next(
+        line for line in out.read_text().splitlines() if line.startswith("**Shipped weights**")
+    )
     record = json.loads((toy["folder"] / "vae-seed0.json").read_text())
     assert "`vae-seed0.weights.pt`: VAE, **seed 0**, epoch 1 (best.ckpt)" in text, text
     assert f"its own row, not in the table above: test log p(x) {record['log_px']:.2f}" in text
@@ -222,13 +271,21 @@ def test_the_committed_manifest_matches_the_shipped_files():
         assert sha256(path) == entry["sha256"] and path.stat().st_size == entry["bytes"], name
         assert entry["bytes"] < 20e6, name  # a few MB
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        assert (payload["model"], payload["seed"], payload["epoch"]) == \
-            (entry["model"], entry["seed"], entry["epoch"]), name
-        assert all(k.startswith("vae.") and v.dtype == torch.float32
-                   for k, v in payload["state_dict"].items()), name
+        assert (payload["model"], payload["seed"], payload["epoch"]) == (
+            entry["model"],
+            entry["seed"],
+            entry["epoch"],
+        ), name
+        assert all(
+            k.startswith("vae.") and v.dtype == torch.float32
+            for k, v in payload["state_dict"].items()
+        ), name
         record = json.loads((SHIPPED / entry["result"]).read_text())
-        assert (record["model"], record["seed"], record["log_px"]) == \
-            (entry["model"], entry["seed"], entry["log_px"]), name
+        assert (record["model"], record["seed"], record["log_px"]) == (
+            entry["model"],
+            entry["seed"],
+            entry["log_px"],
+        ), name
         assert (SHIPPED / entry["result"]).with_suffix(".log-px.npy").is_file(), name
 
 
@@ -251,8 +308,19 @@ def test_a_shipped_row_is_reproduced_on_a_subset_of_the_test_images(tmp_path):
     if missing:
         pytest.skip(f"Fashion-MNIST is not installed: {missing}")
     entry = next(iter(shipped().values()))
-    done = weights("reproduce", "--threads", "1", "--work", str(tmp_path / "work"), "--limit",
-                   "100", "--models", entry["model"], "--seeds", str(entry["seed"]))
+    done = weights(
+        "reproduce",
+        "--threads",
+        "1",
+        "--work",
+        str(tmp_path / "work"),
+        "--limit",
+        "100",
+        "--models",
+        entry["model"],
+        "--seeds",
+        str(entry["seed"]),
+    )
     assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
     row = done.stdout.strip().splitlines()[-1]
     assert f"(seed {entry['seed']}): published" in row and ": reproduced;" in row, row

@@ -28,9 +28,11 @@ class ThisPython(AsyncKernelManager):
 
     @property
     def kernel_spec(self) -> KernelSpec:
-        return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f",
-                                "{connection_file}"],
-                          display_name="Python (tests)", language="python")
+        return KernelSpec(
+            argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            display_name="Python (tests)",
+            language="python",
+        )
 
 
 def test_the_notebooks_are_found():
@@ -71,12 +73,19 @@ def outputs(nb: nbformat.NotebookNode) -> list[tuple[str, str, str]]:
 
 def execute(name: str, tmp_path: Path) -> nbformat.NotebookNode:
     shutil.copytree(ROOT / "examples" / "configs", tmp_path / "examples" / "configs")
-    shutil.copytree(FOLDER, tmp_path / "examples" / "notebooks",
-                    ignore=shutil.ignore_patterns("runs", ".ipynb_checkpoints"))
+    shutil.copytree(
+        FOLDER,
+        tmp_path / "examples" / "notebooks",
+        ignore=shutil.ignore_patterns("runs", ".ipynb_checkpoints"),
+    )
     where = tmp_path / "examples" / "notebooks"
     nb = nbformat.read(where / name, as_version=4)
-    client = NotebookClient(nb, timeout=600, kernel_manager_class=ThisPython,
-                            resources={"metadata": {"path": str(where)}})
+    client = NotebookClient(
+        nb,
+        timeout=600,
+        kernel_manager_class=ThisPython,
+        resources={"metadata": {"path": str(where)}},
+    )
     client.execute()
     return nb
 
@@ -85,13 +94,16 @@ def execute(name: str, tmp_path: Path) -> nbformat.NotebookNode:
 def test_runs_headless_without_a_warning(name, tmp_path):
     nb = execute(name, tmp_path)
     found = outputs(nb)
-    loud = [(head, kind, text) for head, kind, text in found
-            if kind == "stderr" or WARNING.search(text)]
+    loud = [
+        (head, kind, text) for head, kind, text in found if kind == "stderr" or WARNING.search(text)
+    ]
     assert not loud, "\n".join(f"cell {head!r}, {kind}:\n{text}" for head, kind, text in loud)
     kinds = {kind for _, kind, _ in found}
     assert "image/png" in kinds if name == "quickstart.ipynb" else "stdout" in kinds
     if name == "quickstart.ipynb":
-        assert (tmp_path / "examples" / "notebooks" / "runs" / "quickstart" / "eval-val.json").is_file()
+        assert (
+            tmp_path / "examples" / "notebooks" / "runs" / "quickstart" / "eval-val.json"
+        ).is_file()
         markdown = [text for _, kind, text in found if kind == "text/markdown"]
         assert any(text.startswith("run runs/quickstart: finished") for text in markdown)
         assert any(text.startswith("val: log p(x) ≥") for text in markdown)

@@ -14,8 +14,14 @@ from ppca import PPCA
 from pyro import poutine
 from torch import Tensor
 
-from inference.ais import (AISOptions, AISResult, ais_log_marginal_likelihood, bdmc, beta_schedule,
-                           sandwich)
+from inference.ais import (
+    AISOptions,
+    AISResult,
+    ais_log_marginal_likelihood,
+    bdmc,
+    beta_schedule,
+    sandwich,
+)
 from inference.marginal import log_marginal_likelihood
 
 
@@ -52,8 +58,9 @@ def test_one_step_from_the_guide_is_importance_sampling_on_the_same_draws(ppca: 
     torch.manual_seed(3)
     is_ = log_marginal_likelihood(ppca.model, poor(ppca), x, num_samples=16)
     torch.manual_seed(3)
-    ais = ais_log_marginal_likelihood(ppca.model, poor(ppca), x,
-                                      options=AISOptions(num_chains=16, num_steps=1))
+    ais = ais_log_marginal_likelihood(
+        ppca.model, poor(ppca), x, options=AISOptions(num_chains=16, num_steps=1)
+    )
     # T = 1: w = p(x, z₀)/q(z₀ | x) with no transition, and the chains are drawn as IS draws its
     # particles (same probes, same plate): the same numbers, up to float32 summation order.
     for field in ("log_px", "stderr", "ess", "elbo"):
@@ -76,8 +83,9 @@ def test_exact_posterior_guide_gives_exact_log_px_in_every_chunk(ppca: PPCA, mon
 
     monkeypatch.setattr(inference.ais, "chunk_size_for_budget", three)
     x = ppca.sample(10)
-    r = ais_log_marginal_likelihood(ppca.model, ppca.guide, x,
-                                    options=AISOptions(num_chains=7, num_steps=5, leapfrog_steps=2))
+    r = ais_log_marginal_likelihood(
+        ppca.model, ppca.guide, x, options=AISOptions(num_chains=7, num_steps=5, leapfrog_steps=2)
+    )
     assert chunks == [7 + 4]
     # float32 rounding only, as in the IS test of the exact guide (1e-5 relative).
     torch.testing.assert_close(r.log_px, ppca.log_px(x), rtol=1e-5, atol=1e-5)
@@ -90,8 +98,14 @@ def test_poor_guide_ais_matches_exact_and_beats_is_at_equal_cost(ppca: PPCA) -> 
     x = ppca.sample(20)
     exact = ppca.log_px(x)
     chains, steps, leapfrog, pilot = 16, 200, 5, 4
-    ais = ais_log_marginal_likelihood(ppca.model, poor(ppca), x, options=AISOptions(
-        num_chains=chains, num_steps=steps, leapfrog_steps=leapfrog, adapt_chains=pilot))
+    ais = ais_log_marginal_likelihood(
+        ppca.model,
+        poor(ppca),
+        x,
+        options=AISOptions(
+            num_chains=chains, num_steps=steps, leapfrog_steps=leapfrog, adapt_chains=pilot
+        ),
+    )
     z = (ais.log_px - exact) / ais.stderr
     _mean_within(ais.log_px, exact, ais.stderr)
     # Per point: under a calibrated stderr, |z| > 4 has probability 6e-5, 1e-3 for 20 points.
@@ -111,8 +125,12 @@ def test_bdmc_sandwiches_the_exact_value_and_narrows_with_steps(ppca: PPCA) -> N
     template = torch.zeros(20, ppca.P)
     gaps = []
     for steps in (10, 100):
-        r = bdmc(ppca.model, poor(ppca), template,
-                 options=AISOptions(num_chains=8, num_steps=steps, leapfrog_steps=5))
+        r = bdmc(
+            ppca.model,
+            poor(ppca),
+            template,
+            options=AISOptions(num_chains=8, num_steps=steps, leapfrog_steps=5),
+        )
         exact = ppca.log_px(r.x)
         assert not torch.equal(r.x, template)  # simulated from the model, not the template
         # Stochastic bounds: in expectation lower ≤ log p(x) ≤ upper; the means over points may
@@ -172,8 +190,12 @@ def test_two_sites_one_positive_match_the_integrated_log_px() -> None:
     trace = poutine.trace(poutine.uncondition(two_site_model)).get_trace(torch.zeros(16, 6))
     x = trace.nodes["x"]["value"]
     exact = two_site_log_px(x)
-    r = ais_log_marginal_likelihood(two_site_model, two_site_guide, x, options=AISOptions(
-        num_chains=16, num_steps=100, leapfrog_steps=5))
+    r = ais_log_marginal_likelihood(
+        two_site_model,
+        two_site_guide,
+        x,
+        options=AISOptions(num_chains=16, num_steps=100, leapfrog_steps=5),
+    )
     _mean_within(r.log_px, exact, r.stderr)
     # Calibration: under a correct stderr the z² of 16 points average 1 with s.d. sqrt(2/16) =
     # 0.35, and the delta method is optimistic for AIS's skewed weights (measured 1.4);
@@ -187,12 +209,17 @@ def test_prior_init_anneals_from_the_prior(ppca: PPCA) -> None:
     torch.manual_seed(4)
     x = ppca.sample(12)
     exact = ppca.log_px(x)
-    r = ais_log_marginal_likelihood(ppca.model, poor(ppca), x, options=AISOptions(
-        init="prior", num_chains=16, num_steps=100, leapfrog_steps=5))
+    r = ais_log_marginal_likelihood(
+        ppca.model,
+        poor(ppca),
+        x,
+        options=AISOptions(init="prior", num_chains=16, num_steps=100, leapfrog_steps=5),
+    )
     _mean_within(r.log_px, exact, r.stderr)
     # With T = 1 the weights are the likelihoods p(x | z₀), z₀ ~ p(z): the guide plays no part.
-    one = ais_log_marginal_likelihood(ppca.model, None, x, options=AISOptions(
-        init="prior", num_chains=4000, num_steps=1))
+    one = ais_log_marginal_likelihood(
+        ppca.model, None, x, options=AISOptions(init="prior", num_chains=4000, num_steps=1)
+    )
     _mean_within(one.log_px, exact, one.stderr, sds=5.0)
 
 
@@ -205,8 +232,9 @@ def test_schedules_run_from_zero_to_one() -> None:
     s = beta_schedule("sigmoid", 10)
     torch.testing.assert_close(s + s.flip(0), torch.ones(11, dtype=torch.float64))
     assert s[1] < 0.1 * 0.5 and s.diff()[5] > s.diff()[0]
-    torch.testing.assert_close(beta_schedule("sigmoid", 1), torch.tensor([0.0, 1.0],
-                                                                          dtype=torch.float64))
+    torch.testing.assert_close(
+        beta_schedule("sigmoid", 1), torch.tensor([0.0, 1.0], dtype=torch.float64)
+    )
 
 
 def test_bad_arguments_name_what_is_wrong(ppca: PPCA) -> None:
@@ -220,8 +248,11 @@ def test_bad_arguments_name_what_is_wrong(ppca: PPCA) -> None:
         with pyro.plate("data", len(x)):
             pyro.sample("other", dist.Normal(0.0, 1.0))
 
-    with pytest.raises(ValueError, match=r"the guide misses \['z'\], and the model lacks "
-                                         r"\['other'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"the guide misses \['z'\], and the model lacks "
+        r"\['other'\]",
+    ):
         ais_log_marginal_likelihood(ppca.model, no_guide, x, options=AISOptions(num_steps=2))
 
     def two_observed(x: Tensor) -> None:
@@ -236,19 +267,22 @@ def test_bad_arguments_name_what_is_wrong(ppca: PPCA) -> None:
         bdmc(no_guide, None, x, options=AISOptions(num_steps=2))
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("num_chains", 0, "num_chains must be an integer >= 1, got 0"),
-    ("num_steps", 2.5, "num_steps must be an integer >= 1, got 2.5"),
-    ("leapfrog_steps", True, "leapfrog_steps must be an integer >= 1, got True"),
-    ("adapt_chains", -1, "adapt_chains must be an integer >= 0, got -1"),
-    ("max_plate_nesting", 0, "max_plate_nesting must be an integer >= 1, got 0"),
-    ("step_size", 0.0, "step_size must be a finite number > 0, got 0.0"),
-    ("step_size", float("nan"), "step_size must be a finite number > 0, got nan"),
-    ("memory_budget_mb", float("inf"), "memory_budget_mb must be a finite number > 0, got inf"),
-    ("target_accept", 1.0, r"target_accept must be in \(0, 1\), got 1.0"),
-    ("data_plate", 3, "data_plate must be a plate's name or None, got 3"),
-    ("progress", "yes", "progress must be True or False, got 'yes'"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("num_chains", 0, "num_chains must be an integer >= 1, got 0"),
+        ("num_steps", 2.5, "num_steps must be an integer >= 1, got 2.5"),
+        ("leapfrog_steps", True, "leapfrog_steps must be an integer >= 1, got True"),
+        ("adapt_chains", -1, "adapt_chains must be an integer >= 0, got -1"),
+        ("max_plate_nesting", 0, "max_plate_nesting must be an integer >= 1, got 0"),
+        ("step_size", 0.0, "step_size must be a finite number > 0, got 0.0"),
+        ("step_size", float("nan"), "step_size must be a finite number > 0, got nan"),
+        ("memory_budget_mb", float("inf"), "memory_budget_mb must be a finite number > 0, got inf"),
+        ("target_accept", 1.0, r"target_accept must be in \(0, 1\), got 1.0"),
+        ("data_plate", 3, "data_plate must be a plate's name or None, got 3"),
+        ("progress", "yes", "progress must be True or False, got 'yes'"),
+    ],
+)
 def test_options_name_the_bad_field(field: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=f"^{message}$"):
         AISOptions(**{field: value})
@@ -271,17 +305,28 @@ def test_every_keyword_but_options_goes_to_the_model() -> None:
             pyro.sample("z", dist.Normal(shrink * x, shrink**0.5))
 
     exact = dist.Normal(0.0, 5**0.5).log_prob(x).double()
-    r = ais_log_marginal_likelihood(model, guide, x, step_size=2.0,
-                                    options=AISOptions(num_chains=2, num_steps=3, step_size=0.3))
+    r = ais_log_marginal_likelihood(
+        model, guide, x, step_size=2.0, options=AISOptions(num_chains=2, num_steps=3, step_size=0.3)
+    )
     torch.testing.assert_close(r.log_px, exact, rtol=0, atol=1e-5)
     with pytest.raises(TypeError):
         AISOptions(16)  # type: ignore[misc]  # keyword-only: no option is taken by position
 
 
 def test_results_of_batches_join() -> None:
-    parts = [AISResult(log_px=torch.zeros(n), stderr=torch.zeros(n), ess=torch.ones(n),
-                       elbo=torch.zeros(n), num_samples=4, acceptance=torch.full((n,), 0.5),
-                       step_size=torch.ones(n), num_steps=10) for n in (2, 3)]
+    parts = [
+        AISResult(
+            log_px=torch.zeros(n),
+            stderr=torch.zeros(n),
+            ess=torch.ones(n),
+            elbo=torch.zeros(n),
+            num_samples=4,
+            acceptance=torch.full((n,), 0.5),
+            step_size=torch.ones(n),
+            num_steps=10,
+        )
+        for n in (2, 3)
+    ]
     joined = AISResult.cat(parts)
     assert len(joined.acceptance) == 5 and joined.num_steps == 10 and joined.num_samples == 4
     assert "4 chains × 10 steps" in str(joined)
@@ -315,11 +360,20 @@ def test_a_data_plate_that_draws_its_own_subsample_is_refused_by_every_evaluator
         bdmc(model, guide, x, options=tiny)
     idx = torch.tensor([3, 1])
     exact = dist.Normal(0.0, 2**0.5).log_prob(x[idx])
-    torch.testing.assert_close(log_marginal_likelihood(model, guide, x, idx, num_samples=8).log_px,
-                               exact.double(), rtol=0, atol=1e-5)
-    torch.testing.assert_close(ais_log_marginal_likelihood(
-        model, guide, x, idx, options=AISOptions(num_chains=2, num_steps=3)).log_px,
-        exact.double(), rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        log_marginal_likelihood(model, guide, x, idx, num_samples=8).log_px,
+        exact.double(),
+        rtol=0,
+        atol=1e-5,
+    )
+    torch.testing.assert_close(
+        ais_log_marginal_likelihood(
+            model, guide, x, idx, options=AISOptions(num_chains=2, num_steps=3)
+        ).log_px,
+        exact.double(),
+        rtol=0,
+        atol=1e-5,
+    )
 
 
 def test_the_sandwich_is_written_as_bounds_only_where_they_do_not_cross() -> None:

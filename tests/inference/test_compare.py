@@ -21,7 +21,6 @@ from inference.gradients import gradient_statistics
 N = 40  # the data size the plate scales to; each batch is a subsample of B = 5 points
 
 
-
 class Model(PyroModule):
     """PPCA of x − shift in a data plate of size N subsampled to the batch."""
 
@@ -54,9 +53,14 @@ def ppca() -> PPCA:
     return PPCA.make()
 
 
-ESTIMATORS = {"trace": ("trace", {}), "mean_field": ("mean_field", {}),
-              "iwae:k=3": ("iwae", {"particles": 3}), "renyi": ("renyi", {"alpha": 0.5}),
-              "stl": ("stl", {}), "dreg:k=3": ("dreg", {"particles": 3})}
+ESTIMATORS = {
+    "trace": ("trace", {}),
+    "mean_field": ("mean_field", {}),
+    "iwae:k=3": ("iwae", {"particles": 3}),
+    "renyi": ("renyi", {"alpha": 0.5}),
+    "stl": ("stl", {}),
+    "dreg:k=3": ("dreg", {"particles": 3}),
+}
 
 
 def test_every_bound_is_log_px_per_point_under_the_exact_posterior(ppca) -> None:
@@ -91,11 +95,21 @@ def test_a_row_holds_the_numbers_of_gradient_statistics(ppca) -> None:
     pyro.set_rng_seed(3)
     stats = gradient_statistics(model, guide, estimator, x, repeats=7, params=groups)
     pyro.set_rng_seed(3)
-    row = estimator_row("iwae:k=3", model, guide, estimator, x, repeats=7, params=groups,
-                        num_data=N)
-    assert list(row) == ["estimator", "bound", "bound_std", "bound_stderr", "snr_encoder",
-                         "snr_encoder_median", "snr_shift", "snr_shift_median", "ms_per_step",
-                         "repeats"]
+    row = estimator_row(
+        "iwae:k=3", model, guide, estimator, x, repeats=7, params=groups, num_data=N
+    )
+    assert list(row) == [
+        "estimator",
+        "bound",
+        "bound_std",
+        "bound_stderr",
+        "snr_encoder",
+        "snr_encoder_median",
+        "snr_shift",
+        "snr_shift_median",
+        "ms_per_step",
+        "repeats",
+    ]
     assert row["bound"] == pytest.approx(stats.objective_mean / N)
     assert row["bound_std"] == pytest.approx(stats.objective_std / N) and row["bound_std"] > 0
     assert row["bound_stderr"] == pytest.approx(stats.objective_std / N / math.sqrt(7))
@@ -103,15 +117,21 @@ def test_a_row_holds_the_numbers_of_gradient_statistics(ppca) -> None:
         assert row[f"snr_{name}"] == pytest.approx(stats.groups[name].mean_snr)
         assert row[f"snr_{name}_median"] == pytest.approx(stats.groups[name].median_snr)
     # the same seed gives the same rows; the seed is reset before each estimator
-    twice = [compare_estimators(model, guide, {"a": estimator, "b": estimator}, x, repeats=3,
-                                num_data=N, seed=5) for _ in range(2)]
+    twice = [
+        compare_estimators(
+            model, guide, {"a": estimator, "b": estimator}, x, repeats=3, num_data=N, seed=5
+        )
+        for _ in range(2)
+    ]
     assert twice[0][0]["bound"] == twice[0][1]["bound"] == twice[1][0]["bound"]
     with pytest.raises(ValueError, match="num_data must be >= 1, got 0"):
         estimator_row("x", model, guide, estimator, x, repeats=2, num_data=0)
 
 
-ROWS = [{"estimator": "iwae:k=5", "bound": -87.123456, "repeats": 10},
-        {"estimator": "a|b", "bound": float("nan"), "log_px": -85.0}]
+ROWS = [
+    {"estimator": "iwae:k=5", "bound": -87.123456, "repeats": 10},
+    {"estimator": "a|b", "bound": float("nan"), "log_px": -85.0},
+]
 
 
 def test_markdown_table() -> None:

@@ -74,7 +74,7 @@ def test_trace_matches_eager_values_gradients_and_draws(name: str) -> None:
 
 
 def test_a_signature_is_traced_per_shape_and_key() -> None:
-    vae, loss, traced = _setup("trace")
+    _vae, _loss, traced = _setup("trace")
     with pyro.validation_enabled(False):
         for _ in range(3):
             traced(torch.randn(8, 5))
@@ -164,7 +164,10 @@ def test_a_program_the_tracer_cannot_record_runs_eagerly_with_one_notice() -> No
         warnings.simplefilter("always")
         values = [traced(x) for _ in range(5)] + [traced(torch.ones(4, 3)) for _ in range(3)]
     notices = [w for w in caught if issubclass(w.category, TraceNotice)]
-    assert len(notices) == 1 and "cannot be traced (NotImplementedError: not traceable)" in str(
-        notices[0].message) and "\n" not in str(notices[0].message)
+    assert (
+        len(notices) == 1
+        and "cannot be traced (NotImplementedError: not traceable)" in str(notices[0].message)
+        and "\n" not in str(notices[0].message)
+    )
     assert all(v.item() == pytest.approx(loss(x).item()) for v in values[:5])
     assert not traced.traces and len(traced.refused) == 2

@@ -28,7 +28,6 @@ from inference.estimators import ESTIMATORS, DReG, log_mean_exp, make_estimator
 from inference.gradients import GradientStatistics, gradient_statistics
 
 
-
 class Model(PyroModule):
     """PPCA with learnable W, b (σ fixed); data plate of full size ``full_size`` (None: the batch),
     KL weight ``beta`` on z; a subclass may swap the prior family (location 0, scale 1)."""
@@ -52,8 +51,9 @@ class Guide(PyroModule):
     """Linear amortized guide q(z | x) = N(A x + c, exp(log_s)²): the exact posterior at
     ``mismatch`` = 0; otherwise A gets mismatch × fixed noise, c and log_s get + mismatch."""
 
-    def __init__(self, ppca: PPCA, mismatch: float = 0.0, full_size: int | None = None,
-                 beta: float = 1.0) -> None:
+    def __init__(
+        self, ppca: PPCA, mismatch: float = 0.0, full_size: int | None = None, beta: float = 1.0
+    ) -> None:
         super().__init__()
         A, c, s = ppca.linear_encoder()
         noise = torch.randn(A.shape, generator=torch.Generator().manual_seed(3))
@@ -78,7 +78,9 @@ def x(ppca: PPCA) -> Tensor:
 
 
 def objectives(estimator, model, guide, x: Tensor, repeats: int) -> Tensor:
-    return -torch.tensor([estimator.loss(model, guide, x) for _ in range(repeats)], dtype=torch.float64)
+    return -torch.tensor(
+        [estimator.loss(model, guide, x) for _ in range(repeats)], dtype=torch.float64
+    )
 
 
 def sem(t: Tensor) -> float:
@@ -92,8 +94,12 @@ def test_trace_and_mean_field_agree_with_the_exact_elbo(ppca: PPCA, x: Tensor) -
     # exact posterior trace's objective is constant and mean_field's is not).
     guide = partial(ppca.guide, scale_mult=0.5)
     loc, scale = ppca.posterior(x)
-    exact = ppca.log_px(x).sum() - torch.distributions.kl_divergence(
-        dist.Normal(loc, 0.5 * scale), dist.Normal(loc, scale)).sum()
+    exact = (
+        ppca.log_px(x).sum()
+        - torch.distributions.kl_divergence(
+            dist.Normal(loc, 0.5 * scale), dist.Normal(loc, scale)
+        ).sum()
+    )
     trace = objectives(make_estimator("trace"), ppca.model, guide, x, 400)
     mean_field = objectives(make_estimator("mean_field"), ppca.model, guide, x, 400)
     for draws in (trace, mean_field):
@@ -107,7 +113,9 @@ def test_iwae_bounds_increase_with_k_up_to_log_px(ppca: PPCA, x: Tensor) -> None
     # mismatched guide: each gap below is > 5 s.e. of the difference, so each order is asserted
     # with a 4 s.e. margin (a bound that ignored k, or overshot log p(x), would fail).
     model, guide = Model(ppca), Guide(ppca, mismatch=0.3)
-    draws = {k: objectives(make_estimator("iwae", particles=k), model, guide, x, 100) for k in (1, 8, 16)}
+    draws = {
+        k: objectives(make_estimator("iwae", particles=k), model, guide, x, 100) for k in (1, 8, 16)
+    }
     log_px = ppca.log_px(x).sum().item()
 
     def gap(lo: Tensor, hi: Tensor) -> float:  # (E hi − E lo) in s.e. of the difference
@@ -148,18 +156,29 @@ def z_scores(a: GradientStatistics, b: GradientStatistics, group: str) -> Tensor
     return (ga.mean - gb.mean) / ((ga.variance / a.repeats + gb.variance / b.repeats).sqrt())
 
 
-@pytest.mark.parametrize("path, reference, particles, beta", [
-    ("stl", "trace", 1, 1.0), ("dreg", "iwae", 8, 1.0), ("stl", "trace", 1, 0.5),
-    ("dreg", "iwae", 8, 0.5)])
-def test_path_gradients_are_unbiased(ppca: PPCA, x: Tensor, path: str, reference: str,
-                                     particles: int, beta: float) -> None:
+@pytest.mark.parametrize(
+    "path, reference, particles, beta",
+    [
+        ("stl", "trace", 1, 1.0),
+        ("dreg", "iwae", 8, 1.0),
+        ("stl", "trace", 1, 0.5),
+        ("dreg", "iwae", 8, 0.5),
+    ],
+)
+def test_path_gradients_are_unbiased(
+    ppca: PPCA, x: Tensor, path: str, reference: str, particles: int, beta: float
+) -> None:
     # Same expected guide gradient as the plain estimator of the same bound: every one of the 16
     # coordinates within 5 s.e. (family-wise false alarm ≈ 1e-5, see the module docstring); at
     # β = 0.5 (a KL weight or warm-up) the bound's log weights are log p(x|z) + β log p(z) −
     # β log q(z|x).
     model, guide = Model(ppca, beta=beta), Guide(ppca, mismatch=0.3, beta=beta)
-    draws = {name: gradient_statistics(model, guide, make_estimator(name, particles=particles), x,
-                                       repeats=100) for name in (path, reference)}
+    draws = {
+        name: gradient_statistics(
+            model, guide, make_estimator(name, particles=particles), x, repeats=100
+        )
+        for name in (path, reference)
+    }
     assert z_scores(draws[path], draws[reference], "guide").abs().max() < 5
     if path == "dreg" and beta == 1:  # the test has power: IWAE-STL's bias shows at |z| ≈ 24
         biased = gradient_statistics(model, guide, IWAESTL(particles=particles), x, repeats=100)
@@ -193,8 +212,16 @@ def test_dreg_snr_holds_as_k_grows_while_iwae_snr_decays(ppca: PPCA, x: Tensor) 
     assert snr("dreg", 64) > snr("dreg", 1)
 
 
-def exact_bound(name: str, estimator, ppca: PPCA, model: Model, guide: Guide, x: Tensor,
-                seed: int, particles: int) -> float:
+def exact_bound(
+    name: str,
+    estimator,
+    ppca: PPCA,
+    model: Model,
+    guide: Guide,
+    x: Tensor,
+    seed: int,
+    particles: int,
+) -> float:
     """The estimator's bound by hand from the guide's own draws (same seed), in closed forms."""
     pyro.set_rng_seed(seed)
     with pyro.plate("particles", particles, dim=-2):
@@ -204,7 +231,9 @@ def exact_bound(name: str, estimator, ppca: PPCA, model: Model, guide: Guide, x:
     log_prior = dist.Normal(0.0, 1.0).log_prob(z).sum(-1)
     log_w = log_lik + beta * (log_prior - dist.Normal(loc, scale).log_prob(z).sum(-1))
     if name == "mean_field":
-        kl = torch.distributions.kl_divergence(dist.Normal(loc, scale), dist.Normal(0.0, 1.0)).sum(-1)
+        kl = torch.distributions.kl_divergence(dist.Normal(loc, scale), dist.Normal(0.0, 1.0)).sum(
+            -1
+        )
         per_point = log_lik.mean(0) - beta * kl
     elif name in ("trace", "stl"):
         per_point = log_w.mean(0)
@@ -249,7 +278,10 @@ def test_iwae_subsampling_scales_the_per_point_bound(ppca: PPCA, x: Tensor) -> N
 def test_renyi_at_alpha_zero_is_iwae(ppca: PPCA, x: Tensor) -> None:
     model, guide = Model(ppca), Guide(ppca, 0.3)
     losses = []
-    for estimator in (make_estimator("renyi", alpha=0.0, particles=8), make_estimator("iwae", particles=8)):
+    for estimator in (
+        make_estimator("renyi", alpha=0.0, particles=8),
+        make_estimator("iwae", particles=8),
+    ):
         pyro.set_rng_seed(5)
         losses.append(estimator.loss(model, guide, x))
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
@@ -279,7 +311,9 @@ def test_svi_lowers_the_loss(ppca: PPCA, name: str) -> None:
 
 
 def test_make_estimator_errors() -> None:
-    with pytest.raises(ValueError, match="unknown estimator 'iwea'; choices: dreg, iwae, mean_field"):
+    with pytest.raises(
+        ValueError, match="unknown estimator 'iwea'; choices: dreg, iwae, mean_field"
+    ):
         make_estimator("iwea")
     with pytest.raises(ValueError, match="particles must be >= 1, got 0"):
         make_estimator("iwae", particles=0)
@@ -302,7 +336,9 @@ def test_constructors_are_typed_keyword_params_with_defaults(name: str) -> None:
     assert isinstance(cls(), pyro.infer.ELBO)
 
 
-def test_importance_weighted_estimators_need_rsample_and_a_data_plate(ppca: PPCA, x: Tensor) -> None:
+def test_importance_weighted_estimators_need_rsample_and_a_data_plate(
+    ppca: PPCA, x: Tensor
+) -> None:
     def discrete_model(x: Tensor) -> None:
         with pyro.plate("data", len(x)):
             c = pyro.sample("c", dist.Bernoulli(0.5))
@@ -344,12 +380,14 @@ def importance_traces_taken(monkeypatch) -> list[None]:
     return calls
 
 
-def assert_pyros_loss_and_gradients(name: str, particles: int, model, guide, x: Tensor,
-                                    params: list[Tensor], seed: int) -> tuple[Tensor, ...]:
+def assert_pyros_loss_and_gradients(
+    name: str, particles: int, model, guide, x: Tensor, params: list[Tensor], seed: int
+) -> tuple[Tensor, ...]:
     """Ours and Pyro's class on the same seed, validation off: the same loss value and the same
     gradients of ``params``. Returns our gradients."""
-    reference = PYRO_CLASSES[name](num_particles=particles, vectorize_particles=True,
-                                   max_plate_nesting=1)
+    reference = PYRO_CLASSES[name](
+        num_particles=particles, vectorize_particles=True, max_plate_nesting=1
+    )
     results = []
     for estimator in (make_estimator(name, particles=particles), reference):
         pyro.set_rng_seed(seed)
@@ -364,12 +402,19 @@ def assert_pyros_loss_and_gradients(name: str, particles: int, model, guide, x: 
 
 
 @pytest.mark.parametrize("particles", [1, 4])
-@pytest.mark.parametrize("name, prior, masked", [
-    ("trace", Model, False), ("trace", Model, True), ("mean_field", Model, False),
-    ("mean_field", Model, True), ("mean_field", CauchyModel, False)])
-def test_fast_path_is_pyros_estimator_on_the_same_draws(ppca: PPCA, x: Tensor, monkeypatch,
-                                                        name: str, prior: type[Model],
-                                                        masked: bool, particles: int) -> None:
+@pytest.mark.parametrize(
+    "name, prior, masked",
+    [
+        ("trace", Model, False),
+        ("trace", Model, True),
+        ("mean_field", Model, False),
+        ("mean_field", Model, True),
+        ("mean_field", CauchyModel, False),
+    ],
+)
+def test_fast_path_is_pyros_estimator_on_the_same_draws(
+    ppca: PPCA, x: Tensor, monkeypatch, name: str, prior: type[Model], masked: bool, particles: int
+) -> None:
     # With validation off and a reparameterized guide, trace and mean_field sum the sites' scaled
     # log densities themselves (the analytic KL for Normal ‖ Normal, log q − log p for the Cauchy
     # prior) instead of going through Pyro's get_importance_trace. Subsampling (N = 100, B = 8),
@@ -379,8 +424,11 @@ def test_fast_path_is_pyros_estimator_on_the_same_draws(ppca: PPCA, x: Tensor, m
     model, guide = prior(ppca, full_size=100, beta=0.5), Guide(ppca, 0.3, full_size=100, beta=0.5)
     params = [*model.parameters(), *guide.parameters()]
     mask = torch.arange(len(x)) % 3 != 0
-    run_model, run_guide = ((poutine.mask(model, mask=mask), poutine.mask(guide, mask=mask))
-                            if masked else (model, guide))
+    run_model, run_guide = (
+        (poutine.mask(model, mask=mask), poutine.mask(guide, mask=mask))
+        if masked
+        else (model, guide)
+    )
     taken = importance_traces_taken(monkeypatch)
     assert_pyros_loss_and_gradients(name, particles, run_model, run_guide, x, params, seed=11)
     assert len(taken) == 1  # Pyro's reference only: ours took the fast path
@@ -397,8 +445,9 @@ def test_fast_path_is_pyros_estimator_on_the_same_draws(ppca: PPCA, x: Tensor, m
 # (mean_field with k > 1 hits a torch bug, KL(Bernoulli ‖ Bernoulli) of unequal batch shapes, on
 # Pyro's path as well)
 @pytest.mark.parametrize("name, particles", [("trace", 1), ("trace", 3), ("mean_field", 1)])
-def test_non_reparameterized_guides_get_pyros_estimator(x: Tensor, monkeypatch, name: str,
-                                                        particles: int) -> None:
+def test_non_reparameterized_guides_get_pyros_estimator(
+    x: Tensor, monkeypatch, name: str, particles: int
+) -> None:
     # A Bernoulli latent has no rsample: Pyro's path runs on the draws the guide already made
     # (replayed), so value and gradients equal Pyro's on the same seed; trace's guide gradient is
     # then the score-function surrogate's, which the fast path's sum would not give.
@@ -415,8 +464,9 @@ def test_non_reparameterized_guides_get_pyros_estimator(x: Tensor, monkeypatch, 
             pyro.sample("c", dist.Bernoulli(logits=logits))
 
     taken = importance_traces_taken(monkeypatch)
-    grads = assert_pyros_loss_and_gradients(name, particles, model, guide, x, [logits, shift],
-                                            seed=5)
+    grads = assert_pyros_loss_and_gradients(
+        name, particles, model, guide, x, [logits, shift], seed=5
+    )
     assert len(taken) == 2 and grads[0].abs().max() > 0
 
 
@@ -444,10 +494,12 @@ def test_the_data_plate_is_taken_by_name_as_log_px_takes_it(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["stl", "dreg"])
-@pytest.mark.parametrize("prior, family", [(dist.Normal, dist.Normal),
-                                           (dist.LogNormal, dist.LogNormal)])
+@pytest.mark.parametrize(
+    "prior, family", [(dist.Normal, dist.Normal), (dist.LogNormal, dist.LogNormal)]
+)
 def test_path_estimators_on_an_autoguide_equal_the_same_guide_written_by_hand(
-        name: str, prior, family) -> None:
+    name: str, prior, family
+) -> None:
     """AutoNormal draws u ~ N(loc, scale) (an auxiliary site) and sets z = T(u) in a Delta site
     with log_density log |∂T⁻¹/∂z|: for a real z, T = id; for a positive one, z = exp(u), the
     LogNormal(loc, scale) written by hand. On the same draws (seed), both guides give the same

@@ -15,7 +15,6 @@ from inference.estimators import make_estimator
 from inference.gradients import GroupStatistics, gradient_statistics
 
 
-
 class ShiftedModel(PyroModule):
     """PPCA of x − shift, with a learnable shift."""
 
@@ -79,15 +78,23 @@ def test_loss_and_grads_route_matches_and_leaves_parameters_alone(setup) -> None
         p.grad = s.clone()
     before = [p.detach().clone() for p in guide.parameters()]
     stats = {}
-    for name, estimator in (("pyro", RenyiELBO(alpha=0.5, num_particles=4, max_plate_nesting=1,
-                                              vectorize_particles=True)),
-                            ("ours", make_estimator("renyi", alpha=0.5, particles=4))):
+    for name, estimator in (
+        (
+            "pyro",
+            RenyiELBO(alpha=0.5, num_particles=4, max_plate_nesting=1, vectorize_particles=True),
+        ),
+        ("ours", make_estimator("renyi", alpha=0.5, particles=4)),
+    ):
         pyro.set_rng_seed(2)
         stats[name] = gradient_statistics(model, guide, estimator, x, repeats=4)
     for group in ("guide", "model"):  # float32 gradients, summed in different orders
         for field in ("mean", "variance"):
-            torch.testing.assert_close(getattr(stats["pyro"].groups[group], field),
-                                       getattr(stats["ours"].groups[group], field), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(
+                getattr(stats["pyro"].groups[group], field),
+                getattr(stats["ours"].groups[group], field),
+                rtol=1e-5,
+                atol=1e-5,
+            )
     assert stats["pyro"].objective_mean == pytest.approx(stats["ours"].objective_mean)
     for p, b, s in zip(guide.parameters(), before, sentinel):
         assert torch.equal(p, b) and torch.equal(p.grad, s)
@@ -96,8 +103,14 @@ def test_loss_and_grads_route_matches_and_leaves_parameters_alone(setup) -> None
 def test_custom_groups_unused_parameters_and_errors(setup) -> None:
     model, guide, x = setup
     unused = torch.zeros(3, requires_grad=True)
-    stats = gradient_statistics(model, guide, make_estimator("trace"), x, repeats=5,
-                                params={"loc": [guide.loc], "loc+unused": [guide.loc, unused]})
+    stats = gradient_statistics(
+        model,
+        guide,
+        make_estimator("trace"),
+        x,
+        repeats=5,
+        params={"loc": [guide.loc], "loc+unused": [guide.loc, unused]},
+    )
     loc, both = stats.groups["loc"], stats.groups["loc+unused"]
     assert loc.mean.shape == (guide.loc.numel(),) and both.mean.shape == (guide.loc.numel() + 3,)
     torch.testing.assert_close(both.mean[:-3], loc.mean)
@@ -114,7 +127,9 @@ def test_custom_groups_unused_parameters_and_errors(setup) -> None:
 def test_exact_and_absent_gradients_are_left_out_of_the_snr_summaries() -> None:
     """SNR = |mean| / √variance per coordinate: ∞ for an exact gradient (variance 0), 0/0 for no
     gradient; the mean and median describe the noisy coordinates (here SNR 2 and 1)."""
-    stats = GroupStatistics(mean=torch.tensor([2.0, 1.0, -0.5, 0.0], dtype=torch.float64),
-                            variance=torch.tensor([0.0, 0.25, 0.25, 0.0], dtype=torch.float64))
+    stats = GroupStatistics(
+        mean=torch.tensor([2.0, 1.0, -0.5, 0.0], dtype=torch.float64),
+        variance=torch.tensor([0.0, 0.25, 0.25, 0.0], dtype=torch.float64),
+    )
     assert stats.snr[0] == torch.inf and stats.snr[3].isnan()
     assert stats.mean_snr == pytest.approx(1.5) and stats.median_snr == pytest.approx(1.0)

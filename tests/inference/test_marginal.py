@@ -171,7 +171,9 @@ def test_data_plate_is_chosen_by_name_when_ambiguous() -> None:
     x = torch.randn(4, 3)
     with pytest.raises(ValueError, match=r"cannot tell the data plate among \['a', 'b'\]"):
         log_marginal_likelihood(model, guide, x, num_samples=10, max_plate_nesting=2)
-    r = log_marginal_likelihood(model, guide, x, num_samples=10, max_plate_nesting=2, data_plate="a")
+    r = log_marginal_likelihood(
+        model, guide, x, num_samples=10, max_plate_nesting=2, data_plate="a"
+    )
     exact = dist.Normal(0.0, 2**0.5).log_prob(x).sum(-1).double()  # x ~ N(0, 2) marginally
     torch.testing.assert_close(r.log_px, exact, rtol=1e-5, atol=1e-5)  # float32, as above
 
@@ -292,7 +294,9 @@ def test_model_latent_missing_from_guide_is_drawn_from_its_prior(ppca: PPCA) -> 
 def test_result_summary_and_cat() -> None:
     def result(values: list[float]) -> MarginalResult:
         t = torch.tensor(values, dtype=torch.float64)
-        return MarginalResult(log_px=t, stderr=0.1 * t.abs(), ess=t.abs(), elbo=t - 1, num_samples=10)
+        return MarginalResult(
+            log_px=t, stderr=0.1 * t.abs(), ess=t.abs(), elbo=t - 1, num_samples=10
+        )
 
     r = MarginalResult.cat([result([-1.0, -2.0]), result([-3.0, -6.0])])
     s = r.summary()

@@ -29,8 +29,9 @@ def guide(x: Tensor) -> None:
 
 def test_unscaled_drops_beta_and_default_keeps_it_on_the_same_draws() -> None:
     x = torch.randn(8)
-    model_trace, guide_trace = particle_traces(model, guide, (x,), {}, particles=5,
-                                               max_plate_nesting=1)
+    model_trace, guide_trace = particle_traces(
+        model, guide, (x,), {}, particles=5, max_plate_nesting=1
+    )
     scaled = point_log_weights(model_trace, guide_trace, 1)
     unscaled = point_log_weights(model_trace, guide_trace, 1, unscaled=True)
     z = guide_trace.nodes["z"]["value"]  # (5, 8)

@@ -16,9 +16,20 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from pyro_vae.aggregation import (AGGREGATE_CSV, AGGREGATE_JSON, AGGREGATE_MD, AGGREGATE_PNG,
-                                METRICS, NOT_COMPUTED, Aggregate, aggregate, decimals,
-                                find_runs, plus_minus, t_quantile)
+from pyro_vae.aggregation import (
+    AGGREGATE_CSV,
+    AGGREGATE_JSON,
+    AGGREGATE_MD,
+    AGGREGATE_PNG,
+    METRICS,
+    NOT_COMPUTED,
+    Aggregate,
+    aggregate,
+    decimals,
+    find_runs,
+    plus_minus,
+    t_quantile,
+)
 from pyro_vae.registry import SpecError
 from pyro_vae.spec import dump_spec, load_spec
 
@@ -28,23 +39,36 @@ GROUPS = {"base": [], "beta2": ["beta=2.0"], "small": ["latent_dim=4"]}
 POINTS = 40
 
 
-def write_run(run: Path, overrides: list[str], rng: np.random.Generator,
-              index: np.ndarray | None = None, data_sha256: str = "d" * 64,
-              seconds: int = 60, bits: bool = True, split: str = "test") -> Path:
+def write_run(
+    run: Path,
+    overrides: list[str],
+    rng: np.random.Generator,
+    index: np.ndarray | None = None,
+    data_sha256: str = "d" * 64,
+    seconds: int = 60,
+    bits: bool = True,
+    split: str = "test",
+) -> Path:
     """A finished run in the run-directory format, scored on ``split`` with random per-point
     values; ``index`` (default: rows 0, 2, 4, …) and ``data_sha256`` name the points."""
     run.mkdir(parents=True)
     dump_spec(load_spec(None, overrides), run / "config.yaml")
     created = "2026-01-01T10:00:00Z"
     updated = f"2026-01-01T10:{seconds // 60:02d}:{seconds % 60:02d}Z"
-    (run / ".pyro-vae-run").write_text(json.dumps(
-        {"pyro_vae_run": 1, "state": "finished", "created": created, "updated": updated}) + "\n")
+    (run / ".pyro-vae-run").write_text(
+        json.dumps({"pyro_vae_run": 1, "state": "finished", "created": created, "updated": updated})
+        + "\n"
+    )
     (run / "metrics.csv").write_text("epoch,step,val_elbo\n0,10,-90.0\n")
     index = np.arange(0, 2 * POINTS, 2, dtype=np.int64) if index is None else index
     log_px = rng.normal(-90.0, 4.0, len(index))
-    points = {"index": index, "log_px": log_px, "log_px_se": rng.uniform(0.01, 0.2, len(index)),
-              "ess": rng.uniform(1, 100, len(index)),
-              "elbo": log_px - rng.gamma(2.0, 1.0, len(index))}
+    points = {
+        "index": index,
+        "log_px": log_px,
+        "log_px_se": rng.uniform(0.01, 0.2, len(index)),
+        "ess": rng.uniform(1, 100, len(index)),
+        "elbo": log_px - rng.gamma(2.0, 1.0, len(index)),
+    }
     if bits:
         points["bits_per_dim"] = -log_px / (64 * math.log(2))
     buffer = io.BytesIO()
@@ -52,14 +76,28 @@ def write_run(run: Path, overrides: list[str], rng: np.random.Generator,
     data = buffer.getvalue()
     (run / f"eval-{split}.npz").write_bytes(data)
     summary = {
-        "split": split, "num_points": len(index), "num_samples": 100,
-        "log_px": float(points["log_px"].mean()), "log_px_sem": 0.1, "log_px_stderr": 0.01,
-        "ess": float(points["ess"].mean()), "elbo": float(points["elbo"].mean()), "kl": 1.0,
-        "recon": -89.0, "analytic_kl": True, "active_units": int(rng.integers(2, 9)),
-        "latent_dim": 16, "active_per_layer": [3], "latent_dims": [16],
+        "split": split,
+        "num_points": len(index),
+        "num_samples": 100,
+        "log_px": float(points["log_px"].mean()),
+        "log_px_sem": 0.1,
+        "log_px_stderr": 0.01,
+        "ess": float(points["ess"].mean()),
+        "elbo": float(points["elbo"].mean()),
+        "kl": 1.0,
+        "recon": -89.0,
+        "analytic_kl": True,
+        "active_units": int(rng.integers(2, 9)),
+        "latent_dim": 16,
+        "active_per_layer": [3],
+        "latent_dims": [16],
         "bits_per_dim": float(points["bits_per_dim"].mean()) if bits else None,
-        "wall_time_s": 1.0, "scale": "data", "model_scale": "data", "log_jacobian": 0.0,
-        "points_file": f"eval-{split}.npz", "points_sha256": hashlib.sha256(data).hexdigest(),
+        "wall_time_s": 1.0,
+        "scale": "data",
+        "model_scale": "data",
+        "log_jacobian": 0.0,
+        "points_file": f"eval-{split}.npz",
+        "points_sha256": hashlib.sha256(data).hexdigest(),
         "data_sha256": data_sha256,
     }
     (run / f"eval-{split}.json").write_text(json.dumps(summary))
@@ -78,14 +116,21 @@ def sweep(tmp_path: Path) -> Path:
     root = tmp_path / "sweep"
     for name, overrides in GROUPS.items():
         for seed in SEEDS:
-            write_run(root / f"{name}-s{seed}", [*overrides, f"train.seed={seed}"], rng,
-                      seconds=30 + 7 * seed + 11 * len(name))
+            write_run(
+                root / f"{name}-s{seed}",
+                [*overrides, f"train.seed={seed}"],
+                rng,
+                seconds=30 + 7 * seed + 11 * len(name),
+            )
     return root
 
 
 def label(result: Aggregate, name: str) -> str:
-    return {"base": "beta=1.0, latent_dim=16", "beta2": "beta=2.0, latent_dim=16",
-            "small": "beta=1.0, latent_dim=4"}[name]
+    return {
+        "base": "beta=1.0, latent_dim=16",
+        "beta2": "beta=2.0, latent_dim=16",
+        "small": "beta=1.0, latent_dim=4",
+    }[name]
 
 
 def test_every_figure_equals_a_numpy_recomputation(sweep: Path, tmp_path: Path):
@@ -129,7 +174,7 @@ def test_every_figure_equals_a_numpy_recomputation(sweep: Path, tmp_path: Path):
             per_seed_se = np.array([x.std(ddof=1) / np.sqrt(POINTS) for x in d])
             mean = per_seed.mean()
             se = per_seed.std(ddof=1) / np.sqrt(len(SEEDS))
-            point_se = np.sqrt(np.mean(per_seed_se ** 2)) / np.sqrt(len(SEEDS))  # rms / √S
+            point_se = np.sqrt(np.mean(per_seed_se**2)) / np.sqrt(len(SEEDS))  # rms / √S
             from scipy.stats import t
 
             half = t.ppf(0.975, len(SEEDS) - 1) * se
@@ -142,32 +187,47 @@ def test_every_figure_equals_a_numpy_recomputation(sweep: Path, tmp_path: Path):
             assert gain.point_se == pytest.approx(point_se, rel=1e-12)
             assert (gain.low, gain.high) == pytest.approx((mean - half, mean + half), rel=1e-9)
             row = rows[group.label]
-            for column, value in [("", mean), ("_se", se), ("_point_se", point_se),
-                                  ("_low", mean - half), ("_high", mean + half)]:
+            for column, value in [
+                ("", mean),
+                ("_se", se),
+                ("_point_se", point_se),
+                ("_low", mean - half),
+                ("_high", mean + half),
+            ]:
                 assert float(row[f"gain_{metric}{column}"]) == pytest.approx(value, rel=1e-9)
             digits = decimals(se)
-            assert " | ".join([plus_minus(mean, se), f"{point_se:.{decimals(point_se)}f}",
-                               f"[{mean - half:.{digits}f}, {mean + half:.{digits}f}]"]) \
+            assert (
+                " | ".join(
+                    [
+                        plus_minus(mean, se),
+                        f"{point_se:.{decimals(point_se)}f}",
+                        f"[{mean - half:.{digits}f}, {mean + half:.{digits}f}]",
+                    ]
+                )
                 in markdown
-            [stored] = [g for g in saved["gains"]
-                        if g["group"] == group.label and g["metric"] == metric]
+            )
+            [stored] = [
+                g for g in saved["gains"] if g["group"] == group.label and g["metric"] == metric
+            ]
             np.testing.assert_allclose(stored["per_seed"], per_seed, rtol=1e-12)
             assert stored["point_se"] == pytest.approx(point_se, rel=1e-12)
             # the group means and the paired gain agree: the same points, in the same order
-            assert mean == pytest.approx(np.mean([s[metric] for s, _ in files[name]])
-                                         - np.mean([s[metric] for s, _ in files["base"]]))
+            assert mean == pytest.approx(
+                np.mean([s[metric] for s, _ in files[name]])
+                - np.mean([s[metric] for s, _ in files["base"]])
+            )
 
     [json_group] = [g for g in saved["groups"] if g["label"] == label(result, "small")]
     assert [r["seed"] for r in json_group["runs"]] == list(SEEDS)
     assert json_group["metrics"]["log_px"]["values"] == pytest.approx(
-        [p["log_px"].mean() for _, p in files["small"]], rel=1e-12)
+        [p["log_px"].mean() for _, p in files["small"]], rel=1e-12
+    )
 
 
 def test_outputs_written_and_the_forest_plot_is_drawn(sweep: Path):
     result = aggregate([sweep], out=None)
     paths = result.write()  # default: the runs' common parent
-    assert [p.name for p in paths] == [AGGREGATE_MD, AGGREGATE_CSV, AGGREGATE_JSON,
-                                       AGGREGATE_PNG]
+    assert [p.name for p in paths] == [AGGREGATE_MD, AGGREGATE_CSV, AGGREGATE_JSON, AGGREGATE_PNG]
     assert all(p.parent == sweep.resolve() and p.is_file() for p in paths)
     text = (sweep / AGGREGATE_MD).read_text()
     assert "log p(x), mean ± s.e. over seeds" in text
@@ -190,8 +250,9 @@ def test_a_run_named_twice_or_found_below_counts_once(sweep: Path):
 def test_mismatched_index_arrays_are_refused_naming_both_runs(tmp_path: Path):
     rng = np.random.default_rng(1)
     base = write_run(tmp_path / "a", [], rng)
-    other = write_run(tmp_path / "b", ["beta=2.0"], rng,
-                      index=np.arange(1, 2 * POINTS, 2, dtype=np.int64))
+    other = write_run(
+        tmp_path / "b", ["beta=2.0"], rng, index=np.arange(1, 2 * POINTS, 2, dtype=np.int64)
+    )
     with pytest.raises(SpecError) as caught:
         aggregate([tmp_path])
     text = str(caught.value)
@@ -202,8 +263,12 @@ def test_mismatched_index_arrays_are_refused_naming_both_runs(tmp_path: Path):
 def test_reordered_points_are_refused(tmp_path: Path):
     rng = np.random.default_rng(2)
     write_run(tmp_path / "a", [], rng)
-    write_run(tmp_path / "b", ["beta=2.0"], rng,
-              index=np.arange(0, 2 * POINTS, 2, dtype=np.int64)[::-1].copy())
+    write_run(
+        tmp_path / "b",
+        ["beta=2.0"],
+        rng,
+        index=np.arange(0, 2 * POINTS, 2, dtype=np.int64)[::-1].copy(),
+    )
     with pytest.raises(SpecError, match="other rows or another order"):
         aggregate([tmp_path])
 
@@ -276,8 +341,9 @@ def test_one_seed_gives_the_point_level_interval_and_no_seed_se(tmp_path: Path):
     [gain] = [g for g in result.gains if g.metric == "log_px"]
     assert math.isnan(gain.se) and gain.point_level
     assert gain.point_se == pytest.approx(point_se, rel=1e-12)
-    assert (gain.low, gain.high) == pytest.approx((d.mean() - 1.959964 * point_se,
-                                                   d.mean() + 1.959964 * point_se), rel=1e-6)
+    assert (gain.low, gain.high) == pytest.approx(
+        (d.mean() - 1.959964 * point_se, d.mean() + 1.959964 * point_se), rel=1e-6
+    )
     assert "prior.name=normal" in [g.label for g in result.groups]
     text = result.markdown()
     assert "± —" in text and "point-level" in text
@@ -287,8 +353,15 @@ def test_one_seed_gives_the_point_level_interval_and_no_seed_se(tmp_path: Path):
 def test_one_group_is_labelled_all_and_pairs_nothing(tmp_path: Path):
     rng = np.random.default_rng(6)
     for seed in SEEDS:
-        write_run(tmp_path / f"r{seed}", [f"train.seed={seed}", f"train.jit={seed != 1}",
-                                          f"evaluate.memory_budget_mb={64 + seed}"], rng)
+        write_run(
+            tmp_path / f"r{seed}",
+            [
+                f"train.seed={seed}",
+                f"train.jit={seed != 1}",
+                f"evaluate.memory_budget_mb={64 + seed}",
+            ],
+            rng,
+        )
     result = aggregate([tmp_path], out=tmp_path / "out")
     assert [g.label for g in result.groups] == ["all"] and result.gains == []
     assert "train.jit" in NOT_COMPUTED
@@ -315,8 +388,10 @@ def test_the_module_imports_no_torch():
     import subprocess
     import sys
 
-    code = ("import sys, pyro_vae.aggregation; "
-            "assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules")
+    code = (
+        "import sys, pyro_vae.aggregation; "
+        "assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -347,7 +422,11 @@ def test_real_runs_aggregate_through_the_command_line(tmp_path, capsys):
     assert "paired differences against" in out and f"aggregate: {tmp_path / AGGREGATE_JSON}" in out
     record = json.loads((tmp_path / AGGREGATE_JSON).read_text())
     gains = [g for g in record["gains"] if g["metric"] == "log_px"]
-    per_seed = [np.mean(Run(tmp_path / "beta2" / f"s{s}").points("test")["log_px"]
-                        - Run(tmp_path / "base" / f"s{s}").points("test")["log_px"])
-                for s in (0, 1)]
+    per_seed = [
+        np.mean(
+            Run(tmp_path / "beta2" / f"s{s}").points("test")["log_px"]
+            - Run(tmp_path / "base" / f"s{s}").points("test")["log_px"]
+        )
+        for s in (0, 1)
+    ]
     assert len(gains) == 1 and gains[0]["mean"] == pytest.approx(np.mean(per_seed), abs=1e-9)

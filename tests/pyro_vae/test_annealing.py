@@ -13,9 +13,20 @@ from pyro_vae.annealing import Annealing, evaluate_ais, merge_ais
 from pyro_vae.cli import main
 from pyro_vae.rundir import Run
 
-QUICK = ["--set", "train.max_epochs=1", "--set", "train.progress=false", "--set",
-         "evaluate.num_samples=20", "--set", "encoder.hidden=[16]", "--set", "decoder.hidden=[16]",
-         "--set", "latent_dim=2"]
+QUICK = [
+    "--set",
+    "train.max_epochs=1",
+    "--set",
+    "train.progress=false",
+    "--set",
+    "evaluate.num_samples=20",
+    "--set",
+    "encoder.hidden=[16]",
+    "--set",
+    "decoder.hidden=[16]",
+    "--set",
+    "latent_dim=2",
+]
 TINY = ["--chains", "3", "--steps", "4", "--leapfrog", "2"]
 
 
@@ -51,8 +62,25 @@ def test_ais_writes_its_summary_with_is_on_the_same_points(run: Path, capsys) ->
 def test_one_chain_has_no_monte_carlo_error_and_says_so(run: Path, capsys) -> None:
     """The spread over chains needs two chains: with one, the line says so instead of 'nan'."""
     capsys.readouterr()
-    assert main(["evaluate", str(run), "--method", "ais", "--chains", "1", "--steps", "2",
-                 "--leapfrog", "2", "--limit", "2"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run),
+                "--method",
+                "ais",
+                "--chains",
+                "1",
+                "--steps",
+                "2",
+                "--leapfrog",
+                "2",
+                "--limit",
+                "2",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "AIS, 1 chain × 2 steps" in out and "undefined with one chain" in out
     assert "nan" not in out
@@ -69,16 +97,19 @@ def test_merged_pieces_give_the_summary_of_all_their_points(run: Path) -> None:
     options = Annealing(3, 4, 2)
     pieces = [evaluate_ais(prep.vae, part, "test", options, 20, 64.0) for part in x.split(4)]
     merged = merge_ais(pieces)
-    log_px = torch.tensor(pieces[0]["points"]["log_px"] + pieces[1]["points"]["log_px"],
-                          dtype=torch.float64)
-    gap = log_px - torch.tensor(pieces[0]["points"]["is_log_px"]
-                                + pieces[1]["points"]["is_log_px"], dtype=torch.float64)
+    log_px = torch.tensor(
+        pieces[0]["points"]["log_px"] + pieces[1]["points"]["log_px"], dtype=torch.float64
+    )
+    gap = log_px - torch.tensor(
+        pieces[0]["points"]["is_log_px"] + pieces[1]["points"]["is_log_px"], dtype=torch.float64
+    )
     assert merged["num_points"] == 7 and len(merged["points"]["step_size"]) == 7
     assert merged["log_px"] == pytest.approx(float(log_px.mean()), rel=1e-12)
-    assert merged["log_px_sem"] == pytest.approx(float(log_px.std() / 7 ** 0.5), rel=1e-12)
-    assert merged["gap_sem"] == pytest.approx(float(gap.std() / 7 ** 0.5), rel=1e-12)
+    assert merged["log_px_sem"] == pytest.approx(float(log_px.std() / 7**0.5), rel=1e-12)
+    assert merged["gap_sem"] == pytest.approx(float(gap.std() / 7**0.5), rel=1e-12)
     assert merged["log_px"] == pytest.approx(
-        (4 * pieces[0]["log_px"] + 3 * pieces[1]["log_px"]) / 7, rel=1e-12)
+        (4 * pieces[0]["log_px"] + 3 * pieces[1]["log_px"]) / 7, rel=1e-12
+    )
     assert merge_ais([pieces[0]])["points"] == pieces[0]["points"]
     other = evaluate_ais(prep.vae, x[:2], "test", Annealing(3, 5, 2), 20, 64.0)
     with pytest.raises(ValueError, match="different settings"):
@@ -113,7 +144,8 @@ def test_the_flags_stand_for_inference_ais_options() -> None:
     rest its defaults; the summary names the schedule and q₀ those defaults use."""
     flags = Annealing(3, 4, 2, limit=5)
     assert flags.ais_options(64.0, progress=True) == AISOptions(
-        num_chains=3, num_steps=4, leapfrog_steps=2, memory_budget_mb=64.0, progress=True)
+        num_chains=3, num_steps=4, leapfrog_steps=2, memory_budget_mb=64.0, progress=True
+    )
     default = AISOptions()
     assert Annealing().ais_options(default.memory_budget_mb) == default
     assert flags.describe()["schedule"] == default.schedule

@@ -46,8 +46,9 @@ def test_evaluate_scores_another_split_and_annealing_returns_its_summary(run: py
     result = pyro_vae.evaluate(run, "val", num_samples=4, limit=10)
     assert isinstance(result, Evaluation) and result.num_points == 10
     assert run.summary("val")["log_px"] == result.log_px
-    ais = pyro_vae.evaluate(run.root, "val", "ais", num_samples=4, limit=2, chains=2, steps=3,
-                            leapfrog=2)
+    ais = pyro_vae.evaluate(
+        run.root, "val", "ais", num_samples=4, limit=2, chains=2, steps=3, leapfrog=2
+    )
     assert ais["method"] == "ais" and ais["num_points"] == 2
     with pytest.raises(pyro_vae.SpecError, match="chains"):
         pyro_vae.evaluate(run, "val", chains=2)

@@ -5,10 +5,10 @@ import pickle
 import pytest
 import torch
 
-from pyro_vae.registry import SpecError
-from pyro_vae.spec import dump_spec, load_spec
 from pyro_vae.prepared import load_run
+from pyro_vae.registry import SpecError
 from pyro_vae.rundir import CHECKPOINTS, CONFIG
+from pyro_vae.spec import dump_spec, load_spec
 
 QUICK = ["latent_dim=2", "encoder.hidden=[8]", "decoder.hidden=[8]"]
 
@@ -66,10 +66,14 @@ def test_a_refused_payload_is_named_not_met_with_torchs_advice(tmp_path, payload
     assert "weights_only" not in text and "\n" not in text
 
 
-@pytest.mark.parametrize("content, says", [
-    (b"\x80\x04not a checkpoint at all", "cannot read checkpoint"),
-    (b"", "cannot read checkpoint: EOFError: the file ends early"),  # torch's own text is empty
-    (b"\x80\x04", "cannot read checkpoint: EOFError: the file ends early")])
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        (b"\x80\x04not a checkpoint at all", "cannot read checkpoint"),
+        (b"", "cannot read checkpoint: EOFError: the file ends early"),  # torch's own text is empty
+        (b"\x80\x04", "cannot read checkpoint: EOFError: the file ends early"),
+    ],
+)
 def test_a_corrupt_checkpoint_is_a_clean_error(tmp_path, content, says):
     run = fake_run(tmp_path, lambda p: p.write_bytes(content))
     with pytest.raises(SpecError, match=says):
@@ -80,8 +84,9 @@ def test_a_checkpoint_of_another_spec_explains_the_shape_mismatch(tmp_path):
     def other_weights(path):
         from pyro_vae.vae import VAE
 
-        other = VAE.from_spec(load_spec(None, ["latent_dim=3", "encoder.hidden=[8]",
-                                               "decoder.hidden=[8]"]), (1, 8, 8))
+        other = VAE.from_spec(
+            load_spec(None, ["latent_dim=3", "encoder.hidden=[8]", "decoder.hidden=[8]"]), (1, 8, 8)
+        )
         torch.save({"state_dict": {f"vae.{k}": v for k, v in other.state_dict().items()}}, path)
 
     run = fake_run(tmp_path, other_weights)

@@ -25,17 +25,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from processes import EXE
-from pyro_vae import data
-from pyro_vae.cli import EXIT_USER_ERROR, main, parser
-from pyro_vae.checkpoints import checkpoint_step
-from pyro_vae.rundir import Run
-from pyro_vae.spec import COMPONENTS
 from tiny_runs import DIGITS, LONG, SETS, STEPS_PER_EPOCH, logged_steps
 
+from pyro_vae import data
+from pyro_vae.checkpoints import checkpoint_step
+from pyro_vae.cli import EXIT_USER_ERROR, main, parser
+from pyro_vae.rundir import Run
+from pyro_vae.spec import COMPONENTS
 
 # ---- the table --------------------------------------------------------------------------------
+
 
 class Payload:
     """Unpickling this calls ``open(marker, "w")``: if the marker exists, code ran."""
@@ -47,8 +47,9 @@ class Payload:
         return (open, (self.marker, "w"))
 
 
-def write_idx(path: Path, a: np.ndarray, magic: int | None = None,
-              dims: tuple[int, ...] | None = None) -> None:
+def write_idx(
+    path: Path, a: np.ndarray, magic: int | None = None, dims: tuple[int, ...] | None = None
+) -> None:
     raw = (magic if magic is not None else 0x800 + a.ndim).to_bytes(4, "big")
     raw += np.asarray(dims or a.shape, ">u4").tobytes() + a.astype(np.uint8).tobytes()
     path.write_bytes(gzip.compress(raw) if path.suffix == ".gz" else raw)
@@ -85,6 +86,7 @@ def text(name: str, content: str) -> Callable[[Path], None]:
     def write(tmp: Path) -> None:
         (tmp / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp / name).write_text(content)
+
     return write
 
 
@@ -93,6 +95,7 @@ def edit_config(old: str, new: str) -> Callable[[Path], None]:
         config = tmp / "run" / "config.yaml"
         assert old in config.read_text()
         config.write_text(config.read_text().replace(old, new))
+
     return edit
 
 
@@ -114,6 +117,7 @@ def disk_full(after: int = 0) -> Callable[[pytest.MonkeyPatch], None]:
     """``os.fsync`` of a regular file fails with ENOSPC after ``after`` successful ones: data
     written to the page cache that the disk cannot take (where a full disk shows up with delayed
     allocation). Every file the package writes atomically goes through an fsync."""
+
     def patch(monkeypatch: pytest.MonkeyPatch) -> None:
         real, left = os.fsync, [after]
 
@@ -125,6 +129,7 @@ def disk_full(after: int = 0) -> Callable[[pytest.MonkeyPatch], None]:
             real(fd)
 
         monkeypatch.setattr(os, "fsync", fsync)
+
     return patch
 
 
@@ -163,11 +168,17 @@ ROOT = os.geteuid() == 0
 
 CASES: dict[str, Case] = {
     # unknown keys and names at every level of the spec
-    "unknown top-level key": Case(train("lattent_dim=4"), "lattent_dim", ("did you mean 'latent_dim'",)),
+    "unknown top-level key": Case(
+        train("lattent_dim=4"), "lattent_dim", ("did you mean 'latent_dim'",)
+    ),
     "unknown section key": Case(train("evaluate.samples=3"), "evaluate.samples", ("num_samples",)),
     "unknown component key": Case(train("encoder.hiden=[8]"), "encoder.hiden", ("'hidden'",)),
-    "unknown prior": Case(train_file("s.yaml"), "prior.name", ("'gauss'", "standard_normal"),
-                          setup=text("s.yaml", "prior: {name: gauss}\n")),
+    "unknown prior": Case(
+        train_file("s.yaml"),
+        "prior.name",
+        ("'gauss'", "standard_normal"),
+        setup=text("s.yaml", "prior: {name: gauss}\n"),
+    ),
     "unknown likelihood": Case(train("likelihood.name=poisson"), "likelihood.name", ("bernoulli",)),
     "unknown dataset": Case(train("data.name=cifar10"), "data.name", ("digits", "mnist")),
     "unknown estimator": Case(train("estimator.name=elbo"), "estimator.name", ("iwae",)),
@@ -177,144 +188,281 @@ CASES: dict[str, Case] = {
     "integer expected": Case(train("train.max_epochs=many"), "train.max_epochs", ("integer",)),
     "list item type": Case(train("encoder.hidden=[8, x]"), "encoder.hidden[1]", ("integer",)),
     "boolean expected": Case(train("train.progress=maybe"), "train.progress", ("true or false",)),
-    "section not a mapping": Case(train_file("s.yaml"), "train", ("expected a mapping",),
-                                  setup=text("s.yaml", "train: 5\n")),
+    "section not a mapping": Case(
+        train_file("s.yaml"), "train", ("expected a mapping",), setup=text("s.yaml", "train: 5\n")
+    ),
     # out-of-range values
-    "latent_dim 0": Case(train_file("s.yaml"), "latent_dim", (">= 1, got 0",),
-                         setup=text("s.yaml", "latent_dim: 0\n")),
+    "latent_dim 0": Case(
+        train_file("s.yaml"),
+        "latent_dim",
+        (">= 1, got 0",),
+        setup=text("s.yaml", "latent_dim: 0\n"),
+    ),
     "negative beta": Case(train("beta=-0.5"), "beta", ("positive", "-0.5")),
-    "K 0 particles": Case(train("estimator.name=iwae", "estimator.particles=0"), "estimator",
-                          ("particles must be >= 1",)),
-    "K 0 importance samples": Case(("evaluate", "{run}", "--num-samples", "0"), "--num-samples",
-                                   (">= 1",)),
-    "batch larger than data": Case(train("train.batch_size=65"), "train.batch_size",
-                                   ("65 is larger than the 64 training items",)),
+    "K 0 particles": Case(
+        train("estimator.name=iwae", "estimator.particles=0"),
+        "estimator",
+        ("particles must be >= 1",),
+    ),
+    "K 0 importance samples": Case(
+        ("evaluate", "{run}", "--num-samples", "0"), "--num-samples", (">= 1",)
+    ),
+    "batch larger than data": Case(
+        train("train.batch_size=65"),
+        "train.batch_size",
+        ("65 is larger than the 64 training items",),
+    ),
     # YAML
-    "YAML syntax error": Case(train_file("s.yaml"), "s.yaml", ("line 3", "YAML syntax error"),
-                              setup=text("s.yaml", "latent_dim: 4\nprior: {name: vamp\n")),
+    "YAML syntax error": Case(
+        train_file("s.yaml"),
+        "s.yaml",
+        ("line 3", "YAML syntax error"),
+        setup=text("s.yaml", "latent_dim: 4\nprior: {name: vamp\n"),
+    ),
     "YAML error in --set": Case(train("encoder.hidden=[8"), "--set encoder.hidden", ("YAML",)),
     # data files
     "missing spec file": Case(train_file("nope.yaml"), "nope.yaml", ("not found",)),
     "missing npz file": Case(train(*NPZ), "data.path", ("a.npz", "No such file")),
     "missing IDX files": Case(train(*MNIST), "data", ("mnist IDX files not found", "/mnist")),
-    "truncated gzip": Case(train(*MNIST), "train-images-idx3-ubyte.gz", ("truncated",),
-                           setup=truncated_gzip),
-    "IDX bad magic": Case(train(*MNIST), "train-images-idx3-ubyte.gz",
-                          ("bad magic number 0x00000801",), setup=idx_bad_magic),
-    "IDX header dimensions": Case(train(*MNIST), "train-images-idx3-ubyte.gz",
-                                  ("[41, 28, 28]",), setup=idx_bad_dims),
-    "IDX image size": Case(train(*MNIST), "train-images-idx3-ubyte.gz", ("27x28", "28x28"),
-                           setup=lambda tmp: mnist(tmp, side=27)),
-    "npz wrong key": Case(train(*NPZ), "data.key", ("no array 'x'", "images"),
-                          setup=npz(GRID, key="images")),
-    "npz wrong shape": Case(train(*NPZ), "data", ("a.npz", "shape [40]",), setup=npz(np.zeros(40))),
-    "npz shape param": Case(train(*NPZ, "data.shape=[3]"), "data.shape", ("[2]",),
-                            setup=npz(GRID)),
+    "truncated gzip": Case(
+        train(*MNIST), "train-images-idx3-ubyte.gz", ("truncated",), setup=truncated_gzip
+    ),
+    "IDX bad magic": Case(
+        train(*MNIST),
+        "train-images-idx3-ubyte.gz",
+        ("bad magic number 0x00000801",),
+        setup=idx_bad_magic,
+    ),
+    "IDX header dimensions": Case(
+        train(*MNIST), "train-images-idx3-ubyte.gz", ("[41, 28, 28]",), setup=idx_bad_dims
+    ),
+    "IDX image size": Case(
+        train(*MNIST),
+        "train-images-idx3-ubyte.gz",
+        ("27x28", "28x28"),
+        setup=lambda tmp: mnist(tmp, side=27),
+    ),
+    "npz wrong key": Case(
+        train(*NPZ), "data.key", ("no array 'x'", "images"), setup=npz(GRID, key="images")
+    ),
+    "npz wrong shape": Case(
+        train(*NPZ),
+        "data",
+        (
+            "a.npz",
+            "shape [40]",
+        ),
+        setup=npz(np.zeros(40)),
+    ),
+    "npz shape param": Case(train(*NPZ, "data.shape=[3]"), "data.shape", ("[2]",), setup=npz(GRID)),
     # data values
-    "NaN in data": Case(train(*NPZ), "a.npz", ("1 non-finite",),
-                        setup=npz(np.where(np.arange(80).reshape(40, 2) == 7, np.nan, GRID))),
-    "inf in data": Case(train(*NPZ, "likelihood.name=normal"), "a.npz", ("non-finite",),
-                        setup=npz(np.full((40, 2), np.inf))),
-    "outside bernoulli support": Case(train(*NPZ), "data (npz, ", ("bernoulli", "{0, 1}"),
-                                      setup=npz(GRID * 2)),
+    "NaN in data": Case(
+        train(*NPZ),
+        "a.npz",
+        ("1 non-finite",),
+        setup=npz(np.where(np.arange(80).reshape(40, 2) == 7, np.nan, GRID)),
+    ),
+    "inf in data": Case(
+        train(*NPZ, "likelihood.name=normal"),
+        "a.npz",
+        ("non-finite",),
+        setup=npz(np.full((40, 2), np.inf)),
+    ),
+    "outside bernoulli support": Case(
+        train(*NPZ), "data (npz, ", ("bernoulli", "{0, 1}"), setup=npz(GRID * 2)
+    ),
     "outside continuous_bernoulli support": Case(
-        train(*NPZ, "likelihood.name=continuous_bernoulli"), "data (npz, ",
-        ("continuous_bernoulli", "[0, 1]"), setup=npz(GRID - 0.5)),
+        train(*NPZ, "likelihood.name=continuous_bernoulli"),
+        "data (npz, ",
+        ("continuous_bernoulli", "[0, 1]"),
+        setup=npz(GRID - 0.5),
+    ),
     # splits
-    "empty split": Case(train("data.val_fraction=0.0001"), "data", ("val split of digits is empty",)),
-    "no validation split": Case(train("data.val_fraction=0"), "data.val_fraction",
-                                ("val split", "empty")),
-    "no split to evaluate": Case(train("data.test_fraction=0"), "data.test_fraction",
-                                 ("evaluate.split",)),
+    "empty split": Case(
+        train("data.val_fraction=0.0001"), "data", ("val split of digits is empty",)
+    ),
+    "no validation split": Case(
+        train("data.val_fraction=0"), "data.val_fraction", ("val split", "empty")
+    ),
+    "no split to evaluate": Case(
+        train("data.test_fraction=0"), "data.test_fraction", ("evaluate.split",)
+    ),
     # checkpoints and runs
-    "corrupt checkpoint": Case(("evaluate", "{run}"), "last.ckpt", ("cannot read checkpoint",),
-                               setup=checkpoint(lambda p, _: p.write_bytes(b"\x80\x04junk"))),
-    "truncated checkpoint": Case(("train", "--resume", "{run}"), "last.ckpt",
-                                 ("cannot read checkpoint", "zip"),
-                                 setup=checkpoint(lambda p, _: p.write_bytes(p.read_bytes()[:999]))),
-    "pickle payload, evaluate": Case(("evaluate", "{run}"), "last.ckpt",
-                                     ("refused by weights-only loading", "open"),
-                                     setup=checkpoint(payload), console=True, never="pwned"),
-    "pickle payload, resume": Case(("train", "--resume", "{run}"), "last.ckpt",
-                                   ("refused by weights-only loading",), setup=checkpoint(payload),
-                                   never="pwned"),
+    "corrupt checkpoint": Case(
+        ("evaluate", "{run}"),
+        "last.ckpt",
+        ("cannot read checkpoint",),
+        setup=checkpoint(lambda p, _: p.write_bytes(b"\x80\x04junk")),
+    ),
+    "truncated checkpoint": Case(
+        ("train", "--resume", "{run}"),
+        "last.ckpt",
+        ("cannot read checkpoint", "zip"),
+        setup=checkpoint(lambda p, _: p.write_bytes(p.read_bytes()[:999])),
+    ),
+    "pickle payload, evaluate": Case(
+        ("evaluate", "{run}"),
+        "last.ckpt",
+        ("refused by weights-only loading", "open"),
+        setup=checkpoint(payload),
+        console=True,
+        never="pwned",
+    ),
+    "pickle payload, resume": Case(
+        ("train", "--resume", "{run}"),
+        "last.ckpt",
+        ("refused by weights-only loading",),
+        setup=checkpoint(payload),
+        never="pwned",
+    ),
     "checkpoint of another spec, evaluate": Case(
-        ("evaluate", "{run}"), "last.ckpt", ("does not match",
-                                             "size mismatch for posteriors.0.encoder"),
-        setup=edit_config("latent_dim: 2", "latent_dim: 3")),
+        ("evaluate", "{run}"),
+        "last.ckpt",
+        ("does not match", "size mismatch for posteriors.0.encoder"),
+        setup=edit_config("latent_dim: 2", "latent_dim: 3"),
+    ),
     "checkpoint of another spec, resume": Case(
-        ("train", "--resume", "{run}"), "last.ckpt",
+        ("train", "--resume", "{run}"),
+        "last.ckpt",
         ("does not match", "[8, 64] in the checkpoint, [9, 64] from the spec"),
-        setup=edit_config("encoder:\n  name: mlp\n  hidden:\n  - 8",
-                          "encoder:\n  name: mlp\n  hidden:\n  - 9")),
-    "checkpoint without training state": Case(("train", "--resume", "{run}"), "last.ckpt",
-                                              ("cannot be resumed",), setup=checkpoint(weights_only)),
-    "no checkpoint": Case(("evaluate", "{run}"), "run", ("no checkpoint at",),
-                          setup=lambda tmp: (tmp / "run/checkpoints/last.ckpt").unlink()),
-    "resume a run that does not exist": Case(("train", "--resume", "{tmp}/gone"), "gone",
-                                             ("no such run directory",)),
+        setup=edit_config(
+            "encoder:\n  name: mlp\n  hidden:\n  - 8", "encoder:\n  name: mlp\n  hidden:\n  - 9"
+        ),
+    ),
+    "checkpoint without training state": Case(
+        ("train", "--resume", "{run}"),
+        "last.ckpt",
+        ("cannot be resumed",),
+        setup=checkpoint(weights_only),
+    ),
+    "no checkpoint": Case(
+        ("evaluate", "{run}"),
+        "run",
+        ("no checkpoint at",),
+        setup=lambda tmp: (tmp / "run/checkpoints/last.ckpt").unlink(),
+    ),
+    "resume a run that does not exist": Case(
+        ("train", "--resume", "{tmp}/gone"), "gone", ("no such run directory",)
+    ),
     # output directories: unwritable, not a directory, full
-    "out under a regular file": Case(("train", DIGITS, *SETS, "--out", "{tmp}/f/run"), "--out",
-                                     ("f/run", "Not a directory"), setup=text("f", "x")),
-    "out is a regular file": Case(("train", DIGITS, *SETS, "--out", "{tmp}/f"), "--out",
-                                  ("exists and is not a directory",), setup=text("f", "x")),
-    "out in /proc": Case(("train", DIGITS, *SETS, "--out", "/proc/pyro-vae-run"), "--out",
-                         ("cannot create /proc/pyro-vae-run",)),
+    "out under a regular file": Case(
+        ("train", DIGITS, *SETS, "--out", "{tmp}/f/run"),
+        "--out",
+        ("f/run", "Not a directory"),
+        setup=text("f", "x"),
+    ),
+    "out is a regular file": Case(
+        ("train", DIGITS, *SETS, "--out", "{tmp}/f"),
+        "--out",
+        ("exists and is not a directory",),
+        setup=text("f", "x"),
+    ),
+    "out in /proc": Case(
+        ("train", DIGITS, *SETS, "--out", "/proc/pyro-vae-run"),
+        "--out",
+        ("cannot create /proc/pyro-vae-run",),
+    ),
     "out in a read-only directory": pytest.param(
-        Case(("train", DIGITS, *SETS, "--out", "{tmp}/locked/run"), "--out",
-             ("Permission denied",), setup=locked_dir),
-        marks=pytest.mark.skipif(ROOT, reason="root writes through chmod 0o500; the /proc and "
-                                              "regular-file cases cover it")),
-    "disk full at a run's start": Case(train(), "config.yaml",
-                                       ("No space left on device", "nothing was saved"),
-                                       fault=disk_full()),
-    "disk full writing eval-test.npz": Case(("evaluate", "{run}"), "eval-test.npz",
-                                            ("No space left on device",), fault=disk_full()),
-    "disk full writing eval-test.json": Case(("evaluate", "{run}"), "eval-test.json",
-                                             ("No space left on device",), fault=disk_full(1)),
-    "aggregate of a folder without runs": Case(("aggregate", "{tmp}/cache"), "cache",
-                                               ("holds no pyro-vae run",),
-                                               setup=text("cache/notes.txt", "x")),
-    "aggregate, a baseline no group has": Case(("aggregate", "{run}", "--baseline", "beta=3"),
-                                               "beta", ("no group has beta=3",)),
-    "sweep, a grid key the spec lacks": Case(("sweep", "{tmp}/exp.yaml", "--out", "{out}"),
-                                             "grid.train.betta", (),
-                                             setup=text("exp.yaml", f"base: {DIGITS}\n"
-                                                        "grid: {train.betta: [1, 2]}\n")),
-    "disk full writing report.html": Case(("report", "{run}"), "report.html",
-                                          ("No space left on device",), fault=disk_full(),
-                                          setup=text("run/report.html",
-                                                     "<title>pyro-vae run run</title>old")),
+        Case(
+            ("train", DIGITS, *SETS, "--out", "{tmp}/locked/run"),
+            "--out",
+            ("Permission denied",),
+            setup=locked_dir,
+        ),
+        marks=pytest.mark.skipif(
+            ROOT,
+            reason="root writes through chmod 0o500; the /proc and regular-file cases cover it",
+        ),
+    ),
+    "disk full at a run's start": Case(
+        train(), "config.yaml", ("No space left on device", "nothing was saved"), fault=disk_full()
+    ),
+    "disk full writing eval-test.npz": Case(
+        ("evaluate", "{run}"), "eval-test.npz", ("No space left on device",), fault=disk_full()
+    ),
+    "disk full writing eval-test.json": Case(
+        ("evaluate", "{run}"), "eval-test.json", ("No space left on device",), fault=disk_full(1)
+    ),
+    "aggregate of a folder without runs": Case(
+        ("aggregate", "{tmp}/cache"),
+        "cache",
+        ("holds no pyro-vae run",),
+        setup=text("cache/notes.txt", "x"),
+    ),
+    "aggregate, a baseline no group has": Case(
+        ("aggregate", "{run}", "--baseline", "beta=3"), "beta", ("no group has beta=3",)
+    ),
+    "sweep, a grid key the spec lacks": Case(
+        ("sweep", "{tmp}/exp.yaml", "--out", "{out}"),
+        "grid.train.betta",
+        (),
+        setup=text("exp.yaml", f"base: {DIGITS}\ngrid: {{train.betta: [1, 2]}}\n"),
+    ),
+    "disk full writing report.html": Case(
+        ("report", "{run}"),
+        "report.html",
+        ("No space left on device",),
+        fault=disk_full(),
+        setup=text("run/report.html", "<title>pyro-vae run run</title>old"),
+    ),
     # the importance-sampling budget
-    "budget too small, evaluate": Case(("evaluate", "{run}"), "evaluate.memory_budget_mb",
-                                       ("too small for one importance sample",), console=True,
-                                       setup=edit_config("memory_budget_mb: 512.0",
-                                                         "memory_budget_mb: 1.0e-06")),
-    "budget too small, train": Case(train("evaluate.memory_budget_mb=1e-6"),
-                                    "evaluate.memory_budget_mb", ("MiB",)),
+    "budget too small, evaluate": Case(
+        ("evaluate", "{run}"),
+        "evaluate.memory_budget_mb",
+        ("too small for one importance sample",),
+        console=True,
+        setup=edit_config("memory_budget_mb: 512.0", "memory_budget_mb: 1.0e-06"),
+    ),
+    "budget too small, train": Case(
+        train("evaluate.memory_budget_mb=1e-6"), "evaluate.memory_budget_mb", ("MiB",)
+    ),
     # arguments and other commands
     "unknown command": Case(("frobnicate",), "'frobnicate'", ("invalid choice",), console=True),
     "missing argument": Case(("evaluate",), "pyro-vae evaluate", ("run_dir",)),
-    "argument type": Case(("evaluate", "{run}", "--num-samples", "many"), "--num-samples",
-                          ("invalid int value",)),
+    "argument type": Case(
+        ("evaluate", "{run}", "--num-samples", "many"), "--num-samples", ("invalid int value",)
+    ),
     "report of nothing": Case(("report", "{tmp}/gone"), "gone", ("no such run directory",)),
     # a file the user has is never replaced without --overwrite (the snapshot covers the run)
-    "encode onto an existing file": Case(("encode", "{run}", "--out", "{run}/mine.npz"), "--out",
-                                         ("mine.npz exists", "--overwrite"),
-                                         setup=text("run/mine.npz", "the user's")),
+    "encode onto an existing file": Case(
+        ("encode", "{run}", "--out", "{run}/mine.npz"),
+        "--out",
+        ("mine.npz exists", "--overwrite"),
+        setup=text("run/mine.npz", "the user's"),
+    ),
     "sample onto an existing picture": Case(
         ("sample", "{run}", "-n", "2", "--out", "{run}/s.npz", "--png", "{run}/mine.png"),
-        "--png", ("mine.png exists", "--overwrite"), setup=text("run/mine.png", "the user's")),
+        "--png",
+        ("mine.png exists", "--overwrite"),
+        setup=text("run/mine.png", "the user's"),
+    ),
     "compare onto a folder with a compare.md of the user's": Case(
-        ("compare", "--checkpoint", "{run}", "--estimators", "trace", "--repeats", "2", "--out",
-         "{run}/mine", "--overwrite"), "--out", ("compare.md but no compare.csv",),
-        setup=text("run/mine/compare.md", "the user's")),
+        (
+            "compare",
+            "--checkpoint",
+            "{run}",
+            "--estimators",
+            "trace",
+            "--repeats",
+            "2",
+            "--out",
+            "{run}/mine",
+            "--overwrite",
+        ),
+        "--out",
+        ("compare.md but no compare.csv",),
+        setup=text("run/mine/compare.md", "the user's"),
+    ),
     "sample picture not a png": Case(
-        ("sample", "{run}", "-n", "2", "--out", "{run}/s.npz", "--png", "{run}/s.jpg"), "--png",
-        ("ending in .png",)),
+        ("sample", "{run}", "-n", "2", "--out", "{run}/s.npz", "--png", "{run}/s.jpg"),
+        "--png",
+        ("ending in .png",),
+    ),
     "compare with an unknown estimator": Case(
-        ("compare", DIGITS, "--estimators", "bogus", "--out", "{out}"), "--estimators",
-        ("unknown estimator 'bogus'",)),
+        ("compare", DIGITS, "--estimators", "bogus", "--out", "{out}"),
+        "--estimators",
+        ("unknown estimator 'bogus'",),
+    ),
 }
 
 
@@ -328,8 +476,11 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
     """Every file under ``root``: relative path -> (size, mtime in ns)."""
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -341,9 +492,9 @@ def hermetic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
-def test_bad_input_or_fault_is_one_line_and_loses_nothing(case: Case, hermetic: Path,
-                                                          finished_run: Path, capsys,
-                                                          monkeypatch: pytest.MonkeyPatch):
+def test_bad_input_or_fault_is_one_line_and_loses_nothing(
+    case: Case, hermetic: Path, finished_run: Path, capsys, monkeypatch: pytest.MonkeyPatch
+):
     tmp, out = hermetic, hermetic / "out"
     run = tmp / "run"
     shutil.copytree(finished_run, run)
@@ -391,8 +542,10 @@ def test_the_table_refuses_something_of_every_command_and_holds_no_case_twice():
 
 # ---- a disk that fills up mid-run ----------------------------------------------------------------
 
-def test_a_full_disk_mid_run_keeps_the_last_checkpoint_and_the_run_resumes(tmp_path, capsys,
-                                                                           monkeypatch):
+
+def test_a_full_disk_mid_run_keeps_the_last_checkpoint_and_the_run_resumes(
+    tmp_path, capsys, monkeypatch
+):
     run = tmp_path / "run"
     sets = [*LONG, "train.max_epochs=2", "train.checkpoint_every_steps=3"]
     disk_full(after=3)(monkeypatch)  # config.yaml, the marker, the step-3 checkpoint; step 6 fails

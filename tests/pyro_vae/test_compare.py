@@ -12,17 +12,30 @@ import pytest
 import torch
 
 import pyro_vae.prepared
-from pyro_vae.compare import (add_compare_parser, cmd_compare, parse_estimator, parse_estimators,
-                              run_name)
+from pyro_vae.compare import (
+    add_compare_parser,
+    cmd_compare,
+    parse_estimator,
+    parse_estimators,
+    run_name,
+)
 from pyro_vae.components.estimators import ESTIMATORS
+from pyro_vae.pipeline import fit
+from pyro_vae.prepared import prepare
 from pyro_vae.registry import Component, SpecError
 from pyro_vae.spec import load_spec
-from pyro_vae.prepared import prepare
-from pyro_vae.pipeline import fit
 
-TINY = ["data.binarize=dynamic", "data.limit=256", "latent_dim=4", "encoder.hidden=[32]",
-        "decoder.hidden=[32]", "train.batch_size=32", "train.lr=1e-2", "train.progress=false",
-        "evaluate.num_samples=20"]
+TINY = [
+    "data.binarize=dynamic",
+    "data.limit=256",
+    "latent_dim=4",
+    "encoder.hidden=[32]",
+    "decoder.hidden=[32]",
+    "train.batch_size=32",
+    "train.lr=1e-2",
+    "train.progress=false",
+    "evaluate.num_samples=20",
+]
 DIGITS = "examples/configs/digits.yaml"
 
 
@@ -56,16 +69,42 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-COLUMNS = ["estimator", "seed", "bound", "bound_std", "bound_stderr", "snr_guide", "snr_guide_median",
-           "snr_model", "snr_model_median", "ms_per_step", "repeats", "elbo", "log_px",
-           "log_px_stderr", "log_px_sem"]
+COLUMNS = [
+    "estimator",
+    "seed",
+    "bound",
+    "bound_std",
+    "bound_stderr",
+    "snr_guide",
+    "snr_guide_median",
+    "snr_model",
+    "snr_model_median",
+    "ms_per_step",
+    "repeats",
+    "elbo",
+    "log_px",
+    "log_px_stderr",
+    "log_px_sem",
+]
 
 
 def test_compare_trains_each_estimator_then_scores_a_checkpoint(tmp_path, capsys) -> None:
     out = tmp_path / "cmp"
     sets = [x for s in TINY for x in ("--set", s)]
-    args = compare_args(DIGITS, "--estimators", "trace", "iwae:k=3", "dreg:k=3", "--epochs", "1",
-                        "--repeats", "4", "--out", str(out), *sets)
+    args = compare_args(
+        DIGITS,
+        "--estimators",
+        "trace",
+        "iwae:k=3",
+        "dreg:k=3",
+        "--epochs",
+        "1",
+        "--repeats",
+        "4",
+        "--out",
+        str(out),
+        *sets,
+    )
     cmd_compare(args)
     printed = capsys.readouterr().out
     rows = read_rows(out / "compare.csv")
@@ -90,8 +129,9 @@ def test_compare_trains_each_estimator_then_scores_a_checkpoint(tmp_path, capsys
 
     # Scoring a trained run: no training, the evaluation columns shared, files in the run itself.
     run = out / "runs" / "trace" / "seed-0"
-    cmd_compare(compare_args("--checkpoint", str(run), "--estimators", "trace", "stl",
-                             "--repeats", "3"))
+    cmd_compare(
+        compare_args("--checkpoint", str(run), "--estimators", "trace", "stl", "--repeats", "3")
+    )
     rows = read_rows(run / "compare.csv")
     assert [r["estimator"] for r in rows] == ["trace", "stl"] and list(rows[0]) == COLUMNS
     for column in ("elbo", "log_px", "log_px_stderr", "log_px_sem"):
@@ -110,8 +150,19 @@ def test_compare_trains_each_estimator_then_scores_a_checkpoint(tmp_path, capsys
     # --overwrite: it would replace the run's config.yaml (and the run no longer loads).
     config = (run / "config.yaml").read_bytes()
     with pytest.raises(SpecError, match="beside its compare.csv"):
-        cmd_compare(compare_args(DIGITS, "--estimators", "trace", "--epochs", "1", "--out",
-                                 str(run), "--overwrite", *sets))
+        cmd_compare(
+            compare_args(
+                DIGITS,
+                "--estimators",
+                "trace",
+                "--epochs",
+                "1",
+                "--out",
+                str(run),
+                "--overwrite",
+                *sets,
+            )
+        )
     assert (run / "config.yaml").read_bytes() == config
 
 
@@ -128,8 +179,19 @@ def test_the_estimators_start_from_the_same_weights_or_the_comparison_stops(tmp_
 
     monkeypatch.setattr(pyro_vae.prepared, "prepare", perturbed_prepare)
     sets = [x for s in [*TINY, "data.limit=32"] for x in ("--set", s)]
-    args = compare_args(DIGITS, "--estimators", "trace", "stl", "--epochs", "1", "--repeats", "2",
-                        "--out", str(tmp_path / "cmp"), *sets)
+    args = compare_args(
+        DIGITS,
+        "--estimators",
+        "trace",
+        "stl",
+        "--epochs",
+        "1",
+        "--repeats",
+        "2",
+        "--out",
+        str(tmp_path / "cmp"),
+        *sets,
+    )
     with pytest.raises(RuntimeError, match="stl: the VAE did not start from the first"):
         cmd_compare(args)
     assert calls == ["trace", "stl"]
@@ -137,18 +199,19 @@ def test_the_estimators_start_from_the_same_weights_or_the_comparison_stops(tmp_
 
 def test_estimator_entries_parse_with_k_as_particles() -> None:
     assert parse_estimator(" renyi : alpha = 0.5, k=5 ") == Component(
-        "renyi", {"alpha": 0.5, "particles": 5, "max_plate_nesting": 1, "data_plate": None})
+        "renyi", {"alpha": 0.5, "particles": 5, "max_plate_nesting": 1, "data_plate": None}
+    )
     assert parse_estimator("iwae:particles=2") == parse_estimator("iwae:k=2")
     assert parse_estimators(["trace", "dreg:k=5"]) == {
         "trace": Component("trace", {"particles": 1, "max_plate_nesting": 1}),
-        "dreg:k=5": Component("dreg", {"particles": 5, "max_plate_nesting": 1,
-                                       "data_plate": None})}
+        "dreg:k=5": Component("dreg", {"particles": 5, "max_plate_nesting": 1, "data_plate": None}),
+    }
     assert run_name("renyi:alpha=0.5,k=5") == "renyi_alpha=0.5,k=5"
 
 
 BAD = {
     "iwa": "unknown estimator 'iwa'; choices: dreg, iwae, mean_field, renyi, stl, trace "
-           "(did you mean 'iwae'?)",
+    "(did you mean 'iwae'?)",
     "iwae:k=0": "particles must be >= 1, got 0",
     "iwae:k=x": "particles: expected an integer, got 'x'",
     "iwae:k=5,particles=3": "particles given twice (k is an alias of particles)",
@@ -167,16 +230,24 @@ def test_a_bad_estimator_entry_is_one_line(entry) -> None:
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("argv, match", [
-    (["--estimators", "iwae:k=2", "iwae:particles=2"], "'iwae:k=2' and 'iwae:particles=2' are the "
-                                                       "same estimator"),
-    (["--repeats", "1"], "--repeats: must be >= 2"),
-    ([], "give a CONFIG to train from, or --checkpoint RUN_DIR"),
-    ([DIGITS, "--checkpoint", "runs/x"], "--checkpoint: scores a trained run as it is"),
-    (["--checkpoint", "runs/x", "--epochs", "2"], "--checkpoint: scores a trained run as it is"),
-    ([DIGITS, "--epochs", "0"], "--epochs: must be >= 1, got 0"),
-    ([DIGITS, "--set", "train.devices=2"], "train.devices: compare trains in one process"),
-])
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (
+            ["--estimators", "iwae:k=2", "iwae:particles=2"],
+            ("'iwae:k=2' and 'iwae:particles=2' are the same estimator"),
+        ),
+        (["--repeats", "1"], "--repeats: must be >= 2"),
+        ([], "give a CONFIG to train from, or --checkpoint RUN_DIR"),
+        ([DIGITS, "--checkpoint", "runs/x"], "--checkpoint: scores a trained run as it is"),
+        (
+            ["--checkpoint", "runs/x", "--epochs", "2"],
+            "--checkpoint: scores a trained run as it is",
+        ),
+        ([DIGITS, "--epochs", "0"], "--epochs: must be >= 1, got 0"),
+        ([DIGITS, "--set", "train.devices=2"], "train.devices: compare trains in one process"),
+    ],
+)
 def test_bad_compare_arguments_are_spec_errors(argv, match, tmp_path) -> None:
     with pytest.raises(SpecError, match=match):
         cmd_compare(compare_args(*argv, "--out", str(tmp_path / "cmp")))
@@ -200,16 +271,42 @@ def test_seeds_give_mean_and_se_over_seeds_and_the_gain_paired_per_image(tmp_pat
 
     out = tmp_path / "cmp"
     sets = [x for s in [*TINY, "data.limit=128"] for x in ("--set", s)]
-    cmd_compare(compare_args(DIGITS, "--estimators", "trace", "iwae:k=3", "--epochs", "1",
-                             "--repeats", "2", "--seeds", "2", "--out", str(out), *sets))
+    cmd_compare(
+        compare_args(
+            DIGITS,
+            "--estimators",
+            "trace",
+            "iwae:k=3",
+            "--epochs",
+            "1",
+            "--repeats",
+            "2",
+            "--seeds",
+            "2",
+            "--out",
+            str(out),
+            *sets,
+        )
+    )
     rows = read_rows(out / "compare.csv")
     assert [(r["estimator"], r["seed"]) for r in rows] == [
-        ("trace", "0"), ("iwae:k=3", "0"), ("trace", "1"), ("iwae:k=3", "1")]
+        ("trace", "0"),
+        ("iwae:k=3", "0"),
+        ("trace", "1"),
+        ("iwae:k=3", "1"),
+    ]
     text = (out / "compare.md").read_text()
-    runs = {(label, seed): Run(out / "runs" / run_name(label) / f"seed-{seed}")
-            for label in ("trace", "iwae:k=3") for seed in (0, 1)}
-    per_seed = [np.mean(runs["iwae:k=3", s].points("test")["log_px"]
-                        - runs["trace", s].points("test")["log_px"]) for s in (0, 1)]
+    runs = {
+        (label, seed): Run(out / "runs" / run_name(label) / f"seed-{seed}")
+        for label in ("trace", "iwae:k=3")
+        for seed in (0, 1)
+    }
+    per_seed = [
+        np.mean(
+            runs["iwae:k=3", s].points("test")["log_px"] - runs["trace", s].points("test")["log_px"]
+        )
+        for s in (0, 1)
+    ]
     mean, se, _ = mean_se(per_seed)
     assert "Mean ± s.e. over seeds" in text and f"| {plus_minus(mean, se)} |" in text
     log_px = [float(r["log_px"]) for r in rows if r["estimator"] == "trace"]

@@ -27,8 +27,13 @@ ROOT = Path(__file__).resolve().parents[2]
 #: a value of each estimator parameter other than its default
 OTHER = {"particles": 3, "max_plate_nesting": 2, "data_plate": "points", "alpha": 0.25}
 #: values that entry and class must both refuse, with the same message
-REFUSED = [("particles", 0), ("max_plate_nesting", 0), ("alpha", 1.0), ("alpha", math.inf),
-           ("alpha", math.nan)]
+REFUSED = [
+    ("particles", 0),
+    ("max_plate_nesting", 0),
+    ("alpha", 1.0),
+    ("alpha", math.inf),
+    ("alpha", math.nan),
+]
 
 
 def _params(entry: type) -> list[tuple[str, object, object]]:
@@ -48,8 +53,9 @@ def test_validating_every_example_spec_imports_neither_torch_nor_pyro():
         print(json.dumps(sorted(m for m in ("torch", "pyro", "lightning") if m in sys.modules)))
         assert pyro_vae.VAE.__name__ == "VAE"  # the lazy attribute still imports it
     """)
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(configs) > 5 and json.loads(done.stdout) == []
 
@@ -84,7 +90,7 @@ def test_the_activation_names_are_the_networks_activations():
     assert set(typing.get_args(Activation)) == set(ACTIVATIONS)
 
 
-OWN = '''
+OWN = """
 from pyro.infer import Trace_ELBO
 from pyro_vae.entries import EstimatorEntry
 from pyro_vae.registry import frozen_params
@@ -107,7 +113,7 @@ class Entry(EstimatorEntry):
 class NotAnELBO(EstimatorEntry):
     def build(self):
         return "an ELBO"
-'''
+"""
 
 
 @pytest.fixture
@@ -118,10 +124,10 @@ def own_estimators(tmp_path, monkeypatch):
     sys.modules.pop("own_estimators", None)
 
 
-@pytest.mark.parametrize("name, particles", [("own_estimators:Plain", 2),
-                                             ("own_estimators:Entry", 3)])
-def test_an_own_estimator_is_an_elbo_class_or_an_estimator_entry(own_estimators, name,
-                                                                 particles):
+@pytest.mark.parametrize(
+    "name, particles", [("own_estimators:Plain", 2), ("own_estimators:Entry", 3)]
+)
+def test_an_own_estimator_is_an_elbo_class_or_an_estimator_entry(own_estimators, name, particles):
     spec = load_spec({"estimator": {"name": name}})
     assert spec.estimator.params == {"particles": particles}
     made = make_elbo(spec.estimator)
@@ -132,12 +138,16 @@ def test_what_an_own_estimator_entry_builds_is_checked(own_estimators):
     spec = load_spec({"estimator": {"name": "own_estimators:NotAnELBO"}})
     with pytest.raises(SpecError) as info:
         make_elbo(spec.estimator)
-    assert str(info.value) == ("estimator.name: 'own_estimators:NotAnELBO' returned a "
-                               f"builtins.str, not a {ELBO.__module__}.ELBO")
+    assert str(info.value) == (
+        "estimator.name: 'own_estimators:NotAnELBO' returned a "
+        f"builtins.str, not a {ELBO.__module__}.ELBO"
+    )
 
 
 def test_an_estimator_that_is_neither_is_refused_naming_both_bases():
     with pytest.raises(SpecError) as info:
         load_spec({"estimator": {"name": "pyro_vae.components.priors:Vamp"}})
-    assert ("is the class Vamp, not a estimator class: a estimator is a subclass of "
-            "pyro_vae.entries.EstimatorEntry or of pyro.infer.ELBO") in str(info.value)
+    assert (
+        "is the class Vamp, not a estimator class: a estimator is a subclass of "
+        "pyro_vae.entries.EstimatorEntry or of pyro.infer.ELBO"
+    ) in str(info.value)

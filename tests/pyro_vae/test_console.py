@@ -14,8 +14,9 @@ from pyro_vae import console
 from pyro_vae.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-PYPROJECT_VERSION = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(),
-                              re.MULTILINE).group(1)
+PYPROJECT_VERSION = re.search(
+    r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE
+).group(1)
 
 
 def test_version_prints_the_release_and_exits_0(capsys):
@@ -35,8 +36,11 @@ def test_a_source_tree_not_installed_reads_pyproject(monkeypatch):
 
 def test_the_changelog_names_this_version():
     changelog = (ROOT / "CHANGELOG.md").read_text()
-    assert re.search(rf"^## \[{re.escape(PYPROJECT_VERSION)}\] - \d{{4}}-\d{{2}}-\d{{2}}$", changelog,
-                     re.MULTILINE)
+    assert re.search(
+        rf"^## \[{re.escape(PYPROJECT_VERSION)}\] - \d{{4}}-\d{{2}}-\d{{2}}$",
+        changelog,
+        re.MULTILINE,
+    )
 
 
 def test_the_console_script_prints_its_version():

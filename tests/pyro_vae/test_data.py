@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
 from crafted_files import claim_size
+from sklearn.datasets import load_digits
 
 from pyro_vae import data
 from pyro_vae.bundle import DataBundle
@@ -30,6 +30,7 @@ def sorted_rows(x: torch.Tensor) -> np.ndarray:
 
 # ---- digits -------------------------------------------------------------------------------------
 
+
 def test_digits_shapes_values_and_labels():
     b = load(name="digits")
     assert (len(b.train), len(b.val), len(b.test)) == (1258, 180, 359)  # 1797 = 70/10/20 %
@@ -37,7 +38,7 @@ def test_digits_shapes_values_and_labels():
     for split in ("train", "val", "test"):
         x, y = b.split(split), b.labels[split]
         assert x.dtype == torch.float32 and x.shape[1] == 64
-        assert 0.0 <= x.min() and x.max() == 1.0
+        assert x.min() >= 0.0 and x.max() == 1.0
         assert torch.equal(x * 16, (x * 16).round())  # levels k/16
         assert y.dtype == torch.long and len(y) == len(x) and set(y.tolist()) == set(range(10))
 
@@ -115,23 +116,30 @@ def test_dynamic_binarization_resamples_training_batches_only():
 
 def test_loader_shuffles_with_the_given_generator():
     b = load(name="digits")
-    order = [torch.cat(list(b.loader("train", 50, shuffle=True, generator=torch.Generator()
-                                     .manual_seed(7)))) for _ in range(2)]
+    order = [
+        torch.cat(
+            list(b.loader("train", 50, shuffle=True, generator=torch.Generator().manual_seed(7)))
+        )
+        for _ in range(2)
+    ]
     assert torch.equal(order[0], order[1]) and not torch.equal(order[0], b.train)
     assert np.array_equal(sorted_rows(order[0]), sorted_rows(b.train))
 
 
-@pytest.mark.parametrize("spec, named", [
-    ({"val_fraction": -0.1}, "val_fraction"),
-    ({"val_fraction": 1.5}, "val_fraction"),
-    ({"test_fraction": 1.0}, "test_fraction"),
-    ({"val_fraction": 0.5, "test_fraction": 0.5}, "val_fraction + test_fraction"),
-    ({"limit": 0}, "limit"),
-    ({"binarize": "static", "values": "integer"}, "binarize"),
-    ({"binarize": "sometimes"}, "data.binarize"),
-    ({"binarize": "dynamic", "transform": "standardize"}, "transform"),
-    ({"transform": "whiten"}, "data.transform"),
-])
+@pytest.mark.parametrize(
+    "spec, named",
+    [
+        ({"val_fraction": -0.1}, "val_fraction"),
+        ({"val_fraction": 1.5}, "val_fraction"),
+        ({"test_fraction": 1.0}, "test_fraction"),
+        ({"val_fraction": 0.5, "test_fraction": 0.5}, "val_fraction + test_fraction"),
+        ({"limit": 0}, "limit"),
+        ({"binarize": "static", "values": "integer"}, "binarize"),
+        ({"binarize": "sometimes"}, "data.binarize"),
+        ({"binarize": "dynamic", "transform": "standardize"}, "transform"),
+        ({"transform": "whiten"}, "data.transform"),
+    ],
+)
 def test_bad_parameters_are_spec_errors_naming_them(spec, named):
     with pytest.raises(SpecError, match=named.replace("+", r"\+")):
         DATASETS.parse({"name": "digits", **spec})
@@ -150,8 +158,10 @@ def test_empty_splits():
 
 # ---- IDX ----------------------------------------------------------------------------------------
 
-def write_idx(path: Path, a: np.ndarray, magic: int | None = None,
-              dims: tuple[int, ...] | None = None) -> Path:
+
+def write_idx(
+    path: Path, a: np.ndarray, magic: int | None = None, dims: tuple[int, ...] | None = None
+) -> Path:
     header = (magic if magic is not None else 0x800 + a.ndim).to_bytes(4, "big")
     header += np.asarray(dims or a.shape, ">u4").tobytes()
     raw = header + a.astype(np.uint8).tobytes()
@@ -173,12 +183,18 @@ def test_idx_round_trip(tmp_path, suffix):
 def test_idx_errors_name_the_file(tmp_path):
     images = np.zeros((4, 28, 28), np.uint8)
     bad = write_idx(tmp_path / "bad-magic.gz", images, magic=0x801)
-    with pytest.raises(SpecError, match=r"bad-magic.gz: bad magic number 0x00000801, "
-                                        r"expected 0x00000803"):
+    with pytest.raises(
+        SpecError,
+        match=r"bad-magic.gz: bad magic number 0x00000801, "
+        r"expected 0x00000803",
+    ):
         read_idx(bad, 3)
     dims = write_idx(tmp_path / "dims", images, dims=(5, 28, 28))
-    with pytest.raises(SpecError, match=r"dims: header gives dimensions \[5, 28, 28\] = 3920 "
-                                        r"bytes, the file holds 3136"):
+    with pytest.raises(
+        SpecError,
+        match=r"dims: header gives dimensions \[5, 28, 28\] = 3920 "
+        r"bytes, the file holds 3136",
+    ):
         read_idx(dims, 3)
     cut = write_idx(tmp_path / "cut.gz", images)
     cut.write_bytes(cut.read_bytes()[:-12])
@@ -219,8 +235,9 @@ def test_mnist_from_synthetic_files_in_root_and_torchvision_layout(no_standard_p
 
 def test_idx_images_of_the_wrong_size_or_count(no_standard_places):
     write_mnist(no_standard_places / "odd", side=27)
-    with pytest.raises(SpecError, match="train-images-idx3-ubyte.gz: items of 27x28 pixels, "
-                                        "expected 28x28"):
+    with pytest.raises(
+        SpecError, match="train-images-idx3-ubyte.gz: items of 27x28 pixels, expected 28x28"
+    ):
         load(name="mnist", root=str(no_standard_places / "odd"))
     write_mnist(no_standard_places / "few")
     write_idx(no_standard_places / "few" / "t10k-labels-idx1-ubyte", np.arange(3))
@@ -233,9 +250,13 @@ def test_mnist_missing_files_names_the_places(no_standard_places):
         load(name="mnist", root=str(no_standard_places / "mine"))
     message = str(info.value)
     assert message.startswith("data: mnist IDX files not found; looked in: ")
-    for place in (no_standard_places / "mine", no_standard_places / "mine" / "MNIST" / "raw",
-                  no_standard_places / "home" / ".cache" / "pyro-vae" / "mnist",
-                  no_standard_places / "data" / "mnist", no_standard_places / "system" / "mnist"):
+    for place in (
+        no_standard_places / "mine",
+        no_standard_places / "mine" / "MNIST" / "raw",
+        no_standard_places / "home" / ".cache" / "pyro-vae" / "mnist",
+        no_standard_places / "data" / "mnist",
+        no_standard_places / "system" / "mnist",
+    ):
         assert str(place) in message
     assert "train-images-idx3-ubyte.gz" in message and "data.download=true" in message
 
@@ -249,8 +270,11 @@ def test_mnist_download_without_a_working_torchvision(no_standard_places, monkey
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr("builtins.__import__", broken)
-    with pytest.raises(SpecError, match=r"data.download: needs torchvision, whose import failed "
-                                        r"\(RuntimeError: operator torchvision::nms"):
+    with pytest.raises(
+        SpecError,
+        match=r"data.download: needs torchvision, whose import failed "
+        r"\(RuntimeError: operator torchvision::nms",
+    ):
         load(name="mnist", download=True)
 
 
@@ -258,8 +282,9 @@ def test_real_fashion_mnist():
     place = data.SYSTEM_DIR / "fashion-mnist"
     if not (place / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"no Fashion-MNIST IDX files in {place} (apt install dataset-fashion-mnist)")
-    train_x, train_y = data.read_idx_pair(place / "train-images-idx3-ubyte.gz",
-                                          place / "train-labels-idx1-ubyte.gz", (28, 28))
+    train_x, train_y = data.read_idx_pair(
+        place / "train-images-idx3-ubyte.gz", place / "train-labels-idx1-ubyte.gz", (28, 28)
+    )
     assert train_x.shape == (60000, 28, 28) and set(np.unique(train_y)) == set(range(10))
     b = load(name="fashion-mnist", limit=100)  # reads all four files; converts few training items
     assert (len(b.train), len(b.val), len(b.test)) == (100, 6000, 10000)
@@ -269,6 +294,7 @@ def test_real_fashion_mnist():
 
 
 # ---- npz ----------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def npz(tmp_path):
@@ -293,11 +319,17 @@ def test_npz_good_file(npz):
 
 
 def test_npz_errors(npz, tmp_path):
-    with pytest.raises(SpecError, match=r"data.key: .*arrays.npz has no array 'x'; "
-                                        r"arrays present: images, y"):
+    with pytest.raises(
+        SpecError,
+        match=r"data.key: .*arrays.npz has no array 'x'; "
+        r"arrays present: images, y",
+    ):
         load(name="npz", path=str(npz))
-    with pytest.raises(SpecError, match=r"data.shape: \[1, 28, 28\] holds 784 values; "
-                                        r".* have shape \[6, 5\], 30 values"):
+    with pytest.raises(
+        SpecError,
+        match=r"data.shape: \[1, 28, 28\] holds 784 values; "
+        r".* have shape \[6, 5\], 30 values",
+    ):
         load(name="npz", path=str(npz), key="images", shape=[1, 28, 28])
     with pytest.raises(SpecError, match="data.labels_key: .*has no array 'labels'"):
         load(name="npz", path=str(npz), key="images", labels_key="labels")
@@ -314,6 +346,7 @@ def test_npz_errors(npz, tmp_path):
 
 
 # ---- a user's integer arrays, transforms, .npy files and image folders -------------------------
+
 
 def test_integer_arrays_know_their_levels(tmp_path):
     u8 = np.random.default_rng(0).integers(0, 256, (30, 4, 4), dtype=np.uint8)
@@ -446,11 +479,18 @@ def test_samples_of_a_dequantized_model_are_data_values(tmp_path):
     from pyro_vae.vae import VAE
 
     b = load(name="digits", transform="dequantize")
-    spec = load_spec(None, ["latent_dim=2", "encoder.hidden=[8]", "decoder.hidden=[8]",
-                            "likelihood.name=continuous_bernoulli"])
+    spec = load_spec(
+        None,
+        [
+            "latent_dim=2",
+            "encoder.hidden=[8]",
+            "decoder.hidden=[8]",
+            "likelihood.name=continuous_bernoulli",
+        ],
+    )
     vae = VAE.from_spec(spec, b.shape, b.levels, b.train)
     x = torch.from_numpy(sample(vae, b, 50)["x"])
-    assert x.shape == (50, 1, 8, 8) and 0 <= x.min() and x.max() <= 1
+    assert x.shape == (50, 1, 8, 8) and x.min() >= 0 and x.max() <= 1
     torch.testing.assert_close(x * 16, torch.round(x * 16), rtol=0, atol=1e-5)
 
 
@@ -470,15 +510,20 @@ def write_png16(path: Path, samples: np.ndarray, colour: int) -> None:
     """A 16-bit PNG written chunk by chunk (Pillow writes none in colour): ``samples`` (H, W, C)
     as big-endian uint16 rows, each after filter byte 0; ``colour`` the PNG colour type (0 grey,
     2 RGB, 4 grey + alpha, 6 RGBA)."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I",
-                                                                         zlib.crc32(kind + body))
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
 
     height, width = samples.shape[:2]
     rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in samples)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n"
-                     + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture
@@ -492,17 +537,33 @@ def no_decoding(monkeypatch):
     monkeypatch.setattr(ImageFile.ImageFile, "load", decoded)
 
 
-@pytest.mark.parametrize("side, fragments", [
-    (5000, ("big.png: 5000×5000 = 2.5e+07 pixels",)),
-    # over Pillow's MAX_IMAGE_PIXELS (8.9·10⁷): its DecompressionBombWarning; over twice that
-    # its DecompressionBombError, which escaped as a traceback (exit 1)
-    (12000, ("big.png: refused by Pillow as a possible decompression bomb",
-             "DecompressionBombWarning", "144000000 pixels")),
-    (20000, ("big.png: refused by Pillow as a possible decompression bomb",
-             "DecompressionBombError", "400000000 pixels")),
-])
-def test_an_image_over_the_pixel_limit_is_refused_from_its_header(tmp_path, no_decoding, side,
-                                                                  fragments):
+@pytest.mark.parametrize(
+    "side, fragments",
+    [
+        (5000, ("big.png: 5000×5000 = 2.5e+07 pixels",)),
+        # over Pillow's MAX_IMAGE_PIXELS (8.9·10⁷): its DecompressionBombWarning; over twice that
+        # its DecompressionBombError, which escaped as a traceback (exit 1)
+        (
+            12000,
+            (
+                "big.png: refused by Pillow as a possible decompression bomb",
+                "DecompressionBombWarning",
+                "144000000 pixels",
+            ),
+        ),
+        (
+            20000,
+            (
+                "big.png: refused by Pillow as a possible decompression bomb",
+                "DecompressionBombError",
+                "400000000 pixels",
+            ),
+        ),
+    ],
+)
+def test_an_image_over_the_pixel_limit_is_refused_from_its_header(
+    tmp_path, no_decoding, side, fragments
+):
     from PIL import Image
 
     (tmp_path / "pngs").mkdir()
@@ -516,17 +577,21 @@ def test_an_image_over_the_pixel_limit_is_refused_from_its_header(tmp_path, no_d
         assert fragment in message, (fragment, message)
 
 
-def test_a_folder_over_the_memory_available_is_refused_before_decoding(tmp_path, no_decoding,
-                                                                       monkeypatch):
+def test_a_folder_over_the_memory_available_is_refused_before_decoding(
+    tmp_path, no_decoding, monkeypatch
+):
     """Three 4×5 grey images: 60 bytes as read, 60 more split, 240 as float32 = 360 > 300."""
     from PIL import Image
 
     for i in range(3):
         Image.fromarray(np.zeros((5, 4), np.uint8)).save(tmp_path / f"{i}.png")
     monkeypatch.setattr(data, "available_memory", lambda: 300)
-    with pytest.raises(SpecError, match=r"data.path: .*: 3 images of 4×5 8-bit grey = 60 values "
-                                        r"of 1 byte need 3.35e-07 GiB to load .* more than the "
-                                        r"2.79e-07 GiB of memory available"):
+    with pytest.raises(
+        SpecError,
+        match=r"data.path: .*: 3 images of 4×5 8-bit grey = 60 values "
+        r"of 1 byte need 3.35e-07 GiB to load .* more than the "
+        r"2.79e-07 GiB of memory available",
+    ):
         spec_load("data.name=images", f"data.path={tmp_path}")
     monkeypatch.undo()  # decoding allowed again: exactly the memory needed is enough
     monkeypatch.setattr(data, "available_memory", lambda: 360)
@@ -535,8 +600,9 @@ def test_a_folder_over_the_memory_available_is_refused_before_decoding(tmp_path,
 
 def write_claimed_npy(stream, shape: tuple[int, ...], dtype: str = "<f8") -> None:
     """An .npy header claiming ``shape``, then 16 bytes: far less than the shape needs."""
-    np.lib.format.write_array_header_1_0(stream, {"descr": dtype, "fortran_order": False,
-                                                  "shape": shape})
+    np.lib.format.write_array_header_1_0(
+        stream, {"descr": dtype, "fortran_order": False, "shape": shape}
+    )
     stream.write(bytes(16))
 
 
@@ -545,34 +611,47 @@ def test_array_headers_are_bounded_before_loading(tmp_path):
     from the header, in an .npy file and in an .npz archive's member."""
     with open(tmp_path / "huge.npy", "wb") as f:
         write_claimed_npy(f, (10**13,))
-    with pytest.raises(SpecError, match=r"data.path: .*huge.npy: shape \[10000000000000\] of "
-                                        r"float64 = 1e\+13 values of 8 bytes need 1.86e\+05 GiB "
-                                        r"to load .*GiB of memory available"):
+    with pytest.raises(
+        SpecError,
+        match=r"data.path: .*huge.npy: shape \[10000000000000\] of "
+        r"float64 = 1e\+13 values of 8 bytes need 1.86e\+05 GiB "
+        r"to load .*GiB of memory available",
+    ):
         spec_load("data.name=npz", f"data.path={tmp_path / 'huge.npy'}")
     with zipfile.ZipFile(tmp_path / "huge.npz", "w") as archive:
         with archive.open("x.npy", "w") as member:
             write_claimed_npy(member, (10**7, 10**6), "|u1")
         with archive.open("y.npy", "w") as member:
             write_claimed_npy(member, (10**13,), "<i8")
-    with pytest.raises(SpecError, match=r"data.key: .*huge.npz\['x'\]: shape \[10000000, "
-                                        r"1000000\] of uint8 = 1e\+13 values of 1 byte need"):
+    with pytest.raises(
+        SpecError,
+        match=r"data.key: .*huge.npz\['x'\]: shape \[10000000, "
+        r"1000000\] of uint8 = 1e\+13 values of 1 byte need",
+    ):
         spec_load("data.name=npz", f"data.path={tmp_path / 'huge.npz'}")
     np.savez(tmp_path / "labels.npz", x=np.zeros((4, 2)))
     with zipfile.ZipFile(tmp_path / "labels.npz", "a") as archive:
         with archive.open("y.npy", "w") as member:
             write_claimed_npy(member, (10**13,), "<i8")
-    with pytest.raises(SpecError, match=r"data.labels_key: .*labels.npz\['y'\]: shape "
-                                        r"\[10000000000000\] of int64 = 1e\+13 values"):
+    with pytest.raises(
+        SpecError,
+        match=r"data.labels_key: .*labels.npz\['y'\]: shape "
+        r"\[10000000000000\] of int64 = 1e\+13 values",
+    ):
         spec_load("data.name=npz", f"data.path={tmp_path / 'labels.npz'}", "data.labels_key=y")
 
 
 @pytest.mark.parametrize("suffix", [".npz", ".npy"])
-@pytest.mark.parametrize("array, fragment", [
-    (np.zeros((0, 4), np.float32), r" holds no items \(shape \[0, 4\]\)"),
-    (np.zeros((0, 4), np.uint8), r" holds no items \(shape \[0, 4\]\)"),
-    (np.zeros((10, 0)), r": its items of shape \[0\] hold no values \(shape \[10, 0\]\)"),
-    (np.zeros((10, 3, 0), np.int64), r": its items of shape \[3, 0\] hold no values"),
-], ids=["0 float items", "0 uint8 items", "float items of size 0", "integer items of size 0"])
+@pytest.mark.parametrize(
+    "array, fragment",
+    [
+        (np.zeros((0, 4), np.float32), r" holds no items \(shape \[0, 4\]\)"),
+        (np.zeros((0, 4), np.uint8), r" holds no items \(shape \[0, 4\]\)"),
+        (np.zeros((10, 0)), r": its items of shape \[0\] hold no values \(shape \[10, 0\]\)"),
+        (np.zeros((10, 3, 0), np.int64), r": its items of shape \[3, 0\] hold no values"),
+    ],
+    ids=["0 float items", "0 uint8 items", "float items of size 0", "integer items of size 0"],
+)
 def test_empty_arrays_are_one_line_errors(tmp_path, suffix, array, fragment):
     path = tmp_path / f"a{suffix}"
     if suffix == ".npz":
@@ -603,13 +682,20 @@ def test_16_bit_grey_pngs_keep_one_channel_and_their_levels(tmp_path):
     assert "items 1×5×4, 65536 levels" in unit.describe()
 
 
-@pytest.mark.parametrize("colour, channels, mode", [(2, 3, "RGB"), (4, 2, "RGBA"), (6, 4, "RGBA")],
-                         ids=["RGB", "grey and alpha", "RGBA"])
-def test_16_bit_colour_or_alpha_pngs_are_refused_not_cut_to_8_bits(tmp_path, colour, channels,
-                                                                     mode):
+@pytest.mark.parametrize(
+    "colour, channels, mode",
+    [(2, 3, "RGB"), (4, 2, "RGBA"), (6, 4, "RGBA")],
+    ids=["RGB", "grey and alpha", "RGBA"],
+)
+def test_16_bit_colour_or_alpha_pngs_are_refused_not_cut_to_8_bits(
+    tmp_path, colour, channels, mode
+):
     write_png16(tmp_path / "a.png", np.full((3, 4, channels), 1000), colour)
-    with pytest.raises(SpecError, match=rf"data.path: .*a.png: a 16-bit PNG, which Pillow reads "
-                                        rf"as {mode} of 8 bits per sample"):
+    with pytest.raises(
+        SpecError,
+        match=rf"data.path: .*a.png: a 16-bit PNG, which Pillow reads "
+        rf"as {mode} of 8 bits per sample",
+    ):
         spec_load("data.name=images", f"data.path={tmp_path}", *WHOLE)
 
 
@@ -622,20 +708,28 @@ def test_one_kind_of_pixel_per_folder_and_grey_stays_one_channel(tmp_path):
     (tmp_path / "mixed").mkdir()
     Image.fromarray(grey).save(tmp_path / "mixed" / "a.png")
     Image.fromarray(np.stack([grey] * 3, -1)).save(tmp_path / "mixed" / "b.png")
-    with pytest.raises(SpecError, match=r"data.path: .*mixed/b.png: 8-bit colour \(Pillow mode "
-                                        r"RGB\), but a.png is 8-bit grey \(L\); all images must "
-                                        r"have one kind of pixel"):
+    with pytest.raises(
+        SpecError,
+        match=r"data.path: .*mixed/b.png: 8-bit colour \(Pillow mode "
+        r"RGB\), but a.png is 8-bit grey \(L\); all images must "
+        r"have one kind of pixel",
+    ):
         spec_load("data.name=images", f"data.path={tmp_path / 'mixed'}", *WHOLE)
     Image.fromarray(grey.astype(np.uint16) * 1000).save(tmp_path / "mixed" / "b.png")
-    with pytest.raises(SpecError, match=r"mixed/b.png: 16-bit grey \(Pillow mode I;16\), but "
-                                        r"a.png is 8-bit grey"):
+    with pytest.raises(
+        SpecError,
+        match=r"mixed/b.png: 16-bit grey \(Pillow mode I;16\), but "
+        r"a.png is 8-bit grey",
+    ):
         spec_load("data.name=images", f"data.path={tmp_path / 'mixed'}", *WHOLE)
     (tmp_path / "alpha").mkdir()
     for i in range(4):
         Image.fromarray(np.stack([grey + i, np.full_like(grey, 200)], -1)).save(
-            tmp_path / "alpha" / f"{i}.png")
-    b = spec_load("data.name=images", f"data.path={tmp_path / 'alpha'}", *WHOLE,
-                  "data.values=integer")
+            tmp_path / "alpha" / f"{i}.png"
+        )
+    b = spec_load(
+        "data.name=images", f"data.path={tmp_path / 'alpha'}", *WHOLE, "data.values=integer"
+    )
     assert b.shape == (1, 5, 4) and b.levels == 256
     assert sorted(b.train[:, 0].tolist()) == [0, 1, 2, 3]
     assert "alpha channel of 4 of 4 images dropped" in b.describe()

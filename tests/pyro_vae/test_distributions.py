@@ -27,8 +27,7 @@ def test_density_at_own_draws_has_the_general_value_and_total_gradient() -> None
     general = dist.Normal(loc, raw.exp()).to_event(1).log_prob(z)
     torch.testing.assert_close(short, general, rtol=1e-12, atol=1e-12)
     # d/dμ is 0 in both (path and score parts cancel); the short form does not touch μ at all.
-    short_grads = torch.autograd.grad(short.sum(), (loc, raw), allow_unused=True,
-                                      retain_graph=True)
+    short_grads = torch.autograd.grad(short.sum(), (loc, raw), allow_unused=True, retain_graph=True)
     general_grads = torch.autograd.grad(general.sum(), (loc, raw))
     assert short_grads[0] is None
     torch.testing.assert_close(general_grads[0], torch.zeros_like(loc), rtol=0, atol=1e-12)
@@ -56,21 +55,22 @@ def test_shapes_expand_and_moments() -> None:
     wide = q.expand((5,))
     assert wide.batch_shape == (5,) and wide.rsample((2,)).shape == (2, 5, 3)
     assert wide.log_prob(torch.zeros(5, 3)).shape == (5,)
-    torch.testing.assert_close(q.entropy(),
-                               dist.Normal(torch.zeros(3), 2.0).to_event(1).entropy())
+    torch.testing.assert_close(q.entropy(), dist.Normal(torch.zeros(3), 2.0).to_event(1).entropy())
     torch.testing.assert_close(q.variance, torch.full((3,), 4.0))
     p = StandardNormal(torch.zeros(3)).expand((5,))
     assert p.batch_shape == (5,) and p.sample((2,)).shape == (2, 5, 3)
     assert p.log_prob(torch.zeros(3)).shape == (5,)
-    torch.testing.assert_close(p.entropy(), dist.Normal(torch.zeros(5, 3), 1.0).to_event(1)
-                               .entropy())
+    torch.testing.assert_close(
+        p.entropy(), dist.Normal(torch.zeros(5, 3), 1.0).to_event(1).entropy()
+    )
 
 
 def test_standard_normal_density() -> None:
     z = torch.randn(6, 4, dtype=torch.float64)
-    torch.testing.assert_close(StandardNormal(torch.zeros(4, dtype=torch.float64)).log_prob(z),
-                               dist.Normal(torch.zeros(4, dtype=torch.float64), 1.0).to_event(1)
-                               .log_prob(z))
+    torch.testing.assert_close(
+        StandardNormal(torch.zeros(4, dtype=torch.float64)).log_prob(z),
+        dist.Normal(torch.zeros(4, dtype=torch.float64), 1.0).to_event(1).log_prob(z),
+    )
 
 
 @pytest.mark.parametrize("prior", ["standard", "diagonal"])
@@ -87,6 +87,7 @@ def test_kl_divergences_match_torch(prior: str) -> None:
     got, want = kl_divergence(q, p), kl_divergence(q_ref, p_ref)
     assert got.shape == (5,)
     torch.testing.assert_close(got, want)
-    for a, b in zip(torch.autograd.grad(got.sum(), (loc, raw)),
-                    torch.autograd.grad(want.sum(), (loc, raw))):
+    for a, b in zip(
+        torch.autograd.grad(got.sum(), (loc, raw)), torch.autograd.grad(want.sum(), (loc, raw))
+    ):
         torch.testing.assert_close(a, b)

@@ -14,18 +14,27 @@ from pathlib import Path
 import pytest
 import torch
 
+from pyro_vae.checkpoints import checkpoint_step
 from pyro_vae.cli import EXIT_DIVERGED, EXIT_USER_ERROR, main
 from pyro_vae.engine import AtomicCheckpointIO, parameter_digest
-from pyro_vae.spec import load_spec
-from pyro_vae.prepared import prepare
-from pyro_vae.checkpoints import checkpoint_step
-from pyro_vae.rundir import Run
 from pyro_vae.pipeline import fit
-from pyro_vae.trainer import make_trainer, VAEModule
+from pyro_vae.prepared import prepare
+from pyro_vae.rundir import Run
+from pyro_vae.spec import load_spec
+from pyro_vae.trainer import VAEModule, make_trainer
 
-TINY = ["data.binarize=dynamic", "data.limit=200", "latent_dim=2", "encoder.hidden=[16]",
-        "decoder.hidden=[16]", "train.batch_size=32", "train.lr=3e-3", "train.progress=false",
-        "train.log_every_n_steps=2", "evaluate.num_samples=20"]
+TINY = [
+    "data.binarize=dynamic",
+    "data.limit=200",
+    "latent_dim=2",
+    "encoder.hidden=[16]",
+    "decoder.hidden=[16]",
+    "train.batch_size=32",
+    "train.lr=3e-3",
+    "train.progress=false",
+    "train.log_every_n_steps=2",
+    "evaluate.num_samples=20",
+]
 STEPS_PER_EPOCH = 7  # ⌈200 / 32⌉
 TIMING = ("images_per_s_step", "images_per_s_epoch")
 EXE = str(Path(sys.executable).with_name("pyro-vae"))
@@ -64,15 +73,25 @@ def crash_at(monkeypatch, step: int) -> None:
 # Crash points: mid-epoch (checkpoints every 3 steps, the crash at step 11 loses steps 10-11),
 # and a step checkpoint due on an epoch's last batch (step 7) with no epoch checkpoints, which
 # must wait for that epoch's validation.
-@pytest.mark.parametrize("crash,extra", [
-    (11, ["train.checkpoint_every_steps=3"]),
-    (8, ["train.checkpoint_every_steps=7", "train.checkpoint_every_epochs=0"]),
-])
-def test_a_crashed_run_resumes_to_exactly_the_uninterrupted_result(tmp_path, monkeypatch, crash,
-                                                                   extra):
+@pytest.mark.parametrize(
+    "crash,extra",
+    [
+        (11, ["train.checkpoint_every_steps=3"]),
+        (8, ["train.checkpoint_every_steps=7", "train.checkpoint_every_epochs=0"]),
+    ],
+)
+def test_a_crashed_run_resumes_to_exactly_the_uninterrupted_result(
+    tmp_path, monkeypatch, crash, extra
+):
     # cosine schedule, KL warm-up, early stopping and clipping all carry state across the resume
-    options = ["train.max_epochs=3", "train.lr_schedule=cosine", "train.warmup_epochs=1.5",
-               "train.early_stopping_patience=5", "train.gradient_clip=50", *extra]
+    options = [
+        "train.max_epochs=3",
+        "train.lr_schedule=cosine",
+        "train.warmup_epochs=1.5",
+        "train.early_stopping_patience=5",
+        "train.gradient_clip=50",
+        *extra,
+    ]
     whole = train(tmp_path / "whole", *options)
 
     crash_at(monkeypatch, crash)
@@ -120,8 +139,15 @@ def test_the_same_spec_and_seed_give_identical_metrics(tmp_path):
     assert a == rows(tmp_path / "b")
     with open(tmp_path / "a" / "metrics.csv", newline="") as f:
         columns = set(next(csv.reader(f)))
-    for name in ("train_loss", "train_elbo", "train_kl", "train_recon", "beta", "lr",
-                 "images_per_s"):
+    for name in (
+        "train_loss",
+        "train_elbo",
+        "train_kl",
+        "train_recon",
+        "beta",
+        "lr",
+        "images_per_s",
+    ):
         assert {f"{name}_step", f"{name}_epoch"} <= columns, name
     assert {"val_elbo", "val_kl", "val_recon"} <= columns
 
@@ -130,8 +156,9 @@ def test_epoch_means_weigh_each_step_by_its_batch_size(tmp_path):
     # Every step logged: each *_epoch value is Σ_t b_t v_t / Σ_t b_t over the epoch's 7 steps
     # (six batches of 32, one of 8). β_t = (t + 1)/14 ramps up over the warm-up: its weighted
     # mean is 0.26, the unweighted one 0.286.
-    train(tmp_path / "run", "train.max_epochs=1", "train.log_every_n_steps=1",
-          "train.warmup_epochs=2")
+    train(
+        tmp_path / "run", "train.max_epochs=1", "train.log_every_n_steps=1", "train.warmup_epochs=2"
+    )
     table = rows(tmp_path / "run")
     steps = [r for r in table if "train_loss_step" in r]
     (epoch,) = [r for r in table if "train_loss_epoch" in r]
@@ -142,8 +169,9 @@ def test_epoch_means_weigh_each_step_by_its_batch_size(tmp_path):
         assert float(epoch[f"{name}_epoch"]) == pytest.approx(mean, rel=1e-6), name
 
 
-def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch,
-                                                                             capsys):
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
+    tmp_path, monkeypatch, capsys
+):
     original = VAEModule.training_step
 
     def training_step(self, x, batch_idx):  # the 11th step's loss is NaN
@@ -191,10 +219,13 @@ def blow_up_loss(monkeypatch) -> None:
     monkeypatch.setattr(VAEModule, "training_step", training_step)
 
 
-@pytest.mark.parametrize("blow_up,why", [(blow_up_weights, "a parameter grew"),
-                                         (blow_up_loss, "the loss per point jumped")])
+@pytest.mark.parametrize(
+    "blow_up,why",
+    [(blow_up_weights, "a parameter grew"), (blow_up_loss, "the loss per point jumped")],
+)
 def test_a_blow_up_stops_the_run_and_the_advice_resumes_from_a_checkpoint_that_passed(
-        tmp_path, monkeypatch, capsys, blow_up, why):
+    tmp_path, monkeypatch, capsys, blow_up, why
+):
     blow_up(monkeypatch)
     run = tmp_path / "run"
     args = [f"--set={s}" for s in [*TINY, "train.max_epochs=3", "train.checkpoint_every_steps=5"]]
@@ -208,7 +239,10 @@ def test_a_blow_up_stops_the_run_and_the_advice_resumes_from_a_checkpoint_that_p
     assert f"{Run(run).last} (step 7)" in err
     assert checkpoint_step(Run(run).last) == 7
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
-        "last.ckpt", "step-5.ckpt", "step-7.ckpt"]
+        "last.ckpt",
+        "step-5.ckpt",
+        "step-7.ckpt",
+    ]
     state = torch.load(Run(run).last, weights_only=True)["state_dict"]
     assert max(float(v.abs().max()) for v in state.values()) < 100
     advice = err.split("continue with ")[1].split()
@@ -223,8 +257,12 @@ def test_a_real_blow_up_through_the_console_script_keeps_no_checkpoint_it_made(t
     # past 1000× the largest initial weight; step 1's checkpoint holds those weights
     run = tmp_path / "run"
     sets = [*TINY, "train.lr=1e4", "train.checkpoint_every_steps=1"]
-    done = subprocess.run([EXE, "train", DIGITS, *[f"--set={s}" for s in sets], "--out",
-                           str(run)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [EXE, "train", DIGITS, *[f"--set={s}" for s in sets], "--out", str(run)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == EXIT_DIVERGED, done.stderr
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
@@ -248,8 +286,9 @@ def test_an_interrupted_write_leaves_the_previous_checkpoint(tmp_path):
 
 def test_early_stopping_and_clipping_reach_the_trainer(tmp_path):
     # lr 1e-7 barely moves the weights: val ELBO stalls within noise, patience 1 stops the run
-    train(tmp_path / "run", "train.max_epochs=30", "train.lr=1e-7",
-          "train.early_stopping_patience=1")
+    train(
+        tmp_path / "run", "train.max_epochs=30", "train.lr=1e-7", "train.early_stopping_patience=1"
+    )
     epochs = {r["epoch"] for r in rows(tmp_path / "run") if "val_elbo" in r}
     assert 2 <= len(epochs) < 30
     spec = load_spec(None, [*TINY, "train.gradient_clip=0.5"])
@@ -293,10 +332,18 @@ def test_sigkill_mid_epoch_then_resume_loses_only_the_steps_since_the_checkpoint
     from processes import HELD_STEP, WAIT, held, wait_until
 
     run, signals = tmp_path / "run", tmp_path / "signals"
-    sets = [*TINY, "train.max_epochs=200", "train.checkpoint_every_steps=2",
-            "train.checkpoint_every_epochs=0"]
-    proc = held(signals, [EXE, "train", DIGITS, *[f"--set={s}" for s in sets], "--out", str(run)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    sets = [
+        *TINY,
+        "train.max_epochs=200",
+        "train.checkpoint_every_steps=2",
+        "train.checkpoint_every_epochs=0",
+    ]
+    proc = held(
+        signals,
+        [EXE, "train", DIGITS, *[f"--set={s}" for s in sets], "--out", str(run)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     wait_until((signals / "training").exists, proc, "held in step 4")
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
@@ -307,8 +354,12 @@ def test_sigkill_mid_epoch_then_resume_loses_only_the_steps_since_the_checkpoint
     logged = [int(r["step"]) for r in rows(run) if "train_loss_step" in r]
 
     finish = epoch + 2
-    done = subprocess.run([EXE, "train", "--resume", str(run), f"--set=train.max_epochs={finish}"],
-                          capture_output=True, text=True, timeout=WAIT)
+    done = subprocess.run(
+        [EXE, "train", "--resume", str(run), f"--set=train.max_epochs={finish}"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
     assert done.returncode == 0, done.stderr
     assert checkpoint_step(Run(run).last) == finish * STEPS_PER_EPOCH  # every step, once
     steps = [int(r["step"]) for r in rows(run) if "train_loss_step" in r]
@@ -321,9 +372,25 @@ def test_sigkill_mid_epoch_then_resume_loses_only_the_steps_since_the_checkpoint
 def test_two_ddp_processes_hold_identical_parameters_and_shard_the_evaluation(tmp_path, capsys):
     run = tmp_path / "run"
     sets = [*TINY, "train.max_epochs=3", "train.log_every_n_steps=1", "evaluate.num_samples=200"]
-    done = subprocess.run([EXE, "train", DIGITS, *[f"--set={s}" for s in sets], "--accelerator",
-                           "cpu", "--devices", "2", "--strategy", "ddp", "--out", str(run)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            EXE,
+            "train",
+            DIGITS,
+            *[f"--set={s}" for s in sets],
+            "--accelerator",
+            "cpu",
+            "--devices",
+            "2",
+            "--strategy",
+            "ddp",
+            "--out",
+            str(run),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads((run / "ddp.json").read_text())
     assert report["world_size"] == 2 and len(set(report["parameter_sha256"])) == 1

@@ -27,18 +27,19 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from processes import EXE, HELD_STEP, HOLDER, WAIT, held, wait_until
-from pyro_vae.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, main
-from pyro_vae.prepared import prepare
-from pyro_vae.checkpoints import checkpoint_step
-from pyro_vae.rundir import LOCK, Run
-from pyro_vae.spec import load_spec
-from pyro_vae.pipeline import fit
-from pyro_vae.trainer import VAEModule
+
 # LONG: 200 digits, batch 32, 7 steps per epoch, no periodic checkpoints, so a run's only
 # checkpoint before its first epoch ends is the one a signal made
 from tiny_runs import DIGITS, LONG, STEPS_PER_EPOCH, logged_steps
+
+from pyro_vae.checkpoints import checkpoint_step
+from pyro_vae.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, main
+from pyro_vae.pipeline import fit
+from pyro_vae.prepared import prepare
+from pyro_vae.rundir import LOCK, Run
+from pyro_vae.spec import load_spec
+from pyro_vae.trainer import VAEModule
 
 pytestmark = pytest.mark.timing  # signals, and waits on other processes
 
@@ -65,8 +66,12 @@ def test_sigterm_saves_at_the_step_exits_143_and_the_same_command_continues(tmp_
     assert Run(run).state() == "stopped"
 
     finish = step // STEPS_PER_EPOCH + 1  # the same command, with fewer epochs to finish
-    done = subprocess.run([*command(run, f"train.max_epochs={finish}"), "--verbose"],
-                          capture_output=True, text=True, timeout=WAIT)  # --verbose: notes too
+    done = subprocess.run(
+        [*command(run, f"train.max_epochs={finish}"), "--verbose"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )  # --verbose: notes too
     assert done.returncode == 0, done.stderr
     notes = done.stderr.splitlines()
     assert len(notes) == 1 and notes[0].startswith("pyro-vae: note: ") and "continuing" in notes[0]
@@ -87,8 +92,7 @@ def signal_during_step_10(monkeypatch: pytest.MonkeyPatch, signum: int) -> None:
     monkeypatch.setattr(VAEModule, "training_step", training_step)
 
 
-def test_sigusr1_the_slurm_warning_saves_at_the_step_and_exits_138(tmp_path, capsys,
-                                                                    monkeypatch):
+def test_sigusr1_the_slurm_warning_saves_at_the_step_and_exits_138(tmp_path, capsys, monkeypatch):
     signal_during_step_10(monkeypatch, signal.SIGUSR1)  # SLURM's warning
     run = tmp_path / "run"
     handler = signal.getsignal(signal.SIGUSR1)
@@ -120,8 +124,9 @@ sys.exit(main(sys.argv[1:]))
 def test_a_second_ctrl_c_stops_at_once_with_exit_130_and_one_line(tmp_path):
     run = tmp_path / "run"
     argv = command(run, "train.checkpoint_every_steps=2")
-    done = subprocess.run([sys.executable, "-c", TWICE, *argv[1:]], capture_output=True,
-                          text=True, timeout=WAIT)
+    done = subprocess.run(
+        [sys.executable, "-c", TWICE, *argv[1:]], capture_output=True, text=True, timeout=WAIT
+    )
     assert done.returncode == EXIT_INTERRUPTED, done.stderr
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
@@ -131,8 +136,9 @@ def test_a_second_ctrl_c_stops_at_once_with_exit_130_and_one_line(tmp_path):
     assert Run(run).state() == "stopped" and not (run / LOCK).exists()
 
 
-def test_ctrl_c_saves_at_the_step_and_resumes_to_the_uninterrupted_result(tmp_path, capsys,
-                                                                          monkeypatch):
+def test_ctrl_c_saves_at_the_step_and_resumes_to_the_uninterrupted_result(
+    tmp_path, capsys, monkeypatch
+):
     signal_during_step_10(monkeypatch, signal.SIGINT)  # Ctrl-C
     run = tmp_path / "run"
     handler = signal.getsignal(signal.SIGINT)
@@ -161,8 +167,12 @@ def test_ctrl_c_to_the_console_script_then_resume_to_completion(tmp_path):
     step 4 while a Ctrl-C arrives, then let go: it saves at step 4 and exits 130. Holding it
     leaves nothing to the scheduler (a waiting test could otherwise see the run end first)."""
     run, signals = tmp_path / "run", tmp_path / "signals"
-    proc = held(signals, [EXE, "train", DIGITS, *(f"--set={s}" for s in LONG), "--out", str(run)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = held(
+        signals,
+        [EXE, "train", DIGITS, *(f"--set={s}" for s in LONG), "--out", str(run)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     wait_until((signals / "training").exists, proc, "held in step 4")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(input="", timeout=WAIT)  # the end of stdin lets step 4 go on
@@ -175,8 +185,12 @@ def test_ctrl_c_to_the_console_script_then_resume_to_completion(tmp_path):
     assert not (run / "eval-test.json").exists() and not list(run.rglob("*.tmp"))
 
     finish = saved["epoch"] + 1
-    done = subprocess.run([EXE, "train", "--resume", str(run), f"--set=train.max_epochs={finish}"],
-                          capture_output=True, text=True, timeout=WAIT)
+    done = subprocess.run(
+        [EXE, "train", "--resume", str(run), f"--set=train.max_epochs={finish}"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
     assert done.returncode == 0, done.stderr
     assert checkpoint_step(Run(run).last) == finish * STEPS_PER_EPOCH
     assert logged_steps(run) == list(range(finish * STEPS_PER_EPOCH))  # every step once
@@ -204,10 +218,21 @@ def two_nodes(run: Path, *sets: str, held: Path | None = None) -> list[subproces
     process is tests/holder.py's, held still inside step 4 (it creates ``held/node<r>/training``
     there) until the end of the node's stdin."""
     port = free_port()
-    argv = ["train", DIGITS,
-            *(f"--set={s}" for s in [*LONG, *sets]),
-            "--accelerator", "cpu", "--devices", "1", "--num-nodes", "2", "--strategy", "ddp",
-            "--out", str(run)]
+    argv = [
+        "train",
+        DIGITS,
+        *(f"--set={s}" for s in [*LONG, *sets]),
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "1",
+        "--num-nodes",
+        "2",
+        "--strategy",
+        "ddp",
+        "--out",
+        str(run),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     nodes = []
     for rank in (0, 1):
@@ -218,10 +243,27 @@ def two_nodes(run: Path, *sets: str, held: Path | None = None) -> list[subproces
             script = [str(HOLDER), str(held / f"node{rank}"), "training"]
         with log.open("a") as out:  # the child holds its own descriptor; a rerun appends
             node = subprocess.Popen(
-                [TORCHRUN, "--nnodes", "2", "--node-rank", str(rank), "--nproc-per-node", "1",
-                 "--master-addr", "127.0.0.1", "--master-port", str(port), *script, *argv],
-                stdin=subprocess.PIPE if held else None, stdout=out, stderr=subprocess.STDOUT,
-                env=env, start_new_session=True)
+                [
+                    TORCHRUN,
+                    "--nnodes",
+                    "2",
+                    "--node-rank",
+                    str(rank),
+                    "--nproc-per-node",
+                    "1",
+                    "--master-addr",
+                    "127.0.0.1",
+                    "--master-port",
+                    str(port),
+                    *script,
+                    *argv,
+                ],
+                stdin=subprocess.PIPE if held else None,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
         node.log = log  # type: ignore[attr-defined]
         nodes.append(node)
     return nodes
@@ -253,9 +295,10 @@ def finish_nodes(nodes: list[subprocess.Popen], timeout: float = WAIT) -> list[t
     for node in hung:
         os.killpg(node.pid, signal.SIGKILL)
     results = [(n.wait(), n.log.read_text()) for n in nodes]  # type: ignore[attr-defined]
-    assert not hung, "\n".join(f"node {r} ({'hung' if n in hung else n.returncode}):\n"
-                               f"{out[-3000:]}" for r, (n, (_, out)) in
-                               enumerate(zip(nodes, results)))
+    assert not hung, "\n".join(
+        f"node {r} ({'hung' if n in hung else n.returncode}):\n{out[-3000:]}"
+        for r, (n, (_, out)) in enumerate(zip(nodes, results))
+    )
     return results
 
 
@@ -296,8 +339,9 @@ def test_two_torchrun_nodes_train_in_step_and_a_sigterm_then_rerun_ends_as_one_r
         assert torch.equal(resumed[key], value), key
 
 
-def test_a_ctrl_c_during_the_last_step_stops_before_scoring_and_resume_scores(tmp_path, capsys,
-                                                                               monkeypatch):
+def test_a_ctrl_c_during_the_last_step_stops_before_scoring_and_resume_scores(
+    tmp_path, capsys, monkeypatch
+):
     """Ctrl-C during the last step of the last epoch: the checkpoint holds every epoch but the run
     was never scored, so it is stopped, not finished, and ``--resume`` scores it; with a lower
     train.max_epochs it has nothing to do and changes nothing."""
@@ -328,7 +372,8 @@ def test_a_ctrl_c_during_the_last_step_stops_before_scoring_and_resume_scores(tm
 
 
 def test_a_stop_signal_during_the_final_evaluation_keeps_the_run_and_the_same_command_scores_it(
-        tmp_path, capsys, monkeypatch):
+    tmp_path, capsys, monkeypatch
+):
     """Training finished, then Ctrl-C (or SIGTERM, SIGUSR1: the same handler) lands in the
     evaluation that ends ``train``: one line, exit 130, the trained run kept and unscored. The
     same command then scores it without training again, with the command's evaluate settings."""

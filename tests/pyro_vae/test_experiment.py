@@ -14,8 +14,17 @@ import pytest
 import yaml
 
 from pyro_vae.cli import EXIT_INTERRUPTED, EXIT_USER_ERROR, main
-from pyro_vae.experiment import (MANIFEST, SLURM_SCRIPT, Experiment, SweepResult, cell_names,
-                                 duration, load_experiment, override, sweep)
+from pyro_vae.experiment import (
+    MANIFEST,
+    SLURM_SCRIPT,
+    Experiment,
+    SweepResult,
+    cell_names,
+    duration,
+    load_experiment,
+    override,
+    sweep,
+)
 from pyro_vae.registry import SpecError
 from pyro_vae.rundir import Run
 from pyro_vae.spec import load_spec
@@ -49,29 +58,43 @@ def manifest(out: Path) -> dict[str, dict]:
 
 
 def checkpoint_times(out: Path) -> dict[str, int]:
-    return {str(p.relative_to(out)): p.stat().st_mtime_ns
-            for p in sorted(out.rglob("checkpoints/last.ckpt"))}
+    return {
+        str(p.relative_to(out)): p.stat().st_mtime_ns
+        for p in sorted(out.rglob("checkpoints/last.ckpt"))
+    }
 
 
 # ---- the file ------------------------------------------------------------------------------------
 def test_a_file_parses_relative_base_counted_seeds_and_the_grid_product(tmp_path):
     configs = tmp_path / "configs"
     write(configs, Path(DIGITS).read_text(), "digits.yaml")
-    path = write(tmp_path / "exps", {"base": "../configs/digits.yaml",
-                                     "set": {"train.max_epochs": 2},
-                                     "grid": {"beta": [1.0, 2.0], "latent_dim": [2, 4, 8]},
-                                     "seeds": 3})
+    path = write(
+        tmp_path / "exps",
+        {
+            "base": "../configs/digits.yaml",
+            "set": {"train.max_epochs": 2},
+            "grid": {"beta": [1.0, 2.0], "latent_dim": [2, 4, 8]},
+            "seeds": 3,
+        },
+    )
     exp = load_experiment(path)
     assert exp.base == (configs / "digits.yaml").absolute()
     assert exp.seeds == (0, 1, 2)  # a count n: seeds 0 … n−1
     runs = exp.runs()
     assert len(runs) == 2 * 3 * 3
-    assert [r.path for r in runs[:3]] == ["beta=1,latent_dim=2/seed-0",
-                                          "beta=1,latent_dim=4/seed-0",
-                                          "beta=1,latent_dim=8/seed-0"]
+    assert [r.path for r in runs[:3]] == [
+        "beta=1,latent_dim=2/seed-0",
+        "beta=1,latent_dim=4/seed-0",
+        "beta=1,latent_dim=8/seed-0",
+    ]
     assert [r.seed for r in runs] == [0] * 6 + [1] * 6 + [2] * 6  # a replicate of all first
-    assert runs[7].overrides == ("evaluate.figures=false", "train.max_epochs=2", "beta=1.0",
-                                 "latent_dim=4", "train.seed=1")
+    assert runs[7].overrides == (
+        "evaluate.figures=false",
+        "train.max_epochs=2",
+        "beta=1.0",
+        "latent_dim=4",
+        "train.seed=1",
+    )
     spec = exp.spec(runs[7])
     assert (spec.beta, spec.latent_dim, spec.train.seed, spec.train.max_epochs) == (1.0, 4, 1, 2)
     assert [r.path for r in load_experiment(path).runs()] == [r.path for r in runs]  # stable
@@ -79,13 +102,20 @@ def test_a_file_parses_relative_base_counted_seeds_and_the_grid_product(tmp_path
 
 
 def test_cells_cross_the_grid_and_a_listed_seed_list_is_kept(tmp_path):
-    path = experiment(tmp_path, cells=[{}, {"estimator.name": "iwae", "estimator.particles": 2}],
-                      grid={"beta": [1.0, 2.0]}, seeds=[7, 3])
+    path = experiment(
+        tmp_path,
+        cells=[{}, {"estimator.name": "iwae", "estimator.particles": 2}],
+        grid={"beta": [1.0, 2.0]},
+        seeds=[7, 3],
+    )
     exp = load_experiment(path)
     assert exp.seeds == (7, 3)
-    assert [c.name for c in exp.cells()] == ["beta=1", "beta=2",
-                                            "beta=1,estimator=iwae,particles=2",
-                                            "beta=2,estimator=iwae,particles=2"]
+    assert [c.name for c in exp.cells()] == [
+        "beta=1",
+        "beta=2",
+        "beta=1,estimator=iwae,particles=2",
+        "beta=2,estimator=iwae,particles=2",
+    ]
     assert [r.path for r in exp.runs("DIR")][:2] == ["DIR/beta=1/seed-7", "DIR/beta=2/seed-7"]
     spec = exp.spec(exp.runs()[3])
     assert (spec.estimator.name, spec.estimator.params["particles"], spec.beta) == ("iwae", 2, 2.0)
@@ -99,10 +129,14 @@ def test_one_cell_runs_straight_under_the_folder(tmp_path):
 def test_override_values_round_trip_through_the_spec_loader():
     assert override("train.lr", 1e-5) == "train.lr=1.0e-05"
     assert override("encoder.hidden", [8, 8]) == "encoder.hidden=[8, 8]"
-    assert override("prior", {"name": "vamp", "pseudo_inputs": 5}) == \
-        "prior={name: vamp, pseudo_inputs: 5}"
-    spec = load_spec(DIGITS, [override("train.lr", 1e-5), override("prior", {"name": "vamp",
-                                                                              "pseudo_inputs": 5})])
+    assert (
+        override("prior", {"name": "vamp", "pseudo_inputs": 5})
+        == "prior={name: vamp, pseudo_inputs: 5}"
+    )
+    spec = load_spec(
+        DIGITS,
+        [override("train.lr", 1e-5), override("prior", {"name": "vamp", "pseudo_inputs": 5})],
+    )
     assert spec.train.lr == 1e-5 and spec.prior.name == "vamp"
 
 
@@ -120,22 +154,33 @@ BAD = {
     "grid repeats": ({"grid": {"beta": [1.0, 2.0, 1.0]}}, "grid.beta", "repeats 1.0"),
     "grid bad key": ({"grid": {"train.bta": [1.0]}}, "grid.train.bta", "bta"),
     "grid bad value": ({"grid": {"latent_dim": [2, 0]}}, "grid.latent_dim", ">= 1"),
-    "grid bad name": ({"grid": {"prior.name": ["vamp", "gaussian"]}}, "grid.prior.name",
-                      "gaussian"),
+    "grid bad name": (
+        {"grid": {"prior.name": ["vamp", "gaussian"]}},
+        "grid.prior.name",
+        "gaussian",
+    ),
     "grid seed": ({"grid": {"train.seed": [1, 2]}}, "grid.train.seed", "seeds:"),
     "grid key is not a key": ({"grid": {"a..b": [1]}}, "grid.a..b", "dotted"),
-    "grid also in set": ({"grid": {"train.max_epochs": [1, 2]}}, "grid.train.max_epochs",
-                         "set:"),
+    "grid also in set": ({"grid": {"train.max_epochs": [1, 2]}}, "grid.train.max_epochs", "set:"),
     "cells not a list": ({"cells": {"beta": 2}}, "cells", "list of override maps"),
     "cells empty": ({"cells": []}, "cells", "empty"),
     "cell not a map": ({"cells": [{}, 3]}, "cells[1]", "mapping"),
     "cells repeat": ({"cells": [{"beta": 2}, {}, {"beta": 2}]}, "cells[2]", "repeats cells[0]"),
-    "cell bad key": ({"cells": [{}, {"estimator.name": "iwae", "estimator.particels": 2}]},
-                     "cells[1].estimator.particels", "particels"),
-    "cell and grid": ({"cells": [{"beta": 2}], "grid": {"beta": [1.0]}}, "cells[0].beta",
-                      "grid.beta"),
-    "combination": ({"cells": [{"estimator.name": "stl"}], "grid": {"latent_dim": [2, [4, 2]]}},
-                    "cells[0].estimator.name", "with stochastic layers use trace"),
+    "cell bad key": (
+        {"cells": [{}, {"estimator.name": "iwae", "estimator.particels": 2}]},
+        "cells[1].estimator.particels",
+        "particels",
+    ),
+    "cell and grid": (
+        {"cells": [{"beta": 2}], "grid": {"beta": [1.0]}},
+        "cells[0].beta",
+        "grid.beta",
+    ),
+    "combination": (
+        {"cells": [{"estimator.name": "stl"}], "grid": {"latent_dim": [2, [4, 2]]}},
+        "cells[0].estimator.name",
+        "with stochastic layers use trace",
+    ),
     "seeds zero": ({"seeds": 0}, "seeds", ">= 1"),
     "seeds negative": ({"seeds": [-1]}, "seeds[0]", ">= 0"),
     "seeds repeat": ({"seeds": [0, 1, 0]}, "seeds", "repeats seed 0"),
@@ -169,8 +214,9 @@ def test_a_refusal_of_the_base_with_a_cell_names_the_cell(tmp_path):
     assert load_experiment(write(tmp_path, {"base": str(base)}, "plain.yaml")).seeds == (0,)
 
 
-@pytest.mark.parametrize("text, fragment", [("- base: x\n", "a mapping"),
-                                            ("base: [\n", "YAML syntax error at line")])
+@pytest.mark.parametrize(
+    "text, fragment", [("- base: x\n", "a mapping"), ("base: [\n", "YAML syntax error at line")]
+)
 def test_a_file_that_is_no_experiment_is_refused(tmp_path, text, fragment):
     with pytest.raises(SpecError, match="exp.yaml") as caught:
         load_experiment(write(tmp_path, text))
@@ -188,8 +234,11 @@ def test_the_command_refuses_a_bad_grid_in_one_line_before_anything_runs(tmp_pat
     assert "did you mean 'train'" in err
     assert not out.exists()
     good = experiment(tmp_path, name="good.yaml", seeds=2)
-    for extra, flag in ((["--task", "2"], "--task"), (["--jobs", "0"], "--jobs"),
-                        (["--jobs", "2", "--slurm"], "--jobs")):
+    for extra, flag in (
+        (["--task", "2"], "--task"),
+        (["--jobs", "0"], "--jobs"),
+        (["--jobs", "2", "--slurm"], "--jobs"),
+    ):
         assert main(["sweep", str(good), "--out", str(out), *extra]) == EXIT_USER_ERROR
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and flag in err, err
@@ -198,19 +247,30 @@ def test_the_command_refuses_a_bad_grid_in_one_line_before_anything_runs(tmp_pat
 
 # ---- names ---------------------------------------------------------------------------------------
 def test_names_show_the_differing_overrides_by_their_shortest_tail():
-    cells = [(("encoder.hidden", [8]), ("decoder.hidden", [8]), ("prior.name", "vamp")),
-             (("encoder.hidden", [8, 8]), ("decoder.hidden", [8]), ("prior.name", "flow"))]
+    cells = [
+        (("encoder.hidden", [8]), ("decoder.hidden", [8]), ("prior.name", "vamp")),
+        (("encoder.hidden", [8, 8]), ("decoder.hidden", [8]), ("prior.name", "flow")),
+    ]
     assert cell_names(cells) == ["encoder.hidden=8,prior=vamp", "encoder.hidden=8-8,prior=flow"]
     assert cell_names([(("beta", 1.0),)]) == [""]  # a lone cell: runs straight under DIR
     assert cell_names([(), (("beta", 2.0),)]) == ["base", "beta=2"]
-    assert cell_names([(("prior", {"name": "vamp", "pseudo_inputs": 5}),), (("prior", None),)]) \
-        == ["prior=vamp_pseudo_inputs-5", "prior=null"]
+    assert cell_names([(("prior", {"name": "vamp", "pseudo_inputs": 5}),), (("prior", None),)]) == [
+        "prior=vamp_pseudo_inputs-5",
+        "prior=null",
+    ]
 
 
 def test_names_are_sanitized_shortened_and_never_collide():
-    odd = [(("data.path", "a/b"),), (("data.path", "a_b"),), (("data.path", "A_B"),),
-           (("data.path", "../.x y"),), (("data.path", "x" * 300),), (("data.path", "x" * 301),),
-           (("beta", 2),), (("beta", 2.0),)]
+    odd = [
+        (("data.path", "a/b"),),
+        (("data.path", "a_b"),),
+        (("data.path", "A_B"),),
+        (("data.path", "../.x y"),),
+        (("data.path", "x" * 300),),
+        (("data.path", "x" * 301),),
+        (("beta", 2),),
+        (("beta", 2.0),),
+    ]
     names = cell_names(odd)
     assert len({n.lower() for n in names}) == len(names)  # distinct, even ignoring case
     for name in names:
@@ -253,8 +313,9 @@ def test_a_sweep_makes_ordinary_runs_that_aggregate_finds_and_a_manifest(swept):
     assert whole["grid"] == {"beta": [1.0, 2.0]} and whole["seeds"] == [0, 1]
     assert "sweep: 4 runs in" in result.lines()[0] and "4 finished" in result.lines()[0]
     # the split is data.seed's: every seed scored the same test points
-    digests = {json.loads((out / p / "eval-test.json").read_text())["data_sha256"]
-               for p in expected}
+    digests = {
+        json.loads((out / p / "eval-test.json").read_text())["data_sha256"] for p in expected
+    }
     assert len(digests) == 1
 
 
@@ -280,8 +341,11 @@ def test_a_stopped_run_is_continued_and_an_unscored_one_scored(swept):
     assert runs["beta=1/seed-0"]["state"] == runs["beta=2/seed-1"]["state"] == "skipped"
     assert Run(stopped).state() == "finished" and (unscored / "eval-test.json").is_file()
     after = checkpoint_times(out)
-    for p in ("beta=1/seed-0/checkpoints/last.ckpt", "beta=2/seed-1/checkpoints/last.ckpt",
-              "beta=2/seed-0/checkpoints/last.ckpt"):  # scoring reads the checkpoint only
+    for p in (
+        "beta=1/seed-0/checkpoints/last.ckpt",
+        "beta=2/seed-1/checkpoints/last.ckpt",
+        "beta=2/seed-0/checkpoints/last.ckpt",
+    ):  # scoring reads the checkpoint only
         assert after[p] == before[p]
 
 
@@ -307,8 +371,9 @@ def test_slurm_writes_an_array_script_and_runs_nothing(tmp_path, capsys):
     text = script.read_text()
     assert "#SBATCH --array=0-5\n" in text and "#SBATCH --requeue\n" in text
     assert "#SBATCH --signal=USR1@120\n" in text  # train's SIGUSR1 path: checkpoint, exit 138
-    assert (f'srun pyro-vae sweep {path} --out {out.absolute()} --task "$SLURM_ARRAY_TASK_ID"'
-            in text)
+    assert (
+        f'srun pyro-vae sweep {path} --out {out.absolute()} --task "$SLURM_ARRAY_TASK_ID"' in text
+    )
     assert 'if [ $status -eq 138 ]; then scontrol requeue "$SLURM_JOB_ID"; fi' in text
     assert (out / ".sweep/slurm").is_dir()  # where --output points
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
@@ -327,8 +392,9 @@ def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path):
     assert bad["state"] == "failed" and "train.batch_size" in bad["message"]
     assert result.exit_code == EXIT_USER_ERROR
     problems = result.problems()
-    assert len(problems) == 1 and "batch_size=100000/seed-0: failed: train.batch_size" \
-        in problems[0]
+    assert (
+        len(problems) == 1 and "batch_size=100000/seed-0: failed: train.batch_size" in problems[0]
+    )
 
 
 @pytest.mark.timing
@@ -348,9 +414,14 @@ def test_two_workers_share_the_runs_and_train_none_twice(tmp_path):
 @pytest.mark.timing
 def test_ctrl_c_stops_the_sweep_at_a_checkpoint_and_the_same_command_continues(tmp_path):
     steps = 14  # 200 digits, batch 32: 7 steps an epoch, 2 epochs; no periodic checkpoint
-    content = {**as_map(NETS), "data.limit": 200, "train.max_epochs": 2,
-               "train.log_every_n_steps": 1, "train.checkpoint_every_epochs": 0,
-               "evaluate.num_samples": 4}
+    content = {
+        **as_map(NETS),
+        "data.limit": 200,
+        "train.max_epochs": 2,
+        "train.log_every_n_steps": 1,
+        "train.checkpoint_every_epochs": 0,
+        "evaluate.num_samples": 4,
+    }
     path = write(tmp_path, {"base": DIGITS, "set": content, "seeds": [5]})
     out = tmp_path / "out"
     command = [EXE, "sweep", str(path), "--out", str(out)]
@@ -375,12 +446,20 @@ def test_the_time_left_reads_as_a_person_would_say_it():
     assert [duration(s) for s in (0.2, 40, 250, 9000)] == ["1 s", "40 s", "4 min", "2.5 h"]
 
 
-@pytest.mark.parametrize("states, code", [
-    (["finished", "skipped"], 0), (["finished", "diverged"], 3), (["failed", "diverged"], 2),
-    (["in use"], 2), (["stopped"], 2)])
+@pytest.mark.parametrize(
+    "states, code",
+    [
+        (["finished", "skipped"], 0),
+        (["finished", "diverged"], 3),
+        (["failed", "diverged"], 2),
+        (["in use"], 2),
+        (["stopped"], 2),
+    ],
+)
 def test_the_exit_status_says_the_worst_outcome(states, code):
-    result = SweepResult(Path("out"), [{"path": f"r{i}", "state": s, "message": "m"}
-                                       for i, s in enumerate(states)])
+    result = SweepResult(
+        Path("out"), [{"path": f"r{i}", "state": s, "message": "m"} for i, s in enumerate(states)]
+    )
     assert result.exit_code == code
     assert len(result.problems()) == sum(s not in ("finished", "skipped") for s in states)
     assert SweepResult(Path("out"), [], signum=signal.SIGUSR1).exit_code == 138

@@ -29,7 +29,7 @@ class FakeVAE(torch.nn.Module):
         self.latent_dim = latent_dim
         a = torch.randn(p, latent_dim, generator=torch.Generator().manual_seed(1))
         a[:, 1:2] = 0.0
-        self.a = torch.nn.Parameter(a / p ** 0.5)
+        self.a = torch.nn.Parameter(a / p**0.5)
         self.decoded: list[torch.Tensor] = []
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,10 +102,19 @@ def write_metrics_csv(path: Path) -> Path:
         for epoch in range(4):
             for s in range(5):
                 step = 5 * epoch + s
-                w.writerow({"epoch": epoch, "step": step, "train_elbo": -100 + 10 * np.log1p(step),
-                            "train_kl": 5 + np.sqrt(step), "train_recon": -95 + 9 * np.log1p(step),
-                            "beta": min(1.0, step / 10)})
-            w.writerow({"epoch": epoch, "step": 5 * epoch + 4, "val_elbo": -98 + 9 * np.log1p(epoch)})
+                w.writerow(
+                    {
+                        "epoch": epoch,
+                        "step": step,
+                        "train_elbo": -100 + 10 * np.log1p(step),
+                        "train_kl": 5 + np.sqrt(step),
+                        "train_recon": -95 + 9 * np.log1p(step),
+                        "beta": min(1.0, step / 10),
+                    }
+                )
+            w.writerow(
+                {"epoch": epoch, "step": 5 * epoch + 4, "val_elbo": -98 + 9 * np.log1p(epoch)}
+            )
     return path
 
 
@@ -115,11 +124,14 @@ def test_image_figures_are_drawn(tmp_path: Path, blank_variance: float) -> None:
         saved(figures.plot_prior_samples(vae, SHAPE, n=30), tmp_path / "prior_samples.png"),
         saved(figures.plot_reconstructions(vae, x[:12], SHAPE), tmp_path / "reconstructions.png"),
         saved(figures.plot_traversals(vae, x, SHAPE), tmp_path / "traversals.png"),
-        saved(figures.plot_interpolation(vae, x[:3], x[3:6], SHAPE),
-              tmp_path / "interpolation.png"),
+        saved(
+            figures.plot_interpolation(vae, x[:3], x[3:6], SHAPE), tmp_path / "interpolation.png"
+        ),
         saved(figures.plot_latent_map(vae, x, labels=torch.arange(40) % 4), tmp_path / "map.png"),
-        saved(figures.plot_latent_map(vae, x, labels=np.array(list("ab") * 20)),
-              tmp_path / "map_text.png"),
+        saved(
+            figures.plot_latent_map(vae, x, labels=np.array(list("ab") * 20)),
+            tmp_path / "map_text.png",
+        ),
         saved(figures.plot_latent_map(vae, x, labels=x[:, 0]), tmp_path / "map_continuous.png"),
     ]
     for path in paths:
@@ -133,7 +145,9 @@ def test_integer_levels_and_rgb_images_are_drawn(tmp_path: Path, blank_variance:
     levels = figures._images(np.array([[0.0, 2.0, 4.0, 4.0]]), (1, 2, 2), (0.0, 4.0))
     np.testing.assert_allclose(levels, [[[0.0, 0.5], [1.0, 1.0]]])
     rgb = figures._images(np.arange(12.0)[None], (3, 2, 2), (0.0, 11.0))
-    assert rgb.shape == (1, 2, 2, 3) and rgb[0, 0, 1, 2] == pytest.approx(9 / 11)  # pixel (0,1), blue
+    assert rgb.shape == (1, 2, 2, 3) and rgb[0, 0, 1, 2] == pytest.approx(
+        9 / 11
+    )  # pixel (0,1), blue
     vae = FakeVAE(3 * 16)
     path = saved(figures.plot_prior_samples(vae, (3, 4, 4), n=9, levels=256), tmp_path / "rgb.png")
     assert_grid(path, blank_variance)
@@ -143,7 +157,7 @@ def test_traversals_sweep_the_active_dimensions_by_three_aggregate_sd(tmp_path: 
     vae, x = FakeVAE(64), make_data(50, 64)
     saved(figures.plot_traversals(vae, x, SHAPE, index=7, dims=2, steps=5), tmp_path / "trav.png")
     z = vae.decoded[-1].reshape(2, 5, 3)
-    loc, scale = vae.encode(x)
+    loc, _scale = vae.encode(x)
     activity = loc.var(0)
     torch.testing.assert_close(figures.latent_activity(vae, x), activity)
     assert activity[1] == 0.0  # the inactive dimension is not among the two rows
@@ -166,16 +180,18 @@ def test_interpolation_runs_between_the_posterior_means(tmp_path: Path) -> None:
     torch.testing.assert_close(z[:, 2], (mu_a + mu_b) / 2)
 
 
-def test_training_curves_skip_blanks_and_missing_columns(tmp_path: Path,
-                                                         blank_variance: float) -> None:
+def test_training_curves_skip_blanks_and_missing_columns(
+    tmp_path: Path, blank_variance: float
+) -> None:
     csv_path = write_metrics_csv(tmp_path / "metrics.csv")
     panels = figures.curve_series(figures.read_metrics(csv_path))
     assert list(panels) == ["ELBO", "KL divergence", "reconstruction", "KL weight β"]
-    x, y = panels["ELBO"]["val_elbo"]
+    x, _y = panels["ELBO"]["val_elbo"]
     np.testing.assert_array_equal(x, [4, 9, 14, 19])  # only the 4 rows that carry a val_elbo
     assert len(panels["ELBO"]["train_elbo"][0]) == 20
-    assert_drawn(saved(figures.plot_training_curves(csv_path), tmp_path / "curves.png"),
-                 blank_variance)
+    assert_drawn(
+        saved(figures.plot_training_curves(csv_path), tmp_path / "curves.png"), blank_variance
+    )
     empty = tmp_path / "empty.csv"
     empty.write_text("epoch,step,other\n0,0,1\n")
     with pytest.raises(ValueError, match="no training metrics"):
@@ -184,19 +200,42 @@ def test_training_curves_skip_blanks_and_missing_columns(tmp_path: Path,
 
 def test_log_px_and_estimator_comparison(tmp_path: Path, blank_variance: float) -> None:
     rng = np.random.default_rng(0)
-    path = saved(figures.plot_log_px(rng.normal(-90, 5, 200), rng.uniform(1, 100, 200),
-                                     num_samples=100), tmp_path / "log_px.png")
+    path = saved(
+        figures.plot_log_px(rng.normal(-90, 5, 200), rng.uniform(1, 100, 200), num_samples=100),
+        tmp_path / "log_px.png",
+    )
     assert_drawn(path, blank_variance)
     rows = [  # as read back from compare.csv: strings, blanks, a missing column
-        {"estimator": "trace", "bound": "-95.1", "log_px": "-90.2", "log_px_stderr": "0.3",
-         "snr_guide": "2.5", "snr_model": "9.0", "ms_per_step": "7.1"},
-        {"estimator": "iwae", "bound": "-92.0", "log_px": "-89.1", "log_px_stderr": "",
-         "snr_guide": "0.8", "snr_model": "12.0", "ms_per_step": "15.3"},
-        {"estimator": "dreg", "bound": -91.8, "log_px": -88.9, "snr_guide": 3.1,
-         "snr_model": 12.5, "ms_per_step": 16.0},
+        {
+            "estimator": "trace",
+            "bound": "-95.1",
+            "log_px": "-90.2",
+            "log_px_stderr": "0.3",
+            "snr_guide": "2.5",
+            "snr_model": "9.0",
+            "ms_per_step": "7.1",
+        },
+        {
+            "estimator": "iwae",
+            "bound": "-92.0",
+            "log_px": "-89.1",
+            "log_px_stderr": "",
+            "snr_guide": "0.8",
+            "snr_model": "12.0",
+            "ms_per_step": "15.3",
+        },
+        {
+            "estimator": "dreg",
+            "bound": -91.8,
+            "log_px": -88.9,
+            "snr_guide": 3.1,
+            "snr_model": 12.5,
+            "ms_per_step": 16.0,
+        },
     ]
-    assert_drawn(saved(figures.plot_estimator_comparison(rows), tmp_path / "cmp.png"),
-                 blank_variance)
+    assert_drawn(
+        saved(figures.plot_estimator_comparison(rows), tmp_path / "cmp.png"), blank_variance
+    )
     with pytest.raises(ValueError, match="no comparison metrics"):
         figures.plot_estimator_comparison([{"estimator": "trace"}])
 
@@ -204,16 +243,23 @@ def test_log_px_and_estimator_comparison(tmp_path: Path, blank_variance: float) 
 def test_run_figures_for_images_are_deterministic(tmp_path: Path, blank_variance: float) -> None:
     vae, x = FakeVAE(64), make_data(30, 64)
     state = torch.get_rng_state()
-    first = saved_all(figures.run_figures(vae, x, SHAPE, labels=np.arange(30) % 3, seed=3),
-                      tmp_path / "a")
+    first = saved_all(
+        figures.run_figures(vae, x, SHAPE, labels=np.arange(30) % 3, seed=3), tmp_path / "a"
+    )
     assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG is left alone
-    assert {p.stem for p in first} == {"latent_map", "prior_samples", "reconstructions",
-                                       "traversals", "interpolation"}
+    assert {p.stem for p in first} == {
+        "latent_map",
+        "prior_samples",
+        "reconstructions",
+        "traversals",
+        "interpolation",
+    }
     assert set(CAPTIONS) >= {p.stem for p in first}
     for path in first:
         assert_drawn(path, blank_variance)
-    again = saved_all(figures.run_figures(vae, x, SHAPE, labels=np.arange(30) % 3, seed=3),
-                      tmp_path / "b")
+    again = saved_all(
+        figures.run_figures(vae, x, SHAPE, labels=np.arange(30) % 3, seed=3), tmp_path / "b"
+    )
     saved_all(figures.run_figures(vae, x, SHAPE, seed=4), tmp_path / "c")
     for a, b in zip(first, again):
         assert a.read_bytes() == b.read_bytes(), a.name
@@ -230,15 +276,21 @@ def test_vector_data_get_no_image_grids(tmp_path: Path, blank_variance: float) -
             assert_drawn(path, blank_variance)
 
 
-def test_one_point_draws_every_figure_but_the_interpolation(tmp_path: Path,
-                                                            blank_variance: float) -> None:
+def test_one_point_draws_every_figure_but_the_interpolation(
+    tmp_path: Path, blank_variance: float
+) -> None:
     """A split of one evaluation point: no pair to interpolate, no spread for the traversals'
     ranking (every activity 0) nor for a second principal axis (drawn at 0)."""
     paths = saved_all(figures.run_figures(FakeVAE(64), make_data(1, 64), SHAPE), tmp_path / "img")
-    assert {p.stem for p in paths} == {"latent_map", "prior_samples", "reconstructions",
-                                       "traversals"}
-    vectors = saved_all(figures.run_figures(FakeVAE(5, latent_dim=3), make_data(1, 5), (5,)),
-                        tmp_path / "vec")
+    assert {p.stem for p in paths} == {
+        "latent_map",
+        "prior_samples",
+        "reconstructions",
+        "traversals",
+    }
+    vectors = saved_all(
+        figures.run_figures(FakeVAE(5, latent_dim=3), make_data(1, 5), (5,)), tmp_path / "vec"
+    )
     assert {p.stem for p in vectors} == {"latent_map", "samples_vs_data"}
     for path in paths + vectors:
         assert path.stat().st_size > 0

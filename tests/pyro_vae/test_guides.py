@@ -55,8 +55,11 @@ def correlated():
     return ppca, ppca.sample(32)
 
 
-@pytest.mark.parametrize("family", [{"name": "full_rank"}, {"name": "low_rank", "rank": 3}],
-                         ids=["full_rank", "low_rank"])
+@pytest.mark.parametrize(
+    "family",
+    [{"name": "full_rank"}, {"name": "low_rank", "rank": 3}],
+    ids=["full_rank", "low_rank"],
+)
 def test_full_covariance_guides_reach_the_exact_log_px(correlated, family):
     ppca, x = correlated
     _, guide = fit_guide(ppca, x, family)
@@ -97,8 +100,9 @@ def numerical_log_det(f, u: torch.Tensor, h: float = 1e-5) -> torch.Tensor:
 @pytest.mark.parametrize("name", ["iaf", "planar"])
 def test_flow_guide_log_q_is_the_change_of_variables(name):
     pyro.set_rng_seed(1)
-    posterior = GUIDES.instantiate(GUIDES.parse({"name": name, "flows": 2, "hidden": [8],
-                                                 "context": 4})).build(MLP(hidden=(8,)), (5,), 3)
+    posterior = GUIDES.instantiate(
+        GUIDES.parse({"name": name, "flows": 2, "hidden": [8], "context": 4})
+    ).build(MLP(hidden=(8,)), (5,), 3)
     posterior.double()
     for p in posterior.parameters():  # away from the identity start
         p.data.add_(0.3 * torch.randn_like(p))
@@ -125,14 +129,25 @@ def test_flow_guide_log_q_is_the_change_of_variables(name):
 
 
 def tiny_vae(guide: str | dict, **extra) -> VAE:
-    spec = load_spec({"guide": guide, "latent_dim": 3, "encoder": {"hidden": [16]},
-                      "decoder": {"hidden": [16]}, **extra})
+    spec = load_spec(
+        {
+            "guide": guide,
+            "latent_dim": 3,
+            "encoder": {"hidden": [16]},
+            "decoder": {"hidden": [16]},
+            **extra,
+        }
+    )
     return VAE.from_spec(spec, (1, 4, 4))
 
 
-GUIDE_SPECS = ["diagonal", {"name": "low_rank", "rank": 1}, "full_rank",
-               {"name": "iaf", "hidden": [8], "context": 4},
-               {"name": "planar", "hidden": [8], "context": 4}]
+GUIDE_SPECS = [
+    "diagonal",
+    {"name": "low_rank", "rank": 1},
+    "full_rank",
+    {"name": "iaf", "hidden": [8], "context": 4},
+    {"name": "planar", "hidden": [8], "context": 4},
+]
 
 
 @pytest.mark.parametrize("estimator", sorted(ESTIMATORS))
@@ -153,8 +168,9 @@ def test_every_guide_trains_with_every_estimator(guide, estimator):
     assert sum(float(g.abs().sum()) > 0 for g in guide_grads) == len(guide_grads)
 
 
-@pytest.mark.parametrize("guide", GUIDE_SPECS[1:], ids=lambda g: g["name"] if isinstance(g, dict)
-                         else g)
+@pytest.mark.parametrize(
+    "guide", GUIDE_SPECS[1:], ids=lambda g: g["name"] if isinstance(g, dict) else g
+)
 def test_fast_importance_path_agrees_with_the_traced_one(guide):
     """vae.log_weights (plain torch) and inference.log_marginal_likelihood (Pyro traces) draw the
     same log w = log p(x, z) − log q(z|x). Compared on its mean (the ELBO), which is well
@@ -186,8 +202,9 @@ def test_stl_and_dreg_stop_the_flow_parameters_in_log_q(name):
     frozen = copy.deepcopy(vae.posteriors[0]).requires_grad_(False)
     pyro.set_rng_seed(5)
     z = vae.posteriors[0](x).expand((k, 3)).rsample()  # the estimator's particles
-    log_w = (vae.likelihood(vae.decoder(z)).log_prob(x) + vae.prior().log_prob(z)
-             - frozen(x).log_prob(z))
+    log_w = (
+        vae.likelihood(vae.decoder(z)).log_prob(x) + vae.prior().log_prob(z) - frozen(x).log_prob(z)
+    )
     if name == "stl":
         objective = log_w.mean(0)
     else:
@@ -201,10 +218,12 @@ def test_stl_and_dreg_stop_the_flow_parameters_in_log_q(name):
 def test_a_checkpoint_from_before_the_guide_registry_still_loads():
     """Its diagonal guide's network was ``encoder.*``; it is ``posteriors.0.encoder.*`` now."""
     old = tiny_vae("diagonal")
-    legacy = {k.replace("posteriors.0.encoder.", "encoder."): v
-              for k, v in old.state_dict().items()}
+    legacy = {
+        k.replace("posteriors.0.encoder.", "encoder."): v for k, v in old.state_dict().items()
+    }
     assert any(k.startswith("encoder.") for k in legacy)
     new = tiny_vae("diagonal")
     new.load_state_dict(legacy)
-    assert all(torch.equal(a, b) for a, b in zip(old.state_dict().values(),
-                                                  new.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(old.state_dict().values(), new.state_dict().values())
+    )

@@ -15,8 +15,13 @@ from pyro_vae.registry import SpecError
 from pyro_vae.spec import load_spec
 from pyro_vae.vae import VAE
 
-SPEC = {"latent_dim": [3, 2], "guide": "full_rank", "encoder": {"hidden": []},
-        "decoder": {"hidden": []}, "likelihood": {"name": "normal", "scale": 0.4, "learn": "fixed"}}
+SPEC = {
+    "latent_dim": [3, 2],
+    "guide": "full_rank",
+    "encoder": {"hidden": []},
+    "decoder": {"hidden": []},
+    "likelihood": {"name": "normal", "scale": 0.4, "learn": "fixed"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +63,10 @@ def test_with_the_exact_guide_importance_sampling_gives_the_exact_log_px(linear)
 
 
 ESTIMATES = {  # name: (parameters, whether the bound is the ELBO)
-    "trace": ({"particles": 50}, True), "stl": ({"particles": 50}, True),
-    "iwae": ({"particles": 5}, False), "renyi": ({"alpha": 0.5, "particles": 5}, False),
+    "trace": ({"particles": 50}, True),
+    "stl": ({"particles": 50}, True),
+    "iwae": ({"particles": 5}, False),
+    "renyi": ({"alpha": 0.5, "particles": 5}, False),
     "dreg": ({"particles": 5}, False),
 }
 
@@ -82,8 +89,9 @@ def test_every_estimators_bound_equals_its_closed_form_in_expectation(linear, na
     assert float(kl.sum()) > 5  # the bounds are apart
     loss = ESTIMATORS[name](**params)
     with torch.no_grad(), pyro.validation_enabled(False):
-        values = torch.tensor([-float(loss.differentiable_loss(vae.model, vae.guide, x))
-                               for _ in range(200)])
+        values = torch.tensor(
+            [-float(loss.differentiable_loss(vae.model, vae.guide, x)) for _ in range(200)]
+        )
     mean, se = float(values.mean()), float(values.std()) / math.sqrt(len(values))
     assert se < 0.6
     if is_elbo:
@@ -93,8 +101,13 @@ def test_every_estimators_bound_equals_its_closed_form_in_expectation(linear, na
 
 
 def test_three_layers_run_on_the_same_code():
-    vae = VAE.build((1, 4, 4), latent_dim=[5, 4, 2], encoder={"hidden": [8]},
-                    decoder={"hidden": [8]}, estimator="iwae")
+    vae = VAE.build(
+        (1, 4, 4),
+        latent_dim=[5, 4, 2],
+        encoder={"hidden": [8]},
+        decoder={"hidden": [8]},
+        estimator="iwae",
+    )
     x = (torch.rand(6, 16) > 0.5).float()
     loss = ESTIMATORS["iwae"]()(vae.model, vae.guide)(x)
     loss.backward()
@@ -104,13 +117,16 @@ def test_three_layers_run_on_the_same_code():
     assert vae.log_weights(x)(3).shape == (3, 6) and vae.sample(2).shape == (2, 16)
 
 
-@pytest.mark.parametrize("raw,key,fragment", [
-    ({"estimator": "mean_field"}, "estimator.name", "biased"),
-    ({"estimator": "stl"}, "estimator.name", "dependence on z1"),
-    ({"estimator": "dreg"}, "estimator.name", "dependence on z1"),
-    ({"prior": "vamp"}, "prior.name", "vamp"),
-    ({"latent_dim": [3, 0]}, "latent_dim", "each layer size must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "raw,key,fragment",
+    [
+        ({"estimator": "mean_field"}, "estimator.name", "biased"),
+        ({"estimator": "stl"}, "estimator.name", "dependence on z1"),
+        ({"estimator": "dreg"}, "estimator.name", "dependence on z1"),
+        ({"prior": "vamp"}, "prior.name", "vamp"),
+        ({"latent_dim": [3, 0]}, "latent_dim", "each layer size must be >= 1"),
+    ],
+)
 def test_the_spec_refuses_what_a_hierarchy_would_train_wrongly(raw, key, fragment):
     with pytest.raises(SpecError) as info:
         load_spec({"latent_dim": [3, 2], **raw})

@@ -21,9 +21,15 @@ def test_bernoulli_log_prob_equals_torch_bernoulli_after_plate_expansion():
 
 def discretized_logistic(unit: bool, levels: int = 256, components: int = 3, pixels: int = 4):
     """A built likelihood and decoder output spanning sharp, wide and off-range logistics."""
-    lik = LIKELIHOODS.instantiate(LIKELIHOODS.parse({
-        "name": "discretized_logistic", "components": components,
-        "values": "unit" if unit else "integer"})).build(pixels, levels)
+    lik = LIKELIHOODS.instantiate(
+        LIKELIHOODS.parse(
+            {
+                "name": "discretized_logistic",
+                "components": components,
+                "values": "unit" if unit else "integer",
+            }
+        )
+    ).build(pixels, levels)
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, components, pixels, generator=g)
     loc = 1.5 * torch.randn(2, components, pixels, generator=g)  # some beyond [−1, 1]

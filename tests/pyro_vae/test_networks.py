@@ -4,9 +4,9 @@ import pytest
 from torch import nn
 
 from pyro_vae import networks
+from pyro_vae.prepared import prepare
 from pyro_vae.registry import SpecError
 from pyro_vae.spec import load_spec
-from pyro_vae.prepared import prepare
 
 
 class Pair(nn.Module):
@@ -36,8 +36,9 @@ def test_the_check_builds_nothing_real(monkeypatch):
         networks.check_fits(lambda: nn.Linear(10**6, 10**7), "sizes")
 
 
-@pytest.mark.parametrize("override", ["encoder.hidden=[4611686018427387904]",
-                                      "latent_dim=4611686018427387904"])
+@pytest.mark.parametrize(
+    "override", ["encoder.hidden=[4611686018427387904]", "latent_dim=4611686018427387904"]
+)
 def test_sizes_that_overflow_int64_are_refused(override):
     with pytest.raises(SpecError, match="^model: too large to build .*(?i:overflow)"):
         prepare(load_spec(None, [override, "data.limit=200"]))

@@ -19,15 +19,31 @@ from pyro_vae.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 OWN_PRIOR = ROOT / "examples" / "own_prior"
-TINY = ["latent_dim=2", "encoder.hidden=[8]", "decoder.hidden=[8]", "data.limit=64",
-        "data.test_fraction=0.02", "prior.flows=2", "prior.hidden=8", "train.max_epochs=1",
-        "train.batch_size=32", "evaluate.num_samples=8", "train.progress=false"]
+TINY = [
+    "latent_dim=2",
+    "encoder.hidden=[8]",
+    "decoder.hidden=[8]",
+    "data.limit=64",
+    "data.test_fraction=0.02",
+    "prior.flows=2",
+    "prior.hidden=8",
+    "train.max_epochs=1",
+    "train.batch_size=32",
+    "evaluate.num_samples=8",
+    "train.progress=false",
+]
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(OWN_PRIOR)}
-    return subprocess.run([sys.executable, "-m", "pyro_vae.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "pyro_vae.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=600,
+    )
 
 
 def test_a_flow_prior_from_its_own_module_trains_evaluates_and_resumes(tmp_path):
@@ -37,31 +53,54 @@ def test_a_flow_prior_from_its_own_module_trains_evaluates_and_resumes(tmp_path)
     evaluate, report, and resume for a second epoch."""
     run = tmp_path / "run"
     sets = [x for s in TINY for x in ("--set", s)]
-    trained = cli("train", str(OWN_PRIOR / "digits-flow.yaml"), "--out", str(run), *sets,
-                  "--verbose", cwd=tmp_path)  # notices reach a non-terminal stderr with --verbose
+    trained = cli(
+        "train",
+        str(OWN_PRIOR / "digits-flow.yaml"),
+        "--out",
+        str(run),
+        *sets,
+        "--verbose",
+        cwd=tmp_path,
+    )  # notices reach a non-terminal stderr with --verbose
     assert trained.returncode == 0, trained.stderr[-3000:]
     notices = [line for line in trained.stderr.splitlines() if "cannot be traced" in line]
     assert len(notices) == 1 and notices[0].startswith("pyro-vae: train.jit:"), trained.stderr
     config = yaml.safe_load((run / "config.yaml").read_text())
-    assert config["prior"] == {"name": "flow_prior:FlowPrior", "flows": 2, "hidden": 8,
-                               "bins": 8, "seed": 0}
-    for args in (["evaluate", str(run)], ["report", str(run)],
-                 ["train", "--resume", str(run), "--set", "train.max_epochs=2"]):
+    assert config["prior"] == {
+        "name": "flow_prior:FlowPrior",
+        "flows": 2,
+        "hidden": 8,
+        "bins": 8,
+        "seed": 0,
+    }
+    for args in (
+        ["evaluate", str(run)],
+        ["report", str(run)],
+        ["train", "--resume", str(run), "--set", "train.max_epochs=2"],
+    ):
         result = cli(*args, cwd=tmp_path)
         assert result.returncode == 0, (args, result.stderr[-3000:])
     metrics = (run / "metrics.csv").read_text()
     assert "val_elbo" in metrics and len({line.split(",")[0] for line in metrics.splitlines()}) > 2
 
 
-@pytest.mark.parametrize("prior, message", [
-    ({"name": "flow_prior:FlowPrior", "flow": 2},
-     "prior.flow: unknown key; valid keys: bins, flows, hidden, seed (did you mean 'flows'?)"),
-    ({"name": "flow_prior:FlowPrior", "flows": "many"}, "prior.flows: expected an integer"),
-    ({"name": "flow_prior:FlowPrior", "flows": 0}, "prior: flows must be >= 1, got 0"),
-    ({"name": "no_such_module:FlowPrior"}, "prior.name: cannot import module 'no_such_module'"),
-    ({"name": "flow_prior:Nothing"}, "prior.name: module 'flow_prior' has no attribute 'Nothing'"),
-    ({"name": "flow_prior:"}, "prior.name: 'flow_prior:' is not of the form"),
-])
+@pytest.mark.parametrize(
+    "prior, message",
+    [
+        (
+            {"name": "flow_prior:FlowPrior", "flow": 2},
+            "prior.flow: unknown key; valid keys: bins, flows, hidden, seed (did you mean 'flows'?)",
+        ),
+        ({"name": "flow_prior:FlowPrior", "flows": "many"}, "prior.flows: expected an integer"),
+        ({"name": "flow_prior:FlowPrior", "flows": 0}, "prior: flows must be >= 1, got 0"),
+        ({"name": "no_such_module:FlowPrior"}, "prior.name: cannot import module 'no_such_module'"),
+        (
+            {"name": "flow_prior:Nothing"},
+            "prior.name: module 'flow_prior' has no attribute 'Nothing'",
+        ),
+        ({"name": "flow_prior:"}, "prior.name: 'flow_prior:' is not of the form"),
+    ],
+)
 def test_an_own_component_is_validated_as_a_built_in_one(monkeypatch, prior, message):
     monkeypatch.syspath_prepend(str(OWN_PRIOR))
     with pytest.raises(SpecError) as info:
@@ -85,10 +124,12 @@ def test_an_installed_entry_point_extends_the_registry(tmp_path, monkeypatch):
     info = tmp_path / "site" / "my_priors-0.1.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-priors\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(textwrap.dedent("""\
+    (info / "entry_points.txt").write_text(
+        textwrap.dedent("""\
         [pyro_vae.prior]
         flow = flow_prior:FlowPrior
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     monkeypatch.syspath_prepend(str(OWN_PRIOR))
     spec = load_spec({"prior": {"name": "flow", "flows": 3}, "latent_dim": 2})

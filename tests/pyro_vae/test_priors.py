@@ -7,9 +7,9 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from inference import make_estimator
 from pyro import poutine
 
+from inference import make_estimator
 from pyro_vae.components.priors import PRIORS
 from pyro_vae.data import DATASETS
 from pyro_vae.priors import DiagonalNormalMixture, VampPrior
@@ -17,20 +17,25 @@ from pyro_vae.spec import load_spec
 from pyro_vae.vae import VAE
 
 
-def mixture_parameters(components: int, dim: int, seed: int, spread: float = 1.0,
-                       sigma: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def mixture_parameters(
+    components: int, dim: int, seed: int, spread: float = 1.0, sigma: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """float64 (logits, locs ~ N(0, spread²), scales = sigma·e^(0.3 ε)) of a diagonal mixture."""
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(components, generator=g, dtype=torch.float64),
-            spread * torch.randn(components, dim, generator=g, dtype=torch.float64),
-            sigma * torch.exp(0.3 * torch.randn(components, dim, generator=g, dtype=torch.float64)))
+    return (
+        torch.randn(components, generator=g, dtype=torch.float64),
+        spread * torch.randn(components, dim, generator=g, dtype=torch.float64),
+        sigma * torch.exp(0.3 * torch.randn(components, dim, generator=g, dtype=torch.float64)),
+    )
 
 
-def explicit_mixture(logits: torch.Tensor, locs: torch.Tensor,
-                     scales: torch.Tensor) -> dist.TorchDistribution:
+def explicit_mixture(
+    logits: torch.Tensor, locs: torch.Tensor, scales: torch.Tensor
+) -> dist.TorchDistribution:
     """The same mixture scored through an explicit (…, K, D) tensor."""
-    return dist.MixtureSameFamily(dist.Categorical(logits=logits),
-                                  dist.Normal(locs, scales).to_event(1))
+    return dist.MixtureSameFamily(
+        dist.Categorical(logits=logits), dist.Normal(locs, scales).to_event(1)
+    )
 
 
 @pytest.mark.parametrize("batch", [(), (5,)])  # (5,): expanded as the data plate does
@@ -110,16 +115,23 @@ def explicit_vamp_log_density(prior: VampPrior, z: torch.Tensor) -> torch.Tensor
     """log (1/K) Σ_k Π_d N(z_d; μ_kd, σ_kd²) by hand in float64, (μ, σ) = encoder(u_k)."""
     loc, scale = (t.double() for t in prior.encoder(prior.pseudo_inputs))
     z = z.double().unsqueeze(-2)  # (..., 1, D) against the K components (K, D)
-    log_normal = (-0.5 * math.log(2 * math.pi) - scale.log()
-                  - (z - loc) ** 2 / (2 * scale ** 2)).sum(-1)
+    log_normal = (-0.5 * math.log(2 * math.pi) - scale.log() - (z - loc) ** 2 / (2 * scale**2)).sum(
+        -1
+    )
     return log_normal.logsumexp(-1) - math.log(loc.shape[0])
 
 
 def small_vamp() -> VAE:
     data = torch.rand(40, 6, generator=torch.Generator().manual_seed(1))
-    return VAE.build((6,), train_data=data, latent_dim=3,
-                     prior={"name": "vamp", "pseudo_inputs": 5}, likelihood="continuous_bernoulli",
-                     encoder={"name": "mlp", "hidden": [8]}, decoder={"name": "mlp", "hidden": [8]})
+    return VAE.build(
+        (6,),
+        train_data=data,
+        latent_dim=3,
+        prior={"name": "vamp", "pseudo_inputs": 5},
+        likelihood="continuous_bernoulli",
+        encoder={"name": "mlp", "hidden": [8]},
+        decoder={"name": "mlp", "hidden": [8]},
+    )
 
 
 def test_vamp_density_is_the_mixture_of_the_encoders_posteriors_at_the_pseudo_inputs():
@@ -128,8 +140,12 @@ def test_vamp_density_is_the_mixture_of_the_encoders_posteriors_at_the_pseudo_in
         vae.prior.unclipped.uniform_(0, 1)
     z = 2 * torch.randn(4, 7, 3)
     # float32 against float64 at log densities of order 10: 1e-5 relative is ~80 float32 ulps.
-    assert torch.allclose(vae.prior().log_prob(z).double(), explicit_vamp_log_density(vae.prior, z),
-                          rtol=1e-5, atol=1e-5)
+    assert torch.allclose(
+        vae.prior().log_prob(z).double(),
+        explicit_vamp_log_density(vae.prior, z),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_the_model_site_scores_each_particle_and_point_with_the_explicit_mixture():
@@ -141,15 +157,20 @@ def test_the_model_site_scores_each_particle_and_point_with_the_explicit_mixture
     model_trace.compute_log_prob()
     site = model_trace.nodes["z"]
     assert site["value"].shape == (3, 5, 3)
-    assert torch.allclose(site["unscaled_log_prob"].double(),
-                          explicit_vamp_log_density(vae.prior, site["value"]), rtol=1e-5, atol=1e-5)
+    assert torch.allclose(
+        site["unscaled_log_prob"].double(),
+        explicit_vamp_log_density(vae.prior, site["value"]),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_pseudo_inputs_start_together_near_the_bottom_of_the_data_range_and_stay_in_it():
     data = 3 + 4 * torch.rand(50, 10, generator=torch.Generator().manual_seed(0))  # in [3, 7]
     lo, hi = data.min().item(), data.max().item()
-    prior = PRIORS.instantiate(PRIORS.parse({"name": "vamp", "pseudo_inputs": 200}, "prior"),
-                               "prior").build(2, torch.nn.Identity(), data)
+    prior = PRIORS.instantiate(
+        PRIORS.parse({"name": "vamp", "pseudo_inputs": 200}, "prior"), "prior"
+    ).build(2, torch.nn.Identity(), data)
     u = prior.pseudo_inputs
     level = (u - lo) / (hi - lo)
     # 2000 draws of 0.05 + 0.01 ε: 0.001 is 4.5 standard errors of their mean (0.01/√2000) and 6
@@ -162,10 +183,15 @@ def test_pseudo_inputs_start_together_near_the_bottom_of_the_data_range_and_stay
     assert u.min().item() == lo and u.max().item() == hi
 
 
-@pytest.mark.parametrize(("params", "name"), [({"pseudo_inputs": 0}, "pseudo_inputs"),
-                                              ({"init_level": 1.5}, "init_level"),
-                                              ({"init_std": -0.1}, "init_std"),
-                                              ({"init_std": math.inf}, "init_std")])
+@pytest.mark.parametrize(
+    ("params", "name"),
+    [
+        ({"pseudo_inputs": 0}, "pseudo_inputs"),
+        ({"init_level": 1.5}, "init_level"),
+        ({"init_std": -0.1}, "init_std"),
+        ({"init_std": math.inf}, "init_std"),
+    ],
+)
 def test_vamp_rejects_out_of_range_parameters(params, name):
     with pytest.raises(ValueError, match=name):
         PRIORS.instantiate(PRIORS.parse({"name": "vamp", **params}, "prior"), "prior")
@@ -206,8 +232,11 @@ def test_vamp_prior_does_not_collapse_on_digits_and_matches_the_standard_normal(
 def test_flow_prior_log_p_is_the_change_of_variables():
     """log p(z) = log N(f(z); 0, I) + log |det ∂f/∂z|, the Jacobian by central differences in
     float64 (error O(h²) ≈ 1e-10); f the MAF's density direction, away from its identity start."""
-    prior = PRIORS.instantiate(PRIORS.parse({"name": "flow", "flows": 2, "hidden": [8]})).build(
-        3, None, torch.zeros(1, 1)).double()
+    prior = (
+        PRIORS.instantiate(PRIORS.parse({"name": "flow", "flows": 2, "hidden": [8]}))
+        .build(3, None, torch.zeros(1, 1))
+        .double()
+    )
     for p in prior.parameters():
         p.data.add_(0.3 * torch.randn_like(p))
     p_z = prior()
@@ -220,11 +249,17 @@ def test_flow_prior_log_p_is_the_change_of_variables():
 
     h = 1e-5
     for point in z:
-        jac = torch.stack([(f(point + h * e) - f(point - h * e)) / (2 * h)
-                           for e in torch.eye(3, dtype=torch.float64)], -1)
+        jac = torch.stack(
+            [
+                (f(point + h * e) - f(point - h * e)) / (2 * h)
+                for e in torch.eye(3, dtype=torch.float64)
+            ],
+            -1,
+        )
         u = f(point)
-        expected = (-0.5 * u.square().sum() - 1.5 * math.log(2 * math.pi)
-                    + torch.linalg.slogdet(jac)[1])
+        expected = (
+            -0.5 * u.square().sum() - 1.5 * math.log(2 * math.pi) + torch.linalg.slogdet(jac)[1]
+        )
         assert torch.allclose(p_z.log_prob(point), expected, atol=1e-7)
         assert abs(float(torch.linalg.slogdet(jac)[1].detach())) > 0.05  # not the identity
     p_z = prior.float()()  # Pyro's sequential inverse starts from float32 zeros

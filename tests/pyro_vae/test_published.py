@@ -15,13 +15,13 @@ import pytest
 import torch
 import yaml
 
-from pyro_vae.components.networks import NETWORKS
-from pyro_vae.registry import SpecError
 from pyro_vae.checkpoints import read_checkpoint
+from pyro_vae.components.networks import NETWORKS
+from pyro_vae.pipeline import fit
+from pyro_vae.prepared import load_run, prepare
+from pyro_vae.registry import SpecError
 from pyro_vae.rundir import Run
 from pyro_vae.spec import load_spec
-from pyro_vae.prepared import load_run, prepare
-from pyro_vae.pipeline import fit
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESETS = ROOT / "examples" / "configs" / "published"
@@ -30,12 +30,21 @@ JOB_FILES = ("done.json", "progress.json", "peek.json")
 # The protocol table of the issue (Tomczak & Welling's VampPrior code, as the Exemplar VAE table
 # uses it), setting by setting.
 PROTOCOL = {
-    "data.name": "fashion-mnist", "data.binarize": "dynamic",
-    "encoder.name": "gated_mlp", "encoder.hidden": [300, 300], "encoder.logvar_clip": [-6, 2],
-    "decoder.name": "gated_mlp", "decoder.hidden": [300, 300], "likelihood.name": "bernoulli",
-    "train.lr": 5e-4, "train.batch_size": 100, "train.warmup_epochs": 100,
-    "train.early_stopping_patience": 50, "train.max_epochs": 2000,
-    "evaluate.num_samples": 5000, "evaluate.split": "test",
+    "data.name": "fashion-mnist",
+    "data.binarize": "dynamic",
+    "encoder.name": "gated_mlp",
+    "encoder.hidden": [300, 300],
+    "encoder.logvar_clip": [-6, 2],
+    "decoder.name": "gated_mlp",
+    "decoder.hidden": [300, 300],
+    "likelihood.name": "bernoulli",
+    "train.lr": 5e-4,
+    "train.batch_size": 100,
+    "train.warmup_epochs": 100,
+    "train.early_stopping_patience": 50,
+    "train.max_epochs": 2000,
+    "evaluate.num_samples": 5000,
+    "evaluate.split": "test",
 }
 MODELS = {
     "vae": {"latent_dim": 40, "prior.name": "standard_normal"},
@@ -116,11 +125,22 @@ class Snapshots(L.Callback):
 
 
 def test_early_stopping_keeps_and_evaluates_the_best_validation_checkpoint(tmp_path):
-    spec = load_spec(None, ["data.binarize=dynamic", "latent_dim=4", "encoder.name=gated_mlp",
-                            "encoder.hidden=[16]", "decoder.name=gated_mlp",
-                            "decoder.hidden=[16]", "train.batch_size=32", "train.lr=0.05",
-                            "train.max_epochs=3", "train.early_stopping_patience=10",
-                            "train.progress=false"])
+    spec = load_spec(
+        None,
+        [
+            "data.binarize=dynamic",
+            "latent_dim=4",
+            "encoder.name=gated_mlp",
+            "encoder.hidden=[16]",
+            "decoder.name=gated_mlp",
+            "decoder.hidden=[16]",
+            "train.batch_size=32",
+            "train.lr=0.05",
+            "train.max_epochs=3",
+            "train.early_stopping_patience=10",
+            "train.progress=false",
+        ],
+    )
     snapshots = Snapshots()
     run = tmp_path / "run"
     fit(prepare(spec), run, callbacks=[snapshots])
@@ -145,10 +165,28 @@ def _published(tmp_path: Path, *args: str) -> str:
     """``python -m benchmarks.published --toy`` on the VAE, one epoch, state and results in
     ``tmp_path``; its stdout."""
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.published", "--toy", "--models", "vae",
-         "--max-epochs", "1", "--state", str(tmp_path / "state"),
-         "--results", str(tmp_path / "results"), "--out", str(tmp_path / "BENCHMARKS.md"),
-         *args], cwd=ROOT, capture_output=True, text=True, timeout=240)
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.published",
+            "--toy",
+            "--models",
+            "vae",
+            "--max-epochs",
+            "1",
+            "--state",
+            str(tmp_path / "state"),
+            "--results",
+            str(tmp_path / "results"),
+            "--out",
+            str(tmp_path / "BENCHMARKS.md"),
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 

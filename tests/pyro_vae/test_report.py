@@ -23,20 +23,33 @@ def make_run(run_dir: Path, evaluated: bool = True) -> Path:
     """A run directory as training leaves it, with markup-like text in every file."""
     (run_dir / "figures").mkdir(parents=True)
     (run_dir / "config.yaml").write_text(
-        f"data: {{name: digits}}\nlatent_dim: 2\nnote: '{HOSTILE}'\n")
+        f"data: {{name: digits}}\nlatent_dim: 2\nnote: '{HOSTILE}'\n"
+    )
     (run_dir / "metrics.csv").write_text(
         "epoch,step,train_elbo,beta,val_elbo\n"
         "0,0,-120.5,0.5,\n0,1,-110.25,1.0,\n0,1,,,-112.0\n"
-        "1,2,-100.0,1.0,\n1,3,-101.0,1.0,\n1,3,,,-105.5\n")
+        "1,2,-100.0,1.0,\n1,3,-101.0,1.0,\n1,3,,,-105.5\n"
+    )
     if evaluated:
-        (run_dir / "eval.json").write_text(json.dumps(
-            {"log_px": -86.123456789, "log_px_sem": 0.25, "active_units": 17,
-             "num_samples": 5000, HOSTILE: [1, 2]}))
+        (run_dir / "eval.json").write_text(
+            json.dumps(
+                {
+                    "log_px": -86.123456789,
+                    "log_px_sem": 0.25,
+                    "active_units": 17,
+                    "num_samples": 5000,
+                    HOSTILE: [1, 2],
+                }
+            )
+        )
     (run_dir / "compare.csv").write_text(
-        f"estimator,log_px,log_px_stderr\ntrace,-90.5,0.3\n{HOSTILE.replace(',', ';')},-89.0,\n")
+        f"estimator,log_px,log_px_stderr\ntrace,-90.5,0.3\n{HOSTILE.replace(',', ';')},-89.0,\n"
+    )
     rng = np.random.default_rng(0)
     for name in ("latent_map", "prior_samples", "a&b<c>"):
-        matplotlib.image.imsave(run_dir / "figures" / f"{name}.png", rng.random((8, 12)), cmap="gray")
+        matplotlib.image.imsave(
+            run_dir / "figures" / f"{name}.png", rng.random((8, 12)), cmap="gray"
+        )
     return run_dir
 
 
@@ -57,7 +70,7 @@ def test_report_embeds_every_figure_and_escapes_text(tmp_path: Path) -> None:
     # a run's figures in the order of figures.CAPTIONS, unknown ones after them
     assert page.index("prior_samples.png") < page.index("latent_map.png") < page.index("a&amp;b")
     assert "Best val_elbo: <b>-105.5</b> at epoch 1" in page
-    assert "<td>train_elbo</td><td class=\"num\">-101</td><td class=\"num\">-120.5</td>" in page
+    assert '<td>train_elbo</td><td class="num">-101</td><td class="num">-120.5</td>' in page
     assert '<td>log_px</td><td class="num">-86.1235</td>' in page
     assert '<td>num_samples</td><td class="num">5000</td>' in page
     assert "Not evaluated" not in page
@@ -96,22 +109,40 @@ def test_a_report_html_of_someone_elses_is_never_replaced(tmp_path: Path) -> Non
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH: apt install chromium "
-                    "(.ci/run installs it), then this test renders the report")
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no chromium on PATH: apt install chromium "
+    "(.ci/run installs it), then this test renders the report",
+)
 def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     """Every embedded image decodes in a real browser (counted by a script the harness adds)."""
     page = write_report(make_run(tmp_path / "run")).read_text()
-    probe = ("<script>window.addEventListener('load', () => { const all = [...document.images];"
-             " document.body.dataset.loaded = all.filter(i => i.complete && i.naturalWidth > 0)"
-             ".length + '/' + all.length; });</script>")
+    probe = (
+        "<script>window.addEventListener('load', () => { const all = [...document.images];"
+        " document.body.dataset.loaded = all.filter(i => i.complete && i.naturalWidth > 0)"
+        ".length + '/' + all.length; });</script>"
+    )
     harness = tmp_path / "harness.html"
     harness.write_text(page.replace("</body>", probe + "</body>"))
     out = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run",
-         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
-         harness.as_uri()],
-        capture_output=True, text=True, timeout=600)
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            harness.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert 'data-loaded="3/3"' in out.stdout, out.stderr[-2000:]
 
 
@@ -124,10 +155,16 @@ def test_each_evaluation_is_a_section_named_for_its_split(tmp_path: Path) -> Non
         matplotlib.image.imsave(folder / "log_px.png", np.zeros((4, 4)), cmap="gray")
     page = write_report(run).read_text()
     headings = re.findall(r"<h2>(Evaluation[^<]*)</h2>", page)
-    assert headings == ["Evaluation: test split (eval-test.json)",
-                        "Evaluation: val split (eval-val.json)",
-                        "Evaluation: unknown split (eval.json, written by an older pyro-vae)"]
+    assert headings == [
+        "Evaluation: test split (eval-test.json)",
+        "Evaluation: val split (eval-val.json)",
+        "Evaluation: unknown split (eval.json, written by an older pyro-vae)",
+    ]
     test, val = page.index("Evaluation: test split"), page.index("Evaluation: val split")
-    assert test < page.index('<td class="num">-80.5</td>') < val < page.index(
-        '<td class="num">-81.25</td>')
+    assert (
+        test
+        < page.index('<td class="num">-80.5</td>')
+        < val
+        < page.index('<td class="num">-81.25</td>')
+    )
     assert "<h2>Figures: test split</h2>" in page and "<h2>Figures: val split</h2>" in page

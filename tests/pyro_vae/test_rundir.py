@@ -21,22 +21,23 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from holder import PHASES
-from pyro_vae import report as report_module
+from processes import EXE
+from tiny_runs import DIGITS, SETS  # SETS: a one-epoch run of 2 steps, tiny nets
+
 from pyro_vae import prepared as prepared_module
+from pyro_vae import report as report_module
 from pyro_vae.cli import main
 from pyro_vae.engine import RunCSVLogger
 from pyro_vae.rundir import LOCK, MARKER, Run
-from processes import EXE
-from tiny_runs import DIGITS, SETS  # SETS: a one-epoch run of 2 steps, tiny nets
 
 HOLDER = Path(__file__).parents[1] / "holder.py"
 
 
 def pyro_vae(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, timeout=300,
-                          cwd=cwd)
+    return subprocess.run(
+        [EXE, *map(str, args)], capture_output=True, text=True, timeout=300, cwd=cwd
+    )
 
 
 def tree_hash(root: Path) -> str:
@@ -97,10 +98,12 @@ def test_overwrite_refuses_a_directory_that_is_not_a_run(tmp_path, where):
     assert (root / ".git" / "HEAD").is_file() and (root / "src" / "model.py").is_file()
 
 
-@pytest.mark.parametrize("mine", ["notes.md", "checkpoints/notes.md", "figures/test/latents.npz",
-                                  "figures/my_plot.png"])
-def test_overwrite_refuses_a_run_holding_a_users_file_and_the_working_directory(tmp_path,
-                                                                                 finished, mine):
+@pytest.mark.parametrize(
+    "mine", ["notes.md", "checkpoints/notes.md", "figures/test/latents.npz", "figures/my_plot.png"]
+)
+def test_overwrite_refuses_a_run_holding_a_users_file_and_the_working_directory(
+    tmp_path, finished, mine
+):
     """A file the run does not write, at its top level or inside its folders (an ``encode``
     output, notes beside the checkpoints, a plot of one's own among the figures), is the user's:
     --overwrite refuses the run, naming it."""
@@ -112,10 +115,13 @@ def test_overwrite_refuses_a_run_holding_a_users_file_and_the_working_directory(
     assert tree_hash(tmp_path) == before
     (run / mine).unlink()
     before = tree_hash(tmp_path)
-    refused(pyro_vae("train", DIGITS, *SETS, "--out", ".", "--overwrite", cwd=run),
-            "working directory")
-    refused(pyro_vae("train", DIGITS, *SETS, "--out", "..", "--overwrite", cwd=run / "figures"),
-            "working directory")
+    refused(
+        pyro_vae("train", DIGITS, *SETS, "--out", ".", "--overwrite", cwd=run), "working directory"
+    )
+    refused(
+        pyro_vae("train", DIGITS, *SETS, "--out", "..", "--overwrite", cwd=run / "figures"),
+        "working directory",
+    )
     assert tree_hash(tmp_path) == before
 
 
@@ -138,11 +144,21 @@ class Holder:
     def __init__(self, run: Path, signals: Path) -> None:
         signals.mkdir()
         self.signals = signals
-        args = [*SETS, "--set=data.limit=200", "--set=train.max_epochs=2",
-                "--set=train.checkpoint_every_steps=2", "--out", str(run)]
+        args = [
+            *SETS,
+            "--set=data.limit=200",
+            "--set=train.max_epochs=2",
+            "--set=train.checkpoint_every_steps=2",
+            "--out",
+            str(run),
+        ]
         self.proc = subprocess.Popen(
             [sys.executable, str(HOLDER), str(signals), ",".join(PHASES), "train", DIGITS, *args],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def at(self, phase: str) -> None:
         """Wait until the training holds still at ``phase`` (a wait, not a timing assertion)."""
@@ -150,8 +166,9 @@ class Holder:
         while not (self.signals / phase).exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.proc.kill()
-                raise AssertionError(f"never reached {phase}: exit {self.proc.wait()}, "
-                                     f"{self.proc.stderr.read()}")
+                raise AssertionError(
+                    f"never reached {phase}: exit {self.proc.wait()}, {self.proc.stderr.read()}"
+                )
             time.sleep(0.05)
         assert self.proc.poll() is None
 
@@ -169,17 +186,21 @@ def in_process(capsys: pytest.CaptureFixture[str], *args: object) -> subprocess.
 
 def writers(run: Path) -> list[tuple[object, ...]]:
     """Every command that writes into a run directory."""
-    return [("train", DIGITS, *SETS, "--out", run, "--overwrite"),
-            ("evaluate", run), ("report", run),
-            ("compare", "--checkpoint", run, "--estimators", "trace", "--repeats", "2"),
-            ("encode", run, "--out", run / "z.npz"),
-            ("sample", run, "-n", "4", "--out", run / "x.npz"),
-            ("sample", run, "-n", "4", "--out", run.parent / "x.npz", "--png", run / "x.png")]
+    return [
+        ("train", DIGITS, *SETS, "--out", run, "--overwrite"),
+        ("evaluate", run),
+        ("report", run),
+        ("compare", "--checkpoint", run, "--estimators", "trace", "--repeats", "2"),
+        ("encode", run, "--out", run / "z.npz"),
+        ("sample", run, "-n", "4", "--out", run / "x.npz"),
+        ("sample", run, "-n", "4", "--out", run.parent / "x.npz", "--png", run / "x.png"),
+    ]
 
 
 @pytest.mark.timing
 def test_each_phase_of_a_training_refuses_every_writer_and_a_killed_holder_is_taken_over(
-        tmp_path, capsys):
+    tmp_path, capsys
+):
     run = tmp_path / "run"
     holder = Holder(run, tmp_path / "signals")
     try:
@@ -204,8 +225,7 @@ def test_each_phase_of_a_training_refuses_every_writer_and_a_killed_holder_is_ta
     assert not (run / LOCK).exists() and (run / "report.html").is_file()
 
 
-def test_a_writer_takes_the_lock_before_it_reads_the_run(tmp_path, finished, capsys,
-                                                        monkeypatch):
+def test_a_writer_takes_the_lock_before_it_reads_the_run(tmp_path, finished, capsys, monkeypatch):
     """What a command writes into a run comes from one state of it: a training that ends
     between an evaluate's reading of last.ckpt and its lock would otherwise get its final
     scores replaced by those of a checkpoint from before its end."""
@@ -220,6 +240,7 @@ def test_a_writer_takes_the_lock_before_it_reads_the_run(tmp_path, finished, cap
             lock = run / LOCK
             reads.append(lock.is_file() and lock.read_text().split()[0] == str(os.getpid()))
             return read(*args, **kwargs)
+
         monkeypatch.setattr(module, name, checked)
 
     spy(prepared_module, "load_run")
@@ -261,38 +282,56 @@ def edit(run: Path, old: str, new: str) -> None:
 
 # Each change the issue found accepted silently: a re-split of the data (test items leaking into
 # training), another seed, batch size, activation or β.
-EDITS = [("  seed: 0\n  limit", "  seed: 1\n  limit", "data.seed (0 -> 1)"),
-         ("constant\n  seed: 0", "constant\n  seed: 7", "train.seed (0 -> 7)"),
-         ("batch_size: 32", "batch_size: 16", "train.batch_size (32 -> 16)"),
-         ("activation: tanh", "activation: relu", "encoder.activation ('tanh' -> 'relu')"),
-         ("beta: 1.0", "beta: 0.5", "beta (1.0 -> 0.5)")]
+EDITS = [
+    ("  seed: 0\n  limit", "  seed: 1\n  limit", "data.seed (0 -> 1)"),
+    ("constant\n  seed: 0", "constant\n  seed: 7", "train.seed (0 -> 7)"),
+    ("batch_size: 32", "batch_size: 16", "train.batch_size (32 -> 16)"),
+    ("activation: tanh", "activation: relu", "encoder.activation ('tanh' -> 'relu')"),
+    ("beta: 1.0", "beta: 0.5", "beta (1.0 -> 0.5)"),
+]
 
 
-def test_resume_and_evaluate_refuse_a_hand_edited_config_naming_each_changed_key(tmp_path,
-                                                                                 finished):
+def test_resume_and_evaluate_refuse_a_hand_edited_config_naming_each_changed_key(
+    tmp_path, finished
+):
     run = tmp_path / "run"
     shutil.copytree(finished, run)
     for old, new, _ in EDITS:
         edit(run, old, new)
     before = tree_hash(tmp_path)
     for command in (["train", "--resume", run], ["evaluate", run]):
-        refused(pyro_vae(*command), "config.yaml", "differs from the spec", "last.ckpt",
-                *(key for _, _, key in EDITS))
+        refused(
+            pyro_vae(*command),
+            "config.yaml",
+            "differs from the spec",
+            "last.ckpt",
+            *(key for _, _, key in EDITS),
+        )
     assert tree_hash(tmp_path) == before
 
 
 def test_a_foreign_checkpoint_of_the_same_shapes_is_refused(tmp_path, finished):
     other = tmp_path / "other"
-    done = pyro_vae("train", DIGITS, *SETS, "--set=estimator.name=mean_field",
-                    "--set=decoder.activation=relu", "--out", other)
+    done = pyro_vae(
+        "train",
+        DIGITS,
+        *SETS,
+        "--set=estimator.name=mean_field",
+        "--set=decoder.activation=relu",
+        "--out",
+        other,
+    )
     assert done.returncode == 0, done.stderr
     run = tmp_path / "run"
     shutil.copytree(finished, run)
     shutil.copy(Run(other).last, Run(run).last)
     before = tree_hash(tmp_path)
     for command in (["train", "--resume", run], ["evaluate", run]):
-        refused(pyro_vae(*command), "decoder.activation ('relu' -> 'tanh')",
-                "estimator.name ('mean_field' -> 'trace')")
+        refused(
+            pyro_vae(*command),
+            "decoder.activation ('relu' -> 'tanh')",
+            "estimator.name ('mean_field' -> 'trace')",
+        )
     assert tree_hash(tmp_path) == before
 
 
@@ -318,8 +357,9 @@ def metrics_rows(path: Path) -> list[list[str]]:
     return [line.split(",") for line in path.read_text().splitlines()]
 
 
-def test_a_resumed_runs_metrics_are_cut_back_atomically_and_never_through_a_link(tmp_path,
-                                                                                 monkeypatch):
+def test_a_resumed_runs_metrics_are_cut_back_atomically_and_never_through_a_link(
+    tmp_path, monkeypatch
+):
     metrics = tmp_path / "metrics.csv"
     metrics.write_text(CUT_SHORT)
     precious = tmp_path.parent / f"{tmp_path.name}-precious.txt"
@@ -327,19 +367,22 @@ def test_a_resumed_runs_metrics_are_cut_back_atomically_and_never_through_a_link
     (tmp_path / ".metrics.csv.tmp").symlink_to(precious)  # a fixed temporary name, planted
     renamed = []
     replace = os.replace
-    monkeypatch.setattr(os, "replace", lambda a, b: renamed.append((Path(a), Path(b))) or
-                        replace(a, b))
-    RunCSVLogger(Run(tmp_path), first_step=3).experiment  # rewrites metrics.csv on creation
+    monkeypatch.setattr(
+        os, "replace", lambda a, b: renamed.append((Path(a), Path(b))) or replace(a, b)
+    )
+    _ = RunCSVLogger(Run(tmp_path), first_step=3).experiment  # rewrites metrics.csv on creation
     assert precious.read_text() == "precious"
-    assert metrics_rows(metrics) == [["epoch", "step", "train_loss"], ["0", "1", "5.0"],
-                                     ["0", "2", "4.0"]]
+    assert metrics_rows(metrics) == [
+        ["epoch", "step", "train_loss"],
+        ["0", "1", "5.0"],
+        ["0", "2", "4.0"],
+    ]
     [(tmp, target)] = renamed  # a fresh sibling, renamed over metrics.csv, then gone
     assert target == metrics and tmp.parent == tmp_path and tmp.name != ".metrics.csv.tmp"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".metrics.csv.tmp", "metrics.csv"]
 
 
-def test_a_failed_cut_back_of_metrics_leaves_the_file_whole_and_no_temporary(tmp_path,
-                                                                            monkeypatch):
+def test_a_failed_cut_back_of_metrics_leaves_the_file_whole_and_no_temporary(tmp_path, monkeypatch):
     metrics = tmp_path / "metrics.csv"
     metrics.write_text(CUT_SHORT)
 
@@ -348,14 +391,15 @@ def test_a_failed_cut_back_of_metrics_leaves_the_file_whole_and_no_temporary(tmp
 
     monkeypatch.setattr(os, "fsync", full)
     with pytest.raises(OSError) as raised:
-        RunCSVLogger(Run(tmp_path), first_step=3).experiment
+        _ = RunCSVLogger(Run(tmp_path), first_step=3).experiment
     assert raised.value.filename == str(metrics)  # the real file, not a temporary one
     assert metrics.read_text() == CUT_SHORT
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
 
 
-def test_a_full_disk_while_drawing_the_figures_is_finished_by_the_same_command(tmp_path, capsys,
-                                                                                monkeypatch):
+def test_a_full_disk_while_drawing_the_figures_is_finished_by_the_same_command(
+    tmp_path, capsys, monkeypatch
+):
     """Training and scoring done, then the disk fills while the figures are drawn: one line
     naming the file and what finishes the run. ``--resume`` (the disk still full) and then the
     same command draw them, scoring again but training nothing and overwriting nothing."""
@@ -369,8 +413,11 @@ def test_a_full_disk_while_drawing_the_figures_is_finished_by_the_same_command(t
     monkeypatch.setattr(figures, "run_figures", full)
     train = ("train", DIGITS, *SETS, "--out", run)
     for args in (train, ("train", "--resume", run)):
-        refused(in_process(capsys, *args), f"{run / 'figures' / 'x.png'}: No space left",
-                f"the same command or pyro-vae train --resume {run} scores it")
+        refused(
+            in_process(capsys, *args),
+            f"{run / 'figures' / 'x.png'}: No space left",
+            f"the same command or pyro-vae train --resume {run} scores it",
+        )
         assert Run(run).state() == "finished"
     trained = Run(run).last.read_bytes(), (run / "metrics.csv").read_bytes()
     monkeypatch.setattr(figures, "run_figures", draw)
@@ -406,8 +453,7 @@ def test_a_truncated_checkpoint_is_named_as_cut_short_by_load_run(tmp_path, fini
             pyro_vae.load_run(run)
 
 
-def test_an_evaluation_keeps_its_per_point_arrays_and_refuses_a_mismatched_pair(tmp_path,
-                                                                                 finished):
+def test_an_evaluation_keeps_its_per_point_arrays_and_refuses_a_mismatched_pair(tmp_path, finished):
     """``eval-test.npz`` beside ``eval-test.json``: the points' rows, per-point log p̂(x), its
     Monte Carlo s.e., ESS and ELBO, whose means are the summary's; the summary records the
     file's SHA-256, so an .npz of another evaluation is refused on reading, and ``--overwrite``

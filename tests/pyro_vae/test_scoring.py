@@ -11,17 +11,24 @@ from tiny_runs import TINY
 from inference import log_marginal_likelihood
 from inference.marginal import measure_bytes_per_particle
 from pyro_vae.distributions import DiagonalNormal
-from pyro_vae.scoring import Plan, evaluate, importance_log_px, particles_per_chunk, plan_chunks
 from pyro_vae.networks import MIN_SCALE
 from pyro_vae.prepared import prepare
+from pyro_vae.scoring import Plan, evaluate, importance_log_px, particles_per_chunk, plan_chunks
 from pyro_vae.spec import load_spec
 from pyro_vae.vae import VAE
 
 
 def small_vae(prior: str) -> tuple[VAE, torch.Tensor]:
-    spec = load_spec(None, ["latent_dim=3", "encoder.hidden=[16]", "decoder.hidden=[16]",
-                            f"prior.name={prior}", "prior.pseudo_inputs=5" if prior == "vamp"
-                            else "beta=1"])
+    spec = load_spec(
+        None,
+        [
+            "latent_dim=3",
+            "encoder.hidden=[16]",
+            "decoder.hidden=[16]",
+            f"prior.name={prior}",
+            "prior.pseudo_inputs=5" if prior == "vamp" else "beta=1",
+        ],
+    )
     x = (torch.rand(12, 16, generator=torch.Generator().manual_seed(3)) > 0.5).float()
     vae = VAE.from_spec(spec, (1, 4, 4), train_data=x)
     vae.num_data, vae.kl_scale = 1000, 0.3  # neither N/B nor β may enter log p(x)
@@ -39,7 +46,9 @@ def test_fast_path_equals_the_generic_traced_path_on_the_same_draws(prior):
     fast = importance_log_px(vae, x, K, memory_budget_mb=64, plan=Plan(len(x), K))
     # the same standard-normal draws in the same (K, B, D) layout: equal to float32 rounding
     for name in ("log_px", "stderr", "ess", "elbo"):
-        assert torch.allclose(getattr(fast, name), getattr(generic, name), rtol=1e-5, atol=1e-4), name
+        assert torch.allclose(getattr(fast, name), getattr(generic, name), rtol=1e-5, atol=1e-4), (
+            name
+        )
 
 
 def test_fast_path_agrees_with_the_generic_path_within_monte_carlo_error():
@@ -66,8 +75,11 @@ def _keyed_rsample(self, sample_shape=torch.Size()):
     the point's own posterior mean, not on which other points share the call."""
     k = sample_shape[0]
     key = 1000.0 * self.loc.sum(-1, keepdim=True)  # (B, 1): one per point
-    phase = key + 1.7 * torch.arange(k, dtype=self.loc.dtype)[:, None, None] \
+    phase = (
+        key
+        + 1.7 * torch.arange(k, dtype=self.loc.dtype)[:, None, None]
         + 0.3 * torch.arange(self.loc.shape[-1], dtype=self.loc.dtype)
+    )
     eps = 1.5 * torch.sin(phase)
     z = self.loc + self.scale * eps
     self._draw = (z, eps)
@@ -83,8 +95,9 @@ def test_batched_evaluation_at_small_k_equals_one_point_per_call_on_the_same_dra
     batched = importance_log_px(vae, x, K, memory_budget_mb=64, plan=plan)
     single = importance_log_px(vae, x, K, memory_budget_mb=64, plan=Plan(1, K))
     for name in ("log_px", "stderr", "ess", "elbo"):  # float32 matmuls on (K, B) vs (K, 1) rows
-        assert torch.allclose(getattr(batched, name), getattr(single, name), rtol=1e-5,
-                              atol=1e-4), name
+        assert torch.allclose(
+            getattr(batched, name), getattr(single, name), rtol=1e-5, atol=1e-4
+        ), name
     assert batched.log_px.unique().numel() == len(x)  # the points got their own estimates
 
 
@@ -109,10 +122,21 @@ def test_standardized_log_px_on_the_data_scale_is_the_closed_form_plus_nothing_e
     ppca = PPCA.make(P=6, d=2, sigma=0.5)
     raw = 40.0 + ppca.sample(300) * torch.tensor([1.0, 3.0, 10.0, 0.5, 76.0, 2.0])
     np.save(tmp_path / "x.npy", raw.numpy())
-    spec = load_spec(None, ["data.name=npz", f"data.path={tmp_path / 'x.npy'}",
-                            "data.binarize=none", "data.transform=standardize", "latent_dim=2",
-                            "encoder.hidden=[]", "decoder.hidden=[]", "likelihood.name=normal",
-                            "likelihood.learn=fixed", "likelihood.scale=0.5"])
+    spec = load_spec(
+        None,
+        [
+            "data.name=npz",
+            f"data.path={tmp_path / 'x.npy'}",
+            "data.binarize=none",
+            "data.transform=standardize",
+            "latent_dim=2",
+            "encoder.hidden=[]",
+            "decoder.hidden=[]",
+            "likelihood.name=normal",
+            "likelihood.learn=fixed",
+            "likelihood.scale=0.5",
+        ],
+    )
     bundle = DATASETS.instantiate(spec.data, "data").load()
     assert bundle.log_jacobian == pytest.approx(-float(bundle.scale.double().log().sum()))
     vae = VAE.from_spec(spec, bundle.shape)
@@ -125,19 +149,29 @@ def test_standardized_log_px_on_the_data_scale_is_the_closed_form_plus_nothing_e
         dec.weight.copy_(ppca.W)
         dec.bias.copy_(ppca.b)
     x_model, x_data = bundle.test, bundle.to_data(bundle.test)
-    result = evaluate(vae, x_model, "test", num_samples=4, memory_budget_mb=64,
-                      log_jacobian=bundle.log_jacobian, model_scale=bundle.scale_name)
+    result = evaluate(
+        vae,
+        x_model,
+        "test",
+        num_samples=4,
+        memory_budget_mb=64,
+        log_jacobian=bundle.log_jacobian,
+        model_scale=bundle.scale_name,
+    )
     loc, scale = bundle.loc.double(), bundle.scale.double()
     W, b = ppca.W.double(), ppca.b.double()
-    cov = torch.diag(scale) @ (W @ W.T + 0.25 * torch.eye(6, dtype=torch.float64)) \
-        @ torch.diag(scale)
+    cov = (
+        torch.diag(scale) @ (W @ W.T + 0.25 * torch.eye(6, dtype=torch.float64)) @ torch.diag(scale)
+    )
     closed = torch.distributions.MultivariateNormal(loc + scale * b, cov).log_prob(x_data.double())
     assert torch.allclose(result.points.log_px, closed, atol=2e-3, rtol=0)
-    assert torch.allclose(result.points.log_px - bundle.log_jacobian,
-                          ppca.log_px(x_model), atol=2e-3, rtol=0)  # the model's own scale
+    assert torch.allclose(
+        result.points.log_px - bundle.log_jacobian, ppca.log_px(x_model), atol=2e-3, rtol=0
+    )  # the model's own scale
     assert result.log_px == pytest.approx(float(closed.mean()), abs=2e-3)
     assert result.model_scale == "standardized" and "standardized scale" in "\n".join(
-        result.lines())
+        result.lines()
+    )
 
 
 def test_large_k_in_a_small_budget_runs_in_bounded_chunks(monkeypatch):

@@ -13,7 +13,9 @@ def test_defaults_are_a_valid_spec():
     assert spec.encoder.params["hidden"] == (200, 200)
 
 
-@pytest.mark.parametrize("path", sorted(__import__("pathlib").Path("examples/configs").glob("*.yaml")))
+@pytest.mark.parametrize(
+    "path", sorted(__import__("pathlib").Path("examples/configs").glob("*.yaml"))
+)
 def test_example_configs_round_trip(path):
     spec = load_spec(path)
     again = parse_spec(dump_spec(spec))
@@ -22,9 +24,18 @@ def test_example_configs_round_trip(path):
 
 
 def test_overrides_reach_any_key_and_coerce_types():
-    spec = load_spec(None, ["prior.name=mixture", "prior.components=3", "train.lr=3e-4",
-                            "encoder.hidden=[32, 16]", "latent_dim=4", "estimator.name=iwae",
-                            "estimator.particles=5"])
+    spec = load_spec(
+        None,
+        [
+            "prior.name=mixture",
+            "prior.components=3",
+            "train.lr=3e-4",
+            "encoder.hidden=[32, 16]",
+            "latent_dim=4",
+            "estimator.name=iwae",
+            "estimator.particles=5",
+        ],
+    )
     assert spec.prior.name == "mixture" and spec.prior.params["components"] == 3
     assert spec.train.lr == pytest.approx(3e-4)
     assert spec.encoder.params["hidden"] == (32, 16)
@@ -44,17 +55,31 @@ def test_every_prior_is_reachable_by_name():
 
 BAD = [
     ({"priorr": {}}, "priorr", "valid keys"),
-    ({"prior": {"name": "gaussian"}}, "prior.name",
-     "choices: flow, mixture, normal, standard_normal, vamp"),
+    (
+        {"prior": {"name": "gaussian"}},
+        "prior.name",
+        "choices: flow, mixture, normal, standard_normal, vamp",
+    ),
     ({"prior": {"name": "flow", "flows": 0}}, "prior", "flows must be >= 1"),
     ({"guide": {"name": "iaff"}}, "guide.name", "did you mean 'iaf'"),
     ({"guide": {"name": "low_rank", "rank": 0}}, "guide", "rank must be >= 1"),
     ({"guide": "planar", "estimator": "dreg"}, "estimator.name", "planar flows have none"),
-    ({"likelihood": {"name": "discretized_logistic", "values": "float"}}, "likelihood.values",
-     "unit, integer"),
+    (
+        {"likelihood": {"name": "discretized_logistic", "values": "float"}},
+        "likelihood.values",
+        "unit, integer",
+    ),
     ({"prior": {"name": "mixture", "components": 0}}, "prior", "components must be >= 1"),
-    ({"prior": {"name": "mixture", "componets": 3}}, "prior.componets", "did you mean 'components'"),
-    ({"likelihood": {"name": "normal", "learn": "sometimes"}}, "likelihood.learn", "fixed, global, per_dim"),
+    (
+        {"prior": {"name": "mixture", "componets": 3}},
+        "prior.componets",
+        "did you mean 'components'",
+    ),
+    (
+        {"likelihood": {"name": "normal", "learn": "sometimes"}},
+        "likelihood.learn",
+        "fixed, global, per_dim",
+    ),
     ({"likelihood": {"name": "normal", "scale": -1.0}}, "likelihood", "scale must be a positive"),
     ({"encoder": {"name": "mlp", "hidden": [10, "x"]}}, "encoder.hidden[1]", "expected an integer"),
     ({"encoder": {"name": "mlp", "activation": "sigmoid"}}, "encoder.activation", "tanh"),
@@ -100,11 +125,12 @@ def test_bad_override_syntax():
         load_spec(None, ["latent_dim"])
 
 
-
 def test_the_loader_keeps_aliases_and_merges_a_spec_may_use():
-    text = ("encoder: &net {name: mlp, hidden: [8, 8], activation: relu}\n"
-            "decoder: {<<: *net, hidden: [4]}\n"
-            "train: &t {max_epochs: 3}\nevaluate: {num_samples: 7}\n")
+    text = (
+        "encoder: &net {name: mlp, hidden: [8, 8], activation: relu}\n"
+        "decoder: {<<: *net, hidden: [4]}\n"
+        "train: &t {max_epochs: 3}\nevaluate: {num_samples: 7}\n"
+    )
     spec = parse_spec(text)
     assert spec.encoder.params["hidden"] == (8, 8)
     assert spec.decoder.params == {"hidden": (4,), "activation": "relu"}
@@ -113,26 +139,33 @@ def test_the_loader_keeps_aliases_and_merges_a_spec_may_use():
 
 def bomb(levels: int, width: int = 10) -> str:
     """``levels`` levels of ``width`` aliases each: width**levels strings once expanded."""
-    lines = ['a0: &a0 ["x"]', *(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * width)}]"
-                               for i in range(1, levels + 1))]
+    lines = [
+        'a0: &a0 ["x"]',
+        *(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * width)}]" for i in range(1, levels + 1)),
+    ]
     return "\n".join(lines) + "\n"
 
 
-@pytest.mark.parametrize("text, fragments", [
-    ("a: &a [*a]\n", ("line 1, column 8", "alias *a", "recursive")),
-    ("a: &a {b: *a}\n", ("alias *a", "recursive")),
-    (bomb(9), ("more than 100000 values", "alias bomb")),
-    ("a: " + "[" * 101 + "]" * 101 + "\n", ("nested deeper than 100",)),
-    ("latent_dim: 2\nbeta: 1\nlatent_dim: 3\n", ("line 3", "duplicate key 'latent_dim'",
-                                                    "first on line 1")),
-    ("train: {seed: 1, seed: 2}\n", ("duplicate key 'seed'",)),
-    ("latent_dim: " + "9" * 4301 + "\n", ("integer of 4301 characters",)),
-    ("latent_dim: " + "9" * 20 + "\n", ("latent_dim", "out of range")),
-    ("train: {seed: 4294967296}\n", ("train.seed", "[0, 2**32)")),
-    ("data: {seed: -1}\n", ("data.seed", "-1")),
-    ("beta: " + "9" * 400 + "\n", ("beta", "about 400 digits", "out of range")),
-    ("latent_dim: 2\n" + "#" * 2**20, ("1048590 characters", "at most 1048576")),
-])
+@pytest.mark.parametrize(
+    "text, fragments",
+    [
+        ("a: &a [*a]\n", ("line 1, column 8", "alias *a", "recursive")),
+        ("a: &a {b: *a}\n", ("alias *a", "recursive")),
+        (bomb(9), ("more than 100000 values", "alias bomb")),
+        ("a: " + "[" * 101 + "]" * 101 + "\n", ("nested deeper than 100",)),
+        (
+            "latent_dim: 2\nbeta: 1\nlatent_dim: 3\n",
+            ("line 3", "duplicate key 'latent_dim'", "first on line 1"),
+        ),
+        ("train: {seed: 1, seed: 2}\n", ("duplicate key 'seed'",)),
+        ("latent_dim: " + "9" * 4301 + "\n", ("integer of 4301 characters",)),
+        ("latent_dim: " + "9" * 20 + "\n", ("latent_dim", "out of range")),
+        ("train: {seed: 4294967296}\n", ("train.seed", "[0, 2**32)")),
+        ("data: {seed: -1}\n", ("data.seed", "-1")),
+        ("beta: " + "9" * 400 + "\n", ("beta", "about 400 digits", "out of range")),
+        ("latent_dim: 2\n" + "#" * 2**20, ("1048590 characters", "at most 1048576")),
+    ],
+)
 def test_refused_documents_are_one_line(text, fragments):
     with pytest.raises(SpecError) as error:
         parse_spec(text)
@@ -165,8 +198,13 @@ def test_likelihood_values_follow_data_values_unless_set():
     """Before, likelihood.values had to repeat data.values (its default was unit)."""
     from pyro_vae.prepared import prepare
 
-    base = ["data.binarize=none", "likelihood.name=discretized_logistic", "latent_dim=2",
-            "encoder.hidden=[8]", "decoder.hidden=[8]"]
+    base = [
+        "data.binarize=none",
+        "likelihood.name=discretized_logistic",
+        "latent_dim=2",
+        "encoder.hidden=[8]",
+        "decoder.hidden=[8]",
+    ]
     spec = load_spec(None, [*base, "data.values=integer"])
     assert spec.likelihood.params["values"] == "integer"
     assert parse_spec(dump_spec(spec)) == spec
@@ -174,6 +212,8 @@ def test_likelihood_values_follow_data_values_unless_set():
     assert load_spec(None, base).likelihood.params["values"] == "unit"
     mine = load_spec(None, [*base, "data.values=integer", "likelihood.values=unit"])
     assert mine.likelihood.params["values"] == "unit"  # set: kept as given
-    raw = {"data": {"name": "digits", "binarize": "none", "values": "integer"},
-           "likelihood": "discretized_logistic"}
+    raw = {
+        "data": {"name": "digits", "binarize": "none", "values": "integer"},
+        "likelihood": "discretized_logistic",
+    }
     assert load_spec(raw).likelihood.params["values"] == "integer"

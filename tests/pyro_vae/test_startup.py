@@ -18,12 +18,20 @@ from pyro_vae.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = str(ROOT / "examples" / "configs" / "digits.yaml")
-TINY = ["latent_dim=2", "encoder.hidden=[8]", "decoder.hidden=[8]", "train.batch_size=32",
-        "train.progress=false", "data.limit=64", "train.max_epochs=1", "evaluate.num_samples=4"]
+TINY = [
+    "latent_dim=2",
+    "encoder.hidden=[8]",
+    "decoder.hidden=[8]",
+    "train.batch_size=32",
+    "train.progress=false",
+    "data.limit=64",
+    "train.max_epochs=1",
+    "evaluate.num_samples=4",
+]
 HEAVY = ("torch", "pyro", "lightning")
 #: runs ``pyro_vae.cli.main(argv)`` as the console script does, then writes its exit status and
 #: the heavy modules it imported to the file named by the first argument
-PROBE = """
+PROBE = f"""
 import json, sys
 from pyro_vae.cli import main
 report, argv = sys.argv[1], sys.argv[2:]
@@ -32,35 +40,51 @@ try:
 except SystemExit as exc:  # --help
     code = exc.code
 with open(report, "w") as f:
-    json.dump({"code": code, "imported": [m for m in %r if m in sys.modules]}, f)
-""" % (HEAVY,)
+    json.dump({{"code": code, "imported": [m for m in {HEAVY!r} if m in sys.modules]}}, f)
+"""
 
 
 def probe(tmp_path: Path, *argv: str) -> tuple[int, list[str], str]:
     """(exit status, heavy modules imported, stderr) of ``pyro-vae ARGV`` in a fresh process."""
     report = tmp_path / "imported.json"
-    done = subprocess.run([sys.executable, "-c", PROBE, str(report), *argv], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(report), *argv],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert report.is_file(), done.stderr[-3000:]
     result = json.loads(report.read_text())
     return result["code"], result["imported"], done.stderr
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["evaluate", "--help"],
-                                  ["compare", "--help"]], ids=" ".join)
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["train", "--help"], ["evaluate", "--help"], ["compare", "--help"]],
+    ids=" ".join,
+)
 def test_help_imports_neither_torch_nor_pyro_nor_lightning(tmp_path, argv):
     code, imported, _ = probe(tmp_path, *argv)
     assert (code, imported) == (0, [])
 
 
-@pytest.mark.parametrize("typo, message", [
-    ("lattent_dim=4", "lattent_dim: unknown key; valid keys: beta, data, decoder, encoder, "
-     "estimator, evaluate, guide, latent_dim, likelihood, prior, train (did you mean "
-     "'latent_dim'?)"),
-    ("prior.name=vampp", "prior.name: unknown prior 'vampp'; choices: "),
-    ("estimator.particles=0", "estimator: particles must be >= 1, got 0"),
-    ("train.lr=fast", "train.lr: expected a number, got 'fast'"),
-])
+@pytest.mark.parametrize(
+    "typo, message",
+    [
+        (
+            "lattent_dim=4",
+            (
+                "lattent_dim: unknown key; valid keys: beta, data, decoder, encoder, "
+                "estimator, evaluate, guide, latent_dim, likelihood, prior, train (did you mean "
+                "'latent_dim'?)"
+            ),
+        ),
+        ("prior.name=vampp", "prior.name: unknown prior 'vampp'; choices: "),
+        ("estimator.particles=0", "estimator: particles must be >= 1, got 0"),
+        ("train.lr=fast", "train.lr: expected a number, got 'fast'"),
+    ],
+)
 def test_a_typo_in_set_is_one_line_before_torch_is_imported(tmp_path, typo, message):
     code, imported, err = probe(tmp_path, "train", DIGITS, "--set", typo)
     assert (code, imported) == (2, [])
@@ -75,13 +99,30 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
-@pytest.mark.parametrize("command", [["evaluate", "{run}", "--limit", "8"],
-                                     ["evaluate", "{run}", "--method", "ais", "--chains", "2",
-                                      "--steps", "3", "--leapfrog", "2", "--limit", "2"],
-                                     ["encode", "{run}", "--out", "z.npz"],
-                                     ["sample", "{run}", "-n", "4", "--out", "x.npz"],
-                                     ["report", "{run}"]],
-                         ids=["evaluate", "evaluate-ais", "encode", "sample", "report"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["evaluate", "{run}", "--limit", "8"],
+        [
+            "evaluate",
+            "{run}",
+            "--method",
+            "ais",
+            "--chains",
+            "2",
+            "--steps",
+            "3",
+            "--leapfrog",
+            "2",
+            "--limit",
+            "2",
+        ],
+        ["encode", "{run}", "--out", "z.npz"],
+        ["sample", "{run}", "-n", "4", "--out", "x.npz"],
+        ["report", "{run}"],
+    ],
+    ids=["evaluate", "evaluate-ais", "encode", "sample", "report"],
+)
 def test_a_command_that_does_not_train_never_imports_lightning(finished_run, tmp_path, command):
     code, imported, err = probe(tmp_path, *(a.format(run=finished_run) for a in command))
     assert code == 0, err[-3000:]
@@ -101,8 +142,12 @@ def test_prepare_seeds_as_lightning_does(monkeypatch):
     from pyro_vae.prepared import SEED_VARIABLE, seed_everything
 
     def states() -> tuple:
-        return (random.getstate(), np.random.get_state()[1].tolist(),
-                torch.get_rng_state().tolist(), os.environ[SEED_VARIABLE])
+        return (
+            random.getstate(),
+            np.random.get_state()[1].tolist(),
+            torch.get_rng_state().tolist(),
+            os.environ[SEED_VARIABLE],
+        )
 
     monkeypatch.delenv(SEED_VARIABLE, raising=False)
     lightning.seed_everything(1234, verbose=False)

@@ -9,13 +9,13 @@ import subprocess
 import sys
 
 import pytest
+from tiny_runs import DIGITS, TINY
 
 from pyro_vae.cli import EXIT_USER_ERROR, main
 from pyro_vae.pipeline import train
 from pyro_vae.rundir import Run
 from pyro_vae.spec import load_spec
 from pyro_vae.tracking import CUT, RESUMED, _cut, params
-from tiny_runs import DIGITS, TINY
 
 mlflow = pytest.importorskip("mlflow")  # the test extra installs it (pyro-vae[mlflow])
 
@@ -49,9 +49,11 @@ def artifacts(store, run_id: str, path: str = "") -> list[str]:
 def test_a_run_logs_params_metrics_and_artifacts_to_mlflow(tmp_path, capfd):
     uri = f"file:{tmp_path}/mlruns"
     before = mlflow.get_tracking_uri()
-    trained = train(DIGITS, tmp_path / "sweep" / "r0",
-                    [*TINY, "train.max_epochs=2", "train.logger=[csv,mlflow]",
-                     f"train.mlflow_uri={uri}"])
+    trained = train(
+        DIGITS,
+        tmp_path / "sweep" / "r0",
+        [*TINY, "train.max_epochs=2", "train.logger=[csv,mlflow]", f"train.mlflow_uri={uri}"],
+    )
     assert capfd.readouterr().err == ""  # no banner, warning or log line of MLflow's
     assert mlflow.get_tracking_uri() == before  # Lightning's global setting put back
     store = client(uri)
@@ -65,8 +67,12 @@ def test_a_run_logs_params_metrics_and_artifacts_to_mlflow(tmp_path, capfd):
     assert run.data.metrics["test_log_px"] == pytest.approx(trained.evaluation.log_px)
     assert run.data.metrics["test_active_units"] == trained.evaluation.active_units
     files = artifacts(store, run.info.run_id)
-    assert {"config.yaml", "eval-test.json", "eval-test.npz",
-            "figures/test/reconstructions.png"} <= set(files), files
+    assert {
+        "config.yaml",
+        "eval-test.json",
+        "eval-test.npz",
+        "figures/test/reconstructions.png",
+    } <= set(files), files
     assert Run(trained.run.root).foreign() == []  # nothing of MLflow's inside the run
 
 
@@ -93,7 +99,7 @@ def test_tensorboard_gets_the_spec_as_hparams_with_the_final_scores_and_the_figu
     events = EventAccumulator(str(logs), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     hparams = {}
-    for tag, meta in events.summary_metadata.items():
+    for _tag, meta in events.summary_metadata.items():
         if meta.plugin_data.plugin_name == "hparams":
             data = plugin_data_pb2.HParamsPluginData.FromString(meta.plugin_data.content)
             hparams[data.WhichOneof("data")] = data
@@ -115,8 +121,9 @@ def test_tensorboard_gets_the_spec_as_hparams_with_the_final_scores_and_the_figu
 @pytest.mark.parametrize("logger", ["mlflow", "tensorboard"])
 def test_a_missing_extra_is_one_line_naming_it(tmp_path, capsys, monkeypatch, logger):
     monkeypatch.setitem(sys.modules, logger, None)  # import mlflow: ImportError
-    code = main(["train", DIGITS, "--set", f"train.logger=[csv,{logger}]", "--out",
-                 str(tmp_path / "r")])
+    code = main(
+        ["train", DIGITS, "--set", f"train.logger=[csv,{logger}]", "--out", str(tmp_path / "r")]
+    )
     err = capsys.readouterr().err
     assert code == EXIT_USER_ERROR and err.count("\n") == 1, err
     assert f"pip install 'pyro-vae[{logger}]'" in err
@@ -132,16 +139,37 @@ with open(sys.argv[1], "w") as f:
 """
 
 
-@pytest.mark.parametrize("value, message", [
-    ("[csv,tensorbord]", "train.logger: 'tensorbord' is not one of: csv, tensorboard, mlflow "
-     "(or a list of them; metrics.csv is written either way) (did you mean 'tensorboard'?)"),
-    ("[mlflow,mlflow]", "train.logger: 'mlflow' is named twice"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (
+            "[csv,tensorbord]",
+            (
+                "train.logger: 'tensorbord' is not one of: csv, tensorboard, mlflow "
+                "(or a list of them; metrics.csv is written either way) (did you mean 'tensorboard'?)"
+            ),
+        ),
+        ("[mlflow,mlflow]", "train.logger: 'mlflow' is named twice"),
+    ],
+)
 def test_a_bad_logger_is_one_line_before_torch_is_imported(tmp_path, value, message):
     report = tmp_path / "report.json"
-    done = subprocess.run([sys.executable, "-c", PROBE, str(report), "train", DIGITS, "--set",
-                           f"train.logger={value}"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            PROBE,
+            str(report),
+            "train",
+            DIGITS,
+            "--set",
+            f"train.logger={value}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert json.loads(report.read_text()) == {"code": EXIT_USER_ERROR, "torch": False}
     assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"pyro-vae: error: {message}")
 

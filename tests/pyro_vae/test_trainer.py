@@ -6,14 +6,22 @@ import pytest
 import torch
 
 from inference.compiled import TracedLoss
-from pyro_vae.registry import SpecError
-from pyro_vae.spec import load_spec
-from pyro_vae.prepared import load_run, prepare
-from pyro_vae.rundir import CONFIG, Run
 from pyro_vae.pipeline import fit
+from pyro_vae.prepared import load_run, prepare
+from pyro_vae.registry import SpecError
+from pyro_vae.rundir import CONFIG
+from pyro_vae.spec import load_spec
 
-QUICK = ["data.binarize=dynamic", "latent_dim=4", "encoder.hidden=[64]", "decoder.hidden=[64]",
-         "train.batch_size=64", "train.lr=3e-3", "train.progress=false", "evaluate.num_samples=50"]
+QUICK = [
+    "data.binarize=dynamic",
+    "latent_dim=4",
+    "encoder.hidden=[64]",
+    "decoder.hidden=[64]",
+    "train.batch_size=64",
+    "train.lr=3e-3",
+    "train.progress=false",
+    "evaluate.num_samples=50",
+]
 
 
 def val_elbo(prepared) -> float:
@@ -52,12 +60,16 @@ def test_the_traced_loss_trains_as_the_eager_one(tmp_path, monkeypatch):
     (15 steps, 14 of them at batch 84, replayed from the 4th) the weights are bitwise equal."""
     accepted = []
     agrees = TracedLoss._agrees
-    monkeypatch.setattr(TracedLoss, "_agrees",
-                        lambda self, *a: accepted.append(agrees(self, *a)) or accepted[-1])
+    monkeypatch.setattr(
+        TracedLoss, "_agrees", lambda self, *a: accepted.append(agrees(self, *a)) or accepted[-1]
+    )
     weights = {}
     for jit in (True, False):
-        prepared = prepare(load_spec(None, [*QUICK, "train.max_epochs=1", f"train.jit={jit}",
-                                            "train.batch_size=84"]))
+        prepared = prepare(
+            load_spec(
+                None, [*QUICK, "train.max_epochs=1", f"train.jit={jit}", "train.batch_size=84"]
+            )
+        )
         fit(prepared, tmp_path / f"run-{jit}")
         weights[jit] = prepared.vae.state_dict()
     for key, value in weights[True].items():
@@ -72,9 +84,11 @@ def test_a_first_kl_weight_below_float32s_smallest_normal_is_refused():
     base = [*QUICK, "data.limit=100", "train.batch_size=50"]
     for epochs in ("1e30", "1e37"):
         prepare(load_spec(None, [*base, f"train.warmup_epochs={epochs}"]))
-    for sets, key in ((["train.warmup_epochs=1e38"], "train.warmup_epochs"),
-                      (["train.warmup_epochs=1e308"], "train.warmup_epochs"),
-                      (["beta=1e-39"], "beta")):
+    for sets, key in (
+        (["train.warmup_epochs=1e38"], "train.warmup_epochs"),
+        (["train.warmup_epochs=1e308"], "train.warmup_epochs"),
+        (["beta=1e-39"], "beta"),
+    ):
         with pytest.raises(SpecError, match=f"^{key}: makes the first step's KL weight"):
             prepare(load_spec(None, [*base, *sets]))
 
@@ -84,8 +98,18 @@ def test_a_warm_up_trains_from_one_trace_as_the_eager_loop_does(tmp_path):
     replays every step from the third on and the weights match an eager run's bitwise."""
     weights, modules = {}, {}
     for jit in (True, False):
-        prepared = prepare(load_spec(None, [*QUICK, "train.max_epochs=2", f"train.jit={jit}",
-                                            "train.warmup_epochs=4", "train.batch_size=84"]))
+        prepared = prepare(
+            load_spec(
+                None,
+                [
+                    *QUICK,
+                    "train.max_epochs=2",
+                    f"train.jit={jit}",
+                    "train.warmup_epochs=4",
+                    "train.batch_size=84",
+                ],
+            )
+        )
         trainer = fit(prepared, tmp_path / f"run-{jit}")
         weights[jit], modules[jit] = prepared.vae.state_dict(), trainer.lightning_module
     traced = modules[True].traced_scaled

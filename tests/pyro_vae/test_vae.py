@@ -31,8 +31,14 @@ def data_for(likelihood: str, n: int = 32) -> torch.Tensor:
 
 
 def build(prior: str, likelihood: str, network: str = "mlp", **extra) -> VAE:
-    overrides = [f"prior.name={prior}", f"likelihood.name={likelihood}", "latent_dim=3",
-                 f"encoder.name={network}", f"decoder.name={network}", *extra.get("set", [])]
+    overrides = [
+        f"prior.name={prior}",
+        f"likelihood.name={likelihood}",
+        "latent_dim=3",
+        f"encoder.name={network}",
+        f"decoder.name={network}",
+        *extra.get("set", []),
+    ]
     if prior == "vamp":
         overrides.append("prior.pseudo_inputs=7")
     if network == "mlp":
@@ -48,7 +54,8 @@ def test_every_prior_likelihood_pair_takes_a_finite_training_step(prior, likelih
     x = data_for(likelihood)
     vae.check_data(x)
     loss_fn = Trace_ELBO(num_particles=2, vectorize_particles=True, max_plate_nesting=1)(
-        vae.model, vae.guide)
+        vae.model, vae.guide
+    )
     opt = torch.optim.Adam(vae.parameters(), lr=1e-2)
     before = [p.detach().clone() for p in vae.parameters()]
     loss = loss_fn(x)
@@ -64,9 +71,17 @@ def test_every_prior_likelihood_pair_takes_a_finite_training_step(prior, likelih
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "categorical"])
 def test_conv_networks_step_on_images(likelihood):
-    vae = build("standard_normal", likelihood, network="conv",
-                set=["encoder.channels=[4, 8]", "decoder.channels=[4, 8]", "encoder.hidden=16",
-                     "decoder.hidden=16"])
+    vae = build(
+        "standard_normal",
+        likelihood,
+        network="conv",
+        set=[
+            "encoder.channels=[4, 8]",
+            "decoder.channels=[4, 8]",
+            "encoder.hidden=16",
+            "decoder.hidden=16",
+        ],
+    )
     x = data_for(likelihood)
     loss = Trace_ELBO(max_plate_nesting=1)(vae.model, vae.guide)(x)
     loss.backward()
@@ -88,13 +103,16 @@ def test_two_vaes_in_one_process_do_not_share_parameters():
     assert len(pyro.get_param_store()) == 0
 
 
-@pytest.mark.parametrize("likelihood,bad,fragment", [
-    ("bernoulli", 0.5, "set data.binarize"),
-    ("bernoulli", 2.5, "binarizing cannot help: use likelihood normal or laplace"),
-    ("continuous_bernoulli", 1.5, "[0, 1]"),
-    ("categorical", 7.0, "0..4"),
-    ("categorical", 1.5, "integers"),
-])
+@pytest.mark.parametrize(
+    "likelihood,bad,fragment",
+    [
+        ("bernoulli", 0.5, "set data.binarize"),
+        ("bernoulli", 2.5, "binarizing cannot help: use likelihood normal or laplace"),
+        ("continuous_bernoulli", 1.5, "[0, 1]"),
+        ("categorical", 7.0, "0..4"),
+        ("categorical", 1.5, "integers"),
+    ],
+)
 def test_data_outside_the_support_is_a_spec_error(likelihood, bad, fragment):
     vae = build("standard_normal", likelihood)
     x = data_for(likelihood)
@@ -106,11 +124,20 @@ def test_data_outside_the_support_is_a_spec_error(likelihood, bad, fragment):
 
 # --- probabilistic PCA: exact log p(x) from the weights ---------------------------------------
 
+
 def ppca_vae(ppca: PPCA, exact_encoder: bool) -> VAE:
     """Linear decoder (Wz + b), Normal likelihood with fixed σ, N(0, I) prior."""
-    spec = load_spec(None, [f"latent_dim={ppca.d}", "encoder.hidden=[]", "decoder.hidden=[]",
-                            "likelihood.name=normal", "likelihood.learn=fixed",
-                            f"likelihood.scale={ppca.sigma}"])
+    spec = load_spec(
+        None,
+        [
+            f"latent_dim={ppca.d}",
+            "encoder.hidden=[]",
+            "decoder.hidden=[]",
+            "likelihood.name=normal",
+            "likelihood.learn=fixed",
+            f"likelihood.scale={ppca.sigma}",
+        ],
+    )
     vae = VAE.from_spec(spec, (ppca.P,))
     linear_dec = vae.decoder[0]
     linear_enc = vae.encoder.body[0]
@@ -123,7 +150,7 @@ def ppca_vae(ppca: PPCA, exact_encoder: bool) -> VAE:
             linear_enc.weight[: ppca.d] = A
             linear_enc.bias[: ppca.d] = c
             # σ = softplus(raw) + 1e-4  ⇒  raw = log(exp(σ − 1e-4) − 1)
-            linear_enc.bias[ppca.d:] = torch.log(torch.expm1(s - 1e-4))
+            linear_enc.bias[ppca.d :] = torch.log(torch.expm1(s - 1e-4))
     return vae
 
 
@@ -134,8 +161,9 @@ def test_ppca_with_the_exact_posterior_every_elbo_sample_is_log_px():
     exact = ppca.log_px(x)
     with torch.no_grad():
         log_w = vae.log_weights(x)(64)  # (64, 50)
-        traced = -Trace_ELBO(num_particles=64, vectorize_particles=True,
-                             max_plate_nesting=1).loss(vae.model, vae.guide, x)
+        traced = -Trace_ELBO(num_particles=64, vectorize_particles=True, max_plate_nesting=1).loss(
+            vae.model, vae.guide, x
+        )
     # every weight equals p(x): agreement to float32 rounding of ~6-dim Gaussian log densities
     assert torch.allclose(log_w.double(), exact.expand(64, -1), atol=2e-4)
     assert traced / 50 == pytest.approx(float(exact.mean()), abs=2e-4)
@@ -156,8 +184,12 @@ def test_ppca_elbo_never_exceeds_the_exact_log_px():
     assert (gap > 0.1).float().mean() > 0.9  # the random encoder is visibly worse than exact
     # the traced Pyro route estimates the same mean ELBO
     with torch.no_grad():
-        traced = -Trace_ELBO(num_particles=R, vectorize_particles=True,
-                             max_plate_nesting=1).loss(vae.model, vae.guide, x) / 40
+        traced = (
+            -Trace_ELBO(num_particles=R, vectorize_particles=True, max_plate_nesting=1).loss(
+                vae.model, vae.guide, x
+            )
+            / 40
+        )
     assert traced == pytest.approx(float(elbo.mean()), abs=4 * float(se.mean()))
 
 
@@ -188,32 +220,71 @@ def test_beta_scales_the_kl_term_only():
 
 # --- the arguments of VAE.from_spec -------------------------------------------------------------
 
-@pytest.mark.parametrize("shape, levels, train_data, key", [
-    ((0, 8, 8), 17, None, "shape"), ((), 17, None, "shape"), ((-1, 8, 8), 17, None, "shape"),
-    ((1.5,), 17, None, "shape"), (64, 17, None, "shape"), ((2**40, 2**40), 17, None, "shape"),
-    ((1, 8, 8), 0, None, "levels"), ((1, 8, 8), 1, None, "levels"), ((1, 8, 8), -3, None, "levels"),
-    ((1, 8, 8), 17.0, None, "levels"), ((1, 8, 8), True, None, "levels"),
-    ((1, 8, 8), 17, torch.rand(10, 5), "train_data"),
-    ((1, 8, 8), 17, torch.rand(0, 64), "train_data"), ((1, 8, 8), 17, [[0.5] * 64], "train_data")])
+
+@pytest.mark.parametrize(
+    "shape, levels, train_data, key",
+    [
+        ((0, 8, 8), 17, None, "shape"),
+        ((), 17, None, "shape"),
+        ((-1, 8, 8), 17, None, "shape"),
+        ((1.5,), 17, None, "shape"),
+        (64, 17, None, "shape"),
+        ((2**40, 2**40), 17, None, "shape"),
+        ((1, 8, 8), 0, None, "levels"),
+        ((1, 8, 8), 1, None, "levels"),
+        ((1, 8, 8), -3, None, "levels"),
+        ((1, 8, 8), 17.0, None, "levels"),
+        ((1, 8, 8), True, None, "levels"),
+        ((1, 8, 8), 17, torch.rand(10, 5), "train_data"),
+        ((1, 8, 8), 17, torch.rand(0, 64), "train_data"),
+        ((1, 8, 8), 17, [[0.5] * 64], "train_data"),
+    ],
+)
 def test_from_spec_refuses_a_bad_argument_in_one_line_naming_it(shape, levels, train_data, key):
     """Before: (0, 8, 8), () and levels 0 or 1 built a VAE; the others raised torch's errors."""
-    spec = load_spec(None, ["likelihood.name=categorical", "prior.name=vamp", "latent_dim=2",
-                            "prior.pseudo_inputs=3", "encoder.hidden=[8]", "decoder.hidden=[8]"])
+    spec = load_spec(
+        None,
+        [
+            "likelihood.name=categorical",
+            "prior.name=vamp",
+            "latent_dim=2",
+            "prior.pseudo_inputs=3",
+            "encoder.hidden=[8]",
+            "decoder.hidden=[8]",
+        ],
+    )
     with pytest.raises(SpecError) as error:
         VAE.from_spec(spec, shape, levels, train_data)
     assert str(error.value).startswith(f"{key}: ") and "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("levels, says", [
-    ("5", "likelihood.levels: 5 is fewer than the 17 levels of the data (digits)"),
-    (str(2**62), "reduce likelihood.levels (now 4.61e+18), latent_dim")])
+@pytest.mark.parametrize(
+    "levels, says",
+    [
+        ("5", "likelihood.levels: 5 is fewer than the 17 levels of the data (digits)"),
+        (str(2**62), "reduce likelihood.levels (now 4.61e+18), latent_dim"),
+    ],
+)
 def test_likelihood_levels_that_do_not_fit_the_data_are_named_by_the_cli(tmp_path, levels, says):
     """Before: 5 levels said "set data.values: integer", set already; 2**62 blamed latent_dim."""
     from processes import console, one_line
     from tiny_runs import DIGITS, SETS
 
-    line = one_line(console(["train", DIGITS, *SETS, "--set=data.binarize=none",
-                             "--set=data.values=integer", "--set=likelihood.name=categorical",
-                             f"--set=likelihood.levels={levels}", "--out", "run"], tmp_path))
+    line = one_line(
+        console(
+            [
+                "train",
+                DIGITS,
+                *SETS,
+                "--set=data.binarize=none",
+                "--set=data.values=integer",
+                "--set=likelihood.name=categorical",
+                f"--set=likelihood.levels={levels}",
+                "--out",
+                "run",
+            ],
+            tmp_path,
+        )
+    )
     assert says in line and "data.values" not in line, line
     assert not (tmp_path / "run").exists()

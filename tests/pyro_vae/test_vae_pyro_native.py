@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyro
 import numpy as np
+import pyro
 import pyro.distributions as dist
 import pytest
 import torch
@@ -35,8 +35,9 @@ def _default_mode():
 
 
 def tiny(prior: str = "standard_normal", num_data: int | None = None) -> VAE:
-    vae = VAE.build((1, 8, 8), latent_dim=3, prior=prior, encoder={"hidden": [16]},
-                    decoder={"hidden": [16]})
+    vae = VAE.build(
+        (1, 8, 8), latent_dim=3, prior=prior, encoder={"hidden": [16]}, decoder={"hidden": [16]}
+    )
     vae.num_data = num_data
     return vae
 
@@ -97,9 +98,24 @@ assert all(not torch.equal(v, trained[k]) for k, v in store().items()), "stopped
 print("ok")
 """
 
-TINY_RUN = ["--set", "latent_dim=2", "--set", "encoder.hidden=[8]", "--set", "decoder.hidden=[8]",
-            "--set", "data.limit=64", "--set", "train.max_epochs=1", "--set", "train.batch_size=32",
-            "--set", "evaluate.num_samples=8", "--set", "train.progress=false"]
+TINY_RUN = [
+    "--set",
+    "latent_dim=2",
+    "--set",
+    "encoder.hidden=[8]",
+    "--set",
+    "decoder.hidden=[8]",
+    "--set",
+    "data.limit=64",
+    "--set",
+    "train.max_epochs=1",
+    "--set",
+    "train.batch_size=32",
+    "--set",
+    "evaluate.num_samples=8",
+    "--set",
+    "train.progress=false",
+]
 
 
 def test_import_and_a_cli_run_leave_settings_param_store_and_user_models_alone(tmp_path):
@@ -108,8 +124,13 @@ def test_import_and_a_cli_run_leave_settings_param_store_and_user_models_alone(t
     and after an in-process ``pyro-vae train``."""
     script = tmp_path / "side_effects.py"
     script.write_text(SIDE_EFFECTS)
-    result = subprocess.run([sys.executable, str(script), str(DIGITS), str(tmp_path / "run"),
-                             *TINY_RUN], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(script), str(DIGITS), str(tmp_path / "run"), *TINY_RUN],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]
 
 
@@ -122,8 +143,10 @@ def svi_steps(vae: VAE, loss: pyro.infer.ELBO, x: torch.Tensor, steps: int = 5) 
         svi.step(x)
 
 
-@pytest.mark.parametrize("loss", ["Trace_ELBO", "TraceMeanField_ELBO", "trace", "mean_field",
-                                  "iwae", "renyi", "stl", "dreg"])
+@pytest.mark.parametrize(
+    "loss",
+    ["Trace_ELBO", "TraceMeanField_ELBO", "trace", "mean_field", "iwae", "renyi", "stl", "dreg"],
+)
 def test_the_textbook_svi_loop_trains_every_parameter(loss: str) -> None:
     """The issue's loop: SVI with a pyro.optim optimizer, Pyro's ELBOs and each of ours. Every
     parameter moves (the mixture prior's too), and the param store holds exactly the VAE's."""
@@ -138,12 +161,19 @@ def test_the_textbook_svi_loop_trains_every_parameter(loss: str) -> None:
 
 @pytest.mark.parametrize("guide", ["iaf", "low_rank"])
 def test_the_textbook_loop_trains_a_two_layer_vae_with_a_flow_prior_and_a_rich_guide(
-        guide: str) -> None:
+    guide: str,
+) -> None:
     """Every parameter of a two-layer VAE, its flow prior on z₂, its conditional p(z₁|z₂) and
     each layer's guide (an IAF's autoregressive networks included) sits in the param store
     under ``vae$$$`` and moves under SVI with Trace_ELBO; the guide samples z1 then z2."""
-    vae = VAE.build((1, 8, 8), latent_dim=[3, 2], prior="flow", guide=guide,
-                    encoder={"hidden": [16]}, decoder={"hidden": [16]})
+    vae = VAE.build(
+        (1, 8, 8),
+        latent_dim=[3, 2],
+        prior="flow",
+        guide=guide,
+        encoder={"hidden": [16]},
+        decoder={"hidden": [16]},
+    )
     before = {n: p.detach().clone() for n, p in vae.named_parameters()}
     assert any(n.startswith("conditionals.") for n in before)
     assert any(n.startswith("prior.") for n in before)
@@ -188,11 +218,25 @@ def heldout_elbo(vae: VAE, x: torch.Tensor) -> float:
 
 
 #: each loop of the issue → the spec estimator that ``pyro-vae train`` runs for the comparison
-PARITY = {"Trace_ELBO": "trace", "TraceMeanField_ELBO": "mean_field", "trace": "trace",
-          "mean_field": "mean_field", "iwae": "iwae", "renyi": "renyi", "stl": "stl",
-          "dreg": "dreg", "ELBO module + torch Adam": "trace"}
-PARITY_SETS = ["latent_dim=4", "encoder.hidden=[32]", "decoder.hidden=[32]",
-               "train.max_epochs=8", "train.progress=false", "evaluate.num_samples=8"]
+PARITY = {
+    "Trace_ELBO": "trace",
+    "TraceMeanField_ELBO": "mean_field",
+    "trace": "trace",
+    "mean_field": "mean_field",
+    "iwae": "iwae",
+    "renyi": "renyi",
+    "stl": "stl",
+    "dreg": "dreg",
+    "ELBO module + torch Adam": "trace",
+}
+PARITY_SETS = [
+    "latent_dim=4",
+    "encoder.hidden=[32]",
+    "decoder.hidden=[32]",
+    "train.max_epochs=8",
+    "train.progress=false",
+    "evaluate.num_samples=8",
+]
 
 
 def seed_all(seed: int) -> None:
@@ -212,8 +256,8 @@ def draws(seed: int | None = None) -> tuple:
 def trained_by_cli(tmp_path_factory):
     """estimator ↦ (spec, held-out ELBO) of ``pyro-vae train``'s training (prepare + fit), each
     trained once for the module."""
-    from pyro_vae.prepared import prepare
     from pyro_vae.pipeline import fit
+    from pyro_vae.prepared import prepare
 
     done: dict[str, tuple] = {}
 
@@ -228,8 +272,10 @@ def trained_by_cli(tmp_path_factory):
             loaded, loaded_spec = load_run(str(run))  # the public loader, from a str
             assert draws() == seeded_draws  # it left the caller's random states alone
             assert loaded_spec == spec and not loaded.training
-            assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
-                                                         prepared.vae.state_dict().values()))
+            assert all(
+                torch.equal(a, b)
+                for a, b in zip(loaded.state_dict().values(), prepared.vae.state_dict().values())
+            )
             done[estimator] = spec, heldout_elbo(prepared.vae, prepared.bundle.test)
         return done[estimator]
 
@@ -244,8 +290,12 @@ def textbook_loop(spec, loop: str) -> tuple[VAE, torch.Tensor]:
     bundle = DATASETS.instantiate(spec.data).load()
     vae = VAE.from_spec(spec, bundle.shape, bundle.levels, bundle.train)
     vae.num_data = len(bundle.train)
-    loader = bundle.loader("train", spec.train.batch_size, shuffle=True,
-                           generator=torch.Generator().manual_seed(spec.train.seed))
+    loader = bundle.loader(
+        "train",
+        spec.train.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(spec.train.seed),
+    )
     if loop == "ELBO module + torch Adam":
         with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
             loss_fn = Trace_ELBO()(vae.model, vae.guide)
@@ -263,8 +313,7 @@ def textbook_loop(spec, loop: str) -> tuple[VAE, torch.Tensor]:
         for _ in range(spec.train.max_epochs):
             for x in loader:
                 svi.step(x)
-    assert set(pyro.get_param_store().keys()) == {f"vae$$${n}" for n, _ in
-                                                  vae.named_parameters()}
+    assert set(pyro.get_param_store().keys()) == {f"vae$$${n}" for n, _ in vae.named_parameters()}
     return vae, bundle.test
 
 
@@ -351,8 +400,10 @@ def test_condition_fixes_z_and_the_joint_density_follows() -> None:
     trace = poutine.trace(pyro.condition(vae.model, data={"z": z})).get_trace(x)
     assert torch.equal(trace.nodes["z"]["value"], z) and trace.nodes["z"]["is_observed"]
     with torch.no_grad():
-        want = (dist.Normal(0.0, 1.0).log_prob(z).sum()
-                + dist.Bernoulli(logits=vae.decoder(z)).log_prob(x).sum())
+        want = (
+            dist.Normal(0.0, 1.0).log_prob(z).sum()
+            + dist.Bernoulli(logits=vae.decoder(z)).log_prob(x).sum()
+        )
         assert float(trace.log_prob_sum()) == pytest.approx(float(want), rel=1e-5)
 
 
@@ -361,7 +412,8 @@ def test_block_hides_the_vae_parameters_and_latents() -> None:
     x = binary(3)
     seen = poutine.trace(vae.model).get_trace(x).nodes
     assert {n for n, s in seen.items() if s["type"] == "param"} == {
-        f"vae$$${n}" for n, _ in vae.named_parameters()}
+        f"vae$$${n}" for n, _ in vae.named_parameters()
+    }
     hidden = poutine.trace(poutine.block(vae.model, hide_types=["param"], hide=["z"])).get_trace(x)
     assert {s["type"] for s in hidden.nodes.values()} <= {"sample", "args", "return"}
     assert "z" not in hidden.nodes and "x" in hidden.nodes
@@ -383,8 +435,14 @@ def test_importance_agrees_with_log_marginal_likelihood() -> None:
 def test_a_vae_built_in_one_mode_trains_in_the_other() -> None:
     """PyroModules made in the default mode fail in module-local mode once they enter their
     parameter context ('_Context' has no 'param_state'); the VAE never enters it."""
-    vae = VAE.build((1, 8, 8), latent_dim=3, prior="mixture", likelihood={
-        "name": "normal", "learn": "global"}, encoder={"hidden": [8]}, decoder={"hidden": [8]})
+    vae = VAE.build(
+        (1, 8, 8),
+        latent_dim=3,
+        prior="mixture",
+        likelihood={"name": "normal", "learn": "global"},
+        encoder={"hidden": [8]},
+        decoder={"hidden": [8]},
+    )
     x = torch.rand(4, 64)
     Trace_ELBO()(vae.model, vae.guide)(x)
     with pyro.settings.context(module_local_params=True):
