@@ -26,6 +26,20 @@ test: $(STAMP)
 test-packaging: $(STAMP)
 	$(PY) -m pytest -m packaging
 
+# ruff (lint, then the formatter's check) over the tree and mypy over inference/ and the public
+# API (pyproject.toml's [tool.ruff] and [tool.mypy]); CI runs it before the tests, and
+# .pre-commit-config.yaml runs the same commands at each commit (`pre-commit install`).
+LINT_STAMP := $(VENV)/.installed-lint
+.PHONY: lint
+$(LINT_STAMP): $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e '.[lint]'
+	@touch $@
+
+lint: $(LINT_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
 # The documentation site (mkdocs.yml, docs/): site/index.html, opened from the disk. --strict: a
 # broken link or cross-reference, or a docstring naming an object that does not exist, fails it.
 # Needs no network (MathJax is loaded by the reader's browser). Installs the docs extra first.

@@ -152,9 +152,12 @@ class AISOptions:
                 )
         for name in ("step_size", "memory_budget_mb"):
             value = getattr(self, name)
-            if not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+            if not isinstance(value, numbers.Real) or not 0 < float(value) < math.inf:
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-        if not isinstance(self.target_accept, numbers.Real) or not 0 < self.target_accept < 1:
+        if (
+            not isinstance(self.target_accept, numbers.Real)
+            or not 0 < float(self.target_accept) < 1
+        ):
             raise ValueError(f"target_accept must be in (0, 1), got {self.target_accept!r}")
         if self.data_plate is not None and not isinstance(self.data_plate, str):
             raise ValueError(f"data_plate must be a plate's name or None, got {self.data_plate!r}")
@@ -549,7 +552,7 @@ class _Chains:
         )
 
     def kinetic(self, rho: dict[str, Tensor]) -> Tensor:
-        return 0.5 * sum(self.layout.points(r.square()) for r in rho.values())
+        return 0.5 * sum((self.layout.points(r.square()) for r in rho.values()), torch.zeros(()))
 
     def transition(self, beta: float, eps: Tensor) -> Tensor:
         """One HMC transition leaving f_β invariant, with step size ``eps`` (B,) per point;
@@ -613,6 +616,8 @@ class _StepSizes:
         self.table = self.table.to(device)
 
     def at(self, t: int) -> Tensor:
+        if self.table is None:
+            raise RuntimeError("begin() records a schedule before at() reads it")
         if self.log_eps is not None:
             self.table[t] = self.log_eps.exp()
         return self.table[t]
@@ -664,7 +669,8 @@ def _run(
     adapting = transitions > 0 and not sizes.frozen and sizes.target is not None
     pilot = options.adapt_chains if adapting else 0
     counts = _chunk_counts(sampler, draw, options, pilot)
-    log_w, accepted = [], 0.0
+    chunks: list[Tensor] = []
+    accepted: Tensor | float = 0.0
     with tqdm(
         total=len(counts) * (len(betas) - 1), desc="AIS", unit="step", disable=not options.progress
     ) as bar:
@@ -672,15 +678,16 @@ def _run(
             chains = sampler.start(draw(n + (pilot if i == 0 else 0)), options.leapfrog_steps)
             sizes.begin(transitions, chains.layout.shape[1], chains.state.a.device)
             lw, acc = _anneal(chains, betas, sizes, n, bar)
-            log_w.append(lw)
+            chunks.append(lw)
             accepted = accepted + acc
             sizes.freeze()
-    log_w = torch.cat(log_w)
+    log_w = torch.cat(chunks)
     acceptance = (
-        accepted / (num_chains * transitions)
+        torch.as_tensor(accepted / (num_chains * transitions))
         if transitions
         else torch.full_like(log_w[0], math.nan)
     )
+    assert sizes.table is not None  # begin() ran for the first chunk
     return _Run(log_w, acceptance, sizes.table)
 
 

@@ -64,6 +64,8 @@ class _Program(nn.Module):
     """``loss(*args)`` as a module that owns the parameters (traces capture module parameters
     as inputs, free tensors as constants)."""
 
+    loss: Callable[..., Tensor]
+
     def __init__(self, owner: nn.Module, loss: Callable[..., Tensor]) -> None:
         super().__init__()
         self.owner = owner

@@ -51,6 +51,7 @@ from torch.distributions import kl_divergence
 # PointLogWeights and particle_traces are part of this module's API (re-exported from traces).
 from inference.traces import (
     PointLogWeights,
+    Site,
     deterministic,
     particle_traces,
     point_log_weights,
@@ -73,7 +74,7 @@ def _pyro_kwargs(particles: int, max_plate_nesting: int) -> dict[str, Any]:
     return {"num_particles": particles, "max_plate_nesting": max_plate_nesting}
 
 
-def _entropy_term(site: dict[str, Any]) -> tuple[Tensor, bool]:
+def _entropy_term(site: Site) -> tuple[Tensor, bool]:
     """(c_s · the entropy term of the site's score parts, whether its score-function term is 0).
 
     For a reparameterized density the entropy term is log q_s(z) and the score-function term 0
@@ -138,7 +139,9 @@ class TraceELBO(_FastPathELBO, Trace_ELBO):
         super().__init__(**_pyro_kwargs(particles, max_plate_nesting), vectorize_particles=True)
 
     def _elbo(self, model_trace: Trace, guide_trace: Trace) -> Tensor | None:
-        elbo = sum(site_log_prob(site).sum() for site in sample_sites(model_trace))
+        elbo = sum(
+            (site_log_prob(site).sum() for site in sample_sites(model_trace)), torch.zeros(())
+        )
         for site in sample_sites(guide_trace):
             entropy, reparameterized = _entropy_term(site)
             if not reparameterized:
@@ -160,6 +163,7 @@ class MeanFieldELBO(_FastPathELBO, TraceMeanField_ELBO):
 
     def _elbo(self, model_trace: Trace, guide_trace: Trace) -> Tensor | None:
         elbo: Tensor | float = 0.0
+        q: Site
         for site in sample_sites(model_trace):
             if site["is_observed"]:
                 elbo = elbo + site_log_prob(site).sum()
@@ -215,6 +219,7 @@ class _PointwiseELBO(ELBO):
             self.stop_guide_params,
             data_plate=self.data_plate,
         )
+        site: Site
         for site in guide_trace.nodes.values():
             if site["type"] == "sample" and not site["is_observed"] and not site["fn"].has_rsample:
                 raise ValueError(
@@ -341,6 +346,7 @@ class DReG(_PointwiseELBO):
         # exp(log w − logsumexp log w), not torch.softmax, which over a leading dim of size 1
         # (one particle) is far slower on CPU than this expression.
         normalized = (log_w.detach() - log_w.detach().logsumexp(0)).exp()
+        site: Site
         for site in weights.guide_trace.nodes.values():
             if site["type"] == "sample" and site["value"].requires_grad and not deterministic(site):
                 factor = weights.broadcast_to(normalized, site)

@@ -126,7 +126,9 @@ def estimate_from_log_weights(
     docstring), elbo = Σ lw / K. A point whose weights are all zero gets log p̂ = −inf.
     """
     _check_positive(num_samples=num_samples, chunk_size=chunk_size)
-    m = s1 = s2 = sum_lw = None
+    # 0-dim starts (m = −inf, sums 0) that the first chunk broadcasts to (B,)
+    m = torch.tensor(-math.inf, dtype=torch.float64)
+    s1 = s2 = sum_lw = torch.zeros((), dtype=torch.float64)
     done = 0
     with tqdm(total=num_samples, unit="particle", disable=not progress) as bar:
         while done < num_samples:
@@ -136,9 +138,6 @@ def estimate_from_log_weights(
                 shape = tuple(lw.shape)
                 raise ValueError(f"log_weights({k}) must return a ({k}, B) tensor, got {shape}")
             lw = lw.to(torch.float64)
-            if m is None:
-                m = lw.new_full(lw.shape[1:], -math.inf)
-                s1, s2, sum_lw = (lw.new_zeros(lw.shape[1:]) for _ in range(3))
             new_m = torch.maximum(m, lw.amax(0))
             shift = new_m.masked_fill(new_m == -math.inf, 0.0)  # all weights zero so far: sums 0
             decay = (m - shift).exp()
@@ -285,7 +284,7 @@ class _PeakTensorMemory(TorchDispatchMode):
         self._holders: dict[tuple[torch.device, int], list[int]] = {}
         self._finalizers: list[weakref.finalize] = []
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         for t in tree_leaves(out):
             if isinstance(t, Tensor) and t.layout == torch.strided:

@@ -20,7 +20,7 @@ p/q = 1 cancels: it is left out of both sums.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,10 +33,14 @@ from pyro.infer.enum import get_importance_trace
 from pyro.poutine import Trace
 from pyro.poutine.indep_messenger import CondIndepStackFrame
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import Message
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
 PARTICLE_PLATE = "num_particles_vectorized"
+
+# A trace node read, not written: Pyro types its ``fn`` as any callable, here a distribution.
+Site = Mapping[str, Any]
 
 
 def particle_traces(
@@ -65,7 +69,7 @@ def replayed_traces(
     return model_trace, guide_trace
 
 
-def site_log_prob(site: dict[str, Any]) -> Tensor:
+def site_log_prob(site: Site) -> Tensor:
     """c_s log p_s(value) per batch element, c_s = scale_s · mask_s: Pyro's ``site["log_prob"]``."""
     log_prob = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
     return scale_and_mask(log_prob, site["scale"], site["mask"])
@@ -131,7 +135,7 @@ class PointLogWeights:
     def log_w(self) -> Tensor:
         return self.log_p - self.log_q
 
-    def broadcast_to(self, t: Tensor, site: dict[str, Any]) -> Tensor:
+    def broadcast_to(self, t: Tensor, site: Site) -> Tensor:
         """Reshape a (k, B) tensor to broadcast against ``site``'s value (batch + event dims)."""
         shape = [1] * self.batch_dims + [1] * len(site["fn"].event_shape)
         shape[0], shape[self.batch_dims + self.data_dim] = t.shape
@@ -163,7 +167,8 @@ def point_log_weights(
     :func:`find_data_plate`).
     """
     data = find_data_plate(model_trace, guide_trace, data_plate)
-    scale = (data.full_size or data.size) / data.size
+    assert data.dim is not None  # a vectorized plate (_plates keeps only those) has its dim
+    data_dim, scale = data.dim, (data.full_size or data.size) / data.size
     batch_dims = max_plate_nesting + 1
     guide_sites = [s for s in sample_sites(guide_trace) if not s["is_observed"]]
     model_sites = [
@@ -172,7 +177,7 @@ def point_log_weights(
     particles = next(f for f in model_sites[0]["cond_indep_stack"] if f.name == PARTICLE_PLATE)
     shape = torch.Size((particles.size, data.size))
 
-    def per_point(site: dict[str, Any], stop_params: bool = False) -> Tensor:
+    def per_point(site: Site, stop_params: bool = False) -> Tensor:
         """c_s log p_s(value) summed over the batch dims but the particle and data dims → (k, B)."""
         if stop_params and not deterministic(site):
             log_prob = detach(site["fn"]).log_prob(site["value"])
@@ -184,11 +189,11 @@ def point_log_weights(
             raise ValueError(
                 f"site '{site['name']}' has more plate dims than max_plate_nesting allows"
             )
-        return sum_to_points(lp, batch_dims, data.dim, shape)
+        return sum_to_points(lp, batch_dims, data_dim, shape)
 
-    log_p = sum(per_point(s) for s in model_sites)  # the observed sites make it a (k, B) tensor
+    log_p = sum((per_point(s) for s in model_sites), torch.zeros(()))
     log_q = sum((per_point(s, stop_guide_params) for s in guide_sites), torch.zeros(()))
-    return PointLogWeights(log_p, log_q, scale, guide_trace, data.dim, batch_dims)
+    return PointLogWeights(log_p, log_q, scale, guide_trace, data_dim, batch_dims)
 
 
 def sum_to_points(t: Tensor, batch_dims: int, data_dim: int, shape: torch.Size) -> Tensor:
@@ -200,7 +205,7 @@ def sum_to_points(t: Tensor, batch_dims: int, data_dim: int, shape: torch.Size) 
     return (t.sum(others) if others else t).expand(shape)
 
 
-def deterministic(site: dict[str, Any]) -> bool:
+def deterministic(site: Site) -> bool:
     """Whether the site is a ``Delta`` (under any masking, expanding or ``to_event`` wrappers):
     its value is a function of other sites, as an autoguide's z = T(u), not a draw of its own."""
     fn = site["fn"]
@@ -215,8 +220,8 @@ class FixedPoints(Messenger):
     guide, and the evaluators run them many times (chunks of particles, chains, steps). Inside
     this handler, a subsample that an inner handler supplies (``poutine.replay``) is fine."""
 
-    def _pyro_sample(self, msg: dict[str, Any]) -> None:
-        fn = msg["fn"]
+    def _pyro_sample(self, msg: Message) -> None:
+        fn: Any = msg["fn"]  # a plate's subsample distribution, where site_is_subsample
         if (
             site_is_subsample(msg)
             and msg["value"] is None
@@ -231,7 +236,7 @@ class FixedPoints(Messenger):
             )
 
 
-def sample_sites(trace: Trace) -> list[dict[str, Any]]:
+def sample_sites(trace: Trace) -> list[Site]:
     """The trace's sample sites, without the index draws of subsampling plates."""
     return [
         site
@@ -240,7 +245,7 @@ def sample_sites(trace: Trace) -> list[dict[str, Any]]:
     ]
 
 
-def _plates(site: dict[str, Any]) -> dict[str, CondIndepStackFrame]:
+def _plates(site: Site) -> dict[str, CondIndepStackFrame]:
     return {
         f.name: f for f in site["cond_indep_stack"] if f.vectorized and f.name != PARTICLE_PLATE
     }

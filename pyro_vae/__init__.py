@@ -72,7 +72,10 @@ def evaluate(
     method: str = "is",
     num_samples: int | None = None,
     limit: int | None = None,
-    **annealing: int,
+    *,
+    chains: int | None = None,
+    steps: int | None = None,
+    leapfrog: int | None = None,
 ) -> Evaluation | dict[str, Any]:
     """Score a trained run's ``split`` as ``pyro-vae evaluate`` does, writing into it:
     ``method="is"`` (importance sampling, K = ``num_samples``, default the spec's) returns the
@@ -84,9 +87,10 @@ def evaluate(
     from pyro_vae import pipeline
     from pyro_vae.console import chatty, quieted
 
+    given = {"chains": chains, "steps": steps, "leapfrog": leapfrog}
     with quieted():
         if method == "is":
-            if annealing:
+            if annealing := [name for name, value in given.items() if value is not None]:
                 raise SpecError(
                     "evaluate", f"{', '.join(annealing)}: options of method ais or bdmc, not of is"
                 )
@@ -94,7 +98,15 @@ def evaluate(
         if method not in ("ais", "bdmc"):
             raise SpecError("method", f"{method!r}; choose is, ais or bdmc")
         return pipeline.evaluate_annealed(
-            run, method, split, num_samples, limit, progress=chatty(), **annealing
+            run,
+            method,
+            split,
+            num_samples,
+            limit,
+            chains=chains,
+            steps=steps,
+            leapfrog=leapfrog,
+            progress=chatty(),
         )
 
 

@@ -113,7 +113,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.split,
         args.num_samples,
         args.limit,
-        args.accelerator,
+        accelerator=args.accelerator,
         chains=args.chains,
         steps=args.steps,
         leapfrog=args.leapfrog,

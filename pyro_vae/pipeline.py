@@ -28,6 +28,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from pyro_vae.prepared import Prepared
     from pyro_vae.scoring import Evaluation
 
-Config = str | Path | Spec
+Config = str | PathLike[str] | Spec
 
 
 @dataclass
@@ -109,10 +110,10 @@ def run_for(
 
 def train(
     config: Config | None = None,
-    out: str | Path | None = None,
+    out: str | PathLike[str] | None = None,
     overrides: Sequence[str] = (),
     overwrite: bool = False,
-    resume: str | Path | None = None,
+    resume: str | PathLike[str] | None = None,
 ) -> Trained:
     """Train, score and draw a run (see the module docstring): a fresh one from ``config``, a
     stopped one with the same spec continued, an unscored one scored, or ``resume`` (a run
@@ -355,7 +356,7 @@ def write_scores(prepared: Prepared, run: Run, result: Evaluation, curves: bool)
 
 
 def evaluate(
-    run: str | Path | Run,
+    run: str | PathLike[str] | Run,
     split: str | None = None,
     num_samples: int | None = None,
     limit: int | None = None,
@@ -388,15 +389,16 @@ def check_positive(flag: str, value: int | None) -> None:
 
 
 def evaluate_annealed(
-    run: str | Path | Run,
+    run: str | PathLike[str] | Run,
     method: str = "ais",
     split: str | None = None,
     num_samples: int | None = None,
     limit: int | None = None,
+    *,
     accelerator: str | None = None,
-    chains: int = 16,
-    steps: int = 1000,
-    leapfrog: int = 10,
+    chains: int | None = None,
+    steps: int | None = None,
+    leapfrog: int | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """AIS beside IS on the first ``limit`` points of a split (``method="ais"``), or BDMC on
@@ -411,7 +413,10 @@ def evaluate_annealed(
     run = run if isinstance(run, Run) else Run(run)
     run.require_config()
     check_positive("--num-samples", num_samples)
-    options = annealing.Annealing(chains, steps, leapfrog, limit)
+    given = {"num_chains": chains, "num_steps": steps, "leapfrog_steps": leapfrog}
+    options = annealing.Annealing(
+        **{name: value for name, value in given.items() if value is not None}, limit=limit
+    )
     quiet()
     with run.locked("evaluate"):
         prepared = load_run(run)

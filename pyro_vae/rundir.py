@@ -130,7 +130,7 @@ class RunInUse(SpecError):
 class Run:
     """The run directory ``root``: paths, recognition, lock, marker and atomic writes."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self._lock_fd: int | None = None
         self._prepared: Prepared | None = None
