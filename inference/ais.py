@@ -65,6 +65,8 @@ import torch
 from pyro import poutine
 from pyro.distributions.transforms import Transform
 from pyro.poutine import Trace
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import Message
 from torch import Tensor
 from torch.distributions import biject_to
 from tqdm.auto import tqdm
@@ -78,9 +80,14 @@ from inference.marginal import (
 from inference.traces import (
     PARTICLE_PLATE,
     FixedPoints,
+    Site,
+    deterministic,
+    enumerated,
     point_log_weights,
     sample_sites,
     sum_to_points,
+    summed,
+    warn_unsummed_discrete,
 )
 
 SCHEDULES = ("linear", "geometric", "sigmoid")
@@ -337,7 +344,7 @@ def bdmc(
     posterior = {
         s["name"]: (s["value"].detach(), s["fn"].event_dim)
         for s in sample_sites(simulated)
-        if s["name"] != observed[0]
+        if s["name"] != observed[0] and s["infer"].get("enumerate") != "parallel"
     }
     sampler = _Sampler(model, guide, (x, *args), kwargs, options)
     betas = beta_schedule(options.schedule, options.num_steps)
@@ -393,8 +400,14 @@ def estimated_seconds(
 
 class _Sampler:
     """The model's densities at given latent values, per (chain, point): the guide (or, for
-    ``init="prior"``, the model itself) replayed on the values, the model replayed on that trace,
-    and :func:`inference.traces.point_log_weights` of the two (unscaled)."""
+    ``init="prior"``, the model itself) run on the values of the sites it draws, the model
+    replayed on that trace with its enumerated sites summed, and
+    :func:`inference.traces.point_log_weights` of the two (unscaled).
+
+    The chains' state is the sites q₀ draws, auxiliary ones included: an autoguide's
+    u ~ q(u | x) with the model's z = T(u) a :func:`~inference.traces.deterministic` site of the
+    guide. Model sites marked for enumeration are not part of it (they are summed); discrete
+    sites that are part of it are held fixed along each chain."""
 
     def __init__(
         self,
@@ -407,57 +420,104 @@ class _Sampler:
         self.model, self.guide = model, guide if options.init == "guide" else None
         self.args, self.kwargs = args, kwargs
         self.max_plate_nesting, self.data_plate = options.max_plate_nesting, options.data_plate
+        self.noticed: set[str] = set()  # discrete sites already named by a warning
 
     def _plate(self, k: int) -> pyro.plate:
         return pyro.plate(PARTICLE_PLATE, k, dim=-self.max_plate_nesting - 1)
 
     def draw(self, k: int) -> dict[str, Tensor]:
-        """Latent values of k chains drawn from q₀, each (k, …); a data plate drawing a random
-        subsample of its own is refused here, once per chunk (:class:`FixedPoints`; the
-        transitions replay the points drawn)."""
+        """Values of k chains drawn from q₀, each (k, …): every site q₀ draws, but the model's
+        sites marked for enumeration and an autoguide's deterministic z = T(u); a data plate
+        drawing a random subsample of its own is refused here, once per chunk
+        (:class:`FixedPoints`; the transitions replay the points drawn)."""
         proposal = self.model if self.guide is None else self.guide
         with FixedPoints():
             trace = poutine.trace(self._plate(k)(proposal)).get_trace(*self.args, **self.kwargs)
-        return {s["name"]: s["value"].detach() for s in sample_sites(trace) if not s["is_observed"]}
+        drawn = _drawn(trace)
+        if self.guide is None:  # the model's sites marked for enumeration are summed, not drawn
+            drawn = [s for s in drawn if s["infer"].get("enumerate") != "parallel"]
+        return {s["name"]: s["value"].detach() for s in drawn}
 
     def traces(self, values: dict[str, Tensor], k: int) -> tuple[Trace, Trace]:
         """(model trace, q₀'s trace) at ``values``, log densities computed."""
-        given = Trace()
-        for name, value in values.items():
-            given.add_node(name, type="sample", is_observed=False, value=value, infer={})
+        # The enumeration handler sees each site first (it records the enumerated dims a site
+        # depends on), then the values are set: a site given a value is not enumerated.
+        given, plate = _Given(values), self._plate(k)
+        model = enumerated(plate(self.model), self.max_plate_nesting)
         if self.guide is None:
-            q_trace = model_trace = poutine.trace(
-                poutine.replay(self._plate(k)(self.model), trace=given)
-            ).get_trace(*self.args, **self.kwargs)
+            q_trace = model_trace = poutine.trace(given(model)).get_trace(*self.args, **self.kwargs)
         else:
-            q_trace = poutine.trace(
-                poutine.replay(self._plate(k)(self.guide), trace=given)
-            ).get_trace(*self.args, **self.kwargs)
-            model_trace = poutine.trace(
-                poutine.replay(self._plate(k)(self.model), trace=q_trace)
-            ).get_trace(*self.args, **self.kwargs)
+            q_trace = poutine.trace(given(plate(self.guide))).get_trace(*self.args, **self.kwargs)
+            model_trace = poutine.trace(poutine.replay(model, trace=q_trace)).get_trace(
+                *self.args, **self.kwargs
+            )
         model_trace.compute_log_prob()
         q_trace.compute_log_prob()
         return model_trace, q_trace
 
     def start(self, values: dict[str, Tensor], leapfrog_steps: int) -> _Chains:
-        """The chains at ``values`` (constrained), after checking that every latent site of the
-        model is among them."""
+        """The chains at ``values`` (constrained), after checking that q₀ samples every latent
+        site of the model that is not enumerated (an autoguide's auxiliary sites aside), and
+        that ``values`` hold every site q₀ draws."""
         k = next(iter(values.values())).shape[0]
         model_trace, q_trace = self.traces(values, k)
-        latent = {s["name"]: s for s in sample_sites(model_trace) if not s["is_observed"]}
-        missing, extra = sorted(set(latent) - set(values)), sorted(set(values) - set(latent))
+        latent = {
+            s["name"]: s for s in sample_sites(model_trace) if not (s["is_observed"] or summed(s))
+        }
+        proposed = {
+            s["name"]
+            for s in sample_sites(q_trace)
+            if not (s["is_observed"] or summed(s) or s["infer"].get("is_auxiliary"))
+        }
+        missing, extra = sorted(set(latent) - proposed), sorted(proposed - set(latent))
         if missing or extra:
             raise ValueError(
-                f"AIS needs q₀ to sample exactly the model's latent sites: the guide "
-                f"misses {missing}, and the model lacks {extra}"
+                f"AIS needs q₀ to sample exactly the model's latent sites (those not "
+                f"enumerated): the guide misses {missing}, and the model lacks {extra}"
             )
+        unset = sorted({s["name"] for s in _drawn(q_trace)} - set(values))
+        if unset:
+            raise ValueError(
+                f"the chains start with no value for the sites {unset} that q₀ draws: reverse "
+                "chains start at the model's simulated latents, which fix no auxiliary site of "
+                "a guide (an autoguide's u); use init='prior' or a guide that samples the "
+                "model's sites"
+            )
+        source = "the guide" if self.guide is not None else "the prior, q₀,"
+        warn_unsummed_discrete(model_trace, q_trace, self.noticed, f"{source} held fixed")
         weights = point_log_weights(
             model_trace, q_trace, self.max_plate_nesting, unscaled=True, data_plate=self.data_plate
         )
-        transforms = {name: biject_to(latent[name]["fn"].support) for name in values}
+        sites = {**{s["name"]: s for s in sample_sites(q_trace)}, **latent}
+        supports = {name: sites[name]["fn"].support for name in values}
+        transforms = {n: biject_to(c) for n, c in supports.items() if not c.is_discrete}
+        if not transforms:
+            raise ValueError("AIS needs a continuous latent site for HMC to move")
+        fixed = {n: v for n, v in values.items() if n not in transforms}
         layout = _Layout(weights.batch_dims, weights.data_dim, weights.log_p.shape)
-        return _Chains(self, transforms, layout, leapfrog_steps, values)
+        return _Chains(self, transforms, fixed, layout, leapfrog_steps, values)
+
+
+class _Given(Messenger):
+    """Sets each latent site named in ``values`` to its value, as ``poutine.replay`` does but
+    keeping the site's own ``infer`` (a ``GuideMessenger`` guide keeps its record of the
+    prior there); a site it sets is not enumerated."""
+
+    def __init__(self, values: dict[str, Tensor]) -> None:
+        super().__init__()
+        self.values = values
+
+    def _pyro_sample(self, msg: Message) -> None:
+        if msg["name"] in self.values and not msg["is_observed"]:
+            msg["value"], msg["done"] = self.values[msg["name"]], True
+
+
+def _drawn(trace: Trace) -> list[Site]:
+    """The sites of q₀'s trace that the chains hold: every latent site q₀ draws, but an
+    autoguide's deterministic z = T(u) and the enumerated sites."""
+    return [
+        s for s in sample_sites(trace) if not (s["is_observed"] or deterministic(s) or summed(s))
+    ]
 
 
 @dataclass(frozen=True)
@@ -511,22 +571,26 @@ class _Chains:
         self,
         sampler: _Sampler,
         transforms: dict[str, Transform],
+        fixed: dict[str, Tensor],
         layout: _Layout,
         leapfrog_steps: int,
         values: dict[str, Tensor],
     ) -> None:
         self.sampler, self.transforms, self.layout = sampler, transforms, layout
+        self.fixed = fixed  # the discrete sites of the state, held where they were drawn
         self.leapfrog_steps = leapfrog_steps
         self.state = self.evaluate({n: t.inv(values[n]) for n, t in transforms.items()})
 
     def evaluate(self, u: dict[str, Tensor]) -> _State:
         """a, b and their gradients at u: one model evaluation and two backward passes (the one
-        of a through q₀ alone)."""
+        of a through q₀ alone). With an autoguide u is its own draw, z = T(u) its deterministic
+        site: a = log q(u), b = log p(x, T(u)) + log|det ∂T/∂u|, the Jacobian being the guide's
+        (``log_q_delta`` of :class:`inference.traces.PointLogWeights` is its negative)."""
         k = self.layout.shape[0]
         with torch.enable_grad():
             u = {n: v.detach().requires_grad_() for n, v in u.items()}
             z = {n: self.transforms[n](v) for n, v in u.items()}
-            model_trace, q_trace = self.sampler.traces(z, k)
+            model_trace, q_trace = self.sampler.traces({**z, **self.fixed}, k)
             w = point_log_weights(
                 model_trace,
                 q_trace,
@@ -538,7 +602,9 @@ class _Chains:
                 self.layout.points(t.log_abs_det_jacobian(u[n], z[n]))
                 for n, t in self.transforms.items()
             )
-            a, b = w.log_q + jacobian, w.log_p + jacobian
+            # In the space of q₀'s own draws: an autoguide's log|det ∂T⁻¹/∂z| leaves both.
+            a = w.log_q - w.log_q_delta + jacobian
+            b = w.log_p - w.log_q_delta + jacobian
             leaves = list(u.values())
             grad_b = _grad(b, leaves, retain_graph=True)
             grad_a = _grad(a, leaves, retain_graph=False)

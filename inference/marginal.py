@@ -45,7 +45,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from tqdm.auto import tqdm
 
-from inference.traces import FixedPoints, particle_traces, point_log_weights
+from inference.traces import (
+    FixedPoints,
+    particle_traces,
+    point_log_weights,
+    warn_unsummed_discrete,
+)
 
 # Probe sizes for measuring memory per particle: the slope (peak(4) − peak(2)) / 2 removes the
 # cost that does not grow with the particles (parameters, an encoder pass over the batch).
@@ -232,8 +237,11 @@ def log_marginal_likelihood(
     """
     _check_positive(num_samples=num_samples)
 
+    noticed: set[str] = set()
+
     def log_weights(k: int) -> Tensor:
-        traces = particle_traces(model, guide, args, kwargs, k, max_plate_nesting)
+        traces = particle_traces(model, guide, args, kwargs, k, max_plate_nesting, enumerate=True)
+        warn_unsummed_discrete(*traces, noticed)
         return point_log_weights(
             *traces, max_plate_nesting, unscaled=True, data_plate=data_plate
         ).log_w

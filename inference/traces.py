@@ -16,10 +16,24 @@ each site's log density summed over every plate but the particle and data plates
 
 A model latent the guide does not sample is drawn from its prior inside the model, where its
 p/q = 1 cancels: it is left out of both sums.
+
+Discrete sites summed by enumeration (the model under :func:`enumerated`: a model site marked
+``infer={"enumerate": "parallel"}``, e.g. by ``config_enumerate``, that the guide does not
+sample, takes all its values at once in a dim left of the particle plate). Then
+
+    log p[j, b] = log Σ_y Π_{model sites s} p_s^{mask_s}     (y: every enumerated value)
+
+is contracted by Pyro's own machinery (``pyro.ops.contract.contract_to_tensor`` in the log
+semiring, as ``TraceEnum_ELBO`` does): each enumerated site is summed inside the plates it
+sits in, every other plate product-reduced, down to the particle and data plates. A discrete
+latent that is not summed (not marked, or sampled by the guide) is drawn: from the guide, or
+from its prior where the guide lacks it; :func:`warn_unsummed_discrete` names it.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +44,9 @@ from pyro import poutine
 from pyro.distributions import Delta
 from pyro.distributions.util import detach, scale_and_mask
 from pyro.infer.enum import get_importance_trace
+from pyro.ops.contract import contract_to_tensor
+from pyro.ops.packed import pack, unpack
+from pyro.ops.rings import LogRing
 from pyro.poutine import Trace
 from pyro.poutine.indep_messenger import CondIndepStackFrame
 from pyro.poutine.messenger import Messenger
@@ -50,13 +67,24 @@ def particle_traces(
     kwargs: dict,
     particles: int,
     max_plate_nesting: int,
+    enumerate: bool = False,
 ) -> tuple[Trace, Trace]:
     """Model and guide traces of ``particles`` samples drawn in one plate at dim
-    −(max_plate_nesting + 1), with log densities computed and shapes validated."""
+    −(max_plate_nesting + 1), with log densities computed and shapes validated; with
+    ``enumerate``, the model's sites marked for it are enumerated (:func:`enumerated`)."""
     plate = pyro.plate(PARTICLE_PLATE, particles, dim=-max_plate_nesting - 1)
-    return get_importance_trace(
-        "flat", max_plate_nesting + 1, plate(model), plate(guide), args, kwargs
-    )
+    model = plate(model)
+    if enumerate:
+        model = enumerated(model, max_plate_nesting)
+    return get_importance_trace("flat", max_plate_nesting + 1, model, plate(guide), args, kwargs)
+
+
+def enumerated(model: Callable[..., Any], max_plate_nesting: int) -> Callable[..., Any]:
+    """The model (already inside the particle plate) with its sites marked
+    ``infer={"enumerate": "parallel"}`` enumerated in dims left of the particle plate (first
+    available dim −(max_plate_nesting + 2)); a site that a replayed guide trace supplies is not
+    enumerated. Nothing changes for a model without such sites."""
+    return poutine.enum(model, first_available_dim=-max_plate_nesting - 2)
 
 
 def replayed_traces(
@@ -121,11 +149,15 @@ class PointLogWeights:
         log_p[j, b] = log p(x_b, z_jb),   log_q[j, b] = log q(z_jb | x_b)
 
     summed over the sites and over every plate but the particle and data plates, with the factors
-    c_s of the module docstring; ``scale`` is the data plate's subsample scale N/B.
+    c_s of the module docstring (enumerated model sites summed out, see there); ``scale`` is the
+    data plate's subsample scale N/B. ``log_q_delta`` is the part of ``log_q`` from
+    :func:`deterministic` guide sites: for an autoguide's z = T(u), log |det ∂T⁻¹/∂z|, so that
+    ``log_q − log_q_delta`` is the density of the guide's own draws u.
     """
 
     log_p: Tensor
     log_q: Tensor
+    log_q_delta: Tensor
     scale: float
     guide_trace: Trace
     data_dim: int  # the data plate's dim, counted from the right of a site's batch shape
@@ -172,28 +204,95 @@ def point_log_weights(
     batch_dims = max_plate_nesting + 1
     guide_sites = [s for s in sample_sites(guide_trace) if not s["is_observed"]]
     model_sites = [
-        s for s in sample_sites(model_trace) if s["is_observed"] or s["name"] in guide_trace.nodes
+        s
+        for s in sample_sites(model_trace)
+        if s["is_observed"] or s["name"] in guide_trace.nodes or summed(s)
     ]
     particles = next(f for f in model_sites[0]["cond_indep_stack"] if f.name == PARTICLE_PLATE)
     shape = torch.Size((particles.size, data.size))
 
-    def per_point(site: Site, stop_params: bool = False) -> Tensor:
-        """c_s log p_s(value) summed over the batch dims but the particle and data dims → (k, B)."""
+    def factor(site: Site, stop_params: bool = False) -> Tensor:
+        """c_s log p_s(value), every batch dim kept."""
         if stop_params and not deterministic(site):
             log_prob = detach(site["fn"]).log_prob(site["value"])
         else:
             log_prob = site["unscaled_log_prob"]
-        factor = 1.0 if unscaled else site["scale"] / scale
-        lp = torch.as_tensor(scale_and_mask(log_prob, factor, site["mask"]))
-        if lp.dim() > batch_dims:
-            raise ValueError(
-                f"site '{site['name']}' has more plate dims than max_plate_nesting allows"
-            )
-        return sum_to_points(lp, batch_dims, data_dim, shape)
+        c = 1.0 if unscaled else site["scale"] / scale
+        return torch.as_tensor(scale_and_mask(log_prob, c, site["mask"]))
 
-    log_p = sum((per_point(s) for s in model_sites), torch.zeros(()))
-    log_q = sum((per_point(s, stop_guide_params) for s in guide_sites), torch.zeros(()))
-    return PointLogWeights(log_p, log_q, scale, guide_trace, data_dim, batch_dims)
+    def per_point(trace: Trace, sites: list[Site], stop_params: bool = False) -> Tensor:
+        """Σ_s c_s log p_s over the sites, reduced to (k, B): enumerated sites summed out."""
+        terms = [(site, factor(site, stop_params)) for site in sites]
+        if any(summed(site) for site in sites):
+            if not unscaled:
+                raise ValueError("sites summed by enumeration need unscaled densities")
+            targets = (particles.name, data.name)
+            return sum_to_points(_contract(trace, terms, targets), batch_dims, data_dim, shape)
+        for site, lp in terms:
+            if lp.dim() > batch_dims:
+                raise ValueError(
+                    f"site '{site['name']}' has more plate dims than max_plate_nesting allows"
+                )
+        points = (sum_to_points(lp, batch_dims, data_dim, shape) for _, lp in terms)
+        return sum(points, torch.zeros(()))
+
+    deltas = [s for s in guide_sites if deterministic(s)]
+    return PointLogWeights(
+        log_p=per_point(model_trace, model_sites),
+        log_q=per_point(guide_trace, guide_sites, stop_guide_params),
+        log_q_delta=per_point(guide_trace, deltas),
+        scale=scale,
+        guide_trace=guide_trace,
+        data_dim=data_dim,
+        batch_dims=batch_dims,
+    )
+
+
+def summed(site: Site) -> bool:
+    """Whether the site takes all its values at once under :func:`enumerated`."""
+    return site["infer"].get("_enumerate_dim") is not None
+
+
+def _contract(trace: Trace, terms: list[tuple[Site, Tensor]], targets: tuple[str, ...]) -> Tensor:
+    """log Σ_{enumerated values} exp(Σ_s t_s) over the (site, log factor t_s) ``terms`` of
+    ``trace``, each enumerated dim summed inside the plates of its site and every plate but
+    ``targets`` product-reduced: Pyro's tensor-tree contraction in the log semiring, the result
+    unpacked to the trace's plate dims."""
+    trace.symbolize_dims()
+    plates = trace.plate_to_symbol
+    tree: OrderedDict[frozenset[str], list[Tensor]] = OrderedDict()
+    sizes: dict[str, int] = {}
+    for site, t in terms:
+        frames = [f for f in site["cond_indep_stack"] if f.vectorized]
+        sizes.update((plates[f.name], f.size) for f in frames)
+        ordinal = frozenset(plates[f.name] for f in frames)
+        tree.setdefault(ordinal, []).append(pack(t, site["infer"]["_dim_to_symbol"]))
+    sum_dims = set(trace.symbol_to_dim) - set(plates.values())
+    target = frozenset(plates[name] for name in targets)
+    term = contract_to_tensor(tree, sum_dims, target, ring=LogRing(dim_to_size=sizes))
+    return unpack(term, trace.symbol_to_dim)
+
+
+def warn_unsummed_discrete(
+    model_trace: Trace, guide_trace: Trace, noticed: set[str], source: str = "the guide"
+) -> None:
+    """Warn once per site (``noticed`` keeps the names already named) about each discrete model
+    latent that is drawn, not summed by enumeration: it comes from ``source`` where the guide
+    samples it, else from its prior, and costs importance-sampling variance that a sum would
+    not."""
+    for site in sample_sites(model_trace):
+        if site["is_observed"] or summed(site) or not site["fn"].support.is_discrete:
+            continue
+        if site["name"] in noticed:
+            continue
+        noticed.add(site["name"])
+        origin = source if site["name"] in guide_trace.nodes else "its prior"
+        warnings.warn(
+            f"the discrete site '{site['name']}' is drawn from {origin}, not summed: mark it "
+            "infer={'enumerate': 'parallel'} in the model (and leave it out of the guide) to "
+            "sum it exactly",
+            stacklevel=3,
+        )
 
 
 def sum_to_points(t: Tensor, batch_dims: int, data_dim: int, shape: torch.Size) -> Tensor:
