@@ -44,11 +44,28 @@ Memory: the chains are split into chunks whose measured memory per chain
 ``memory_budget_mb``; all data points of the batch run together, every chain vectorized in an
 outer particle plate as in :func:`inference.traces.particle_traces`.
 
+Discrete latents: a model site marked for enumeration (``infer={"enumerate": "parallel"}``)
+that q₀ does not sample is summed in every density, p(x, z) = Σ_y p(x, y, z) (and, for
+``init="prior"``, q₀(z) = Σ_y p(y, z)), as in :mod:`inference.marginal`: HMC moves the
+continuous sites of this marginal. A discrete site that q₀ draws is held where it was drawn
+along each chain (named once by a warning): the transitions leave each f_t(z | y) invariant, so
+f_t(y, z) too, and E[w] = p(x) still holds.
+
+Autoguides: the chains' state is what q₀ draws. For a guide that samples the model's sites
+(an encoder, ``AutoNormalMessenger``) that is z; for ``AutoNormal`` it is the auxiliary
+u ~ q(u | x) (``z_unconstrained``), the model seeing its deterministic site z = T(u). HMC then
+targets f_t(u) = q(u)^(1 − β_t) · (p(x, T(u)) |det ∂T/∂u|)^(β_t), whose normalisers are those of
+the targets in z, so w and E[w] = p(x) are unchanged. A guide whose auxiliary site spans every
+point (``AutoLowRankMultivariateNormal``, ``AutoIAFNormal``: one vector for the whole batch) has
+no density per point and is refused, as by importance sampling.
+
 BDMC (Grosse, Ghahramani and Adams 2015, "Sandwiching the marginal likelihood using bidirectional
 Monte Carlo"): on data simulated from the model, (z*, x) ~ p(z) p(x | z), z* is an exact posterior
 draw. Forward AIS gives a stochastic lower bound; AIS run backward (β from 1 to 0) from z* has
 E[w_rev] = 1/p(x), so −log (1/C) Σ_c w_rev,c is a stochastic upper bound. The gap between the
-two bounds the error of both, and shrinks to 0 as T grows.
+two bounds the error of both, and shrinks to 0 as T grows. The reverse chains start at the model's
+z*, which fixes no auxiliary site of a guide: with such a guide (``AutoNormal``), BDMC needs
+``init="prior"`` or a guide that samples the model's sites.
 """
 
 from __future__ import annotations
@@ -297,7 +314,8 @@ def ais_log_marginal_likelihood(
 
     ``model`` and ``guide`` are any Pyro callables whose sample sites all sit in one data plate
     (as for :func:`inference.log_marginal_likelihood`); the guide must sample every latent site
-    of the model. ``options`` (:class:`AISOptions`) sets the chains C, the steps T, the schedule,
+    of the model but those marked ``infer={"enumerate": "parallel"}``, which are summed (its
+    auxiliary sites, as an autoguide's, are moved in their place: module docstring). ``options`` (:class:`AISOptions`) sets the chains C, the steps T, the schedule,
     q₀, HMC and its step-size adaptation (see the module docstring for why the adaptation keeps
     the estimator unbiased), the memory budget and the progress bar; every other keyword
     argument goes to the model and guide. Each chain's densities are unscaled: neither the

@@ -26,6 +26,16 @@ posterior) the sample variance itself is unreliable and the stderr is optimistic
 
 Even K = 10⁴ can sit about 1 nat below the truth (Wu et al. 2017, "On the Quantitative Analysis
 of Decoder-Based Generative Models"): report log p̂ as a stochastic lower bound with its stderr.
+
+Discrete latents: a model site marked for enumeration (``infer={"enumerate": "parallel"}``,
+``config_enumerate``) that the guide does not sample is summed exactly inside each particle,
+
+    w_k = Σ_y p(x, y, z_k) / q(z_k | x),
+
+by Pyro's tensor contraction (:mod:`inference.traces`): the estimator then samples only the
+continuous sites, with the variance of the continuous part alone. A discrete site that is not
+summed (not marked, or sampled by the guide) is drawn, from the guide or, absent there, from
+its prior; a warning names it once per call.
 """
 
 from __future__ import annotations
@@ -230,8 +240,10 @@ def log_marginal_likelihood(
     Per point, log w = log p(x, z) − log q(z | x) from :func:`inference.traces.point_log_weights`
     with ``unscaled=True``: each site's log density, masks applied, summed over every plate but
     the particle and data plates; the subsample scale N/B and ``poutine.scale`` (a KL weight β)
-    do not enter. A model latent the guide does not sample is drawn from its prior, where its p/q
-    cancels; it is left out. The data plate is the plate all observed sites share (pass
+    do not enter. A model site marked ``infer={"enumerate": "parallel"}`` that the guide does not
+    sample is summed exactly in each particle (module docstring); any other model latent the
+    guide does not sample is drawn from its prior, where its p/q cancels, and left out (a
+    discrete one is named by a warning, once). The data plate is the plate all observed sites share (pass
     ``data_plate`` to choose among several); a sample site outside it, e.g. a global latent,
     raises ValueError, as does a data plate that draws its own random subsample (no fixed points).
     """
