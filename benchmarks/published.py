@@ -565,6 +565,11 @@ def curve(run_dir: Path) -> list[list[float]]:
     return [[e, rows[e]] for e in sorted(rows)]
 
 
+#: The models the table shows at every seed of the report; the others are one-seed rows (their
+#: other seeds appear only once scored).
+SEEDED = ("vae", "vamp")
+
+
 def section(
     options: Options, command: str, state: Path, seeds: tuple[int, ...], results: Path
 ) -> Section:
@@ -577,6 +582,8 @@ def section(
         record = _read(entry.result)
         kept = record.pop("curve", []) if record else []  # a record keeps the curve it ended on
         out.data[entry.name] = {"result": record, "curve": curve(entry.run_dir) or kept}
+        if record is None and entry.model.name not in SEEDED and entry.seed != min(seeds):
+            continue  # a one-seed model: no row for the seeds it is not trained at
         if record is None:
             rows.append(pending_row(entry, options))
             pending.append(entry.label)
@@ -586,13 +593,16 @@ def section(
         if not points_path(entry.result).is_file():
             unkept.append(entry.label)
     gains = paired_gains(results, seeds)
-    out.data["gains_over_vae"] = {name: {"gain": g, "stderr": e} for name, (g, e) in gains.items()}
+    out.data["gains_over_vae"] = {
+        name: {"gain": g, "stderr": e, "seeds": k} for name, (g, e, k) in gains.items()
+    }
     if not options.toy:  # toy runs are on digits: the published figures do not apply
         check_targets(out, finished, gains)
     out.body = "\n\n".join(
         [
             PROTOCOL,
             table(HEADERS, rows),
+            seeds_text(finished, options.toy),
             gains_text(gains, finished, unkept),
             pending_text(pending, state),
             weights_text(results, seeds, state),
@@ -667,7 +677,9 @@ def pending_row(entry: Entry, options: Options) -> list[object]:
 
 
 def check_targets(
-    out: Section, finished: dict[str, list[dict[str, Any]]], gains: dict[str, tuple[float, float]]
+    out: Section,
+    finished: dict[str, list[dict[str, Any]]],
+    gains: dict[str, tuple[float, float, int]],
 ) -> None:
     """The :data:`TARGETS` of the finished models onto ``out``: a "vae+1" gain paired when both
     models' per-image scores are kept, else the difference of their mean log p(x)."""
@@ -689,10 +701,12 @@ def check_targets(
             )
 
 
-def paired_gains(results: Path, seeds: tuple[int, ...]) -> dict[str, tuple[float, float]]:
-    """Model name → (gain over the VAE, its standard error), paired over the test images (the
-    module's formula), for each model whose per-image scores and the VAE's are kept for every
-    seed; over S seeds, the mean of the per-seed gains and √(Σ s.e.²) / S."""
+def paired_gains(results: Path, seeds: tuple[int, ...]) -> dict[str, tuple[float, float, int]]:
+    """Model name → (gain over the VAE, its standard error, S), for each model whose per-image
+    scores and the VAE's are kept for S ≥ 1 of ``seeds``. Per seed, paired over the test images
+    (the module's formula): d_i = log p̂_model(x_i) − log p̂_VAE(x_i), g_s = mean_i d_i. One
+    seed: g_s ± std_i(d_i)/√n, the **s.e. over images**; S ≥ 2: the mean of the g_s ± their
+    std/√S, the **s.e. over seeds** (which holds the images' noise and the seeds')."""
     gains = {}
     for model in MODELS[1:]:
         per_seed = []
@@ -700,32 +714,74 @@ def paired_gains(results: Path, seeds: tuple[int, ...]) -> dict[str, tuple[float
             mine = read_points(results / f"{model.name}-seed{seed}.json")
             vae = read_points(results / f"vae-seed{seed}.json")
             if mine is None or vae is None or mine.shape != vae.shape or len(vae) < 2:
-                break
+                continue
             d = mine - vae
             per_seed.append((float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))))
-        else:
-            gains[model.name] = (
-                statistics.fmean(g for g, _ in per_seed),
-                math.sqrt(sum(e * e for _, e in per_seed)) / len(per_seed),
-            )
+        if len(per_seed) == 1:
+            gains[model.name] = (*per_seed[0], 1)
+        elif per_seed:
+            g = [gain for gain, _ in per_seed]
+            se = statistics.stdev(g) / math.sqrt(len(g))
+            gains[model.name] = (statistics.fmean(g), se, len(g))
     return gains
 
 
+def seeds_text(finished: dict[str, list[dict[str, Any]]], toy: bool) -> str:
+    """The paragraph on the models scored at several seeds: the mean log p(x) over S seeds
+    ± its **s.e. over seeds** (s.d./√S), the **s.d. over seeds**, and the published figure judged
+    against that spread, (published − mean)/s.d.; the other models are one-seed rows."""
+    labels = {m.name: m for m in MODELS}
+    several, single = [], []
+    for name, records in finished.items():
+        model = labels[name]
+        if len(records) < 2:
+            single.append(model.label)
+            continue
+        values = [r["log_px"] for r in records]
+        mean, sd = statistics.fmean(values), statistics.stdev(values)
+        seeds = ", ".join(str(r["seed"]) for r in records)
+        text = (
+            f"{model.label}: **{mean:.2f} ± {sd / math.sqrt(len(values)):.2f}** (s.e. over "
+            f"{len(values)} seeds: {seeds}; s.d. over seeds {sd:.2f})"
+        )
+        if model.published is not None and not toy:
+            text += (
+                f", published {model.published:.2f}: {model.published - mean:+.2f} nats from our "
+                f"mean, {abs(model.published - mean) / sd:.1f} s.d. over seeds"
+            )
+        several.append(text)
+    if not several:
+        return "Every row is one seed: no spread over seeds is measured in this section yet."
+    text = "Over seeds: " + "; ".join(several) + "."
+    if single:
+        text += (
+            " " + ", ".join(single) + " are one-seed rows: judge them against the s.d. over "
+            "seeds above."
+        )
+    if any(len(r) == 2 for r in finished.values()):
+        text += " An s.d. from two seeds is a rough figure (one degree of freedom)."
+    return text
+
+
 def gains_text(
-    gains: dict[str, tuple[float, float]], finished: dict[str, Any], unkept: list[str]
+    gains: dict[str, tuple[float, float, int]], finished: dict[str, Any], unkept: list[str]
 ) -> str:
     """The paragraph on gains over the VAE: paired where per-image scores are kept (``unkept``:
-    the labels of the finished models whose scores are not)."""
+    the labels of the finished models whose scores are not), over the seeds both have."""
     labels = {m.name: m.label for m in MODELS}
-    shown = [f"{labels[n]} {g:+.2f} ± {e:.2f}" for n, (g, e) in gains.items()]
+    shown = [
+        f"{labels[n]} {g:+.2f} ± {e:.2f} nats "
+        + ("(one seed, s.e. over images)" if k == 1 else f"(mean over {k} seeds, s.e. over seeds)")
+        for n, (g, e, k) in gains.items()
+    ]
     text = (
         "The ± of a row is the s.e. over images (the standard error of its mean over the "
         "test images): it holds how much log p(x) varies from image to image, not how much "
         "another seed would differ. Every model is scored on the same images, so a gain "
-        "over the VAE is judged paired, ± the s.e. over images of the per-image difference "
-        "(the IS noise of both models included)"
+        "over the VAE is judged paired: per seed, the mean per-image difference; over the "
+        "seeds both models have, the mean of those"
     )
-    text += (": " + "; ".join(shown) + " nats.") if shown else "."
+    text += (": " + "; ".join(shown) + ".") if shown else "."
     text += (
         " Each figure is an IS lower bound, so a gain is one in log p(x) as far as both "
         "bounds are equally tight; section "

@@ -51,8 +51,10 @@ SECTION_COMMANDS = {
 #: what ± means in each section that shows one (see LEGEND), named under its machine line
 PLUS_MINUS = {
     "published": "a row's log p(x): **s.e. over images** (the 10 000 test images, one seed per "
-    "row); a gain over the VAE: **s.e. over images** of the paired per-image "
-    "difference; the earlier protocol's figures: **s.d. over seeds** (3 seeds)",
+    "row); a mean over seeds: **s.e. over seeds**, beside the **s.d. over seeds**; a gain over "
+    "the VAE: **s.e. over images** of the paired per-image difference at one seed, **s.e. over "
+    "seeds** of the per-seed gains at several; the earlier protocol's figures: **s.d. over "
+    "seeds** (3 seeds)",
     "ais-quality": "**s.e. over images** (log p(x) and AIS − IS over the test images scored; "
     "the BDMC gap over the simulated images)",
     "richer": "**s.d. over seeds** where a row has several seeds (one seed: no ±)",
