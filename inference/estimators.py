@@ -35,16 +35,20 @@ from __future__ import annotations
 
 import inspect
 import math
+import typing
 from abc import abstractmethod
-from typing import Any
+from typing import Any, Literal
 
+import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.distributions.util import is_identically_zero, scale_and_mask
-from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO, config_enumerate
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine import Trace
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import Message
+from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 from torch.distributions import kl_divergence
 
@@ -58,6 +62,7 @@ from inference.traces import (
     replayed_traces,
     sample_sites,
     site_log_prob,
+    sum_to_points,
 )
 
 
@@ -188,11 +193,24 @@ def log_mean_exp(t: Tensor, dim: int = 0) -> Tensor:
     return torch.logsumexp(t, dim) - math.log(t.shape[dim])
 
 
-class _PointwiseELBO(ELBO):
-    """Shared machinery of the importance-weighted family: a subclass states its per-point
-    objective (the bound's value and a surrogate whose gradient is the estimator's)."""
+class PointwiseELBO(ELBO):
+    """The base of every per-point estimator (iwae, renyi, stl, dreg, reinforce), public for
+    estimators of one's own. The contract: a subclass implements :meth:`objective`, which gets
+    the log weights of the k particles of each of the B points of the minibatch,
+    ``weights.log_w[j, b] = log p(x_b, z_jb) − log q(z_jb | x_b)`` (a (k, B) tensor of
+    :class:`~inference.traces.PointLogWeights`, β kept in, N/B divided out), and returns
+    (bound_b, surrogate_b), each of shape (B,). The loss is then
+
+        loss = −(N/B) Σ_b bound_b   in value,   −(N/B) Σ_b ∇ surrogate_b   in gradient,
+
+    so the surrogate's gradient is the estimator's (its value is discarded). Class attributes:
+    ``stop_guide_params`` (log q evaluated with the guide's parameters detached: path-only
+    gradients, as STL and DReG) and ``reparameterized_only`` (every guide site must have
+    ``rsample``; a score-function estimator sets it to False). Every sample site must sit in
+    one data plate (:func:`inference.traces.find_data_plate`, or ``data_plate=``)."""
 
     stop_guide_params = False
+    reparameterized_only = True
 
     def __init__(self, particles: int, max_plate_nesting: int, data_plate: str | None) -> None:
         super().__init__(**_pyro_kwargs(particles, max_plate_nesting))
@@ -221,7 +239,12 @@ class _PointwiseELBO(ELBO):
         )
         site: Site
         for site in guide_trace.nodes.values():
-            if site["type"] == "sample" and not site["is_observed"] and not site["fn"].has_rsample:
+            if (
+                self.reparameterized_only
+                and site["type"] == "sample"
+                and not site["is_observed"]
+                and not site["fn"].has_rsample
+            ):
                 raise ValueError(
                     f"guide site {site['name']!r} ({type(site['fn']).__name__}) is not "
                     "reparameterized; importance-weighted estimators need rsample"
@@ -240,7 +263,7 @@ class _PointwiseELBO(ELBO):
         return loss.item()
 
 
-class IWAE(_PointwiseELBO):
+class IWAE(PointwiseELBO):
     """Importance-weighted bound (Burda et al. 2015, eq. 8), per data point:
 
         L_k = E_{z_1..k ~ q}[log (1/k) Σ_j w_j],   w_j = p(x, z_j) / q(z_j | x),
@@ -259,7 +282,7 @@ class IWAE(_PointwiseELBO):
         return bound, bound
 
 
-class Renyi(_PointwiseELBO):
+class Renyi(PointwiseELBO):
     """Variational Rényi bound (Li & Turner 2016, eq. 13), per data point, α ≠ 1:
 
         L_α = E_{z_1..k ~ q}[1/(1−α) log (1/k) Σ_j w_j^(1−α)],
@@ -288,7 +311,7 @@ class Renyi(_PointwiseELBO):
         return bound, bound
 
 
-class STL(_PointwiseELBO):
+class STL(PointwiseELBO):
     """Sticking the landing (Roeder et al. 2017): the ELBO E_q[log p(x, z) − log q_φ(z | x)] with
     the score term E_q[∇_φ log q_φ(z)] (zero in expectation) dropped from the gradient:
 
@@ -312,7 +335,7 @@ class STL(_PointwiseELBO):
         return bound, bound
 
 
-class DReG(_PointwiseELBO):
+class DReG(PointwiseELBO):
     """Doubly reparameterized gradient of the IWAE bound L_k (Tucker et al. 2018, eq. 5):
 
         ∇_φ L_k ≈ Σ_j w̃_j² ∂log w_j/∂z_j · ∂z_j/∂φ   (log q's parameters stopped inside log w_j)
@@ -359,6 +382,246 @@ class DReG(_PointwiseELBO):
         return log_mean_exp(log_w), (normalized * log_w).sum(0)
 
 
+class EnumELBO(TraceEnum_ELBO):
+    """ELBO with every discrete latent summed exactly, Pyro's ``TraceEnum_ELBO`` with parallel
+    enumeration (Obermeyer et al. 2019), ``particles`` samples of the other latents vectorized.
+    For a discrete latent y and the others z,
+
+        ELBO = E_{q(z | x)}[Σ_y q(y | x, z) (log p(x, y, z) − log q(y, z | x))]
+
+    (a discrete latent only the model has is summed inside p: log Σ_y p(x, y, z)). Gradient:
+    exact in the enumerated sites (the sum is differentiated), reparameterized or score function
+    for the others. Every discrete site without an ``infer["enumerate"]`` of its own, in the
+    guide and in the model, is marked ``"parallel"`` (:func:`pyro.infer.config_enumerate`; a site
+    marked ``infer={"enumerate": None}`` is left sampled). Enumeration takes batch dims left of
+    the ``max_plate_nesting`` plates and the particle plate, which must therefore be exact: the
+    number of plates nested around any site.
+    """
+
+    traceable = False  # enumeration allocates dims at run time: a torch.jit trace fixes them
+
+    def __init__(self, particles: int = 1, max_plate_nesting: int = 1) -> None:
+        super().__init__(**_pyro_kwargs(particles, max_plate_nesting), vectorize_particles=True)
+
+    def _get_traces(self, model, guide, args, kwargs):
+        return super()._get_traces(
+            config_enumerate(model, "parallel"), config_enumerate(guide, "parallel"), args, kwargs
+        )
+
+
+BaselineName = Literal["average", "leave_one_out", "none"]
+
+
+class Reinforce(PointwiseELBO):
+    """The ELBO E_q[log w] with the score-function (REINFORCE) gradient for the guide's
+    non-reparameterized sites (a discrete y), with a baseline b (Williams 1992; Mnih & Gregor
+    2014), per data point and particle j:
+
+        ∇ ELBO ≈ (1/k) Σ_j [∇ log w_j + (sg(log w_j) − b_j) ∇ log q(y_j | x)],
+
+    where ∇ log w_j takes the reparameterized sites' path and log q(y_j | x) sums the
+    non-reparameterized guide sites' densities (masked; a site's β scale weighs the objective,
+    not the sampling, so it is not applied to the score). Unbiased for any b_j that does not
+    depend on y_j:
+
+    * ``none``: b = 0;
+    * ``average``: a decaying average of the learning signal over earlier calls,
+      a_t = ``decay`` · a_{t−1} + (1 − ``decay``) · mean_{j,b} sg(log w), used debiased,
+      b = a_{t−1} / (1 − decay^{t−1}) (0 at the first call); one number for every point, so it
+      removes the signal's mean, not its spread over points. It lives in the estimator, not in a
+      checkpoint: a resumed run starts it again;
+    * ``leave_one_out``: b_j = (1/(k−1)) Σ_{i≠j} sg(log w_i), the other particles' mean for the
+      same point (needs ``particles`` ≥ 2; Kool et al. 2019).
+
+    The value is the ELBO, (1/k) Σ_j log w_j per point. Every sample site must sit in the data
+    plate (:class:`PointwiseELBO`).
+    """
+
+    reparameterized_only = False
+    traceable = False  # the average baseline is Python state: a torch.jit trace would freeze it
+
+    def __init__(
+        self,
+        baseline: BaselineName = "average",
+        decay: float = 0.9,
+        particles: int = 1,
+        max_plate_nesting: int = 1,
+        data_plate: str | None = None,
+    ) -> None:
+        if baseline not in typing.get_args(BaselineName):
+            raise ValueError(
+                f"baseline must be one of {', '.join(typing.get_args(BaselineName))}, "
+                f"got {baseline!r}"
+            )
+        if not isinstance(decay, (int, float)) or not 0 <= decay < 1:
+            raise ValueError(f"decay must be in [0, 1), got {decay!r}")
+        if baseline == "leave_one_out" and particles < 2:
+            raise ValueError(f"baseline leave_one_out needs particles >= 2, got {particles}")
+        self.baseline = baseline
+        self.decay = float(decay)
+        self.average = torch.zeros(())  # a_t of the average baseline, and t
+        self.calls = 0
+        super().__init__(particles, max_plate_nesting, data_plate)
+
+    def objective(self, weights: PointLogWeights) -> tuple[Tensor, Tensor]:
+        log_w = weights.log_w
+        score = sum(
+            (
+                sum_to_points(
+                    torch.as_tensor(scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"])),
+                    weights.batch_dims,
+                    weights.data_dim,
+                    log_w.shape,
+                )
+                for site in sample_sites(weights.guide_trace)
+                if not site["is_observed"] and not site["fn"].has_rsample
+            ),
+            torch.zeros(()),
+        )
+        signal = log_w.detach()
+        bound = log_w.mean(0)
+        return bound, bound + ((signal - self._baseline(signal)) * score).mean(0)
+
+    def _baseline(self, signal: Tensor) -> Tensor:
+        """b for the (k, B) learning signal (class docstring); updates the average."""
+        if self.baseline == "none":
+            return torch.zeros(())
+        if self.baseline == "leave_one_out":
+            return (signal.sum(0) - signal) / (signal.shape[0] - 1)
+        b = self.average / (1 - self.decay**self.calls) if self.calls else torch.zeros(())
+        self.average = self.decay * self.average.to(signal) + (1 - self.decay) * signal.mean()
+        self.calls += 1
+        return b
+
+
+class _LinearLogProb:
+    """log Cat(y; p) = Σ_i y_i log p_i for y on the simplex: the categorical log probability of
+    a one-hot y, extended linearly to relaxed values."""
+
+    logits: Tensor
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        return (value * self.logits).sum(-1)
+
+
+class _Relaxed(_LinearLogProb, dist.RelaxedOneHotCategorical):
+    """A Concrete draw whose log_prob is :class:`_LinearLogProb`'s."""
+
+
+class _StraightThrough(_LinearLogProb, dist.RelaxedOneHotCategoricalStraightThrough):
+    """The straight-through draw (one-hot in value, the relaxed gradient) with the same log_prob."""
+
+
+class Relax(Messenger):
+    """Replaces each latent ``OneHotCategorical(p)`` site, in the guide and in the model alike,
+    by a relaxed one: values drawn from the Concrete distribution at ``temperature``
+    (``RelaxedOneHotCategorical``, or its straight-through variant), scored by the categorical
+    log probability extended linearly, Σ_i y_i log p_i. A latent ``Categorical`` site, whose
+    integer value cannot be relaxed, is refused: write the site as a ``OneHotCategorical`` whose
+    one-hot value the model reads."""
+
+    def __init__(self, temperature: float, straight_through: bool = False) -> None:
+        super().__init__()
+        self.temperature = temperature
+        self.straight_through = straight_through
+
+    def _pyro_sample(self, msg: Message) -> None:
+        fn: Any = msg["fn"]
+        if msg["is_observed"] or site_is_subsample(msg):
+            return
+        if isinstance(fn, torch.distributions.OneHotCategorical):
+            relaxed = _StraightThrough if self.straight_through else _Relaxed
+            temperature = torch.tensor(self.temperature, dtype=fn.logits.dtype)
+            msg["fn"] = relaxed(temperature.to(fn.logits.device), logits=fn.logits)
+        elif isinstance(fn, torch.distributions.Categorical):
+            raise ValueError(
+                f"site {msg['name']!r} is a Categorical, whose integer value cannot be relaxed: "
+                "write it as a OneHotCategorical whose one-hot value the model reads"
+            )
+
+
+class Gumbel(TraceELBO):
+    """The ELBO of the model and guide with every discrete latent relaxed (the Gumbel-softmax
+    or Concrete estimator of Jang et al. 2017 and Maddison et al. 2017), reparameterized. Each
+    latent ``OneHotCategorical`` site, in guide and model, is replaced (:class:`Relax`) by the
+    Concrete distribution at temperature τ,
+
+        y = softmax((log q + g) / τ),   g_i ~ Gumbel(0, 1) i.i.d.,
+
+    and scored, in q and in p alike, by the categorical log probability extended linearly to the
+    simplex, log Cat(y; p) = Σ_i y_i log p_i (not Maddison et al.'s Concrete density); the model
+    reads the relaxed y. So the objective is
+
+        L_τ = E_g[log p(x, y_τ(g), z) − log q(y_τ(g), z | x)]   (linear log Cat in both),
+
+    the ELBO itself as τ → 0 (y_τ → a one-hot draw of q), with the gradient ∇ L_τ by the path
+    through y_τ: biased for the ELBO's gradient at τ > 0, with a bias that shrinks as τ does and
+    a variance that grows. ``straight_through``: y is the one-hot arg max in value and y_τ in
+    gradient (Bengio et al. 2013), so the value is the ELBO's on a discrete draw.
+
+    Temperature schedule (Jang et al. 2017, §4): at training step t,
+    τ_t = max(``final_temperature``, ``temperature`` · exp(−``rate`` · t)), where t counts the
+    calls of :meth:`differentiable_loss` with gradients enabled (one per training step), unless a
+    training loop sets it with :meth:`anneal` (a resumed run then continues the schedule).
+    """
+
+    traceable = False  # τ is a Python number that changes with the step
+
+    def __init__(
+        self,
+        temperature: float = 1.0,
+        final_temperature: float = 0.5,
+        rate: float = 1.0e-4,
+        straight_through: bool = False,
+        particles: int = 1,
+        max_plate_nesting: int = 1,
+    ) -> None:
+        for name, value in (("temperature", temperature), ("final_temperature", final_temperature)):
+            if not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if final_temperature > temperature:
+            raise ValueError(
+                f"final_temperature ({final_temperature}) must not exceed temperature "
+                f"({temperature})"
+            )
+        if not isinstance(rate, (int, float)) or not 0 <= rate < math.inf:
+            raise ValueError(f"rate must be a number >= 0, got {rate!r}")
+        self.initial_temperature = float(temperature)
+        self.final_temperature = float(final_temperature)
+        self.rate = float(rate)
+        self.straight_through = bool(straight_through)
+        self.step = 0
+        super().__init__(particles, max_plate_nesting)
+
+    @property
+    def temperature(self) -> float:
+        """τ at the current step (class docstring)."""
+        decayed = self.initial_temperature * math.exp(-self.rate * self.step)
+        return max(self.final_temperature, decayed)
+
+    def anneal(self, step: int) -> None:
+        """Set the training step t that the temperature follows."""
+        self.step = step
+
+    def _relax(self) -> Relax:
+        return Relax(self.temperature, self.straight_through)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> Tensor:
+        with self._relax():
+            loss = super().differentiable_loss(model, guide, *args, **kwargs)
+        if torch.is_grad_enabled():
+            self.step += 1
+        return loss
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        with self._relax():
+            return super().loss(model, guide, *args, **kwargs)
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        with self._relax():
+            return super().loss_and_grads(model, guide, *args, **kwargs)
+
+
 ESTIMATORS: dict[str, type[ELBO]] = {
     "trace": TraceELBO,
     "mean_field": MeanFieldELBO,
@@ -366,6 +629,9 @@ ESTIMATORS: dict[str, type[ELBO]] = {
     "renyi": Renyi,
     "stl": STL,
     "dreg": DReG,
+    "enum": EnumELBO,
+    "reinforce": Reinforce,
+    "gumbel": Gumbel,
 }
 
 

@@ -1,4 +1,5 @@
-"""The estimator registry: ELBO estimators by name, each entry's ``build`` making the class of
+"""The estimator registry: ELBO estimators by name, for continuous latents (trace ... dreg) and
+discrete ones (enum, reinforce, gumbel), each entry's ``build`` making the class of
 :mod:`inference.estimators` of that name (imported on the call), and :func:`make_elbo`, the ELBO
 that a spec's estimator names. An estimator of one's own is an :class:`EstimatorEntry` or,
 directly, a ``pyro.infer.ELBO`` subclass whose ``__init__`` keywords are its spec keys."""
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pyro_vae.entries import EstimatorEntry
 from pyro_vae.registry import Component, Registry, built, frozen_params
@@ -128,3 +129,64 @@ class DReG(_Inference):
     particles: int = 5
     max_plate_nesting: int = 1
     data_plate: str | None = None
+
+
+@ESTIMATORS.register("enum")
+@frozen_params
+class Enum(_Inference):
+    """The ELBO with every discrete latent summed exactly by parallel enumeration
+    (``inference.estimators.EnumELBO``)."""
+
+    inference_name = "enum"
+    particles: int = 1
+    max_plate_nesting: int = 1
+
+
+@ESTIMATORS.register("reinforce")
+@frozen_params
+class Reinforce(_Inference):
+    """The ELBO with the score-function gradient, and a baseline, for the guide's discrete
+    sites (``inference.estimators.Reinforce``)."""
+
+    inference_name = "reinforce"
+    baseline: Literal["average", "leave_one_out", "none"] = "average"
+    decay: float = 0.9
+    particles: int = 1
+    max_plate_nesting: int = 1
+    data_plate: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.decay < 1:
+            raise ValueError(f"decay must be in [0, 1), got {self.decay!r}")
+        if self.baseline == "leave_one_out" and self.particles < 2:
+            raise ValueError(f"baseline leave_one_out needs particles >= 2, got {self.particles}")
+
+
+@ESTIMATORS.register("gumbel")
+@frozen_params
+class Gumbel(_Inference):
+    """The ELBO with each one-hot discrete latent relaxed to the Concrete distribution at an
+    annealed temperature (``inference.estimators.Gumbel``)."""
+
+    inference_name = "gumbel"
+    temperature: float = 1.0
+    final_temperature: float = 0.5
+    rate: float = 1.0e-4
+    straight_through: bool = False
+    particles: int = 1
+    max_plate_nesting: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("temperature", "final_temperature"):
+            value = getattr(self, name)
+            if not 0 < value < math.inf:
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if self.final_temperature > self.temperature:
+            raise ValueError(
+                f"final_temperature ({self.final_temperature}) must not exceed temperature "
+                f"({self.temperature})"
+            )
+        if not 0 <= self.rate < math.inf:
+            raise ValueError(f"rate must be a number >= 0, got {self.rate!r}")

@@ -25,7 +25,18 @@ from pyro_vae.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 #: a value of each estimator parameter other than its default
-OTHER = {"particles": 3, "max_plate_nesting": 2, "data_plate": "points", "alpha": 0.25}
+OTHER = {
+    "particles": 3,
+    "max_plate_nesting": 2,
+    "data_plate": "points",
+    "alpha": 0.25,
+    "baseline": "none",
+    "decay": 0.5,
+    "temperature": 2.0,
+    "final_temperature": 0.25,
+    "rate": 0.01,
+    "straight_through": True,
+}
 #: values that entry and class must both refuse, with the same message
 REFUSED = [
     ("particles", 0),
@@ -33,6 +44,11 @@ REFUSED = [
     ("alpha", 1.0),
     ("alpha", math.inf),
     ("alpha", math.nan),
+    ("decay", 1.0),
+    ("baseline", "leave_one_out"),  # with one particle
+    ("temperature", 0.0),
+    ("final_temperature", 2.0),  # above the initial temperature
+    ("rate", -1.0),
 ]
 
 
