@@ -1,6 +1,7 @@
 """``pyro-vae compare``: the same VAE trained with several ELBO estimators, side by side.
 
-Each estimator (``iwae:k=5``, ``renyi:alpha=0.5,k=5``, ...; ``k`` is an alias of ``particles``)
+Each estimator (``iwae[k=5]``, ``renyi[alpha=0.5,k=5]``, ``my_module:MyELBO[gamma=0.2]``, ...;
+``k`` is an alias of ``particles``; the older ``iwae:k=5`` still reads, :func:`split_entry`)
 trains the VAE of one spec from the same initial weights and seed, for the same epochs, in its own
 run directory ``OUT/runs/<label>/seed-<s>/``, once per seed s of ``--seeds R`` (the spec's seed
 and the R − 1 after it); each is an ordinary, scored run (``pyro-vae aggregate OUT`` and
@@ -76,15 +77,38 @@ COLUMNS = {
 }
 
 
+def split_entry(text: str) -> tuple[str, str | None]:
+    """``NAME[KEY=VALUE,...]`` → (NAME, ``KEY=VALUE,...``), the parameters None where there are
+    none. NAME is a built-in's or an entry point's name, or ``module:Class`` (a colon); the old
+    ``NAME:KEY=VALUE,...`` is read too, where what follows the first colon holds an ``=``
+    (``iwae:k=5``) or what precedes it is a registered name, so ``my_module:MyELBO`` is a name
+    and ``my_module:MyELBO[k=5]`` gives it parameters."""
+    text = text.strip()
+    if text.endswith("]") and "[" in text:
+        name, _, params = text[:-1].partition("[")
+        return name.strip(), params
+    head, colon, rest = text.partition(":")
+    if colon and ("=" in rest or head.strip() in ESTIMATORS.names()):
+        if ":" in rest.partition("=")[0]:
+            raise SpecError(
+                "",
+                f"give the parameters of {head.strip()}:{rest.partition(':')[0].strip()} in "
+                "brackets, module:Class[KEY=VALUE,...]",
+            )
+        return head.strip(), rest
+    return text, None
+
+
 def parse_estimator(text: str) -> Component:
-    """``NAME[:KEY=VALUE,...]`` → the validated estimator component; values are read as YAML."""
-    name, colon, rest = text.strip().partition(":")
-    raw: dict[str, Any] = {"name": name.strip()}
+    """``NAME[KEY=VALUE,...]`` (or ``NAME:KEY=VALUE,...``, :func:`split_entry`) → the validated
+    estimator component; values are read as YAML."""
     try:
-        for item in rest.split(",") if colon else []:
+        name, params = split_entry(text)
+        raw: dict[str, Any] = {"name": name}
+        for item in params.split(",") if params else []:
             key, equals, value = (s.strip() for s in item.partition("="))
             if not (key and equals and value):
-                raise SpecError("", f"expected NAME[:KEY=VALUE,...] (e.g. iwae:k=5), got {item!r}")
+                raise SpecError("", f"expected NAME[KEY=VALUE,...] (e.g. iwae[k=5]), got {item!r}")
             param = ALIASES.get(key, key)
             if param in raw:
                 note = "".join(
@@ -116,7 +140,8 @@ def parse_estimators(texts: Sequence[str]) -> dict[str, Component]:
 
 
 def run_name(label: str) -> str:
-    """A file name for an estimator's run directory: ``iwae:k=5`` → ``iwae_k=5``."""
+    """A file name for an estimator's run directory: ``iwae:k=5`` → ``iwae_k=5``,
+    ``iwae[k=5]`` → ``iwae_k=5_``."""
     return re.sub(r"[^\w.=,+-]", "_", label)
 
 
@@ -451,9 +476,11 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
     c.add_argument(
         "--estimators",
         nargs="+",
-        metavar="NAME[:KEY=VALUE,...]",
-        help="e.g. trace mean_field iwae:k=5 dreg:k=5 stl renyi:alpha=0.5,k=5 "
-        "(k = particles; default: every registered estimator)",
+        metavar="NAME[KEY=VALUE,...]",
+        help="e.g. trace mean_field 'iwae[k=5]' 'dreg[k=5]' stl 'renyi[alpha=0.5,k=5]' "
+        "enum reinforce gumbel, or your own module:Class['KEY=VALUE,...'] "
+        "(k = particles; NAME:KEY=VALUE,... also reads for a NAME without a colon; default: "
+        "every registered estimator)",
     )
     c.add_argument("--epochs", type=int, help="training epochs (default: the spec's max_epochs)")
     c.add_argument("--repeats", type=int, default=100, help="R gradient draws (default 100)")

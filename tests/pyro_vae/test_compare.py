@@ -207,17 +207,38 @@ def test_estimator_entries_parse_with_k_as_particles() -> None:
         "dreg:k=5": Component("dreg", {"particles": 5, "max_plate_nesting": 1, "data_plate": None}),
     }
     assert run_name("renyi:alpha=0.5,k=5") == "renyi_alpha=0.5,k=5"
+    # the bracket syntax reads the same, and is the one a module:Class takes
+    assert parse_estimator("renyi[alpha=0.5, k=5]") == parse_estimator("renyi:alpha=0.5,k=5")
+    assert parse_estimator("iwae[]") == parse_estimator("iwae")
+
+
+def test_an_own_elbo_is_compared_by_module_and_class(tmp_path, monkeypatch) -> None:
+    """``module:Class`` is a name, not NAME:KEY=VALUE; its parameters go in brackets."""
+    (tmp_path / "my_module.py").write_text(
+        "from pyro.infer import Trace_ELBO\n\n\n"
+        "class MyELBO(Trace_ELBO):\n"
+        "    def __init__(self, particles: int = 1) -> None:\n"
+        "        super().__init__(num_particles=particles)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert parse_estimators(["my_module:MyELBO", "my_module:MyELBO[k=3]"]) == {
+        "my_module:MyELBO": Component("my_module:MyELBO", {"particles": 1}),
+        "my_module:MyELBO[k=3]": Component("my_module:MyELBO", {"particles": 3}),
+    }
+    with pytest.raises(SpecError, match="give the parameters of my_module:MyELBO in brackets"):
+        parse_estimator("my_module:MyELBO:k=3")
 
 
 BAD = {
-    "iwa": "unknown estimator 'iwa'; choices: dreg, iwae, mean_field, renyi, stl, trace "
-    "(did you mean 'iwae'?)",
+    "iwa": "unknown estimator 'iwa'; choices: dreg, enum, gumbel, iwae, mean_field, reinforce, "
+    "renyi, stl, trace (did you mean 'iwae'?)",
     "iwae:k=0": "particles must be >= 1, got 0",
     "iwae:k=x": "particles: expected an integer, got 'x'",
     "iwae:k=5,particles=3": "particles given twice (k is an alias of particles)",
     "iwae:foo=1": "foo: unknown key; valid keys: data_plate, max_plate_nesting, particles",
-    "iwae:k": "expected NAME[:KEY=VALUE,...] (e.g. iwae:k=5), got 'k'",
-    "dreg:k=5,": "expected NAME[:KEY=VALUE,...] (e.g. iwae:k=5), got ''",
+    "iwae:k": "expected NAME[KEY=VALUE,...] (e.g. iwae[k=5]), got 'k'",
+    "dreg:k=5,": "expected NAME[KEY=VALUE,...] (e.g. iwae[k=5]), got ''",
+    "dreg[k=5,]": "expected NAME[KEY=VALUE,...] (e.g. iwae[k=5]), got ''",
     "renyi:alpha=1": "alpha must be a finite number other than 1",
 }
 

@@ -134,3 +134,53 @@ def test_an_installed_entry_point_extends_the_registry(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(OWN_PRIOR))
     spec = load_spec({"prior": {"name": "flow", "flows": 3}, "latent_dim": 2})
     assert spec.prior.params["flows"] == 3 and "flow" in PRIORS.names()
+
+
+MY_ELBO = """
+from pyro.infer import Trace_ELBO
+
+
+class MyELBO(Trace_ELBO):
+    def __init__(self, particles: int = 1, max_plate_nesting: int = 1) -> None:
+        super().__init__(
+            num_particles=particles, max_plate_nesting=max_plate_nesting, vectorize_particles=True
+        )
+"""
+
+
+def test_an_own_elbo_class_trains_from_the_command_line_and_its_entry_point_is_listed(
+    tmp_path, monkeypatch, capsys
+):
+    """``--set estimator.name=my_module:MyELBO`` trains (issue #29 reported a KeyError, exit 1),
+    and an installed ``pyro_vae.estimator`` entry point is listed by ``pyro-vae datasets``."""
+    (tmp_path / "my_module.py").write_text(MY_ELBO)
+    info = tmp_path / "my_elbos-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-elbos\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[pyro_vae.estimator]\nmine = my_module:MyELBO\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = tmp_path / "run"
+    sets = [
+        "estimator.name=my_module:MyELBO",
+        "estimator.particles=2",
+        "latent_dim=2",
+        "encoder.hidden=[8]",
+        "decoder.hidden=[8]",
+        "data.limit=64",
+        "train.max_epochs=1",
+        "train.batch_size=32",
+        "evaluate.num_samples=8",
+        "evaluate.figures=false",
+        "train.progress=false",
+    ]
+    args = ["train", str(ROOT / "examples/configs/digits.yaml"), "--out", str(run)]
+    assert main([*args, *(x for s in sets for x in ("--set", s))]) == 0
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["estimator"] == {
+        "name": "my_module:MyELBO",
+        "particles": 2,
+        "max_plate_nesting": 1,
+    }
+    capsys.readouterr()
+    assert main(["datasets"]) == 0
+    assert "  mine(particles=1, max_plate_nesting=1)" in capsys.readouterr().out.splitlines()
