@@ -37,6 +37,28 @@ class _Rows(Dataset):
         return self.x[torch.as_tensor(indices)]
 
 
+class _Labelled(_Rows):
+    """Rows of x with their labels y (N,): a batch is ``(x[indices], y[indices])``, the
+    collate applied to x alone."""
+
+    def __init__(self, x: Tensor, y: Tensor) -> None:
+        super().__init__(x)
+        self.y = y
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        rows = torch.as_tensor(indices)
+        return self.x[rows], self.y[rows]
+
+
+def _labelled(collate: Callable[[Tensor], Tensor]) -> Callable[[tuple[Tensor, Tensor]], Any]:
+    """The collate of (x, y) batches: ``collate`` on x, y as it is."""
+
+    def apply(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        return collate(batch[0]), batch[1]
+
+    return apply
+
+
 def _as_batch(rows: Tensor) -> Tensor:
     """The collate of a split without a training transform: the gathered (B, P) rows."""
     return rows
@@ -92,6 +114,19 @@ class DataBundle:
     @property
     def dim(self) -> int:
         return self.train.shape[1]
+
+    @property
+    def num_classes(self) -> int | None:
+        """C, one more than the largest label of any split (None: no labels)."""
+        present = [y for y in self.labels.values() if y is not None and len(y)]
+        return int(max(int(y.max()) for y in present)) + 1 if present else None
+
+    def split_labels(self, name: str) -> Tensor:
+        """The labels of split ``name``; a SpecError naming ``model.name`` when it has none."""
+        y = self.labels.get(name)
+        if y is None:
+            raise SpecError("model.name", f"the {name} split of {self.name} has no labels")
+        return y
 
     @property
     def scale_name(self) -> str:
@@ -174,17 +209,24 @@ class DataBundle:
         return x
 
     def loader(
-        self, split: str, batch_size: int, shuffle: bool, generator: torch.Generator | None = None
+        self,
+        split: str,
+        batch_size: int,
+        shuffle: bool,
+        generator: torch.Generator | None = None,
+        labels: bool = False,
     ) -> DataLoader:
-        """A standard DataLoader yielding plain ``x`` batches of shape (B, P), not tuples; the
-        training split's batches drawn afresh through its collate."""
+        """A standard DataLoader yielding plain ``x`` batches of shape (B, P), not tuples, or
+        with ``labels`` ``(x, y)``, y the (B,) labels (:meth:`split_labels`); the training
+        split's batches drawn afresh through its collate."""
         collate = self.collate if split == "train" and self.collate else _as_batch
+        rows = self._rows(split)
         return DataLoader(
-            _Rows(self._rows(split)),
+            _Labelled(rows, self.split_labels(split)) if labels else _Rows(rows),
             batch_size=batch_size,
             shuffle=shuffle,
             generator=generator,
-            collate_fn=collate,
+            collate_fn=_labelled(collate) if labels else collate,
         )
 
 
@@ -292,7 +334,8 @@ def _standardize(bundle: DataBundle) -> None:
 
 class _Indexed(torch.utils.data.Dataset):
     """Item i of ``rows`` paired with i; a batch is fetched as ``(rows[indices], indices)``
-    through the rows' own batched ``__getitems__`` (one gather, no per-item tuples)."""
+    through the rows' own batched ``__getitems__`` (one gather, no per-item tuples); labelled
+    rows give ``((x, y), indices)``."""
 
     def __init__(self, rows: torch.utils.data.Dataset) -> None:
         self.rows = rows
@@ -308,14 +351,15 @@ class _Indexed(torch.utils.data.Dataset):
 
 
 def with_indices(loader: torch.utils.data.DataLoader) -> torch.utils.data.DataLoader:
-    """A bundle's ``loader`` (:meth:`pyro_vae.bundle.DataBundle.loader`) yielding ``(x, idx)``:
-    its batches (same order, same collate, so the same random draws of a dynamic
-    binarization) and their rows as a LongTensor."""
+    """A bundle's ``loader`` (:meth:`pyro_vae.bundle.DataBundle.loader`) yielding ``(x, idx)``,
+    or ``(x, idx, y)`` for a labelled one: its batches (same order, same collate, so the same
+    random draws of a dynamic binarization) and their rows as a LongTensor."""
     collate = loader.collate_fn
 
-    def pair(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[Any, torch.Tensor]:
-        x, idx = batch
-        return collate(x), idx
+    def pair(batch: tuple[Any, torch.Tensor]) -> tuple[Any, ...]:
+        rows, idx = batch
+        made = collate(rows)
+        return (made[0], idx, made[1]) if isinstance(made, tuple) else (made, idx)
 
     return torch.utils.data.DataLoader(
         _Indexed(loader.dataset),

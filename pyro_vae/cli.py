@@ -147,6 +147,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
         means=args.means,
         seed=args.seed,
         overwrite=args.overwrite,
+        label=args.label,
     )
     print("\n".join(done.lines()))
 
@@ -299,6 +300,13 @@ def parser() -> argparse.ArgumentParser:
         "a scatter against the test data on its first two principal axes otherwise",
     )
     m.add_argument("--seed", type=int, help="default: the run's train.seed")
+    m.add_argument(
+        "--label",
+        type=int,
+        metavar="K",
+        help="a model kind with labels (cvae): draw from class K, x ~ p(x|z, y=K) "
+        "(default: the classes in turn)",
+    )
     m.add_argument(
         "--overwrite", action="store_true", help="replace FILE.npz and FILE.png if they exist"
     )

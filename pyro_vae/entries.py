@@ -24,7 +24,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from pyro_vae.bundle import DataBundle
     from pyro_vae.guides import Posterior
     from pyro_vae.likelihoods import Likelihood
+    from pyro_vae.models import Kind
     from pyro_vae.priors import Prior
+    from pyro_vae.spec import Spec
 
 
 class PriorEntry(ABC):
@@ -74,6 +76,25 @@ class EstimatorEntry(ABC):
     @abstractmethod
     def build(self) -> ELBO:
         """The estimator, from these parameters."""
+
+
+class ModelEntry(ABC):
+    """A model kind: how the labels y ∈ {0, …, C−1} enter ``model(x, y)`` and ``guide(x, y)``.
+    ``build`` returns a :class:`pyro_vae.models.Kind`, whose methods the one model/guide pair
+    calls (the contract is in :mod:`pyro_vae.models`). ``needs_labels``: whether the kind
+    conditions on labels, so that training and scoring feed them and data without labels are a
+    :class:`~pyro_vae.registry.SpecError` naming ``model.name``."""
+
+    needs_labels: ClassVar[bool] = False
+
+    @abstractmethod
+    def build(self, num_classes: int | None, latent_dim: int) -> Kind:
+        """The kind for data of ``num_classes`` classes (None: unlabelled) and a top latent
+        layer of ``latent_dim``."""
+
+    def check(self, spec: Spec) -> None:  # noqa: B027 - a hook: most kinds combine with all
+        """A :class:`~pyro_vae.registry.SpecError` naming the key of a component this kind
+        cannot combine with; nothing by default."""
 
 
 class DataSource(ABC):

@@ -55,8 +55,12 @@ def encode_split(
     """``mean`` and ``scale`` (N, D) of q(z | x) for the first ``limit`` items of ``split``
     (all by default), and ``labels`` (N,) where the data set has them."""
     x = bundle.split(split)[:limit]
+    y = bundle.split_labels(split)[:limit] if vae.reads_labels else None  # q(z | x, y)
     vae.eval()
-    parts = [vae.encode(x[i : i + BATCH]) for i in range(0, len(x), BATCH)]
+    parts = [
+        vae.encode(x[i : i + BATCH], None if y is None else y[i : i + BATCH])
+        for i in range(0, len(x), BATCH)
+    ]
     out = {
         "mean": torch.cat([p[0] for p in parts]).numpy(),
         "scale": torch.cat([p[1] for p in parts]).numpy(),
@@ -75,39 +79,53 @@ def draw(
     each: Callable[[np.ndarray, np.ndarray], object],
     means: bool = False,
     seed: int = 0,
+    label: int | None = None,
 ) -> None:
     """``each(x, z)`` for successive batches of at most :data:`BATCH` of n samples: ``z`` (b, D)
     drawn from the prior (z_1, drawn top-down, with stochastic layers) and ``x`` (b, *shape)
     drawn from p(x | z), or its mean with ``means``, on the data's own scale; seeded, the
-    caller's RNG state untouched (``each`` must not draw from torch's RNG)."""
+    caller's RNG state untouched (``each`` must not draw from torch's RNG). A kind that reads
+    labels draws from p(x | z, y) p(z | y) with y = ``label``, else the classes in turn
+    (:meth:`pyro_vae.vae.VAE.labels_for`)."""
     vae.eval()
     with torch.random.fork_rng(), pyro.validation_enabled(False):
         torch.manual_seed(seed)
         for start in range(0, n, BATCH):
-            z = vae.sample_codes(min(BATCH, n - start))
-            out = vae.decoder(z)
+            y = vae.labels_for(min(BATCH, n - start), label, start)
+            z = vae.sample_codes(min(BATCH, n - start), y)
+            out = vae.decoder_output(z, y)
             x = vae.likelihood.mean(out) if means else vae.likelihood.forward(out).sample()
             each(bundle.to_values(x.float()).reshape(len(z), *bundle.shape).numpy(), z.numpy())
 
 
 def sample(
-    vae: VAE, bundle: DataBundle, n: int, means: bool = False, seed: int = 0
+    vae: VAE,
+    bundle: DataBundle,
+    n: int,
+    means: bool = False,
+    seed: int = 0,
+    label: int | None = None,
 ) -> dict[str, np.ndarray]:
     """The n samples of :func:`draw` in memory: ``x`` (n, *shape) and ``z`` (n, D)."""
     parts: list[tuple[np.ndarray, np.ndarray]] = []
-    draw(vae, bundle, n, lambda x, z: parts.append((x, z)), means, seed)
+    draw(vae, bundle, n, lambda x, z: parts.append((x, z)), means, seed, label)
     return {"x": np.concatenate([x for x, _ in parts]), "z": np.concatenate([z for _, z in parts])}
 
 
 def check_samples(
-    vae: VAE, bundle: DataBundle, n: int, path: Path, means: bool = False
+    vae: VAE,
+    bundle: DataBundle,
+    n: int,
+    path: Path,
+    means: bool = False,
+    label: int | None = None,
 ) -> dict[str, tuple[int, ...]]:
     """The item shape of each array of the .npz of n samples (``x``, ``z``), after a SpecError
     naming ``-n`` where n > :data:`MAX_SAMPLES`, or where the file, n·b bytes (b those of one
     sample, drawn apart from the caller's RNG) plus :data:`HEADER_BYTES`, and the temporary copy
     of z that :func:`write_samples` keeps beside it exceed the free space of ``path``'s disk
     (``shutil.disk_usage``)."""
-    one = sample(vae, bundle, 1, means)
+    one = sample(vae, bundle, 1, means, label=label)
     size = n * sum(a.nbytes for a in one.values()) + HEADER_BYTES
     if n > MAX_SAMPLES:
         raise SpecError(
@@ -135,6 +153,7 @@ def write_samples(
     means: bool = False,
     seed: int = 0,
     keep: int = 0,
+    label: int | None = None,
 ) -> np.ndarray | None:
     """The n samples of :func:`draw` written to the .npz ``path`` (atomically) as
     ``numpy.savez(path, x=x, z=z)`` writes them, batch by batch: a zip holds one entry after
@@ -169,7 +188,7 @@ def write_samples(
                     if room > 0:
                         head.append(x[:room].copy())
 
-                draw(vae, bundle, n, each, means, seed)
+                draw(vae, bundle, n, each, means, seed, label)
             z_file.seek(0)
             with zf.open("z.npy", mode="w", force_zip64=True) as z_npy:
                 np.lib.format.write_array_header_1_0(z_npy, headers["z"])
@@ -269,11 +288,13 @@ def sample_run(
     means: bool = False,
     seed: int | None = None,
     overwrite: bool = False,
+    label: int | None = None,
 ) -> Sampled:
     """``pyro-vae sample``: n samples of a trained run into the .npz ``out``, batch by batch
     (:func:`write_samples`), after bounding n (:func:`check_samples`); ``png`` draws the first
     :data:`PLOTTED` (a grid for images, a scatter against the test data otherwise); ``seed``
-    defaults to the run's ``train.seed``."""
+    defaults to the run's ``train.seed``; ``label``: the class k to draw from, for a model kind
+    that reads labels (``cvae``: x ~ p(x | z, y = k)), else the classes in turn."""
     from pyro_vae.figures import is_image_shape, plot_samples, plot_samples_vs_data, save
     from pyro_vae.prepared import load_run
 
@@ -284,9 +305,16 @@ def sample_run(
         prepared = load_run(run)
         bundle, path = prepared.bundle, Path(out)
         seed = prepared.spec.train.seed if seed is None else seed
-        shapes = check_samples(prepared.vae, bundle, n, path, means=means)
+        shapes = check_samples(prepared.vae, bundle, n, path, means=means, label=label)
         head = write_samples(
-            path, prepared.vae, bundle, n, means=means, seed=seed, keep=PLOTTED if png else 0
+            path,
+            prepared.vae,
+            bundle,
+            n,
+            means=means,
+            seed=seed,
+            keep=PLOTTED if png else 0,
+            label=label,
         )
         done = Sampled(path, n, shapes, means)
         if png is not None and head is not None:

@@ -41,15 +41,19 @@ Array = np.ndarray | torch.Tensor
 
 
 class VAELike(Protocol):
+    """What the figures use of a VAE; ``y``: labels, for a model kind that reads them."""
+
     latent_dim: int
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def encode(
+        self, x: torch.Tensor, y: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def decode(self, z: torch.Tensor) -> torch.Tensor: ...
 
     def sample(self, n: int) -> torch.Tensor: ...
 
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor: ...
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor: ...
 
 
 class OnDataScale:
@@ -60,12 +64,15 @@ class OnDataScale:
     def __init__(self, vae: Any, to_model: Any, to_data: Any) -> None:
         self.vae, self.to_model, self.to_data = vae, to_model, to_data
         self.latent_dim: int = vae.latent_dim
+        self.reads_labels: bool = getattr(vae, "reads_labels", False)
 
     def parameters(self) -> Any:
         return self.vae.parameters()
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.vae.encode(self.to_model(x))
+    def encode(
+        self, x: torch.Tensor, y: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.vae.encode(self.to_model(x), *_given(y))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.to_data(self.vae.decode(z))
@@ -73,8 +80,13 @@ class OnDataScale:
     def sample(self, n: int) -> torch.Tensor:
         return self.to_data(self.vae.sample(n))
 
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return self.to_data(self.vae.reconstruct(self.to_model(x)))
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.to_data(self.vae.reconstruct(self.to_model(x), *_given(y)))
+
+
+def _given(y: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    """``(y,)``, or no argument at all without labels (a VAELike of one argument)."""
+    return () if y is None else (y,)
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -213,10 +225,16 @@ def plot_samples(
 
 @torch.no_grad()
 def plot_reconstructions(
-    vae: VAELike, x: torch.Tensor, shape: Sequence[int], levels: int | None = None, columns: int = 8
+    vae: VAELike,
+    x: torch.Tensor,
+    shape: Sequence[int],
+    levels: int | None = None,
+    columns: int = 8,
+    y: torch.Tensor | None = None,
 ) -> Figure:
-    """Rows of data x above rows of their reconstructions decode(E_q[z|x])."""
-    data, recon = _numpy(x), _numpy(vae.reconstruct(x))
+    """Rows of data x above rows of their reconstructions decode(E_q[z|x, y]) (``y``: labels,
+    for a model kind that reads them)."""
+    data, recon = _numpy(x), _numpy(vae.reconstruct(x, *_given(y)))
     value_range = _display_range([data, recon], levels)
     columns = min(columns, len(data))
     pairs = np.stack([_rows(_images(a, shape, value_range), columns) for a in (data, recon)], 1)
@@ -342,10 +360,12 @@ def _scatter(ax: Axes, fig: Figure, xy: np.ndarray, labels: np.ndarray | None) -
 
 
 @torch.no_grad()
-def plot_latent_map(vae: VAELike, x: torch.Tensor, labels: Array | None = None) -> Figure:
+def plot_latent_map(
+    vae: VAELike, x: torch.Tensor, labels: Array | None = None, y: torch.Tensor | None = None
+) -> Figure:
     """Posterior means E_q[z|x]: as they are for D = 2, on their first two principal axes for
     D > 2, and against the posterior standard deviation for D = 1."""
-    loc, scale = (_numpy(a) for a in vae.encode(x))
+    loc, scale = (_numpy(a) for a in vae.encode(x, *_given(y)))
     if loc.shape[1] == 1:
         xy, axes = np.concatenate([loc, scale], 1), ("E_q[z|x]", "sd_q[z|x]")
     elif loc.shape[1] == 2:
@@ -565,12 +585,21 @@ def run_figures(
         idx = torch.randperm(len(data))[:max_points]
         x = data[idx.to(data.device)].to(_device(vae))
         subset_labels = None if labels is None else _numpy(labels)[idx.numpy()]
-        drawn = {"latent_map": plot_latent_map(vae, x, subset_labels)}
+        y = (
+            torch.as_tensor(subset_labels, device=x.device)
+            if getattr(vae, "reads_labels", False) and subset_labels is not None
+            else None
+        )
+        drawn = {"latent_map": plot_latent_map(vae, x, subset_labels, y)}
         if not is_image_shape(shape):
             drawn["samples_vs_data"] = plot_samples_vs_data(x, vae.sample(min(len(x), 1000)))
             return drawn
         drawn["prior_samples"] = plot_prior_samples(vae, shape, levels=levels)
-        drawn["reconstructions"] = plot_reconstructions(vae, x[:16], shape, levels)
+        drawn["reconstructions"] = plot_reconstructions(
+            vae, x[:16], shape, levels, y=None if y is None else y[:16]
+        )
+        if y is not None:  # traversals and paths of a code mean nothing without its label
+            return drawn
         drawn["traversals"] = plot_traversals(vae, x, shape, levels)
         pairs = min(4, len(x) // 2)
         if pairs:  # one data point makes no pair

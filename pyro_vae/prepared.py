@@ -81,6 +81,11 @@ class Prepared:
     def data_sha256(self) -> str:
         return data_digest(self.bundle)
 
+    def labels(self, split: str, limit: int | None = None) -> torch.Tensor | None:
+        """The labels of the first ``limit`` points of ``split`` where the model kind reads
+        them (:attr:`pyro_vae.vae.VAE.reads_labels`), else None."""
+        return labels(self.bundle, self.vae, split, limit)
+
 
 def prepare(spec: Spec) -> Prepared:
     """Load the data, build the VAE and check the data against the likelihood's support."""
@@ -101,7 +106,9 @@ def prepare(spec: Spec) -> Prepared:
         spec.train.batch_size,
         "estimator.particles",
     )
-    vae = VAE.from_spec(spec, bundle.shape, bundle.levels, bundle.train)  # checks its sizes
+    vae = VAE.from_spec(
+        spec, bundle.shape, bundle.levels, bundle.train, bundle.num_classes
+    )  # checks its sizes and labels
     plate = spec.estimator.params.get("data_plate")
     if plate not in (None, "data"):
         raise SpecError("estimator.data_plate", f"the VAE's data plate is 'data', got {plate!r}")
@@ -123,7 +130,7 @@ def prepare(spec: Spec) -> Prepared:
         if (
             spec.estimator.name == "mean_field"
             and chatty()
-            and not vae.elbo_terms(bundle.train[:1]).analytic_kl
+            and not vae.elbo_terms(bundle.train[:1], labels(bundle, vae, "train", 1)).analytic_kl
         ):
             print(
                 f"pyro-vae: note: mean_field takes the KL term by Monte Carlo, log q(z|x) − "
@@ -137,8 +144,14 @@ def prepare(spec: Spec) -> Prepared:
             bundle.split(spec.evaluate.split)[:1],
             spec.evaluate.num_samples,
             spec.evaluate.memory_budget_mb,
+            labels(bundle, vae, spec.evaluate.split, 1),
         )
     return Prepared(spec, bundle, vae)
+
+
+def labels(bundle: DataBundle, vae: VAE, split: str, limit: int | None) -> torch.Tensor | None:
+    """:meth:`Prepared.labels` before the Prepared is made."""
+    return bundle.split_labels(split)[:limit] if vae.reads_labels else None
 
 
 def train_device(spec: Spec) -> torch.device:

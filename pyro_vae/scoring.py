@@ -5,6 +5,9 @@
     active units: #{u : Cov_x(E_q[z_u | x]) > 0.01}, per stochastic layer  (Burda et al. 2015)
     bits/dim = −log p̂(x) / (P ln 2)                   (discrete likelihoods or dequantized data)
 
+A model kind that conditions on labels (``cvae``) is scored given them: log p̂(x | y), the ELBO
+of log p(x | y), codes of q(z | x, y).
+
 A model fitted to transformed data x' = t(x) (``data.transform``) is scored on the data's own
 scale: log p(x) = log p'(x') + log |∂x'/∂x| (the data bundle's ``log_jacobian``), and so are the
 ELBO and its reconstruction term; the output names both scales.
@@ -169,14 +172,16 @@ def plan_chunks(
     num_samples: int,
     memory_budget_mb: float,
     cap_bytes: int = FAST_CHUNK_BYTES,
+    y: torch.Tensor | None = None,
 ) -> Plan:
     """The (particle, point) pairs one call may hold, ``cells = ⌊budget / b⌋`` with the budget
     capped at ``cap_bytes`` and b the bytes one particle of one point costs, measured on ``x[:1]``
     (:func:`inference.marginal.measure_bytes_per_particle`): ⌊cells / K⌋ points per call with
-    all K particles when that is ≥ 1, else one point in chunks of ``cells`` particles.
-    SpecError naming ``evaluate.memory_budget_mb`` when one particle does not fit."""
+    all K particles when that is ≥ 1, else one point in chunks of ``cells`` particles (``y``:
+    the labels of ``x``, for a kind that reads them). SpecError naming
+    ``evaluate.memory_budget_mb`` when one particle does not fit."""
     with pyro.validation_enabled(False):
-        per_particle = measure_bytes_per_particle(vae.log_weights(x[:1]))
+        per_particle = measure_bytes_per_particle(vae.log_weights(x[:1], _at(y, slice(1))))
     try:
         cells = chunk_size_for_budget(
             per_particle,
@@ -196,23 +201,36 @@ def plan_chunks(
 
 
 def particles_per_chunk(
-    vae: VAE, x: torch.Tensor, num_samples: int, memory_budget_mb: float
+    vae: VAE,
+    x: torch.Tensor,
+    num_samples: int,
+    memory_budget_mb: float,
+    y: torch.Tensor | None = None,
 ) -> int:
     """Particles drawn at once for one point of ``x`` (:func:`plan_chunks`)."""
-    return plan_chunks(vae, x[:1], num_samples, memory_budget_mb).particles
+    return plan_chunks(vae, x[:1], num_samples, memory_budget_mb, y=_at(y, slice(1))).particles
+
+
+def _at(y: torch.Tensor | None, rows: slice | torch.Tensor) -> torch.Tensor | None:
+    """The labels ``y[rows]``, or None without labels."""
+    return None if y is None else y[rows]
 
 
 @torch.no_grad()
 def estimated_seconds(
-    vae: VAE, x: torch.Tensor, num_samples: int, memory_budget_mb: float
+    vae: VAE,
+    x: torch.Tensor,
+    num_samples: int,
+    memory_budget_mb: float,
+    y: torch.Tensor | None = None,
 ) -> float:
     """Wall time that :func:`importance_log_px` should take on the points ``x``: t·K·N, with t
     the time per (particle, point) of one call of the fast path's :func:`plan_chunks` (the
     faster of two calls; the first pays for allocations). The RNG is left as it was."""
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), pyro.validation_enabled(False):
-        plan = plan_chunks(vae, x, num_samples, memory_budget_mb)
-        draw, times = vae.log_weights(x[: plan.points]), []
+        plan = plan_chunks(vae, x, num_samples, memory_budget_mb, y=y)
+        draw, times = vae.log_weights(x[: plan.points], _at(y, slice(plan.points))), []
         for _ in range(2):
             start = time.perf_counter()
             float(draw(plan.particles).sum())  # a host read: the device has finished
@@ -228,15 +246,17 @@ def importance_log_px(
     memory_budget_mb: float,
     progress: bool = False,
     plan: Plan | None = None,
+    y: torch.Tensor | None = None,
 ) -> MarginalResult:
     """Per-point IS estimate through the VAE's fast path (plain torch, no tracing), split as
-    :func:`plan_chunks` says (or as ``plan`` says).
+    :func:`plan_chunks` says (or as ``plan`` says); ``y``: the labels of ``x`` for a kind
+    that reads them.
 
     The estimates go into one preallocated (4, N) tensor, not a list of per-call results joined
     at the end, so that no small tensor outlives the calls' large temporaries (K × P floats):
     small survivors between large frees fragment the allocator's heap, and the process grows
     with the number of points instead of staying at one call's size."""
-    plan = plan or plan_chunks(vae, x, num_samples, memory_budget_mb)
+    plan = plan or plan_chunks(vae, x, num_samples, memory_budget_mb, y=y)
     fields = ("log_px", "stderr", "ess", "elbo")
     out = torch.empty((len(fields), len(x)), dtype=torch.float64, device=x.device)
     starts = range(0, len(x), plan.points)
@@ -248,7 +268,7 @@ def importance_log_px(
             disable=not progress,
             total=len(starts),
         ):
-            fn = vae.log_weights(x[i : i + plan.points])
+            fn = vae.log_weights(x[i : i + plan.points], _at(y, slice(i, i + plan.points)))
             part = estimate_from_log_weights(fn, num_samples, plan.particles)
             out[:, i : i + plan.points] = torch.stack([getattr(part, f) for f in fields])
     return MarginalResult(*out, num_samples=num_samples)
@@ -266,16 +286,18 @@ def evaluate(
     log_jacobian: float = 0.0,
     model_scale: str = "data",
     counts: bool = False,
+    y: torch.Tensor | None = None,
 ) -> Evaluation:
-    """``log_px(vae, x, num_samples, memory_budget_mb, progress=...)`` gives the per-point IS
-    estimates (the training engine passes one that shards the points over DDP ranks).
+    """``log_px(vae, x, num_samples, memory_budget_mb, progress=..., y=y)`` gives the per-point
+    IS estimates (the training engine passes one that shards the points over DDP ranks);
+    ``y``: the labels of ``x``, given to a kind that reads them.
 
     ``x`` is on the scale the model sees (``model_scale``); ``log_jacobian`` = log |∂x'/∂x| moves
     log p̂, the ELBO and its reconstruction term to the data's own scale. ``counts``: the data
     are integer counts (dequantized), so bits/dim apply though the likelihood is continuous."""
     vae.eval()
     start = time.perf_counter()
-    model = log_px(vae, x, num_samples, memory_budget_mb, progress=progress)
+    model = log_px(vae, x, num_samples, memory_budget_mb, progress=progress, y=y)
     is_result = MarginalResult(
         log_px=model.log_px + log_jacobian,
         stderr=model.stderr,
@@ -284,8 +306,8 @@ def evaluate(
         num_samples=num_samples,
     )
     with pyro.validation_enabled(False):
-        terms = vae.elbo_terms(x)
-        layers = vae.encode_layers(x)
+        terms = vae.elbo_terms(x, y)
+        layers = vae.encode_layers(x, y)
     active = [int((m.var(dim=0) > ACTIVE_THRESHOLD).sum()) if len(x) > 1 else 0 for m in layers]
     log_p = is_result.log_px.double()
     mean_log_px = float(log_p.mean())
@@ -342,11 +364,17 @@ def announce(what: str, seconds: float, measured: str) -> None:
 
 
 def announce_duration(
-    vae: VAE, x: torch.Tensor, split: str, k: int, budget: float, world_size: int = 1
+    vae: VAE,
+    x: torch.Tensor,
+    split: str,
+    k: int,
+    budget: float,
+    world_size: int = 1,
+    y: torch.Tensor | None = None,
 ) -> None:
     """:func:`announce` an importance-sampled evaluation: its time from a measured cost per
     particle (:func:`estimated_seconds`), shared by ``world_size`` ranks."""
-    seconds = estimated_seconds(vae, x, k, budget) / world_size
+    seconds = estimated_seconds(vae, x, k, budget, y=y) / world_size
     per = seconds * world_size / (k * len(x))
     points = f"{len(x)} {split} point{'s' if len(x) > 1 else ''}"
     announce(
@@ -383,16 +411,25 @@ def evaluate_run(
     fields = ("log_px", "stderr", "ess", "elbo")
 
     def log_px(
-        vae: VAE, x: torch.Tensor, num: int, budget: float, progress: bool = False
+        vae: VAE,
+        x: torch.Tensor,
+        num: int,
+        budget: float,
+        progress: bool = False,
+        y: torch.Tensor | None = None,
     ) -> MarginalResult:
-        def rows(part: torch.Tensor) -> torch.Tensor:
-            result = importance_log_px(vae, part, num, budget, progress=progress and rank == 0)
+        def rows(i: torch.Tensor) -> torch.Tensor:
+            result = importance_log_px(
+                vae, x[i], num, budget, progress=progress and rank == 0, y=_at(y, i)
+            )
             return torch.stack([getattr(result, f).double() for f in fields], dim=1)
 
-        table = gather_rows(rows, x).cpu()
+        table = gather_rows(rows, torch.arange(len(x), device=x.device)).cpu()
         return MarginalResult(**dict(zip(fields, table.T.contiguous())), num_samples=num)
 
     vae = prepared.vae.to(device)
+    y = prepared.labels(split, limit)
+    y = None if y is None else y.to(device)
     try:
         announce_duration(
             vae,
@@ -401,6 +438,7 @@ def evaluate_run(
             k,
             spec.memory_budget_mb,
             size,
+            y=y,
         )
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             if size > 1:  # ranks share one RNG stream after training: give each its own
@@ -417,6 +455,7 @@ def evaluate_run(
                 log_jacobian=bundle.log_jacobian,
                 model_scale=bundle.scale_name,
                 counts=bundle.transform == "dequantize",
+                y=y,
             )
     finally:
         vae.cpu()

@@ -23,6 +23,7 @@ from pyro_vae.atomic import write_text_atomic
 from pyro_vae.components.estimators import ESTIMATORS
 from pyro_vae.components.guides import GUIDES, NO_STOPPED_DENSITY
 from pyro_vae.components.likelihoods import LIKELIHOODS
+from pyro_vae.components.models import MODELS
 from pyro_vae.components.networks import NETWORKS
 from pyro_vae.components.priors import PRIORS
 from pyro_vae.data import DATASETS
@@ -165,6 +166,7 @@ def _positive(value: float, name: str) -> None:
 
 COMPONENTS: dict[str, Registry] = {
     "data": DATASETS,
+    "model": MODELS,
     "prior": PRIORS,
     "likelihood": LIKELIHOODS,
     "encoder": NETWORKS,
@@ -175,6 +177,7 @@ COMPONENTS: dict[str, Registry] = {
 SECTIONS: dict[str, type] = {"train": TrainSpec, "evaluate": EvaluateSpec}
 DEFAULTS: dict[str, Any] = {
     "data": {"name": "digits", "binarize": "dynamic"},  # runnable with the bernoulli default
+    "model": {"name": "vae"},
     "prior": {"name": "standard_normal"},
     "likelihood": {"name": "bernoulli"},
     "encoder": {"name": "mlp"},
@@ -186,9 +189,11 @@ DEFAULTS: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class Spec:
-    """A whole VAE experiment. ``Spec.from_dict`` validates; ``to_dict`` inverts it."""
+    """A whole VAE experiment. ``Spec.from_dict`` validates; ``to_dict`` inverts it.
+    ``model`` is the model kind (:mod:`pyro_vae.models`): how the data's labels enter."""
 
     data: Component
+    model: Component
     prior: Component
     likelihood: Component
     encoder: Component
@@ -302,7 +307,9 @@ def _check_combinations(spec: Spec) -> None:
     value the guide did not draw, which some flows cannot give; and they stop each site's
     density as a whole, which in a hierarchy also cuts q(z_2 | z_1)'s dependence on z_1.
     mean_field takes KL(q(z_1|x) ‖ p(z_1|z_2)) in closed form at a z_2 drawn given z_1: biased.
-    The VampPrior mixes q(z | u_k) of the one-layer guide."""
+    The VampPrior mixes q(z | u_k) of the one-layer guide. The model kind checks its own
+    (:meth:`pyro_vae.entries.ModelEntry.check`)."""
+    MODELS.instantiate(spec.model, "model").check(spec)
     estimator, guide = spec.estimator.name, spec.guide.name
     stops = getattr(ESTIMATORS.entry(estimator, "estimator.name"), "stop_guide_params", False)
     if stops and guide in NO_STOPPED_DENSITY:

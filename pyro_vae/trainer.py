@@ -18,7 +18,9 @@ writes the run directory. The data plate keeps the global N and each rank sees i
 every epoch's permutation (Pyro's recipe: module-local parameters, the ELBO as an nn.Module).
 
 The training loader yields ``(x, idx)``, the batch and its rows in the training set, for the data
-plate's subsample (``vae.model(x, idx)``).
+plate's subsample (``vae.model(x, idx)``), and ``(x, idx, y)`` with the batch's labels where the
+model kind reads them (``vae.model(x, idx, y)``); the validation and test loaders then yield
+``(x, y)``.
 """
 
 from __future__ import annotations
@@ -115,13 +117,11 @@ class VAEModule(L.LightningModule):
             return self.spec.beta
         return self.spec.beta * min(1.0, (step + 1) / self.warmup_steps)
 
-    def training_step(
-        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
-    ) -> torch.Tensor:
-        x, idx = batch
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        x, idx, *y = batch
         self.vae.kl_scale = self.kl_scale(self.global_step)
         with pyro.validation_enabled(False):
-            loss = self.loss(x, idx)
+            loss = self.loss(x, idx, *y)
         self.last_loss = loss.detach()
         n, b = self.vae.num_data or len(x), len(x)
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
@@ -138,32 +138,37 @@ class VAEModule(L.LightningModule):
                     batch_size=b,
                 )
             with torch.no_grad():
-                for name, value in self._elbo_terms(x, "train").items():
+                for name, value in self._elbo_terms((x, *y), "train").items():
                     self.log(name, value, batch_size=b, on_step=True, on_epoch=True)
         return loss
 
-    def loss(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """The estimator's loss at the current β on rows ``idx``, from a trace where
+    def loss(self, x: torch.Tensor, idx: torch.Tensor, *y: torch.Tensor) -> torch.Tensor:
+        """The estimator's loss at the current β on rows ``idx`` (labels ``y`` where the kind
+        reads them), from a trace where
         ``train.jit`` is on: one for β = 1, one taking β as an input tensor for every other β (a
         trace per β of a warm-up would never be replayed); each is keyed by the VAE's other
         Python constants (:class:`~inference.compiled.TracedLoss`)."""
         beta = self.vae.kl_scale
         if beta == 1.0:
             return (
-                self.loss_module(x, idx) if self.traced_loss is None else self.traced_loss(x, idx)
+                self.loss_module(x, idx, *y)
+                if self.traced_loss is None
+                else self.traced_loss(x, idx, *y)
             )
         b = torch.tensor(beta, device=x.device)  # eager too: the same program, jit or not
         return (
-            self._scaled_loss(x, idx, b)
+            self._scaled_loss(x, idx, b, *y)
             if self.traced_scaled is None
-            else self.traced_scaled(x, idx, b)
+            else self.traced_scaled(x, idx, b, *y)
         )
 
-    def _scaled_loss(self, x: torch.Tensor, idx: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    def _scaled_loss(
+        self, x: torch.Tensor, idx: torch.Tensor, beta: torch.Tensor, *y: torch.Tensor
+    ) -> torch.Tensor:
         """The estimator's loss with ``poutine.scale(β)`` on the latents, β a tensor."""
         scale, self.vae.kl_scale = self.vae.kl_scale, beta
         try:
-            return self.loss_module(x, idx)
+            return self.loss_module(x, idx, *y)
         finally:
             self.vae.kl_scale = scale
 
@@ -225,10 +230,14 @@ class VAEModule(L.LightningModule):
             )
         return None
 
-    def _elbo_terms(self, x: torch.Tensor, prefix: str) -> dict[str, torch.Tensor]:
-        """The batch means of the one-sample ELBO, KL and reconstruction term, named."""
+    def _elbo_terms(
+        self, batch: torch.Tensor | tuple[torch.Tensor, ...], prefix: str
+    ) -> dict[str, torch.Tensor]:
+        """The batch means of the one-sample ELBO, KL and reconstruction term, named; ``batch``
+        is x, or (x, y) with labels."""
+        x, *y = (batch,) if isinstance(batch, torch.Tensor) else batch
         with pyro.validation_enabled(False):
-            terms = self.vae.elbo_terms(x)
+            terms = self.vae.elbo_terms(x, *y)
         return {
             f"{prefix}_{name}": value.mean()
             for name, value in (("elbo", terms.elbo), ("kl", terms.kl), ("recon", terms.recon))
@@ -239,11 +248,16 @@ class VAEModule(L.LightningModule):
 
     on_test_epoch_start = on_validation_epoch_start
 
-    def validation_step(self, x: torch.Tensor, batch_idx: int) -> None:
-        self.eval_means.add(self._elbo_terms(x, "val"), len(x))
+    def validation_step(self, batch: torch.Tensor | tuple[torch.Tensor, ...], _: int) -> None:
+        self._add_terms(batch, "val")
 
-    def test_step(self, x: torch.Tensor, batch_idx: int) -> None:
-        self.eval_means.add(self._elbo_terms(x, "test"), len(x))
+    def test_step(self, batch: torch.Tensor | tuple[torch.Tensor, ...], _: int) -> None:
+        self._add_terms(batch, "test")
+
+    def _add_terms(self, batch: torch.Tensor | tuple[torch.Tensor, ...], prefix: str) -> None:
+        """The batch's ELBO terms into the epoch's means, weighted by its size."""
+        x = batch if isinstance(batch, torch.Tensor) else batch[0]
+        self.eval_means.add(self._elbo_terms(batch, prefix), len(x))
 
     def on_validation_epoch_end(self) -> None:
         """Each rank's means, weighted by its item count in Lightning's sync: the mean over
@@ -279,8 +293,15 @@ class VAEData(L.LightningDataModule):
         super().__init__()
         self.bundle, self.batch_size, self.seed = bundle, batch_size, seed
 
+    @property
+    def labels(self) -> bool:
+        """Whether the batches carry labels: the trained VAE's kind reads them."""
+        return self.trainer.lightning_module.vae.reads_labels
+
     def train_dataloader(self) -> torch.utils.data.DataLoader:
-        loader = with_indices(self.bundle.loader("train", self.batch_size, shuffle=False))
+        loader = with_indices(
+            self.bundle.loader("train", self.batch_size, shuffle=False, labels=self.labels)
+        )
         return resumable(loader, self.seed, self.trainer.global_rank, self.trainer.world_size)
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
@@ -295,6 +316,7 @@ class VAEData(L.LightningDataModule):
             self.batch_size,
             shuffle=False,
             generator=torch.Generator().manual_seed(self.seed),
+            labels=self.labels,
         )
 
 

@@ -10,8 +10,11 @@ for each n in a minibatch of a data set of size N (the IWAE paper's hierarchy, B
 §5). p(z_L) is the prior registry's. The one ``model``/``guide`` pair walks the layers top-down and
 bottom-up, so every depth shares every line. Sites are ``z`` for one layer, ``z1`` … ``zL`` else.
 
-``model(x=None, idx=None, num=None)`` and ``guide(x=None, idx=None, num=None)``: ``x`` is a (B, P)
-minibatch, ``idx`` the LongTensor of its B rows in the full data set. The data plate is
+``model(x=None, idx=None, y=None, num=None)`` and ``guide(x=None, idx=None, y=None, num=None)``:
+``x`` is a (B, P) minibatch, ``idx`` the LongTensor of its B rows in the full data set, ``y`` their
+labels (B,), which the model kind (``model: {name: ...}``, :mod:`pyro_vae.models`) reads inside
+the data plate: the plain VAE ignores them, ``cvae`` conditions encoder, decoder (and a learned
+prior) on them. The data plate is
 
     pyro.plate("data", N, subsample=idx)            idx given (needs ``num_data`` = N)
     pyro.plate("data", N, subsample=arange(B))      no idx: x is rows 0..B−1, N = num_data or B
@@ -23,12 +26,14 @@ anything else that reads the plate's indices see the real rows. The latent sites
 ELBO estimator optimises E_q[log p(x|z_1)] − β KL(q(z_1..L|x) ‖ p(z_1..L)).
 
 Parameters, the Pyro way in both of Pyro's modes. With ``pyro.settings`` ``module_local_params``
-off (Pyro's default: ``SVI`` with a ``pyro.optim`` optimizer) model and guide register the whole
-module, ``pyro.module("vae", vae, update_module_params=True)``: the param store holds every
+off (Pyro's default: ``SVI`` with a ``pyro.optim`` optimizer) model and guide between them register
+the whole module, as ``pyro.module("vae", vae, update_module_params=True)`` would: the param store holds every
 parameter as ``vae$$$<name in vae.named_parameters()>`` and is their source of truth (clear it
 between two models, as in Pyro's tutorials). With it on (an ELBO module stepped by a torch
 optimizer, as the training loop does inside ``pyro.settings.context(module_local_params=True)``)
-they stay in the modules and nothing is registered. Importing this module changes no setting.
+they stay in the modules and nothing is registered. The model registers only the parameters it
+reads (:meth:`VAE.model_modules`), the guide only its own (:meth:`VAE.guide_modules`), so a trace of
+the model holds no encoder weights. Importing this module changes no setting.
 """
 
 from __future__ import annotations
@@ -51,11 +56,13 @@ from torch import nn
 
 from pyro_vae.components.guides import GUIDES
 from pyro_vae.components.likelihoods import LIKELIHOODS
+from pyro_vae.components.models import MODELS
 from pyro_vae.components.networks import NETWORKS
 from pyro_vae.components.priors import PRIORS
 from pyro_vae.distributions import DiagonalNormal
 from pyro_vae.guides import Posterior
 from pyro_vae.likelihoods import Likelihood
+from pyro_vae.models import Kind, given, with_one_hot
 from pyro_vae.networks import check_fits
 from pyro_vae.priors import Prior
 from pyro_vae.registry import INT_LIMIT, SpecError, built, shown
@@ -97,6 +104,7 @@ class VAE(PyroModule):
         shape: tuple[int, ...],
         conditionals: Sequence[nn.Module] = (),
         num_data: int | None = None,
+        kind: Kind | None = None,
     ) -> None:
         super().__init__()
         if not len(posteriors) == len(latent_dims) == len(conditionals) + 1:
@@ -105,6 +113,7 @@ class VAE(PyroModule):
         self.conditionals = nn.ModuleList(conditionals)
         self._register_load_state_dict_pre_hook(_legacy_keys)
         self.prior, self.likelihood = prior, likelihood
+        self.kind = kind if kind is not None else Kind()  # how labels enter (pyro_vae.models)
         self.latent_dims, self.shape = tuple(latent_dims), tuple(shape)
         self.latent_dim = self.latent_dims[0]  # the code the decoder reads
         depth = len(latent_dims)
@@ -119,22 +128,34 @@ class VAE(PyroModule):
         shape: Sequence[int],
         levels: int | None = None,
         train_data: torch.Tensor | None = None,
+        num_classes: int | None = None,
     ) -> VAE:
-        """Build prior, likelihood and networks from the spec's registry choices for items of
-        ``shape`` (e.g. ``(1, 28, 28)``) whose values are ``levels`` integer levels (None: real
-        values), a VampPrior's pseudo-inputs starting from ``train_data``, (N, P) items (None:
-        uniform on [0, 1]). A bad argument, a ``likelihood.levels`` below the data's, or a model
-        too large to train in memory (:func:`~pyro_vae.networks.check_fits`) is a one-line
-        :class:`SpecError` before anything is built."""
+        """Build prior, likelihood, networks and model kind from the spec's registry choices for
+        items of ``shape`` (e.g. ``(1, 28, 28)``) whose values are ``levels`` integer levels
+        (None: real values) and whose labels take ``num_classes`` values (None: no labels), a
+        VampPrior's pseudo-inputs starting from ``train_data``, (N, P) items (None: uniform on
+        [0, 1]). A bad argument, a ``likelihood.levels`` below the data's, a kind that needs
+        labels on data without them, or a model too large to train in memory
+        (:func:`~pyro_vae.networks.check_fits`) is a one-line :class:`SpecError` before anything
+        is built."""
         shape = _item_shape(shape)
         _check_levels(spec, levels)
         _check_train_data(train_data, math.prod(shape))
-        check_fits(lambda: cls._build(spec, shape, levels, train_data), _size_keys(spec, levels))
-        return cls._build(spec, shape, levels, train_data)
+        _check_labels(spec, num_classes)
+        check_fits(
+            lambda: cls._build(spec, shape, levels, train_data, num_classes),
+            _size_keys(spec, levels),
+        )
+        return cls._build(spec, shape, levels, train_data, num_classes)
 
     @classmethod
     def _build(
-        cls, spec: Spec, shape: tuple[int, ...], levels: int | None, train_data: torch.Tensor | None
+        cls,
+        spec: Spec,
+        shape: tuple[int, ...],
+        levels: int | None,
+        train_data: torch.Tensor | None,
+        num_classes: int | None,
     ) -> VAE:
         """:meth:`from_spec` of checked arguments."""
         data_dim = int(torch.Size(shape).numel())
@@ -147,10 +168,16 @@ class VAE(PyroModule):
             Likelihood,
             "likelihood",
         )
+        kind = made(
+            MODELS.instantiate(spec.model, "model").build(num_classes, spec.latent_dims[-1]),
+            Kind,
+            "model",
+        )
         enc_entry = NETWORKS.instantiate(spec.encoder, "encoder")
         dec_entry = NETWORKS.instantiate(spec.decoder, "decoder")
         family, dims = GUIDES.instantiate(spec.guide, "guide"), spec.latent_dims
-        inputs = [tuple(shape)] + [(d,) for d in dims[:-1]]  # what each layer's q conditions on
+        first = (data_dim + kind.input_width,) if kind.input_width else tuple(shape)
+        inputs = [first] + [(d,) for d in dims[:-1]]  # what each layer's q conditions on
         posteriors = [
             made(family.build(enc_entry, below, d), Posterior, "guide")
             for below, d in zip(inputs, dims)
@@ -159,7 +186,11 @@ class VAE(PyroModule):
             made(dec_entry.encoder((above,), d), nn.Module, "decoder")
             for d, above in itertools.pairwise(dims)
         ]
-        decoder = made(dec_entry.decoder(dims[0], shape, lik.params_per_dim), nn.Module, "decoder")
+        decoder = made(
+            dec_entry.decoder(dims[0] + kind.code_width, shape, lik.params_per_dim),
+            nn.Module,
+            "decoder",
+        )
         if train_data is None:  # pseudo-inputs of a VampPrior then start uniform on [0, 1]
             train_data = torch.rand(256, data_dim)
         prior = made(
@@ -169,7 +200,12 @@ class VAE(PyroModule):
             Prior,
             "prior",
         )
-        return cls(posteriors, decoder, prior, lik, dims, shape, conditionals)
+        return cls(posteriors, decoder, prior, lik, dims, shape, conditionals, kind=kind)
+
+    @property
+    def reads_labels(self) -> bool:
+        """Whether the model kind reads the labels y (training and scoring then feed them)."""
+        return self.kind.num_classes > 0
 
     @property
     def encoder(self) -> nn.Module:
@@ -182,10 +218,11 @@ class VAE(PyroModule):
         shape: tuple[int, ...],
         levels: int | None = None,
         train_data: torch.Tensor | None = None,
+        num_classes: int | None = None,
         **spec: object,
     ) -> VAE:
         """Keyword arguments as in a spec: ``VAE.build((1, 8, 8), latent_dim=4, prior="vamp")``."""
-        return cls.from_spec(load_spec(spec), shape, levels, train_data)
+        return cls.from_spec(load_spec(spec), shape, levels, train_data, num_classes)
 
     # --- the Pyro program -----------------------------------------------------------------------
 
@@ -212,81 +249,155 @@ class VAE(PyroModule):
         """poutine.scale(β) on the latent site; none at β = 1 (a messenger per site saved)."""
         return poutine.scale(scale=self.kl_scale) if self.kl_scale != 1.0 else nullcontext()
 
-    def _register(self) -> None:
-        """``pyro.module("vae", self)`` in Pyro's global param-store mode (module docstring)."""
-        if not pyro.settings.get("module_local_params"):
-            pyro.module("vae", self, update_module_params=True)
+    def model_modules(self) -> list[nn.Module]:
+        """The modules whose parameters the model reads: prior (a VampPrior's encoder with it),
+        conditionals, decoder, likelihood and the kind's model part."""
+        return [
+            self.prior,
+            self.conditionals,
+            self.decoder,
+            self.likelihood,
+            *self.kind.model_modules(),
+        ]
+
+    def guide_modules(self) -> list[nn.Module]:
+        """The modules whose parameters the guide reads: the posteriors, the kind's guide part."""
+        return [self.posteriors, *self.kind.guide_modules()]
+
+    def _register(self, modules: Sequence[nn.Module]) -> None:
+        """``pyro.module("vae", self, update_module_params=True)`` restricted to the parameters
+        of ``modules``, in Pyro's global param-store mode (module docstring): each is
+        ``pyro.param("vae$$$<name>")`` under its name in ``self.named_parameters()``, the stored
+        tensor put back into the module, so a model trace holds the model's parameters only
+        (``pyro.render_model`` shows no encoder weights under the model)."""
+        if pyro.settings.get("module_local_params"):
+            return
+        wanted = {id(p) for module in modules for p in module.parameters()}
+        for name, value in self.named_parameters():
+            if id(value) not in wanted or not value.requires_grad:
+                continue
+            stored = pyro.param(f"vae$$${name}", value)
+            if stored is not value:
+                owner, _, leaf = name.rpartition(".")
+                self.get_submodule(owner)._parameters[leaf] = stored
 
     def model(
-        self, x: torch.Tensor | None = None, idx: torch.Tensor | None = None, num: int | None = None
+        self,
+        x: torch.Tensor | None = None,
+        idx: torch.Tensor | None = None,
+        y: torch.Tensor | None = None,
+        num: int | None = None,
     ) -> None:
-        """p(z_L) Π p(z_l | z_{l+1}) p(x | z_1) over the data plate, top-down; with ``x=None``
-        the likelihood is sampled."""
-        self._register()
+        """p(y) p(z_L | y) Π p(z_l | z_{l+1}) p(x | z_1, y) over the data plate, top-down, as
+        the model kind has y enter (:mod:`pyro_vae.models`; the plain VAE ignores y); with
+        ``x=None`` the likelihood is sampled."""
+        self._register(self.model_modules())
         with self.data_plate(x, idx, num):
+            y = self.kind.model_label(y)
             z = None
             for layer in reversed(range(len(self.sites))):
                 with self._scaled():
-                    z = pyro.sample(self.sites[layer], self._prior_of(layer, z))
-            pyro.sample("x", self.likelihood.forward(self.decoder(z)), obs=x)
+                    z = pyro.sample(self.sites[layer], self._prior_of(layer, z, y))
+            pyro.sample("x", self.likelihood.forward(self.decoder_output(z, y)), obs=x)
 
     def guide(
-        self, x: torch.Tensor | None = None, idx: torch.Tensor | None = None, num: int | None = None
+        self,
+        x: torch.Tensor | None = None,
+        idx: torch.Tensor | None = None,
+        y: torch.Tensor | None = None,
+        num: int | None = None,
     ) -> None:
-        """q(z_1 | x) Π q(z_{l+1} | z_l) over the data plate, bottom-up (``num`` is accepted for
-        the model's signature)."""
+        """q(y | x) q(z_1 | x, y) Π q(z_{l+1} | z_l) over the data plate, bottom-up, as the
+        model kind has y enter (``num`` is accepted for the model's signature)."""
         if x is None:
             raise ValueError("the guide encodes data: guide(x, idx) needs x")
-        self._register()
+        self._register(self.guide_modules())
         with self.data_plate(x, idx, num):
-            z = x
+            z = self._joined(x, self.kind.guide_label(x, y))
             for site, posterior in zip(self.sites, self.posteriors):
                 q = posterior(z)
                 with self._scaled():
                     z = pyro.sample(site, q)
 
-    def _prior_of(self, layer: int, above: torch.Tensor | None) -> dist.TorchDistribution:
-        """p(z_L) at the top, else p(z_l | z_{l+1} = above)."""
+    def _prior_of(
+        self, layer: int, above: torch.Tensor | None, y: torch.Tensor | None = None
+    ) -> dist.TorchDistribution:
+        """p(z_L | y) at the top (the model kind's), else p(z_l | z_{l+1} = above)."""
         if layer == len(self.sites) - 1:
-            return self.prior.forward()
+            return self.kind.prior(self.prior, y)
         return DiagonalNormal(*self.conditionals[layer](above))
+
+    def _joined(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """What q(z_1 | ·) reads: x, and a one-hot y where the kind widens its input."""
+        return self._widened(x, y) if self.kind.input_width else x
+
+    def decoder_output(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """The decoder's output (the likelihood's parameters) at z_1, and a one-hot y where the
+        kind widens its input."""
+        return self.decoder(self._widened(z, y) if self.kind.code_width else z)
+
+    def _widened(self, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return with_one_hot(t, given(y), self.kind.num_classes)
 
     # --- direct use of the networks -------------------------------------------------------------
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(E_q[z_1 | x], marginal σ) of q(z_1 | x); for a flow guide (the flow's image of the
-        base mean, the base σ) (:meth:`pyro_vae.guides.Posterior.summary`)."""
-        return self.posteriors[0].summary(x)
+    def encode(
+        self, x: torch.Tensor, y: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E_q[z_1 | x, y], marginal σ) of q(z_1 | x, y) (y where the kind reads it); for a
+        flow guide (the flow's image of the base mean, the base σ)
+        (:meth:`pyro_vae.guides.Posterior.summary`)."""
+        return self.posteriors[0].summary(self._joined(x, y))
 
-    def encode_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def encode_layers(self, x: torch.Tensor, y: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Per layer, the location of q(z_l | ·) at the location of the layer below: E_q[z_1 | x],
         then the guide's means passed up (E_q[z_l | x] for l ≥ 2 has no closed form)."""
-        locations, below = [], x
+        locations, below = [], self._joined(x, y)
         for posterior in self.posteriors:
             below = posterior.summary(below)[0]
             locations.append(below)
         return locations
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """E[x | z] in data units."""
-        return self.likelihood.mean(self.decoder(z))
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """E[x | z, y] in data units."""
+        return self.likelihood.mean(self.decoder_output(z, y))
+
+    def labels_for(self, n: int, label: int | None = None, start: int = 0) -> torch.Tensor | None:
+        """The labels of n draws from a kind that reads labels: ``label`` for all of them, else
+        the classes in turn, from draw ``start`` on (draw i has class i mod C); None for a kind
+        without labels. A ``label``
+        outside 0..C−1 is a :class:`SpecError` naming ``--label``."""
+        classes = self.kind.num_classes
+        if not classes:
+            if label is not None:
+                raise SpecError("--label", "this model kind has no labels to condition on")
+            return None
+        if label is None:
+            return (torch.arange(n) + start) % classes
+        if not 0 <= label < classes:
+            raise SpecError("--label", f"{label} is not a class of the data: 0 to {classes - 1}")
+        return torch.full((n,), label)
 
     @torch.no_grad()
-    def sample(self, n: int) -> torch.Tensor:
-        """Means E[x | z_1] (not draws of x) for n draws of :meth:`sample_codes`, (n, P),
-        without a graph. Draws of x: ``Predictive(vae.model, num_samples=S)(num=n)["x"]``."""
-        return self.decode(self.sample_codes(n))
+    def sample(self, n: int, label: int | None = None) -> torch.Tensor:
+        """Means E[x | z_1, y] (not draws of x) for n draws of :meth:`sample_codes`, (n, P),
+        without a graph, y as :meth:`labels_for` gives it. Draws of x:
+        ``Predictive(vae.model, num_samples=S)(num=n)["x"]``."""
+        y = self.labels_for(n, label)
+        return self.decode(self.sample_codes(n, y), y)
 
-    def sample_codes(self, n: int) -> torch.Tensor:
-        """z_1, the decoder's input, for n ancestral draws z_L ~ p(z_L), …, z_1 ~ p(z_1 | z_2)."""
+    def sample_codes(self, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
+        """z_1, the decoder's input, for n ancestral draws z_L ~ p(z_L | y), …,
+        z_1 ~ p(z_1 | z_2)."""
         z = None
         for layer in reversed(range(len(self.sites))):
-            p = self._prior_of(layer, z)
-            z = p.sample((n,)) if z is None else p.sample()
+            p = self._prior_of(layer, z, y)
+            z = p.sample((n,)) if z is None and not p.batch_shape else p.sample()
         return z
 
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x)[0])
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """E[x | z, y] at z = E_q[z_1 | x, y]."""
+        return self.decode(self.encode(x, y)[0], y)
 
     def check_data(self, x: torch.Tensor, key: str = "data") -> None:
         """SpecError when x lies outside the likelihood's support or has the wrong width."""
@@ -297,33 +408,36 @@ class VAE(PyroModule):
         if message:
             raise SpecError(key, message)
 
-    def elbo_terms(self, x: torch.Tensor) -> ElboTerms:
+    def elbo_terms(self, x: torch.Tensor, y: torch.Tensor | None = None) -> ElboTerms:
         """One-sample recon and KL per point: KL analytic where one layer's pair has one, else
-        log q(z_1..L | x) − log p(z_1..L) at the draw."""
-        q = self.posteriors[0](x)
+        log q(z_1..L | x, y) − log p(z_1..L | y) at the draw."""
+        q = self.posteriors[0](self._joined(x, y))
         zs, log_q = self._draw(q, torch.Size())
-        recon = self.likelihood.forward(self.decoder(zs[0])).log_prob(x)
+        recon = self.likelihood.forward(self.decoder_output(zs[0], y)).log_prob(x)
+        p = self._prior_of(len(zs) - 1, None, y)
         if len(zs) == 1:
             try:
-                p = self.prior.forward()
                 return ElboTerms(recon=recon, kl=kl_divergence(q, p.expand(q.batch_shape)))
             except NotImplementedError:
                 pass
-        return ElboTerms(recon=recon, kl=log_q - self._log_prior(zs), analytic_kl=False)
+        return ElboTerms(recon=recon, kl=log_q - self._log_prior(zs, p), analytic_kl=False)
 
-    def log_weights(self, x: torch.Tensor) -> Callable[[int], torch.Tensor]:
-        """k ↦ log w (k, B), log w = log p(x|z_1) + log p(z_1..L) − log q(z_1..L|x), z ~ q: the
-        fast IS path.
+    def log_weights(
+        self, x: torch.Tensor, y: torch.Tensor | None = None
+    ) -> Callable[[int], torch.Tensor]:
+        """k ↦ log w (k, B), log w = log p(x|z_1, y) + log p(z_1..L | y) − log q(z_1..L|x, y),
+        z ~ q: the fast IS path, of log p(x | y) where the kind conditions on y.
 
-        q(z_1 | x) and p(z_L) are built once per call (the layers above depend on the draws);
-        each k draws fresh particles. Unscaled: neither N/B nor β enter, as log p(x) needs.
+        q(z_1 | x, y) and p(z_L | y) are built once per call (the layers above depend on the
+        draws); each k draws fresh particles. Unscaled: neither N/B nor β enter, as log p(x)
+        needs.
         """
-        q = self.posteriors[0](x)
-        p = self.prior.forward()
+        q = self.posteriors[0](self._joined(x, y))
+        p = self._prior_of(len(self.sites) - 1, None, y)
 
         def draw(k: int) -> torch.Tensor:
             zs, log_q = self._draw(q, torch.Size((k,)))
-            log_px_z = self.likelihood.forward(self.decoder(zs[0])).log_prob(x)
+            log_px_z = self.likelihood.forward(self.decoder_output(zs[0], y)).log_prob(x)
             return log_px_z + self._log_prior(zs, p) - log_q
 
         return draw
@@ -341,11 +455,9 @@ class VAE(PyroModule):
             log_q = log_q + q.log_prob(zs[-1])
         return zs, log_q
 
-    def _log_prior(
-        self, zs: list[torch.Tensor], top: dist.TorchDistribution | None = None
-    ) -> torch.Tensor:
-        """log p(z_L) + Σ_l log p(z_l | z_{l+1})."""
-        log_p = (self.prior.forward() if top is None else top).log_prob(zs[-1])
+    def _log_prior(self, zs: list[torch.Tensor], top: dist.TorchDistribution) -> torch.Tensor:
+        """log p(z_L | y) (``top``) + Σ_l log p(z_l | z_{l+1})."""
+        log_p = top.log_prob(zs[-1])
         for layer in range(len(zs) - 1):
             log_p = log_p + self._prior_of(layer, zs[layer + 1]).log_prob(zs[layer])
         return log_p
@@ -396,6 +508,16 @@ def _check_levels(spec: Spec, levels: int | None) -> None:
             f"data ({spec.data.name}), so values {own} to {levels - 1} would have no "
             f"probability; leave likelihood.levels out to take the data's, or set it "
             f"to {levels} or more",
+        )
+
+
+def _check_labels(spec: Spec, num_classes: int | None) -> None:
+    """SpecError naming ``model.name`` when the kind needs labels and the data have none."""
+    if num_classes is None and MODELS.entry(spec.model.name, "model.name").needs_labels:
+        raise SpecError(
+            "model.name",
+            f"{spec.model.name} conditions on labels, and data {spec.data.name} have none "
+            "(an npz names them in data.labels_key, an image folder by class subfolders)",
         )
 
 

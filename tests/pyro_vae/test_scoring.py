@@ -185,8 +185,8 @@ def test_large_k_in_a_small_budget_runs_in_bounded_chunks(monkeypatch):
     sizes: list[int] = []
     real = VAE.log_weights
 
-    def counted(self, points):
-        draw = real(self, points)
+    def counted(self, points, y=None):
+        draw = real(self, points, y)
         return lambda n: sizes.append(n) or draw(n)
 
     monkeypatch.setattr(VAE, "log_weights", counted)

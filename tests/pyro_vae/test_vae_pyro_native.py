@@ -17,6 +17,7 @@ import torch
 from pyro import poutine
 from pyro.infer import SVI, Importance, Predictive, Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.autoguide import AutoNormal
+from pyro.infer.inspect import get_model_relations
 
 from inference import log_marginal_likelihood, make_estimator
 from pyro_vae import VAE, load_run
@@ -412,11 +413,32 @@ def test_block_hides_the_vae_parameters_and_latents() -> None:
     x = binary(3)
     seen = poutine.trace(vae.model).get_trace(x).nodes
     assert {n for n, s in seen.items() if s["type"] == "param"} == {
-        f"vae$$${n}" for n, _ in vae.named_parameters()
+        f"vae$$${n}" for n, _ in vae.named_parameters() if not n.startswith("posteriors.")
     }
     hidden = poutine.trace(poutine.block(vae.model, hide_types=["param"], hide=["z"])).get_trace(x)
     assert {s["type"] for s in hidden.nodes.values()} <= {"sample", "args", "return"}
     assert "z" not in hidden.nodes and "x" in hidden.nodes
+
+
+def test_the_model_trace_holds_no_guide_parameters_and_the_guide_no_model_ones() -> None:
+    """pyro.render_model(vae.model) must not show the encoder under the model: the model
+    registers the decoder's (and prior's) parameters only, the guide the encoder's only, and
+    between them every parameter once."""
+    vae = tiny()
+    x = binary(3)
+
+    def params(program: object) -> set[str]:
+        nodes = poutine.trace(program).get_trace(x).nodes
+        return {n for n, s in nodes.items() if s["type"] == "param"}
+
+    model, guide = params(vae.model), params(vae.guide)
+    assert model and guide and not model & guide
+    assert not any("posteriors" in n or "encoder" in n for n in model), model
+    assert all(n.startswith("vae$$$posteriors.") for n in guide), guide
+    assert model | guide == {f"vae$$${n}" for n, _ in vae.named_parameters()}
+    # what pyro.render_model(vae.model, render_params=True) draws (it needs graphviz)
+    relations = get_model_relations(vae.model, model_args=(x,))
+    assert set(relations["param_constraint"]) == model
 
 
 def test_importance_agrees_with_log_marginal_likelihood() -> None:
