@@ -128,8 +128,10 @@ def announce_duration(
     options: Annealing,
     num_samples: int,
     memory_budget_mb: float,
+    y: Tensor | None = None,
 ) -> None:
-    """:func:`pyro_vae.scoring.announce` the annealing of the points ``x`` before it starts: the
+    """:func:`pyro_vae.scoring.announce` the annealing of the points ``x`` (labels ``y`` for a
+    kind that reads them) before it starts: the
     time of a call on the first :data:`POINTS_PER_CALL` points
     (:func:`inference.ais.estimated_seconds`, from two timed transitions) times N / B, for
     both directions with BDMC; with AIS, plus the IS beside it
@@ -139,7 +141,11 @@ def announce_duration(
     part, directions = x[:POINTS_PER_CALL], 2 if method == "bdmc" else 1
     with pyro.settings.context(module_local_params=True):
         seconds = estimated_seconds(
-            vae.model, vae.guide, part, options=options.ais_options(memory_budget_mb)
+            vae.model,
+            vae.guide,
+            part,
+            y=_rows(y, 0),
+            options=options.ais_options(memory_budget_mb),
         )
     seconds *= directions * len(x) / len(part)
     moves = directions * len(x) * chains * (steps - 1) * leapfrog
@@ -152,7 +158,7 @@ def announce_duration(
         f"step{'s' if steps > 1 else ''} × {leapfrog} leapfrog steps)"
     )
     if method == "ais":
-        is_seconds = importance_seconds(vae, x, num_samples, memory_budget_mb)
+        is_seconds = importance_seconds(vae, x, num_samples, memory_budget_mb, y=y)
         seconds += is_seconds
         what += f" beside IS at K={num_samples}"
         measured.append(f"{is_seconds / (num_samples * len(x)) * 1e6:.3g} µs per IS particle")
@@ -169,18 +175,20 @@ def evaluate_ais(
     memory_budget_mb: float,
     progress: bool = False,
     log_jacobian: float = 0.0,
+    y: Tensor | None = None,
 ) -> dict[str, Any]:
     """IS and AIS log p̂(x) of each row of ``x`` (on the model's scale), reported on the data's
     own scale, log p(x) = log p'(x') + ``log_jacobian`` (:mod:`pyro_vae.scoring`): the summary,
-    with per-point values."""
+    with per-point values. ``y``: the labels of ``x`` for a kind that reads them (cvae), which
+    is then scored as log p(x | y)."""
     vae.eval()
     start = time.perf_counter()
-    is_result = importance_log_px(vae, x, num_samples, memory_budget_mb)
+    is_result = importance_log_px(vae, x, num_samples, memory_budget_mb, y=y)
     is_time = time.perf_counter() - start
     ais = AISResult.cat(
         [
-            _anneal(vae, part, options, memory_budget_mb, progress)
-            for part in x.split(POINTS_PER_CALL)
+            _anneal(vae, part, _rows(y, i), options, memory_budget_mb, progress)
+            for i, part in enumerate(x.split(POINTS_PER_CALL))
         ]
     )
     ais_time = time.perf_counter() - start - is_time
@@ -261,19 +269,23 @@ def evaluate_bdmc(
     memory_budget_mb: float,
     progress: bool = False,
     scale: str = "data",
+    y: Tensor | None = None,
 ) -> dict[str, Any]:
     """BDMC on as many points simulated from the model as ``template`` has rows; the bounds are
-    on the model's own scale (named by ``scale``), where the simulated points live."""
+    on the model's own scale (named by ``scale``), where the simulated points live. ``y``: for
+    a kind that reads labels, the class of each simulated point, (z*, x) ~ p(z | y) p(x | z, y),
+    whose bounds are then on log p(x | y)."""
     vae.eval()
     start = time.perf_counter()
     parts = []
-    for part in template.split(POINTS_PER_CALL):
+    for i, part in enumerate(template.split(POINTS_PER_CALL)):
         with pyro.settings.context(module_local_params=True):
             parts.append(
                 bdmc(
                     vae.model,
                     vae.guide,
                     part,
+                    y=_rows(y, i),
                     options=options.ais_options(memory_budget_mb, progress),
                 )
             )
@@ -358,12 +370,22 @@ def lines(summary: dict[str, Any]) -> list[str]:
 
 
 def _anneal(
-    vae: VAE, x: Tensor, options: Annealing, memory_budget_mb: float, progress: bool
+    vae: VAE,
+    x: Tensor,
+    y: Tensor | None,
+    options: Annealing,
+    memory_budget_mb: float,
+    progress: bool,
 ) -> AISResult:
     with pyro.settings.context(module_local_params=True):
         return ais_log_marginal_likelihood(
-            vae.model, vae.guide, x, options=options.ais_options(memory_budget_mb, progress)
+            vae.model, vae.guide, x, y=y, options=options.ais_options(memory_budget_mb, progress)
         )
+
+
+def _rows(y: Tensor | None, part: int) -> Tensor | None:
+    """The labels of the ``part``-th call's points (:data:`POINTS_PER_CALL` a call), or None."""
+    return None if y is None else y[part * POINTS_PER_CALL : (part + 1) * POINTS_PER_CALL]
 
 
 def _mean(t: Tensor) -> float:

@@ -286,7 +286,8 @@ def parser() -> argparse.ArgumentParser:
         "--out",
         required=True,
         metavar="FILE.npz",
-        help="writes arrays x (n, *item shape), on the data's own scale, and z (n, latent_dim)",
+        help="writes arrays x (n, *item shape), on the data's own scale, z (n, latent_dim) "
+        "and, for a model kind with labels (cvae), y (n,), the class of each sample",
     )
     m.add_argument(
         "--means",

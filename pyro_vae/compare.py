@@ -158,13 +158,15 @@ def gradient_rows(
     prepared: Prepared, estimators: Mapping[str, Component], repeats: int
 ) -> list[Row]:
     """Rows of :func:`inference.compare.compare_estimators` for ``prepared.vae`` on the first
-    ``batch_size`` validation points, at the spec's β, seeded with the spec's seed."""
+    ``batch_size`` validation points (with their labels for a kind that reads them), at the
+    spec's β, seeded with the spec's seed."""
     import pyro
 
     from inference.compare import compare_estimators
 
     vae, spec = prepared.vae, prepared.spec
     x = _on_device(prepared, "val")[: spec.train.batch_size]
+    y = prepared.labels("val", len(x))
     vae.train()
     vae.kl_scale = spec.beta
     guide = list(vae.posteriors.parameters())
@@ -181,6 +183,7 @@ def gradient_rows(
             params={"guide": guide, "model": model},
             num_data=vae.num_data or len(x),
             seed=spec.train.seed,
+            y=None if y is None else y.to(x.device),
         )
 
 

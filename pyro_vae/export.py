@@ -2,9 +2,11 @@
 
     encode:  mean = μ_φ(x'),  scale = σ_φ(x')   of q(z | x') = N(μ, diag σ²), per item of a split
     sample:  z ~ p(z),  x' ~ p(x' | z)  (or x' = E[x' | z] with ``means``),  x = t⁻¹(x')
+             a kind that reads labels (cvae): y given,  z ~ p(z | y),  x' ~ p(x' | z, y)
 
 x' is the data as the model sees it (:attr:`pyro_vae.bundle.DataBundle.transform`); samples are
-returned as the data's own values, ``x`` of shape (n, *item shape): t⁻¹ undoes standardize, and
+returned as the data's own values, ``x`` of shape (n, *item shape), beside ``z`` (n, D) and,
+for a kind that reads labels, each sample's class ``y`` (n,): t⁻¹ undoes standardize, and
 maps a dequantized x' = (k + u)/d to its level k (:meth:`pyro_vae.bundle.DataBundle.to_values`).
 Both run on the CPU.
 
@@ -25,7 +27,7 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -76,17 +78,17 @@ def draw(
     vae: VAE,
     bundle: DataBundle,
     n: int,
-    each: Callable[[np.ndarray, np.ndarray], object],
+    each: Callable[[dict[str, np.ndarray]], object],
     means: bool = False,
     seed: int = 0,
     label: int | None = None,
 ) -> None:
-    """``each(x, z)`` for successive batches of at most :data:`BATCH` of n samples: ``z`` (b, D)
-    drawn from the prior (z_1, drawn top-down, with stochastic layers) and ``x`` (b, *shape)
-    drawn from p(x | z), or its mean with ``means``, on the data's own scale; seeded, the
-    caller's RNG state untouched (``each`` must not draw from torch's RNG). A kind that reads
-    labels draws from p(x | z, y) p(z | y) with y = ``label``, else the classes in turn
-    (:meth:`pyro_vae.vae.VAE.labels_for`)."""
+    """``each(batch)`` for successive batches of at most :data:`BATCH` of n samples, ``batch``
+    holding ``z`` (b, D) drawn from the prior (z_1, drawn top-down, with stochastic layers) and
+    ``x`` (b, *shape) drawn from p(x | z), or its mean with ``means``, on the data's own scale;
+    seeded, the caller's RNG state untouched (``each`` must not draw from torch's RNG). A kind
+    that reads labels draws from p(x | z, y) p(z | y) with y = ``label``, else the classes in
+    turn (:meth:`pyro_vae.vae.VAE.labels_for`), and the batch holds those ``y`` (b,) too."""
     vae.eval()
     with torch.random.fork_rng(), pyro.validation_enabled(False):
         torch.manual_seed(seed)
@@ -95,7 +97,11 @@ def draw(
             z = vae.sample_codes(min(BATCH, n - start), y)
             out = vae.decoder_output(z, y)
             x = vae.likelihood.mean(out) if means else vae.likelihood.forward(out).sample()
-            each(bundle.to_values(x.float()).reshape(len(z), *bundle.shape).numpy(), z.numpy())
+            batch = {
+                "x": bundle.to_values(x.float()).reshape(len(z), *bundle.shape).numpy(),
+                "z": z.numpy(),
+            }
+            each(batch if y is None else {**batch, "y": y.numpy()})
 
 
 def sample(
@@ -106,10 +112,11 @@ def sample(
     seed: int = 0,
     label: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """The n samples of :func:`draw` in memory: ``x`` (n, *shape) and ``z`` (n, D)."""
-    parts: list[tuple[np.ndarray, np.ndarray]] = []
-    draw(vae, bundle, n, lambda x, z: parts.append((x, z)), means, seed, label)
-    return {"x": np.concatenate([x for x, _ in parts]), "z": np.concatenate([z for _, z in parts])}
+    """The n samples of :func:`draw` in memory: ``x`` (n, *shape), ``z`` (n, D) and, for a kind
+    that reads labels, ``y`` (n,)."""
+    parts: list[dict[str, np.ndarray]] = []
+    draw(vae, bundle, n, parts.append, means, seed, label)
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
 def check_samples(
@@ -120,11 +127,11 @@ def check_samples(
     means: bool = False,
     label: int | None = None,
 ) -> dict[str, tuple[int, ...]]:
-    """The item shape of each array of the .npz of n samples (``x``, ``z``), after a SpecError
+    """The item shape of each array of the .npz of n samples (``x``, ``z``, ``y``), after a SpecError
     naming ``-n`` where n > :data:`MAX_SAMPLES`, or where the file, n·b bytes (b those of one
-    sample, drawn apart from the caller's RNG) plus :data:`HEADER_BYTES`, and the temporary copy
-    of z that :func:`write_samples` keeps beside it exceed the free space of ``path``'s disk
-    (``shutil.disk_usage``)."""
+    sample, drawn apart from the caller's RNG) plus :data:`HEADER_BYTES`, and the temporary copies
+    of z (and y) that :func:`write_samples` keeps beside it exceed the free space of ``path``'s
+    disk (``shutil.disk_usage``)."""
     one = sample(vae, bundle, 1, means, label=label)
     size = n * sum(a.nbytes for a in one.values()) + HEADER_BYTES
     if n > MAX_SAMPLES:
@@ -134,7 +141,8 @@ def check_samples(
             "per call (split them over calls with --seed)",
         )
     folder = path.absolute().parent
-    need, free = size + n * one["z"].nbytes, shutil.disk_usage(folder).free
+    kept = sum(a.nbytes for name, a in one.items() if name != "x")
+    need, free = size + n * kept, shutil.disk_usage(folder).free
     if need > free:
         raise SpecError(
             "-n",
@@ -156,20 +164,22 @@ def write_samples(
     label: int | None = None,
 ) -> np.ndarray | None:
     """The n samples of :func:`draw` written to the .npz ``path`` (atomically) as
-    ``numpy.savez(path, x=x, z=z)`` writes them, batch by batch: a zip holds one entry after
-    another, so z goes to an unnamed temporary file beside ``path`` while x is written, and is
-    copied after it. Returns (copies of) the first ``keep`` rows of x, None if ``keep`` is 0."""
+    ``numpy.savez(path, x=x, z=z)`` (and ``y=y`` for a kind that reads labels) writes them, batch
+    by batch: a zip holds one entry after another, so z and y go to unnamed temporary files
+    beside ``path`` while x is written, and are copied after it. Returns (copies of) the first
+    ``keep`` rows of x, None if ``keep`` is 0."""
     head: list[np.ndarray] = []
     headers: dict[str, dict[str, object]] = {}
 
     def write(f: BinaryIO) -> None:
         with (
             zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf,
-            tempfile.TemporaryFile(dir=path.absolute().parent) as z_file,
+            ExitStack() as stack,
         ):
+            later: dict[str, BinaryIO] = {}  # z (and y), until x is whole
             with zf.open("x.npy", mode="w", force_zip64=True) as x_file:
 
-                def each(x: np.ndarray, z: np.ndarray) -> None:
+                def each(batch: dict[str, np.ndarray]) -> None:
                     if not headers:  # C order, as the bytes are written
                         headers.update(
                             {
@@ -178,21 +188,27 @@ def write_samples(
                                     "fortran_order": False,
                                     "shape": (n, *a.shape[1:]),
                                 }
-                                for name, a in (("x", x), ("z", z))
+                                for name, a in batch.items()
                             }
                         )
                         np.lib.format.write_array_header_1_0(x_file, headers["x"])
-                    x_file.write(x.tobytes())
-                    z_file.write(z.tobytes())
+                    x_file.write(batch["x"].tobytes())
+                    for name in [name for name in batch if name != "x"]:
+                        if name not in later:
+                            later[name] = stack.enter_context(
+                                tempfile.TemporaryFile(dir=path.absolute().parent)
+                            )
+                        later[name].write(batch[name].tobytes())
                     room = keep - sum(map(len, head))
                     if room > 0:
-                        head.append(x[:room].copy())
+                        head.append(batch["x"][:room].copy())
 
                 draw(vae, bundle, n, each, means, seed, label)
-            z_file.seek(0)
-            with zf.open("z.npy", mode="w", force_zip64=True) as z_npy:
-                np.lib.format.write_array_header_1_0(z_npy, headers["z"])
-                shutil.copyfileobj(z_file, z_npy, 2**20)
+            for name, kept in later.items():
+                kept.seek(0)
+                with zf.open(f"{name}.npy", mode="w", force_zip64=True) as npy:
+                    np.lib.format.write_array_header_1_0(npy, headers[name])
+                    shutil.copyfileobj(kept, npy, 2**20)
 
     write_atomic(path, write)
     return np.concatenate(head) if head else None
@@ -256,8 +272,8 @@ def encode_run(
 
 @dataclass
 class Sampled:
-    """What :func:`sample_run` wrote: n samples of ``shapes`` (item shapes of x and z) in
-    ``out``, and the first ``plotted`` drawn in ``png``."""
+    """What :func:`sample_run` wrote: n samples of ``shapes`` (item shapes of x, z and, for a
+    kind that reads labels, y) in ``out``, and the first ``plotted`` drawn in ``png``."""
 
     out: Path
     n: int
@@ -272,6 +288,7 @@ class Sampled:
             (
                 f"sample: {self.out}: x {[self.n, *self.shapes['x']]} ({what}), z "
                 f"{[self.n, *self.shapes['z']]} ~ p(z)"
+                + (f", y [{self.n}] (the class of each)" if "y" in self.shapes else "")
             )
         ]
         if self.png is not None:

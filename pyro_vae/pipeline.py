@@ -425,9 +425,12 @@ def evaluate_annealed(
         split, vae = split or spec.split, prepared.vae.to(device)
         default = annealing.BDMC_POINTS if method == "bdmc" else None
         x = bundle.split(split)[: options.limit or default].to(device)
+        # a kind that reads labels: the split's (ais), or the classes in turn (bdmc simulates)
+        y = prepared.labels(split, len(x)) if method == "ais" else vae.labels_for(len(x))
+        y = None if y is None else y.to(device)
         k = num_samples or spec.num_samples
         options.check_memory(len(x), method, spec.memory_budget_mb)
-        annealing.announce_duration(vae, x, split, method, options, k, spec.memory_budget_mb)
+        annealing.announce_duration(vae, x, split, method, options, k, spec.memory_budget_mb, y)
         if method == "ais":
             summary = annealing.evaluate_ais(
                 vae,
@@ -438,10 +441,17 @@ def evaluate_annealed(
                 spec.memory_budget_mb,
                 progress=progress,
                 log_jacobian=bundle.log_jacobian,
+                y=y,
             )
         else:  # the split's rows set the simulated points' number and shape, not their values
             summary = annealing.evaluate_bdmc(
-                vae, x, options, spec.memory_budget_mb, progress=progress, scale=bundle.scale_name
+                vae,
+                x,
+                options,
+                spec.memory_budget_mb,
+                progress=progress,
+                scale=bundle.scale_name,
+                y=y,
             )
         annealing.write(run, summary, prepared.data_sha256)
     return summary

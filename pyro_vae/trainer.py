@@ -79,6 +79,9 @@ class VAEModule(L.LightningModule):
     Per-batch values are summed on the device (:class:`~pyro_vae.engine.EpochMeans`) rather than
     passed to ``self.log`` each batch: no host read and none of Lightning's per-call cost. Under
     DDP the train_* values are rank 0's batches; the val_* values are averaged over ranks.
+
+    An estimator with a schedule of its own, ``anneal(t)`` (gumbel's temperature τ_t), is set
+    to the global step t before each training step, so a resumed run continues the schedule.
     """
 
     def __init__(self, vae: VAE, spec: Spec, record: dict[str, Any] | None = None) -> None:
@@ -120,6 +123,8 @@ class VAEModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         x, idx, *y = batch
         self.vae.kl_scale = self.kl_scale(self.global_step)
+        if anneal := getattr(self.loss_module.elbo, "anneal", None):
+            anneal(self.global_step)  # gumbel's τ_t follows the run's step, across a resume
         with pyro.validation_enabled(False):
             loss = self.loss(x, idx, *y)
         self.last_loss = loss.detach()

@@ -1,6 +1,7 @@
 """Training through Lightning on the embedded digits data."""
 
 import csv
+import math
 
 import pytest
 import torch
@@ -117,3 +118,27 @@ def test_a_warm_up_trains_from_one_trace_as_the_eager_loop_does(tmp_path):
     assert traced.calls and not modules[True].traced_loss.calls  # β < 1 throughout
     for key, value in weights[True].items():
         assert torch.equal(value, weights[False][key]), key
+
+
+def test_a_resumed_gumbel_run_continues_its_temperature(tmp_path, monkeypatch):
+    """gumbel's τ_t follows the global step t: a run resumed after its first epoch of k steps
+    starts at t = k, τ_k = τ_0·exp(−rate·k), not at τ_0 again."""
+    import pyro_vae
+    from inference.estimators import Gumbel
+
+    seen: list[tuple[int, float]] = []  # (t, τ_t) at each training step
+    anneal = Gumbel.anneal
+
+    def recorded(self: Gumbel, t: int) -> None:
+        anneal(self, t)
+        seen.append((t, self.temperature))
+
+    monkeypatch.setattr(Gumbel, "anneal", recorded)
+    gumbel = [*QUICK, "data.limit=192", "estimator.name=gumbel", "estimator.rate=0.1"]
+    pyro_vae.train(load_spec(None, [*gumbel, "train.max_epochs=1"]), out=tmp_path / "run")
+    k = len(seen)
+    assert k > 1 and [t for t, _ in seen] == list(range(k)) and seen[0][1] == 1.0
+    seen.clear()
+    pyro_vae.train(None, resume=tmp_path / "run", overrides=["train.max_epochs=2"])
+    assert [t for t, _ in seen] == list(range(k, 2 * k))
+    assert seen[0][1] == pytest.approx(math.exp(-0.1 * k)) and seen[0][1] > 0.5
