@@ -141,7 +141,7 @@ def he_init(module: nn.Module) -> nn.Module:
 
 def gated(sizes: list[int]) -> nn.Sequential:
     """GatedDense layers through ``sizes[:-1]``, then a plain Linear to ``sizes[-1]``, He-init."""
-    layers: list[nn.Module] = [GatedDense(a, b) for a, b in itertools.pairwise(sizes)]
+    layers: list[nn.Module] = [GatedDense(a, b) for a, b in itertools.pairwise(sizes[:-1])]
     return he_init(nn.Sequential(*layers, nn.Linear(sizes[-2], sizes[-1])))
 
 
