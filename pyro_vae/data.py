@@ -33,6 +33,11 @@ when a data set is loaded, not when a spec is validated). Shared behaviour:
   (the second is the dequantization bound of Theis et al. 2016, "A note on the evaluation of
   generative models"; log_jacobian = 0 for ``integer``).
 
+* ``labeled: N`` keeps N labels of the training split (after ``limit``) and hides the rest as
+  −1 (:data:`pyro_vae.models.HIDDEN`), for semi-supervised training (``model: m2``): stratified,
+  class c keeping N·n_c/n of its n_c labels (rounded by largest remainder), the rows kept in
+  each class drawn by ``numpy.random.default_rng([seed, 1])``. Validation and test labels stay.
+
 Every failure the user can cause is a one-line :class:`~pyro_vae.registry.SpecError` that names
 the key or the file. Sizes are bounded before anything is read, from headers: an image's width and
 height (Pillow opens lazily) against :data:`MAX_IMAGE_PIXELS`, and the values of a whole folder of
@@ -123,11 +128,14 @@ class _Common(DataSource):
     limit: int | None = None
     values: Values = "unit"
     transform: Transform = "none"
+    labeled: int | None = None
 
     def __post_init__(self) -> None:
         _check_fraction("val_fraction", self.val_fraction)
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be >= 1, got {self.limit}")
+        for key in ("limit", "labeled"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"{key} must be >= 1, got {value}")
         if self.binarize != "none" and self.values != "unit":
             raise ValueError(
                 f"binarize={self.binarize!r} needs values='unit' (pixels in [0, 1]), "
@@ -180,6 +188,11 @@ class _Common(DataSource):
         arrays = {
             s: (pool[i], None if pool_labels is None else pool_labels[i]) for s, i in index.items()
         }
+        if self.labeled is not None:
+            train, labels = arrays["train"]
+            if labels is None:
+                raise SpecError("data.labeled", f"{source} has no labels to keep")
+            arrays["train"] = (train, kept_labels(labels, self.labeled, self.seed))
         if test is not None:
             arrays["test"] = test
         from pyro_vae.bundle import make_bundle
@@ -213,6 +226,27 @@ class _Common(DataSource):
         if self.values == "integer":
             return 1.0
         return float(levels if self.transform == "dequantize" else levels - 1)
+
+
+def kept_labels(labels: np.ndarray, keep: int, seed: int) -> np.ndarray:
+    """``labels`` (n,) with all but ``keep`` of them set to −1, stratified over the classes
+    (module docstring); a SpecError naming ``data.labeled`` when ``keep`` exceeds n."""
+    n = len(labels)
+    if keep > n:
+        raise SpecError(
+            "data.labeled", f"{keep} is more than the {n} training items (after data.limit)"
+        )
+    classes, counts = np.unique(labels, return_counts=True)
+    share = keep * counts / n
+    quota = np.floor(share).astype(int)
+    quota[np.argsort(quota - share, kind="stable")[: keep - quota.sum()]] += 1
+    rng = np.random.default_rng([seed, 1])
+    out = np.full(n, -1, dtype=np.int64)
+    for c, k in zip(classes, quota):
+        rows = np.flatnonzero(labels == c)
+        chosen = rng.permutation(rows)[:k]
+        out[chosen] = c
+    return out
 
 
 @DATASETS.register("digits")

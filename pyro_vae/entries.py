@@ -83,9 +83,12 @@ class ModelEntry(ABC):
     ``build`` returns a :class:`pyro_vae.models.Kind`, whose methods the one model/guide pair
     calls (the contract is in :mod:`pyro_vae.models`). ``needs_labels``: whether the kind
     conditions on labels, so that training and scoring feed them and data without labels are a
-    :class:`~pyro_vae.registry.SpecError` naming ``model.name``."""
+    :class:`~pyro_vae.registry.SpecError` naming ``model.name``. ``default_estimator``: the
+    estimator a spec that names none trains the kind with (``enum`` for a latent class summed by
+    enumeration)."""
 
     needs_labels: ClassVar[bool] = False
+    default_estimator: ClassVar[str] = "trace"
 
     @abstractmethod
     def build(self, num_classes: int | None, latent_dim: int) -> Kind:

@@ -126,6 +126,7 @@ def prepare(spec: Spec) -> Prepared:
             x = bundle.collate(x[:1000])
         vae.check_data(x, f"data ({spec.data.name}, {split} split)")
     vae.num_data = len(bundle.train)
+    vae.kind.count_labels(bundle.labels.get("train"))
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         if (
             spec.estimator.name == "mean_field"

@@ -6,7 +6,14 @@
     bits/dim = −log p̂(x) / (P ln 2)                   (discrete likelihoods or dequantized data)
 
 A model kind that conditions on labels (``cvae``) is scored given them: log p̂(x | y), the ELBO
-of log p(x | y), codes of q(z | x, y).
+of log p(x | y), codes of q(z | x, y). A kind with a latent class (``m2``, ``gmvae``) is scored
+as log p(x), y summed inside each importance sample, and its classifier q(y | x) on the split's
+labels, ŷ = argmax_y q(y | x):
+
+    accuracy          = (1/n) Σ_i 1[ŷ_i = y_i]                                    (m2)
+    cluster accuracy  = max over one-to-one maps m of clusters to classes of
+                        (1/n) Σ_i 1[m(ŷ_i) = y_i]   (Hungarian algorithm)        (gmvae)
+    NMI               = I(ŷ; y) / ((H(ŷ) + H(y))/2)  (arithmetic normalization)  (gmvae)
 
 A model fitted to transformed data x' = t(x) (``data.transform``) is scored on the data's own
 scale: log p(x) = log p'(x') + log |∂x'/∂x| (the data bundle's ``log_jacobian``), and so are the
@@ -37,6 +44,7 @@ from inference.marginal import (
     measure_bytes_per_particle,
 )
 from pyro_vae.console import progress_bar
+from pyro_vae.models import LatentClass
 from pyro_vae.ranks import gather_rows, rank_zero, world
 from pyro_vae.registry import SpecError
 from pyro_vae.vae import VAE
@@ -75,6 +83,9 @@ class Evaluation:
     model_scale: str = "data"  # the scale the model sees: data, standardized or dequantized
     log_jacobian: float = 0.0  # log |∂x'/∂x|, added to the model's log p'(x') per point
     num_dims: int = 0  # P, the values per data point
+    accuracy: float | None = None  # q(y | x)'s accuracy (m2)
+    cluster_accuracy: float | None = None  # of q(y | x)'s clusters, best one-to-one match (gmvae)
+    nmi: float | None = None  # normalized mutual information of clusters and labels (gmvae)
 
     def summary(self, data_sha256: str) -> dict[str, Any]:
         """The JSON summary (every field but the per-point arrays), for data of digest
@@ -137,6 +148,13 @@ class Evaluation:
             )
         if self.bits_per_dim is not None:
             out.append(f"{self.split}: {self.bits_per_dim:.4f} bits/dim")
+        if self.accuracy is not None:
+            out.append(f"{self.split}: q(y|x) accuracy {self.accuracy:.4f}")
+        if self.cluster_accuracy is not None and self.nmi is not None:
+            out.append(
+                f"{self.split}: clusters of q(y|x): accuracy {self.cluster_accuracy:.4f} "
+                f"(best one-to-one match to the labels), NMI {self.nmi:.4f}"
+            )
         out.append(f"evaluated in {self.wall_time_s:.1f} s")
         return out
 
@@ -287,10 +305,12 @@ def evaluate(
     model_scale: str = "data",
     counts: bool = False,
     y: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
 ) -> Evaluation:
     """``log_px(vae, x, num_samples, memory_budget_mb, progress=..., y=y)`` gives the per-point
     IS estimates (the training engine passes one that shards the points over DDP ranks);
-    ``y``: the labels of ``x``, given to a kind that reads them.
+    ``y``: the labels of ``x``, given to a kind that reads them; ``labels``: those the
+    classifier of a kind with a latent class is scored on (:func:`class_metrics`).
 
     ``x`` is on the scale the model sees (``model_scale``); ``log_jacobian`` = log |∂x'/∂x| moves
     log p̂, the ELBO and its reconstruction term to the data's own scale. ``counts``: the data
@@ -336,7 +356,34 @@ def evaluate(
         model_scale=model_scale,
         log_jacobian=log_jacobian,
         num_dims=int(x.shape[1]),
+        **class_metrics(vae, x, labels),
     )
+
+
+def class_metrics(vae: VAE, x: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
+    """The module docstring's accuracy (a kind that reads labels, m2) or cluster accuracy and
+    NMI (gmvae) of ŷ = argmax q(y | x) on the points of ``x`` whose ``labels`` are given (≥ 0);
+    none for a kind without a classifier or without labels."""
+    if not isinstance(vae.kind, LatentClass) or labels is None:
+        return {}
+    labels = labels.to(x.device)
+    known = labels >= 0
+    if not known.any():
+        return {}
+    guess = vae.kind.classify(x[known]).argmax(-1).cpu().numpy()
+    truth = labels[known].cpu().numpy()
+    if vae.reads_labels:
+        return {"accuracy": float((guess == truth).mean())}
+    from scipy.optimize import linear_sum_assignment
+    from sklearn.metrics import normalized_mutual_info_score
+
+    counts = np.zeros((vae.kind.num_classes, int(truth.max()) + 1))
+    np.add.at(counts, (guess, truth), 1)
+    rows, cols = linear_sum_assignment(counts, maximize=True)
+    return {
+        "cluster_accuracy": float(counts[rows, cols].sum() / len(truth)),
+        "nmi": float(normalized_mutual_info_score(truth, guess)),
+    }
 
 
 def device_for(accelerator: str) -> torch.device:
@@ -456,6 +503,7 @@ def evaluate_run(
                 model_scale=bundle.scale_name,
                 counts=bundle.transform == "dequantize",
                 y=y,
+                labels=_at(bundle.labels.get(split), slice(limit)),
             )
     finally:
         vae.cpu()

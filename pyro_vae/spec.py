@@ -224,11 +224,11 @@ class Spec:
                 )
         values: dict[str, Any] = {}
         for key, registry in COMPONENTS.items():
-            value = raw.get(key)
+            value, default = raw.get(key), _default(key, values)
             if value is None:
-                value = DEFAULTS[key]
+                value = default
             elif isinstance(value, Mapping) and "name" not in value:
-                value = {**DEFAULTS[key], **value}  # parameters for the default component
+                value = {**default, **value}  # parameters for the default component
             if key == "likelihood":
                 value = _following_data(value, values["data"])
             values[key] = registry.parse(value, key)
@@ -284,6 +284,14 @@ class _Scalars:
             _positive(self.beta, "value")
         except ValueError as exc:
             raise SpecError("beta", str(exc)) from None
+
+
+def _default(key: str, parsed: Mapping[str, Component]) -> dict[str, Any]:
+    """The component ``key`` defaults to: the estimator the model kind names
+    (:attr:`pyro_vae.entries.ModelEntry.default_estimator`), else :data:`DEFAULTS`'."""
+    if key == "estimator":
+        return {"name": MODELS.entry(parsed["model"].name, "model.name").default_estimator}
+    return DEFAULTS[key]
 
 
 def _following_data(likelihood: Any, data: Component) -> Any:

@@ -62,7 +62,7 @@ from pyro_vae.components.priors import PRIORS
 from pyro_vae.distributions import DiagonalNormal
 from pyro_vae.guides import Posterior
 from pyro_vae.likelihoods import Likelihood
-from pyro_vae.models import Kind, given, with_one_hot
+from pyro_vae.models import Kind, LatentClass, given, with_one_hot
 from pyro_vae.networks import check_fits
 from pyro_vae.priors import Prior
 from pyro_vae.registry import INT_LIMIT, SpecError, built, shown
@@ -174,6 +174,7 @@ class VAE(PyroModule):
             "model",
         )
         enc_entry = NETWORKS.instantiate(spec.encoder, "encoder")
+        kind.attach(enc_entry, data_dim)
         dec_entry = NETWORKS.instantiate(spec.decoder, "decoder")
         family, dims = GUIDES.instantiate(spec.guide, "guide"), spec.latent_dims
         first = (data_dim + kind.input_width,) if kind.input_width else tuple(shape)
@@ -205,7 +206,7 @@ class VAE(PyroModule):
     @property
     def reads_labels(self) -> bool:
         """Whether the model kind reads the labels y (training and scoring then feed them)."""
-        return self.kind.num_classes > 0
+        return self.kind.reads_labels
 
     @property
     def encoder(self) -> nn.Module:
@@ -347,12 +348,12 @@ class VAE(PyroModule):
         """(E_q[z_1 | x, y], marginal σ) of q(z_1 | x, y) (y where the kind reads it); for a
         flow guide (the flow's image of the base mean, the base σ)
         (:meth:`pyro_vae.guides.Posterior.summary`)."""
-        return self.posteriors[0].summary(self._joined(x, y))
+        return self.posteriors[0].summary(self._joined(x, self.label_of(x, y)))
 
     def encode_layers(self, x: torch.Tensor, y: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Per layer, the location of q(z_l | ·) at the location of the layer below: E_q[z_1 | x],
         then the guide's means passed up (E_q[z_l | x] for l ≥ 2 has no closed form)."""
-        locations, below = [], self._joined(x, y)
+        locations, below = [], self._joined(x, self.label_of(x, y))
         for posterior in self.posteriors:
             below = posterior.summary(below)[0]
             locations.append(below)
@@ -397,7 +398,16 @@ class VAE(PyroModule):
 
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """E[x | z, y] at z = E_q[z_1 | x, y]."""
+        y = self.label_of(x, y)
         return self.decode(self.encode(x, y)[0], y)
+
+    def label_of(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor | None:
+        """The label that codes and reconstructions of x condition on: y, and for a kind with
+        a latent class the most probable class argmax_y q(y | x) where y is None or hidden."""
+        if not isinstance(self.kind, LatentClass):
+            return y
+        guess = self.kind.classify(x).argmax(-1)
+        return guess if y is None else torch.where(y >= 0, y, guess)
 
     def check_data(self, x: torch.Tensor, key: str = "data") -> None:
         """SpecError when x lies outside the likelihood's support or has the wrong width."""
@@ -410,7 +420,30 @@ class VAE(PyroModule):
 
     def elbo_terms(self, x: torch.Tensor, y: torch.Tensor | None = None) -> ElboTerms:
         """One-sample recon and KL per point: KL analytic where one layer's pair has one, else
-        log q(z_1..L | x, y) − log p(z_1..L | y) at the draw."""
+        log q(z_1..L | x, y) − log p(z_1..L | y) at the draw. A kind with a latent class sums
+        y (its labels, if any, are not read): with π = q(y | x),
+
+            recon = Σ_y π_y recon_y,   KL = Σ_y π_y KL_y + KL(π ‖ p(y)),
+
+        the ELBO of log p(x), one draw of z per class."""
+        if not isinstance(self.kind, LatentClass):
+            return self._elbo_terms(x, y)
+        classes = self._classes(x)
+        per_class = self._elbo_terms(x, classes)
+        q = dist.Categorical(logits=self.kind.classify(x))
+        weights = q.probs.movedim(-1, 0)  # (C, B)
+        return ElboTerms(
+            recon=(weights * per_class.recon).sum(0),
+            kl=(weights * per_class.kl).sum(0) + kl_divergence(q, self.kind.label_prior()),
+            analytic_kl=per_class.analytic_kl,
+        )
+
+    def _classes(self, x: torch.Tensor) -> torch.Tensor:
+        """Every class, (C, 1), to broadcast against a batch of x."""
+        return torch.arange(self.kind.num_classes, device=x.device).unsqueeze(-1)
+
+    def _elbo_terms(self, x: torch.Tensor, y: torch.Tensor | None) -> ElboTerms:
+        """:meth:`elbo_terms` at the label ``y``."""
         q = self.posteriors[0](self._joined(x, y))
         zs, log_q = self._draw(q, torch.Size())
         recon = self.likelihood.forward(self.decoder_output(zs[0], y)).log_prob(x)
@@ -426,12 +459,27 @@ class VAE(PyroModule):
         self, x: torch.Tensor, y: torch.Tensor | None = None
     ) -> Callable[[int], torch.Tensor]:
         """k ↦ log w (k, B), log w = log p(x|z_1, y) + log p(z_1..L | y) − log q(z_1..L|x, y),
-        z ~ q: the fast IS path, of log p(x | y) where the kind conditions on y.
+        z ~ q: the fast IS path, of log p(x | y) where the kind conditions on y. A kind with a
+        latent class sums y inside each importance sample (its labels, if any, are not read),
+
+            log w = log Σ_y p(y) p(x | z_y, y) p(z_y | y) / q(z_y | x, y),   z_y ~ q(z | x, y),
+
+        one draw per class, so E[w] = Σ_y p(x, y) = p(x).
 
         q(z_1 | x, y) and p(z_L | y) are built once per call (the layers above depend on the
         draws); each k draws fresh particles. Unscaled: neither N/B nor β enter, as log p(x)
         needs.
         """
+        if isinstance(self.kind, LatentClass):
+            given_class = self._log_weights(x, self._classes(x))
+            log_py = self.kind.label_prior().logits.unsqueeze(-1)  # (C, 1)
+            return lambda k: torch.logsumexp(given_class(k) + log_py, dim=-2)
+        return self._log_weights(x, y)
+
+    def _log_weights(
+        self, x: torch.Tensor, y: torch.Tensor | None
+    ) -> Callable[[int], torch.Tensor]:
+        """:meth:`log_weights` at the label ``y``."""
         q = self.posteriors[0](self._joined(x, y))
         p = self._prior_of(len(self.sites) - 1, None, y)
 

@@ -115,7 +115,7 @@ def test_cvae_conditions_model_guide_and_scores_on_y() -> None:
 def test_a_learned_class_prior_is_one_gaussian_per_class() -> None:
     vae = cvae(learned_prior=True)
     with torch.no_grad():
-        vae.kind.class_loc[2] = 40.0
+        vae.kind.class_prior.loc[2] = 40.0
     z = vae.sample_codes(6, vae.labels_for(6, 2))
     assert (z > 30).all()  # p(z | y = 2) sits at its own mean
     assert vae.labels_for(12).tolist() == [*range(10), 0, 1]
