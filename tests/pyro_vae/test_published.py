@@ -83,6 +83,7 @@ def test_the_gated_layer_computes_its_formula_and_the_log_variance_is_clipped():
     net = NETWORKS.instantiate(NETWORKS.parse({"name": "gated_mlp", "hidden": [5]}), "encoder")
     torch.manual_seed(0)
     encoder = net.encoder((7,), 3)
+    assert len(encoder.body) == 2  # one GatedDense per hidden width, then the Linear head
     layer, head = encoder.body[0].linear, encoder.body[1]
     x = torch.randn(4, 7) * 50  # large inputs push the log-variance past both bounds
     w1, w2 = layer.weight.chunk(2)
