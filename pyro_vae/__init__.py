@@ -7,6 +7,7 @@
     run.figures("test")             # matplotlib figures by name
     pyro_vae.evaluate(run, "val", num_samples=1000)              # score another split
     run = pyro_vae.load_run("runs/digits")                       # later: run.vae, run.spec, ...
+    pyro_vae.probe(run, labels=[100, 1000, None])   # logistic regression on E_q[z|x] vs pixels
 
 Everything the command line does is here, and as quiet: progress and warnings go to stderr only
 when it is a terminal. Importing the package imports neither torch nor Pyro, and changes no
@@ -25,6 +26,7 @@ from pyro_vae.spec import Spec, dump_spec, load_spec
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyro_vae.aggregation import Aggregate
+    from pyro_vae.probing import ProbeResult
     from pyro_vae.scoring import Evaluation
     from pyro_vae.vae import VAE
 
@@ -143,6 +145,28 @@ def aggregate(
     return grouped(paths, baseline, split, method, out)
 
 
+def probe(
+    run: Run | PathLike,
+    labels: Sequence[int | None] = (100, 1000, None),
+    seed: int | None = None,
+) -> ProbeResult:
+    """A linear probe of a trained run, as ``pyro-vae probe`` (:mod:`pyro_vae.probing`): for each
+    N of ``labels`` (None: every training item), a logistic regression fitted on the posterior
+    means E_q[z|x] of N labelled training items (a stratified draw seeded with ``seed``, default
+    the run's) and one on their pixels, both scored on the test split; writes ``probe.json`` and
+    ``figures/probe.png`` into the run. Returns the :class:`~pyro_vae.probing.ProbeResult` (a
+    markdown table in a notebook).
+
+    >>> result = pyro_vae.probe("runs/digits", labels=[50, 200, None])  # doctest: +SKIP
+    >>> [(r.labels, r.latent_accuracy, r.pixel_accuracy) for r in result.rows]  # doctest: +SKIP
+    """
+    from pyro_vae.console import quieted
+    from pyro_vae.probing import probe as linear_probe
+
+    with quieted():
+        return linear_probe(run, labels, seed)
+
+
 __all__ = [
     "VAE",
     "Run",
@@ -153,5 +177,6 @@ __all__ = [
     "evaluate",
     "load_run",
     "load_spec",
+    "probe",
     "train",
 ]

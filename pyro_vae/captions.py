@@ -24,4 +24,6 @@ CAPTIONS = {
     "bound) and of each point's effective sample size of its K weights.",
     "compare": "ELBO estimators compared on one model: their bounds with ±1 standard error, "
     "gradient signal-to-noise ratios and times.",
+    "probe": "Linear probe: test accuracy of a logistic regression on the posterior means "
+    "E_q[z|x] and on the pixels, against the number of labelled training items (log scale).",
 }

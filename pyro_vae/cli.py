@@ -1,4 +1,5 @@
-"""``pyro-vae train | evaluate | encode | sample | compare | report | datasets``: the command line.
+"""``pyro-vae train | evaluate | encode | sample | probe | compare | report | datasets``: the
+command line.
 
 Results go to stdout; progress bars, notices and warnings to stderr, and only when stderr is a
 terminal or with ``--verbose`` (:mod:`pyro_vae.console`).
@@ -16,7 +17,7 @@ once, the run kept at its previous checkpoint).
 
 A run directory is locked while a command writes into it: train (from its first write to its
 evaluation and figures), evaluate, report, compare, and encode or sample when their output lies
-inside the run; a second writer exits 2 naming the holder's pid. ``--overwrite`` replaces only a
+inside the run, and probe; a second writer exits 2 naming the holder's pid. ``--overwrite`` replaces only a
 pyro-vae run (:meth:`pyro_vae.rundir.Run.is_run`), never the working directory or a parent of
 it. Rerunning ``train CONFIG --out DIR`` on a run that was stopped before it finished, with the
 same spec, continues it (a requeued cluster job).
@@ -27,8 +28,8 @@ checkpoint means (``pyro_vae.checkpoints.RESUMABLE``: max_epochs, lr, logging, .
 evaluate.*.
 
 Each command parses its arguments, calls one library function (:mod:`pyro_vae.pipeline`,
-:mod:`pyro_vae.export`, :mod:`pyro_vae.compare`, :mod:`pyro_vae.report`) and prints what it
-returns.
+:mod:`pyro_vae.export`, :mod:`pyro_vae.probing`, :mod:`pyro_vae.compare`, :mod:`pyro_vae.report`)
+and prints what it returns.
 """
 
 from __future__ import annotations
@@ -150,6 +151,13 @@ def cmd_sample(args: argparse.Namespace) -> None:
         label=args.label,
     )
     print("\n".join(done.lines()))
+
+
+def cmd_probe(args: argparse.Namespace) -> None:
+    from pyro_vae.probing import parse_labels, probe
+
+    quiet()
+    print(probe(args.run_dir, parse_labels(args.labels), args.seed))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -312,6 +320,22 @@ def parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace FILE.npz and FILE.png if they exist"
     )
     m.set_defaults(func=cmd_sample)
+
+    b = sub.add_parser(
+        "probe",
+        help="linear probe: logistic regression on the posterior means E_q[z|x] against one "
+        "on the pixels, for a few numbers of labels; writes probe.json and figures/probe.png",
+    )
+    b.add_argument("run_dir")
+    b.add_argument(
+        "--labels",
+        default="100,1000,all",
+        metavar="N,N,...",
+        help="how many labelled training items each classifier is fitted on (a stratified, "
+        "seeded draw; 'all': every one), comma-separated (default 100,1000,all)",
+    )
+    b.add_argument("--seed", type=int, help="draws the labelled items (default: train.seed)")
+    b.set_defaults(func=cmd_probe)
 
     r = sub.add_parser("report", help="write RUN_DIR/report.html: one self-contained page")
     r.add_argument("run_dir")

@@ -7,6 +7,7 @@
     RUN/metrics.csv, hparams.yaml, tensorboard/, ddp.json
     RUN/eval-<split>[-<method>].json  an evaluation's summary; .npz beside it: per point
     RUN/figures/<split>/, RUN/report.html, compare.*
+    RUN/probe.json              a linear probe of the latents (pyro-vae probe); figures/probe.png
 
 :class:`Run` owns these names; the commands ask it for paths. Writes go through
 :func:`pyro_vae.atomic.write_atomic` (a temporary sibling renamed over the target: a crash or a
@@ -78,6 +79,7 @@ REPORT = "report.html"
 TRANSFORM = "transform.json"  # the data transform fitted on the training split
 METRICS = "metrics.csv"
 DDP_REPORT = "ddp.json"  # each rank's parameter digest after a multi-process run
+PROBE_JSON = "probe.json"  # pyro-vae probe's table (pyro_vae.probing)
 NO_CHECKPOINT = "no checkpoint had been written"
 #: Top-level names a run writes (``*`` as in glob); anything else makes a directory not a run.
 LAYOUT = (
@@ -97,6 +99,7 @@ LAYOUT = (
     REPORT,
     "compare.csv",
     "compare.md",
+    PROBE_JSON,
     ".*.tmp",
 )
 #: The figures a run draws, in ``figures/`` or ``figures/<split>/`` (``.png``).
