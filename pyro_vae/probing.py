@@ -1,10 +1,11 @@
 """A linear probe of a trained run's latents: how much of the labels a linear classifier reads
 off the posterior means, from few labels to all of them (``pyro-vae probe``).
 
-For each N of ``labels`` (``None``: every training item), N training items are drawn,
-stratified by class and seeded (:func:`stratified_draw`), and two multinomial logistic
-regressions (scikit-learn's ``LogisticRegression``, L2 penalty C = 1, each feature standardized
-on the N items) are fitted on them and scored on the whole test split:
+For each N of ``labels`` (``None``: every labelled training item; ``data.labeled`` hides the
+others), N labelled training items are drawn, stratified by class and seeded
+(:func:`stratified_draw`), and two multinomial logistic regressions (scikit-learn's
+``LogisticRegression``, L2 penalty C = 1, each feature standardized on the N items) are fitted
+on them and scored on the whole test split:
 
     latents:  f(x) = μ_φ(x) = E_q[z_1 | x]   (the first latent layer's mean, as ``pyro-vae encode``
                                               gives it; a kind that reads labels encodes q(z | x, y))
@@ -221,19 +222,21 @@ def probe(
         y_train, y_test = (bundle.labels.get(s) for s in ("train", "test"))
         if y_train is None or y_test is None:
             raise SpecError(FLAG, f"the data of {run.root} ({bundle.name}) have no labels to probe")
-        y_train_np, y_test_np = y_train.numpy(), y_test.numpy()
-        total, classes = len(y_train_np), len(np.unique(y_train_np))
+        known = np.flatnonzero(y_train.numpy() >= 0)  # data.labeled hides the rest as -1
+        y_train_np, y_test_np = y_train.numpy()[known], y_test.numpy()
+        total, classes = len(known), len(np.unique(y_train_np))
         counts = list(dict.fromkeys(total if n is None else n for n in sizes))
         for n in counts:
             if not classes <= n <= total:
                 raise SpecError(
                     FLAG,
                     f"{n} labels: give from {classes} (the classes of the training split) to "
-                    f"{total} (its items), or '{ALL}'",
+                    f"{total} (its labelled items), or '{ALL}'",
                 )
         seed = prepared.spec.train.seed if seed is None else seed
         latents = {s: encode_split(vae, bundle, s)["mean"] for s in ("train", "test")}
         pixels = {s: bundle.to_values(bundle.split(s)).numpy() for s in ("train", "test")}
+        latents["train"], pixels["train"] = latents["train"][known], pixels["train"][known]
         rows = []
         for n in counts:
             rng = np.random.default_rng(seed)

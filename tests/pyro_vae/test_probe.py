@@ -114,5 +114,16 @@ def test_a_run_without_labels_is_refused(tmp_path: Path, capsys) -> None:
         pyro_vae.probe(run)
 
 
+def test_only_the_labels_a_run_keeps_are_drawn(tmp_path: Path, capsys) -> None:
+    """``data.labeled: 40`` hides all but 40 training labels (as -1): ``all`` is those 40."""
+    run = tmp_path / "run"
+    args = [*TINY, "--set", "data.labeled=40", "--set", "train.max_epochs=1"]
+    assert main(["train", "examples/configs/digits.yaml", *args, "--out", str(run)]) == 0
+    assert [r.labels for r in pyro_vae.probe(run, labels=[10, None]).rows] == [10, 40]
+    capsys.readouterr()
+    assert main(["probe", str(run), "--labels", "41"]) == 2
+    assert "to 40 (its labelled items)" in capsys.readouterr().err
+
+
 def test_parse_labels() -> None:
     assert parse_labels("100, 1000,ALL") == (100, 1000, None)
