@@ -76,7 +76,7 @@ def test_help_imports_neither_torch_nor_pyro_nor_lightning(tmp_path, argv):
             "lattent_dim=4",
             (
                 "lattent_dim: unknown key; valid keys: beta, data, decoder, encoder, "
-                "estimator, evaluate, guide, latent_dim, likelihood, prior, train (did you mean "
+                "estimator, evaluate, guide, latent_dim, likelihood, model, prior, train (did you mean "
                 "'latent_dim'?)"
             ),
         ),
