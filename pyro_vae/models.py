@@ -82,6 +82,12 @@ class Kind(nn.Module):
         return False
 
     @property
+    def scored_given_labels(self) -> bool:
+        """Whether the score is log p(x | y), y the data's label (cvae), so that AIS and BDMC
+        are given the labels too; a latent class (m2, gmvae) is summed instead, log p(x)."""
+        return False
+
+    @property
     def input_width(self) -> int:
         """One-hot inputs that q(z_1 | ·) reads besides x."""
         return 0
@@ -148,6 +154,10 @@ class Conditional(Kind):
 
     @property
     def reads_labels(self) -> bool:
+        return True
+
+    @property
+    def scored_given_labels(self) -> bool:
         return True
 
     @property

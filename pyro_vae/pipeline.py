@@ -425,9 +425,12 @@ def evaluate_annealed(
         split, vae = split or spec.split, prepared.vae.to(device)
         default = annealing.BDMC_POINTS if method == "bdmc" else None
         x = bundle.split(split)[: options.limit or default].to(device)
-        # a kind that reads labels: the split's (ais), or the classes in turn (bdmc simulates)
-        y = prepared.labels(split, len(x)) if method == "ais" else vae.labels_for(len(x))
-        y = None if y is None else y.to(device)
+        # a kind scored given its labels, log p(x | y) (cvae): the split's labels (ais), or the
+        # classes in turn (bdmc simulates); a latent class (m2, gmvae) is summed, log p(x)
+        y = None
+        if vae.kind.scored_given_labels:
+            y = prepared.labels(split, len(x)) if method == "ais" else vae.labels_for(len(x))
+            y = y.to(device)
         k = num_samples or spec.num_samples
         options.check_memory(len(x), method, spec.memory_budget_mb)
         annealing.announce_duration(vae, x, split, method, options, k, spec.memory_budget_mb, y)
