@@ -88,7 +88,8 @@ class M2(ModelEntry):
 
     def check(self, spec: Spec) -> None:
         """q(z | x, y) reads a one-hot y (no conv encoder, no vamp prior); y is summed by
-        enumeration, which only the ``enum`` estimator does."""
+        enumeration, which only the ``enum`` estimator does (``reinforce``'s per-point weights
+        leave out the classification term, a factor in the guide)."""
         _check_reads_y(spec, "m2")
         _check_enumerates(spec, "m2")
 
@@ -115,10 +116,11 @@ class Gmvae(ModelEntry):
 
     def check(self, spec: Spec) -> None:
         """q(z | x, y) reads a one-hot y; p(z | y) is the kind's own; y is summed by
-        enumeration, which only the ``enum`` estimator does."""
+        enumeration (``enum``) or drawn from q(y | x) with the score-function gradient
+        (``reinforce``: the same objective, E[loss] the enumerated one)."""
         _check_reads_y(spec, "gmvae")
         _check_own_prior(spec, "gmvae's p(z|y) is its own learned N(μ_y, σ_y²) per component")
-        _check_enumerates(spec, "gmvae")
+        _check_enumerates(spec, "gmvae", also=("reinforce",))
 
 
 def _check_reads_y(spec: Spec, name: str) -> None:
@@ -144,11 +146,17 @@ def _check_own_prior(spec: Spec, why: str) -> None:
         raise SpecError("prior.name", f"{spec.prior.name}: {why}; leave prior at standard_normal")
 
 
-def _check_enumerates(spec: Spec, name: str) -> None:
-    """SpecError unless the estimator sums the latent y by enumeration (``enum``)."""
-    if spec.estimator.name != "enum":
+def _check_enumerates(spec: Spec, name: str, also: tuple[str, ...] = ()) -> None:
+    """SpecError unless the estimator sums the latent y by enumeration (``enum``) or is one of
+    ``also``."""
+    if spec.estimator.name != "enum" and spec.estimator.name not in also:
+        why = (
+            "sums its latent y by parallel enumeration, which only enum (TraceEnum_ELBO) does"
+            if not also
+            else "sums its latent y by parallel enumeration (enum) or draws it from q(y|x) with "
+            f"a score-function gradient ({', '.join(also)})"
+        )
         raise SpecError(
             "estimator.name",
-            f"{spec.estimator.name}: {name} sums its latent y by parallel enumeration, which "
-            "only enum (TraceEnum_ELBO) does; use estimator enum (m2's and gmvae's default)",
+            f"{spec.estimator.name}: {name} {why}; use estimator enum (m2's and gmvae's default)",
         )
