@@ -195,14 +195,22 @@ def point_log_weights(
 
         log q(z) = log q_{sg(φ)}(u) + log |det ∂T⁻¹/∂z|(u)
 
-    keeps its path derivative through u. ``data_plate`` names the data plate (see
-    :func:`find_data_plate`).
+    keeps its path derivative through u. A factor in the guide (an observed guide site, as
+    ``pyro.factor``) is part of log q, as in Pyro's ``Trace_ELBO`` and ``RenyiELBO``
+    (``guide_trace.log_prob_sum()``), and is kept whole too: it is no density of a draw.
+    ``data_plate`` names the data plate (see :func:`find_data_plate`).
     """
     data = find_data_plate(model_trace, guide_trace, data_plate)
     assert data.dim is not None  # a vectorized plate (_plates keeps only those) has its dim
     data_dim, scale = data.dim, (data.full_size or data.size) / data.size
     batch_dims = max_plate_nesting + 1
-    guide_sites = [s for s in sample_sites(guide_trace) if not s["is_observed"]]
+    # an observed guide site is a factor of q, unless the model observes it too: then the
+    # "guide" is the model run as its own proposal (AIS's init="prior"), its data no part of q
+    guide_sites = [
+        s
+        for s in sample_sites(guide_trace)
+        if not (s["is_observed"] and s["name"] in model_trace.nodes)
+    ]
     model_sites = [
         s
         for s in sample_sites(model_trace)
@@ -213,7 +221,7 @@ def point_log_weights(
 
     def factor(site: Site, stop_params: bool = False) -> Tensor:
         """c_s log p_s(value), every batch dim kept."""
-        if stop_params and not deterministic(site):
+        if stop_params and not (deterministic(site) or site["is_observed"]):
             log_prob = detach(site["fn"]).log_prob(site["value"])
         else:
             log_prob = site["unscaled_log_prob"]
@@ -236,7 +244,7 @@ def point_log_weights(
         points = (sum_to_points(lp, batch_dims, data_dim, shape) for _, lp in terms)
         return sum(points, torch.zeros(()))
 
-    deltas = [s for s in guide_sites if deterministic(s)]
+    deltas = [s for s in guide_sites if not s["is_observed"] and deterministic(s)]
     return PointLogWeights(
         log_p=per_point(model_trace, model_sites),
         log_q=per_point(guide_trace, guide_sites, stop_guide_params),

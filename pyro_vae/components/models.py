@@ -88,10 +88,10 @@ class M2(ModelEntry):
 
     def check(self, spec: Spec) -> None:
         """q(z | x, y) reads a one-hot y (no conv encoder, no vamp prior); y is summed by
-        enumeration, which only the ``enum`` estimator does (``reinforce``'s per-point weights
-        leave out the classification term, a factor in the guide)."""
+        enumeration (``enum``) or, where latent, drawn from q(y | x) with the score-function
+        gradient (``reinforce``: the same objective, E[loss] the enumerated one)."""
         _check_reads_y(spec, "m2")
-        _check_enumerates(spec, "m2")
+        _check_enumerates(spec, "m2", also=("reinforce",))
 
 
 @MODELS.register("gmvae")

@@ -57,3 +57,31 @@ def test_estimators_find_the_data_plate_as_log_px_does() -> None:
 
     with pytest.raises(ValueError, match="site 'theta' is outside the data plate 'data'"):
         make_estimator("iwae").loss(global_model, global_guide, torch.zeros(5))
+
+
+@pytest.mark.parametrize("stop_guide_params", [False, True])
+def test_a_factor_in_the_guide_is_part_of_log_q_as_in_pyro(stop_guide_params: bool) -> None:
+    """A ``pyro.factor`` in the guide (an observed guide site) enters log q as Pyro's
+    ``Trace_ELBO`` counts it (``guide_trace.log_prob_sum()``): on the same draws, log q with the
+    factor c(x) is log q without it plus c(x) exactly, and its gradient is kept even where the
+    draws' densities are stopped (STL, DReG)."""
+    x = torch.randn(8)
+    weight = torch.tensor(0.7, requires_grad=True)
+
+    def factored(x: Tensor) -> None:
+        with pyro.plate("data", N, subsample=torch.arange(len(x))):
+            with poutine.scale(scale=BETA):
+                pyro.sample("z", dist.Normal(x / 2, 1.0))
+            pyro.factor("f", weight * x, has_rsample=True)
+
+    torch.manual_seed(0)
+    _, plain = particle_traces(model, guide, (x,), {}, particles=5, max_plate_nesting=1)
+    torch.manual_seed(0)
+    model_trace, with_factor = particle_traces(
+        model, factored, (x,), {}, particles=5, max_plate_nesting=1
+    )
+    log_q = point_log_weights(model_trace, plain, 1, stop_guide_params, unscaled=True).log_q
+    got = point_log_weights(model_trace, with_factor, 1, stop_guide_params, unscaled=True).log_q
+    assert torch.allclose(got, log_q + 0.7 * x, atol=1e-5)
+    (grad,) = torch.autograd.grad(got.sum(), weight)
+    assert torch.allclose(grad, 5 * x.sum(), rtol=1e-5)  # 5 particles × Σ_b x_b
