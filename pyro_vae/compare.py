@@ -64,6 +64,9 @@ COLUMNS = {
     "parameters whose gradient is noisy (Rainforth et al. 2018; an exact gradient's "
     "∞ is left out)",
     "snr_guide_median": "the same, median over the encoder's parameters",
+    "snr_classifier": "gradient SNR, mean over the parameters of a latent class's q(y | x) "
+    "(m2, gmvae: the site the discrete-latent estimators differ on)",
+    "snr_classifier_median": "the same, median over q(y | x)'s parameters",
     "snr_model": "gradient SNR, mean over the other parameters (decoder, prior, likelihood)",
     "snr_model_median": "the same, median over the other parameters",
     "ms_per_step": "mean wall time of one loss + gradient evaluation on the batch (ms; the "
@@ -170,8 +173,10 @@ def gradient_rows(
     vae.train()
     vae.kl_scale = spec.beta
     guide = list(vae.posteriors.parameters())
-    in_guide = {id(p) for p in guide}
-    model = [p for p in vae.parameters() if id(p) not in in_guide]
+    classifier = [p for m in vae.kind.guide_modules() for p in m.parameters()]  # q(y | x)
+    taken = {id(p) for p in guide + classifier}
+    model = [p for p in vae.parameters() if id(p) not in taken]
+    groups = {"guide": guide, "classifier": classifier, "model": model}
     elbos = {label: make_elbo(c) for label, c in estimators.items()}
     with pyro.validation_enabled(False), pyro.settings.context(module_local_params=True):
         return compare_estimators(
@@ -180,7 +185,7 @@ def gradient_rows(
             elbos,
             x,
             repeats=repeats,
-            params={"guide": guide, "model": model},
+            params={name: group for name, group in groups.items() if group},
             num_data=vae.num_data or len(x),
             seed=spec.train.seed,
             y=None if y is None else y.to(x.device),

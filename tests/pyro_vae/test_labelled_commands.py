@@ -73,3 +73,20 @@ def test_sample_saves_each_samples_class(cvae_run: Path, tmp_path: Path, capsys)
     assert saved["y"].tolist() == [3] * 5 and saved["x"].shape == (5, 1, 8, 8)
     assert np.array_equal(streamed["y"], np.arange(1500) % 10)
     assert streamed["z"].shape == (1500, 2) and streamed["x"].shape == (1500, 1, 8, 8)
+
+
+def test_compare_on_a_gmvae_reports_the_snr_of_q_y_given_x(tmp_path: Path, capsys) -> None:
+    """compare on a discrete model (gmvae, y summed by enum or drawn by reinforce): bound, ms per
+    step, and the gradient SNR of q(y | x)'s own parameters beside the encoder's and the
+    model's."""
+    out = tmp_path / "compare"
+    gmvae = [*TINY[2:], "--set", "model.name=gmvae", "--set", "model.components=3"]
+    args = ["compare", "examples/configs/digits-gmvae.yaml", *gmvae, "--epochs", "1"]
+    estimators = ["--estimators", "enum", "reinforce[k=2]", "--repeats", "3"]
+    assert main([*args, *estimators, "--out", str(out)]) == 0, capsys.readouterr()
+    header, *rows = (out / "compare.csv").read_text().splitlines()
+    columns = header.split(",")
+    assert {"bound", "ms_per_step", "snr_guide", "snr_classifier", "snr_model"} <= set(columns)
+    assert len(rows) == 2 and rows[1].startswith("reinforce")
+    snr = [float(row.split(",")[columns.index("snr_classifier")]) for row in rows]
+    assert all(np.isfinite(snr)) and min(snr) > 0
