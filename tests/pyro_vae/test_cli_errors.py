@@ -181,6 +181,7 @@ CASES: dict[str, Case] = {
     ),
     "unknown likelihood": Case(train("likelihood.name=poisson"), "likelihood.name", ("bernoulli",)),
     "unknown dataset": Case(train("data.name=cifar10"), "data.name", ("digits", "mnist")),
+    "unknown model kind": Case(train("model.name=vea"), "model.name", ("vae", "cvae", "gmvae")),
     "unknown estimator": Case(train("estimator.name=elbo"), "estimator.name", ("iwae",)),
     "unknown network": Case(train("encoder.name=resnet"), "encoder.name", ("mlp",)),
     "unknown activation": Case(train("decoder.activation=swish"), "decoder.activation", ("tanh",)),
@@ -421,6 +422,9 @@ CASES: dict[str, Case] = {
     "missing argument": Case(("evaluate",), "pyro-vae evaluate", ("run_dir",)),
     "argument type": Case(
         ("evaluate", "{run}", "--num-samples", "many"), "--num-samples", ("invalid int value",)
+    ),
+    "probe with a bad count": Case(
+        ("probe", "{run}", "--labels", "ten"), "--labels", ("'ten'", "100,1000,all")
     ),
     "report of nothing": Case(("report", "{tmp}/gone"), "gone", ("no such run directory",)),
     # a file the user has is never replaced without --overwrite (the snapshot covers the run)

@@ -214,19 +214,19 @@ def test_estimator_entries_parse_with_k_as_particles() -> None:
 
 def test_an_own_elbo_is_compared_by_module_and_class(tmp_path, monkeypatch) -> None:
     """``module:Class`` is a name, not NAME:KEY=VALUE; its parameters go in brackets."""
-    (tmp_path / "my_module.py").write_text(
+    (tmp_path / "compared_elbo.py").write_text(
         "from pyro.infer import Trace_ELBO\n\n\n"
         "class MyELBO(Trace_ELBO):\n"
         "    def __init__(self, particles: int = 1) -> None:\n"
         "        super().__init__(num_particles=particles)\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert parse_estimators(["my_module:MyELBO", "my_module:MyELBO[k=3]"]) == {
-        "my_module:MyELBO": Component("my_module:MyELBO", {"particles": 1}),
-        "my_module:MyELBO[k=3]": Component("my_module:MyELBO", {"particles": 3}),
+    assert parse_estimators(["compared_elbo:MyELBO", "compared_elbo:MyELBO[k=3]"]) == {
+        "compared_elbo:MyELBO": Component("compared_elbo:MyELBO", {"particles": 1}),
+        "compared_elbo:MyELBO[k=3]": Component("compared_elbo:MyELBO", {"particles": 3}),
     }
-    with pytest.raises(SpecError, match="give the parameters of my_module:MyELBO in brackets"):
-        parse_estimator("my_module:MyELBO:k=3")
+    with pytest.raises(SpecError, match="give the parameters of compared_elbo:MyELBO in brackets"):
+        parse_estimator("compared_elbo:MyELBO:k=3")
 
 
 BAD = {

@@ -154,6 +154,7 @@ def test_an_own_elbo_class_trains_from_the_command_line_and_its_entry_point_is_l
     """``--set estimator.name=my_module:MyELBO`` trains (issue #29 reported a KeyError, exit 1),
     and an installed ``pyro_vae.estimator`` entry point is listed by ``pyro-vae datasets``."""
     (tmp_path / "my_module.py").write_text(MY_ELBO)
+    monkeypatch.delitem(sys.modules, "my_module", raising=False)  # another test's, if imported
     info = tmp_path / "my_elbos-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-elbos\nVersion: 0.1\n")
