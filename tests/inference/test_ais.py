@@ -4,7 +4,6 @@ model whose log p(x) is a one-dimensional integral."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 
 import pyro
 import pyro.distributions as dist
@@ -24,14 +23,7 @@ from inference.ais import (
 )
 from inference.marginal import log_marginal_likelihood
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tensors of a few hundred numbers: a second thread only adds contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -50,13 +50,7 @@ class Guide(PyroModule):
             pyro.sample("y", dist.OneHotCategorical(logits=self.phi))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Thousands of tiny steps: with a second thread on a busy core, each op waits on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def exact(guide: Guide) -> tuple[float, Tensor]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Iterator
 
 import pyro
 import pytest
@@ -20,14 +19,7 @@ from torch.distributions import constraints
 from inference.ais import AISOptions, ais_log_marginal_likelihood, bdmc
 from inference.marginal import log_marginal_likelihood
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tensors of a few hundred numbers: a second thread only adds contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
