@@ -41,6 +41,7 @@ import torch
 import torch.distributed as dist
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -83,11 +84,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
 
-class PeriodicCheckpoint(L.Callback):
+class PeriodicCheckpoint(Checkpoint):
     """Rewrites one file, the ``run``'s last.ckpt, every ``every_steps`` optimizer steps, every ``every_epochs``
     epochs (at the epoch's end, after its validation; 0 turns either off) and when training ends;
     the newest ``keep`` saves also stay as ``step-<N>.ckpt`` beside it (hard links where the file
     system has them), so a divergence can fall back to one that passed the guard.
+
+    Being a Lightning ``Checkpoint``, it runs among the "monitoring" callbacks, after the
+    non-monitoring ones, at an epoch's end; listed after EarlyStopping and ModelCheckpoint, it saves
+    their states once they have judged this epoch's validation (patience count, best score), so a
+    run resumed from an epoch's checkpoint stops and keeps best.ckpt as an uninterrupted one does.
 
     A step save that falls on an epoch's last batch waits for that epoch's end: Lightning resumes
     from a checkpoint taken between an epoch's last batch and its validation without running

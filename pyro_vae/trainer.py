@@ -352,13 +352,7 @@ def make_trainer(
     t = spec.train
     world_size = t.devices * t.num_nodes
     log_every = min(t.log_every_n_steps, steps_per_epoch(num_data, t.batch_size, world_size))
-    callbacks: list[L.Callback] = [
-        RngState(),
-        Throughput(),
-        PeriodicCheckpoint(
-            run, t.checkpoint_every_steps, t.checkpoint_every_epochs, t.keep_checkpoints
-        ),
-    ]
+    callbacks: list[L.Callback] = [RngState(), Throughput()]
     if t.early_stopping_patience:
         callbacks.append(
             EarlyStopping(monitor="val_elbo", mode="max", patience=t.early_stopping_patience)
@@ -374,7 +368,13 @@ def make_trainer(
                 enable_version_counter=False,
             )
         )
-    callbacks += extra  # after EarlyStopping: they see this epoch's check
+    callbacks += extra  # at an epoch's end Lightning calls these before the monitoring callbacks
+    # a Checkpoint, last: its epoch-end save holds EarlyStopping's and ModelCheckpoint's judgement
+    callbacks.append(
+        PeriodicCheckpoint(
+            run, t.checkpoint_every_steps, t.checkpoint_every_epochs, t.keep_checkpoints
+        )
+    )
     cpu = t.accelerator == "cpu" or not torch.cuda.is_available()
     return L.Trainer(
         max_epochs=t.max_epochs,
@@ -387,8 +387,8 @@ def make_trainer(
         plugins=[AtomicCheckpointIO(run)],
         gradient_clip_val=t.gradient_clip or None,
         log_every_n_steps=log_every,
-        # PeriodicCheckpoint instead of Lightning's default; ModelCheckpoint for best.ckpt
-        enable_checkpointing=bool(t.early_stopping_patience),
+        # PeriodicCheckpoint, a Checkpoint, stands in for Lightning's default ModelCheckpoint
+        enable_checkpointing=True,
         num_sanity_val_steps=0,
         enable_progress_bar=t.progress and chatty(),
         enable_model_summary=False,

@@ -54,6 +54,22 @@ def train(run: Path, *overrides: str, resume: bool = False):
     return prepared.vae.state_dict()
 
 
+def monitors(checkpoint: Path) -> dict[str, dict[str, object]]:
+    """The early-stopping and best-checkpoint callbacks' states in ``checkpoint``, paths left out
+    (they name the run's folder)."""
+    state = torch.load(checkpoint, weights_only=True)["callbacks"]
+    return {
+        name: {
+            k: v.item() if isinstance(v, torch.Tensor) else v
+            for k, v in state[key].items()
+            if "path" not in k and k not in ("dirpath", "best_k_models")
+        }
+        for key in state
+        for name in ("EarlyStopping", "ModelCheckpoint")
+        if key.startswith(name)
+    }
+
+
 class Crash(Exception):
     pass
 
@@ -102,9 +118,23 @@ def test_a_crashed_run_resumes_to_exactly_the_uninterrupted_result(
     every = int(extra[0].split("=")[1])
     assert saved == crash // every * every and crash - saved < every  # lost < one interval
 
+    if saved % STEPS_PER_EPOCH == 0:  # an epoch's checkpoint holds that epoch's checks
+        epoch_end = monitors(Run(tmp_path / "run").last)
+        val = next(float(r["val_elbo"]) for r in rows(tmp_path / "run") if "val_elbo" in r)
+        assert epoch_end["EarlyStopping"]["best_score"] == pytest.approx(val, abs=1e-6)
+        assert epoch_end["ModelCheckpoint"]["current_score"] == pytest.approx(val, abs=1e-6)
+
     resumed = train(tmp_path / "run", resume=True)
     for key, value in whole.items():  # same batches, bits, latent draws and optimizer states
         assert torch.equal(value, resumed[key]), key
+    # early stopping's count and the best checkpoint's score go on as if never stopped
+    assert monitors(Run(tmp_path / "whole").last) == monitors(Run(tmp_path / "run").last)
+    best = [
+        torch.load(Run(d).checkpoint("best"), weights_only=True)["state_dict"]
+        for d in (tmp_path / "whole", tmp_path / "run")
+    ]
+    assert best[0].keys() == best[1].keys()
+    assert all(torch.equal(v, best[1][k]) for k, v in best[0].items())
     assert checkpoint_step(Run(tmp_path / "run").last) == 3 * STEPS_PER_EPOCH
     a, b = rows(tmp_path / "whole"), rows(tmp_path / "run")
     assert len(a) == len(b)
