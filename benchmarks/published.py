@@ -539,7 +539,8 @@ def run(
     (another job may be training the others)."""
     assert options.results is not None
     results = options.results / KEY
-    chosen = entries([m for m in MODELS if m.name in names], seeds, state, results)
+    by_name = {m.name: m for m in MODELS}
+    chosen = entries([by_name[n] for n in dict.fromkeys(names)], seeds, state, results)
     if peek_at is not None:
         for entry in chosen:
             peek(entry, *peek_at)

@@ -130,12 +130,12 @@ def test_a_published_protocol_run_killed_mid_model_continues_from_its_checkpoint
 def test_a_published_protocol_job_leaves_a_run_another_job_holds_and_trains_the_next(tmp_path):
     """Two ``make bench-published`` jobs share one state directory, one per core: a job that finds
     a model's run locked by the other job moves on to the next model, and never trains or
-    scores the locked one. The section it writes is the whole table, not its models alone."""
+    scores the locked one; it takes the models in the order given. The section it writes is the whole table, not its models alone."""
     from pyro_vae.rundir import LOCK, Run
 
     state, results = tmp_path / "state", tmp_path / "results"
 
-    def job() -> subprocess.CompletedProcess:
+    def job(models: str) -> subprocess.CompletedProcess:
         done = subprocess.run(
             [
                 sys.executable,
@@ -143,7 +143,7 @@ def test_a_published_protocol_job_leaves_a_run_another_job_holds_and_trains_the_
                 "benchmarks.published",
                 "--toy",
                 "--models",
-                "vae,vamp",
+                models,
                 "--max-epochs",
                 "1",
                 "--state",
@@ -163,8 +163,10 @@ def test_a_published_protocol_job_leaves_a_run_another_job_holds_and_trains_the_
 
     (state / "vae-seed0").mkdir(parents=True)
     with Run(state / "vae-seed0").locked("the other job"):
-        done = job()
-        assert "VAE (seed 0): left to another job" in done.stdout, done.stdout[-3000:]
+        done = job("vamp,vae")  # in the order given, not the table's
+        out = done.stdout
+        assert "VAE (seed 0): left to another job" in out, out[-3000:]
+        assert out.index("VampPrior (seed 0): starting") < out.index("VAE (seed 0): left to")
         assert "in use by another pyro-vae process" in done.stdout
         assert sorted(p.name for p in (state / "vae-seed0").iterdir()) == [LOCK]
     assert sorted(p.name for p in (results / "published").glob("*.json")) == ["vamp-seed0.json"]
@@ -176,7 +178,7 @@ def test_a_published_protocol_job_leaves_a_run_another_job_holds_and_trains_the_
         "IWAE k=5, DReG (seed 0)."
     ) in report
     # the VAE's run free again: trained and scored; the VampPrior's gain over it is paired
-    done = job()
+    done = job("vae,vamp")
     assert "VAE seed 0: test log p(x)" in done.stdout, done.stdout[-3000:]
     assert "VampPrior seed 0: test log p(x)" not in done.stdout  # finished: left as it is
     assert "VampPrior (seed 0): scoring" not in done.stdout
