@@ -85,7 +85,8 @@ from pyro.poutine import Trace
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import Message
 from torch import Tensor
-from torch.distributions import biject_to
+from torch.distributions import biject_to, constraints
+from torch.distributions.constraints import Constraint
 from tqdm.auto import tqdm
 
 from inference.marginal import (
@@ -507,13 +508,24 @@ class _Sampler:
             model_trace, q_trace, self.max_plate_nesting, unscaled=True, data_plate=self.data_plate
         )
         sites = {**{s["name"]: s for s in sample_sites(q_trace)}, **latent}
-        supports = {name: sites[name]["fn"].support for name in values}
+        supports = {name: _unmixed(sites[name]["fn"].support) for name in values}
         transforms = {n: biject_to(c) for n, c in supports.items() if not c.is_discrete}
         if not transforms:
             raise ValueError("AIS needs a continuous latent site for HMC to move")
         fixed = {n: v for n, v in values.items() if n not in transforms}
         layout = _Layout(weights.batch_dims, weights.data_dim, weights.log_p.shape)
         return _Chains(self, transforms, fixed, layout, leapfrog_steps, values)
+
+
+def _unmixed(support: Constraint) -> Constraint:
+    """A mixture's support as its components' (torch wraps a ``MixtureSameFamily``'s to check
+    values, and ``biject_to`` knows no bijection for the wrapper), inside ``independent`` too."""
+    if isinstance(support, constraints.MixtureSameFamilyConstraint):
+        return _unmixed(support.base_constraint)
+    if isinstance(support, constraints.independent):
+        base = _unmixed(support.base_constraint)
+        return constraints.independent(base, support.reinterpreted_batch_ndims)
+    return support
 
 
 class _Given(Messenger):
