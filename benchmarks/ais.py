@@ -255,7 +255,7 @@ def quality(
     folder = (state or options.results / "ais-quality") / hashlib.sha256(
         checkpoint.read_bytes()
     ).hexdigest()[:16]
-    pieces = _Pieces(folder, len(x) * sum(steps) + bdmc_points * 2 * steps[0])
+    pieces = Pieces(folder, len(x) * sum(steps) + bdmc_points * 2 * steps[0])
 
     def ais(s: int) -> dict[str, Any] | None:
         done = [
@@ -358,7 +358,7 @@ def quality(
     return section
 
 
-class _Pieces:
+class Pieces:
     """Scored pieces saved as JSON files in ``folder``; each is computed once, seeded by its
     name, and the log gets one line per piece with the estimated time left of this job
     (``total`` and each piece's ``work``: images × annealing steps). A missing piece is None

@@ -45,7 +45,10 @@ The weights a finished row was scored with are shipped beside its result
 exports them from the state folder and scores them again (``make reproduce-table``).
 
 ``--report`` trains nothing: it writes this section (finished rows, epochs reached and validation
-ELBO of the running ones, the learning curves) from what the state and results hold.
+ELBO of the running ones, the learning curves) from what the state and results hold, at every
+seed found there. ``--tightness`` trains nothing either: it measures how loose each scored
+run's IS bound is, AIS against IS on 200 test images (:mod:`benchmarks.tightness`, records
+``<model>-seed<s>.tightness.json``), and the section shows how far that could move each gain.
 
 All models are scored on the same test images, so a gain over the VAE is judged paired: with
 d_i = log p̂_model(x_i) − log p̂_VAE(x_i) over the N test images,
@@ -71,6 +74,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from benchmarks import tightness
 from benchmarks.common import REPO, Options, Section, Skip, prepared, spec_from, table
 from benchmarks.report import number
 from pyro_vae.atomic import write_atomic, write_text_atomic
@@ -532,11 +536,13 @@ def run(
     max_epochs: int | None,
     train: bool,
     peek_at: tuple[int, int] | None = None,
+    tighten: bool = False,
 ) -> Section:
     """With ``peek_at`` = (points, K), a cheap look at each chosen (model, seed) that is
-    running; with ``train``, train and score each one not finished yet; then the section from the
-    state folder and the results folder: the whole table, whichever models this job was given
-    (another job may be training the others)."""
+    running; with ``train``, train and score each one not finished yet; with ``tighten``, AIS
+    against IS for each one scored (:mod:`benchmarks.tightness`); then the section from the
+    state folder and the results folder: the whole table, every seed found there, whichever
+    models and seeds this job was given (another job may be training the others)."""
     assert options.results is not None
     results = options.results / KEY
     by_name = {m.name: m for m in MODELS}
@@ -547,7 +553,37 @@ def run(
     if train:
         print(f"code: {REPO}; state: {state}; results: {results}", flush=True)
         train_all(chosen, options, max_epochs)
+    if tighten:
+        tighten_all(chosen, options)
     return section(options, command, state, seeds, results)
+
+
+def tighten_all(chosen: list[Entry], options: Options) -> None:
+    """AIS against IS for each scored entry, in order (:func:`benchmarks.tightness.score`); an
+    entry not scored yet is passed over."""
+    for entry in chosen:
+        if not entry.result.is_file():
+            print(f"{entry.label}: not scored yet; no tightness", flush=True)
+            continue
+        r = tightness.score(entry.run_dir, entry.result, entry.state, options)
+        if r is None:
+            print(f"{entry.label}: tightness pieces left to another job", flush=True)
+            continue
+        print(
+            f"{entry.label}: AIS − IS {r['gap']:.3f} ± {r['gap_sem']:.3f} nats on "
+            f"{r['num_points']} test images, kept in {tightness.record_path(entry.result)}",
+            flush=True,
+        )
+
+
+def all_seeds(seeds: tuple[int, ...], state: Path, results: Path) -> tuple[int, ...]:
+    """``seeds`` and every seed a run directory in ``state`` or a record in ``results`` has."""
+    found = set(seeds)
+    for path in [*state.glob("*-seed*"), *results.glob("*-seed*.json")]:
+        tail = path.name.split("-seed")[-1].split(".")[0]
+        if tail.isdigit() and any(path.name.startswith(f"{m.name}-seed") for m in MODELS):
+            found.add(int(tail))
+    return tuple(sorted(found))
 
 
 def curve(run_dir: Path) -> list[list[float]]:
@@ -577,9 +613,17 @@ def section(
     """The section: a row per (model, seed), finished or not, the gains over the VAE, the
     targets (not at toy size) and the learning curves."""
     out = Section(KEY, TITLE, command)
+    seeds = all_seeds(seeds, state, results)
     rows, pending, unkept = [], [], []
     finished: dict[str, list[dict[str, Any]]] = {}
+    tight: list[tuple[str, int, dict[str, Any]]] = []
+    vae_tight: dict[int, dict[str, Any]] = {}
     for entry in entries(MODELS, seeds, state, results):
+        bound = tightness.read(entry.result)
+        if bound is not None:
+            tight.append((entry.model.label, entry.seed, bound))
+            if entry.model.name == "vae":
+                vae_tight[entry.seed] = bound
         record = _read(entry.result)
         kept = record.pop("curve", []) if record else []  # a record keeps the curve it ended on
         out.data[entry.name] = {"result": record, "curve": curve(entry.run_dir) or kept}
@@ -599,12 +643,18 @@ def section(
     }
     if not options.toy:  # toy runs are on digits: the published figures do not apply
         check_targets(out, finished, gains)
+    out.data["tightness"] = {
+        f"{label} (seed {seed})": {k: v for k, v in r.items() if k != "points"}
+        for label, seed, r in tight
+    }
     out.body = "\n\n".join(
-        [
+        part
+        for part in [
             PROTOCOL,
             table(HEADERS, rows),
             seeds_text(finished, options.toy),
-            gains_text(gains, finished, unkept),
+            gains_text(gains, finished, unkept, bool(tight)),
+            tightness.text(tight, vae_tight),
             pending_text(pending, state),
             weights_text(results, seeds, state),
             REFERENCE,
@@ -612,6 +662,7 @@ def section(
             EARLIER,
             DIFFERENCES,
         ]
+        if part
     )
     return out
 
@@ -765,10 +816,14 @@ def seeds_text(finished: dict[str, list[dict[str, Any]]], toy: bool) -> str:
 
 
 def gains_text(
-    gains: dict[str, tuple[float, float, int]], finished: dict[str, Any], unkept: list[str]
+    gains: dict[str, tuple[float, float, int]],
+    finished: dict[str, Any],
+    unkept: list[str],
+    tight: bool = False,
 ) -> str:
     """The paragraph on gains over the VAE: paired where per-image scores are kept (``unkept``:
-    the labels of the finished models whose scores are not), over the seeds both have."""
+    the labels of the finished models whose scores are not), over the seeds both have;
+    ``tight``: the section shows how tight each model's bound is."""
     labels = {m.name: m.label for m in MODELS}
     shown = [
         f"{labels[n]} {g:+.2f} ± {e:.2f} nats "
@@ -783,10 +838,12 @@ def gains_text(
         "seeds both models have, the mean of those"
     )
     text += (": " + "; ".join(shown) + ".") if shown else "."
-    text += (
-        " Each figure is an IS lower bound, so a gain is one in log p(x) as far as both "
-        "bounds are equally tight; section "
-        f"{number('ais-quality')} measures how tight the VAE's is (AIS against IS)."
+    text += " Each figure is an IS lower bound, so a gain is one in log p(x) as far as both " + (
+        "bounds are equally tight: the table below measures each one's looseness (AIS against "
+        "IS) and how far it could move each gain."
+        if tight
+        else f"bounds are equally tight; section {number('ais-quality')} measures how tight "
+        "the VAE's is (AIS against IS)."
     )
     if unkept and "vae" in finished and len(finished) > 1:
         text += (
@@ -968,6 +1025,12 @@ def main(argv: list[str] | None = None) -> None:
         help="with --report: first score each running model's best checkpoint on "
         "the first POINTS test images with K samples (cheap, not the protocol)",
     )
+    p.add_argument(
+        "--tightness",
+        action="store_true",
+        help="train nothing: AIS (16 chains x 1000 steps) against IS on the first 200 test "
+        "images of each chosen scored run (resumable), then the section",
+    )
     args = p.parse_args(argv)
     names = tuple(n.strip() for n in args.models.split(",") if n.strip())
     unknown = sorted(set(names) - {m.name for m in MODELS})
@@ -985,8 +1048,9 @@ def main(argv: list[str] | None = None) -> None:
             tuple(args.seeds),
             names,
             args.max_epochs,
-            not args.report,
+            not (args.report or args.tightness),
             tuple(args.peek) if args.peek else None,
+            args.tightness,
         )
 
     finish(args, options_from(args), {KEY: runner})
