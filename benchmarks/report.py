@@ -54,7 +54,8 @@ PLUS_MINUS = {
     "row); a mean over seeds: **s.e. over seeds**, beside the **s.d. over seeds**; a gain over "
     "the VAE: **s.e. over images** of the paired per-image difference at one seed, **s.e. over "
     "seeds** of the per-seed gains at several; the earlier protocol's figures: **s.d. over "
-    "seeds** (3 seeds)",
+    "seeds** (3 seeds); the bounds' tightness (AIS − IS) and its shift δ of a gain: **s.e. over "
+    "images** (200 test images, paired)",
     "ais-quality": "**s.e. over images** (log p(x) and AIS − IS over the test images scored; "
     "the BDMC gap over the simulated images)",
     "richer": "**s.d. over seeds** where a row has several seeds (one seed: no ±)",
