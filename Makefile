@@ -130,6 +130,7 @@ bench-quality-bg: bench-published-bg
 bench-ais-bg: $(STAMP)
 	$(call background,$(AIS_STATE),$(AIS_JOB),benchmarks.ais --quality $(call path,$(RUN)))
 
-# Caches only: trained runs (runs/, the default --out) are the user's and stay.
+# Caches and the built docs (site/, which `make docs` rebuilds whole): trained runs (runs/, the
+# default --out) are the user's and stay.
 clean:
-	rm -rf .pytest_cache
+	rm -rf .pytest_cache site
