@@ -122,6 +122,7 @@ def train(
     from lightning.pytorch.utilities import rank_zero_only
 
     from pyro_vae import tracking
+    from pyro_vae.checkpoints import checkpoint_step
     from pyro_vae.prepared import load_run, prepare
     from pyro_vae.scoring import device_for
 
@@ -135,6 +136,7 @@ def train(
             with run.locked("train"):
                 prepared = load_run(run, spec)
                 result = score(prepared, run, device_for(spec.train.accelerator), rank0=True)
+                tracking.finish_scored(spec, run, result, checkpoint_step(run.last))
             return Trained(run, prepared, result)
         continues = resume is None and not overwrite and run.continues(spec)
         if continues:

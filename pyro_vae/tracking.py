@@ -16,7 +16,8 @@
 
 The final scores and the figures exist once :func:`pyro_vae.pipeline.score` has run:
 :func:`finish` logs them then, on rank 0 (a run trained but stopped before scoring, which
-``train`` then only scores, has no Trainer and logs none). Spec values that are lists or null
+``train`` then only scores, has no Trainer: :func:`finish_scored` logs them to trackers made
+for it). Spec values that are lists or null
 become the strings ``[200, 200]`` and ``null`` (TensorBoard's hparams take scalars and
 strings); an MLflow param longer than MLflow's limit is cut, saying so (config.yaml, an
 artifact, holds it whole).
@@ -39,10 +40,11 @@ import hashlib
 import importlib
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
@@ -56,7 +58,6 @@ from pyro_vae.spec import Spec, TrainSpec
 
 if TYPE_CHECKING:
     import lightning as L
-    import numpy as np
 
     from pyro_vae.scoring import Evaluation
 
@@ -100,12 +101,18 @@ def params(spec: Spec) -> dict[str, str | int | float | bool]:
 def loggers(spec: Spec, run: Run, first_step: int | None = None) -> list[Logger]:
     """The Trainer's loggers for ``spec``'s ``train.logger``: metrics.csv first, then
     TensorBoard and MLflow where named; ``first_step``: where a continued run starts."""
-    out: list[Logger] = [RunCSVLogger(run, first_step)]
+    return [RunCSVLogger(run, first_step), *trackers(spec, run, first_step, first_step is not None)]
+
+
+def trackers(spec: Spec, run: Run, purge_step: int | None, resumed: bool) -> list[Logger]:
+    """TensorBoard and MLflow where ``train.logger`` names them: TensorBoard dropping the events
+    from ``purge_step`` on, MLflow continuing the run's MLflow run when ``resumed``."""
+    out: list[Logger] = []
     names = spec.train.loggers
     if "tensorboard" in names:
-        out.append(RunTensorBoard(run, params(spec), first_step))
+        out.append(RunTensorBoard(run, params(spec), purge_step))
     if "mlflow" in names:
-        out.append(RunMLflow(run, spec.train, params(spec), first_step))
+        out.append(RunMLflow(run, spec.train, params(spec), resumed))
     return out
 
 
@@ -116,10 +123,26 @@ def finish(trainer: L.Trainer, run: Run, evaluation: Evaluation) -> None:
     if trainer.global_rank != 0 or rank_zero_only.rank != 0:
         return
     val_elbo = trainer.callback_metrics.get("val_elbo")
-    step = trainer.global_step
-    for logger in trainer.loggers:
+    val = None if val_elbo is None else float(val_elbo)
+    _report(trainer.loggers, run, evaluation, trainer.global_step, val)
+
+
+def finish_scored(spec: Spec, run: Run, evaluation: Evaluation, step: int) -> None:
+    """:func:`finish` for a run trained earlier and scored now, with no Trainer: to trackers
+    made for it (MLflow's run continued, TensorBoard's events kept), at the checkpoint's
+    ``step``, with the last validation ELBO in metrics.csv."""
+    val = run.metrics.get("val_elbo")
+    seen = None if val is None else val[~np.isnan(val)]
+    last = None if seen is None or not len(seen) else float(seen[-1])
+    _report(trackers(spec, run, None, resumed=True), run, evaluation, step, last)
+
+
+def _report(
+    loggers: Sequence[Logger], run: Run, evaluation: Evaluation, step: int, val: float | None
+) -> None:
+    for logger in loggers:
         if isinstance(logger, RunTensorBoard):
-            logger.finish(run, evaluation, None if val_elbo is None else float(val_elbo), step)
+            logger.finish(run, evaluation, val, step)
         elif isinstance(logger, RunMLflow):
             logger.finish(run, evaluation, step)
 
@@ -133,13 +156,13 @@ class RunTensorBoard(TensorBoardLogger):
     """``RUN/tensorboard/``: the spec as hparams (in hparams.yaml, and in the HParams view with
     the final scores from :meth:`finish`), the figures as images."""
 
-    def __init__(self, run: Run, spec_params: Mapping[str, Any], first_step: int | None) -> None:
+    def __init__(self, run: Run, spec_params: Mapping[str, Any], purge_step: int | None) -> None:
         # no hp_metric: the HParams view keeps the first hparams entry it reads, the final one
         super().__init__(
             save_dir=str(run.root),
             name="tensorboard",
             version="",
-            purge_step=first_step,
+            purge_step=purge_step,
             default_hp_metric=False,
         )
         self.spec_params = dict(spec_params)
@@ -165,7 +188,7 @@ class RunMLflow(MLFlowLogger):
     """One MLflow run per run directory (see the module docstring)."""
 
     def __init__(
-        self, run: Run, train: TrainSpec, spec_params: Mapping[str, Any], first_step: int | None
+        self, run: Run, train: TrainSpec, spec_params: Mapping[str, Any], resumed: bool
     ) -> None:
         root = run.root.resolve()
         uri = train.mlflow_uri or (root.parent / "mlruns").as_uri()
@@ -180,7 +203,7 @@ class RunMLflow(MLFlowLogger):
                 tags={RUN_KEY: key, RUN_DIR: str(root)},
             )
         _quiet()
-        self.spec_params, self.key, self.resumed = dict(spec_params), key, first_step is not None
+        self.spec_params, self.key, self.resumed = dict(spec_params), key, resumed
         self.log_hyperparams({})  # rank 0: the run and its params now, a bad URI an error now
 
     @property

@@ -189,3 +189,41 @@ def test_a_spec_without_the_tracking_keys_takes_their_defaults():
     assert train_spec.loggers == ("tensorboard",)
     assert (train_spec.mlflow_uri, train_spec.mlflow_experiment) == (None, None)
     assert load_spec(None, ["train.logger=[]"]).train.loggers == ()
+
+
+def test_a_run_scored_after_its_training_stopped_logs_its_final_scores_to_both(
+    tmp_path, monkeypatch
+):
+    """A run whose evaluation a kill cut short is scored by the next ``train``, with no Trainer:
+    its final scores reach the MLflow run it trained in and its TensorBoard log all the same."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import pyro_vae.pipeline
+
+    class Killed(Exception):
+        pass
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    uri = f"file:{tmp_path}/mlruns"
+    overrides = [*TINY, "train.logger=[csv,tensorboard,mlflow]", f"train.mlflow_uri={uri}"]
+    monkeypatch.setattr(pyro_vae.pipeline, "score", killed)
+    with pytest.raises(Killed):
+        train(DIGITS, tmp_path / "sweep" / "r", overrides)
+    monkeypatch.undo()
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    store = client(uri)
+    assert "test_log_px" not in only_run(store, "sweep").data.metrics  # trained, not scored
+    trained = train(DIGITS, tmp_path / "sweep" / "r", overrides)  # scores it, trains nothing
+    run = only_run(store, "sweep")  # the same MLflow run, finished again
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["test_log_px"] == pytest.approx(trained.evaluation.log_px)
+    assert len(store.get_metric_history(run.info.run_id, "val_elbo")) == 1  # not trained again
+    assert "eval-test.json" in artifacts(store, run.info.run_id)
+    events = EventAccumulator(str(tmp_path / "sweep" / "r" / "tensorboard"), {"scalars": 0})
+    events.Reload()
+    log_px = [e.value for e in events.Scalars("hp/test_log_px")]
+    assert log_px == [pytest.approx(trained.evaluation.log_px, abs=1e-4)]
+    val = [e.value for e in events.Scalars("val_elbo")]
+    assert [e.value for e in events.Scalars("hp/val_elbo")] == [pytest.approx(val[-1])]
