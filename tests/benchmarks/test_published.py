@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from toy_jobs import published
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -135,39 +136,15 @@ def test_a_published_protocol_job_leaves_a_run_another_job_holds_and_trains_the_
 
     state, results = tmp_path / "state", tmp_path / "results"
 
-    def job(models: str) -> subprocess.CompletedProcess:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "benchmarks.published",
-                "--toy",
-                "--models",
-                models,
-                "--max-epochs",
-                "1",
-                "--state",
-                str(state),
-                "--results",
-                str(results),
-                "--out",
-                str(tmp_path / "BENCHMARKS.md"),
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        return done
+    def job(models: str) -> str:
+        return published(tmp_path, "--models", models, "--max-epochs", "1")
 
     (state / "vae-seed0").mkdir(parents=True)
     with Run(state / "vae-seed0").locked("the other job"):
-        done = job("vamp,vae")  # in the order given, not the table's
-        out = done.stdout
+        out = job("vamp,vae")  # in the order given, not the table's
         assert "VAE (seed 0): left to another job" in out, out[-3000:]
         assert out.index("VampPrior (seed 0): starting") < out.index("VAE (seed 0): left to")
-        assert "in use by another pyro-vae process" in done.stdout
+        assert "in use by another pyro-vae process" in out
         assert sorted(p.name for p in (state / "vae-seed0").iterdir()) == [LOCK]
     assert sorted(p.name for p in (results / "published").glob("*.json")) == ["vamp-seed0.json"]
     report = (tmp_path / "BENCHMARKS.md").read_text()
@@ -178,10 +155,10 @@ def test_a_published_protocol_job_leaves_a_run_another_job_holds_and_trains_the_
         "IWAE k=5, DReG (seed 0)."
     ) in report
     # the VAE's run free again: trained and scored; the VampPrior's gain over it is paired
-    done = job("vae,vamp")
-    assert "VAE seed 0: test log p(x)" in done.stdout, done.stdout[-3000:]
-    assert "VampPrior seed 0: test log p(x)" not in done.stdout  # finished: left as it is
-    assert "VampPrior (seed 0): scoring" not in done.stdout
+    out = job("vae,vamp")
+    assert "VAE seed 0: test log p(x)" in out, out[-3000:]
+    assert "VampPrior seed 0: test log p(x)" not in out  # finished: left as it is
+    assert "VampPrior (seed 0): scoring" not in out
     d = np.load(results / "published" / "vamp-seed0.log-px.npy", allow_pickle=False) - np.load(
         results / "published" / "vae-seed0.log-px.npy", allow_pickle=False
     )

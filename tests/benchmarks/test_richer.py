@@ -2,31 +2,12 @@
 epoch), in a subprocess as ``python -m benchmarks.richer`` runs it."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from toy_jobs import toy
 
 
 def test_richer_benchmark_runs_at_toy_size(tmp_path):
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.richer",
-            "--toy",
-            "--results",
-            str(tmp_path / "results"),
-            "--out",
-            str(tmp_path / "BENCHMARKS.md"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    toy("benchmarks.richer", tmp_path)
     report = (tmp_path / "BENCHMARKS.md").read_text()
     assert "## 6. Richer models on Fashion-MNIST" in report
     record = json.loads((tmp_path / "results" / "richer.json").read_text())["data"]
@@ -39,23 +20,6 @@ def test_richer_benchmark_runs_at_toy_size(tmp_path):
     assert len(cache) == 4
     cache.pop(next(iter(cache)))
     cache_path.write_text(json.dumps(cache))
-    again = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.richer",
-            "--toy",
-            "--report",
-            "--results",
-            str(tmp_path / "results"),
-            "--out",
-            str(tmp_path / "BENCHMARKS.md"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert again.returncode == 0, again.stderr[-3000:]
+    toy("benchmarks.richer", tmp_path, "--report")
     assert len(json.loads(cache_path.read_text())) == 3  # nothing trained
     assert "diagonal, one layer: pending" in (tmp_path / "BENCHMARKS.md").read_text()

@@ -5,41 +5,11 @@ records. The jobs run in a subprocess, as the make targets run them."""
 import json
 import math
 import statistics
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from toy_jobs import published
 
 from benchmarks.tightness import shift
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def published(tmp_path: Path, *args: str) -> str:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.published",
-            "--toy",
-            "--threads",
-            "1",
-            "--state",
-            str(tmp_path / "state"),
-            "--results",
-            str(tmp_path / "results"),
-            "--out",
-            str(tmp_path / "BENCHMARKS.md"),
-            *args,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
 
 
 def test_each_scored_model_gets_ais_against_is_and_the_gain_its_paired_shift(tmp_path):

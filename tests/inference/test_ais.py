@@ -177,18 +177,21 @@ def two_site_log_px(x: Tensor) -> Tensor:
     return torch.logsumexp(log_lik + log_prior + weights.log(), dim=-1)
 
 
-def test_two_sites_one_positive_match_the_integrated_log_px() -> None:
-    torch.manual_seed(2)
-    trace = poutine.trace(poutine.uncondition(two_site_model)).get_trace(torch.zeros(16, 6))
+def _on_simulated(model, guide, log_px, seed: int, steps: int):  # type: ignore[no-untyped-def]
+    """AIS (16 chains × ``steps``, 5 leapfrog steps) on 16 points drawn from ``model``, its
+    result and the exact ``log_px`` of those points; the mean error is checked within 4 s.e."""
+    torch.manual_seed(seed)
+    trace = poutine.trace(poutine.uncondition(model)).get_trace(torch.zeros(16, 6))
     x = trace.nodes["x"]["value"]
-    exact = two_site_log_px(x)
-    r = ais_log_marginal_likelihood(
-        two_site_model,
-        two_site_guide,
-        x,
-        options=AISOptions(num_chains=16, num_steps=100, leapfrog_steps=5),
-    )
-    _mean_within(r.log_px, exact, r.stderr)
+    exact = log_px(x)
+    options = AISOptions(num_chains=16, num_steps=steps, leapfrog_steps=5)
+    r = ais_log_marginal_likelihood(model, guide, x, options=options)
+    _mean_within(r.log_px, exact.float(), r.stderr)
+    return r, exact
+
+
+def test_two_sites_one_positive_match_the_integrated_log_px() -> None:
+    r, exact = _on_simulated(two_site_model, two_site_guide, two_site_log_px, seed=2, steps=100)
     # Calibration: under a correct stderr the z² of 16 points average 1 with s.d. sqrt(2/16) =
     # 0.35, and the delta method is optimistic for AIS's skewed weights (measured 1.4);
     # leaving out log|dr/du| in HMC (a wrong stationary law) gave 42.
@@ -240,17 +243,7 @@ def mixture_log_px(x: Tensor) -> Tensor:
 def test_a_mixture_prior_anneals_to_its_closed_form() -> None:
     # torch wraps a MixtureSameFamily's support (MixtureSameFamilyConstraint), for which
     # biject_to has no bijection: AIS unwraps it to the components' support
-    torch.manual_seed(5)
-    trace = poutine.trace(poutine.uncondition(mixture_model)).get_trace(torch.zeros(16, 6))
-    x = trace.nodes["x"]["value"]
-    exact = mixture_log_px(x)
-    r = ais_log_marginal_likelihood(
-        mixture_model,
-        mixture_guide,
-        x,
-        options=AISOptions(num_chains=16, num_steps=200, leapfrog_steps=5),
-    )
-    _mean_within(r.log_px, exact.float(), r.stderr)
+    r, exact = _on_simulated(mixture_model, mixture_guide, mixture_log_px, seed=5, steps=200)
     z = (r.log_px - exact) / r.stderr
     assert z.square().mean() < 3.0  # calibration, as for the two-site model
     assert r.stderr.mean() > 0.01  # there is Monte Carlo error to be within
