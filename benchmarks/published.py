@@ -618,6 +618,8 @@ def section(
     finished: dict[str, list[dict[str, Any]]] = {}
     tight: list[tuple[str, int, dict[str, Any]]] = []
     vae_tight: dict[int, dict[str, Any]] = {}
+    untight: list[str] = []  # scored, the bound not measured yet
+    gone: list[str] = []  # scored, the run no longer on disk to measure it
     for entry in entries(MODELS, seeds, state, results):
         bound = tightness.read(entry.result)
         if bound is not None:
@@ -635,6 +637,9 @@ def section(
             continue
         rows.append(finished_row(entry, record, options.toy))
         finished.setdefault(entry.model.name, []).append(record)
+        if bound is None:  # scored, its bound not measured: can it be, from its run?
+            on_disk = Run(entry.run_dir).checkpoint("best").is_file()
+            (untight if on_disk else gone).append(entry.label)
         if not points_path(entry.result).is_file():
             unkept.append(entry.label)
     gains = paired_gains(results, seeds)
@@ -654,7 +659,7 @@ def section(
             table(HEADERS, rows),
             seeds_text(finished, options.toy),
             gains_text(gains, finished, unkept, bool(tight)),
-            tightness.text(tight, vae_tight),
+            tightness.text(tight, vae_tight, untight, gone),
             pending_text(pending, state),
             weights_text(results, seeds, state),
             REFERENCE,

@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,9 +113,15 @@ def shift(model: dict[str, Any], vae: dict[str, Any]) -> tuple[float, float, int
     return (*_mean_sem([p - q for p, q in zip(a, b)]), len(a))
 
 
-def text(rows: list[tuple[str, int, dict[str, Any]]], vae_by_seed: dict[int, dict]) -> str:
-    """The table of the records in ``rows`` (label, seed, record) and, for each non-VAE row
-    with the VAE's record at its seed, δ: how far the bounds' looseness could move its gain."""
+def text(
+    rows: list[tuple[str, int, dict[str, Any]]],
+    vae_by_seed: dict[int, dict],
+    waiting: Sequence[str] = (),
+    gone: Sequence[str] = (),
+) -> str:
+    """The table of the records in ``rows`` (label, seed, record); for each non-VAE row with
+    the VAE's record at its seed, δ: how far the bounds' looseness could move its gain; the
+    scored rows not measured yet (``waiting``) and those whose run is gone (``gone``)."""
     if not rows:
         return ""
     first = rows[0][2]
@@ -168,4 +175,14 @@ def text(rows: list[tuple[str, int, dict[str, Any]]], vae_by_seed: dict[int, dic
             + ". That is how much of each gain the bounds' looseness could account for "
             "(δ > 0: IS understates the gain)."
         )
+    left = []
+    if waiting:
+        left.append(
+            "Not measured yet: " + ", ".join(waiting) + " (`python -m benchmarks.published "
+            "--tightness --models MODEL --seeds SEED`)."
+        )
+    if gone:
+        left.append("Not measurable: " + ", ".join(gone) + ", whose runs are no longer on disk.")
+    if left:
+        out.append(" ".join(left))
     return "\n\n".join(out)

@@ -46,6 +46,16 @@ def test_each_scored_model_gets_ais_against_is_and_the_gain_its_paired_shift(tmp
     published(tmp_path, "--report")
     report = (tmp_path / "BENCHMARKS.md").read_text()
     assert shift in report and "| VAE | 1 |" in report
+    # a scored row without its record is named: to measure, or gone with its run
+    (folder / "vamp-seed1.tightness.json").unlink()
+    published(tmp_path, "--report")
+    assert "Not measured yet: VampPrior (seed 1)" in (tmp_path / "BENCHMARKS.md").read_text()
+    (tmp_path / "state" / "vamp-seed1" / "checkpoints" / "best.ckpt").unlink()
+    published(tmp_path, "--report")
+    assert (
+        "Not measurable: VampPrior (seed 1), whose runs are no longer on disk"
+        in (tmp_path / "BENCHMARKS.md").read_text()
+    )
 
 
 def test_gaps_over_different_images_are_not_paired():
