@@ -106,6 +106,9 @@ def parse_estimator(text: str) -> Component:
     """``NAME[KEY=VALUE,...]`` (or ``NAME:KEY=VALUE,...``, :func:`split_entry`) → the validated
     estimator component; values are read as YAML."""
     try:
+        if "," in text and not any(c in text for c in "[:="):  # trace,iwae: a list in one word
+            words = " ".join(w.strip() for w in text.split(",") if w.strip())
+            raise SpecError("", f"one estimator per word: --estimators {words}")
         name, params = split_entry(text)
         raw: dict[str, Any] = {"name": name}
         for item in params.split(",") if params else []:

@@ -240,6 +240,7 @@ BAD = {
     "dreg:k=5,": "expected NAME[KEY=VALUE,...] (e.g. iwae[k=5]), got ''",
     "dreg[k=5,]": "expected NAME[KEY=VALUE,...] (e.g. iwae[k=5]), got ''",
     "renyi:alpha=1": "alpha must be a finite number other than 1",
+    "iwae,dreg": "one estimator per word: --estimators iwae dreg",
 }
 
 
