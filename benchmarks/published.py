@@ -629,7 +629,8 @@ def section(
         record = _read(entry.result)
         kept = record.pop("curve", []) if record else []  # a record keeps the curve it ended on
         out.data[entry.name] = {"result": record, "curve": curve(entry.run_dir) or kept}
-        if record is None and entry.model.name not in SEEDED and entry.seed != min(seeds):
+        one_seed = entry.model.name not in SEEDED and entry.seed != min(seeds)
+        if record is None and one_seed and entry.read(PROGRESS) is None:
             continue  # a one-seed model: no row for the seeds it is not trained at
         if record is None:
             rows.append(pending_row(entry, options))

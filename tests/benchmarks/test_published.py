@@ -254,3 +254,23 @@ def test_a_background_target_takes_a_state_folder_with_spaces_and_quotes(tmp_pat
     assert argv[0] == str(state / "job-vae" / "code")
     assert argv[argv.index("--state") + 1] == str(state)
     assert (state / "job-vae" / "code" / "Makefile").is_file()
+
+
+def test_the_report_shows_every_seed_found_and_a_one_seed_model_running_at_another(tmp_path):
+    """``--report`` with no ``--seeds``: the seeds of the runs and records it finds; a model the
+    table shows at one seed gets a row at another seed once a job is training it there."""
+    state = tmp_path / "state"
+    state.mkdir()
+    progress = {
+        "epoch": 3,
+        "val_elbo": -50.0,
+        "best_val_elbo": -49.0,
+        "epochs_since_best": 1,
+        "epoch_seconds": [1.0, 1.0, 1.0],
+    }
+    (state / "hvae-seed1.progress.json").write_text(json.dumps(progress))
+    published(tmp_path, "--report")
+    rows = [r for r in (tmp_path / "BENCHMARKS.md").read_text().splitlines() if r.startswith("| ")]
+    assert any(r.startswith("| HVAE (2 layers) | 1 | 3 (running") for r in rows), rows
+    assert any(r.startswith("| VAE | 1 | not started") for r in rows), rows  # seeds 0 and 1
+    assert not any(r.startswith("| IWAE k=5, DReG | 1 |") for r in rows), rows  # not trained
