@@ -83,3 +83,18 @@ def test_site_builds_strict(tmp_path: Path) -> None:
         page = site / "api" / f"pyro_vae.{path.stem}.html"
         assert page.is_file(), f"no API page for {path}"
     assert 'class="arithmatex"' in (site / "estimators.html").read_text(encoding="utf-8")
+
+
+def test_the_readme_code_map_names_every_module() -> None:
+    """README's code map (its "Code map" section) names each module of ``pyro_vae`` and
+    ``inference`` in backticks, so a module added later cannot be left off the map."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    code_map = text.split("## Code map", 1)[1].split("\n## ", 1)[0]
+    modules = [
+        path.stem
+        for package in ("pyro_vae", "inference")
+        for path in sorted((ROOT / package).glob("*.py"))
+        if path.stem != "__init__"
+    ]
+    missing = [name for name in modules if f"`{name}`" not in code_map]
+    assert not missing, f"README's code map leaves out: {', '.join(missing)}"
