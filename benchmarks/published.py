@@ -1018,7 +1018,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--max-epochs", type=int, help=f"cap every run (default: the presets' {PRESET_EPOCHS})"
     )
-    p.add_argument(
+    what = p.add_mutually_exclusive_group()
+    what.add_argument(
         "--report",
         action="store_true",
         help="train nothing: write the section from the state and results so far",
@@ -1031,7 +1032,7 @@ def main(argv: list[str] | None = None) -> None:
         help="with --report: first score each running model's best checkpoint on "
         "the first POINTS test images with K samples (cheap, not the protocol)",
     )
-    p.add_argument(
+    what.add_argument(
         "--tightness",
         action="store_true",
         help="train nothing: AIS (16 chains x 1000 steps) against IS on the first 200 test "

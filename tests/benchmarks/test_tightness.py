@@ -64,3 +64,12 @@ def test_gaps_over_different_images_are_not_paired():
     with pytest.raises(ValueError, match="different images"):
         shift(one, two)
     assert shift(two, two) == (0.0, 0.0, 3)
+
+
+def test_tightness_and_report_are_one_or_the_other(capsys):
+    from benchmarks.published import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--report", "--tightness"])
+    assert exit_.value.code == 2
+    assert "--tightness: not allowed with argument --report" in capsys.readouterr().err
