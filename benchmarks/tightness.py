@@ -89,7 +89,7 @@ def score(run_dir: Path, result: Path, state: Path, options: Options) -> dict[st
     record = {
         "checkpoint": checkpoint.name,
         "checkpoint_sha256": sha256,
-        **{k: v for k, v in merged.items() if k != "points"},
+        **{key: v for key, v in merged.items() if key != "points"},
         "points": {key: merged["points"][key] for key in ("log_px", "is_log_px")},
     }
     write_json_atomic(record_path(result), record)
