@@ -872,28 +872,17 @@ def pending_text(pending: list[str], state: Path) -> str:
 
 def weights_text(results: Path, seeds: tuple[int, ...], state: Path) -> str:
     """The paragraph on the shipped weights (``<results>/published/weights.json``): which
-    model and seed each file is, with its own row's log p(x) when the table shows other seeds;
-    the table's scored rows without a file, and why (their run is gone, or not exported yet);
-    how ``make reproduce-table`` scores the files again."""
+    model and seed each file is (its row is in the table, which shows every seed with a
+    record); the table's scored rows without a file, and why (their run is gone, or not
+    exported yet); how ``make reproduce-table`` scores the files again."""
     files = (_read(results / WEIGHTS) or {}).get("files") or {}
     labels = {m.name: m.label for m in MODELS}
-    shown = []
-    for name, entry in files.items():
-        record = _read(results / entry["result"]) or {}
-        row = (
-            ""
-            if entry["seed"] in seeds or not record
-            else (
-                f"; its own row, not in the table above: test log p(x) {record['log_px']:.2f} ± "
-                f"{record['log_px_sem']:.2f}, {record['epochs']} epochs ({record['stopped']}), "
-                f"best val ELBO {record['best_val_elbo']:.2f}"
-            )
-        )
-        shown.append(
-            f"`{name}`: {labels.get(entry['model'], entry['model'])}, **seed "
-            f"{entry['seed']}**, epoch {entry['epoch']} ({entry['checkpoint']}), "
-            f"{entry['bytes'] / 1e6:.1f} MB, SHA-256 `{entry['sha256'][:16]}…`{row}"
-        )
+    shown = [
+        f"`{name}`: {labels.get(entry['model'], entry['model'])}, **seed "
+        f"{entry['seed']}**, epoch {entry['epoch']} ({entry['checkpoint']}), "
+        f"{entry['bytes'] / 1e6:.1f} MB, SHA-256 `{entry['sha256'][:16]}…`"
+        for name, entry in files.items()
+    ]
     text = (
         "**Shipped weights** (float32, the VAE's parameters only, in a file that "
         "`torch.load(weights_only=True)` reads; SHA-256 and sizes in "
