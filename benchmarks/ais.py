@@ -258,19 +258,7 @@ def quality(
     pieces = Pieces(folder, len(x) * sum(steps) + bdmc_points * 2 * steps[0])
 
     def ais(s: int) -> dict[str, Any] | None:
-        done = [
-            r
-            for start, part in zip(range(0, len(x), PIECE), x.split(PIECE))
-            if (
-                r := pieces.score(
-                    f"ais-c{CHAINS}-l{LEAPFROG}-t{s}-k{k}-{start}+{len(part)}",
-                    len(part) * s,
-                    lambda part=part: evaluate_ais(
-                        vae, part, "test", Annealing(CHAINS, s, LEAPFROG), k, budget
-                    ),
-                )
-            )
-        ]
+        done = [r for r in pieces.ais(vae, x, s, k, budget) if r]
         return merge_ais(done) if done else None
 
     def bdmc() -> dict[str, Any] | None:
@@ -403,6 +391,22 @@ class Pieces:
             flush=True,
         )
         return result
+
+    def ais(
+        self, vae: VAE, x: Tensor, steps: int, k: int, budget: float
+    ) -> list[dict[str, Any] | None]:
+        """AIS (:data:`CHAINS` chains × ``steps``) beside IS at K = ``k`` on the test images
+        ``x``, a piece of :data:`PIECE` images at a time: each piece's summary, None for one
+        not scored (another job holds it, or ``compute`` is off)."""
+        annealing = Annealing(CHAINS, steps, LEAPFROG)
+        return [
+            self.score(
+                f"ais-c{CHAINS}-l{LEAPFROG}-t{steps}-k{k}-{start}+{len(part)}",
+                len(part) * steps,
+                lambda part=part: evaluate_ais(vae, part, "test", annealing, k, budget),
+            )
+            for start, part in zip(range(0, len(x), PIECE), x.split(PIECE))
+        ]
 
     @staticmethod
     def _read(path: Path) -> dict[str, Any] | None:

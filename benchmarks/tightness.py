@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.ais import CHAINS, LEAPFROG, PIECE, Pieces
+from benchmarks.ais import Pieces
 from benchmarks.common import Options, table
 from pyro_vae.atomic import write_json_atomic
 
@@ -58,7 +58,7 @@ def score(run_dir: Path, result: Path, state: Path, options: Options) -> dict[st
     checkpoint its row was scored with (its pieces under ``state``); the record, also written
     beside ``result``. A record already there is returned as it is; None while another job
     scores some of its pieces."""
-    from pyro_vae.annealing import Annealing, evaluate_ais, merge_ais
+    from pyro_vae.annealing import merge_ais
     from pyro_vae.prepared import load_run
     from pyro_vae.rundir import Run
 
@@ -74,18 +74,10 @@ def score(run_dir: Path, result: Path, state: Path, options: Options) -> dict[st
     x = prep.bundle.split("test")[:points].to(options.device)
     budget = prep.spec.evaluate.memory_budget_mb
     pieces = Pieces(state / "tightness" / f"{run_dir.name}-{sha256[:16]}", len(x) * steps)
-    annealing = Annealing(CHAINS, steps, LEAPFROG)
-    done = [
-        pieces.score(
-            f"ais-c{CHAINS}-l{LEAPFROG}-t{steps}-k{k}-{start}+{len(part)}",
-            len(part) * steps,
-            lambda part=part: evaluate_ais(vae, part, "test", annealing, k, budget),
-        )
-        for start, part in zip(range(0, len(x), PIECE), x.split(PIECE))
-    ]
+    done = pieces.ais(vae, x, steps, k, budget)
     if any(d is None for d in done):  # another live job holds a piece: no record yet
         return None
-    merged = merge_ais(done)
+    merged = merge_ais([d for d in done if d is not None])
     record = {
         "checkpoint": checkpoint.name,
         "checkpoint_sha256": sha256,
