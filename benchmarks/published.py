@@ -225,6 +225,11 @@ class Entry:
     def result(self) -> Path:
         return self.results / f"{self.name}.json"
 
+    @property
+    def on_disk(self) -> bool:
+        """Whether the run's best checkpoint, which its row was scored with, is still there."""
+        return Run(self.run_dir).checkpoint("best").is_file()
+
     def job_file(self, kind: str) -> Path:
         """The job's file ``kind`` about this run: ``STATE/<model>-seed<s>.<kind>.json``."""
         return self.state / f"{self.name}.{kind}.json"
@@ -565,6 +570,9 @@ def tighten_all(chosen: list[Entry], options: Options) -> None:
         if not entry.result.is_file():
             print(f"{entry.label}: not scored yet; no tightness", flush=True)
             continue
+        if tightness.read(entry.result) is None and not entry.on_disk:
+            print(f"{entry.label}: its run is no longer on disk; no tightness", flush=True)
+            continue
         r = tightness.score(entry.run_dir, entry.result, entry.state, options)
         if r is None:
             print(f"{entry.label}: tightness pieces left to another job", flush=True)
@@ -639,8 +647,7 @@ def section(
         rows.append(finished_row(entry, record, options.toy))
         finished.setdefault(entry.model.name, []).append(record)
         if bound is None:  # scored, its bound not measured: can it be, from its run?
-            on_disk = Run(entry.run_dir).checkpoint("best").is_file()
-            (untight if on_disk else gone).append(entry.label)
+            (untight if entry.on_disk else gone).append(entry.label)
         if not points_path(entry.result).is_file():
             unkept.append(entry.label)
     gains = paired_gains(results, seeds)
@@ -895,7 +902,7 @@ def weights_text(results: Path, seeds: tuple[int, ...], state: Path) -> str:
         for e in entries(MODELS, seeds, state, results)
         if e.result.is_file() and f"{e.name}.weights.pt" not in files
     ]
-    gone = [e.label for e in unshipped if not Run(e.run_dir).checkpoint("best").is_file()]
+    gone = [e.label for e in unshipped if not e.on_disk]
     waiting = [e.label for e in unshipped if e.label not in gone]
     if gone:
         text += (

@@ -51,7 +51,8 @@ def test_each_scored_model_gets_ais_against_is_and_the_gain_its_paired_shift(tmp
     published(tmp_path, "--report")
     assert "Not measured yet: VampPrior (seed 1)" in (tmp_path / "BENCHMARKS.md").read_text()
     (tmp_path / "state" / "vamp-seed1" / "checkpoints" / "best.ckpt").unlink()
-    published(tmp_path, "--report")
+    out = published(tmp_path, "--tightness", "--models", "vamp", "--seeds", "1")
+    assert "VampPrior (seed 1): its run is no longer on disk; no tightness" in out, out[-3000:]
     assert (
         "Not measurable: VampPrior (seed 1), whose runs are no longer on disk"
         in (tmp_path / "BENCHMARKS.md").read_text()
