@@ -423,7 +423,7 @@ def _nan_for_null(value: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from benchmarks.cli import finish, options_from, parser
+    from benchmarks.cli import COUNT, finish, options_from, parser
 
     p = parser("AIS: speed against a plain-PyTorch floor; --quality RUN_DIR: IS vs AIS vs BDMC.")
     p.add_argument(
@@ -432,11 +432,11 @@ def main(argv: list[str] | None = None) -> None:
         metavar="RUN_DIR",
         help="score a trained run (IS K=5000, AIS 1000 and 10000 steps, BDMC)",
     )
-    p.add_argument("--test-points", type=int, default=500, help="test images (default 500)")
-    p.add_argument("--bdmc-points", type=int, default=50, help="simulated images (default 50)")
+    p.add_argument("--test-points", type=COUNT, default=500, help="test images (default 500)")
+    p.add_argument("--bdmc-points", type=COUNT, default=50, help="simulated images (default 50)")
     p.add_argument(
         "--steps",
-        type=int,
+        type=COUNT,
         nargs="+",
         default=list(FULL_STEPS),
         help="AIS steps to compare (default 1000 10000; BDMC runs the first)",

@@ -29,14 +29,38 @@ from benchmarks.common import (
     others_share,
 )
 from benchmarks.report import render
+from pyro_vae.registry import SEED_LIMIT
 
 Runner = Callable[[Options, str], Section]
+
+
+def integer(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer n with low ≤ n (≤ high when given), else argparse's one-line
+    error naming the range."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if n < low or (high is not None and n > high):
+            where = f"≥ {low}" if high is None else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"{n} is out of range: it must be {where}")
+        return n
+
+    return parse
+
+
+#: ``--seeds``: what ``train.seed`` accepts.
+SEED = integer(0, SEED_LIMIT - 1)
+#: A count of something (threads, epochs, images, samples): at least one.
+COUNT = integer(1)
 
 
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--threads", type=COUNT, default=2, help="torch CPU threads (default 2)")
     p.add_argument(
         "--toy",
         action="store_true",

@@ -546,8 +546,10 @@ def run(
     """With ``peek_at`` = (points, K), a cheap look at each chosen (model, seed) that is
     running; with ``train``, train and score each one not finished yet; with ``tighten``, AIS
     against IS for each one scored (:mod:`benchmarks.tightness`); then the section from the
-    state folder and the results folder: the whole table, every seed found there, whichever
-    models and seeds this job was given (another job may be training the others)."""
+    state folder and the results folder: the whole table at every seed found there, whichever
+    models this job was given (another job may be training the others); a training job's own
+    seeds are rows before anything of them is found, a job that trains nothing adds only the
+    protocol's :data:`SEEDS`."""
     assert options.results is not None
     results = options.results / KEY
     by_name = {m.name: m for m in MODELS}
@@ -560,7 +562,7 @@ def run(
         train_all(chosen, options, max_epochs)
     if tighten:
         tighten_all(chosen, options)
-    return section(options, command, state, seeds, results)
+    return section(options, command, state, seeds if train else SEEDS, results)
 
 
 def tighten_all(chosen: list[Entry], options: Options) -> None:
@@ -610,6 +612,8 @@ def curve(run_dir: Path) -> list[list[float]]:
     return [[e, rows[e]] for e in sorted(rows)]
 
 
+#: The seeds the table always has a row for (a job's default).
+SEEDS = (0,)
 #: The models the table shows at every seed of the report; the others are one-seed rows (their
 #: other seeds appear only once scored).
 SEEDED = ("vae", "vamp")
@@ -996,7 +1000,7 @@ def plot_curves(
 
 
 def main(argv: list[str] | None = None) -> None:
-    from benchmarks.cli import finish, options_from, parser
+    from benchmarks.cli import COUNT, SEED, finish, options_from, parser
 
     p = parser("The published Fashion-MNIST protocol (hours; resumes from the state folder).")
     p.add_argument(
@@ -1010,9 +1014,9 @@ def main(argv: list[str] | None = None) -> None:
         default=",".join(m.name for m in MODELS),
         help="comma-separated, run in this order (default %(default)s)",
     )
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="default 0")
+    p.add_argument("--seeds", type=SEED, nargs="+", default=list(SEEDS), help="default 0")
     p.add_argument(
-        "--max-epochs", type=int, help=f"cap every run (default: the presets' {PRESET_EPOCHS})"
+        "--max-epochs", type=COUNT, help=f"cap every run (default: the presets' {PRESET_EPOCHS})"
     )
     what = p.add_mutually_exclusive_group()
     what.add_argument(
@@ -1022,7 +1026,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument(
         "--peek",
-        type=int,
+        type=COUNT,
         nargs=2,
         metavar=("POINTS", "K"),
         help="with --report: first score each running model's best checkpoint on "
@@ -1041,6 +1045,9 @@ def main(argv: list[str] | None = None) -> None:
         p.error(
             f"--models: unknown {', '.join(unknown)}; choices: {', '.join(m.name for m in MODELS)}"
         )
+
+    if args.state is not None and not args.state.is_dir() and (args.report or args.tightness):
+        p.error(f"--state {args.state}: no such folder (--report and --tightness train nothing)")
 
     def runner(o: Options, c: str) -> Section:
         state = args.state or (o.results / "state" if o.toy else default_state())

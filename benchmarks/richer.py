@@ -157,12 +157,12 @@ def _active(run: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from benchmarks.cli import finish, options_from, parser
+    from benchmarks.cli import COUNT, SEED, finish, options_from, parser
 
     p = parser("Richer models (IAF, two layers, gated MLP) against the diagonal VAE (long).")
-    p.add_argument("--epochs", type=int, help="override the protocol's epochs")
-    p.add_argument("--seeds", type=int, nargs="+", help="override the protocol's seeds")
-    p.add_argument("--test-points", type=int, help="score only the first N test images")
+    p.add_argument("--epochs", type=COUNT, help="override the protocol's epochs")
+    p.add_argument("--seeds", type=SEED, nargs="+", help="override the protocol's seeds")
+    p.add_argument("--test-points", type=COUNT, help="score only the first N test images")
     p.add_argument(
         "--report",
         action="store_true",

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.cli import COUNT, integer
 from benchmarks.common import Options, Section
 from benchmarks.common import table as plain_table
 
@@ -273,8 +274,13 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] == "--probe":
         sys.exit(probe(argv[1:]))
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--runs", type=int, default=4, help="runs of each way, even (default 4)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument(
+        "--runs",
+        type=integer(2),
+        default=4,
+        help="runs of each way, even (default 4; odd rounds down)",
+    )
+    p.add_argument("--threads", type=COUNT, default=1, help="torch threads (default 1)")
     p.add_argument("--json", action="store_true", help="print the raw figures as JSON too")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="sweep-overhead-") as folder:

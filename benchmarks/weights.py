@@ -69,6 +69,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.cli import COUNT, SEED
 from benchmarks.common import REPO, Options, spec_from
 from benchmarks.published import (
     DONE,
@@ -504,13 +505,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     r.add_argument(
         "--limit",
-        type=int,
+        type=COUNT,
         metavar="N",
         help="the first N test images only (default: all, as the row)",
     )
     r.add_argument(
         "--num-samples",
-        type=int,
+        type=COUNT,
         metavar="K",
         help="IS samples per image (default: the row's; another K is not judged)",
     )
@@ -518,13 +519,13 @@ def main(argv: list[str] | None = None) -> int:
         "--work", type=Path, help=f"where the run directories are made (default {default_work()})"
     )
     r.add_argument("--models", help="comma-separated model names (default: every shipped one)")
-    r.add_argument("--seeds", type=int, nargs="+", help="default: every shipped one")
+    r.add_argument("--seeds", type=SEED, nargs="+", help="default: every shipped one")
     r.add_argument(
         "--toy",
         action="store_true",
         help="the weights were trained by python -m benchmarks.published --toy (tests)",
     )
-    r.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    r.add_argument("--threads", type=COUNT, default=2, help="torch CPU threads (default 2)")
     r.add_argument(
         "--accelerator",
         choices=["auto", "cpu", "gpu"],

@@ -274,3 +274,41 @@ def test_the_report_shows_every_seed_found_and_a_one_seed_model_running_at_anoth
     assert any(r.startswith("| HVAE (2 layers) | 1 | 3 (running") for r in rows), rows
     assert any(r.startswith("| VAE | 1 | not started") for r in rows), rows  # seeds 0 and 1
     assert not any(r.startswith("| IWAE k=5, DReG | 1 |") for r in rows), rows  # not trained
+    published(tmp_path, "--report", "--seeds", "7")  # trains nothing: no row for seed 7
+    rows = [r for r in (tmp_path / "BENCHMARKS.md").read_text().splitlines() if r.startswith("| ")]
+    assert not any(" | 7 | " in r for r in rows), rows
+    assert any(r.startswith("| VAE | 1 | not started") for r in rows), rows  # still found
+
+
+@pytest.mark.parametrize("mode", ["--report", "--tightness"])
+def test_a_job_that_trains_nothing_refuses_a_state_folder_that_is_not_there(tmp_path, mode, capsys):
+    """A mistyped ``--state`` would have the section say that every run is gone from disk."""
+    from benchmarks.published import main
+
+    out = tmp_path / "BENCHMARKS.md"
+    with pytest.raises(SystemExit) as exit_:
+        main([mode, "--state", str(tmp_path / "nowhere"), "--out", str(out)])
+    assert exit_.value.code == 2
+    assert f"--state {tmp_path / 'nowhere'}: no such folder" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seeds", "-1"], "argument --seeds: -1 is out of range: it must be in [0, 4294967295]"),
+        (["--seeds", "4294967296"], "4294967296 is out of range"),
+        (["--threads", "0"], "argument --threads: 0 is out of range: it must be ≥ 1"),
+        (["--max-epochs", "0"], "argument --max-epochs: 0 is out of range"),
+        (["--peek", "10", "x"], "argument --peek: 'x' is not an integer"),
+    ],
+)
+def test_a_count_or_seed_out_of_range_is_a_one_line_error(args, message, capsys):
+    """What ``train.seed`` refuses, and a count below one, stop the command before any work."""
+    from benchmarks.published import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--report"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
