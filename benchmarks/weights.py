@@ -37,10 +37,10 @@ config.yaml, the checkpoint (the weights with the ``pyro_vae`` record of
 machine against the digest the weights were trained on) and the marker. Then ``pyro-vae evaluate
 RUN --num-samples K [--limit N]`` scores it (K: the row's, 5000), in this process.
 
-Judging a row: the reproduced and the published per-image estimates log p̂(x_i) are two IS
+Judging a row: the reproduced and the committed per-image estimates log p̂(x_i) are two IS
 estimates of the same model on the same images with different random draws, so with
 
-    d_i = log p̂_reproduced(x_i) − log p̂_published(x_i),   i = 1 … n (the images scored)
+    d_i = log p̂_reproduced(x_i) − log p̂_committed(x_i),   i = 1 … n (the images scored)
 
     difference = mean_i d_i,    s.e. = std_i(d_i) / √n
 
@@ -258,7 +258,7 @@ class Row:
     record: dict[str, Any]
     points: int
     num_samples: int
-    published: float  # mean of the committed per-image scores over the same images
+    committed: float  # mean of the committed per-image scores over the same images
     reproduced: float
     difference: float
     stderr: float
@@ -281,18 +281,18 @@ class Row:
             f"{self.record['num_samples']}: IS bias differs)"
         )
         return (
-            f"{self.model.label} (seed {self.seed}): published {self.record['log_px']:.2f} ± "
+            f"{self.model.label} (seed {self.seed}): the table's row {self.record['log_px']:.2f} ± "
             f"{self.record['log_px_sem']:.2f} on {self.record['test_points']} images; on "
-            f"the {self.points} scored, K = {self.num_samples}: published "
-            f"{self.published:.3f}, reproduced {self.reproduced:.3f}, difference "
+            f"the {self.points} scored, K = {self.num_samples}: committed "
+            f"{self.committed:.3f}, reproduced {self.reproduced:.3f}, difference "
             f"{self.difference:+.3f} ± {self.stderr:.3f} (z = {z:+.2f}; within {Z:g} s.e.: "
             f"{'yes' if self.within else 'no'}): {verdict}; {self.seconds:.0f} s"
         )
 
 
-def paired(reproduced: np.ndarray, published: np.ndarray) -> tuple[float, float]:
-    """(mean d_i, std(d_i)/√n) of d_i = reproduced_i − published_i (module docstring)."""
-    d = np.asarray(reproduced, np.float64) - np.asarray(published, np.float64)
+def paired(reproduced: np.ndarray, committed: np.ndarray) -> tuple[float, float]:
+    """(mean d_i, std(d_i)/√n) of d_i = reproduced_i − committed_i (module docstring)."""
+    d = np.asarray(reproduced, np.float64) - np.asarray(committed, np.float64)
     return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.inf
 
 
@@ -386,8 +386,8 @@ def reproduce_one(
     seed = int(entry["seed"])
     payload = checked_payload(path, entry)
     result = results / entry["result"]
-    record, published = _read_json(result), read_points(result)
-    if record is None or published is None:
+    record, committed = _read_json(result), read_points(result)
+    if record is None or committed is None:
         raise Refused(
             f"{path}: its row's result {result} or per-image scores "
             f"{points_path(result).name} are missing"
@@ -403,7 +403,7 @@ def reproduce_one(
         raise Refused(f"{model.label} (seed {seed}): pyro-vae evaluate failed (above)")
     seconds = time.perf_counter() - start
     mine = run.evaluation("test").points.log_px.double().numpy()
-    theirs = published[: len(mine)]
+    theirs = committed[: len(mine)]
     difference, stderr = paired(mine, theirs)
     return Row(
         model,

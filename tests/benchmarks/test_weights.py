@@ -144,7 +144,7 @@ def test_reproduce_scores_the_shipped_weights_within_their_monte_carlo_error(toy
     done = reproduce(toy["results"], work, "--limit", "200")
     assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
     row = done.stdout.strip().splitlines()[-1]
-    assert row.startswith("VAE (seed 0): published") and ": reproduced;" in row, row
+    assert row.startswith("VAE (seed 0): the table's row") and ": reproduced;" in row, row
     run = work / "vae-seed0"
     assert json.loads((run / ".pyro-vae-run").read_text())["state"] == "finished"
     with np.load(run / "eval-test.npz", allow_pickle=False) as arrays:
@@ -324,7 +324,7 @@ def test_a_shipped_row_is_reproduced_on_a_subset_of_the_test_images(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
     row = done.stdout.strip().splitlines()[-1]
-    assert f"(seed {entry['seed']}): published" in row and ": reproduced;" in row, row
+    assert f"(seed {entry['seed']}): the table's row" in row and ": reproduced;" in row, row
     run = tmp_path / "work" / f"{entry['model']}-seed{entry['seed']}"
     with np.load(run / "eval-test.npz", allow_pickle=False) as arrays:
         mine = arrays["log_px"]
