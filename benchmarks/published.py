@@ -272,8 +272,8 @@ class Progress(L.Callback):
     so far, seconds per epoch and the time left, and the entry's ``progress.json``.
 
     Time left: at most (max_epochs − e)·s, at least (patience − epochs since the best)·s (the
-    earliest early stop); s is the mean over this process's epochs, an epoch resumed in its
-    middle counted at its pace (its seconds × batches per epoch / batches it ran)."""
+    earliest early stop); s is the :func:`pace` of this process's epochs, an epoch resumed in
+    its middle counted at its pace (its seconds × batches per epoch / batches it ran)."""
 
     def __init__(self, entry: Entry) -> None:
         self.entry = entry
@@ -292,7 +292,7 @@ class Progress(L.Callback):
         epoch = trainer.current_epoch + 1
         self.seconds = self.seconds[: epoch - 1] + [seconds]
         self.session.append(seconds)
-        per_epoch = statistics.fmean(self.session)
+        per_epoch = pace(self.session)
         val = float(trainer.callback_metrics.get("val_elbo", float("nan")))
         stopper = trainer.early_stopping_callback  # checks after this hook: apply its rule
         best, waited, patience = float("nan"), 0, 0
@@ -319,12 +319,19 @@ class Progress(L.Callback):
         )
 
 
+def pace(seconds: Sequence[float]) -> float:
+    """Seconds an epoch for the time left: the median of ``seconds``, which an epoch stretched
+    by a pause (SIGSTOP, a suspended laptop) or a burst of other load does not move."""
+    return statistics.median(seconds)
+
+
 def remaining(entry: Entry, max_epochs: int) -> str:
-    """A started run's epochs and time left at its recorded pace, for the start-up summary."""
+    """A started run's epochs and time left at its recorded :func:`pace` (its last 20 epochs),
+    for the start-up summary."""
     progress = entry.read(PROGRESS)
     if not progress or not progress["epoch_seconds"]:
         return "not started"
-    per_epoch = statistics.fmean(progress["epoch_seconds"][-20:])
+    per_epoch = pace(progress["epoch_seconds"][-20:])
     return (
         f"epoch {progress['epoch']}/{max_epochs}, {per_epoch:.1f} s/epoch, at most "
         f"{_duration((max_epochs - progress['epoch']) * per_epoch)} left"

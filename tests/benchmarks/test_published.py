@@ -312,3 +312,22 @@ def test_a_count_or_seed_out_of_range_is_a_one_line_error(args, message, capsys)
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_the_time_left_is_not_moved_by_a_paused_epoch(tmp_path):
+    """One epoch stretched to 20 min by a SIGSTOP among 10 s epochs: the pace stays 10 s, 5.6 h
+    for the 2000 epochs left, where the mean (308 s) would say 171 h."""
+    from benchmarks.published import MODELS, PROGRESS, Entry, remaining
+
+    entry = Entry(MODELS[0], 1, tmp_path, tmp_path / "results")
+    entry.write(
+        PROGRESS,
+        {
+            "epoch": 4,
+            "val_elbo": -240.0,
+            "best_val_elbo": -240.0,
+            "epochs_since_best": 0,
+            "epoch_seconds": [10.0, 10.0, 1200.0, 10.0],
+        },
+    )
+    assert remaining(entry, 2004) == "epoch 4/2004, 10.0 s/epoch, at most 5.6 h left"
