@@ -53,14 +53,16 @@ def integer(low: int, high: int | None = None) -> Callable[[str], int]:
 
 #: ``--seeds``: what ``train.seed`` accepts.
 SEED = integer(0, SEED_LIMIT - 1)
-#: A count of something (threads, epochs, images, samples): at least one.
+#: A count of something (epochs, images, samples): at least one.
 COUNT = integer(1)
+#: ``--threads``: torch's CPU threads, bounded before torch makes them.
+THREADS = integer(1, 1024)
 
 
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
-    p.add_argument("--threads", type=COUNT, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--threads", type=THREADS, default=2, help="torch CPU threads (default 2)")
     p.add_argument(
         "--toy",
         action="store_true",

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.cli import COUNT, integer
+from benchmarks.cli import THREADS, integer
 from benchmarks.common import Options, Section
 from benchmarks.common import table as plain_table
 
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
         default=4,
         help="runs of each way, even (default 4; odd rounds down)",
     )
-    p.add_argument("--threads", type=COUNT, default=1, help="torch threads (default 1)")
+    p.add_argument("--threads", type=THREADS, default=1, help="torch threads (default 1)")
     p.add_argument("--json", action="store_true", help="print the raw figures as JSON too")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="sweep-overhead-") as folder:

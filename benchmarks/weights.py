@@ -69,7 +69,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.cli import COUNT, SEED
+from benchmarks.cli import COUNT, SEED, THREADS
 from benchmarks.common import REPO, Options, spec_from
 from benchmarks.published import (
     DONE,
@@ -525,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the weights were trained by python -m benchmarks.published --toy (tests)",
     )
-    r.add_argument("--threads", type=COUNT, default=2, help="torch CPU threads (default 2)")
+    r.add_argument("--threads", type=THREADS, default=2, help="torch CPU threads (default 2)")
     r.add_argument(
         "--accelerator",
         choices=["auto", "cpu", "gpu"],

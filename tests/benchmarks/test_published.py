@@ -298,7 +298,8 @@ def test_a_job_that_trains_nothing_refuses_a_state_folder_that_is_not_there(tmp_
     [
         (["--seeds", "-1"], "argument --seeds: -1 is out of range: it must be in [0, 4294967295]"),
         (["--seeds", "4294967296"], "4294967296 is out of range"),
-        (["--threads", "0"], "argument --threads: 0 is out of range: it must be ≥ 1"),
+        (["--threads", "0"], "argument --threads: 0 is out of range: it must be in [1, 1024]"),
+        (["--threads", "5000"], "argument --threads: 5000 is out of range"),
         (["--max-epochs", "0"], "argument --max-epochs: 0 is out of range"),
         (["--peek", "10", "x"], "argument --peek: 'x' is not an integer"),
     ],
