@@ -287,7 +287,17 @@ def test_a_job_that_trains_nothing_refuses_a_state_folder_that_is_not_there(tmp_
 
     out = tmp_path / "BENCHMARKS.md"
     with pytest.raises(SystemExit) as exit_:
-        main([mode, "--state", str(tmp_path / "nowhere"), "--out", str(out)])
+        main(
+            [
+                mode,
+                "--state",
+                str(tmp_path / "nowhere"),
+                "--out",
+                str(out),
+                "--results",
+                str(tmp_path),
+            ]
+        )
     assert exit_.value.code == 2
     assert f"--state {tmp_path / 'nowhere'}: no such folder" in capsys.readouterr().err
     assert not out.exists()
@@ -304,12 +314,14 @@ def test_a_job_that_trains_nothing_refuses_a_state_folder_that_is_not_there(tmp_
         (["--peek", "10", "x"], "argument --peek: 'x' is not an integer"),
     ],
 )
-def test_a_count_or_seed_out_of_range_is_a_one_line_error(args, message, capsys):
-    """What ``train.seed`` refuses, and a count below one, stop the command before any work."""
+def test_a_count_or_seed_out_of_range_is_a_one_line_error(args, message, capsys, tmp_path):
+    """What ``train.seed`` refuses, and a count below one, stop the command before any work (and
+    were the check gone, the report it ran would land in ``tmp_path``, not the repository)."""
     from benchmarks.published import main
 
+    where = ["--state", str(tmp_path), "--results", str(tmp_path), "--out", str(tmp_path / "B.md")]
     with pytest.raises(SystemExit) as exit_:
-        main([*args, "--report"])
+        main([*args, "--report", *where])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
