@@ -56,6 +56,13 @@ def clip(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
+def printable(text: str) -> str:
+    """``text`` with each character that does not print (a newline, a tab, a control
+    character) written as its escape, ``\\n``: a key a YAML file spells with a line break stays
+    on the error's one line. ``"lätent"`` stays as it is."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def shown(value: Any) -> str:
     """``repr(value)`` for an error message, clipped (:func:`clip`): a 100 KB ``--set`` value is
     named, not echoed. A long integer gives its number of digits (``repr`` of one over 4300
@@ -70,7 +77,7 @@ class SpecError(ValueError):
     """A user error in a spec or its inputs: printed as one line, exit code 2."""
 
     def __init__(self, key: str, message: str) -> None:
-        self.key = clip(key, MESSAGE_CHARS // 10)
+        self.key = clip(printable(key), MESSAGE_CHARS // 10)
         self.message = clip(" ".join(str(message).split()), MESSAGE_CHARS)  # always one line
         super().__init__(f"{self.key}: {self.message}" if key else self.message)
 
