@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/pyro-vae train examples/configs/digits.yaml --out runs/demo --overwrite
 
+# -n auto: one pytest-xdist worker a core (tests/conftest.py gives each its share of torch
+# threads); `$(PY) -m pytest tests/...` alone runs in one process
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto
 
 # The wheel and sdist of `python -m build`, installed into a fresh venv from the package index,
 # train and evaluate outside the source tree (tests/test_packaging.py: minutes; make test
