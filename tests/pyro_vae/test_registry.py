@@ -220,7 +220,7 @@ def test_reading_a_run_with_an_own_component_names_the_module_it_imports(
         == 0
     )
     assert "imports code" not in capsys.readouterr().err  # training from one's own spec: silent
-    _vae, spec = pyro_vae.load_run(run)
+    spec = pyro_vae.load_run(run).spec
     assert spec.prior.name == "own_parts:Honest"
     err = capsys.readouterr().err
     assert err.count("\n") == 1

@@ -270,7 +270,8 @@ def trained_by_cli(tmp_path_factory):
             fit(prepared, run)
             seeded_draws = draws(seed=11)
             seed_all(11)
-            loaded, loaded_spec = load_run(str(run))  # the public loader, from a str
+            reread = load_run(str(run))  # the public loader, from a str
+            loaded, loaded_spec = reread.vae, reread.spec
             assert draws() == seeded_draws  # it left the caller's random states alone
             assert loaded_spec == spec and not loaded.training
             assert all(
