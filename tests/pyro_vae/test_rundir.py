@@ -101,9 +101,7 @@ def test_overwrite_refuses_a_directory_that_is_not_a_run(tmp_path, where):
 @pytest.mark.parametrize(
     "mine", ["notes.md", "checkpoints/notes.md", "figures/test/latents.npz", "figures/my_plot.png"]
 )
-def test_overwrite_refuses_a_run_holding_a_users_file_and_the_working_directory(
-    tmp_path, finished, mine
-):
+def test_overwrite_refuses_a_run_holding_a_users_file(tmp_path, finished, mine):
     """A file the run does not write, at its top level or inside its folders (an ``encode``
     output, notes beside the checkpoints, a plot of one's own among the figures), is the user's:
     --overwrite refuses the run, naming it."""
@@ -113,7 +111,13 @@ def test_overwrite_refuses_a_run_holding_a_users_file_and_the_working_directory(
     before = tree_hash(tmp_path)
     refused(pyro_vae("train", DIGITS, *SETS, "--out", run, "--overwrite"), mine)
     assert tree_hash(tmp_path) == before
-    (run / mine).unlink()
+
+
+def test_overwrite_refuses_the_run_holding_the_working_directory(tmp_path, finished):
+    """A run of only its own files is still refused while the command runs inside it (its
+    top level or a folder of it): replacing it would pull the working directory away."""
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
     before = tree_hash(tmp_path)
     refused(
         pyro_vae("train", DIGITS, *SETS, "--out", ".", "--overwrite", cwd=run), "working directory"
