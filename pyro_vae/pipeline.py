@@ -117,16 +117,16 @@ def train(
 ) -> Trained:
     """Train, score and draw a run (see the module docstring): a fresh one from ``config``, a
     stopped one with the same spec continued, an unscored one scored, or ``resume`` (a run
-    directory) continued in place. The spec is checked before Lightning is imported."""
+    directory) continued in place. The spec is checked before torch is imported; the run
+    directory (:meth:`Run.check_start`), the data and the model's size before Lightning is, so
+    that a refusal costs no Lightning import (about 3.5 s of CPU)."""
     run, spec = run_for(config, out, overrides, resume, overwrite)
-    from lightning.pytorch.utilities import rank_zero_only
-
-    from pyro_vae import tracking
     from pyro_vae.checkpoints import checkpoint_step
     from pyro_vae.prepared import load_run, prepare
+    from pyro_vae.ranks import rank_zero
     from pyro_vae.scoring import device_for
 
-    quiet()  # after Lightning's import, which sets its own log level
+    quiet()  # the warnings of the data's preparation too; again after Lightning's import
     try:
         if not overwrite and run.unscored(spec):
             notice(
@@ -136,6 +136,8 @@ def train(
             with run.locked("train"):
                 prepared = load_run(run, spec)
                 result = score(prepared, run, device_for(spec.train.accelerator), rank0=True)
+                from pyro_vae import tracking
+
                 tracking.finish_scored(spec, run, result, checkpoint_step(run.last))
             return Trained(run, prepared, result)
         continues = resume is None and not overwrite and run.continues(spec)
@@ -144,12 +146,19 @@ def train(
                 f"{run.root} holds this spec's run, stopped ({run.state()}) before it "
                 "finished: continuing it"
             )
+        elif resume is None and rank_zero():  # DDP's other ranks find rank 0's run there
+            run.check_start(overwrite)
         prepared = prepare(spec)
         if resume is not None:  # the checkpoint fits the spec and data, finished or not
             run.resume_point(prepared.vae, spec, lambda: prepared.data_sha256)
             done = run.finished(spec.train.max_epochs)
             if done:
                 return Trained(run, prepared, finished=done)
+        from lightning.pytorch.utilities import rank_zero_only
+
+        from pyro_vae import tracking
+
+        quiet()  # after Lightning's import, which sets its own log level
         trainer = fit(prepared, run, overwrite=overwrite, resume=resume is not None or continues)
         rank0 = trainer.global_rank == 0 and rank_zero_only.rank == 0
         result = score(prepared, run, trainer.strategy.root_device, rank0)

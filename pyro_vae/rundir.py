@@ -753,13 +753,22 @@ class Run:
                 self.unlock()
                 raise
 
+    def check_start(self, overwrite: bool) -> None:
+        """SpecError, with nothing changed, where :meth:`start` would refuse ``root``: a command
+        refuses early, before its slow imports; :meth:`start` checks again under the lock."""
+        self._check_kind()
+        self._check_replaceable(overwrite)
+
+    def _check_kind(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise SpecError("--out", f"{self.root} exists and is not a directory")
+
     def create(self, command: str, check: Callable[[], T]) -> T:
         """Lock ``root`` for ``command``, creating it where missing, and return ``check()``:
         ``check`` (a SpecError refuses) runs before anything is written and again under the
         lock, where its result counts. A refusal lets the lock go and removes ``root`` when this
         call made it."""
-        if self.root.exists() and not self.root.is_dir():
-            raise SpecError("--out", f"{self.root} exists and is not a directory")
+        self._check_kind()
         check()
         made = not self.root.exists()
         try:

@@ -1,8 +1,8 @@
 """The command line imports what a command needs, when it needs it: ``--help`` and a spec with a
 typo are answered before torch, Pyro or Lightning is imported, and the commands that do not train
-(evaluate, encode, sample, report) never import Lightning. Each command runs in a fresh
-interpreter that reports what it imported (how long that takes is a benchmark:
-``python -m benchmarks --only startup``)."""
+(evaluate, encode, sample, report) never import Lightning, nor does a ``train`` refused for its
+run directory or its model's size. Each command runs in a fresh interpreter that reports what it
+imported (how long that takes is a benchmark: ``python -m benchmarks --only startup``)."""
 
 from __future__ import annotations
 
@@ -127,6 +127,30 @@ def test_a_command_that_does_not_train_never_imports_lightning(finished_run, tmp
     code, imported, err = probe(tmp_path, *(a.format(run=finished_run) for a in command))
     assert code == 0, err[-3000:]
     assert "torch" in imported and "lightning" not in imported
+
+
+@pytest.mark.parametrize(
+    "sets, out, message",
+    [
+        ([], "mine", "mine exists and is not empty; pass --overwrite"),
+        ([], "mine --overwrite", "mine is not a pyro-vae run"),
+        (["latent_dim=1000000000000"], "new", "parameters (posteriors"),
+    ],
+    ids=["not empty", "not a run", "model too large"],
+)
+def test_a_train_refused_for_its_directory_or_its_size_never_imports_lightning(
+    tmp_path, sets, out, message
+):
+    """The run directory and the model's size are checked before Lightning is imported: the
+    commonest refusals of ``train`` answer without its import."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.md").write_text("keep me\n")
+    argv = ["train", DIGITS, *(f"--set={s}" for s in [*TINY, *sets]), "--out", *out.split()]
+    code, imported, err = probe(tmp_path, *argv)
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert "torch" in imported and "lightning" not in imported
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imported.json", "mine"]
+    assert (tmp_path / "mine" / "notes.md").read_text() == "keep me\n"
 
 
 def test_prepare_seeds_as_lightning_does(monkeypatch):
