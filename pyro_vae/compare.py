@@ -384,9 +384,7 @@ def _check(out: Path, overwrite: bool, fresh: bool) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    import pyro_vae.trainer  # noqa: F401  (Lightning's import sets its log level: quiet it after)
-
-    quiet()
+    quiet()  # again once training imports Lightning (:func:`train_each`)
     estimators = parse_estimators(args.estimators or ESTIMATORS.names())
     if args.repeats < 2:
         raise SpecError(
@@ -463,6 +461,9 @@ def train_each(
         raise SpecError("train.devices", "compare trains in one process: set it to 1")
     _check(out.root, args.overwrite, fresh=True)
     seeds = list(range(spec.train.seed, spec.train.seed + args.seeds))
+    import pyro_vae.trainer  # noqa: F401  (Lightning's import sets its log level: quiet it after)
+
+    quiet()
     rows = compare_trained(spec, estimators, out, args.repeats, seeds, args.overwrite)
     which = f"seed {seeds[0]}" if len(seeds) == 1 else f"each of seeds {seeds[0]}–{seeds[-1]}"
     return (

@@ -1,8 +1,9 @@
 """The command line imports what a command needs, when it needs it: ``--help`` and a spec with a
 typo are answered before torch, Pyro or Lightning is imported, and the commands that do not train
-(evaluate, encode, sample, report) never import Lightning, nor does a ``train`` refused for its
-run directory or its model's size. Each command runs in a fresh interpreter that reports what it
-imported (how long that takes is a benchmark: ``python -m benchmarks --only startup``)."""
+(evaluate, encode, sample, report, compare --checkpoint) never import Lightning, nor does a
+``train`` refused for its run directory or its model's size. Each command runs in a fresh
+interpreter that reports what it imported (how long that takes is a benchmark:
+``python -m benchmarks --only startup``)."""
 
 from __future__ import annotations
 
@@ -120,8 +121,19 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ["encode", "{run}", "--out", "z.npz"],
         ["sample", "{run}", "-n", "4", "--out", "x.npz"],
         ["report", "{run}"],
+        [
+            "compare",
+            "--checkpoint",
+            "{run}",
+            "--out",
+            "cmp",
+            "--estimators",
+            "trace",
+            "--repeats",
+            "2",
+        ],
     ],
-    ids=["evaluate", "evaluate-ais", "encode", "sample", "report"],
+    ids=["evaluate", "evaluate-ais", "encode", "sample", "report", "compare-checkpoint"],
 )
 def test_a_command_that_does_not_train_never_imports_lightning(finished_run, tmp_path, command):
     code, imported, err = probe(tmp_path, *(a.format(run=finished_run) for a in command))
@@ -151,6 +163,25 @@ def test_a_train_refused_for_its_directory_or_its_size_never_imports_lightning(
     assert "torch" in imported and "lightning" not in imported
     assert sorted(p.name for p in tmp_path.iterdir()) == ["imported.json", "mine"]
     assert (tmp_path / "mine" / "notes.md").read_text() == "keep me\n"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--repeats", "1"], "--repeats: must be >= 2"),
+        (["--epochs", "0"], "--epochs: must be >= 1"),
+        (["--out", "mine"], "mine is not empty and holds no compare.csv"),
+    ],
+    ids=["repeats", "epochs", "out"],
+)
+def test_a_compare_refused_for_its_arguments_or_out_imports_neither_torch_nor_lightning(
+    tmp_path, argv, message
+):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.md").write_text("keep me\n")
+    code, imported, err = probe(tmp_path, "compare", DIGITS, *argv)
+    assert (code, imported) == (2, []) and err.count("\n") == 1 and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imported.json", "mine"]
 
 
 def test_prepare_seeds_as_lightning_does(monkeypatch):
