@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from pyro_vae.console import chatty, notice, quiet
@@ -136,9 +137,7 @@ def train(
             with run.locked("train"):
                 prepared = load_run(run, spec)
                 result = score(prepared, run, device_for(spec.train.accelerator), rank0=True)
-                from pyro_vae import tracking
-
-                tracking.finish_scored(spec, run, result, checkpoint_step(run.last))
+                _tracking().finish_scored(spec, run, result, checkpoint_step(run.last))
             return Trained(run, prepared, result)
         continues = resume is None and not overwrite and run.continues(spec)
         if continues:
@@ -154,18 +153,23 @@ def train(
             done = run.finished(spec.train.max_epochs)
             if done:
                 return Trained(run, prepared, finished=done)
-        from lightning.pytorch.utilities import rank_zero_only
-
-        from pyro_vae import tracking
-
-        quiet()  # after Lightning's import, which sets its own log level
+        tracking = _tracking()
         trainer = fit(prepared, run, overwrite=overwrite, resume=resume is not None or continues)
-        rank0 = trainer.global_rank == 0 and rank_zero_only.rank == 0
+        rank0 = trainer.global_rank == 0 and rank_zero()
         result = score(prepared, run, trainer.strategy.root_device, rank0)
         tracking.finish(trainer, run, result)  # TensorBoard, MLflow: final scores, figures
         return Trained(run, prepared, result if rank0 else None)
     finally:
         run.unlock()
+
+
+def _tracking() -> ModuleType:
+    """:mod:`pyro_vae.tracking`, which imports Lightning, quieted after the import (Lightning
+    sets its own log level as it is imported)."""
+    from pyro_vae import tracking
+
+    quiet()
+    return tracking
 
 
 def fit(
