@@ -95,7 +95,7 @@ def test_the_plain_vae_accepts_y_and_ignores_it() -> None:
     guide = traced.trace
     plain = poutine.trace(poutine.replay(vae.model, trace=guide)).get_trace(x)
     given = poutine.trace(poutine.replay(vae.model, trace=guide)).get_trace(x, None, y)
-    assert float(plain.log_prob_sum()) == float(given.log_prob_sum())
+    assert plain.log_prob_sum().item() == given.log_prob_sum().item()
 
 
 def test_cvae_conditions_model_guide_and_scores_on_y() -> None:
