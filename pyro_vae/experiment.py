@@ -31,7 +31,9 @@ digits and ``._+-=,`` become ``_``; a name over 80 characters is cut and ends wi
 cell's overrides, and names that would collide (ignoring case) get that hash too. Beside the runs:
 ``DIR/experiment.json``, the manifest (the experiment, and per run its cell, seed, path and
 state), rewritten atomically, and ``DIR/.sweep/`` (locks; SLURM logs), which
-:func:`pyro_vae.aggregation.find_runs` skips.
+:func:`pyro_vae.aggregation.find_runs` skips. ``DIR/.sweep/`` is made before anything else and
+marks the folder as a sweep's: ``DIR`` must be new, empty or so marked, never a folder of the
+user's own files.
 
 **States** in the manifest: ``pending``; ``running`` (pid, host, start); ``finished`` (trained
 and scored by this sweep, with its seconds); ``skipped`` (finished before this sweep began);
@@ -978,6 +980,9 @@ def _check_options(
 
 
 def _check_out(out: Path) -> None:
+    """``out`` made ready for a sweep or a search: a new or empty folder, or one a sweep or
+    search made, which holds ``DIR/.sweep/`` (made here, before anything else is written into
+    it), so that a sweep never adds its runs to a folder of the user's own files."""
     if out.exists() and not out.is_dir():
         raise SpecError("--out", f"{out} exists and is not a directory")
     if Run(out).is_run() is None:
@@ -986,9 +991,19 @@ def _check_out(out: Path) -> None:
             f"{out} is a run directory; a sweep's --out holds one run directory per cell and seed",
         )
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        foreign = out.is_dir() and not (out / STATE_DIR).is_dir() and any(out.iterdir())
     except OSError as exc:
-        raise SpecError("--out", f"cannot create {out}: {exc.strerror}") from None
+        raise SpecError("--out", f"cannot read {out}: {exc.strerror}") from None
+    if foreign:
+        raise SpecError(
+            "--out",
+            f"{out} is not empty and holds no {STATE_DIR}/, so no sweep made it; give a new or "
+            "empty folder",
+        )
+    try:
+        (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SpecError("--out", f"cannot create {exc.filename or out}: {exc.strerror}") from None
 
 
 def _set_threads(threads: int) -> None:
@@ -1270,7 +1285,11 @@ def add_sweep_parser(sub: Any) -> argparse.ArgumentParser:
         "seeds) into one folder; the same command resumes it",
     )
     w.add_argument("experiment", metavar="EXPERIMENT.yaml", help="see examples/experiments")
-    w.add_argument("--out", type=directory_argument, help="default runs/<experiment name>")
+    w.add_argument(
+        "--out",
+        type=directory_argument,
+        help="default runs/<experiment name>; a new or empty folder, or one a sweep made",
+    )
     w.add_argument("--jobs", type=int, default=1, metavar="N", help="N worker processes")
     one = w.add_mutually_exclusive_group()
     one.add_argument("--task", type=int, metavar="I", help="run I alone ($SLURM_ARRAY_TASK_ID)")

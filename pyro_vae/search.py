@@ -299,7 +299,6 @@ def search(
     out = Path(out) if out is not None else Path("runs") / experiment.path.stem
     _check_out(out)
     storage = storage or default_storage(out)
-    (out / ".sweep").mkdir(parents=True, exist_ok=True)
     study = _study(optuna, experiment, storage, worker)
     if jobs > 1 and not worker:
         return _pool(optuna, experiment, out, trials, storage, jobs, threads)

@@ -245,6 +245,35 @@ def test_the_command_refuses_a_bad_grid_in_one_line_before_anything_runs(tmp_pat
     assert not out.exists()
 
 
+def test_a_sweep_adds_its_runs_only_to_a_new_or_empty_folder_or_one_a_sweep_made(tmp_path, capsys):
+    path = experiment(tmp_path, grid={"beta": [1.0, 2.0]})
+    searched = experiment(tmp_path, "search.yaml", search={"beta": {"low": 1.0, "high": 2.0}})
+    mine = tmp_path / "mine"
+    write(mine, "my notes", "notes.md")
+    for exp, extra in (
+        (path, []),
+        (path, ["--slurm"]),
+        (path, ["--task", "0"]),
+        (searched, ["--search", "optuna", "--trials", "1"]),
+    ):
+        assert main(["sweep", str(exp), "--out", str(mine), *extra]) == EXIT_USER_ERROR
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"pyro-vae: error: --out: {mine} is not empty") and "\n" not in err
+        assert [p.name for p in mine.iterdir()] == ["notes.md"]
+    # new, empty, or marked by a sweep killed before it wrote anything else: each is taken
+    killed = tmp_path / "killed"
+    (killed / ".sweep").mkdir(parents=True)
+    for out in (tmp_path / "new", tmp_path / "empty", killed):
+        if out.name == "empty":
+            out.mkdir()
+        assert main(["sweep", str(path), "--out", str(out), "--slurm"]) == 0
+        assert (out / SLURM_SCRIPT).is_file() and (out / MANIFEST).is_file()
+    capsys.readouterr()
+    # the folder it made: the same command again, and the aggregate written into it
+    write(killed, "x", "aggregate.csv")
+    assert main(["sweep", str(path), "--out", str(killed), "--slurm"]) == 0
+
+
 # ---- names ---------------------------------------------------------------------------------------
 def test_names_show_the_differing_overrides_by_their_shortest_tail():
     cells = [
