@@ -8,6 +8,8 @@
     pyro_vae.evaluate(run, "val", num_samples=1000)              # score another split
     run = pyro_vae.load_run("runs/digits")                       # later: run.vae, run.spec, ...
     pyro_vae.probe(run, labels=[100, 1000, None])   # logistic regression on E_q[z|x] vs pixels
+    done = pyro_vae.sweep("examples/experiments/priors.yaml", "runs/priors")  # cells x seeds
+    pyro_vae.aggregate([done.out], baseline=["prior.name=standard_normal"])   # paired gains
 
 Everything the command line does is here, and as quiet: progress and warnings go to stderr only
 when it is a terminal. Importing the package imports neither torch nor Pyro, and changes no
@@ -26,8 +28,10 @@ from pyro_vae.spec import Spec, dump_spec, load_spec
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyro_vae.aggregation import Aggregate
+    from pyro_vae.experiment import SweepResult
     from pyro_vae.probing import ProbeResult
     from pyro_vae.scoring import Evaluation
+    from pyro_vae.search import SearchResult
     from pyro_vae.vae import VAE
 
 PathLike = str | os.PathLike[str]
@@ -130,6 +134,44 @@ def load_run(path: PathLike) -> Run:
     return run
 
 
+def sweep(
+    experiment: PathLike,
+    out: PathLike | None = None,
+    jobs: int = 1,
+    threads: int | None = None,
+    *,
+    search: str | None = None,
+    trials: int | None = None,
+    storage: str | None = None,
+) -> SweepResult | SearchResult:
+    """Train every run of the experiment file ``experiment`` (spec × cells × grid × seeds,
+    :mod:`pyro_vae.experiment`) into the folder ``out`` (default ``runs/<file stem>``), as
+    ``pyro-vae sweep`` does: in this process, or in ``jobs`` worker processes with ``threads``
+    torch threads each. The same call again skips finished runs, continues stopped ones and
+    scores unscored ones. Returns the :class:`~pyro_vae.experiment.SweepResult` (``.runs``: each
+    run's path, cell, seed and state; ``.exit_code``), whose folder :func:`aggregate` reads.
+    ``search="optuna"``, ``trials=N``: the experiment's ``search:`` section instead, as
+    ``pyro-vae sweep --search optuna`` (:func:`pyro_vae.search.search`).
+
+    >>> done = pyro_vae.sweep("examples/experiments/priors.yaml", "runs/priors")  # doctest: +SKIP
+    >>> pyro_vae.aggregate([done.out], baseline=["prior.name=standard_normal"])  # doctest: +SKIP
+    """
+    from pyro_vae.console import chatty, quieted
+    from pyro_vae.experiment import sweep as run_all
+
+    with quieted():
+        return run_all(
+            experiment,
+            out,
+            jobs,
+            threads,
+            progress=chatty(),
+            search=search,
+            trials=trials,
+            storage=storage,
+        )
+
+
 def aggregate(
     paths: Sequence[PathLike],
     baseline: Sequence[str] = (),
@@ -178,5 +220,6 @@ __all__ = [
     "load_run",
     "load_spec",
     "probe",
+    "sweep",
     "train",
 ]

@@ -874,6 +874,16 @@ class SweepResult:
                 )
         return out
 
+    def _repr_markdown_(self) -> str:
+        """A notebook's view: what the command prints, its problems, and a row per run."""
+        head = "  \n".join(self.lines() + self.problems())
+        rows = [
+            f"| {r['path']} | {r.get('seed', '')} | {r.get('state', '')} | "
+            f"{'' if r.get('seconds') is None else format(r['seconds'], '.1f')} |"
+            for r in self.runs
+        ]
+        return "\n".join([head, "", "| run | seed | state | seconds |", "|---|---|---|---|", *rows])
+
     @property
     def exit_code(self) -> int:
         if self.script is not None:

@@ -5,6 +5,7 @@ the Python API is as quiet as the command line. They are stored without outputs.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import sys
@@ -15,6 +16,8 @@ import pytest
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
+
+from pyro_vae.rundir import Run
 
 ROOT = Path(__file__).resolve().parents[2]
 FOLDER = ROOT / "examples" / "notebooks"
@@ -36,7 +39,7 @@ class ThisPython(AsyncKernelManager):
 
 
 def test_the_notebooks_are_found():
-    assert NOTEBOOKS == ["quickstart.ipynb", "score_any_pyro_model.ipynb"]
+    assert NOTEBOOKS == ["experiment.ipynb", "quickstart.ipynb", "score_any_pyro_model.ipynb"]
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -99,17 +102,39 @@ def test_runs_headless_without_a_warning(name, tmp_path):
     ]
     assert not loud, "\n".join(f"cell {head!r}, {kind}:\n{text}" for head, kind, text in loud)
     kinds = {kind for _, kind, _ in found}
-    assert "image/png" in kinds if name == "quickstart.ipynb" else "stdout" in kinds
-    if name == "quickstart.ipynb":
+    assert "image/png" in kinds if name != "score_any_pyro_model.ipynb" else "stdout" in kinds
+    markdown = [text for _, kind, text in found if kind == "text/markdown"]
+    printed = "".join(text for _, kind, text in found if kind == "stdout")
+    if name == "experiment.ipynb":
+        swept = tmp_path / "examples" / "notebooks" / "runs" / "priors"
+        manifest = json.loads((swept / "experiment.json").read_text())
+        assert [r["state"] for r in manifest["runs"]] == ["finished"] * 4
+        assert any(text.startswith("sweep: 4 runs in runs/priors: 4 finished") for text in markdown)
+        assert any(
+            "## Paired differences against prior.name=standard_normal" in t for t in markdown
+        )
+        gain = re.search(
+            r"^prior.name=vamp − prior.name=standard_normal, log_px: (\S+) ", printed, re.M
+        )
+        assert gain is not None, printed
+        # the gain printed is the paired one: per seed the mean over test images of the two
+        # runs' difference, then the mean over the two seeds, from the runs' own per-image files
+        per_seed = [
+            (
+                Run(swept / f"prior=vamp/seed-{s}").points("test")["log_px"]
+                - Run(swept / f"prior=standard_normal/seed-{s}").points("test")["log_px"]
+            ).mean()
+            for s in (0, 1)
+        ]
+        assert float(gain.group(1)) == pytest.approx(sum(per_seed) / 2, abs=5e-4)
+    elif name == "quickstart.ipynb":
         assert (
             tmp_path / "examples" / "notebooks" / "runs" / "quickstart" / "eval-val.json"
         ).is_file()
-        markdown = [text for _, kind, text in found if kind == "text/markdown"]
         assert any(text.startswith("run runs/quickstart: finished") for text in markdown)
         assert any(text.startswith("val: log p(x) ≥") for text in markdown)
     else:
         # IS and AIS each within a few of their own standard errors of the closed form
-        printed = "".join(text for _, kind, text in found if kind == "stdout")
         errors = re.findall(r"^ *(IS|AIS): .* = ([+-]\d+\.\d) s\.e\.", printed, re.MULTILINE)
         assert [method for method, _ in errors] == ["IS", "AIS"], printed
         assert all(abs(float(z)) < 5 for _, z in errors), printed

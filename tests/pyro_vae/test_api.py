@@ -9,6 +9,7 @@ import warnings
 
 import pytest
 import torch
+import yaml
 from matplotlib.figure import Figure
 
 import pyro_vae
@@ -76,3 +77,19 @@ def test_the_api_leaves_warning_filters_and_log_levels_as_they_were(tmp_path) ->
     pyro_vae.train(DIGITS, tmp_path / "run", TINY)
     assert warnings.filters == filters
     assert {n: logging.getLogger(n).level for n in levels} == levels
+
+
+def test_sweep_trains_an_experiment_quietly_and_aggregate_pairs_it(tmp_path, capfd) -> None:
+    exp = tmp_path / "exp.yaml"
+    tiny = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in TINY)}
+    exp.write_text(yaml.safe_dump({"base": DIGITS, "set": tiny, "grid": {"beta": [1.0, 2.0]}}))
+    filters = list(warnings.filters)
+    done = pyro_vae.sweep(exp, tmp_path / "out")
+    assert warnings.filters == filters and capfd.readouterr() == ("", "")  # as quiet as the CLI
+    assert done.exit_code == 0 and [r["state"] for r in done.runs] == ["finished"] * 2
+    view = done._repr_markdown_()
+    assert "| beta=1/seed-0 | 0 | finished |" in view and "| beta=2/seed-0 | 0 | finished |" in view
+    table = pyro_vae.aggregate([done.out], baseline=["beta=1.0"])
+    assert [g.label for g in table.groups] == ["beta=1.0", "beta=2.0"]
+    again = pyro_vae.sweep(exp, tmp_path / "out")  # the same call: nothing trained twice
+    assert [r["state"] for r in again.runs] == ["skipped"] * 2
