@@ -161,8 +161,8 @@ def sweep(
 
     with quieted():
         return run_all(
-            experiment,
-            out,
+            os.fspath(experiment),
+            None if out is None else os.fspath(out),
             jobs,
             threads,
             progress=chatty(),
