@@ -28,7 +28,7 @@ checkpoint means (``pyro_vae.checkpoints.RESUMABLE``: max_epochs, lr, logging, .
 evaluate.*.
 
 Each command parses its arguments, calls one library function (:mod:`pyro_vae.pipeline`,
-:mod:`pyro_vae.export`, :mod:`pyro_vae.probing`, :mod:`pyro_vae.compare`, :mod:`pyro_vae.report`)
+:mod:`pyro_vae.export`, :mod:`pyro_vae.probing`, :mod:`pyro_vae.comparison`, :mod:`pyro_vae.report`)
 and prints what it returns.
 """
 
@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from pyro_vae.compare import add_compare_parser
+from pyro_vae.comparison import add_compare_parser
 from pyro_vae.console import ShowVersion, chatty, configure, crash_log, quiet
 from pyro_vae.experiment import add_sweep_parser
 from pyro_vae.registry import SpecError, clip, directory_argument

@@ -93,3 +93,25 @@ def test_sweep_trains_an_experiment_quietly_and_aggregate_pairs_it(tmp_path, cap
     assert [g.label for g in table.groups] == ["beta=1.0", "beta=2.0"]
     again = pyro_vae.sweep(exp, tmp_path / "out")  # the same call: nothing trained twice
     assert [r["state"] for r in again.runs] == ["skipped"] * 2
+
+
+def test_compare_trains_each_estimator_or_scores_a_run_quietly(run, tmp_path, capfd) -> None:
+    done = pyro_vae.compare(
+        DIGITS, ["trace", "iwae[k=3]"], out=tmp_path / "cmp", overrides=TINY, repeats=3, seeds=2
+    )
+    assert capfd.readouterr() == ("", "")  # as quiet as the CLI: the table is returned
+    assert [(r["estimator"], r["seed"]) for r in done.rows] == [
+        ("trace", 0),
+        ("iwae[k=3]", 0),
+        ("trace", 1),
+        ("iwae[k=3]", 1),
+    ]
+    assert all(path.is_file() for path in done.files())
+    assert done.table in (tmp_path / "cmp" / "compare.md").read_text()
+    assert "log p(x) gain, paired" in done._repr_markdown_()  # two seeds: the paired table
+    scored = pyro_vae.compare(checkpoint=run, estimators=["trace", "stl"], out=tmp_path / "ck")
+    assert capfd.readouterr() == ("", "")
+    assert [r["estimator"] for r in scored.rows] == ["trace", "stl"]
+    assert scored.rows[0]["log_px"] == scored.rows[1]["log_px"]  # one evaluation, shared
+    with pytest.raises(pyro_vae.SpecError, match="--repeats"):
+        pyro_vae.compare(DIGITS, ["trace"], repeats=1)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import pyro_vae.prepared
-from pyro_vae.compare import (
+from pyro_vae.comparison import (
     add_compare_parser,
     cmd_compare,
     parse_estimator,

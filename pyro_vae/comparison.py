@@ -383,44 +383,102 @@ def _check(out: Path, overwrite: bool, fresh: bool) -> None:
         )
 
 
-def cmd_compare(args: argparse.Namespace) -> None:
-    quiet()  # again once training imports Lightning (:func:`train_each`)
-    estimators = parse_estimators(args.estimators or ESTIMATORS.names())
-    if args.repeats < 2:
-        raise SpecError(
-            "--repeats", f"must be >= 2 (a variance needs two draws), got {args.repeats}"
-        )
-    if args.seeds < 1:
-        raise SpecError("--seeds", f"must be >= 1, got {args.seeds}")
-    if args.checkpoint:
-        if args.config or args.set or args.epochs is not None or args.seeds != 1:
+@dataclasses.dataclass
+class Comparison:
+    """What :func:`compare` did: a row per (estimator, seed) (the columns of :data:`COLUMNS`),
+    the tables it wrote to ``compare.md``, and the folder ``out`` holding compare.md,
+    compare.csv and figures/compare.png."""
+
+    rows: list[Row]
+    table: str
+    out: Path
+
+    def files(self) -> list[Path]:
+        return [self.out / COMPARE_MD, self.out / COMPARE_CSV, self.out / FIGURE]
+
+    def lines(self) -> list[str]:
+        """What ``pyro-vae compare`` prints."""
+        return [self.table, f"comparison: {', '.join(map(str, self.files()))}"]
+
+    def _repr_markdown_(self) -> str:
+        return self.table
+
+
+def compare(
+    config: str | Path | None = None,
+    estimators: Sequence[str] = (),
+    *,
+    checkpoint: str | Path | None = None,
+    out: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    epochs: int | None = None,
+    repeats: int = 100,
+    seeds: int = 1,
+    overwrite: bool = False,
+) -> Comparison:
+    """``pyro-vae compare``: train the spec ``config`` (+ ``overrides``, ``epochs``) once per
+    estimator (``NAME[KEY=VALUE,...]``; default every registered one) and seed, each from the
+    same initial weights, or with ``checkpoint`` score a trained run's weights under each; the
+    bound, gradient SNR over ``repeats`` draws, time per step and log p(x) of each, written into
+    ``out`` (default ``runs/compare-<config name>``, or the run itself). Arguments and ``out`` are
+    checked before torch is imported."""
+    components = parse_estimators(estimators or ESTIMATORS.names())
+    if repeats < 2:
+        raise SpecError("--repeats", f"must be >= 2 (a variance needs two draws), got {repeats}")
+    if seeds < 1:
+        raise SpecError("--seeds", f"must be >= 1, got {seeds}")
+    if checkpoint:
+        if config or overrides or epochs is not None or seeds != 1:
             raise SpecError(
                 "--checkpoint",
                 "scores a trained run as it is: give no CONFIG, --set, --epochs or --seeds with it",
             )
-        out = Run(args.out if args.out else args.checkpoint)
-    elif args.config:
-        out = Run(args.out if args.out else Path("runs") / f"compare-{Path(args.config).stem}")
+        folder = Run(out if out else checkpoint)
+    elif config:
+        folder = Run(out if out else Path("runs") / f"compare-{Path(config).stem}")
     else:
         raise SpecError("compare", "give a CONFIG to train from, or --checkpoint RUN_DIR")
     try:
-        rows, spec, what = (score_checkpoint if args.checkpoint else train_each)(
-            args, estimators, out
-        )
+        if checkpoint:
+            rows, spec, what = score_checkpoint(checkpoint, components, folder, overwrite, repeats)
+        else:
+            rows, spec, what = train_each(
+                config, components, folder, overrides, epochs, repeats, seeds, overwrite
+            )
         description = (
-            f"{what}. Gradient statistics over R = {args.repeats} draws on the first "
+            f"{what}. Gradient statistics over R = {repeats} draws on the first "
             f"{spec.train.batch_size} validation points; ELBO and log p(x) on the "
             f"{spec.evaluate.split} split with K = {spec.evaluate.num_samples} "
             "importance samples."
         )
-        print(write_outputs(rows, out, description, spec.evaluate.split))
-        print(f"comparison: {out.root / COMPARE_MD}, {out.root / COMPARE_CSV}, {out.root / FIGURE}")
+        table = write_outputs(rows, folder, description, spec.evaluate.split)
+        return Comparison(rows, table, folder.root)
     finally:
-        out.unlock()
+        folder.unlock()
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    quiet()  # again once training imports Lightning (:func:`train_each`)
+    done = compare(
+        args.config,
+        args.estimators or (),
+        checkpoint=args.checkpoint,
+        out=args.out,
+        overrides=args.set,
+        epochs=args.epochs,
+        repeats=args.repeats,
+        seeds=args.seeds,
+        overwrite=args.overwrite,
+    )
+    print("\n".join(done.lines()))
 
 
 def score_checkpoint(
-    args: argparse.Namespace, estimators: Mapping[str, Component], out: Run
+    checkpoint: str | Path,
+    estimators: Mapping[str, Component],
+    out: Run,
+    overwrite: bool,
+    repeats: int,
 ) -> tuple[list[Row], Spec, str]:
     """``--checkpoint RUN_DIR``: the rows, the run's spec and what was compared. ``out`` is
     locked (:func:`claim`) before anything is scored: into the run itself, before its weights
@@ -428,12 +486,12 @@ def score_checkpoint(
     loaded (a run that cannot be scored leaves no folder behind)."""
     from pyro_vae.prepared import check_step_memory, load_run
 
-    run = Path(args.checkpoint)
+    run = Path(checkpoint)
     into_run = out.root.resolve() == run.resolve()
-    _check(out.root, args.overwrite, fresh=False)
+    _check(out.root, overwrite, fresh=False)
     if into_run:
         Run(run).require_config()
-        claim(out, args.overwrite, fresh=False)
+        claim(out, overwrite, fresh=False)
     prepared = load_run(run)
     check_step_memory(
         prepared.spec,
@@ -443,34 +501,42 @@ def score_checkpoint(
         "--estimators",
     )
     if not into_run:
-        claim(out, args.overwrite, fresh=False)
-    rows = compare_checkpoint(prepared, estimators, args.repeats)
-    return rows, prepared.spec, f"Every estimator on the trained weights of `{args.checkpoint}`"
+        claim(out, overwrite, fresh=False)
+    rows = compare_checkpoint(prepared, estimators, repeats)
+    return rows, prepared.spec, f"Every estimator on the trained weights of `{checkpoint}`"
 
 
 def train_each(
-    args: argparse.Namespace, estimators: Mapping[str, Component], out: Run
+    config: str | Path,
+    estimators: Mapping[str, Component],
+    out: Run,
+    overrides: Sequence[str],
+    epochs: int | None,
+    repeats: int,
+    seeds: int,
+    overwrite: bool,
 ) -> tuple[list[Row], Spec, str]:
     """CONFIG: the rows of :func:`compare_trained`, the spec and what was compared."""
-    if args.epochs is not None and args.epochs < 1:
-        raise SpecError("--epochs", f"must be >= 1, got {args.epochs}")
-    epochs = [] if args.epochs is None else [f"train.max_epochs={args.epochs}"]
-    spec = load_spec(args.config, [*args.set, *epochs])
+    if epochs is not None and epochs < 1:
+        raise SpecError("--epochs", f"must be >= 1, got {epochs}")
+    spec = load_spec(
+        config, [*overrides, *([] if epochs is None else [f"train.max_epochs={epochs}"])]
+    )
     spec = dataclasses.replace(spec, data=absolute_paths(spec.data))
     if spec.train.devices > 1:
         raise SpecError("train.devices", "compare trains in one process: set it to 1")
-    _check(out.root, args.overwrite, fresh=True)
-    seeds = list(range(spec.train.seed, spec.train.seed + args.seeds))
+    _check(out.root, overwrite, fresh=True)
+    first = spec.train.seed
     import pyro_vae.trainer  # noqa: F401  (Lightning's import sets its log level: quiet it after)
 
     quiet()
-    rows = compare_trained(spec, estimators, out, args.repeats, seeds, args.overwrite)
-    which = f"seed {seeds[0]}" if len(seeds) == 1 else f"each of seeds {seeds[0]}–{seeds[-1]}"
+    rows = compare_trained(spec, estimators, out, repeats, range(first, first + seeds), overwrite)
+    which = f"seed {first}" if seeds == 1 else f"each of seeds {first}–{first + seeds - 1}"
     return (
         rows,
         spec,
         (
-            f"Each estimator trained `{args.config}` for {spec.train.max_epochs} "
+            f"Each estimator trained `{config}` for {spec.train.max_epochs} "
             f"epoch(s) from the same initial weights ({which}); runs in "
             f"`{out.root / RUNS}`"
         ),
