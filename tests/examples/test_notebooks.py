@@ -127,6 +127,10 @@ def test_runs_headless_without_a_warning(name, tmp_path):
             for s in (0, 1)
         ]
         assert float(gain.group(1)) == pytest.approx(sum(per_seed) / 2, abs=5e-4)
+        compared = tmp_path / "examples" / "notebooks" / "runs" / "estimators"
+        assert (compared / "compare.md").is_file() and (compared / "figures/compare.png").is_file()
+        shown = [t for t in markdown if "| estimator | seeds |" in t]
+        assert len(shown) == 1 and "| iwae[k=5] | 2 |" in shown[0], markdown
     elif name == "quickstart.ipynb":
         assert (
             tmp_path / "examples" / "notebooks" / "runs" / "quickstart" / "eval-val.json"
