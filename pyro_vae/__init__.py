@@ -7,13 +7,16 @@
     run.figures("test")             # matplotlib figures by name
     pyro_vae.evaluate(run, "val", num_samples=1000)              # score another split
     run = pyro_vae.load_run("runs/digits")                       # later: run.vae, run.spec, ...
+    pyro_vae.encode(run, "latents.npz")             # posterior means and scales of a split
+    pyro_vae.sample(run, "samples.npz", n=64, png="grid.png")    # draws from the model
     pyro_vae.probe(run, labels=[100, 1000, None])   # logistic regression on E_q[z|x] vs pixels
     pyro_vae.compare("examples/configs/digits.yaml", ["trace", "iwae[k=5]"], seeds=3)
     done = pyro_vae.sweep("examples/experiments/priors.yaml", "runs/priors")  # cells x seeds
     pyro_vae.aggregate([done.out], baseline=["prior.name=standard_normal"])   # paired gains
 
-Everything the command line does is here, and as quiet: progress and warnings go to stderr only
-when it is a terminal. Importing the package imports neither torch nor Pyro, and changes no
+Every command of the command line is a function here, and as quiet (progress and warnings go to
+stderr only when it is a terminal), but ``report`` (:func:`pyro_vae.report.write_report`) and
+``datasets`` (the registries of :mod:`pyro_vae.spec`). Importing the package imports neither torch nor Pyro, and changes no
 global state (no warning filter, log level, param store or ``pyro.settings``).
 """
 
@@ -28,9 +31,12 @@ from pyro_vae.rundir import Run
 from pyro_vae.spec import Spec, dump_spec, load_spec
 
 if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
     from pyro_vae.aggregation import Aggregate
     from pyro_vae.comparison import Comparison
     from pyro_vae.experiment import SweepResult
+    from pyro_vae.export import Sampled
     from pyro_vae.probing import ProbeResult
     from pyro_vae.scoring import Evaluation
     from pyro_vae.search import SearchResult
@@ -134,6 +140,63 @@ def load_run(path: PathLike) -> Run:
     run = Run(path)
     run.load()
     return run
+
+
+def encode(
+    run: Run | PathLike,
+    out: PathLike,
+    split: str = "test",
+    limit: int | None = None,
+    overwrite: bool = False,
+) -> dict[str, np.ndarray]:
+    """The posterior means and scales of q(z|x) for ``split`` (the first ``limit`` points),
+    saved as the .npz ``out`` and returned, as ``pyro-vae encode`` does: ``mean``, ``scale``
+    (N, D) and ``labels`` (N,) where the data have labels.
+
+    >>> pyro_vae.encode("runs/digits", "latents.npz")["mean"].shape  # doctest: +SKIP
+    """
+    from pyro_vae.console import quieted
+    from pyro_vae.export import encode_run
+    from pyro_vae.pipeline import check_positive
+
+    check_positive("--limit", limit)
+    with quieted():
+        return encode_run(
+            run if isinstance(run, Run) else Run(run), os.fspath(out), split, limit, overwrite
+        )
+
+
+def sample(
+    run: Run | PathLike,
+    out: PathLike,
+    n: int = 1000,
+    png: PathLike | None = None,
+    means: bool = False,
+    seed: int | None = None,
+    overwrite: bool = False,
+    label: int | None = None,
+) -> Sampled:
+    """``n`` samples of the model saved as the .npz ``out`` (x and z; ``means``: E[x|z]
+    instead of draws), the first of them drawn in ``png``, as ``pyro-vae sample`` does; ``seed``
+    defaults to the run's ``train.seed``, ``label`` is the class to draw for a kind that reads
+    labels. Returns what was written (:class:`~pyro_vae.export.Sampled`).
+
+    >>> pyro_vae.sample("runs/digits", "samples.npz", n=64, png="grid.png")  # doctest: +SKIP
+    """
+    from pyro_vae.console import quieted
+    from pyro_vae.export import sample_run
+
+    with quieted():
+        return sample_run(
+            run if isinstance(run, Run) else Run(run),
+            os.fspath(out),
+            n,
+            png=None if png is None else os.fspath(png),
+            means=means,
+            seed=seed,
+            overwrite=overwrite,
+            label=label,
+        )
 
 
 def sweep(
@@ -261,10 +324,12 @@ __all__ = [
     "aggregate",
     "compare",
     "dump_spec",
+    "encode",
     "evaluate",
     "load_run",
     "load_spec",
     "probe",
+    "sample",
     "sweep",
     "train",
 ]

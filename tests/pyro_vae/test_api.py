@@ -7,6 +7,7 @@ import json
 import logging
 import warnings
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -115,3 +116,19 @@ def test_compare_trains_each_estimator_or_scores_a_run_quietly(run, tmp_path, ca
     assert scored.rows[0]["log_px"] == scored.rows[1]["log_px"]  # one evaluation, shared
     with pytest.raises(pyro_vae.SpecError, match="--repeats"):
         pyro_vae.compare(DIGITS, ["trace"], repeats=1)
+
+
+def test_encode_and_sample_write_what_the_commands_write(run, tmp_path, capfd) -> None:
+    arrays = pyro_vae.encode(run, tmp_path / "z.npz", split="val", limit=5)
+    saved = np.load(tmp_path / "z.npz")
+    assert arrays["mean"].shape == arrays["scale"].shape == (5, run.vae.latent_dim)
+    assert (saved["mean"] == arrays["mean"]).all() and (arrays["scale"] > 0).all()
+    done = pyro_vae.sample(run.root, tmp_path / "s.npz", n=7, png=tmp_path / "s.png", means=True)
+    assert capfd.readouterr() == ("", "")
+    drawn = np.load(done.out)
+    assert drawn["x"].shape == (7, 1, 8, 8) and drawn["z"].shape == (7, run.vae.latent_dim)
+    assert ((drawn["x"] >= 0) & (drawn["x"] <= 1)).all()  # Bernoulli means
+    assert done.png is not None and done.png.stat().st_size > 0
+    with pytest.raises(pyro_vae.SpecError, match="--limit"):
+        pyro_vae.encode(run, tmp_path / "y.npz", limit=0)
+    assert not (tmp_path / "y.npz").exists()
