@@ -400,6 +400,9 @@ class Comparison:
         """What ``pyro-vae compare`` prints."""
         return [self.table, f"comparison: {', '.join(map(str, self.files()))}"]
 
+    def __repr__(self) -> str:
+        return "\n".join(self.lines())
+
     def _repr_markdown_(self) -> str:
         return self.table
 

@@ -874,6 +874,9 @@ class SweepResult:
                 )
         return out
 
+    def __repr__(self) -> str:
+        return "\n".join(self.lines() + self.problems()) or f"SweepResult(out={str(self.out)!r})"
+
     def _repr_markdown_(self) -> str:
         """A notebook's view: what the command prints, its problems, and a row per run."""
         head = "  \n".join(self.lines() + self.problems())

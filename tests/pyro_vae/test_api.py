@@ -90,6 +90,7 @@ def test_sweep_trains_an_experiment_quietly_and_aggregate_pairs_it(tmp_path, cap
     assert done.exit_code == 0 and [r["state"] for r in done.runs] == ["finished"] * 2
     view = done._repr_markdown_()
     assert "| beta=1/seed-0 | 0 | finished |" in view and "| beta=2/seed-0 | 0 | finished |" in view
+    assert repr(done).startswith(f"sweep: 2 runs in {tmp_path / 'out'}: 2 finished")  # a REPL's
     table = pyro_vae.aggregate([done.out], baseline=["beta=1.0"])
     assert [g.label for g in table.groups] == ["beta=1.0", "beta=2.0"]
     again = pyro_vae.sweep(exp, tmp_path / "out")  # the same call: nothing trained twice
@@ -110,6 +111,7 @@ def test_compare_trains_each_estimator_or_scores_a_run_quietly(run, tmp_path, ca
     assert all(path.is_file() for path in done.files())
     assert done.table in (tmp_path / "cmp" / "compare.md").read_text()
     assert "log p(x) gain, paired" in done._repr_markdown_()  # two seeds: the paired table
+    assert repr(done).endswith(f"comparison: {', '.join(map(str, done.files()))}")
     scored = pyro_vae.compare(checkpoint=run, estimators=["trace", "stl"], out=tmp_path / "ck")
     assert capfd.readouterr() == ("", "")
     assert [r["estimator"] for r in scored.rows] == ["trace", "stl"]
