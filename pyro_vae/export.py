@@ -223,8 +223,8 @@ def _size(nbytes: int) -> str:
 
 def new_files(overwrite: bool, **outputs: str | Path | None) -> None:
     """Check the files a command will write (``out=``, ``png=``: the path or None) before it
-    computes anything: the option's suffix, not a directory, and not an existing file unless
-    ``overwrite``, so that no file of the user's is replaced by mistake."""
+    computes anything: the option's suffix, not a directory, in a folder that exists, and not an
+    existing file unless ``overwrite``, so that no file of the user's is replaced by mistake."""
     for name, path in outputs.items():
         flag = f"--{name}"
         suffix = SUFFIXES[flag]
@@ -234,6 +234,10 @@ def new_files(overwrite: bool, **outputs: str | Path | None) -> None:
             raise SpecError(flag, f"{path}: give a file name ending in {suffix}")
         if Path(path).is_dir():
             raise SpecError(flag, f"{path} is a directory; give a file name")
+        if not Path(path).absolute().parent.is_dir():
+            raise SpecError(
+                flag, f"{path}: the folder {Path(path).parent} does not exist; create it first"
+            )
         if Path(path).exists() and not overwrite:
             raise SpecError(
                 flag, f"{path} exists; pass --overwrite to replace it, or choose another name"

@@ -457,6 +457,16 @@ CASES: dict[str, Case] = {
         ("compare.md but no compare.csv",),
         setup=text("run/mine/compare.md", "the user's"),
     ),
+    "encode into a folder that does not exist": Case(
+        ("encode", "{run}", "--out", "{tmp}/missing/z.npz"),
+        "--out",
+        ("the folder", "missing does not exist"),
+    ),
+    "sample picture into a folder that does not exist": Case(
+        ("sample", "{run}", "-n", "2", "--out", "{tmp}/s.npz", "--png", "{tmp}/missing/s.png"),
+        "--png",
+        ("the folder", "missing does not exist"),
+    ),
     "sample picture not a png": Case(
         ("sample", "{run}", "-n", "2", "--out", "{run}/s.npz", "--png", "{run}/s.jpg"),
         "--png",
