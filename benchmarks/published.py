@@ -20,6 +20,8 @@ files named after it::
     STATE/<model>-seed<s>/               the run
     STATE/<model>-seed<s>.progress.json  after every epoch: epoch, validation ELBO, best so far,
                                          epochs since the best, seconds of each epoch
+                                         (its running time: a pause of the job is left
+                                         out, :mod:`benchmarks.pauses`)
     STATE/<model>-seed<s>.done.json      once training ended: epochs, why it stopped
     STATE/<model>-seed<s>.peek.json      ``--report --peek``: a cheap score of a running model
 
@@ -64,7 +66,6 @@ from __future__ import annotations
 import json
 import math
 import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,7 @@ import torch
 
 from benchmarks import tightness
 from benchmarks.common import REPO, Options, Section, Skip, prepared, spec_from, table
+from benchmarks.pauses import RunningClock
 from benchmarks.report import number
 from pyro_vae.atomic import write_atomic, write_text_atomic
 from pyro_vae.cache import cache_dir
@@ -271,24 +273,25 @@ class Progress(L.Callback):
     """After each epoch (its validation included): one line with the validation ELBO, the best
     so far, seconds per epoch and the time left, and the entry's ``progress.json``.
 
-    Time left: at most (max_epochs − e)·s, at least (patience − epochs since the best)·s (the
-    earliest early stop); s is the :func:`pace` of this process's epochs, an epoch resumed in
-    its middle counted at its pace (its seconds × batches per epoch / batches it ran)."""
+    An epoch's seconds are its running time on ``clock`` (pauses of the job left out); an
+    epoch resumed in its middle is counted at its pace (its seconds × batches per epoch /
+    batches it ran). Time left: at most (max_epochs − e)·s, at least (patience − epochs since
+    the best)·s (the earliest early stop); s is the :func:`pace` of this process's epochs."""
 
-    def __init__(self, entry: Entry) -> None:
-        self.entry = entry
+    def __init__(self, entry: Entry, clock: RunningClock) -> None:
+        self.entry, self.clock = entry, clock
         self.seconds: list[float] = (entry.read(PROGRESS) or {}).get("epoch_seconds", [])
         self.session: list[float] = []
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.start, self.start_step = time.perf_counter(), trainer.global_step
+        self.start, self.start_step = self.clock.running(), trainer.global_step
 
     on_train_start = on_train_epoch_start  # a run resumed mid-epoch starts without the epoch hook
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         per_epoch, ran = trainer.num_training_batches, trainer.global_step - self.start_step
         share = ran / per_epoch if 0 < ran < per_epoch < math.inf else 1.0
-        seconds = (time.perf_counter() - self.start) / share
+        seconds = (self.clock.running() - self.start) / share
         epoch = trainer.current_epoch + 1
         self.seconds = self.seconds[: epoch - 1] + [seconds]
         self.session.append(seconds)
@@ -345,8 +348,9 @@ def train_model(entry: Entry, options: Options, max_epochs: int | None) -> dict[
     done = entry.read(DONE)
     if done is not None:
         return done
-    run_dir, callbacks = entry.run_dir, [Progress(entry)]
-    start = time.perf_counter()
+    clock = RunningClock().start()
+    run_dir, callbacks = entry.run_dir, [Progress(entry, clock)]
+    start = clock.running()
     if Run(run_dir).last.is_file():
         changed = [f"train.max_epochs={max_epochs}"] if max_epochs is not None else []
         prep = prepared(Run(run_dir).resume_spec(changed))
@@ -364,7 +368,7 @@ def train_model(entry: Entry, options: Options, max_epochs: int | None) -> dict[
         "epochs": trainer.current_epoch,
         "stopped": "early stopping" if early else "max_epochs",
         "best_val_elbo": float(stopper.best_score) if stopper else None,
-        "train_s_this_process": time.perf_counter() - start,
+        "train_s_this_process": clock.running() - start,
     }
     entry.write(DONE, done)
     return done
