@@ -233,7 +233,9 @@ def two_nodes(run: Path, *sets: str, held: Path | None = None) -> list[subproces
         "--out",
         str(run),
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    scratch = run.with_name(f"{run.name}-tmp")  # torchrun's torchelastic_* folders, not /tmp's
+    scratch.mkdir(exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(scratch)}
     nodes = []
     for rank in (0, 1):
         log = run.with_name(f"{run.name}-node{rank}.log")
