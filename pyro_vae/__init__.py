@@ -238,7 +238,7 @@ def sweep(
 
 
 def compare(
-    config: PathLike | None = None,
+    config: Spec | PathLike | None = None,
     estimators: Sequence[str] = (),
     *,
     checkpoint: Run | PathLike | None = None,
@@ -250,7 +250,8 @@ def compare(
     overwrite: bool = False,
 ) -> Comparison:
     """ELBO estimators compared as ``pyro-vae compare`` does (:mod:`pyro_vae.comparison`): the spec
-    ``config`` (+ ``overrides``; ``epochs`` replaces its max_epochs) trained once per estimator
+    ``config`` (a :class:`Spec` or a YAML path, + ``overrides``; ``epochs`` replaces its
+    max_epochs) trained once per estimator
     (``"iwae[k=5]"``, ``"my_module:MyELBO"``; default every registered one) and seed, each from
     the same initial weights; or, with ``checkpoint``, a trained run's weights scored under each.
     Per estimator: its bound, the gradient SNR over ``repeats`` draws, ms per step, ELBO and
@@ -267,7 +268,7 @@ def compare(
         checkpoint = checkpoint.root
     with quieted():
         return run_each(
-            None if config is None else os.fspath(config),
+            config if config is None or isinstance(config, Spec) else os.fspath(config),
             estimators,
             checkpoint=None if checkpoint is None else os.fspath(checkpoint),
             out=None if out is None else os.fspath(out),

@@ -408,7 +408,7 @@ class Comparison:
 
 
 def compare(
-    config: str | Path | None = None,
+    config: str | Path | Spec | None = None,
     estimators: Sequence[str] = (),
     *,
     checkpoint: str | Path | None = None,
@@ -419,11 +419,12 @@ def compare(
     seeds: int = 1,
     overwrite: bool = False,
 ) -> Comparison:
-    """``pyro-vae compare``: train the spec ``config`` (+ ``overrides``, ``epochs``) once per
-    estimator (``NAME[KEY=VALUE,...]``; default every registered one) and seed, each from the
-    same initial weights, or with ``checkpoint`` score a trained run's weights under each; the
-    bound, gradient SNR over ``repeats`` draws, time per step and log p(x) of each, written into
-    ``out`` (default ``runs/compare-<config name>``, or the run itself). Arguments and ``out`` are
+    """``pyro-vae compare``: train the spec ``config`` (a YAML path or a :class:`Spec`, +
+    ``overrides``, ``epochs``) once per estimator (``NAME[KEY=VALUE,...]``; default every
+    registered one) and seed, each from the same initial weights, or with ``checkpoint`` score a
+    trained run's weights under each; the bound, gradient SNR over ``repeats`` draws, time per
+    step and log p(x) of each, written into ``out`` (default ``runs/compare-<config name>``,
+    ``runs/compare`` for a Spec, or the run itself). Arguments and ``out`` are
     checked before torch is imported."""
     components = parse_estimators(estimators or ESTIMATORS.names())
     if repeats < 2:
@@ -438,7 +439,8 @@ def compare(
             )
         folder = Run(out if out else checkpoint)
     elif config:
-        folder = Run(out if out else Path("runs") / f"compare-{Path(config).stem}")
+        name = "compare" if isinstance(config, Spec) else f"compare-{Path(config).stem}"
+        folder = Run(out if out else Path("runs") / name)
     else:
         raise SpecError("compare", "give a CONFIG to train from, or --checkpoint RUN_DIR")
     try:
@@ -510,7 +512,7 @@ def score_checkpoint(
 
 
 def train_each(
-    config: str | Path,
+    config: str | Path | Spec,
     estimators: Mapping[str, Component],
     out: Run,
     overrides: Sequence[str],
@@ -539,11 +541,16 @@ def train_each(
         rows,
         spec,
         (
-            f"Each estimator trained `{config}` for {spec.train.max_epochs} "
+            f"Each estimator trained {what_spec(config)} for {spec.train.max_epochs} "
             f"epoch(s) from the same initial weights ({which}); runs in "
             f"`{out.root / RUNS}`"
         ),
     )
+
+
+def what_spec(config: str | Path | Spec) -> str:
+    """The spec ``config`` as compare.md names it: its path, or where it came from."""
+    return "a spec given in Python" if isinstance(config, Spec) else f"`{config}`"
 
 
 def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:

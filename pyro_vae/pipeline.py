@@ -101,11 +101,8 @@ def run_for(
         return run, run.resume_spec(overrides)
     if config is None:
         raise SpecError("train", "needs a YAML spec (CONFIG) or --resume RUN_DIR")
-    if isinstance(config, Spec):
-        spec = load_spec(config.to_dict(), overrides)
-        default = Path("runs") / "run"
-    else:
-        spec, default = load_spec(config, overrides), Path("runs") / Path(config).stem
+    spec = load_spec(config, overrides)
+    default = Path("runs") / ("run" if isinstance(config, Spec) else Path(config).stem)
     return Run(out or default), dataclasses.replace(spec, data=absolute_paths(spec.data))
 
 

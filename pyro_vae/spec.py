@@ -501,11 +501,14 @@ def _deep_copy(value: Any) -> Any:
 
 
 def load_spec(
-    source: str | Path | Mapping[str, Any] | None = None, overrides: Sequence[str] = ()
+    source: str | Path | Mapping[str, Any] | Spec | None = None, overrides: Sequence[str] = ()
 ) -> Spec:
-    """A spec from a YAML file path, a dict, or None (all defaults), plus ``key=value`` overrides."""
+    """A spec from a YAML file path, a dict, a :class:`Spec`, or None (all defaults), plus
+    ``key=value`` overrides."""
     if source is None:
         raw: Any = {}
+    elif isinstance(source, Spec):
+        raw = source.to_dict()
     elif isinstance(source, Mapping):
         raw = source
     else:

@@ -98,10 +98,16 @@ def test_sweep_trains_an_experiment_quietly_and_aggregate_pairs_it(tmp_path, cap
 
 
 def test_compare_trains_each_estimator_or_scores_a_run_quietly(run, tmp_path, capfd) -> None:
+    spec = pyro_vae.load_spec(DIGITS)  # a Spec, as train takes; overrides apply on top
     done = pyro_vae.compare(
-        DIGITS, ["trace", "iwae[k=3]"], out=tmp_path / "cmp", overrides=TINY, repeats=3, seeds=2
+        spec, ["trace", "iwae[k=3]"], out=tmp_path / "cmp", overrides=TINY, repeats=3, seeds=2
     )
     assert capfd.readouterr() == ("", "")  # as quiet as the CLI: the table is returned
+    assert pyro_vae.load_spec(tmp_path / "cmp" / "config.yaml").train.max_epochs == 1
+    assert (
+        "Each estimator trained a spec given in Python for 1 epoch(s)"
+        in (tmp_path / "cmp" / "compare.md").read_text()
+    )
     assert [(r["estimator"], r["seed"]) for r in done.rows] == [
         ("trace", 0),
         ("iwae[k=3]", 0),
