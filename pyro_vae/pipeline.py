@@ -121,43 +121,46 @@ def train(
     run, spec = run_for(config, out, overrides, resume, overwrite)
     from pyro_vae.checkpoints import checkpoint_step
     from pyro_vae.prepared import load_run, prepare
-    from pyro_vae.ranks import rank_zero
+    from pyro_vae.ranks import own_process_group, rank_zero
     from pyro_vae.scoring import device_for
 
     quiet()  # the warnings of the data's preparation too; again after Lightning's import
-    try:
-        if not overwrite and run.unscored(spec):
-            notice(
-                f"{run.root} holds this spec's run, trained but stopped before its "
-                "evaluation and figures were all written: scoring it"
+    with own_process_group():  # gloo's, destroyed before the interpreter exits
+        try:
+            if not overwrite and run.unscored(spec):
+                notice(
+                    f"{run.root} holds this spec's run, trained but stopped before its "
+                    "evaluation and figures were all written: scoring it"
+                )
+                with run.locked("train"):
+                    prepared = load_run(run, spec)
+                    result = score(prepared, run, device_for(spec.train.accelerator), rank0=True)
+                    _tracking().finish_scored(spec, run, result, checkpoint_step(run.last))
+                return Trained(run, prepared, result)
+            continues = resume is None and not overwrite and run.continues(spec)
+            if continues:
+                notice(
+                    f"{run.root} holds this spec's run, stopped ({run.state()}) before it "
+                    "finished: continuing it"
+                )
+            elif resume is None and rank_zero():  # DDP's other ranks find rank 0's run there
+                run.check_start(overwrite)
+            prepared = prepare(spec)
+            if resume is not None:  # the checkpoint fits the spec and data, finished or not
+                run.resume_point(prepared.vae, spec, lambda: prepared.data_sha256)
+                done = run.finished(spec.train.max_epochs)
+                if done:
+                    return Trained(run, prepared, finished=done)
+            tracking = _tracking()
+            trainer = fit(
+                prepared, run, overwrite=overwrite, resume=resume is not None or continues
             )
-            with run.locked("train"):
-                prepared = load_run(run, spec)
-                result = score(prepared, run, device_for(spec.train.accelerator), rank0=True)
-                _tracking().finish_scored(spec, run, result, checkpoint_step(run.last))
-            return Trained(run, prepared, result)
-        continues = resume is None and not overwrite and run.continues(spec)
-        if continues:
-            notice(
-                f"{run.root} holds this spec's run, stopped ({run.state()}) before it "
-                "finished: continuing it"
-            )
-        elif resume is None and rank_zero():  # DDP's other ranks find rank 0's run there
-            run.check_start(overwrite)
-        prepared = prepare(spec)
-        if resume is not None:  # the checkpoint fits the spec and data, finished or not
-            run.resume_point(prepared.vae, spec, lambda: prepared.data_sha256)
-            done = run.finished(spec.train.max_epochs)
-            if done:
-                return Trained(run, prepared, finished=done)
-        tracking = _tracking()
-        trainer = fit(prepared, run, overwrite=overwrite, resume=resume is not None or continues)
-        rank0 = trainer.global_rank == 0 and rank_zero()
-        result = score(prepared, run, trainer.strategy.root_device, rank0)
-        tracking.finish(trainer, run, result)  # TensorBoard, MLflow: final scores, figures
-        return Trained(run, prepared, result if rank0 else None)
-    finally:
-        run.unlock()
+            rank0 = trainer.global_rank == 0 and rank_zero()
+            result = score(prepared, run, trainer.strategy.root_device, rank0)
+            tracking.finish(trainer, run, result)  # TensorBoard, MLflow: final scores, figures
+            return Trained(run, prepared, result if rank0 else None)
+        finally:
+            run.unlock()
 
 
 def _tracking() -> ModuleType:

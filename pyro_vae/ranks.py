@@ -4,7 +4,8 @@ Lightning, which only training imports): which one this is, and rows computed ac
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -28,6 +29,22 @@ def rank_zero() -> bool:
         return dist.get_rank() == 0
     rank = next((os.environ[k] for k in RANK_VARIABLES if k in os.environ), "0")
     return int(rank) == 0
+
+
+@contextmanager
+def own_process_group() -> Iterator[None]:
+    """Destroy the default process group that the block made (Lightning's DDP under torchrun),
+    once the block ends without an error; one made before it is left to its maker.
+
+    Lightning destroys an NCCL group at exit, never a gloo one (CPU); left to the interpreter's
+    finalization, gloo's threads can abort the process ("terminate called without an active
+    exception", SIGABRT) after its work is done, and torchrun then fails that node while the
+    other waits 300 s at its exit barrier (pytorch/pytorch#190489). Not after an error: a
+    destroy while another rank is inside a collective can hang."""
+    made_before = dist.is_available() and dist.is_initialized()
+    yield
+    if not made_before and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def gather_rows(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
