@@ -99,6 +99,12 @@ PROTOCOL = (
     "epochs), 50 000 / 10 000 train / validation images, the best validation checkpoint scored "
     f"by IS with K = 5000 on all 10 000 test images. Published: {PAPER}."
 )
+#: What a row's train time holds (:mod:`benchmarks.pauses`).
+TRAIN_TIME = (
+    "Train time: the sum of the epochs' seconds, one torch thread, beside whatever else ran. "
+    "Since 2026-12-08 a pause of the job (`kill -STOP` while a CI run had the cores) is left out; "
+    "a row finished before then may hold such pauses (about half an hour each)."
+)
 HEADERS = (
     "model",
     "seed",
@@ -680,6 +686,7 @@ def section(
         for part in [
             PROTOCOL,
             table(HEADERS, rows),
+            TRAIN_TIME,
             seeds_text(finished, options.toy),
             gains_text(gains, finished, unkept, bool(tight)),
             tightness.text(tight, vae_tight, untight, gone),
