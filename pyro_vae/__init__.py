@@ -23,7 +23,7 @@ global state (no warning filter, log level, param store or ``pyro.settings``).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pyro_vae.registry import SpecError
@@ -200,7 +200,7 @@ def sample(
 
 
 def sweep(
-    experiment: PathLike,
+    experiment: PathLike | Mapping[str, Any],
     out: PathLike | None = None,
     jobs: int = 1,
     threads: int | None = None,
@@ -218,12 +218,20 @@ def sweep(
     ``search="optuna"``, ``trials=N``: the experiment's ``search:`` section instead, as
     ``pyro-vae sweep --search optuna`` (:func:`pyro_vae.search.search`).
 
+    ``experiment`` may be the file's content as a dict instead, with ``out`` given: it is kept
+    as ``out/.sweep/experiment.yaml``, its ``base`` taken from the working directory.
+
     >>> done = pyro_vae.sweep("examples/experiments/priors.yaml", "runs/priors")  # doctest: +SKIP
     >>> pyro_vae.aggregate([done.out], baseline=["prior.name=standard_normal"])  # doctest: +SKIP
     """
     from pyro_vae.console import chatty, quieted
+    from pyro_vae.experiment import experiment_file
     from pyro_vae.experiment import sweep as run_all
 
+    if isinstance(experiment, Mapping):
+        if out is None:
+            raise SpecError("sweep", "an experiment given as a dict needs out=, its folder")
+        experiment = experiment_file(experiment, os.fspath(out))
     with quieted():
         return run_all(
             os.fspath(experiment),

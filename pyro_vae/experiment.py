@@ -1019,6 +1019,33 @@ def _check_out(out: Path) -> None:
         raise SpecError("--out", f"cannot create {exc.filename or out}: {exc.strerror}") from None
 
 
+#: Where :func:`experiment_file` writes an experiment given as a mapping.
+GIVEN = "experiment.yaml"
+
+
+def experiment_file(experiment: Mapping[str, Any], out: str | Path) -> Path:
+    """An experiment given as a mapping (Python, a notebook), written as ``out/.sweep/``
+    :data:`GIVEN`, the file that the sweep, its workers and a rerun read; its ``base``, when
+    relative, is taken from the working directory (a file's, from the file's folder)."""
+    out = Path(out)
+    raw = dict(experiment)
+    base = raw.get("base")
+    if isinstance(base, os.PathLike) or (isinstance(base, str) and base.strip()):
+        raw["base"] = str(Path(os.fspath(base)).expanduser().absolute())
+    try:
+        text = yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
+    except yaml.YAMLError as exc:
+        raise SpecError(
+            "experiment", f"holds a value YAML cannot write: {clip(str(exc), 200)}"
+        ) from None
+    if len(text.encode()) > MAX_YAML_BYTES:
+        raise SpecError("experiment", f"an experiment holds at most {MAX_YAML_BYTES} bytes")
+    _check_out(out)
+    path = out / STATE_DIR / GIVEN
+    write_text_atomic(path, text)
+    return path
+
+
 def _set_threads(threads: int) -> None:
     import torch
 

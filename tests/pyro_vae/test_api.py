@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,6 +96,25 @@ def test_sweep_trains_an_experiment_quietly_and_aggregate_pairs_it(tmp_path, cap
     assert [g.label for g in table.groups] == ["beta=1.0", "beta=2.0"]
     again = pyro_vae.sweep(exp, tmp_path / "out")  # the same call: nothing trained twice
     assert [r["state"] for r in again.runs] == ["skipped"] * 2
+
+
+def test_sweep_takes_the_experiment_as_a_dict_kept_in_its_folder(tmp_path, monkeypatch) -> None:
+    tiny = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in TINY)}
+    monkeypatch.chdir(Path(DIGITS).parents[2])  # the repository: base is relative to it
+    experiment = {"base": "examples/configs/digits.yaml", "set": tiny, "grid": {"beta": [2.0]}}
+    with pytest.raises(pyro_vae.SpecError, match="needs out="):
+        pyro_vae.sweep(experiment)
+    done = pyro_vae.sweep(experiment, tmp_path / "out")
+    assert done.exit_code == 0 and [r["state"] for r in done.runs] == ["finished"]
+    kept = yaml.safe_load((tmp_path / "out" / ".sweep" / "experiment.yaml").read_text())
+    assert kept == experiment | {"base": DIGITS}  # made absolute: the folder works from anywhere
+    assert pyro_vae.load_run(tmp_path / "out" / "seed-0").spec.beta == 2.0  # one cell: unnamed
+    monkeypatch.chdir(tmp_path)
+    again = pyro_vae.sweep(experiment | {"base": DIGITS}, tmp_path / "out")  # the same, again
+    assert [r["state"] for r in again.runs] == ["skipped"]
+    with pytest.raises(pyro_vae.SpecError, match="YAML cannot write"):
+        pyro_vae.sweep(experiment | {"seeds": object()}, tmp_path / "other")
+    assert not (tmp_path / "other").exists()  # refused before the folder was made
 
 
 def test_compare_trains_each_estimator_or_scores_a_run_quietly(run, tmp_path, capfd) -> None:
