@@ -1030,8 +1030,14 @@ def experiment_file(experiment: Mapping[str, Any], out: str | Path) -> Path:
     out = Path(out)
     raw = dict(experiment)
     base = raw.get("base")
-    if isinstance(base, os.PathLike) or (isinstance(base, str) and base.strip()):
-        raw["base"] = str(Path(os.fspath(base)).expanduser().absolute())
+    if not (isinstance(base, os.PathLike) or (isinstance(base, str) and base.strip())):
+        raise SpecError(
+            "base",
+            "missing: the spec file every run starts from (relative to the working directory)"
+            if base is None
+            else f"expected the path of a spec file, got {shown(base)}",
+        )
+    raw["base"] = str(Path(os.fspath(base)).expanduser().absolute())
     try:
         text = yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
     except yaml.YAMLError as exc:

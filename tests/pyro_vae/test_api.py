@@ -115,6 +115,9 @@ def test_sweep_takes_the_experiment_as_a_dict_kept_in_its_folder(tmp_path, monke
     with pytest.raises(pyro_vae.SpecError, match="YAML cannot write"):
         pyro_vae.sweep(experiment | {"seeds": object()}, tmp_path / "other")
     assert not (tmp_path / "other").exists()  # refused before the folder was made
+    with pytest.raises(pyro_vae.SpecError, match="^base: missing: .*working directory"):
+        pyro_vae.sweep({"seeds": 1}, tmp_path / "other")
+    assert not (tmp_path / "other").exists()
 
 
 def test_compare_trains_each_estimator_or_scores_a_run_quietly(run, tmp_path, capfd) -> None:
