@@ -3,6 +3,7 @@
 * :class:`PeriodicCheckpoint`: ``last.ckpt`` every N steps and every M epochs, the last few kept,
   and where a signal (Ctrl-C, SIGTERM, SIGUSR1) stops the run (:func:`stop_on_signals`,
   :class:`Interrupted`);
+* :class:`BestCheckpoint`: ``best.ckpt`` judged as before when the run directory was moved;
 * :class:`AtomicCheckpointIO`: a checkpoint is written to a temporary file beside its target,
   fsynced and renamed over it, and always read back with ``torch.load(weights_only=True)``;
 * :class:`RngState`: the global RNG states (torch, CUDA, numpy, Python) ride in every checkpoint;
@@ -41,7 +42,7 @@ import torch
 import torch.distributed as dist
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -77,6 +78,41 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self, path: str | Path, map_location: Any = "cpu", weights_only: bool | None = None
     ) -> dict[str, Any]:
         return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint that goes on judging after its run directory was moved.
+
+    Its saved state names files by absolute path, and Lightning drops the best score when the
+    saved ``dirpath`` is not the current one: a run copied to another folder or machine and
+    resumed would let its first validation replace ``best.ckpt``, however much worse. The folder
+    is the run's own ``checkpoints/`` wherever the run lies, so here a saved path under the old
+    ``dirpath`` is read as the same name under the current one.
+    """
+
+    @property
+    def state_key(self) -> str:
+        """ModelCheckpoint's own key: checkpoints saved before this class restore into it."""
+        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old, new = state_dict.get("dirpath"), self.dirpath
+        if old and new and old != new:
+
+            def moved(path: str) -> str:
+                p = Path(path)
+                return str(Path(new) / p.relative_to(old)) if p.is_relative_to(old) else path
+
+            paths = ("best_model_path", "kth_best_model_path", "last_model_path")
+            state_dict = {
+                **state_dict,
+                **{k: moved(state_dict[k]) for k in paths if state_dict.get(k)},
+                "dirpath": new,
+                "best_k_models": {
+                    moved(p): v for p, v in state_dict.get("best_k_models", {}).items()
+                },
+            }
+        super().load_state_dict(state_dict)
 
 
 #: The signals that stop a run with a checkpoint at the current step: Ctrl-C, ``kill``/``docker

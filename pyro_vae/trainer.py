@@ -34,7 +34,7 @@ from typing import Any
 import lightning as L
 import pyro
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping
 
 from inference.compiled import TracedLoss
 from pyro_vae.bundle import DataBundle, with_indices
@@ -43,6 +43,7 @@ from pyro_vae.components.estimators import make_elbo
 from pyro_vae.console import chatty
 from pyro_vae.engine import (
     AtomicCheckpointIO,
+    BestCheckpoint,
     EpochMeans,
     PeriodicCheckpoint,
     RngState,
@@ -358,7 +359,7 @@ def make_trainer(
             EarlyStopping(monitor="val_elbo", mode="max", patience=t.early_stopping_patience)
         )
         callbacks.append(
-            ModelCheckpoint(  # best.ckpt: the weights at the highest val ELBO
+            BestCheckpoint(  # best.ckpt: the weights at the highest val ELBO
                 dirpath=run.checkpoint("best").parent,
                 filename="best",
                 monitor="val_elbo",

@@ -16,7 +16,7 @@ import torch
 
 from pyro_vae.checkpoints import checkpoint_step
 from pyro_vae.cli import EXIT_DIVERGED, EXIT_USER_ERROR, main
-from pyro_vae.engine import AtomicCheckpointIO, parameter_digest
+from pyro_vae.engine import AtomicCheckpointIO, BestCheckpoint, parameter_digest
 from pyro_vae.pipeline import fit
 from pyro_vae.prepared import prepare
 from pyro_vae.rundir import Run
@@ -143,6 +143,32 @@ def test_a_crashed_run_resumes_to_exactly_the_uninterrupted_result(
         # only a crashed epoch's epoch-mean training row differs: it averages the resumed part
         if not ("train_loss_epoch" in x and x["epoch"] == crashed):
             assert x == y
+
+
+def test_a_moved_run_goes_on_judging_its_best_checkpoint(tmp_path):
+    """Lightning's ModelCheckpoint forgets its best score when the saved folder is not the
+    current one; a run moved (to another machine, say) must resume it, or its first validation
+    would replace best.ckpt however worse."""
+    patience = "train.early_stopping_patience=5"
+    train(tmp_path / "whole", "train.max_epochs=3", patience)
+    train(tmp_path / "run", "train.max_epochs=2", patience)
+    (tmp_path / "run").rename(tmp_path / "moved")
+    moved = Run(tmp_path / "moved")
+    saved = torch.load(moved.last, weights_only=True)["callbacks"]
+    state = next(v for k, v in saved.items() if k.startswith("ModelCheckpoint"))
+    assert state["dirpath"] == str(tmp_path / "run" / "checkpoints")
+    callback = BestCheckpoint(dirpath=moved.checkpoint("best").parent, monitor="val_elbo")
+    callback.load_state_dict(state)
+    assert callback.best_model_score == state["best_model_score"]
+    assert callback.best_k_models == {str(moved.checkpoint("best")): state["best_model_score"]}
+
+    train(tmp_path / "moved", "train.max_epochs=3", resume=True)
+    assert monitors(Run(tmp_path / "whole").last) == monitors(moved.last)
+    best = [
+        torch.load(Run(d).checkpoint("best"), weights_only=True)["state_dict"]
+        for d in (tmp_path / "whole", tmp_path / "moved")
+    ]
+    assert all(torch.equal(v, best[1][k]) for k, v in best[0].items())
 
 
 def test_resume_with_more_epochs_extends_a_finished_run(tmp_path):
