@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .PHONY: demo test bench bench-published bench-published-bg bench-quality bench-quality-bg \
-	bench-ais-bg bench-tightness-bg reproduce-table clean
+	bench-ais-bg bench-tightness-bg bench-carry reproduce-table clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -108,13 +108,26 @@ echo "started: pid $$(cat "$$job/pid"), code $$(git rev-parse --short HEAD), log
 endef
 
 bench-published-bg: $(STAMP)
-	$(call background,$(STATE),job$(JOB),benchmarks.published --state $(call path,$(STATE)) $(if $(MODELS),--models $(MODELS)) --seeds $(SEEDS))
+	$(call background,$(STATE),job$(JOB),benchmarks.published --state $(call path,$(STATE)) --carry $(call path,$(CARRY)) $(if $(MODELS),--models $(MODELS)) --seeds $(SEEDS))
 
 # How loose each scored model's IS bound is, benchmarks/tightness.py: AIS (16 chains x 1000
 # steps) against IS on the first 200 test images of each (MODELS, SEEDS) run in STATE (about
 # 15-40 min a model on one thread; resumes after its last saved piece).
 bench-tightness-bg: $(STAMP)
-	$(call background,$(STATE),job-tightness$(JOB),benchmarks.published --tightness --state $(call path,$(STATE)) $(if $(MODELS),--models $(MODELS)) --seeds $(SEEDS))
+	$(call background,$(STATE),job-tightness$(JOB),benchmarks.published --tightness --state $(call path,$(STATE)) --carry $(call path,$(CARRY)) $(if $(MODELS),--models $(MODELS)) --seeds $(SEEDS))
+
+# Before a session ends on a machine the next one may not be: each running job of STATE stopped
+# by Ctrl-C's signal (it saves where it is) and waited for (a pid file whose process is not a
+# benchmarks job is passed over), then what each unfinished run needs to go on copied into
+# CARRY for a commit (benchmarks/carry.py). The next machine's jobs restore it.
+CARRY ?= benchmarks/carry
+bench-carry: $(STAMP)
+	@for pidfile in $(call path,$(STATE))/job*/pid; do \
+		[ -f "$$pidfile" ] || continue; pid=$$(cat "$$pidfile"); \
+		grep -qa 'benchmarks\.' "/proc/$$pid/cmdline" 2>/dev/null || continue; \
+		echo "stopping job $$pid ($$pidfile)"; kill -INT "$$pid"; kill -CONT "$$pid"; \
+		tail --pid="$$pid" -f /dev/null; done
+	$(PY) -m benchmarks.carry save --state $(call path,$(STATE)) --carry $(call path,$(CARRY))
 
 # The published table's shipped weights (benchmarks/results/published/*.weights.pt, digests in
 # weights.json there), each scored again by pyro-vae evaluate from a run directory made from its

@@ -559,6 +559,7 @@ def run(
     train: bool,
     peek_at: tuple[int, int] | None = None,
     tighten: bool = False,
+    carry: Path | None = None,
 ) -> Section:
     """With ``peek_at`` = (points, K), a cheap look at each chosen (model, seed) that is
     running; with ``train``, train and score each one not finished yet; with ``tighten``, AIS
@@ -566,7 +567,8 @@ def run(
     state folder and the results folder: the whole table at every seed found there, whichever
     models this job was given (another job may be training the others); a training job's own
     seeds are rows before anything of them is found, a job that trains nothing adds only the
-    protocol's :data:`SEEDS`."""
+    protocol's :data:`SEEDS`. A job that trains or tightens first restores each chosen run that
+    ``carry`` holds further than ``state`` (:mod:`benchmarks.carry`)."""
     assert options.results is not None
     results = options.results / KEY
     by_name = {m.name: m for m in MODELS}
@@ -574,6 +576,13 @@ def run(
     if peek_at is not None:
         for entry in chosen:
             peek(entry, *peek_at)
+    if (train or tighten) and carry is not None:
+        from benchmarks.carry import restore_entry
+
+        state.mkdir(parents=True, exist_ok=True)
+        for entry in chosen:
+            if line := restore_entry(entry, carry):
+                print(line, flush=True)
     if train:
         print(f"code: {REPO}; state: {state}; results: {results}", flush=True)
         train_all(chosen, options, max_epochs)
@@ -1056,6 +1065,13 @@ def main(argv: list[str] | None = None) -> None:
         help="train nothing: AIS (16 chains x 1000 steps) against IS on the first 200 test "
         "images of each chosen scored run (resumable), then the section",
     )
+    p.add_argument(
+        "--carry",
+        type=Path,
+        help="folder of runs carried from another machine (benchmarks/carry.py), restored "
+        "first where they went further than the state's (default benchmarks/carry; with --toy, "
+        "beside the results)",
+    )
     args = p.parse_args(argv)
     names = tuple(n.strip() for n in args.models.split(",") if n.strip())
     unknown = sorted(set(names) - {m.name for m in MODELS})
@@ -1079,6 +1095,7 @@ def main(argv: list[str] | None = None) -> None:
             not (args.report or args.tightness),
             tuple(args.peek) if args.peek else None,
             args.tightness,
+            args.carry or (o.results / "carry" if o.toy else REPO / "benchmarks" / "carry"),
         )
 
     finish(args, options_from(args), {KEY: runner})
