@@ -158,12 +158,25 @@ def save(state: Path, carry: Path, results: Path) -> list[str]:
     at a later step; drop from ``carry`` the runs now finished, keep the others. One line per
     run."""
     old = read_manifest(carry)
-    manifest: dict[str, Any] = {}
-    lines = []
+    todo = list(unfinished(state, results))
+    for entry in todo:  # a run in use is refused before anything is written
+        with Run(entry.run_dir).locked("benchmarks.carry save"):
+            pass
     staging = carry / ".saving"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    for entry in unfinished(state, results):
+    try:
+        return _save(todo, old, state, carry, results, staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _save(
+    todo: list[Entry], old: dict[str, Any], state: Path, carry: Path, results: Path, staging: Path
+) -> list[str]:
+    manifest: dict[str, Any] = {}
+    lines = []
+    for entry in todo:
         run = Run(entry.run_dir)
         with run.locked("benchmarks.carry save"):
             step = checkpoint_step(run.last)
@@ -204,7 +217,6 @@ def save(state: Path, carry: Path, results: Path) -> list[str]:
             if (staging / file).is_file():
                 (staging / file).replace(carry / file)
     write_text_atomic(carry / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    shutil.rmtree(staging)
     return lines or ["nothing unfinished to carry"]
 
 
@@ -277,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
                 for name in read_manifest(carry)
                 if (line := restore_entry(_entry(name, state, results), carry))
             ] or ["nothing carried"]
+    except RunInUse as exc:
+        p.exit(2, f"{exc} (make bench-carry stops the running jobs, then saves)\n")
     except SpecError as exc:
         p.exit(2, f"{exc}\n")
     print("\n".join(lines))

@@ -149,7 +149,7 @@ def test_save_refuses_a_run_another_process_holds_and_writes_nothing(tmp_path, t
             code=2,
         )
     assert "in use by another pyro-vae process" in out and "a training job" in out
-    assert not (tmp_path / "carry" / "carry.json").exists()
+    assert not (tmp_path / "carry").exists()
 
 
 def test_restore_checks_every_file_and_leaves_what_it_does_not_own(tmp_path, carried):
