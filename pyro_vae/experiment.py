@@ -233,6 +233,12 @@ def load_experiment(path: str | Path) -> Experiment:
         raw = parse_yaml(path.read_text(encoding="utf-8"), str(path))
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(str(path), f"cannot read the experiment file: {exc}") from None
+    return experiment_from(raw, path)
+
+
+def experiment_from(raw: object, path: Path) -> Experiment:
+    """Check the content ``raw`` of the experiment file ``path`` (which need not exist yet: a
+    relative ``base`` is taken from its folder); SpecError naming the key."""
     if not isinstance(raw, Mapping):
         raise SpecError(
             str(path),
@@ -1024,9 +1030,10 @@ GIVEN = "experiment.yaml"
 
 
 def experiment_file(experiment: Mapping[str, Any], out: str | Path) -> Path:
-    """An experiment given as a mapping (Python, a notebook), written as ``out/.sweep/``
-    :data:`GIVEN`, the file that the sweep, its workers and a rerun read; its ``base``, when
-    relative, is taken from the working directory (a file's, from the file's folder)."""
+    """An experiment given as a mapping (Python, a notebook), checked, then written as
+    ``out/.sweep/`` :data:`GIVEN`, the file that the sweep, its workers and a rerun read; its
+    ``base``, when relative, is taken from the working directory (a file's, from the file's
+    folder)."""
     out = Path(out)
     raw = dict(experiment)
     base = raw.get("base")
@@ -1046,8 +1053,9 @@ def experiment_file(experiment: Mapping[str, Any], out: str | Path) -> Path:
         ) from None
     if len(text.encode()) > MAX_YAML_BYTES:
         raise SpecError("experiment", f"an experiment holds at most {MAX_YAML_BYTES} bytes")
-    _check_out(out)
     path = out / STATE_DIR / GIVEN
+    experiment_from(parse_yaml(text, str(path)), path)  # refused before the folder is touched
+    _check_out(out)
     write_text_atomic(path, text)
     return path
 

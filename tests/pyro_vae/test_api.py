@@ -118,6 +118,9 @@ def test_sweep_takes_the_experiment_as_a_dict_kept_in_its_folder(tmp_path, monke
     with pytest.raises(pyro_vae.SpecError, match="^base: missing: .*working directory"):
         pyro_vae.sweep({"seeds": 1}, tmp_path / "other")
     assert not (tmp_path / "other").exists()
+    with pytest.raises(pyro_vae.SpecError, match="^grid.beta: repeats 2.0"):  # past its base
+        pyro_vae.sweep(experiment | {"grid": {"beta": [2.0, 2.0]}}, tmp_path / "other")
+    assert not (tmp_path / "other").exists()
 
 
 def test_compare_trains_each_estimator_or_scores_a_run_quietly(run, tmp_path, capfd) -> None:
