@@ -159,6 +159,8 @@ def save(state: Path, carry: Path, results: Path) -> list[str]:
     run."""
     old = read_manifest(carry)
     todo = list(unfinished(state, results))
+    if not todo and not old:
+        return ["nothing unfinished to carry"]
     for entry in todo:  # a run in use is refused before anything is written
         with Run(entry.run_dir).locked("benchmarks.carry save"):
             pass

@@ -202,6 +202,9 @@ def test_save_keeps_a_run_it_cannot_see_and_drops_one_finished(tmp_path, carried
     to = saved(tmp_path, carried)
     empty = tmp_path / "empty-state"
     args = ["--state", str(empty), "--carry", str(to), "--results", str(tmp_path / "results")]
+    none = [*args[:2], "--carry", str(tmp_path / "none"), *args[4:]]
+    assert "nothing unfinished to carry" in carry("save", *none)
+    assert not (tmp_path / "none").exists()  # nothing to say: no folder, no manifest
     assert "vae-seed0: kept as carried" in carry("save", *args)
     assert (to / "vae-seed0" / "checkpoints" / "last.ckpt").is_file()
     assert (to / "vae-seed0.progress.json").is_file()
