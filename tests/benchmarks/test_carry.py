@@ -16,21 +16,6 @@ from toy_jobs import published
 from pyro_vae.rundir import LOCK, Run
 
 ROOT = Path(__file__).resolve().parents[2]
-#: the spec the toy published job gives the VAE at seed 0 (benchmarks.published.overrides)
-TOY_VAE = [
-    "train.seed=0",
-    "train.progress=false",
-    "data.name=digits",
-    "data.binarize=dynamic",
-    "data.limit=64",
-    "encoder.hidden=[16]",
-    "decoder.hidden=[16]",
-    "train.batch_size=16",
-    "train.warmup_epochs=1",
-    "train.early_stopping_patience=50",
-    "evaluate.num_samples=16",
-    "latent_dim=4",
-]
 #: the job's progress.json beside such a run after its second epoch (figures made up)
 PROGRESS = json.dumps(
     {
@@ -68,19 +53,27 @@ def carry(*args: str, code: int = 0) -> str:
 
 
 @pytest.fixture(scope="module")
-def two_epochs(tmp_path_factory) -> Path:
+def whole(tmp_path_factory) -> Path:
+    """The toy published job's VAE trained 3 epochs without a stop (its results and state)."""
+    folder = tmp_path_factory.mktemp("whole")
+    published(folder, "--models", "vae", "--max-epochs", "3")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def two_epochs(whole, tmp_path_factory) -> Path:
     """A state folder whose VAE run stopped after 2 of the job's epochs, as a job stopped there
-    leaves it (no done.json)."""
+    leaves it (no done.json): trained by ``pyro-vae train`` from the job's own spec."""
     state = tmp_path_factory.mktemp("trained") / "state"
-    sets = [a for s in [*TOY_VAE, "train.max_epochs=2"] for a in ("--set", s)]
     done = subprocess.run(
         [
             str(Path(sys.executable).with_name("pyro-vae")),
             "train",
-            "examples/configs/published/fashion-mnist-vae.yaml",
+            str(whole / "state" / "vae-seed0" / "config.yaml"),
+            "--set",
+            "train.max_epochs=2",
             "--out",
             str(state / "vae-seed0"),
-            *sets,
         ],
         cwd=ROOT,
         capture_output=True,
@@ -108,7 +101,7 @@ def saved(tmp_path: Path, carried: Path) -> Path:
 
 
 def test_a_carried_run_goes_on_in_another_state_folder_as_if_never_moved(
-    tmp_path, two_epochs, carried
+    tmp_path, two_epochs, carried, whole
 ):
     """Saved from one state folder, restored by the next job into another (another machine's):
     the job resumes it, and its scores equal an uninterrupted job's of the same length, image
@@ -127,8 +120,6 @@ def test_a_carried_run_goes_on_in_another_state_folder_as_if_never_moved(
     assert f"VAE (seed 0): restored from {to} at step {manifest['global_step']}" in out, out
     assert "VAE (seed 0): resuming" in out, out
     assert not list((tmp_path / "state").glob(".*carry*"))
-    whole = tmp_path / "whole"
-    published(whole, "--models", "vae", "--max-epochs", "3")
     moved, uninterrupted = (
         np.load(p / "results" / "published" / "vae-seed0.log-px.npy") for p in (tmp_path, whole)
     )
