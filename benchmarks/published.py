@@ -904,7 +904,8 @@ def pending_text(pending: list[str], state: Path) -> str:
     return (
         "**Not finished (their targets pending): " + ", ".join(pending) + ".** The job "
         f"continues from its checkpoints: `make bench-{KEY}` (state folder: "
-        f"`{_home(state)}`)."
+        f"`{_home(state)}`; `make bench-carry` carries them to another machine through "
+        "`benchmarks/carry/`)."
     )
 
 
