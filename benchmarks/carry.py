@@ -1,6 +1,6 @@
 """The published job's unfinished runs, carried to the next machine through the repository.
 
-The job's state folder lies outside the work tree (:func:`benchmarks.published.default_state`),
+The job's state folder lies outside the work tree (:func:`benchmarks.protocol.default_state`),
 and a run of the protocol outlives a session (VampPrior: about 900 epochs, 6 h on one core).
 When the next session starts on another machine, the state folder is gone with the old one. So
 at a session's end, with the jobs stopped (each saves where it is on Ctrl-C's signal)::
@@ -45,9 +45,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from benchmarks import tightness
-from benchmarks.common import REPO
-from benchmarks.published import MODELS, Entry, all_seeds, default_state, entries
+from benchmarks.protocol import MODELS, Entry, all_seeds, default_state, entries
 from pyro_vae.atomic import write_text_atomic
 from pyro_vae.checkpoints import checkpoint_step
 from pyro_vae.registry import SpecError
@@ -60,13 +58,16 @@ PART = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 CHUNK = 1 << 20
 
 
+REPO = Path(__file__).resolve().parent.parent
+
+
 def default_carry() -> Path:
     return REPO / "benchmarks" / "carry"
 
 
 def finished(entry: Entry) -> bool:
     """Whether the run's result and its tightness record are both in the results folder."""
-    return entry.result.is_file() and tightness.record_path(entry.result).is_file()
+    return entry.result.is_file() and entry.tightness.is_file()
 
 
 def run_files(run: Run) -> list[str]:

@@ -25,7 +25,8 @@ files named after it::
     STATE/<model>-seed<s>.done.json      once training ended: epochs, why it stopped
     STATE/<model>-seed<s>.peek.json      ``--report --peek``: a cheap score of a running model
 
-From these the job goes on where it stopped:
+(These names, the models and the seeds are :mod:`benchmarks.protocol`'s.) From these the job
+goes on where it stopped:
 
 * a run with a checkpoint and no ``done.json`` continues from ``checkpoints/last.ckpt``
   (written every epoch, so a killed job loses at most the epoch it was in);
@@ -67,7 +68,6 @@ import json
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,15 +78,26 @@ import torch
 from benchmarks import tightness
 from benchmarks.common import REPO, Options, Section, Skip, prepared, spec_from, table
 from benchmarks.pauses import RunningClock
+from benchmarks.protocol import (
+    DONE,
+    KEY,
+    MODELS,
+    PEEK,
+    PROGRESS,
+    Entry,
+    Model,
+    all_seeds,
+    default_state,
+    entries,
+    read_json,
+)
 from benchmarks.report import number
 from pyro_vae.atomic import write_atomic, write_text_atomic
-from pyro_vae.cache import cache_dir
 from pyro_vae.engine import Interrupted
 from pyro_vae.figures import read_metrics
 from pyro_vae.registry import SpecError
 from pyro_vae.rundir import Run, RunInUse
 
-KEY = "published"  # the section key, the results folder and the state folder's suffix
 TITLE = "Quality: the published Fashion-MNIST table, its own protocol"
 PAPER = (
     "Exemplar VAE (Norouzi et al. 2020), Table 1, Fashion-MNIST, dynamic binarization, "
@@ -145,34 +156,12 @@ DIFFERENCES = (
     "seeded 0, theirs by NumPy's (seed 777): other bits, the same distribution. Selection uses "
     "the validation set only."
 )
-#: the job's files beside each run directory, ``<model>-seed<s>.<kind>.json`` (module docstring)
-PROGRESS, DONE, PEEK = "progress", "done", "peek"
 POINTS = ".log-px.npy"  # suffix of the per-test-image log p̂(x) beside a result record
 CURVES = f"{KEY}-curves.svg"
 WEIGHTS = "weights.json"  # the shipped weights' manifest in <results>/published (weights.py)
 PRESET_EPOCHS = 2000  # train.max_epochs of the presets: the bound of a time-left estimate
 
 
-@dataclass(frozen=True)
-class Model:
-    name: str  # run directory and result file stem
-    label: str
-    preset: str  # under examples/configs
-    extra: tuple[str, ...] = ()
-    published: float | None = None
-
-
-MODELS = (
-    Model("vae", "VAE", "published/fashion-mnist-vae.yaml", published=-228.70),
-    Model("vamp", "VampPrior", "published/fashion-mnist-vamp.yaml", published=-227.35),
-    Model("hvae", "HVAE (2 layers)", "published/fashion-mnist-hvae.yaml"),
-    Model(
-        "iwae-dreg",
-        "IWAE k=5, DReG",
-        "published/fashion-mnist-vae.yaml",
-        ("estimator.name=dreg", "estimator.particles=5"),
-    ),
-)
 #: The targets of BENCHMARKS.md's summary, (model, what, at least): a test log p(x) within
 #: 0.3 nats of the published figure, or "vae+1": a gain of at least 1 nat over our VAE.
 TARGETS = (
@@ -193,70 +182,6 @@ TOY = (
     "train.early_stopping_patience=50",
     "evaluate.num_samples=16",
 )
-
-
-def default_state() -> Path:
-    """The state folder when ``--state`` is not given."""
-    return cache_dir() / f"bench-{KEY}"
-
-
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One model trained from one seed: its run directory in the state folder, the job's files
-    beside it, and its result record in the results folder."""
-
-    model: Model
-    seed: int
-    state: Path
-    results: Path  # <results>/published
-
-    @property
-    def name(self) -> str:
-        return f"{self.model.name}-seed{self.seed}"
-
-    @property
-    def label(self) -> str:
-        return f"{self.model.label} (seed {self.seed})"
-
-    @property
-    def run_dir(self) -> Path:
-        return self.state / self.name
-
-    @property
-    def result(self) -> Path:
-        return self.results / f"{self.name}.json"
-
-    @property
-    def on_disk(self) -> bool:
-        """Whether the run's best checkpoint, which its row was scored with, is still there."""
-        return Run(self.run_dir).checkpoint("best").is_file()
-
-    def job_file(self, kind: str) -> Path:
-        """The job's file ``kind`` about this run: ``STATE/<model>-seed<s>.<kind>.json``."""
-        return self.state / f"{self.name}.{kind}.json"
-
-    def read(self, kind: str) -> dict[str, Any] | None:
-        """The job's file ``kind``, else the one an earlier version kept inside the run directory;
-        None when neither exists."""
-        found = _read(self.job_file(kind))
-        return found if found is not None else _read(self.run_dir / f"{kind}.json")
-
-    def write(self, kind: str, record: dict[str, Any]) -> None:
-        write_text_atomic(self.job_file(kind), json.dumps(record, indent=1) + "\n")
-
-
-def entries(
-    models: Sequence[Model], seeds: Sequence[int], state: Path, results: Path
-) -> list[Entry]:
-    """Every (model, seed), seeds innermost."""
-    return [Entry(model, seed, state, results) for model in models for seed in seeds]
 
 
 def overrides(model: Model, seed: int, options: Options, max_epochs: int | None) -> list[str]:
@@ -612,16 +537,6 @@ def tighten_all(chosen: list[Entry], options: Options) -> None:
         )
 
 
-def all_seeds(seeds: tuple[int, ...], state: Path, results: Path) -> tuple[int, ...]:
-    """``seeds`` and every seed a run directory in ``state`` or a record in ``results`` has."""
-    found = set(seeds)
-    for path in [*state.glob("*-seed*"), *results.glob("*-seed*.json")]:
-        tail = path.name.split("-seed")[-1].split(".")[0]
-        if tail.isdigit() and any(path.name.startswith(f"{m.name}-seed") for m in MODELS):
-            found.add(int(tail))
-    return tuple(sorted(found))
-
-
 def curve(run_dir: Path) -> list[list[float]]:
     """[epoch, val ELBO] per validated epoch (1-based) from the run's metrics.csv."""
     try:
@@ -664,7 +579,7 @@ def section(
             tight.append((entry.model.label, entry.seed, bound))
             if entry.model.name == "vae":
                 vae_tight[entry.seed] = bound
-        record = _read(entry.result)
+        record = read_json(entry.result)
         kept = record.pop("curve", []) if record else []  # a record keeps the curve it ended on
         out.data[entry.name] = {"result": record, "curve": curve(entry.run_dir) or kept}
         one_seed = entry.model.name not in SEEDED and entry.seed != min(seeds)
@@ -914,7 +829,7 @@ def weights_text(results: Path, seeds: tuple[int, ...], state: Path) -> str:
     model and seed each file is (its row is in the table, which shows every seed with a
     record); the table's scored rows without a file, and why (their run is gone, or not
     exported yet); how ``make reproduce-table`` scores the files again."""
-    files = (_read(results / WEIGHTS) or {}).get("files") or {}
+    files = (read_json(results / WEIGHTS) or {}).get("files") or {}
     labels = {m.name: m.label for m in MODELS}
     shown = [
         f"`{name}`: {labels.get(entry['model'], entry['model'])}, **seed "

@@ -33,16 +33,16 @@ from typing import Any
 
 from benchmarks.ais import Pieces
 from benchmarks.common import Options, table
+from benchmarks.protocol import TIGHTNESS
 from pyro_vae.atomic import write_json_atomic
 
 POINTS, STEPS = 200, 1000  # test images, annealing steps (the issue's protocol)
 TOY_POINTS, TOY_STEPS = 8, 5
-SUFFIX = ".tightness.json"
 
 
 def record_path(result: Path) -> Path:
     """The tightness record beside the result record ``<model>-seed<s>.json``."""
-    return result.with_suffix(SUFFIX)
+    return result.with_suffix(TIGHTNESS)
 
 
 def read(result: Path) -> dict[str, Any] | None:

@@ -71,18 +71,8 @@ import torch
 
 from benchmarks.cli import COUNT, SEED, THREADS
 from benchmarks.common import REPO, Options, spec_from
-from benchmarks.published import (
-    DONE,
-    KEY,
-    MODELS,
-    WEIGHTS,
-    Entry,
-    Model,
-    default_state,
-    overrides,
-    points_path,
-    read_points,
-)
+from benchmarks.protocol import DONE, KEY, MODELS, Entry, Model, default_state
+from benchmarks.published import WEIGHTS, overrides, points_path, read_points
 from pyro_vae.atomic import write_atomic, write_text_atomic
 from pyro_vae.cache import cache_dir
 from pyro_vae.checkpoints import RECORD, changed_keys, flat, read_checkpoint, spec_record
