@@ -11,9 +11,10 @@ at a session's end, with the jobs stopped (each saves where it is on Ctrl-C's si
 copies into ``CARRY`` (default ``benchmarks/carry``, committed) what each unfinished run of the
 state folder needs to go on, and nothing else::
 
-    CARRY/<model>-seed<s>/             the run: marker, config.yaml, metrics.csv,
-                                       checkpoints/last.ckpt and best.ckpt (not its lock,
-                                       nor the fall-back copies checkpoints/step-<N>.ckpt)
+    CARRY/<model>-seed<s>/             every file of the run but its lock and the fall-back
+                                       copies checkpoints/step-<N>.ckpt (in training: marker,
+                                       config.yaml, metrics.csv, checkpoints/last.ckpt and
+                                       best.ckpt, about 25 MB for a VampPrior run)
     CARRY/<model>-seed<s>.<kind>.json  the job's files beside it (progress, done)
     CARRY/carry.json                   per run: the global step of its last.ckpt, when it was
                                        saved, and the SHA-256 of every file
@@ -21,7 +22,8 @@ state folder needs to go on, and nothing else::
 A run is unfinished while the results folder lacks its result record or its AIS tightness
 record; the next save drops a run that has both (its result, per-image log p̂ and weights are
 committed instead). A run another process holds (its lock) is refused before anything is
-written.
+written; a run the state folder lacks stays carried as it was (a save on a new machine before
+the restore loses nothing), and so does one carried further than the state folder's.
 
 A published job (training, or ``--tightness``) first restores each of its runs that ``CARRY``
 holds and its state folder lacks, or holds at an earlier step; ``python -m benchmarks.carry
