@@ -288,7 +288,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "save":
             lines = save(state, carry, results)
         else:
-            state.mkdir(parents=True, exist_ok=True)
             lines = [
                 line
                 for name in read_manifest(carry)

@@ -504,9 +504,12 @@ def run(
     if (train or tighten) and carry is not None:
         from benchmarks.carry import restore_entry
 
-        state.mkdir(parents=True, exist_ok=True)
         for entry in chosen:
-            if line := restore_entry(entry, carry):
+            try:
+                line = restore_entry(entry, carry)
+            except SpecError as exc:  # a carried file changed, a manifest not ours: stop here
+                raise SystemExit(f"{entry.label}: not restored from {carry}: {exc}") from None
+            if line:
                 print(line, flush=True)
     if train:
         print(f"code: {REPO}; state: {state}; results: {results}", flush=True)

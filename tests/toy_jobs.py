@@ -10,11 +10,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def toy(module: str, tmp_path: Path, *args: str) -> str:
+def toy_run(module: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``python -m <module> --toy`` on one thread, its results in ``tmp_path/results`` and its
-    report ``tmp_path/BENCHMARKS.md``: its stdout; a non-zero exit fails the test with its
-    stderr."""
-    done = subprocess.run(
+    report ``tmp_path/BENCHMARKS.md``: the finished process, its output captured."""
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -33,6 +32,11 @@ def toy(module: str, tmp_path: Path, *args: str) -> str:
         text=True,
         timeout=300,
     )
+
+
+def toy(module: str, tmp_path: Path, *args: str) -> str:
+    """:func:`toy_run`'s stdout; a non-zero exit fails the test with its stderr."""
+    done = toy_run(module, tmp_path, *args)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from toy_jobs import published
+from toy_jobs import published, toy_run
 
 from pyro_vae.rundir import LOCK, Run
 
@@ -40,16 +40,15 @@ while True:
 """
 
 
-def carry(*args: str, code: int = 0) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.carry", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def command(*argv: str, code: int = 0) -> str:
+    """``argv`` run in the repository: its output; an exit other than ``code`` fails the test."""
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == code, done.stdout + done.stderr[-3000:]
     return done.stdout + done.stderr
+
+
+def carry(*args: str, code: int = 0) -> str:
+    return command(sys.executable, "-m", "benchmarks.carry", *args, code=code)
 
 
 @pytest.fixture(scope="module")
@@ -65,22 +64,17 @@ def two_epochs(whole, tmp_path_factory) -> Path:
     """A state folder whose VAE run stopped after 2 of the job's epochs, as a job stopped there
     leaves it (no done.json): trained by ``pyro-vae train`` from the job's own spec."""
     state = tmp_path_factory.mktemp("trained") / "state"
-    done = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("pyro-vae")),
-            "train",
-            str(whole / "state" / "vae-seed0" / "config.yaml"),
-            "--set",
-            "train.max_epochs=2",
-            "--out",
-            str(state / "vae-seed0"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    config = whole / "state" / "vae-seed0" / "config.yaml"
+    pyro_vae = str(Path(sys.executable).with_name("pyro-vae"))
+    command(
+        pyro_vae,
+        "train",
+        str(config),
+        "--set",
+        "train.max_epochs=2",
+        "--out",
+        str(state / "vae-seed0"),
     )
-    assert done.returncode == 0, done.stderr[-3000:]
     (state / "vae-seed0.progress.json").write_text(PROGRESS)
     return state
 
@@ -171,6 +165,19 @@ def test_restore_checks_every_file_and_leaves_what_it_does_not_own(tmp_path, car
     good = last.read_bytes()
     last.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
     assert "does not match its SHA-256" in restore(code=2)
+    assert sorted(p.name for p in state.iterdir()) == []
+    job = toy_run(  # a job finding it stops, saying so, and trains nothing
+        "benchmarks.published",
+        tmp_path,
+        "--models",
+        "vae",
+        "--state",
+        str(state),
+        "--carry",
+        str(to),
+    )
+    assert job.returncode == 1 and job.stderr.startswith("VAE (seed 0): not restored from")
+    assert "does not match its SHA-256" in job.stderr and "Traceback" not in job.stderr
     assert sorted(p.name for p in state.iterdir()) == []
     last.write_bytes(good)
 
