@@ -76,6 +76,7 @@ import numpy as np
 import torch
 
 from benchmarks import tightness
+from benchmarks.carry import default_carry, restore_entry
 from benchmarks.common import REPO, Options, Section, Skip, prepared, spec_from, table
 from benchmarks.pauses import RunningClock
 from benchmarks.protocol import (
@@ -502,8 +503,6 @@ def run(
         for entry in chosen:
             peek(entry, *peek_at)
     if (train or tighten) and carry is not None:
-        from benchmarks.carry import restore_entry
-
         for entry in chosen:
             try:
                 line = restore_entry(entry, carry)
@@ -1014,7 +1013,7 @@ def main(argv: list[str] | None = None) -> None:
             not (args.report or args.tightness),
             tuple(args.peek) if args.peek else None,
             args.tightness,
-            args.carry or (o.results / "carry" if o.toy else REPO / "benchmarks" / "carry"),
+            args.carry or (o.results / "carry" if o.toy else default_carry()),
         )
 
     finish(args, options_from(args), {KEY: runner})
